@@ -1,0 +1,781 @@
+//! Blocks, votes and certificates: the settlement evidence (spec D10-D14).
+//!
+//! A block is a header, a body and a commit certificate. The header commits to the body
+//! through two digests: the Merkle root of the trades and the digest of the process data (the
+//! batches, the clearing record, objections, appeals, rejections, skipped primaries and the
+//! skip certificate). The block's identity is the digest of its header; the certificate's
+//! signatures are over that digest, so changing any byte of the block is either caught by a
+//! digest or by a signature.
+
+use std::collections::BTreeSet;
+
+use crate::clearing::{ClearingRecord, Cut};
+use crate::crypto::{Digest, PublicKey, Signature, SignatureScheme, Signed, digest_of};
+use crate::encoding::{Canonical, DecodeError, DecodeErrorKind, Reader};
+use crate::genesis::{Genesis, MAX_MEMBERS};
+use crate::market::{MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt, Trade};
+use crate::merkle;
+use crate::units::{AreaId, NodeId, ParticipantId, Timestamp};
+
+/// The block format this build writes and reads.
+pub const BLOCK_VERSION: u16 = 1;
+/// Most trades in one block.
+pub const MAX_BLOCK_TRADES: usize = 2 * MAX_BATCH_BIDS;
+/// The highest view a block may be proposed in; also bounds the skipped-primaries list.
+pub const MAX_VIEW: u32 = 1024;
+/// Most objections recorded in one block.
+pub const MAX_OBJECTIONS: usize = 4096;
+/// Most appeals recorded in one block.
+pub const MAX_APPEALS: usize = 4096;
+/// Most pieces of equivocation evidence in one block.
+pub const MAX_EVIDENCE: usize = 256;
+/// Longest free-text reason in an objection.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// A block's header: what the certificate signs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockHeader {
+    /// The block format, [`BLOCK_VERSION`].
+    pub version: u16,
+    /// The chain: the genesis digest.
+    pub chain_id: Digest,
+    /// The height (trading round), from 1.
+    pub height: u64,
+    /// The view the block was proposed in; above 0 only after a skip.
+    pub view: u32,
+    /// The negotiation revision, from 0.
+    pub revision: u32,
+    /// The previous block's digest, or the chain id at height 1.
+    pub previous: Digest,
+    /// The Merkle root of the trades.
+    pub trades_root: Digest,
+    /// The digest of the process data.
+    pub process_hash: Digest,
+    /// When the primary built the block (its clock, an input to the core).
+    pub timestamp: Timestamp,
+    /// The primary that built the block.
+    pub primary: NodeId,
+}
+crate::canonical_struct!(BlockHeader {
+    version,
+    chain_id,
+    height,
+    view,
+    revision,
+    previous,
+    trades_root,
+    process_hash,
+    timestamp,
+    primary,
+});
+crate::tagged!(BlockHeader, 0x0201, "block-header", 256);
+
+impl BlockHeader {
+    /// The block's identity.
+    pub fn digest(&self) -> Digest {
+        digest_of(self)
+    }
+}
+
+/// Why a bid in an included batch ended without a trade by rule, rather than by price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RejectionReason {
+    /// The management node of the bid's area did not take part in the view (it was not in
+    /// the skip certificate), so it could not co-sign a trade there.
+    AreaUnavailable,
+    /// Cut by the negotiation fallback: later-submitted bids are cut first.
+    Fallback,
+    /// The bid breaks a rule of the consortium or its signature does not verify.
+    Invalid,
+    /// The same bid appeared earlier in the block.
+    Duplicate,
+}
+crate::canonical_enum!(RejectionReason {
+    AreaUnavailable = 0,
+    Fallback = 1,
+    Invalid = 2,
+    Duplicate = 3,
+});
+
+/// A recorded rejection of one bid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rejection {
+    /// The bid's id.
+    pub bid: Digest,
+    /// Why.
+    pub reason: RejectionReason,
+}
+crate::canonical_struct!(Rejection { bid, reason });
+
+/// What a node objects to in a proposal.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectionReason {
+    /// The outcome overloads a line of the objector's grid; the cuts restore security.
+    Security {
+        /// One cut per violated line and direction.
+        cuts: Vec<Cut>,
+    },
+    /// The objector's own batch is missing or altered; this is the digest of the batch it sent.
+    MissingBatch {
+        /// The digest of the batch's body.
+        batch: Digest,
+    },
+    /// The proposal is invalid for another reason (wrong link, wrong clearing, bad signature).
+    Invalid {
+        /// What is wrong, in words.
+        detail: String,
+    },
+}
+
+impl Canonical for ObjectionReason {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ObjectionReason::Security { cuts } => {
+                out.push(0);
+                crate::encoding::encode_seq(cuts, out);
+            }
+            ObjectionReason::MissingBatch { batch } => {
+                out.push(1);
+                batch.encode(out);
+            }
+            ObjectionReason::Invalid { detail } => {
+                out.push(2);
+                crate::encoding::encode_str(detail, out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match u8::decode(r)? {
+            0 => Ok(ObjectionReason::Security {
+                cuts: crate::encoding::decode_seq(r, MAX_CUTS_PER_OBJECTION)
+                    .map_err(|e| e.within("cuts"))?,
+            }),
+            1 => Ok(ObjectionReason::MissingBatch {
+                batch: Digest::decode(r)?,
+            }),
+            2 => Ok(ObjectionReason::Invalid {
+                detail: crate::encoding::decode_str(r, MAX_REASON_LEN)
+                    .map_err(|e| e.within("detail"))?,
+            }),
+            value => Err(DecodeError::new(DecodeErrorKind::InvalidDiscriminant {
+                value,
+            })),
+        }
+    }
+}
+
+/// Most cuts in one objection.
+pub const MAX_CUTS_PER_OBJECTION: usize = 1024;
+
+/// A node's objection to a proposal, signed by the objector.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Objection {
+    /// The chain.
+    pub chain_id: Digest,
+    /// The height.
+    pub height: u64,
+    /// The view of the proposal.
+    pub view: u32,
+    /// The revision of the proposal.
+    pub revision: u32,
+    /// The digest of the proposed header.
+    pub block: Digest,
+    /// Who objects.
+    pub objector: NodeId,
+    /// Why.
+    pub reason: ObjectionReason,
+}
+crate::canonical_struct!(Objection {
+    chain_id,
+    height,
+    view,
+    revision,
+    block,
+    objector,
+    reason
+});
+crate::tagged!(Objection, 0x0202, "objection", 64 * 1024 * 1024);
+
+/// What a participant disputes in a preliminary result.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AppealClaim {
+    /// "My bid was receipted for this height but is not in the result."
+    Omitted {
+        /// The bid.
+        bid: SignedBid,
+        /// The home node's receipt for it.
+        receipt: SignedReceipt,
+    },
+    /// "My bid should have been accepted (or accepted differently) under the rule."
+    Misallocated {
+        /// The bid's id.
+        bid: Digest,
+    },
+}
+
+impl Canonical for AppealClaim {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            AppealClaim::Omitted { bid, receipt } => {
+                out.push(0);
+                bid.encode(out);
+                receipt.encode(out);
+            }
+            AppealClaim::Misallocated { bid } => {
+                out.push(1);
+                bid.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match u8::decode(r)? {
+            0 => Ok(AppealClaim::Omitted {
+                bid: SignedBid::decode(r).map_err(|e| e.within("bid"))?,
+                receipt: SignedReceipt::decode(r).map_err(|e| e.within("receipt"))?,
+            }),
+            1 => Ok(AppealClaim::Misallocated {
+                bid: Digest::decode(r)?,
+            }),
+            value => Err(DecodeError::new(DecodeErrorKind::InvalidDiscriminant {
+                value,
+            })),
+        }
+    }
+}
+
+/// A participant's appeal against a preliminary result, signed by the participant.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Appeal {
+    /// The chain.
+    pub chain_id: Digest,
+    /// Who appeals.
+    pub participant: ParticipantId,
+    /// The height of the disputed result.
+    pub height: u64,
+    /// What is disputed.
+    pub claim: AppealClaim,
+}
+crate::canonical_struct!(Appeal {
+    chain_id,
+    participant,
+    height,
+    claim
+});
+crate::tagged!(Appeal, 0x0203, "appeal", 8 * 1024);
+
+/// How the primary resolved an appeal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AppealResolution {
+    /// The claim holds; the named revision corrects the result.
+    Upheld {
+        /// The revision that includes the correction.
+        revision: u32,
+    },
+    /// The bid was in the result already.
+    RejectedAlreadyIncluded,
+    /// The receipt or the bid does not verify, or they do not match the appellant or height.
+    RejectedUnverifiable,
+    /// The clearing was recomputed by the rule and the outcome stands.
+    RejectedOutcomeStands,
+}
+
+impl Canonical for AppealResolution {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            AppealResolution::Upheld { revision } => {
+                out.push(0);
+                revision.encode(out);
+            }
+            AppealResolution::RejectedAlreadyIncluded => out.push(1),
+            AppealResolution::RejectedUnverifiable => out.push(2),
+            AppealResolution::RejectedOutcomeStands => out.push(3),
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match u8::decode(r)? {
+            0 => Ok(AppealResolution::Upheld {
+                revision: u32::decode(r)?,
+            }),
+            1 => Ok(AppealResolution::RejectedAlreadyIncluded),
+            2 => Ok(AppealResolution::RejectedUnverifiable),
+            3 => Ok(AppealResolution::RejectedOutcomeStands),
+            value => Err(DecodeError::new(DecodeErrorKind::InvalidDiscriminant {
+                value,
+            })),
+        }
+    }
+}
+
+/// An appeal and its resolution, as recorded in a block.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AppealRecord {
+    /// The appeal as the participant signed it.
+    pub appeal: Signed<Appeal>,
+    /// The home node that forwarded it.
+    pub via: NodeId,
+    /// The resolution.
+    pub resolution: AppealResolution,
+}
+crate::canonical_struct!(AppealRecord {
+    appeal,
+    via,
+    resolution
+});
+
+/// What a vote is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum VoteKind {
+    /// The primary proposes the block (its signature on a proposal).
+    Propose,
+    /// A node found the proposal valid and secure in its area (the first voting phase).
+    Endorse,
+    /// A node saw an endorsement certificate and is locked on the block (the second phase).
+    Commit,
+}
+crate::canonical_enum!(VoteKind {
+    Propose = 0,
+    Endorse = 1,
+    Commit = 2
+});
+
+/// A signed statement by a management node about a block in a round (view, revision).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Vote {
+    /// What the vote is for.
+    pub kind: VoteKind,
+    /// The chain.
+    pub chain_id: Digest,
+    /// The height.
+    pub height: u64,
+    /// The view of the round.
+    pub view: u32,
+    /// The revision of the round.
+    pub revision: u32,
+    /// The digest of the header voted for.
+    pub block: Digest,
+    /// Who votes.
+    pub voter: NodeId,
+}
+crate::canonical_struct!(Vote {
+    kind,
+    chain_id,
+    height,
+    view,
+    revision,
+    block,
+    voter
+});
+crate::tagged!(Vote, 0x0301, "vote", 128);
+
+/// One signer's signature in a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VoteSignature {
+    /// The voter.
+    pub voter: NodeId,
+    /// Its signature over the [`Vote`] the certificate implies.
+    pub signature: Signature,
+}
+crate::canonical_struct!(VoteSignature { voter, signature });
+
+/// Votes of one kind for one block in one round, from distinct members.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QuorumCertificate {
+    /// Endorse (a lock) or commit (a decision).
+    pub kind: VoteKind,
+    /// The height.
+    pub height: u64,
+    /// The view of the round.
+    pub view: u32,
+    /// The revision of the round.
+    pub revision: u32,
+    /// The digest of the header.
+    pub block: Digest,
+    /// The signatures, one per voter.
+    pub signatures: Vec<VoteSignature>,
+}
+crate::canonical_struct!(QuorumCertificate {
+    kind,
+    height,
+    view,
+    revision,
+    block,
+    signatures: seq(MAX_MEMBERS),
+});
+crate::tagged!(QuorumCertificate, 0x0302, "quorum-certificate", 32 + 66 * MAX_MEMBERS + 64);
+
+/// Why a certificate is not valid.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    /// Fewer distinct signers than a quorum.
+    #[error("{have} signers, a quorum needs {need}")]
+    TooFewSigners {
+        /// Distinct valid signers.
+        have: usize,
+        /// The quorum.
+        need: usize,
+    },
+    /// A signer appears twice.
+    #[error("signer {0} appears more than once")]
+    RepeatedSigner(NodeId),
+    /// A signer is not a member.
+    #[error("signer {0} is not a management node of this consortium")]
+    ForeignSigner(NodeId),
+    /// A signature does not verify.
+    #[error("the signature of {0} does not verify")]
+    BadSignature(NodeId),
+    /// A node whose area a trade touches did not sign (the paper's joint signatures).
+    #[error("node {node} of area {area}, which the block touches, did not sign")]
+    MissingJointSignature {
+        /// The node.
+        node: NodeId,
+        /// Its area.
+        area: AreaId,
+    },
+    /// The certificate is for something else.
+    #[error("the certificate is for {found}, expected {expected}")]
+    Mismatch {
+        /// What was expected.
+        expected: String,
+        /// What it is for.
+        found: String,
+    },
+}
+
+impl QuorumCertificate {
+    /// The vote that `voter`'s signature in this certificate signs.
+    pub fn vote_of(&self, chain_id: Digest, voter: NodeId) -> Vote {
+        Vote {
+            kind: self.kind,
+            chain_id,
+            height: self.height,
+            view: self.view,
+            revision: self.revision,
+            block: self.block,
+            voter,
+        }
+    }
+
+    /// The round (view, revision), ordered as the protocol orders rounds.
+    pub fn round(&self) -> (u32, u32) {
+        (self.view, self.revision)
+    }
+
+    /// The signers, in the certificate's order.
+    pub fn signers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.signatures.iter().map(|s| s.voter)
+    }
+
+    /// Checks the certificate: members only, no signer twice, every signature valid, at
+    /// least a quorum, and every node in `required` among the signers (spec D11, D12).
+    pub fn verify(
+        &self,
+        genesis: &Genesis,
+        chain_id: Digest,
+        scheme: &dyn SignatureScheme,
+        required: &[NodeId],
+    ) -> Result<(), CertificateError> {
+        let mut seen = BTreeSet::new();
+        for s in &self.signatures {
+            let member = genesis
+                .member(s.voter)
+                .ok_or(CertificateError::ForeignSigner(s.voter))?;
+            if !seen.insert(s.voter) {
+                return Err(CertificateError::RepeatedSigner(s.voter));
+            }
+            let vote = self.vote_of(chain_id, s.voter);
+            verify_signature(scheme, &member.public_key, &vote, &s.signature)
+                .map_err(|_| CertificateError::BadSignature(s.voter))?;
+        }
+        let need = genesis.quorum();
+        if seen.len() < need {
+            return Err(CertificateError::TooFewSigners {
+                have: seen.len(),
+                need,
+            });
+        }
+        if let Some(node) = required.iter().find(|n| !seen.contains(n)) {
+            let area = genesis.member(*node).map(|m| m.area).unwrap_or(AreaId(0));
+            return Err(CertificateError::MissingJointSignature { node: *node, area });
+        }
+        Ok(())
+    }
+}
+
+fn verify_signature<T: crate::encoding::Tagged>(
+    scheme: &dyn SignatureScheme,
+    key: &PublicKey,
+    body: &T,
+    signature: &Signature,
+) -> Result<(), crate::crypto::SignatureError> {
+    scheme.verify(key, &body.to_canonical_bytes(), signature)
+}
+
+/// A node's vote to skip the primary of (height, view), with the highest lock it holds.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SkipVote {
+    /// The chain.
+    pub chain_id: Digest,
+    /// The height.
+    pub height: u64,
+    /// The view being skipped.
+    pub view: u32,
+    /// Who votes.
+    pub voter: NodeId,
+    /// The voter's highest endorsement certificate at this height, if it is locked.
+    pub lock: Option<QuorumCertificate>,
+}
+crate::canonical_struct!(SkipVote {
+    chain_id,
+    height,
+    view,
+    voter,
+    lock
+});
+crate::tagged!(SkipVote, 0x0303, "skip-vote", 64 + QuorumCertificate::MAX_ENCODED_LEN);
+
+/// A quorum of skip votes for (height, view): it justifies view + 1 (the paper's fault skip).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SkipCertificate {
+    /// The height.
+    pub height: u64,
+    /// The skipped view.
+    pub view: u32,
+    /// The votes, from distinct members.
+    pub votes: Vec<Signed<SkipVote>>,
+}
+crate::canonical_struct!(SkipCertificate {
+    height,
+    view,
+    votes: seq(MAX_MEMBERS)
+});
+crate::tagged!(
+    SkipCertificate,
+    0x0304,
+    "skip-certificate",
+    16 + MAX_MEMBERS * (SkipVote::MAX_ENCODED_LEN + 64)
+);
+
+impl SkipCertificate {
+    /// The highest lock reported by any vote: the block a new primary must re-propose.
+    pub fn highest_lock(&self) -> Option<&QuorumCertificate> {
+        self.votes
+            .iter()
+            .filter_map(|v| v.body.lock.as_ref())
+            .max_by(|a, b| a.round().cmp(&b.round()).then_with(|| a.block.cmp(&b.block)))
+    }
+
+    /// The voters.
+    pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.votes.iter().map(|v| v.body.voter)
+    }
+
+    /// Checks the certificate for (height, view): members only, no voter twice, every vote
+    /// for this chain, height and view and validly signed, at least a quorum, and every
+    /// reported lock a valid endorsement certificate for this height below the skipped round
+    /// (spec D13).
+    pub fn verify(
+        &self,
+        genesis: &Genesis,
+        chain_id: Digest,
+        scheme: &dyn SignatureScheme,
+        height: u64,
+        view: u32,
+    ) -> Result<(), CertificateError> {
+        if self.height != height || self.view != view {
+            return Err(CertificateError::Mismatch {
+                expected: format!("skipping height {height} view {view}"),
+                found: format!("skipping height {} view {}", self.height, self.view),
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for v in &self.votes {
+            let b = &v.body;
+            let member = genesis
+                .member(b.voter)
+                .ok_or(CertificateError::ForeignSigner(b.voter))?;
+            if !seen.insert(b.voter) {
+                return Err(CertificateError::RepeatedSigner(b.voter));
+            }
+            if b.chain_id != chain_id || b.height != height || b.view != view {
+                return Err(CertificateError::Mismatch {
+                    expected: format!("a skip vote for height {height} view {view}"),
+                    found: format!("one for height {} view {} from {}", b.height, b.view, b.voter),
+                });
+            }
+            v.verify(scheme, &member.public_key)
+                .map_err(|_| CertificateError::BadSignature(b.voter))?;
+            if let Some(lock) = &b.lock {
+                if lock.kind != VoteKind::Endorse || lock.height != height || lock.view > view {
+                    return Err(CertificateError::Mismatch {
+                        expected: format!("a lock at height {height} in view {view} or earlier"),
+                        found: format!(
+                            "a {:?} certificate at height {} view {}",
+                            lock.kind, lock.height, lock.view
+                        ),
+                    });
+                }
+                lock.verify(genesis, chain_id, scheme, &[])?;
+            }
+        }
+        let need = genesis.quorum();
+        if seen.len() < need {
+            return Err(CertificateError::TooFewSigners {
+                have: seen.len(),
+                need,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Proof that a node signed two different blocks of the same kind in the same round: anyone
+/// can check it with the node's public key alone.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Evidence {
+    /// One signed vote.
+    pub first: Signed<Vote>,
+    /// Another, for a different block.
+    pub second: Signed<Vote>,
+}
+crate::canonical_struct!(Evidence { first, second });
+crate::tagged!(Evidence, 0x0305, "evidence", 512);
+
+impl Evidence {
+    /// The equivocating node.
+    pub fn offender(&self) -> NodeId {
+        self.first.body.voter
+    }
+
+    /// Whether this is valid evidence: same voter, kind, height and round, different blocks,
+    /// both signatures valid.
+    pub fn verify(&self, genesis: &Genesis, scheme: &dyn SignatureScheme) -> bool {
+        let (a, b) = (&self.first.body, &self.second.body);
+        let same_slot = a.voter == b.voter
+            && a.kind == b.kind
+            && a.chain_id == b.chain_id
+            && a.height == b.height
+            && a.view == b.view
+            && a.revision == b.revision;
+        let Some(member) = genesis.member(a.voter) else {
+            return false;
+        };
+        same_slot
+            && a.block != b.block
+            && self.first.verify(scheme, &member.public_key).is_ok()
+            && self.second.verify(scheme, &member.public_key).is_ok()
+    }
+}
+
+/// Everything the primary used and decided on the way to the trades.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProcessData {
+    /// The home nodes' signed batches that were cleared, in member order.
+    pub batches: Vec<SignedBatch>,
+    /// The rule, the cuts and the outcome.
+    pub clearing: ClearingRecord,
+    /// The objections that led to revisions, in the order they were resolved.
+    pub objections: Vec<Signed<Objection>>,
+    /// The participants' appeals and their resolutions.
+    pub appeals: Vec<AppealRecord>,
+    /// Bids in the batches that were rejected by rule, with the reason.
+    pub rejections: Vec<Rejection>,
+    /// The primaries of views 0..view that were skipped.
+    pub skipped: Vec<NodeId>,
+    /// The certificate that justifies a view above 0.
+    pub skip_certificate: Option<SkipCertificate>,
+    /// Equivocation evidence the primary had seen.
+    pub evidence: Vec<Evidence>,
+}
+crate::canonical_struct!(ProcessData {
+    batches: seq(MAX_MEMBERS),
+    clearing,
+    objections: seq(MAX_OBJECTIONS),
+    appeals: seq(MAX_APPEALS),
+    rejections: seq(MAX_BLOCK_TRADES),
+    skipped: seq(MAX_VIEW as usize),
+    skip_certificate,
+    evidence: seq(MAX_EVIDENCE),
+});
+crate::tagged!(ProcessData, 0x0205, "process-data", 1 << 30);
+
+/// The trades and the process data.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockBody {
+    /// The trades, the Merkle tree's leaves in order.
+    pub trades: Vec<Trade>,
+    /// The process data.
+    pub process: ProcessData,
+}
+crate::canonical_struct!(BlockBody {
+    trades: seq(MAX_BLOCK_TRADES),
+    process
+});
+crate::tagged!(BlockBody, 0x0204, "block-body", 1 << 30);
+
+impl BlockBody {
+    /// The leaf hashes of the trades.
+    pub fn trade_leaves(&self) -> Vec<Digest> {
+        self.trades.iter().map(merkle::leaf_hash_of).collect()
+    }
+
+    /// The Merkle root over the trades.
+    pub fn trades_root(&self) -> Digest {
+        merkle::root(&self.trade_leaves())
+    }
+
+    /// The digest of the process data.
+    pub fn process_hash(&self) -> Digest {
+        digest_of(&self.process)
+    }
+
+    /// The areas the block touches: every trade's area and both ends of every tie line with a
+    /// non-zero flow.
+    pub fn touched_areas(&self, genesis: &Genesis) -> BTreeSet<AreaId> {
+        let mut areas: BTreeSet<AreaId> = self.trades.iter().map(|t| t.area).collect();
+        for f in &self.process.clearing.outcome.flows {
+            if f.flow.0 != 0 {
+                if let Some(t) = genesis.tie_line(f.tie_line) {
+                    areas.insert(t.from);
+                    areas.insert(t.to);
+                }
+            }
+        }
+        areas
+    }
+
+    /// The members whose endorsement the block needs besides a quorum: every member of every
+    /// touched area (the paper's joint signatures; spec D12).
+    pub fn required_signers(&self, genesis: &Genesis) -> Vec<NodeId> {
+        let areas = self.touched_areas(genesis);
+        genesis
+            .members
+            .iter()
+            .filter(|m| areas.contains(&m.area))
+            .map(|m| m.id)
+            .collect()
+    }
+}
+
+/// A committed block: header, body and the commit certificate over the header.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Block {
+    /// The header.
+    pub header: BlockHeader,
+    /// The body.
+    pub body: BlockBody,
+    /// A quorum of commit votes for the header, with every touched area's members.
+    pub certificate: QuorumCertificate,
+}
+crate::canonical_struct!(Block {
+    header,
+    body,
+    certificate
+});
+crate::tagged!(Block, 0x0200, "block", 1 << 30);
+
+impl Block {
+    /// The block's identity: the digest of its header.
+    pub fn digest(&self) -> Digest {
+        self.header.digest()
+    }
+}

@@ -1,0 +1,298 @@
+//! A deterministic sample consortium and chain, for tests, benchmarks and the demo. Keys come
+//! from fixed seeds, so every run builds the same chain; they are public and must never be
+//! used outside samples.
+
+use crate::block::{
+    BLOCK_VERSION, Block, BlockBody, BlockHeader, ProcessData, QuorumCertificate, VoteKind,
+    VoteSignature,
+};
+use crate::clearing::{ClearingRecord, ClearingOutcome, StepAward};
+use crate::crypto::{Digest, Ed25519Signer, Signed, Signer, sha256};
+use crate::genesis::{
+    Area, ClearingParams, ClearingRule, FaultKind, FaultModel, Genesis, Member, Participant,
+    TieLine, Timing,
+};
+use crate::market::{
+    Bid, BidBatch, BidStep, Product, Settlement, Side, SignedBatch, SignedBid, Term, Trade,
+};
+use crate::units::{AreaId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp};
+
+/// A sample consortium: a genesis and every secret key it names.
+pub struct SampleConsortium {
+    /// The genesis.
+    pub genesis: Genesis,
+    /// The members' signers, in genesis order.
+    pub members: Vec<Ed25519Signer>,
+    /// The participants' signers, in genesis order.
+    pub participants: Vec<Ed25519Signer>,
+}
+
+/// The fixed, public seed of a sample key.
+pub fn sample_seed(role: &str, index: usize) -> [u8; 32] {
+    sha256(&[b"tieline-sample-key/", role.as_bytes(), &(index as u64).to_be_bytes()]).0
+}
+
+/// The sample delivery product of a height: one hour of spot, physical.
+pub fn sample_product(height: u64) -> Product {
+    Product {
+        delivery_start: Timestamp(1_767_225_600_000 + height * 3_600_000),
+        delivery_minutes: 60,
+        term: Term::Spot,
+        settlement: Settlement::Physical,
+    }
+}
+
+impl SampleConsortium {
+    /// `members` management nodes, one area each, joined in a ring of tie lines, with
+    /// `participants_per_member` participants at each; byzantine fault model with the largest
+    /// f the size allows (crash if fewer than 4 members).
+    pub fn new(members: usize, participants_per_member: usize) -> Self {
+        assert!((1..=64).contains(&members), "1 to 64 members");
+        let member_signers: Vec<_> = (0..members)
+            .map(|i| Ed25519Signer::from_seed(sample_seed("member", i)))
+            .collect();
+        let participant_signers: Vec<_> = (0..members * participants_per_member)
+            .map(|i| Ed25519Signer::from_seed(sample_seed("participant", i)))
+            .collect();
+        let areas = (0..members)
+            .map(|i| Area {
+                id: AreaId(i as u16 + 1),
+                name: format!("Area {}", i + 1),
+            })
+            .collect();
+        let genesis_members = member_signers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Member {
+                id: NodeId(i as u16 + 1),
+                name: format!("Exchange {}", i + 1),
+                area: AreaId(i as u16 + 1),
+                public_key: s.public_key(),
+                address: format!("127.0.0.1:{}", 7100 + i),
+            })
+            .collect();
+        let participants = participant_signers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let home = i / participants_per_member;
+                Participant {
+                    id: ParticipantId(1000 + i as u32),
+                    name: format!("participant-{}", 1000 + i),
+                    home: NodeId(home as u16 + 1),
+                    area: AreaId(home as u16 + 1),
+                    public_key: s.public_key(),
+                }
+            })
+            .collect();
+        let tie_lines = if members < 2 {
+            vec![]
+        } else {
+            (0..members)
+                .filter(|&i| members > 2 || i == 0)
+                .map(|i| TieLine {
+                    id: TieLineId(i as u16 + 1),
+                    from: AreaId(i as u16 + 1),
+                    to: AreaId(((i + 1) % members) as u16 + 1),
+                    capacity_forward: Quantity::parse("500").expect("constant"),
+                    capacity_backward: Quantity::parse("500").expect("constant"),
+                    from_bus: None,
+                    to_bus: None,
+                })
+                .collect()
+        };
+        let fault_model = if members >= 4 {
+            FaultModel {
+                kind: FaultKind::Byzantine,
+                f: ((members - 1) / 3) as u16,
+            }
+        } else {
+            FaultModel {
+                kind: FaultKind::Crash,
+                f: ((members - 1) / 2) as u16,
+            }
+        };
+        let genesis = Genesis {
+            chain_name: "tieline-sample".into(),
+            areas,
+            members: genesis_members,
+            participants,
+            tie_lines,
+            fault_model,
+            rotation_period: 1,
+            timing: Timing {
+                gate_ms: 1_000,
+                batch_wait_ms: 500,
+                view_timeout_ms: 2_000,
+            },
+            max_revisions: 4,
+            clearing: ClearingParams {
+                rule: ClearingRule::UniformPrice,
+                price_tick: Price::parse("0.01").expect("constant"),
+                price_floor: Price::parse("-500").expect("constant"),
+                price_cap: Price::parse("3000").expect("constant"),
+            },
+        };
+        genesis.validate().expect("the sample genesis is valid");
+        Self {
+            genesis,
+            members: member_signers,
+            participants: participant_signers,
+        }
+    }
+
+    /// A signed sample bid by participant `index` (genesis order) for `height`.
+    pub fn bid(&self, index: usize, height: u64, nonce: u64) -> SignedBid {
+        let p = &self.genesis.participants[index];
+        let side = if index % 2 == 0 { Side::Sell } else { Side::Buy };
+        let base = 40 + (index % 17) as i64;
+        let price = match side {
+            Side::Sell => base,
+            Side::Buy => base + 20,
+        };
+        let bid = Bid {
+            chain_id: self.genesis.chain_id(),
+            participant: p.id,
+            area: p.area,
+            bus: None,
+            side,
+            product: sample_product(height),
+            steps: vec![BidStep {
+                price: Price(price * Price::SCALE),
+                quantity: Quantity((10 + (index % 7) as i64) * Quantity::SCALE),
+            }],
+            nonce,
+            timestamp: Timestamp(1_767_225_000_000 + height * 60_000 + nonce % 60_000),
+        };
+        Signed::sign(bid, &self.participants[index])
+    }
+
+    /// A chain of `blocks` blocks with `bids_per_block` bids each, every bid fully accepted at
+    /// its own price, every block committed by all members in view 0.
+    pub fn chain(&self, blocks: usize, bids_per_block: usize) -> Vec<Block> {
+        let chain_id = self.genesis.chain_id();
+        let mut out: Vec<Block> = Vec::with_capacity(blocks);
+        let mut previous = chain_id;
+        for b in 0..blocks {
+            let height = b as u64 + 1;
+            let mut per_member: Vec<Vec<SignedBid>> = vec![Vec::new(); self.members.len()];
+            for i in 0..bids_per_block {
+                let who = i % self.participants.len();
+                let home = who * self.members.len() / self.participants.len();
+                per_member[home].push(self.bid(who, height, (height << 32) + i as u64));
+            }
+            let batches: Vec<SignedBatch> = per_member
+                .into_iter()
+                .enumerate()
+                .map(|(m, bids)| {
+                    let batch = BidBatch {
+                        chain_id,
+                        height,
+                        home: self.genesis.members[m].id,
+                        bids,
+                    };
+                    Signed::sign(batch, &self.members[m])
+                })
+                .collect();
+            let trades: Vec<Trade> = batches
+                .iter()
+                .flat_map(|b| b.body.bids.iter())
+                .map(|sb| {
+                    let bid = &sb.body;
+                    Trade {
+                        bid: bid.id(),
+                        participant: bid.participant,
+                        side: bid.side,
+                        area: bid.area,
+                        bus: bid.bus,
+                        product: bid.product,
+                        quantity: bid.steps[0].quantity,
+                        price: bid.steps[0].price,
+                        counterparty: None,
+                    }
+                })
+                .collect();
+            let awards = trades
+                .iter()
+                .map(|t| StepAward {
+                    bid: t.bid,
+                    step: 0,
+                    quantity: t.quantity,
+                })
+                .collect();
+            let body = BlockBody {
+                trades,
+                process: ProcessData {
+                    batches,
+                    clearing: ClearingRecord {
+                        rule: self.genesis.clearing.rule,
+                        cuts: vec![],
+                        outcome: ClearingOutcome {
+                            awards,
+                            ..ClearingOutcome::default()
+                        },
+                    },
+                    objections: vec![],
+                    appeals: vec![],
+                    rejections: vec![],
+                    skipped: vec![],
+                    skip_certificate: None,
+                    evidence: vec![],
+                },
+            };
+            let header = BlockHeader {
+                version: BLOCK_VERSION,
+                chain_id,
+                height,
+                view: 0,
+                revision: 0,
+                previous,
+                trades_root: body.trades_root(),
+                process_hash: body.process_hash(),
+                timestamp: Timestamp(1_767_225_000_000 + height * 60_000),
+                primary: self.genesis.primary(height, 0),
+            };
+            let certificate = self.certify(VoteKind::Commit, &header, 0, 0, self.members.len());
+            previous = header.digest();
+            out.push(Block {
+                header,
+                body,
+                certificate,
+            });
+        }
+        out
+    }
+
+    /// A certificate of `kind` for `header` in round (view, revision) signed by the first
+    /// `signers` members.
+    pub fn certify(
+        &self,
+        kind: VoteKind,
+        header: &BlockHeader,
+        view: u32,
+        revision: u32,
+        signers: usize,
+    ) -> QuorumCertificate {
+        let mut qc = QuorumCertificate {
+            kind,
+            height: header.height,
+            view,
+            revision,
+            block: header.digest(),
+            signatures: vec![],
+        };
+        let chain_id: Digest = self.genesis.chain_id();
+        qc.signatures = self.genesis.members[..signers]
+            .iter()
+            .zip(&self.members)
+            .map(|(m, s)| {
+                let vote = qc.vote_of(chain_id, m.id);
+                VoteSignature {
+                    voter: m.id,
+                    signature: Signed::sign(vote, s).signature,
+                }
+            })
+            .collect();
+        qc
+    }
+}
