@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::block::{
-    AppealClaim, Block, BlockHeader, BLOCK_VERSION, CertificateError, MAX_VIEW, RejectionReason,
+    AppealClaim, BLOCK_VERSION, Block, BlockHeader, CertificateError, MAX_VIEW, RejectionReason,
     VoteKind,
 };
 use crate::crypto::{Digest, SignatureScheme};
@@ -401,7 +401,10 @@ pub fn verify_block(
     for (i, o) in p.objections.iter().enumerate() {
         let b = &o.body;
         let member = genesis.member(b.objector).ok_or_else(|| {
-            AuditFailure::Process(format!("objection {i}: objector {} is not a member", b.objector))
+            AuditFailure::Process(format!(
+                "objection {i}: objector {} is not a member",
+                b.objector
+            ))
         })?;
         if b.chain_id != chain_id || b.height != h.height {
             return Err(AuditFailure::Process(format!(

@@ -202,7 +202,7 @@ pub enum AppealClaim {
     /// "My bid was receipted for this height but is not in the result."
     Omitted {
         /// The bid.
-        bid: SignedBid,
+        bid: Box<SignedBid>,
         /// The home node's receipt for it.
         receipt: SignedReceipt,
     },
@@ -230,7 +230,7 @@ impl Canonical for AppealClaim {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match u8::decode(r)? {
             0 => Ok(AppealClaim::Omitted {
-                bid: SignedBid::decode(r).map_err(|e| e.within("bid"))?,
+                bid: Box::new(SignedBid::decode(r).map_err(|e| e.within("bid"))?),
                 receipt: SignedReceipt::decode(r).map_err(|e| e.within("receipt"))?,
             }),
             1 => Ok(AppealClaim::Misallocated {
@@ -401,7 +401,12 @@ crate::canonical_struct!(QuorumCertificate {
     block,
     signatures: seq(MAX_MEMBERS),
 });
-crate::tagged!(QuorumCertificate, 0x0302, "quorum-certificate", 32 + 66 * MAX_MEMBERS + 64);
+crate::tagged!(
+    QuorumCertificate,
+    0x0302,
+    "quorum-certificate",
+    32 + 66 * MAX_MEMBERS + 64
+);
 
 /// Why a certificate is not valid.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -531,7 +536,12 @@ crate::canonical_struct!(SkipVote {
     voter,
     lock
 });
-crate::tagged!(SkipVote, 0x0303, "skip-vote", 64 + QuorumCertificate::MAX_ENCODED_LEN);
+crate::tagged!(
+    SkipVote,
+    0x0303,
+    "skip-vote",
+    64 + QuorumCertificate::MAX_ENCODED_LEN
+);
 
 /// A quorum of skip votes for (height, view): it justifies view + 1 (the paper's fault skip).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -561,7 +571,11 @@ impl SkipCertificate {
         self.votes
             .iter()
             .filter_map(|v| v.body.lock.as_ref())
-            .max_by(|a, b| a.round().cmp(&b.round()).then_with(|| a.block.cmp(&b.block)))
+            .max_by(|a, b| {
+                a.round()
+                    .cmp(&b.round())
+                    .then_with(|| a.block.cmp(&b.block))
+            })
     }
 
     /// The voters.
@@ -599,7 +613,10 @@ impl SkipCertificate {
             if b.chain_id != chain_id || b.height != height || b.view != view {
                 return Err(CertificateError::Mismatch {
                     expected: format!("a skip vote for height {height} view {view}"),
-                    found: format!("one for height {} view {} from {}", b.height, b.view, b.voter),
+                    found: format!(
+                        "one for height {} view {} from {}",
+                        b.height, b.view, b.voter
+                    ),
                 });
             }
             v.verify(scheme, &member.public_key)

@@ -118,10 +118,7 @@ macro_rules! hex_bytes {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
                 $ty::from_hex(&s).map_err(|e| {
-                    serde::de::Error::custom(format!(
-                        "expected {} hex characters: {e}",
-                        2 * $n
-                    ))
+                    serde::de::Error::custom(format!("expected {} hex characters: {e}", 2 * $n))
                 })
             }
         }
@@ -400,7 +397,10 @@ mod tests {
     fn symbolic_scheme_binds_key_and_message() {
         let a = SymbolicSigner::new(PublicKey([1; 32]));
         let sig = a.sign(b"m");
-        assert_eq!(SymbolicScheme.verify(&PublicKey([1; 32]), b"m", &sig), Ok(()));
+        assert_eq!(
+            SymbolicScheme.verify(&PublicKey([1; 32]), b"m", &sig),
+            Ok(())
+        );
         assert!(
             SymbolicScheme
                 .verify(&PublicKey([2; 32]), b"m", &sig)

@@ -416,8 +416,10 @@ macro_rules! canonical_enum {
 macro_rules! tagged {
     ($ty:ty, $id:literal, $name:literal, $max:expr) => {
         impl $crate::encoding::Tagged for $ty {
-            const TAG: $crate::encoding::DomainTag =
-                $crate::encoding::DomainTag { id: $id, name: $name };
+            const TAG: $crate::encoding::DomainTag = $crate::encoding::DomainTag {
+                id: $id,
+                name: $name,
+            };
             const MAX_ENCODED_LEN: usize = $max;
         }
     };
@@ -434,7 +436,12 @@ mod tests {
         name: String,
         list: Vec<u32>,
     }
-    canonical_struct!(Sample { a, b, name: str(8), list: seq(3) });
+    canonical_struct!(Sample {
+        a,
+        b,
+        name: str(8),
+        list: seq(3)
+    });
     tagged!(Sample, 0x7fff, "sample", 64);
 
     fn sample() -> Sample {

@@ -31,7 +31,10 @@ pub struct Area {
     /// A readable name.
     pub name: String,
 }
-crate::canonical_struct!(Area { id, name: str(MAX_NAME_LEN) });
+crate::canonical_struct!(Area {
+    id,
+    name: str(MAX_NAME_LEN)
+});
 
 /// A management node: a country's power exchange or dispatch centre; a bookkeeper.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -348,7 +351,10 @@ impl Genesis {
         for (i, a) in self.areas.iter().enumerate() {
             check_name(&format!("areas[{i}].name"), &a.name)?;
             if self.areas[..i].iter().any(|b| b.id == a.id) {
-                return Err(field_err(format!("areas[{i}].id"), format!("duplicate area id {}", a.id)));
+                return Err(field_err(
+                    format!("areas[{i}].id"),
+                    format!("duplicate area id {}", a.id),
+                ));
             }
         }
         let n = self.members.len();
@@ -365,8 +371,14 @@ impl Genesis {
             if self.members[..i].iter().any(|o| o.id == m.id) {
                 return Err(field_err(at("id"), format!("duplicate member id {}", m.id)));
             }
-            if self.members[..i].iter().any(|o| o.public_key == m.public_key) {
-                return Err(field_err(at("public_key"), "the same key as an earlier member"));
+            if self.members[..i]
+                .iter()
+                .any(|o| o.public_key == m.public_key)
+            {
+                return Err(field_err(
+                    at("public_key"),
+                    "the same key as an earlier member",
+                ));
             }
             if self.area(m.area).is_none() {
                 return Err(field_err(at("area"), format!("no area with id {}", m.area)));
@@ -383,7 +395,10 @@ impl Genesis {
             ));
         }
         if self.participants.len() > MAX_PARTICIPANTS {
-            return Err(field_err("participants", format!("more than {MAX_PARTICIPANTS}")));
+            return Err(field_err(
+                "participants",
+                format!("more than {MAX_PARTICIPANTS}"),
+            ));
         }
         for (i, p) in self.participants.iter().enumerate() {
             let at = |f: &str| format!("participants[{i}].{f}");
@@ -391,23 +406,36 @@ impl Genesis {
             if i > 0 && self.participants[i - 1].id >= p.id {
                 return Err(field_err(
                     at("id"),
-                    format!("participant ids must be unique and ascending; {} repeats or is out of order", p.id),
+                    format!(
+                        "participant ids must be unique and ascending; {} repeats or is out of order",
+                        p.id
+                    ),
                 ));
             }
             if self.member(p.home).is_none() {
-                return Err(field_err(at("home"), format!("no management node with id {}", p.home)));
+                return Err(field_err(
+                    at("home"),
+                    format!("no management node with id {}", p.home),
+                ));
             }
             if self.area(p.area).is_none() {
                 return Err(field_err(at("area"), format!("no area with id {}", p.area)));
             }
             if self.members.iter().any(|m| m.public_key == p.public_key) {
-                return Err(field_err(at("public_key"), "the same key as a management node"));
+                return Err(field_err(
+                    at("public_key"),
+                    "the same key as a management node",
+                ));
             }
         }
         let mut keys: Vec<&PublicKey> = self.participants.iter().map(|p| &p.public_key).collect();
         keys.sort();
         if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
-            let i = self.participants.iter().position(|p| &p.public_key == w[0]).unwrap_or(0);
+            let i = self
+                .participants
+                .iter()
+                .position(|p| &p.public_key == w[0])
+                .unwrap_or(0);
             return Err(field_err(
                 format!("participants[{i}].public_key"),
                 "two participants share this key",
@@ -419,7 +447,10 @@ impl Genesis {
         for (i, t) in self.tie_lines.iter().enumerate() {
             let at = |f: &str| format!("tie_lines[{i}].{f}");
             if self.tie_lines[..i].iter().any(|o| o.id == t.id) {
-                return Err(field_err(at("id"), format!("duplicate tie line id {}", t.id)));
+                return Err(field_err(
+                    at("id"),
+                    format!("duplicate tie line id {}", t.id),
+                ));
             }
             for (f, a) in [("from", t.from), ("to", t.to)] {
                 if self.area(a).is_none() {
@@ -427,9 +458,15 @@ impl Genesis {
                 }
             }
             if t.from == t.to {
-                return Err(field_err(at("to"), "a tie line must join two different areas"));
+                return Err(field_err(
+                    at("to"),
+                    "a tie line must join two different areas",
+                ));
             }
-            for (f, c) in [("capacity_forward", t.capacity_forward), ("capacity_backward", t.capacity_backward)] {
+            for (f, c) in [
+                ("capacity_forward", t.capacity_forward),
+                ("capacity_backward", t.capacity_backward),
+            ] {
                 if c < Quantity::ZERO {
                     return Err(field_err(at(f), format!("capacity {c} is negative")));
                 }
@@ -460,12 +497,21 @@ impl Genesis {
         if c.price_floor >= c.price_cap {
             return Err(field_err(
                 "clearing.price_cap",
-                format!("cap {} must be above the floor {}", c.price_cap, c.price_floor),
+                format!(
+                    "cap {} must be above the floor {}",
+                    c.price_cap, c.price_floor
+                ),
             ));
         }
-        for (f, p) in [("clearing.price_floor", c.price_floor), ("clearing.price_cap", c.price_cap)] {
+        for (f, p) in [
+            ("clearing.price_floor", c.price_floor),
+            ("clearing.price_cap", c.price_cap),
+        ] {
             if p.0 % c.price_tick.0 != 0 {
-                return Err(field_err(f, format!("{p} is not a multiple of the price tick {}", c.price_tick)));
+                return Err(field_err(
+                    f,
+                    format!("{p} is not a multiple of the price tick {}", c.price_tick),
+                ));
             }
         }
         Ok(())
@@ -490,7 +536,10 @@ fn check_name(field: &str, s: &str) -> Result<(), GenesisError> {
         return Err(field_err(field, "must not be empty"));
     }
     if s.len() > MAX_NAME_LEN {
-        return Err(field_err(field, format!("longer than {MAX_NAME_LEN} bytes")));
+        return Err(field_err(
+            field,
+            format!("longer than {MAX_NAME_LEN} bytes"),
+        ));
     }
     Ok(())
 }
@@ -637,18 +686,22 @@ impl GenesisFile {
                 ));
             }
         };
-        let rule = [ClearingRule::PayAsBid, ClearingRule::UniformPrice, ClearingRule::ZonalCoupling]
-            .into_iter()
-            .find(|r| r.name() == self.clearing.rule)
-            .ok_or_else(|| {
-                field_err(
-                    "clearing.rule",
-                    format!(
-                        "`{}` is not one of \"pay-as-bid\", \"uniform-price\", \"zonal-coupling\"",
-                        self.clearing.rule
-                    ),
-                )
-            })?;
+        let rule = [
+            ClearingRule::PayAsBid,
+            ClearingRule::UniformPrice,
+            ClearingRule::ZonalCoupling,
+        ]
+        .into_iter()
+        .find(|r| r.name() == self.clearing.rule)
+        .ok_or_else(|| {
+            field_err(
+                "clearing.rule",
+                format!(
+                    "`{}` is not one of \"pay-as-bid\", \"uniform-price\", \"zonal-coupling\"",
+                    self.clearing.rule
+                ),
+            )
+        })?;
         let members = self
             .members
             .into_iter()
@@ -703,7 +756,10 @@ impl GenesisFile {
             areas: self
                 .areas
                 .into_iter()
-                .map(|a| Area { id: a.id, name: a.name })
+                .map(|a| Area {
+                    id: a.id,
+                    name: a.name,
+                })
                 .collect(),
             members,
             participants,
@@ -797,6 +853,59 @@ impl GenesisFile {
                     to_bus: t.to_bus,
                 })
                 .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_sizes() {
+        let crash = |f| FaultModel {
+            kind: FaultKind::Crash,
+            f,
+        };
+        let byz = |f| FaultModel {
+            kind: FaultKind::Byzantine,
+            f,
+        };
+        assert_eq!((crash(1).min_members(), crash(1).quorum(3)), (3, 2));
+        assert_eq!(crash(2).quorum(5), 3);
+        assert_eq!(crash(1).quorum(4), 3);
+        assert_eq!((byz(1).min_members(), byz(1).quorum(4)), (4, 3));
+        assert_eq!(byz(2).quorum(7), 5);
+        assert_eq!(byz(1).quorum(5), 4);
+        // Any two quorums overlap in more than f nodes, and n - f nodes form a quorum.
+        for f in 0..5u16 {
+            for extra in 0..4usize {
+                for m in [crash(f), byz(f)] {
+                    let n = m.min_members() + extra;
+                    let q = m.quorum(n);
+                    let overlap = 2 * q - n;
+                    let need = if m.kind == FaultKind::Byzantine {
+                        usize::from(f) + 1
+                    } else {
+                        1
+                    };
+                    assert!(overlap >= need, "{m:?} n={n} q={q}");
+                    assert!(q <= n - usize::from(f), "{m:?} n={n} q={q}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rotation_follows_the_formula() {
+        let mut g = crate::sample::SampleConsortium::new(4, 0).genesis;
+        g.rotation_period = 3;
+        let ids: Vec<u16> = g.members.iter().map(|m| m.id.0).collect();
+        for h in 0..30u64 {
+            for v in 0..6u32 {
+                let expect = ids[((h / 3 + u64::from(v)) % 4) as usize];
+                assert_eq!(g.primary(h, v).0, expect);
+            }
         }
     }
 }

@@ -18,3 +18,6 @@ pub mod market;
 pub mod merkle;
 pub mod sample;
 pub mod units;
+
+#[cfg(test)]
+mod proptests;

@@ -291,7 +291,12 @@ crate::canonical_struct!(BidBatch {
     home,
     bids: seq(MAX_BATCH_BIDS),
 });
-crate::tagged!(BidBatch, 0x0103, "bid-batch", 64 + MAX_BATCH_BIDS * (Bid::MAX_ENCODED_LEN + 64));
+crate::tagged!(
+    BidBatch,
+    0x0103,
+    "bid-batch",
+    64 + MAX_BATCH_BIDS * (Bid::MAX_ENCODED_LEN + 64)
+);
 
 /// A batch with its home node's signature.
 pub type SignedBatch = Signed<BidBatch>;
@@ -332,3 +337,84 @@ crate::canonical_struct!(Trade {
     counterparty,
 });
 crate::tagged!(Trade, 0x0104, "trade", 256);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Ed25519, Signer};
+    use crate::sample::SampleConsortium;
+
+    #[test]
+    fn bid_rules() {
+        let s = SampleConsortium::new(4, 2);
+        let g = &s.genesis;
+        let chain_id = g.chain_id();
+        let good = s.bid(0, 1, 7).body;
+        assert_eq!(good.check(g, &chain_id), Ok(()));
+
+        let mut b = good.clone();
+        b.chain_id = Digest::ZERO;
+        assert!(matches!(
+            b.check(g, &chain_id),
+            Err(BidError::WrongChain { .. })
+        ));
+        let mut b = good.clone();
+        b.participant = ParticipantId(1);
+        assert_eq!(
+            b.check(g, &chain_id),
+            Err(BidError::UnknownParticipant(ParticipantId(1)))
+        );
+        let mut b = good.clone();
+        b.area = AreaId(3);
+        assert!(matches!(
+            b.check(g, &chain_id),
+            Err(BidError::WrongArea { .. })
+        ));
+        let mut b = good.clone();
+        b.steps.clear();
+        assert_eq!(b.check(g, &chain_id), Err(BidError::NoSteps));
+        let mut b = good.clone();
+        b.steps[0].quantity = Quantity(0);
+        assert!(matches!(
+            b.check(g, &chain_id),
+            Err(BidError::BadStep { step: 0, .. })
+        ));
+        let mut b = good.clone();
+        b.steps[0].price = Price(g.clearing.price_cap.0 + g.clearing.price_tick.0);
+        assert!(matches!(
+            b.check(g, &chain_id),
+            Err(BidError::BadStep { step: 0, .. })
+        ));
+        let mut b = good.clone();
+        b.steps[0].price = Price(b.steps[0].price.0 + 1);
+        assert!(
+            b.check(g, &chain_id)
+                .unwrap_err()
+                .to_string()
+                .contains("tick")
+        );
+        // A seller's second step must be dearer than its first.
+        let mut b = good.clone();
+        assert_eq!(b.side, Side::Sell);
+        b.steps.push(b.steps[0]);
+        assert!(
+            b.check(g, &chain_id)
+                .unwrap_err()
+                .to_string()
+                .contains("rise")
+        );
+        b.steps[1].price = Price(b.steps[0].price.0 + g.clearing.price_tick.0);
+        assert_eq!(b.check(g, &chain_id), Ok(()));
+        let mut b = good.clone();
+        b.product.delivery_minutes = 0;
+        assert_eq!(b.check(g, &chain_id), Err(BidError::EmptyDelivery));
+
+        // The signature covers every field.
+        let signed = s.bid(0, 1, 7);
+        let key = s.participants[0].public_key();
+        assert!(signed.verify(&Ed25519::default(), &key).is_ok());
+        let mut forged = signed.clone();
+        forged.body.nonce += 1;
+        assert!(forged.verify(&Ed25519::default(), &key).is_err());
+    }
+}

@@ -61,7 +61,12 @@ crate::canonical_struct!(InclusionProof {
     size,
     path: seq(MAX_PROOF_LEN),
 });
-crate::tagged!(InclusionProof, 0x0401, "inclusion-proof", 16 + 4 + 32 * MAX_PROOF_LEN + 3);
+crate::tagged!(
+    InclusionProof,
+    0x0401,
+    "inclusion-proof",
+    16 + 4 + 32 * MAX_PROOF_LEN + 3
+);
 
 /// The proof for the leaf at `index`, or `None` if there is no such leaf.
 pub fn prove(leaves: &[Digest], index: usize) -> Option<InclusionProof> {
@@ -149,7 +154,10 @@ mod tests {
     #[test]
     fn domain_separation() {
         let l = leaves(2);
-        assert_ne!(root(&l), leaf_hash(&[&[0x01][..], &l[0].0, &l[1].0].concat()));
+        assert_ne!(
+            root(&l),
+            leaf_hash(&[&[0x01][..], &l[0].0, &l[1].0].concat())
+        );
         assert_eq!(root(&[]), sha256(&[]));
         assert_eq!(root(&l[..1]), l[0]);
     }

@@ -3,10 +3,10 @@
 //! used outside samples.
 
 use crate::block::{
-    BLOCK_VERSION, Block, BlockBody, BlockHeader, ProcessData, QuorumCertificate, VoteKind,
-    VoteSignature,
+    BLOCK_VERSION, Block, BlockBody, BlockHeader, ProcessData, QuorumCertificate, SkipCertificate,
+    SkipVote, VoteKind, VoteSignature,
 };
-use crate::clearing::{ClearingRecord, ClearingOutcome, StepAward};
+use crate::clearing::{ClearingOutcome, ClearingRecord, StepAward};
 use crate::crypto::{Digest, Ed25519Signer, Signed, Signer, sha256};
 use crate::genesis::{
     Area, ClearingParams, ClearingRule, FaultKind, FaultModel, Genesis, Member, Participant,
@@ -29,7 +29,12 @@ pub struct SampleConsortium {
 
 /// The fixed, public seed of a sample key.
 pub fn sample_seed(role: &str, index: usize) -> [u8; 32] {
-    sha256(&[b"tieline-sample-key/", role.as_bytes(), &(index as u64).to_be_bytes()]).0
+    sha256(&[
+        b"tieline-sample-key/",
+        role.as_bytes(),
+        &(index as u64).to_be_bytes(),
+    ])
+    .0
 }
 
 /// The sample delivery product of a height: one hour of spot, physical.
@@ -144,7 +149,11 @@ impl SampleConsortium {
     /// A signed sample bid by participant `index` (genesis order) for `height`.
     pub fn bid(&self, index: usize, height: u64, nonce: u64) -> SignedBid {
         let p = &self.genesis.participants[index];
-        let side = if index % 2 == 0 { Side::Sell } else { Side::Buy };
+        let side = if index % 2 == 0 {
+            Side::Sell
+        } else {
+            Side::Buy
+        };
         let base = 40 + (index % 17) as i64;
         let price = match side {
             Side::Sell => base,
@@ -247,52 +256,90 @@ impl SampleConsortium {
                 view: 0,
                 revision: 0,
                 previous,
-                trades_root: body.trades_root(),
-                process_hash: body.process_hash(),
+                trades_root: Digest::ZERO,
+                process_hash: Digest::ZERO,
                 timestamp: Timestamp(1_767_225_000_000 + height * 60_000),
                 primary: self.genesis.primary(height, 0),
             };
-            let certificate = self.certify(VoteKind::Commit, &header, 0, 0, self.members.len());
-            previous = header.digest();
-            out.push(Block {
-                header,
-                body,
-                certificate,
-            });
+            let all: Vec<usize> = (0..self.members.len()).collect();
+            let block = self.seal(header, body, &all);
+            previous = block.digest();
+            out.push(block);
         }
         out
     }
 
-    /// A certificate of `kind` for `header` in round (view, revision) signed by the first
-    /// `signers` members.
+    /// Completes a block: fills the header's Merkle root and process digest from `body` and
+    /// certifies it with commit votes of the members at `signers` (genesis positions) in the
+    /// header's own round.
+    pub fn seal(&self, mut header: BlockHeader, body: BlockBody, signers: &[usize]) -> Block {
+        header.trades_root = body.trades_root();
+        header.process_hash = body.process_hash();
+        let certificate = self.certify(
+            VoteKind::Commit,
+            &header,
+            (header.view, header.revision),
+            signers,
+        );
+        Block {
+            header,
+            body,
+            certificate,
+        }
+    }
+
+    /// A certificate of `kind` for `header` in `round` (view, revision), signed by the members
+    /// at `signers`.
     pub fn certify(
         &self,
         kind: VoteKind,
         header: &BlockHeader,
-        view: u32,
-        revision: u32,
-        signers: usize,
+        round: (u32, u32),
+        signers: &[usize],
     ) -> QuorumCertificate {
         let mut qc = QuorumCertificate {
             kind,
             height: header.height,
-            view,
-            revision,
+            view: round.0,
+            revision: round.1,
             block: header.digest(),
             signatures: vec![],
         };
-        let chain_id: Digest = self.genesis.chain_id();
-        qc.signatures = self.genesis.members[..signers]
+        let chain_id = self.genesis.chain_id();
+        qc.signatures = signers
             .iter()
-            .zip(&self.members)
-            .map(|(m, s)| {
-                let vote = qc.vote_of(chain_id, m.id);
+            .map(|&i| {
+                let voter = self.genesis.members[i].id;
+                let vote = qc.vote_of(chain_id, voter);
                 VoteSignature {
-                    voter: m.id,
-                    signature: Signed::sign(vote, s).signature,
+                    voter,
+                    signature: Signed::sign(vote, &self.members[i]).signature,
                 }
             })
             .collect();
         qc
+    }
+
+    /// A skip certificate for (height, view) with votes of the members at `voters`, none
+    /// locked.
+    pub fn skip_certificate(&self, height: u64, view: u32, voters: &[usize]) -> SkipCertificate {
+        let chain_id = self.genesis.chain_id();
+        SkipCertificate {
+            height,
+            view,
+            votes: voters
+                .iter()
+                .map(|&i| {
+                    let vote = SkipVote {
+                        chain_id,
+                        height,
+                        view,
+                        voter: self.genesis.members[i].id,
+                        lock: None,
+                    };
+                    Signed::sign(vote, &self.members[i])
+                })
+                .collect(),
+        }
     }
 }

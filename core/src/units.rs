@@ -193,18 +193,15 @@ pub fn parse_decimal(s: &str, decimals: u32) -> Result<i128, String> {
     }
     let frac = frac.trim_end_matches('0');
     if frac.len() > decimals as usize {
-        return Err(format!(
-            "`{s}` has more than {decimals} decimal places"
-        ));
+        return Err(format!("`{s}` has more than {decimals} decimal places"));
     }
     let scale = 10i128.pow(decimals);
-    let int: i128 = int
-        .parse()
-        .map_err(|_| format!("`{s}` is out of range"))?;
+    let int: i128 = int.parse().map_err(|_| format!("`{s}` is out of range"))?;
     let frac_value: i128 = if frac.is_empty() {
         0
     } else {
-        frac.parse::<i128>().map_err(|_| format!("`{s}` is out of range"))?
+        frac.parse::<i128>()
+            .map_err(|_| format!("`{s}` is out of range"))?
             * 10i128.pow(decimals - frac.len() as u32)
     };
     let v = int
@@ -238,7 +235,11 @@ mod tests {
         assert_eq!(Quantity::parse("-0.001"), Ok(Quantity(-1)));
         assert_eq!(Price::parse("30"), Ok(Price(300_000)));
         assert_eq!(Price::parse("16.9774"), Ok(Price(169_774)));
-        assert!(Quantity::parse("0.0001").unwrap_err().contains("decimal places"));
+        assert!(
+            Quantity::parse("0.0001")
+                .unwrap_err()
+                .contains("decimal places")
+        );
         assert!(Quantity::parse("1.").is_err());
         assert!(Quantity::parse("abc").is_err());
         assert!(Quantity::parse("99999999999999999999").is_err());

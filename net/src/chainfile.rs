@@ -94,7 +94,9 @@ pub fn read_chain(path: &Path) -> Result<Vec<Vec<u8>>, ChainFileError> {
         if len > Block::MAX_ENCODED_LEN {
             return Err(bad(len as u64));
         }
-        let body = rest.get(pos + 4..pos + 4 + len).ok_or_else(|| bad(len as u64))?;
+        let body = rest
+            .get(pos + 4..pos + 4 + len)
+            .ok_or_else(|| bad(len as u64))?;
         blocks.push(body.to_vec());
         pos += 4 + len;
     }
@@ -130,7 +132,10 @@ mod tests {
             Err(ChainFileError::BadFrame { index: 2, .. })
         ));
         fs::write(&path, b"not a chain").unwrap();
-        assert!(matches!(read_chain(&path), Err(ChainFileError::BadMagic { .. })));
+        assert!(matches!(
+            read_chain(&path),
+            Err(ChainFileError::BadMagic { .. })
+        ));
         fs::remove_dir_all(&dir).unwrap();
     }
 }

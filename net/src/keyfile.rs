@@ -46,8 +46,11 @@ pub fn write(path: &Path, signer: &Ed25519Signer) -> Result<(), KeyFileError> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut f = options.open(path).map_err(io_err)?;
-    io::Write::write_all(&mut f, format!("{}\n", hex::encode(signer.seed())).as_bytes())
-        .map_err(io_err)
+    io::Write::write_all(
+        &mut f,
+        format!("{}\n", hex::encode(signer.seed())).as_bytes(),
+    )
+    .map_err(io_err)
 }
 
 /// Reads a key file.

@@ -1,6 +1,6 @@
 //! The `tieline` command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -87,13 +87,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn read_genesis(path: &PathBuf) -> Result<Genesis> {
+fn read_genesis(path: &Path) -> Result<Genesis> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read genesis file {}", path.display()))?;
     Genesis::from_toml(&text).with_context(|| format!("in {}", path.display()))
 }
 
-fn audit(genesis: &PathBuf, chain: &PathBuf, json: bool) -> Result<ExitCode> {
+fn audit(genesis: &Path, chain: &Path, json: bool) -> Result<ExitCode> {
     let genesis = read_genesis(genesis)?;
     let blocks = chainfile::read_chain(chain)?;
     let scheme = Ed25519::with_known_keys(genesis.public_keys());
@@ -149,7 +149,11 @@ fn demo(blocks: usize, bids: usize, dir: Option<PathBuf>, json: bool) -> Result<
             "built a sample chain of {blocks} blocks x {bids} bids for a consortium of {} management nodes",
             consortium.genesis.n()
         );
-        println!("genesis: {}\nchain:   {}", genesis_path.display(), chain_path.display());
+        println!(
+            "genesis: {}\nchain:   {}",
+            genesis_path.display(),
+            chain_path.display()
+        );
     }
     let code = audit(&genesis_path, &chain_path, json)?;
     if temporary {

@@ -24,7 +24,11 @@ pub struct StepAward {
     /// The accepted energy, between zero and the step's quantity.
     pub quantity: Quantity,
 }
-crate::canonical_struct!(StepAward { bid, step, quantity });
+crate::canonical_struct!(StepAward {
+    bid,
+    step,
+    quantity
+});
 
 /// The clearing price of an area for a product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,7 +40,11 @@ pub struct AreaPrice {
     /// The price.
     pub price: Price,
 }
-crate::canonical_struct!(AreaPrice { product, area, price });
+crate::canonical_struct!(AreaPrice {
+    product,
+    area,
+    price
+});
 
 /// The clearing price at a bus for a product, where the rule is nodal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,7 +56,11 @@ pub struct BusPrice {
     /// The price.
     pub price: Price,
 }
-crate::canonical_struct!(BusPrice { product, bus, price });
+crate::canonical_struct!(BusPrice {
+    product,
+    bus,
+    price
+});
 
 /// The scheduled flow on a tie line for a product: positive from `from` to `to`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -60,7 +72,11 @@ pub struct TieFlow {
     /// The energy scheduled across it.
     pub flow: Quantity,
 }
-crate::canonical_struct!(TieFlow { product, tie_line, flow });
+crate::canonical_struct!(TieFlow {
+    product,
+    tie_line,
+    flow
+});
 
 /// A clearing result as it is recorded on the ledger.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
