@@ -2,9 +2,11 @@
 //!
 //! Everything here is fixed-point; see [`crate::units`] for the units.
 
+use std::collections::BTreeSet;
+
 use crate::crypto::Digest;
-use crate::genesis::ClearingRule;
-use crate::market::Product;
+use crate::genesis::{Area, ClearingParams, ClearingRule, Genesis, TieLine};
+use crate::market::{Bid, Product, Trade};
 use crate::units::{AreaId, BusId, Money, Price, Quantity, TieLineId};
 
 /// Most step awards in one outcome.
@@ -188,3 +190,148 @@ crate::canonical_struct!(ClearingRecord {
     cuts: seq(MAX_OUTCOME_ROWS),
     outcome
 });
+
+/// Everything a clearing rule sees. Built by [`ClearingInput::new`] from the genesis and the
+/// included bids, the same way by the primary, by every verifier and by the audit.
+#[derive(Clone, Debug)]
+pub struct ClearingInput<'a> {
+    /// The rule's parameters.
+    pub params: ClearingParams,
+    /// The areas.
+    pub areas: &'a [Area],
+    /// The tie lines with their effective capacities: zero in both directions for a line that
+    /// touches an unavailable area.
+    pub tie_lines: Vec<TieLine>,
+    /// The bids to clear with their ids, in canonical order (batches in member order, bids in
+    /// batch order). Every bid here is valid (spec D7) and appears once.
+    pub bids: Vec<(Digest, &'a Bid)>,
+    /// The cuts from negotiation the outcome must honour.
+    pub cuts: &'a [Cut],
+}
+
+impl<'a> ClearingInput<'a> {
+    /// The input for `bids` under the genesis's rule, with every tie line that touches an area
+    /// in `unavailable` closed.
+    pub fn new(
+        genesis: &'a Genesis,
+        bids: Vec<(Digest, &'a Bid)>,
+        cuts: &'a [Cut],
+        unavailable: &BTreeSet<AreaId>,
+    ) -> Self {
+        let tie_lines = genesis
+            .tie_lines
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                if unavailable.contains(&t.from) || unavailable.contains(&t.to) {
+                    t.capacity_forward = Quantity::ZERO;
+                    t.capacity_backward = Quantity::ZERO;
+                }
+                t
+            })
+            .collect();
+        Self {
+            params: genesis.clearing,
+            areas: &genesis.areas,
+            tie_lines,
+            bids,
+            cuts,
+        }
+    }
+}
+
+/// A rule's result: the ledger outcome and the trades it implies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cleared {
+    /// The outcome recorded in the block's process data.
+    pub outcome: ClearingOutcome,
+    /// The trades, the leaves of the block's Merkle tree, in the rule's canonical order.
+    pub trades: Vec<Trade>,
+}
+
+/// Why a rule could not clear.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClearingError {
+    /// The input breaks an assumption of the rule (e.g. several areas under a one-zone rule).
+    #[error("the input does not suit the rule: {0}")]
+    UnsuitableInput(String),
+    /// The numerical solver failed.
+    #[error("the solver failed: {0}")]
+    Solver(String),
+}
+
+/// Why a proposed result is not what the rule gives: names the first differing item.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{item}: proposed {proposed}, the rule gives {expected}")]
+pub struct ClearingMismatch {
+    /// What differs, e.g. `price of area 2 for product 2026-01-01T10:00/60`.
+    pub item: String,
+    /// The proposed value.
+    pub proposed: String,
+    /// The rule's value.
+    pub expected: String,
+}
+
+/// A clearing rule: deterministic, and checkable by every node (spec V-properties of
+/// clearing; the consensus reaches it only through this trait).
+pub trait Clearing: Send + Sync + std::fmt::Debug {
+    /// Which rule this is.
+    fn rule(&self) -> ClearingRule;
+
+    /// Clears the input.
+    fn clear(&self, input: &ClearingInput<'_>) -> Result<Cleared, ClearingError>;
+
+    /// Checks a proposed result against the rule. The default recomputes it and compares
+    /// canonical outcomes and trades; a rule may instead check a certificate of optimality.
+    fn verify(&self, input: &ClearingInput<'_>, proposed: &Cleared) -> Result<(), VerifyError> {
+        let expected = self.clear(input).map_err(VerifyError::Clearing)?;
+        compare(&expected, proposed).map_err(VerifyError::Mismatch)
+    }
+}
+
+/// Why a proposed result does not verify.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The verifier's own clearing failed.
+    #[error("clearing failed while verifying: {0}")]
+    Clearing(ClearingError),
+    /// The proposed result differs from the rule's.
+    #[error("{0}")]
+    Mismatch(ClearingMismatch),
+}
+
+/// The first difference between two results, named.
+pub fn compare(expected: &Cleared, proposed: &Cleared) -> Result<(), ClearingMismatch> {
+    fn first<T: PartialEq + std::fmt::Debug>(
+        what: &str,
+        e: &[T],
+        p: &[T],
+    ) -> Result<(), ClearingMismatch> {
+        if let Some(i) = (0..e.len().max(p.len())).find(|&i| e.get(i) != p.get(i)) {
+            return Err(ClearingMismatch {
+                item: format!("{what} {i}"),
+                proposed: p.get(i).map_or("nothing".into(), |v| format!("{v:?}")),
+                expected: e.get(i).map_or("nothing".into(), |v| format!("{v:?}")),
+            });
+        }
+        Ok(())
+    }
+    let (e, p) = (&expected.outcome, &proposed.outcome);
+    first("award", &e.awards, &p.awards)?;
+    first("area price", &e.area_prices, &p.area_prices)?;
+    first("bus price", &e.bus_prices, &p.bus_prices)?;
+    first("tie-line flow", &e.flows, &p.flows)?;
+    for (what, a, b) in [
+        ("congestion rent", e.congestion_rent, p.congestion_rent),
+        ("welfare", e.welfare, p.welfare),
+    ] {
+        if a != b {
+            return Err(ClearingMismatch {
+                item: what.into(),
+                proposed: b.to_string(),
+                expected: a.to_string(),
+            });
+        }
+    }
+    first("trade", &expected.trades, &proposed.trades)
+}
