@@ -1,16 +1,17 @@
 //! Chain audit: everything a regulator, a restarted node or a participant checks about a copy
 //! of the chain, with nothing but the genesis (spec D15-D22).
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use crate::block::{
-    AppealClaim, BLOCK_VERSION, Block, BlockHeader, CertificateError, MAX_VIEW, RejectionReason,
-    VoteKind,
+    BLOCK_VERSION, Block, BlockBody, BlockHeader, CertificateError, MAX_VIEW, VoteKind,
+};
+use crate::clearing::{Clearing, rule_for};
+use crate::consensus::content::{
+    BidSignatureCheck, CommittedNonces, ContentRules, advance_nonces,
 };
 use crate::crypto::{Digest, SignatureScheme};
 use crate::encoding::{DecodeError, Tagged};
 use crate::genesis::Genesis;
-use crate::market::Bid;
+use crate::market::SignedBid;
 use crate::units::{NodeId, Timestamp};
 
 /// What an audit found in a clean chain.
@@ -166,23 +167,39 @@ pub enum AuditFailure {
 
 /// Audits blocks one after another from height 1. The same checks serve a full audit, a
 /// restarted node re-verifying its store, and a node catching up.
-#[derive(Debug)]
 pub struct ChainAuditor<'a> {
     genesis: &'a Genesis,
     chain_id: Digest,
     scheme: &'a dyn SignatureScheme,
+    clearing: &'a dyn Clearing,
+    committed: CommittedNonces,
     previous: Option<BlockHeader>,
     summary: AuditSummary,
 }
 
+impl std::fmt::Debug for ChainAuditor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainAuditor")
+            .field("next_height", &self.next_height())
+            .field("summary", &self.summary)
+            .finish()
+    }
+}
+
 impl<'a> ChainAuditor<'a> {
-    /// An auditor at the start of the chain.
-    pub fn new(genesis: &'a Genesis, scheme: &'a dyn SignatureScheme) -> Self {
+    /// An auditor at the start of the chain, re-running `clearing` on every block.
+    pub fn new(
+        genesis: &'a Genesis,
+        scheme: &'a dyn SignatureScheme,
+        clearing: &'a dyn Clearing,
+    ) -> Self {
         let chain_id = genesis.chain_id();
         Self {
             genesis,
             chain_id,
             scheme,
+            clearing,
+            committed: CommittedNonces::new(),
             previous: None,
             summary: AuditSummary {
                 head: chain_id,
@@ -199,17 +216,25 @@ impl<'a> ChainAuditor<'a> {
     /// Audits the next block.
     pub fn push(&mut self, block: &Block) -> Result<(), AuditError> {
         let height = self.next_height();
-        verify_block(
-            self.genesis,
-            self.chain_id,
-            self.scheme,
-            self.previous.as_ref(),
-            block,
-            &mut self.summary,
-        )
-        .map_err(|reason| AuditError { height, reason })?;
+        let rules = ContentRules {
+            genesis: self.genesis,
+            chain_id: self.chain_id,
+            scheme: self.scheme,
+            clearing: self.clearing,
+            committed: &self.committed,
+        };
+        let scheme = self.scheme;
+        let mut signatures = 0u64;
+        let mut check = |sb: &SignedBid, key: &crate::crypto::PublicKey| {
+            signatures += 1;
+            sb.verify(scheme, key).is_ok()
+        };
+        verify_block(&rules, self.previous.as_ref(), block, &mut check, &mut self.summary)
+            .map_err(|reason| AuditError { height, reason })?;
+        self.summary.signatures += signatures;
         self.summary.blocks += 1;
         self.summary.head = block.digest();
+        advance_nonces(&mut self.committed, &block.body);
         self.previous = Some(block.header.clone());
         Ok(())
     }
@@ -230,13 +255,14 @@ impl<'a> ChainAuditor<'a> {
     }
 }
 
-/// Audits a whole chain from height 1 (spec D15-D22).
+/// Audits a whole chain from height 1 under the genesis's clearing rule (spec D15-D22).
 pub fn audit_chain(
     genesis: &Genesis,
     scheme: &dyn SignatureScheme,
     blocks: &[Block],
 ) -> Result<AuditSummary, AuditError> {
-    let mut auditor = ChainAuditor::new(genesis, scheme);
+    let clearing = rule_for(genesis.clearing.rule);
+    let mut auditor = ChainAuditor::new(genesis, scheme, clearing);
     for b in blocks {
         auditor.push(b)?;
     }
@@ -249,24 +275,24 @@ pub fn audit_encoded(
     scheme: &dyn SignatureScheme,
     blocks: &[Vec<u8>],
 ) -> Result<AuditSummary, AuditError> {
-    let mut auditor = ChainAuditor::new(genesis, scheme);
+    let clearing = rule_for(genesis.clearing.rule);
+    let mut auditor = ChainAuditor::new(genesis, scheme, clearing);
     for b in blocks {
         auditor.push_encoded(b)?;
     }
     Ok(auditor.finish())
 }
 
-/// Checks one block against the genesis and the previous header (`None` at height 1).
-pub fn verify_block(
+/// Checks a header against its predecessor (`None` at height 1) and its body's digests, the
+/// rotation and the skip certificate (spec D15-D17). Returns the signatures it verified.
+pub fn check_header(
     genesis: &Genesis,
     chain_id: Digest,
     scheme: &dyn SignatureScheme,
     previous: Option<&BlockHeader>,
-    block: &Block,
-    summary: &mut AuditSummary,
-) -> Result<(), AuditFailure> {
-    let h = &block.header;
-    let body = &block.body;
+    h: &BlockHeader,
+    body: &BlockBody,
+) -> Result<u64, AuditFailure> {
     let p = &body.process;
     // D15: position, chain, version, link, time.
     let expected_height = previous.map_or(1, |p| p.height + 1);
@@ -326,7 +352,8 @@ pub fn verify_block(
             found: h.primary,
         });
     }
-    let expected_skipped: Vec<NodeId> = (0..h.view).map(|v| genesis.primary(h.height, v)).collect();
+    let expected_skipped: Vec<NodeId> =
+        (0..h.view).map(|v| genesis.primary(h.height, v)).collect();
     if p.skipped != expected_skipped {
         return Err(AuditFailure::SkippedPrimaries {
             expected: expected_skipped,
@@ -334,15 +361,32 @@ pub fn verify_block(
         });
     }
     match (&p.skip_certificate, h.view) {
-        (None, 0) => {}
-        (Some(_), 0) => return Err(AuditFailure::UnexpectedSkipCertificate),
-        (None, v) => return Err(AuditFailure::MissingSkipCertificate(v)),
+        (None, 0) => Ok(0),
+        (Some(_), 0) => Err(AuditFailure::UnexpectedSkipCertificate),
+        (None, v) => Err(AuditFailure::MissingSkipCertificate(v)),
         (Some(cert), v) => {
             cert.verify(genesis, chain_id, scheme, h.height, v - 1)
                 .map_err(AuditFailure::SkipCertificate)?;
-            summary.signatures += cert.votes.len() as u64;
-            summary.fault_skips += 1;
+            Ok(cert.votes.len() as u64)
         }
+    }
+}
+
+/// Checks one block: its header (D15-D17), its commit certificate with the joint signatures
+/// of every touched area (D18), and its content, re-running the clearing (D19-D22, V1-V9).
+pub fn verify_block(
+    rules: &ContentRules<'_>,
+    previous: Option<&BlockHeader>,
+    block: &Block,
+    check_signature: &mut BidSignatureCheck<'_>,
+    summary: &mut AuditSummary,
+) -> Result<(), AuditFailure> {
+    let (genesis, chain_id, scheme) = (rules.genesis, rules.chain_id, rules.scheme);
+    let h = &block.header;
+    let body = &block.body;
+    let skip_signatures = check_header(genesis, chain_id, scheme, previous, h, body)?;
+    if skip_signatures > 0 {
+        summary.fault_skips += 1;
     }
     // D18: the commit certificate, with the joint signatures of every touched area.
     let qc = &block.certificate;
@@ -365,164 +409,16 @@ pub fn verify_block(
     }
     qc.verify(genesis, chain_id, scheme, &body.required_signers(genesis))
         .map_err(AuditFailure::Certificate)?;
-    summary.signatures += qc.signatures.len() as u64;
-    // D19-D20: batches and their bids.
-    let bids = verify_batches(genesis, chain_id, scheme, block, summary)?;
-    // D21: trades are awards of bids in the block; rejections name bids in the block.
-    for (i, t) in body.trades.iter().enumerate() {
-        let bad = |reason: String| AuditFailure::Trade { index: i, reason };
-        let bid = bids
-            .get(&t.bid)
-            .ok_or_else(|| bad(format!("bid {:?} is in no batch of the block", t.bid)))?;
-        if bid.participant != t.participant
-            || bid.side != t.side
-            || bid.area != t.area
-            || bid.bus != t.bus
-            || bid.product != t.product
-        {
-            return Err(bad(format!(
-                "does not match bid {:?} (participant, side, area, bus or product differs)",
-                t.bid
-            )));
-        }
-        if t.quantity.0 <= 0 {
-            return Err(bad(format!("quantity {} is not positive", t.quantity)));
-        }
-    }
-    for r in &p.rejections {
-        if !bids.contains_key(&r.bid) {
-            return Err(AuditFailure::Process(format!(
-                "rejection of bid {:?}, which is in no batch of the block",
-                r.bid
-            )));
-        }
-    }
-    // D22: objections, appeals and evidence are signed by who they name.
-    for (i, o) in p.objections.iter().enumerate() {
-        let b = &o.body;
-        let member = genesis.member(b.objector).ok_or_else(|| {
-            AuditFailure::Process(format!(
-                "objection {i}: objector {} is not a member",
-                b.objector
-            ))
-        })?;
-        if b.chain_id != chain_id || b.height != h.height {
-            return Err(AuditFailure::Process(format!(
-                "objection {i} is for height {}, not this block's",
-                b.height
-            )));
-        }
-        o.verify(scheme, &member.public_key)
-            .map_err(|e| AuditFailure::Process(format!("objection {i}: {e}")))?;
-        summary.signatures += 1;
-    }
-    for (i, a) in p.appeals.iter().enumerate() {
-        let b = &a.appeal.body;
-        let participant = genesis.participant(b.participant).ok_or_else(|| {
-            AuditFailure::Process(format!(
-                "appeal {i}: participant {} is not admitted",
-                b.participant
-            ))
-        })?;
-        if b.chain_id != chain_id || b.height != h.height {
-            return Err(AuditFailure::Process(format!(
-                "appeal {i} is for height {}, not this block's",
-                b.height
-            )));
-        }
-        a.appeal
-            .verify(scheme, &participant.public_key)
-            .map_err(|e| AuditFailure::Process(format!("appeal {i}: {e}")))?;
-        if let AppealClaim::Omitted { bid, .. } = &b.claim {
-            if bid.body.participant != b.participant {
-                return Err(AuditFailure::Process(format!(
-                    "appeal {i} claims another participant's bid"
-                )));
-            }
-        }
-        summary.signatures += 1;
-    }
-    for (i, e) in p.evidence.iter().enumerate() {
-        if !e.verify(genesis, scheme) {
-            return Err(AuditFailure::Process(format!(
-                "evidence {i} does not show an equivocation"
-            )));
-        }
-        summary.signatures += 2;
-    }
+    rules.verify_body(h.height, h.revision, body, check_signature, true)?;
+    let p = &body.process;
+    summary.signatures += skip_signatures
+        + qc.signatures.len() as u64
+        + p.batches.len() as u64
+        + p.objections.len() as u64
+        + p.appeals.len() as u64
+        + 2 * p.evidence.len() as u64;
+    summary.bids += p.batches.iter().map(|b| b.body.bids.len() as u64).sum::<u64>();
     summary.trades += body.trades.len() as u64;
     summary.revisions += u64::from(h.revision);
     Ok(())
-}
-
-/// Checks the batches and their bids and returns the block's bids by id.
-fn verify_batches<'b>(
-    genesis: &Genesis,
-    chain_id: Digest,
-    scheme: &dyn SignatureScheme,
-    block: &'b Block,
-    summary: &mut AuditSummary,
-) -> Result<BTreeMap<Digest, &'b Bid>, AuditFailure> {
-    let p = &block.body.process;
-    let rejected_invalid: BTreeSet<Digest> = p
-        .rejections
-        .iter()
-        .filter(|r| r.reason == RejectionReason::Invalid)
-        .map(|r| r.bid)
-        .collect();
-    let mut homes = BTreeSet::new();
-    let mut bids = BTreeMap::new();
-    for (bi, batch) in p.batches.iter().enumerate() {
-        let b = &batch.body;
-        let bad = |reason: String| AuditFailure::Batch { index: bi, reason };
-        let home = genesis
-            .member(b.home)
-            .ok_or_else(|| bad(format!("home node {} is not a member", b.home)))?;
-        if !homes.insert(b.home) {
-            return Err(bad(format!("a second batch from node {}", b.home)));
-        }
-        if b.chain_id != chain_id || b.height != block.header.height {
-            return Err(bad(format!(
-                "batch is for height {}, not this block's",
-                b.height
-            )));
-        }
-        batch
-            .verify(scheme, &home.public_key)
-            .map_err(|e| bad(format!("home node {}'s signature: {e}", b.home)))?;
-        summary.signatures += 1;
-        for (i, sb) in b.bids.iter().enumerate() {
-            let bid = &sb.body;
-            let id = bid.id();
-            summary.bids += 1;
-            let problem = match genesis.participant(bid.participant) {
-                None => Some(format!("participant {} is not admitted", bid.participant)),
-                Some(pt) if pt.home != b.home => Some(format!(
-                    "participant {}'s home is {}, not batch node {}",
-                    pt.id, pt.home, b.home
-                )),
-                Some(pt) => bid
-                    .check(genesis, &chain_id)
-                    .err()
-                    .map(|e| e.to_string())
-                    .or_else(|| {
-                        summary.signatures += 1;
-                        sb.verify(scheme, &pt.public_key)
-                            .err()
-                            .map(|e| format!("bid signature: {e}"))
-                    }),
-            };
-            if let Some(reason) = problem {
-                if !rejected_invalid.contains(&id) {
-                    return Err(AuditFailure::Bid {
-                        batch: bi,
-                        index: i,
-                        reason: format!("{reason}, and it is not recorded as rejected"),
-                    });
-                }
-            }
-            bids.insert(id, bid);
-        }
-    }
-    Ok(bids)
 }

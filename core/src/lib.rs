@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod block;
 pub mod clearing;
+pub mod consensus;
 pub mod crypto;
 pub mod encoding;
 pub mod genesis;

@@ -113,7 +113,7 @@ crate::tagged!(Bid, 0x0101, "bid", 128 + 16 * MAX_BID_STEPS);
 pub type SignedBid = Signed<Bid>;
 
 /// Why a bid is refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
 pub enum BidError {
     /// The bid names another chain.
     #[error("the bid is for chain {found:?}, not this consortium's {expected:?}")]
@@ -171,6 +171,12 @@ pub enum BidError {
     /// The delivery period is empty.
     #[error("the delivery period has zero length")]
     EmptyDelivery,
+    /// The home node's batches for the coming heights are full.
+    #[error("the batch for height {height} is full; try again after it closes")]
+    BatchFull {
+        /// The height whose batch is full.
+        height: u64,
+    },
 }
 
 impl Bid {

@@ -3,17 +3,18 @@
 //! used outside samples.
 
 use crate::block::{
-    BLOCK_VERSION, Block, BlockBody, BlockHeader, ProcessData, QuorumCertificate, SkipCertificate,
-    SkipVote, VoteKind, VoteSignature,
+    BLOCK_VERSION, Block, BlockBody, BlockHeader, QuorumCertificate, SkipCertificate, SkipVote,
+    VoteKind, VoteSignature,
 };
-use crate::clearing::{ClearingOutcome, ClearingRecord, StepAward};
-use crate::crypto::{Digest, Ed25519Signer, Signed, Signer, sha256};
+use crate::clearing::rule_for;
+use crate::consensus::content::{BlockPlan, CommittedNonces, ContentRules, advance_nonces};
+use crate::crypto::{Digest, Ed25519, Ed25519Signer, Signed, Signer, sha256};
 use crate::genesis::{
     Area, ClearingParams, ClearingRule, FaultKind, FaultModel, Genesis, Member, Participant,
     TieLine, Timing,
 };
 use crate::market::{
-    Bid, BidBatch, BidStep, Product, Settlement, Side, SignedBatch, SignedBid, Term, Trade,
+    Bid, BidBatch, BidStep, Product, Settlement, Side, SignedBatch, SignedBid, Term,
 };
 use crate::units::{AreaId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp};
 
@@ -146,19 +147,33 @@ impl SampleConsortium {
         }
     }
 
-    /// A signed sample bid by participant `index` (genesis order) for `height`.
+    /// A signed sample bid by participant `index` (genesis order) for `height`: even
+    /// participants sell, odd ones buy, at prices that cross.
     pub fn bid(&self, index: usize, height: u64, nonce: u64) -> SignedBid {
-        let p = &self.genesis.participants[index];
-        let side = if index % 2 == 0 {
-            Side::Sell
-        } else {
-            Side::Buy
-        };
+        let side = if index % 2 == 0 { Side::Sell } else { Side::Buy };
         let base = 40 + (index % 17) as i64;
         let price = match side {
             Side::Sell => base,
             Side::Buy => base + 20,
         };
+        let step = BidStep {
+            price: Price(price * Price::SCALE),
+            quantity: Quantity((10 + (index % 7) as i64) * Quantity::SCALE),
+        };
+        self.bid_with(index, side, vec![step], height, nonce)
+    }
+
+    /// A signed bid by participant `index` with the given side and steps, for the sample
+    /// product of `height`.
+    pub fn bid_with(
+        &self,
+        index: usize,
+        side: Side,
+        steps: Vec<BidStep>,
+        height: u64,
+        nonce: u64,
+    ) -> SignedBid {
+        let p = &self.genesis.participants[index];
         let bid = Bid {
             chain_id: self.genesis.chain_id(),
             participant: p.id,
@@ -166,20 +181,21 @@ impl SampleConsortium {
             bus: None,
             side,
             product: sample_product(height),
-            steps: vec![BidStep {
-                price: Price(price * Price::SCALE),
-                quantity: Quantity((10 + (index % 7) as i64) * Quantity::SCALE),
-            }],
+            steps,
             nonce,
             timestamp: Timestamp(1_767_225_000_000 + height * 60_000 + nonce % 60_000),
         };
         Signed::sign(bid, &self.participants[index])
     }
 
-    /// A chain of `blocks` blocks with `bids_per_block` bids each, every bid fully accepted at
-    /// its own price, every block committed by all members in view 0.
+    /// A chain of `blocks` blocks with `bids_per_block` bids each, spread over the members'
+    /// batches, cleared by the genesis's rule exactly as a primary does, every block committed
+    /// by all members in view 0.
     pub fn chain(&self, blocks: usize, bids_per_block: usize) -> Vec<Block> {
         let chain_id = self.genesis.chain_id();
+        let clearing = rule_for(self.genesis.clearing.rule);
+        let scheme = Ed25519::with_known_keys(self.genesis.public_keys());
+        let mut committed = CommittedNonces::new();
         let mut out: Vec<Block> = Vec::with_capacity(blocks);
         let mut previous = chain_id;
         for b in 0..blocks {
@@ -203,52 +219,22 @@ impl SampleConsortium {
                     Signed::sign(batch, &self.members[m])
                 })
                 .collect();
-            let trades: Vec<Trade> = batches
-                .iter()
-                .flat_map(|b| b.body.bids.iter())
-                .map(|sb| {
-                    let bid = &sb.body;
-                    Trade {
-                        bid: bid.id(),
-                        participant: bid.participant,
-                        side: bid.side,
-                        area: bid.area,
-                        bus: bid.bus,
-                        product: bid.product,
-                        quantity: bid.steps[0].quantity,
-                        price: bid.steps[0].price,
-                        counterparty: None,
-                    }
-                })
-                .collect();
-            let awards = trades
-                .iter()
-                .map(|t| StepAward {
-                    bid: t.bid,
-                    step: 0,
-                    quantity: t.quantity,
-                })
-                .collect();
-            let body = BlockBody {
-                trades,
-                process: ProcessData {
-                    batches,
-                    clearing: ClearingRecord {
-                        rule: self.genesis.clearing.rule,
-                        cuts: vec![],
-                        outcome: ClearingOutcome {
-                            awards,
-                            ..ClearingOutcome::default()
-                        },
-                    },
-                    objections: vec![],
-                    appeals: vec![],
-                    rejections: vec![],
-                    skipped: vec![],
-                    skip_certificate: None,
-                    evidence: vec![],
-                },
+            let rules = ContentRules {
+                genesis: &self.genesis,
+                chain_id,
+                scheme: &scheme,
+                clearing,
+                committed: &committed,
             };
+            let plan = BlockPlan {
+                height,
+                batches,
+                ..BlockPlan::default()
+            };
+            // The sample's own bids: their signatures are known good.
+            let body = rules
+                .build_body(plan, &mut |_, _| true)
+                .expect("the sample market clears");
             let header = BlockHeader {
                 version: BLOCK_VERSION,
                 chain_id,
@@ -263,6 +249,7 @@ impl SampleConsortium {
             };
             let all: Vec<usize> = (0..self.members.len()).collect();
             let block = self.seal(header, body, &all);
+            advance_nonces(&mut committed, &block.body);
             previous = block.digest();
             out.push(block);
         }

@@ -1,0 +1,452 @@
+//! What a block must contain: which bids it clears and rejects, how appeals resolve, how the
+//! primary builds the body, and how every verifier and auditor checks it (spec V1-V9).
+//!
+//! The primary, every verifying node and the chain audit run these same functions, so a body
+//! that one accepts all accept.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::audit::AuditFailure;
+use crate::block::{
+    AppealClaim, AppealRecord, AppealResolution, BlockBody, Evidence, Objection, ProcessData,
+    Rejection, RejectionReason, SkipCertificate,
+};
+use crate::clearing::{Cleared, Clearing, ClearingError, ClearingInput, ClearingRecord, Cut};
+use crate::crypto::{Digest, PublicKey, SignatureScheme, Signed};
+use crate::genesis::Genesis;
+use crate::market::{Bid, SignedBatch, SignedBid};
+use crate::units::{AreaId, NodeId, ParticipantId};
+
+/// The highest nonce of each participant in committed blocks. A bid is replayed if its nonce
+/// is not above its participant's (spec V3).
+pub type CommittedNonces = BTreeMap<ParticipantId, u64>;
+
+/// Checks a bid's signature; the node passes a memoising verifier, the audit a counting one.
+pub type BidSignatureCheck<'f> = dyn FnMut(&SignedBid, &PublicKey) -> bool + 'f;
+
+/// The areas that cannot trade in a view: those with a member missing from the skip
+/// certificate that opened the view. Their members could not co-sign (spec V2). View 0 has
+/// none.
+pub fn unavailable_areas(genesis: &Genesis, skip: Option<&SkipCertificate>) -> BTreeSet<AreaId> {
+    let Some(cert) = skip else {
+        return BTreeSet::new();
+    };
+    let voters: BTreeSet<NodeId> = cert.voters().collect();
+    genesis
+        .members
+        .iter()
+        .filter(|m| !voters.contains(&m.id))
+        .map(|m| m.area)
+        .collect()
+}
+
+/// The bids a block clears, and the bids it rejects by rule.
+#[derive(Debug)]
+pub struct Selection<'a> {
+    /// The bids to clear, with their ids, in canonical order.
+    pub bids: Vec<(Digest, &'a Bid)>,
+    /// The rejected bids, in canonical order.
+    pub rejections: Vec<Rejection>,
+}
+
+/// The candidate bids of a body: every bid of every batch (batches in member order, bids in
+/// batch order), then the bids of upheld `Omitted` appeals, each with the home node that
+/// vouches for it.
+fn candidates(process: &ProcessData) -> impl Iterator<Item = (&SignedBid, NodeId)> {
+    let batched = process
+        .batches
+        .iter()
+        .flat_map(|b| b.body.bids.iter().map(move |sb| (sb, b.body.home)));
+    let appealed = process.appeals.iter().filter_map(|a| match (&a.resolution, &a.appeal.body.claim) {
+        (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, receipt }) => {
+            Some((bid.as_ref(), receipt.body.home))
+        }
+        _ => None,
+    });
+    batched.chain(appealed)
+}
+
+/// Which bids a body clears and which it rejects (spec V1-V4): a bid is rejected as
+/// `Duplicate` if its id or its (participant, nonce) was seen earlier in the body or its nonce
+/// is not above the participant's committed nonce; as `Invalid` if it breaks a rule (D7), its
+/// signature fails, or its participant's home is not the node that vouches for it; as
+/// `AreaUnavailable` if its area cannot trade in this view; and, in fallback revisions
+/// (revision `r` above the genesis bound `R`), all but the earliest-submitted
+/// `floor(n / 2^(r - R))` of the remaining `n` bids are rejected as `Fallback` (the paper:
+/// later-submitted trades are cut first).
+pub fn select_bids<'a>(
+    genesis: &Genesis,
+    chain_id: &Digest,
+    process: &'a ProcessData,
+    revision: u32,
+    committed: &CommittedNonces,
+    check_signature: &mut BidSignatureCheck<'_>,
+) -> Selection<'a> {
+    let unavailable = unavailable_areas(genesis, process.skip_certificate.as_ref());
+    let mut seen_ids = BTreeSet::new();
+    let mut seen_nonces = BTreeSet::new();
+    let mut verdicts: Vec<(Digest, &'a Bid, Option<RejectionReason>)> = Vec::new();
+    for (sb, home) in candidates(process) {
+        let bid = &sb.body;
+        let id = bid.id();
+        let replay = !seen_ids.insert(id)
+            || !seen_nonces.insert((bid.participant, bid.nonce))
+            || committed.get(&bid.participant).is_some_and(|&n| bid.nonce <= n);
+        let verdict = if replay {
+            Some(RejectionReason::Duplicate)
+        } else {
+            let valid = genesis.participant(bid.participant).is_some_and(|p| {
+                p.home == home
+                    && bid.check(genesis, chain_id).is_ok()
+                    && check_signature(sb, &p.public_key)
+            });
+            if !valid {
+                Some(RejectionReason::Invalid)
+            } else if unavailable.contains(&bid.area) {
+                Some(RejectionReason::AreaUnavailable)
+            } else {
+                None
+            }
+        };
+        verdicts.push((id, bid, verdict));
+    }
+    if revision > genesis.max_revisions {
+        let level = revision - genesis.max_revisions;
+        let mut live: Vec<(crate::units::Timestamp, Digest, usize)> = verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.2.is_none())
+            .map(|(i, v)| (v.1.timestamp, v.0, i))
+            .collect();
+        live.sort_unstable();
+        let keep = if level >= 63 { 0 } else { live.len() >> level };
+        for &(_, _, i) in &live[keep..] {
+            verdicts[i].2 = Some(RejectionReason::Fallback);
+        }
+    }
+    let mut selection = Selection {
+        bids: Vec::new(),
+        rejections: Vec::new(),
+    };
+    for (id, bid, verdict) in verdicts {
+        match verdict {
+            None => selection.bids.push((id, bid)),
+            Some(reason) => selection.rejections.push(Rejection { bid: id, reason }),
+        }
+    }
+    selection
+}
+
+/// How an appeal resolves against the body's batches and the appeals before it (spec V5):
+/// an `Omitted` claim is upheld if its receipt is the home node's signature for this bid, the
+/// bid is valid and signed and names the appellant, the receipt's height is not above this
+/// height, and the bid is not already in the body; a `Misallocated` claim about a cleared bid
+/// stands rejected, because every node recomputes the clearing (V7).
+pub fn resolve_appeal(
+    genesis: &Genesis,
+    chain_id: &Digest,
+    scheme: &dyn SignatureScheme,
+    height: u64,
+    included: &BTreeSet<Digest>,
+    appeal: &Signed<crate::block::Appeal>,
+) -> AppealResolution {
+    let a = &appeal.body;
+    match &a.claim {
+        AppealClaim::Omitted { bid, receipt } => {
+            let r = &receipt.body;
+            let verifiable = genesis.participant(a.participant).is_some_and(|p| {
+                let home_key = genesis.member(p.home).map(|m| m.public_key);
+                bid.body.participant == a.participant
+                    && r.participant == a.participant
+                    && r.chain_id == *chain_id
+                    && r.bid == bid.body.id()
+                    && r.home == p.home
+                    && r.height <= height
+                    && bid.body.check(genesis, chain_id).is_ok()
+                    && bid.verify(scheme, &p.public_key).is_ok()
+                    && home_key.is_some_and(|k| receipt.verify(scheme, &k).is_ok())
+            });
+            if !verifiable {
+                AppealResolution::RejectedUnverifiable
+            } else if included.contains(&bid.body.id()) {
+                AppealResolution::RejectedAlreadyIncluded
+            } else {
+                AppealResolution::Upheld { revision: 0 }
+            }
+        }
+        AppealClaim::Misallocated { bid } => {
+            if included.contains(bid) {
+                AppealResolution::RejectedOutcomeStands
+            } else {
+                AppealResolution::RejectedUnverifiable
+            }
+        }
+    }
+}
+
+/// The ids of every bid in the body's batches.
+fn batch_bid_ids(process: &ProcessData) -> BTreeSet<Digest> {
+    process
+        .batches
+        .iter()
+        .flat_map(|b| b.body.bids.iter().map(|sb| sb.body.id()))
+        .collect()
+}
+
+/// What a primary decided to clear in one round.
+#[derive(Clone, Debug, Default)]
+pub struct BlockPlan {
+    /// The height.
+    pub height: u64,
+    /// The view.
+    pub view: u32,
+    /// The revision.
+    pub revision: u32,
+    /// The batches, in member order.
+    pub batches: Vec<SignedBatch>,
+    /// Appeals with their resolutions (an upheld appeal names the revision it is cleared in).
+    pub appeals: Vec<AppealRecord>,
+    /// The objections that led to revisions.
+    pub objections: Vec<Signed<Objection>>,
+    /// The cuts from those objections.
+    pub cuts: Vec<Cut>,
+    /// The certificate that opened the view.
+    pub skip_certificate: Option<SkipCertificate>,
+    /// Equivocation evidence to record.
+    pub evidence: Vec<Evidence>,
+}
+
+/// The read-only facts content checks need besides the body.
+pub struct ContentRules<'a> {
+    /// The consortium.
+    pub genesis: &'a Genesis,
+    /// Its chain id.
+    pub chain_id: Digest,
+    /// How signatures verify.
+    pub scheme: &'a dyn SignatureScheme,
+    /// The agreed rule.
+    pub clearing: &'a dyn Clearing,
+    /// Committed nonces before this block.
+    pub committed: &'a CommittedNonces,
+}
+
+impl ContentRules<'_> {
+    /// Builds the body the rule gives for `plan` (the primary's side).
+    pub fn build_body(
+        &self,
+        plan: BlockPlan,
+        check_signature: &mut BidSignatureCheck<'_>,
+    ) -> Result<BlockBody, ClearingError> {
+        let g = self.genesis;
+        let mut process = ProcessData {
+            batches: plan.batches,
+            clearing: ClearingRecord {
+                rule: g.clearing.rule,
+                cuts: plan.cuts,
+                outcome: Default::default(),
+            },
+            objections: plan.objections,
+            appeals: plan.appeals,
+            rejections: Vec::new(),
+            skipped: (0..plan.view).map(|v| g.primary(plan.height, v)).collect(),
+            skip_certificate: plan.skip_certificate,
+            evidence: plan.evidence,
+        };
+        let unavailable = unavailable_areas(g, process.skip_certificate.as_ref());
+        let (cleared, rejections) = {
+            let selection = select_bids(
+                g,
+                &self.chain_id,
+                &process,
+                plan.revision,
+                self.committed,
+                check_signature,
+            );
+            let input = ClearingInput::new(g, selection.bids, &process.clearing.cuts, &unavailable);
+            (self.clearing.clear(&input)?, selection.rejections)
+        };
+        process.rejections = rejections;
+        process.clearing.outcome = cleared.outcome;
+        Ok(BlockBody {
+            trades: cleared.trades,
+            process,
+        })
+    }
+
+    /// Checks a body for a header at (height, view, revision) (the verifier's and the
+    /// auditor's side; spec D19-D22, V1-V9).
+    pub fn verify_body(
+        &self,
+        height: u64,
+        revision: u32,
+        body: &BlockBody,
+        check_signature: &mut BidSignatureCheck<'_>,
+        check_clearing: bool,
+    ) -> Result<(), AuditFailure> {
+        let g = self.genesis;
+        let p = &body.process;
+        // D19: batches, one per member, in member order, each signed by its home node.
+        let mut last_index = None;
+        for (i, batch) in p.batches.iter().enumerate() {
+            let b = &batch.body;
+            let bad = |reason: String| AuditFailure::Batch { index: i, reason };
+            let index = g
+                .members
+                .iter()
+                .position(|m| m.id == b.home)
+                .ok_or_else(|| bad(format!("home node {} is not a member", b.home)))?;
+            if last_index.is_some_and(|l| l == index) {
+                return Err(bad(format!("a second batch from node {}", b.home)));
+            }
+            if last_index.is_some_and(|l| l > index) {
+                return Err(bad("batches are not in member order".into()));
+            }
+            last_index = Some(index);
+            if b.chain_id != self.chain_id || b.height != height {
+                return Err(bad(format!("batch is for height {}, not {height}", b.height)));
+            }
+            batch
+                .verify(self.scheme, &g.members[index].public_key)
+                .map_err(|e| bad(format!("home node {}'s signature: {e}", b.home)))?;
+        }
+        // D22 and V5: records are signed by whom they name; appeals resolve as the rules say.
+        for (i, o) in p.objections.iter().enumerate() {
+            let b = &o.body;
+            let member = g.member(b.objector).ok_or_else(|| {
+                AuditFailure::Process(format!("objection {i}: objector {} is not a member", b.objector))
+            })?;
+            if b.chain_id != self.chain_id || b.height != height || b.revision >= revision {
+                return Err(AuditFailure::Process(format!(
+                    "objection {i} is for height {} revision {}, not an earlier revision of this block",
+                    b.height, b.revision
+                )));
+            }
+            o.verify(self.scheme, &member.public_key)
+                .map_err(|e| AuditFailure::Process(format!("objection {i}: {e}")))?;
+        }
+        let mut included = batch_bid_ids(p);
+        for (i, a) in p.appeals.iter().enumerate() {
+            let b = &a.appeal.body;
+            let participant = g.participant(b.participant).ok_or_else(|| {
+                AuditFailure::Process(format!("appeal {i}: participant {} is not admitted", b.participant))
+            })?;
+            if b.chain_id != self.chain_id || b.height != height || g.member(a.via).is_none() {
+                return Err(AuditFailure::Process(format!(
+                    "appeal {i} is for height {} via {}, not this block's",
+                    b.height, a.via
+                )));
+            }
+            a.appeal
+                .verify(self.scheme, &participant.public_key)
+                .map_err(|e| AuditFailure::Process(format!("appeal {i}: {e}")))?;
+            let expected = resolve_appeal(g, &self.chain_id, self.scheme, height, &included, &a.appeal);
+            let consistent = match (expected, a.resolution) {
+                (AppealResolution::Upheld { .. }, AppealResolution::Upheld { revision: r }) => r <= revision,
+                (e, r) => e == r,
+            };
+            if !consistent {
+                return Err(AuditFailure::Process(format!(
+                    "appeal {i} is resolved {:?}, the rules give {:?}",
+                    a.resolution, expected
+                )));
+            }
+            if let (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) = (&a.resolution, &b.claim) {
+                included.insert(bid.body.id());
+            }
+        }
+        for (i, e) in p.evidence.iter().enumerate() {
+            if !e.verify(g, self.scheme) {
+                return Err(AuditFailure::Process(format!(
+                    "evidence {i} does not show an equivocation"
+                )));
+            }
+        }
+        // V1-V4: the selection and its recorded rejections.
+        let selection = select_bids(g, &self.chain_id, p, revision, self.committed, check_signature);
+        if selection.rejections != p.rejections {
+            let at = (0..selection.rejections.len().max(p.rejections.len()))
+                .find(|&i| selection.rejections.get(i) != p.rejections.get(i))
+                .unwrap_or(0);
+            return Err(AuditFailure::Process(format!(
+                "rejection {at}: recorded {:?}, the rules give {:?}",
+                p.rejections.get(at),
+                selection.rejections.get(at)
+            )));
+        }
+        // D21: every trade is for a cleared bid and matches it.
+        let bids: BTreeMap<Digest, &Bid> = selection.bids.iter().map(|(d, b)| (*d, *b)).collect();
+        for (i, t) in body.trades.iter().enumerate() {
+            let bad = |reason: String| AuditFailure::Trade { index: i, reason };
+            let bid = bids
+                .get(&t.bid)
+                .ok_or_else(|| bad(format!("bid {:?} is not cleared in this block", t.bid)))?;
+            if bid.participant != t.participant
+                || bid.side != t.side
+                || bid.area != t.area
+                || bid.bus != t.bus
+                || bid.product != t.product
+            {
+                return Err(bad(format!(
+                    "does not match bid {:?} (participant, side, area, bus or product differs)",
+                    t.bid
+                )));
+            }
+            if t.quantity.0 <= 0 {
+                return Err(bad(format!("quantity {} is not positive", t.quantity)));
+            }
+        }
+        // V6-V7: the rule and the outcome.
+        if p.clearing.rule != g.clearing.rule {
+            return Err(AuditFailure::Process(format!(
+                "cleared by {} but the genesis rule is {}",
+                p.clearing.rule.name(),
+                g.clearing.rule.name()
+            )));
+        }
+        // V8: every cut was objected by a member, and none twice.
+        for (i, c) in p.clearing.cuts.iter().enumerate() {
+            let objected = p.objections.iter().any(|o| match &o.body.reason {
+                crate::block::ObjectionReason::Security { cuts } => cuts.contains(c),
+                _ => false,
+            });
+            if !objected || p.clearing.cuts[..i].contains(c) {
+                return Err(AuditFailure::Process(format!(
+                    "cut {i} comes from no recorded security objection, or repeats"
+                )));
+            }
+        }
+        if !check_clearing {
+            return Ok(());
+        }
+        let unavailable = unavailable_areas(g, p.skip_certificate.as_ref());
+        let input = ClearingInput::new(g, selection.bids, &p.clearing.cuts, &unavailable);
+        let proposed = Cleared {
+            outcome: p.clearing.outcome.clone(),
+            trades: body.trades.clone(),
+        };
+        self.clearing
+            .verify(&input, &proposed)
+            .map_err(|e| AuditFailure::Process(format!("clearing: {e}")))
+    }
+}
+
+/// Raises `committed` to the nonces of every authentic bid in a committed body: cleared or
+/// rejected by rule, a bid's nonce is used once it is on the chain, so nobody can replay it
+/// into a later block (spec V3). Bids rejected as `Invalid` may be forgeries and consume
+/// nothing.
+pub fn advance_nonces(committed: &mut CommittedNonces, body: &BlockBody) {
+    let invalid: BTreeSet<Digest> = body
+        .process
+        .rejections
+        .iter()
+        .filter(|r| r.reason == RejectionReason::Invalid)
+        .map(|r| r.bid)
+        .collect();
+    for (sb, _) in candidates(&body.process) {
+        if invalid.contains(&sb.body.id()) {
+            continue;
+        }
+        let n = committed.entry(sb.body.participant).or_insert(0);
+        *n = (*n).max(sb.body.nonce);
+    }
+}

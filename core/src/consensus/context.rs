@@ -1,0 +1,191 @@
+//! What a node knows that never changes while it runs: the genesis, its identity and keys,
+//! and the pluggable parts (signature scheme, clearing rule, security check).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::clearing::{Cleared, Clearing, ClearingInput, Cut, CutVariable, COEFFICIENT_SCALE};
+use crate::crypto::{Digest, SignatureScheme, Signer};
+use crate::genesis::Genesis;
+use crate::market::Side;
+use crate::units::NodeId;
+
+/// A node's private check of its own area's grid (the paper's Fig. 5): given the proposed
+/// outcome, it returns the violated constraints as cuts, or nothing if the outcome is secure.
+///
+/// A cut reveals one constraint (coefficients over bids' injections and tie-line flows and a
+/// bound), never the grid model behind it.
+pub trait SecurityCheck: Send + Sync + fmt::Debug {
+    /// The cuts the outcome violates; empty if it is secure in this node's area.
+    fn check(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<Cut>;
+}
+
+/// A node with no grid model to check (for instance a purely financial market): every outcome
+/// passes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoGridModel;
+
+impl SecurityCheck for NoGridModel {
+    fn check(&self, _: &ClearingInput<'_>, _: &Cleared) -> Vec<Cut> {
+        Vec::new()
+    }
+}
+
+/// A security check given as an explicit list of constraints: it returns exactly those that
+/// the outcome violates. It is the test double of a grid model (the real one derives its
+/// constraints from the area's lines and PTDFs), and the form in which the model checker
+/// scripts an objection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConstraintList {
+    /// The constraints.
+    pub constraints: Vec<Cut>,
+}
+
+impl SecurityCheck for ConstraintList {
+    fn check(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<Cut> {
+        self.constraints
+            .iter()
+            .filter(|c| cut_value(c, input, cleared) > i128::from(c.limit.0) * i128::from(COEFFICIENT_SCALE))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The left-hand side of a cut on an outcome, in millionths of the quantity unit.
+pub fn cut_value(cut: &Cut, input: &ClearingInput<'_>, cleared: &Cleared) -> i128 {
+    cut.terms
+        .iter()
+        .map(|t| {
+            let x: i128 = match t.variable {
+                CutVariable::Bid(id) => {
+                    let accepted: i128 = cleared
+                        .outcome
+                        .awards
+                        .iter()
+                        .filter(|a| a.bid == id)
+                        .map(|a| i128::from(a.quantity.0))
+                        .sum();
+                    match input.bids.iter().find(|(d, _)| *d == id) {
+                        Some((_, bid)) if bid.product == cut.product => match bid.side {
+                            Side::Sell => accepted,
+                            Side::Buy => -accepted,
+                        },
+                        _ => 0,
+                    }
+                }
+                CutVariable::TieFlow(line) => cleared
+                    .outcome
+                    .flows
+                    .iter()
+                    .filter(|f| f.tie_line == line && f.product == cut.product)
+                    .map(|f| i128::from(f.flow.0))
+                    .sum(),
+            };
+            i128::from(t.coefficient) * x
+        })
+        .sum()
+}
+
+/// A deliberately seeded protocol bug, for the model checker's catalogue only. Without the
+/// `mutants` feature no mutation exists in the build.
+#[cfg(feature = "mutants")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mutation {
+    /// Certificates need one vote fewer than a quorum.
+    QuorumTooSmall,
+    /// A node enters the next view on a single skip vote.
+    SkipWithoutCertificate,
+    /// A node endorses a different block in the same view after locking.
+    IgnoreLock,
+    /// A new primary proposes afresh, ignoring the highest lock in the skip certificate.
+    NewPrimaryIgnoresLock,
+    /// Votes are sent but never persisted, so a restarted node forgets them.
+    VoteBeforePersist,
+    /// A verifier accepts any clearing outcome without recomputing it.
+    SkipClearingCheck,
+    /// A verifier ignores its own grid's security check.
+    IgnoreOwnSecurity,
+    /// A proposal from a node that is not the round's primary is accepted.
+    AcceptWrongPrimary,
+    /// A new primary after a skip clears only its own batch, dropping the others'.
+    DropBatchOnSkip,
+    /// A block commits without the endorsement of a touched area's node.
+    CommitWithoutTouchedArea,
+}
+
+/// Everything a node's transitions read but never change.
+#[derive(Clone)]
+pub struct Context {
+    /// The consortium.
+    pub genesis: Arc<Genesis>,
+    /// The genesis digest.
+    pub chain_id: Digest,
+    /// This node.
+    pub me: NodeId,
+    /// This node's signing key.
+    pub signer: Arc<dyn Signer>,
+    /// How signatures are verified.
+    pub scheme: Arc<dyn SignatureScheme>,
+    /// The agreed clearing rule.
+    pub clearing: &'static dyn Clearing,
+    /// This node's private grid check.
+    pub security: Arc<dyn SecurityCheck>,
+    /// The seeded bug this node runs with, if any (model checker only).
+    #[cfg(feature = "mutants")]
+    pub mutation: Option<Mutation>,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("me", &self.me)
+            .field("chain_id", &self.chain_id)
+            .field("clearing", &self.clearing)
+            .field("security", &self.security)
+            .finish()
+    }
+}
+
+impl Context {
+    /// A context for member `me` of `genesis`.
+    pub fn new(
+        genesis: Arc<Genesis>,
+        me: NodeId,
+        signer: Arc<dyn Signer>,
+        scheme: Arc<dyn SignatureScheme>,
+        clearing: &'static dyn Clearing,
+        security: Arc<dyn SecurityCheck>,
+    ) -> Self {
+        Self {
+            chain_id: genesis.chain_id(),
+            genesis,
+            me,
+            signer,
+            scheme,
+            clearing,
+            security,
+            #[cfg(feature = "mutants")]
+            mutation: None,
+        }
+    }
+
+    /// Whether this node runs with seeded bug `m` (always false without the `mutants`
+    /// feature).
+    #[cfg(feature = "mutants")]
+    pub(crate) fn mutated(&self, m: Mutation) -> bool {
+        self.mutation == Some(m)
+    }
+}
+
+/// Names a seeded bug at a place where it can take effect; compiles to `false` without the
+/// `mutants` feature, so no mutation is reachable in a normal build.
+macro_rules! mutated {
+    ($ctx:expr, $m:ident) => {{
+        #[cfg(feature = "mutants")]
+        let on = $ctx.mutated($crate::consensus::Mutation::$m);
+        #[cfg(not(feature = "mutants"))]
+        let on = false;
+        on
+    }};
+}
+pub(crate) use mutated;

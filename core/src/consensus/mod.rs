@@ -1,0 +1,18 @@
+//! The consensus core: the rotating-primary, verify-and-negotiate protocol of the paper as a
+//! pure state machine (spec part 2).
+//!
+//! [`NodeState::step`] takes the time and one [`Input`] and returns the [`Effect`]s to carry
+//! out, in order. The node runtime (QUIC, storage, timers) and the model checker (stateright)
+//! are thin adapters around it; neither holds protocol logic.
+
+pub mod content;
+mod context;
+mod node;
+pub mod sim;
+mod types;
+
+pub use context::{ConstraintList, Context, NoGridModel, SecurityCheck, cut_value};
+#[cfg(feature = "mutants")]
+pub use context::Mutation;
+pub use node::{Lock, MAX_FALLBACK_LEVELS, ManagementNode, Negotiation, NodeState, VerifiedBids};
+pub use types::{Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply, Timer};

@@ -1,0 +1,1503 @@
+//! The management node's state machine: `step(now, input) -> effects` (spec part 2).
+//!
+//! Every transition is a method here; comments cite the spec rule it implements. Nothing reads
+//! a clock, a file or the network: time comes in as `now`, messages and timers as inputs, and
+//! everything the node does goes out as an ordered list of effects.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::content::{BlockPlan, CommittedNonces, ContentRules, advance_nonces, resolve_appeal, select_bids, unavailable_areas};
+use super::context::{Context, mutated};
+use super::types::{Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply, Timer};
+use crate::audit::{AuditSummary, check_header, verify_block};
+use crate::block::{
+    Appeal, AppealClaim, AppealRecord, AppealResolution, BLOCK_VERSION, Block, BlockBody,
+    BlockHeader, Evidence, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS, Objection, ObjectionReason,
+    QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind, VoteSignature,
+};
+use crate::clearing::{Cleared, ClearingInput, Cut};
+use crate::crypto::{Digest, PublicKey, Signature, Signed};
+use crate::market::{BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt};
+use crate::units::{NodeId, ParticipantId, Timestamp};
+
+/// Most fallback revisions after the genesis bound: enough to halve any batch set to nothing.
+pub const MAX_FALLBACK_LEVELS: u32 = 64;
+
+/// A lock: the highest endorsement certificate this node holds at its height, with the
+/// proposal it certifies (spec S2).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Lock {
+    /// The endorsement certificate.
+    pub certificate: QuorumCertificate,
+    /// The proposal it certifies.
+    pub proposal: Proposal,
+}
+
+/// What the primary of the current view has accepted from negotiation (spec V8, V9).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Negotiation {
+    /// The cuts from security objections, in the order accepted.
+    pub cuts: Vec<Cut>,
+    /// The objections that led to revisions.
+    pub objections: Vec<Signed<Objection>>,
+    /// Appeals resolved so far in this view.
+    pub appeals: Vec<AppealRecord>,
+}
+
+/// A cache of verified bid signatures. It changes what work is done, never what is decided,
+/// so it is invisible to equality and hashing (model-checker states that differ only in it
+/// are the same state).
+#[derive(Clone, Debug, Default)]
+pub struct VerifiedBids(BTreeSet<(Digest, Signature)>);
+
+impl PartialEq for VerifiedBids {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for VerifiedBids {}
+impl std::hash::Hash for VerifiedBids {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+/// Everything a management node remembers. Pure data: it derives equality and hashing so the
+/// model checker can compare states.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeState {
+    /// The next height to decide.
+    pub height: u64,
+    /// The last decided header (none before height 1).
+    pub prev: Option<BlockHeader>,
+    /// The current view at this height.
+    pub view: u32,
+    /// The skip certificate that opened the current view.
+    pub justification: Option<SkipCertificate>,
+    /// Each participant's highest nonce in committed blocks.
+    pub committed_nonces: CommittedNonces,
+    /// This node's participants' highest receipted nonce.
+    pub receipted_nonces: BTreeMap<ParticipantId, u64>,
+    /// This node's participants' receipted bids not yet on the chain, by the height whose
+    /// batch will carry them.
+    pub pool: BTreeMap<u64, Vec<(SignedBid, SignedReceipt)>>,
+    /// Whether this node's gate for `height` has closed (its batch is sent).
+    pub gate_closed: bool,
+    /// The batches for `height`, by home node (spec N2).
+    pub batches: BTreeMap<NodeId, SignedBatch>,
+    /// Batches for `height + 1` that arrived early.
+    pub early_batches: BTreeMap<NodeId, SignedBatch>,
+    /// The latest valid proposal in the current view.
+    pub proposal: Option<Proposal>,
+    /// The lock, if any.
+    pub lock: Option<Lock>,
+    /// Votes collected: (kind, view, revision, block) -> voter -> signature.
+    pub votes: BTreeMap<(VoteKind, u32, u32, Digest), BTreeMap<NodeId, Signature>>,
+    /// The first vote seen from each voter in each slot, to detect equivocation.
+    pub seen: BTreeMap<(NodeId, VoteKind, u32, u32), Signed<Vote>>,
+    /// This node's own votes at this height: (kind, view, revision) -> block.
+    pub voted: BTreeMap<(VoteKind, u32, u32), Digest>,
+    /// Skip votes per view.
+    pub skips: BTreeMap<u32, BTreeMap<NodeId, Signed<SkipVote>>>,
+    /// Locked proposals other nodes attached to their skip votes, by digest.
+    pub offered: BTreeMap<Digest, Proposal>,
+    /// The negotiation of the current view (used when this node is its primary).
+    pub negotiation: Negotiation,
+    /// Appeals for this height, forwarded by home nodes, in arrival order.
+    pub appeals: Vec<(Signed<Appeal>, NodeId)>,
+    /// This node's participants whose appeals it forwarded at this height.
+    pub forwarded: BTreeSet<ParticipantId>,
+    /// Equivocation evidence not yet on the chain.
+    pub evidence: BTreeSet<Evidence>,
+    /// The height this node last asked a peer to sync from.
+    pub sync_from: Option<u64>,
+    /// Bid signatures already verified.
+    pub verified: VerifiedBids,
+}
+
+/// The effects of one step, with the context and time they were produced in.
+struct Out<'a> {
+    ctx: &'a Context,
+    now: Timestamp,
+    effects: Vec<Effect>,
+}
+
+impl Out<'_> {
+    fn push(&mut self, e: Effect) {
+        self.effects.push(e);
+    }
+
+    fn sign<T: crate::encoding::Tagged>(&self, body: T) -> Signed<T> {
+        Signed::sign(body, self.ctx.signer.as_ref())
+    }
+
+    /// Persists a vote (spec N3: before anything that depends on it is sent).
+    fn persist_vote(&mut self, vote: &Signed<Vote>) {
+        if !mutated!(self.ctx, VoteBeforePersist) {
+            self.push(Effect::Persist(Record::Vote(vote.clone())));
+        }
+    }
+}
+
+impl NodeState {
+    /// The state of a node of a new chain.
+    pub fn new() -> Self {
+        NodeState {
+            height: 1,
+            prev: None,
+            view: 0,
+            justification: None,
+            committed_nonces: CommittedNonces::new(),
+            receipted_nonces: BTreeMap::new(),
+            pool: BTreeMap::new(),
+            gate_closed: false,
+            batches: BTreeMap::new(),
+            early_batches: BTreeMap::new(),
+            proposal: None,
+            lock: None,
+            votes: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            voted: BTreeMap::new(),
+            skips: BTreeMap::new(),
+            offered: BTreeMap::new(),
+            negotiation: Negotiation::default(),
+            appeals: Vec::new(),
+            forwarded: BTreeSet::new(),
+            evidence: BTreeSet::new(),
+            sync_from: None,
+            verified: VerifiedBids::default(),
+        }
+    }
+
+    /// Rebuilds the state after a restart from the stored chain (already audited) and the
+    /// write-ahead log (spec N1, N3). Call `step(Input::Start)` next.
+    pub fn restore<'b>(
+        ctx: &Context,
+        chain: impl IntoIterator<Item = &'b Block>,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Self {
+        let mut s = NodeState::new();
+        for block in chain {
+            advance_nonces(&mut s.committed_nonces, &block.body);
+            s.height = block.header.height + 1;
+            s.prev = Some(block.header.clone());
+        }
+        for record in records {
+            if record.height() < s.height {
+                continue;
+            }
+            match record {
+                Record::Bid { bid, receipt, height } => {
+                    let n = s.receipted_nonces.entry(bid.body.participant).or_insert(0);
+                    *n = (*n).max(bid.body.nonce);
+                    s.pool.entry(height).or_default().push((bid, receipt));
+                }
+                Record::Batch(b) => {
+                    if b.body.home == ctx.me && b.body.height == s.height {
+                        s.gate_closed = true;
+                    }
+                    s.store_batch(b);
+                }
+                Record::Vote(v) => {
+                    let b = &v.body;
+                    s.voted.insert((b.kind, b.view, b.revision), b.block);
+                    s.votes
+                        .entry((b.kind, b.view, b.revision, b.block))
+                        .or_default()
+                        .insert(b.voter, v.signature);
+                }
+                Record::Lock(certificate, proposal) => {
+                    s.lock = Some(Lock {
+                        certificate,
+                        proposal: *proposal,
+                    });
+                }
+                Record::Skip(v) => {
+                    s.skips.entry(v.body.view).or_default().insert(ctx.me, v);
+                }
+                Record::SkipCertificate(c) => {
+                    if c.view + 1 > s.view {
+                        s.view = c.view + 1;
+                        s.justification = Some(c);
+                        s.negotiation = Negotiation::default();
+                    }
+                }
+                Record::Appeal { appeal, via } => s.appeals.push((appeal, via)),
+                Record::Objection(o, batch) => {
+                    if o.body.view == s.view {
+                        s.accept_objection(o, batch);
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    /// One transition: the effects of `input` at time `now`, in the order the runtime must
+    /// execute them.
+    pub fn step(&mut self, ctx: &Context, now: Timestamp, input: Input) -> Vec<Effect> {
+        let mut out = Out {
+            ctx,
+            now,
+            effects: Vec::new(),
+        };
+        match input {
+            Input::Start => self.on_start(&mut out),
+            Input::Bid(bid) => self.on_bid(&mut out, bid),
+            Input::Appeal(appeal) => self.on_participant_appeal(&mut out, appeal),
+            Input::Timer(t) => self.on_timer(&mut out, t),
+            Input::Message { from, msg } => self.on_message(&mut out, from, msg),
+        }
+        out.effects
+    }
+
+    fn primary(&self, ctx: &Context) -> NodeId {
+        ctx.genesis.primary(self.height, self.view)
+    }
+
+    fn view_timeout(ctx: &Context, view: u32) -> u64 {
+        ctx.genesis.timing.view_timeout_ms << view.min(8)
+    }
+
+    fn prev_digest(&self, ctx: &Context) -> Digest {
+        self.prev.as_ref().map_or(ctx.chain_id, BlockHeader::digest)
+    }
+
+    fn quorum(ctx: &Context) -> usize {
+        let q = ctx.genesis.quorum();
+        if mutated!(ctx, QuorumTooSmall) { q - 1 } else { q }
+    }
+
+    fn member_key(ctx: &Context, id: NodeId) -> Option<PublicKey> {
+        ctx.genesis.member(id).map(|m| m.public_key)
+    }
+
+    // ----- start, bids, gate (paper step 3; spec N1, N2) -----
+
+    fn on_start(&mut self, out: &mut Out<'_>) {
+        let ctx = out.ctx;
+        if !self.gate_closed {
+            out.push(Effect::SetTimer {
+                timer: Timer::Gate(self.height),
+                after_ms: ctx.genesis.timing.gate_ms,
+            });
+        } else {
+            self.arm_view_timer(out);
+            if self.primary(ctx) == ctx.me && self.proposal.is_none() {
+                out.push(Effect::SetTimer {
+                    timer: Timer::BatchWait(self.height),
+                    after_ms: ctx.genesis.timing.batch_wait_ms,
+                });
+            }
+            if let Some(v) = self.skips.get(&self.view).and_then(|m| m.get(&ctx.me)) {
+                out.push(Effect::Broadcast(Message::Skip(Box::new(v.clone()), self.locked_proposal())));
+            }
+        }
+        out.push(Effect::Broadcast(Message::SyncRequest { from: self.height }));
+    }
+
+    fn arm_view_timer(&self, out: &mut Out<'_>) {
+        out.push(Effect::SetTimer {
+            timer: Timer::View(self.height, self.view),
+            after_ms: Self::view_timeout(out.ctx, self.view),
+        });
+    }
+
+    /// N1: a bid gets a receipt only after it is persisted, and only if it is valid, new and
+    /// fits in a batch.
+    fn on_bid(&mut self, out: &mut Out<'_>, sb: SignedBid) {
+        let ctx = out.ctx;
+        let bid = &sb.body;
+        let id = bid.id();
+        let verdict = (|| {
+            let p = ctx
+                .genesis
+                .participant(bid.participant)
+                .ok_or(BidError::UnknownParticipant(bid.participant))?;
+            if p.home != ctx.me {
+                return Err(BidError::WrongHome {
+                    participant: p.id,
+                    home: p.home,
+                    this: ctx.me,
+                });
+            }
+            bid.check(&ctx.genesis, &ctx.chain_id)?;
+            sb.verify(ctx.scheme.as_ref(), &p.public_key)
+                .map_err(|_| BidError::BadSignature(p.id))?;
+            let last = self
+                .receipted_nonces
+                .get(&p.id)
+                .copied()
+                .max(self.committed_nonces.get(&p.id).copied());
+            if last.is_some_and(|n| bid.nonce <= n) {
+                return Err(BidError::ReplayedNonce {
+                    participant: p.id,
+                    nonce: bid.nonce,
+                });
+            }
+            let height = if self.gate_closed { self.height + 1 } else { self.height };
+            if self.pool.get(&height).is_some_and(|v| v.len() >= MAX_BATCH_BIDS) {
+                return Err(BidError::BatchFull { height });
+            }
+            Ok(height)
+        })();
+        match verdict {
+            Err(reason) => out.push(Effect::Reply {
+                to: bid.participant,
+                reply: Reply::BidRejected { bid: id, reason },
+            }),
+            Ok(height) => {
+                let receipt = out.sign(BidReceipt {
+                    chain_id: ctx.chain_id,
+                    bid: id,
+                    participant: bid.participant,
+                    home: ctx.me,
+                    height,
+                    received_at: out.now,
+                });
+                self.receipted_nonces.insert(bid.participant, bid.nonce);
+                self.verified.0.insert((id, sb.signature));
+                self.pool
+                    .entry(height)
+                    .or_default()
+                    .push((sb.clone(), receipt.clone()));
+                out.push(Effect::Persist(Record::Bid {
+                    bid: sb.clone(),
+                    receipt: receipt.clone(),
+                    height,
+                }));
+                out.push(Effect::Reply {
+                    to: sb.body.participant,
+                    reply: Reply::Receipt(receipt),
+                });
+            }
+        }
+    }
+
+    fn on_timer(&mut self, out: &mut Out<'_>, timer: Timer) {
+        match timer {
+            Timer::Gate(h) if h == self.height && !self.gate_closed => {
+                self.close_gate(out);
+                if self.primary(out.ctx) == out.ctx.me && self.proposal.is_none() {
+                    if self.batches.len() == out.ctx.genesis.n() {
+                        self.propose(out, 0);
+                    } else {
+                        out.push(Effect::SetTimer {
+                            timer: Timer::BatchWait(h),
+                            after_ms: out.ctx.genesis.timing.batch_wait_ms,
+                        });
+                    }
+                }
+            }
+            Timer::BatchWait(h) if h == self.height => {
+                if self.primary(out.ctx) == out.ctx.me && self.proposal.is_none() {
+                    self.propose(out, 0);
+                }
+            }
+            Timer::View(h, v) if h == self.height && v == self.view => {
+                self.sync_from = None;
+                self.skip_view(out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Gate closure: sign and send this node's batch for the height (spec N2).
+    fn close_gate(&mut self, out: &mut Out<'_>) {
+        let ctx = out.ctx;
+        let bids: Vec<SignedBid> = self
+            .pool
+            .get(&self.height)
+            .map(|v| v.iter().take(MAX_BATCH_BIDS).map(|(b, _)| b.clone()).collect())
+            .unwrap_or_default();
+        let batch = out.sign(BidBatch {
+            chain_id: ctx.chain_id,
+            height: self.height,
+            home: ctx.me,
+            bids,
+        });
+        self.gate_closed = true;
+        self.batches.insert(ctx.me, batch.clone());
+        out.push(Effect::Persist(Record::Batch(batch.clone())));
+        out.push(Effect::Broadcast(Message::Batch(batch)));
+        self.arm_view_timer(out);
+    }
+
+    fn store_batch(&mut self, b: SignedBatch) {
+        let home = b.body.home;
+        if b.body.height == self.height {
+            self.batches.entry(home).or_insert(b);
+        } else if b.body.height == self.height + 1 {
+            self.early_batches.entry(home).or_insert(b);
+        }
+    }
+
+    // ----- messages -----
+
+    fn on_message(&mut self, out: &mut Out<'_>, from: NodeId, msg: Message) {
+        if out.ctx.genesis.member(from).is_none() {
+            return;
+        }
+        match msg {
+            Message::Batch(b) => self.on_batch(out, from, b),
+            Message::Proposal(p) => self.on_proposal(out, from, *p),
+            Message::Vote(v) => self.on_vote(out, from, v),
+            Message::Objection(o, batch) => self.on_objection(out, from, *o, batch.map(|b| *b)),
+            Message::Appeal { appeal, via } => self.on_forwarded_appeal(out, from, *appeal, via),
+            Message::Skip(v, locked) => self.on_skip(out, from, *v, locked.map(|p| *p)),
+            Message::Decided(b) => self.on_blocks(out, from, vec![*b]),
+            Message::SyncRequest { from: first } => self.on_sync_request(out, from, first),
+            Message::SyncResponse(blocks) => self.on_blocks(out, from, blocks),
+        }
+    }
+
+    /// Asks `peer` for the blocks from this node's height on, once per height (spec L4).
+    fn request_sync(&mut self, out: &mut Out<'_>, peer: NodeId) {
+        if self.sync_from != Some(self.height) && peer != out.ctx.me {
+            self.sync_from = Some(self.height);
+            out.push(Effect::Send {
+                to: peer,
+                msg: Message::SyncRequest { from: self.height },
+            });
+        }
+    }
+
+    /// Where a message for `height` stands: `true` to process it now.
+    fn current(&mut self, out: &mut Out<'_>, from: NodeId, height: u64) -> bool {
+        if height > self.height {
+            self.request_sync(out, from);
+        }
+        height == self.height
+    }
+
+    /// N2: every member keeps every home node's batch for the height.
+    fn on_batch(&mut self, out: &mut Out<'_>, from: NodeId, b: SignedBatch) {
+        let ctx = out.ctx;
+        let body = &b.body;
+        let Some(key) = Self::member_key(ctx, body.home) else {
+            return;
+        };
+        if body.chain_id != ctx.chain_id
+            || body.home != from
+            || b.verify(ctx.scheme.as_ref(), &key).is_err()
+        {
+            return;
+        }
+        if body.height > self.height + 1 {
+            self.request_sync(out, from);
+            return;
+        }
+        if body.height < self.height {
+            return;
+        }
+        let known = if body.height == self.height { &self.batches } else { &self.early_batches };
+        if known.contains_key(&body.home) {
+            return;
+        }
+        let now_height = body.height == self.height;
+        out.push(Effect::Persist(Record::Batch(b.clone())));
+        self.store_batch(b);
+        if now_height
+            && self.gate_closed
+            && self.primary(ctx) == ctx.me
+            && self.proposal.is_none()
+            && self.batches.len() == ctx.genesis.n()
+        {
+            self.propose(out, 0);
+        }
+    }
+
+    /// S4: remembers the first vote of each voter in each slot, and turns a second, different
+    /// one into evidence anyone can verify.
+    fn note_vote(&mut self, out: &mut Out<'_>, v: &Signed<Vote>) {
+        let b = &v.body;
+        let key = (b.voter, b.kind, b.view, b.revision);
+        match self.seen.get(&key) {
+            None => {
+                self.seen.insert(key, v.clone());
+            }
+            Some(first) if first.body.block != b.block => {
+                let e = Evidence {
+                    first: first.clone(),
+                    second: v.clone(),
+                };
+                if self.evidence.len() < MAX_EVIDENCE && self.evidence.insert(e.clone()) {
+                    out.push(Effect::Evidence(Box::new(e)));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    // ----- proposing (paper steps 3-4; spec V1-V9) -----
+
+    /// The proposal this node is locked on, if it holds it.
+    fn locked_proposal(&self) -> Option<Box<Proposal>> {
+        self.lock.as_ref().map(|l| Box::new(l.proposal.clone()))
+    }
+
+    /// The body the rules give for this view and revision, from everything this node holds.
+    fn plan(&mut self, ctx: &Context, revision: u32) -> BlockPlan {
+        let mut batches: Vec<SignedBatch> = ctx
+            .genesis
+            .members
+            .iter()
+            .filter_map(|m| self.batches.get(&m.id).cloned())
+            .collect();
+        if self.view > 0 && mutated!(ctx, DropBatchOnSkip) {
+            batches.retain(|b| b.body.home == ctx.me);
+        }
+        // V5: appeals are resolved in arrival order against the batches and earlier upheld
+        // appeals; an upheld appeal names the revision that first clears it.
+        let mut included: BTreeSet<Digest> = batches
+            .iter()
+            .flat_map(|b| b.body.bids.iter().map(|sb| sb.body.id()))
+            .collect();
+        for a in &self.negotiation.appeals {
+            if let (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) =
+                (&a.resolution, &a.appeal.body.claim)
+            {
+                included.insert(bid.body.id());
+            }
+        }
+        if revision < ctx.genesis.max_revisions {
+            for (appeal, via) in &self.appeals {
+                if self.negotiation.appeals.len() >= MAX_APPEALS
+                    || self.negotiation.appeals.iter().any(|r| r.appeal == *appeal)
+                {
+                    continue;
+                }
+                let resolution = match resolve_appeal(
+                    &ctx.genesis,
+                    &ctx.chain_id,
+                    ctx.scheme.as_ref(),
+                    self.height,
+                    &included,
+                    appeal,
+                ) {
+                    AppealResolution::Upheld { .. } => {
+                        if let AppealClaim::Omitted { bid, .. } = &appeal.body.claim {
+                            included.insert(bid.body.id());
+                        }
+                        AppealResolution::Upheld { revision }
+                    }
+                    other => other,
+                };
+                self.negotiation.appeals.push(AppealRecord {
+                    appeal: appeal.clone(),
+                    via: *via,
+                    resolution,
+                });
+            }
+        }
+        BlockPlan {
+            height: self.height,
+            view: self.view,
+            revision,
+            batches,
+            appeals: self.negotiation.appeals.clone(),
+            objections: self.negotiation.objections.clone(),
+            cuts: self.negotiation.cuts.clone(),
+            skip_certificate: if self.view > 0 { self.justification.clone() } else { None },
+            evidence: self.evidence.iter().take(MAX_EVIDENCE).cloned().collect(),
+        }
+    }
+
+    /// The primary builds, signs and sends its proposal for (view, revision), then handles it
+    /// as every other node does.
+    fn propose(&mut self, out: &mut Out<'_>, revision: u32) {
+        let ctx = out.ctx;
+        if self.primary(ctx) != ctx.me {
+            return;
+        }
+        if !self.gate_closed {
+            self.close_gate(out);
+        }
+        let locked = self
+            .justification
+            .as_ref()
+            .filter(|_| self.view > 0 && !mutated!(ctx, NewPrimaryIgnoresLock))
+            .and_then(|j| j.highest_lock())
+            .map(|l| l.block);
+        let (header, body, revision) = match locked {
+            // S2: after a skip, a block that may have been committed is proposed again as it is.
+            Some(digest) => {
+                let held = self
+                    .lock
+                    .as_ref()
+                    .filter(|l| l.certificate.block == digest)
+                    .map(|l| &l.proposal)
+                    .or_else(|| self.offered.get(&digest));
+                let Some(p) = held else {
+                    return;
+                };
+                (p.header.clone(), p.body.clone(), 0)
+            }
+            None => {
+                let plan = self.plan(ctx, revision);
+                let verified = &mut self.verified;
+                let scheme = ctx.scheme.clone();
+                let rules = ContentRules {
+                    genesis: &ctx.genesis,
+                    chain_id: ctx.chain_id,
+                    scheme: ctx.scheme.as_ref(),
+                    clearing: ctx.clearing,
+                    committed: &self.committed_nonces,
+                };
+                let mut check = |sb: &SignedBid, key: &PublicKey| {
+                    memo_verify(verified, scheme.as_ref(), sb, key)
+                };
+                let Ok(body) = rules.build_body(plan, &mut check) else {
+                    return;
+                };
+                let prev_ts = self.prev.as_ref().map_or(Timestamp(0), |p| p.timestamp);
+                let header = BlockHeader {
+                    version: BLOCK_VERSION,
+                    chain_id: ctx.chain_id,
+                    height: self.height,
+                    view: self.view,
+                    revision,
+                    previous: self.prev_digest(ctx),
+                    trades_root: body.trades_root(),
+                    process_hash: body.process_hash(),
+                    timestamp: out.now.max(prev_ts),
+                    primary: ctx.me,
+                };
+                (header, body, revision)
+            }
+        };
+        let digest = header.digest();
+        let slot = (VoteKind::Propose, self.view, revision);
+        if self.voted.get(&slot).is_some_and(|d| *d != digest) {
+            return;
+        }
+        let stamp = out.sign(Vote {
+            kind: VoteKind::Propose,
+            chain_id: ctx.chain_id,
+            height: self.height,
+            view: self.view,
+            revision,
+            block: digest,
+            voter: ctx.me,
+        });
+        self.voted.insert(slot, digest);
+        out.persist_vote(&stamp);
+        let proposal = Proposal {
+            stamp,
+            header,
+            body,
+            justification: if self.view > 0 { self.justification.clone() } else { None },
+        };
+        out.push(Effect::Broadcast(Message::Proposal(Box::new(proposal.clone()))));
+        self.on_proposal(out, ctx.me, proposal);
+    }
+
+    // ----- verifying and endorsing (paper step 4, Fig. 5; spec V1-V9, S1-S3) -----
+
+    fn on_proposal(&mut self, out: &mut Out<'_>, from: NodeId, p: Proposal) {
+        let ctx = out.ctx;
+        let stamp = p.stamp.body.clone();
+        if stamp.kind != VoteKind::Propose || stamp.chain_id != ctx.chain_id {
+            return;
+        }
+        if !self.current(out, from, stamp.height) {
+            return;
+        }
+        let (view, revision) = p.round();
+        // V1: only the rotation's primary for the round may propose.
+        if stamp.voter != ctx.genesis.primary(stamp.height, view) && !mutated!(ctx, AcceptWrongPrimary) {
+            return;
+        }
+        let Some(key) = Self::member_key(ctx, stamp.voter) else {
+            return;
+        };
+        if p.stamp.verify(ctx.scheme.as_ref(), &key).is_err() {
+            return;
+        }
+        self.note_vote(out, &p.stamp);
+        if view < self.view {
+            return;
+        }
+        // L1: a proposal for a later view carries the skip certificate that opened it.
+        if view > 0 {
+            let Some(cert) = p.justification.as_ref() else {
+                return;
+            };
+            let known = self.view == view && self.justification.as_ref() == Some(cert);
+            if !known {
+                if cert.verify(&ctx.genesis, ctx.chain_id, ctx.scheme.as_ref(), stamp.height, view - 1).is_err()
+                    && !mutated!(ctx, SkipWithoutCertificate)
+                {
+                    return;
+                }
+                self.enter_view(out, view, cert.clone());
+            }
+        }
+        if view != self.view || self.skips.get(&view).is_some_and(|m| m.contains_key(&ctx.me)) {
+            return;
+        }
+        if !self.gate_closed {
+            self.close_gate(out);
+        }
+        if self.proposal.as_ref().is_some_and(|cur| cur.round() >= (view, revision)) {
+            return;
+        }
+        let digest = p.header.digest();
+        if stamp.block != digest {
+            return;
+        }
+        match self.check_proposal(ctx, &p) {
+            Err(detail) => {
+                self.object(out, &p, ObjectionReason::Invalid { detail }, None);
+                return;
+            }
+            Ok(Some((reason, batch))) => {
+                self.object(out, &p, reason, batch);
+                return;
+            }
+            Ok(None) => {}
+        }
+        // S2: once locked in this view, never endorse another block in it.
+        if let Some(lock) = &self.lock {
+            let c = &lock.certificate;
+            if c.view == view && c.block != digest && !mutated!(ctx, IgnoreLock) {
+                return;
+            }
+        }
+        self.proposal = Some(p.clone());
+        self.arm_view_timer(out);
+        let slot = (VoteKind::Endorse, view, revision);
+        if self.voted.contains_key(&slot) {
+            return;
+        }
+        let vote = out.sign(Vote {
+            kind: VoteKind::Endorse,
+            chain_id: ctx.chain_id,
+            height: self.height,
+            view,
+            revision,
+            block: digest,
+            voter: ctx.me,
+        });
+        self.voted.insert(slot, digest);
+        out.persist_vote(&vote);
+        out.push(Effect::Broadcast(Message::Vote(vote.clone())));
+        self.count_vote(out, &vote);
+        // Votes for this round may have arrived before the proposal.
+        for kind in [VoteKind::Endorse, VoteKind::Commit] {
+            self.try_certificate(out, kind, view, revision, digest);
+        }
+    }
+
+    /// Checks a proposal for the current round: `Err` if it is invalid, `Ok(Some(..))` with an
+    /// objection this node must raise (its batch is missing, or its grid is insecure), or
+    /// `Ok(None)` if it can be endorsed.
+    #[allow(clippy::type_complexity)]
+    fn check_proposal(
+        &mut self,
+        ctx: &Context,
+        p: &Proposal,
+    ) -> Result<Option<(ObjectionReason, Option<SignedBatch>)>, String> {
+        let (view, revision) = p.round();
+        let h = &p.header;
+        check_header(&ctx.genesis, ctx.chain_id, ctx.scheme.as_ref(), self.prev.as_ref(), h, &p.body)
+            .map_err(|e| e.to_string())?;
+        let locked = p
+            .justification
+            .as_ref()
+            .filter(|_| !mutated!(ctx, NewPrimaryIgnoresLock))
+            .and_then(|j| j.highest_lock());
+        if let Some(lock) = locked {
+            // S2: the new primary must propose the highest locked block, unchanged; a quorum
+            // with every touched area already verified it.
+            return if lock.block == h.digest() {
+                Ok(None)
+            } else {
+                Err(format!(
+                    "the skip certificate locks block {:?}, the proposal is {:?}",
+                    lock.block,
+                    h.digest()
+                ))
+            };
+        }
+        if h.view != view || h.revision != revision || h.primary != p.stamp.body.voter {
+            return Err("header round or primary differs from the proposal's".into());
+        }
+        if p.body.process.skip_certificate != p.justification {
+            return Err("the body's skip certificate is not the proposal's justification".into());
+        }
+        let check_clearing = !mutated!(ctx, SkipClearingCheck);
+        let verified = &mut self.verified;
+        let scheme = ctx.scheme.clone();
+        let mut check = |sb: &SignedBid, key: &PublicKey| memo_verify(verified, scheme.as_ref(), sb, key);
+        let rules = ContentRules {
+            genesis: &ctx.genesis,
+            chain_id: ctx.chain_id,
+            scheme: ctx.scheme.as_ref(),
+            clearing: ctx.clearing,
+            committed: &self.committed_nonces,
+        };
+        rules
+            .verify_body(h.height, revision, &p.body, &mut check, check_clearing)
+            .map_err(|e| e.to_string())?;
+        // V9: this node's own batch is in the block unchanged, unless its area sat out the view.
+        let me = ctx.genesis.member(ctx.me).expect("a node is a member");
+        let unavailable = unavailable_areas(&ctx.genesis, p.body.process.skip_certificate.as_ref());
+        if let Some(mine) = self.batches.get(&ctx.me) {
+            let theirs = p.body.process.batches.iter().find(|b| b.body.home == ctx.me);
+            if theirs != Some(mine) && !unavailable.contains(&me.area) {
+                return Ok(Some((
+                    ObjectionReason::MissingBatch {
+                        batch: mine.body_digest(),
+                    },
+                    Some(mine.clone()),
+                )));
+            }
+        }
+        // Fig. 5: this node's private security check of its own area.
+        if mutated!(ctx, IgnoreOwnSecurity) {
+            return Ok(None);
+        }
+        let selection = select_bids(
+            &ctx.genesis,
+            &ctx.chain_id,
+            &p.body.process,
+            revision,
+            &self.committed_nonces,
+            &mut check,
+        );
+        let input = ClearingInput::new(&ctx.genesis, selection.bids, &p.body.process.clearing.cuts, &unavailable);
+        let cleared = Cleared {
+            outcome: p.body.process.clearing.outcome.clone(),
+            trades: p.body.trades.clone(),
+        };
+        let cuts: Vec<Cut> = ctx
+            .security
+            .check(&input, &cleared)
+            .into_iter()
+            .filter(|c| !p.body.process.clearing.cuts.contains(c))
+            .collect();
+        if cuts.is_empty() {
+            Ok(None)
+        } else {
+            Ok(Some((ObjectionReason::Security { cuts }, None)))
+        }
+    }
+
+    fn object(&mut self, out: &mut Out<'_>, p: &Proposal, reason: ObjectionReason, batch: Option<SignedBatch>) {
+        let ctx = out.ctx;
+        let (view, revision) = p.round();
+        let o = out.sign(Objection {
+            chain_id: ctx.chain_id,
+            height: self.height,
+            view,
+            revision,
+            block: p.stamp.body.block,
+            objector: ctx.me,
+            reason,
+        });
+        let proposer = p.stamp.body.voter;
+        if proposer == ctx.me {
+            self.on_objection(out, ctx.me, o, batch);
+        } else {
+            out.push(Effect::Send {
+                to: proposer,
+                msg: Message::Objection(Box::new(o), batch.map(Box::new)),
+            });
+        }
+    }
+
+    // ----- negotiation at the primary (Fig. 5; spec V8, L3) -----
+
+    fn on_objection(&mut self, out: &mut Out<'_>, from: NodeId, o: Signed<Objection>, batch: Option<SignedBatch>) {
+        let ctx = out.ctx;
+        let b = &o.body;
+        if b.objector != from || b.chain_id != ctx.chain_id || b.height != self.height {
+            return;
+        }
+        let Some(key) = Self::member_key(ctx, from) else {
+            return;
+        };
+        if o.verify(ctx.scheme.as_ref(), &key).is_err() {
+            return;
+        }
+        let Some(current) = &self.proposal else {
+            return;
+        };
+        let fresh = current.header.view == current.round().0;
+        if current.stamp.body.voter != ctx.me
+            || current.round() != (b.view, b.revision)
+            || current.stamp.body.block != b.block
+            || !fresh
+            || b.revision >= ctx.genesis.max_revisions + MAX_FALLBACK_LEVELS
+            || self.negotiation.objections.len() >= MAX_OBJECTIONS
+        {
+            return;
+        }
+        let next = b.revision + 1;
+        if self.accept_objection(o.clone(), batch.clone()) {
+            out.push(Effect::Persist(Record::Objection(o, batch)));
+            self.propose(out, next);
+        }
+    }
+
+    /// Adds what an objection asks for to the negotiation: new cuts, or the objector's own
+    /// batch. Returns whether anything changed.
+    fn accept_objection(&mut self, o: Signed<Objection>, batch: Option<SignedBatch>) -> bool {
+        let changed = match &o.body.reason {
+            ObjectionReason::Security { cuts } => {
+                let new: Vec<Cut> = cuts
+                    .iter()
+                    .filter(|c| !self.negotiation.cuts.contains(c))
+                    .cloned()
+                    .collect();
+                let any = !new.is_empty();
+                self.negotiation.cuts.extend(new);
+                any
+            }
+            ObjectionReason::MissingBatch { batch: digest } => match batch {
+                Some(b)
+                    if b.body_digest() == *digest
+                        && b.body.home == o.body.objector
+                        && b.body.height == self.height =>
+                {
+                    let changed = self.batches.get(&b.body.home) != Some(&b);
+                    self.batches.insert(b.body.home, b);
+                    changed
+                }
+                _ => false,
+            },
+            ObjectionReason::Invalid { .. } => false,
+        };
+        if changed {
+            self.negotiation.objections.push(o);
+        }
+        changed
+    }
+
+    // ----- votes and certificates (spec S1-S3, D11, D12) -----
+
+    fn on_vote(&mut self, out: &mut Out<'_>, from: NodeId, v: Signed<Vote>) {
+        let ctx = out.ctx;
+        let b = &v.body;
+        if b.voter != from || b.chain_id != ctx.chain_id || b.kind == VoteKind::Propose {
+            return;
+        }
+        if !self.current(out, from, b.height) {
+            return;
+        }
+        let Some(key) = Self::member_key(ctx, from) else {
+            return;
+        };
+        if v.verify(ctx.scheme.as_ref(), &key).is_err() {
+            return;
+        }
+        self.note_vote(out, &v);
+        let first = self.seen.get(&(b.voter, b.kind, b.view, b.revision));
+        if first.is_some_and(|f| f.body.block != b.block) {
+            return;
+        }
+        self.count_vote(out, &v);
+    }
+
+    fn count_vote(&mut self, out: &mut Out<'_>, v: &Signed<Vote>) {
+        let b = &v.body;
+        self.votes
+            .entry((b.kind, b.view, b.revision, b.block))
+            .or_default()
+            .insert(b.voter, v.signature);
+        self.try_certificate(out, b.kind, b.view, b.revision, b.block);
+    }
+
+    /// The proposal of round (view, revision) with this digest, if this node holds it.
+    fn held(&self, view: u32, revision: u32, digest: Digest) -> Option<&Proposal> {
+        let cur = self
+            .proposal
+            .as_ref()
+            .filter(|p| p.round() == (view, revision) && p.stamp.body.block == digest);
+        cur.or_else(|| {
+            self.lock
+                .as_ref()
+                .filter(|l| l.certificate.round() == (view, revision) && l.certificate.block == digest)
+                .map(|l| &l.proposal)
+        })
+    }
+
+    /// D11, D12: a quorum of votes that includes every member of every touched area.
+    fn try_certificate(&mut self, out: &mut Out<'_>, kind: VoteKind, view: u32, revision: u32, digest: Digest) {
+        let ctx = out.ctx;
+        let Some(p) = self.held(view, revision, digest) else {
+            return;
+        };
+        let Some(signers) = self.votes.get(&(kind, view, revision, digest)) else {
+            return;
+        };
+        if signers.len() < Self::quorum(ctx) {
+            return;
+        }
+        if !mutated!(ctx, CommitWithoutTouchedArea)
+            && !p
+                .body
+                .required_signers(&ctx.genesis)
+                .iter()
+                .all(|n| signers.contains_key(n))
+        {
+            return;
+        }
+        let certificate = QuorumCertificate {
+            kind,
+            height: self.height,
+            view,
+            revision,
+            block: digest,
+            signatures: signers
+                .iter()
+                .map(|(voter, signature)| VoteSignature {
+                    voter: *voter,
+                    signature: *signature,
+                })
+                .collect(),
+        };
+        let p = p.clone();
+        match kind {
+            VoteKind::Endorse => self.lock_on(out, certificate, p),
+            VoteKind::Commit => self.decide(out, p.header, p.body, certificate),
+            VoteKind::Propose => {}
+        }
+    }
+
+    /// S2: with an endorsement certificate, lock on the block and vote to commit it.
+    fn lock_on(&mut self, out: &mut Out<'_>, certificate: QuorumCertificate, p: Proposal) {
+        let ctx = out.ctx;
+        let (view, revision) = certificate.round();
+        if self.skips.get(&view).is_some_and(|m| m.contains_key(&ctx.me)) {
+            return;
+        }
+        if self.lock.as_ref().is_some_and(|l| l.certificate.round() >= (view, revision)) {
+            return;
+        }
+        let digest = certificate.block;
+        let slot = (VoteKind::Commit, view, revision);
+        if self.voted.contains_key(&slot) {
+            return;
+        }
+        out.push(Effect::Persist(Record::Lock(certificate.clone(), Box::new(p.clone()))));
+        self.lock = Some(Lock {
+            certificate,
+            proposal: p,
+        });
+        let vote = out.sign(Vote {
+            kind: VoteKind::Commit,
+            chain_id: ctx.chain_id,
+            height: self.height,
+            view,
+            revision,
+            block: digest,
+            voter: ctx.me,
+        });
+        self.voted.insert(slot, digest);
+        out.persist_vote(&vote);
+        out.push(Effect::Broadcast(Message::Vote(vote.clone())));
+        self.count_vote(out, &vote);
+    }
+
+    /// S1: a commit certificate decides the block; it is final.
+    fn decide(&mut self, out: &mut Out<'_>, header: BlockHeader, body: BlockBody, certificate: QuorumCertificate) {
+        let ctx = out.ctx;
+        let proposer = ctx.genesis.primary(self.height, certificate.view) == ctx.me;
+        let block = Block {
+            header,
+            body,
+            certificate,
+        };
+        if proposer {
+            out.push(Effect::Broadcast(Message::Decided(Box::new(block.clone()))));
+        }
+        self.after_decide(out, block);
+    }
+
+    /// Everything a decided block changes: it is stored, participants learn their results,
+    /// receipted bids it does not carry move to the next batch (spec N1), and the next
+    /// height opens.
+    fn after_decide(&mut self, out: &mut Out<'_>, block: Block) {
+        let ctx = out.ctx;
+        let h = block.header.height;
+        let old_view = self.view;
+        advance_nonces(&mut self.committed_nonces, &block.body);
+        let on_chain: BTreeSet<Digest> = block
+            .body
+            .process
+            .batches
+            .iter()
+            .flat_map(|b| b.body.bids.iter().map(|sb| sb.body.id()))
+            .chain(block.body.process.appeals.iter().filter_map(|a| match (&a.resolution, &a.appeal.body.claim) {
+                (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) => Some(bid.body.id()),
+                _ => None,
+            }))
+            .collect();
+        let mut results: BTreeMap<ParticipantId, Vec<crate::market::Trade>> = BTreeMap::new();
+        for t in &block.body.trades {
+            if ctx.genesis.participant(t.participant).is_some_and(|p| p.home == ctx.me) {
+                results.entry(t.participant).or_default().push(t.clone());
+            }
+        }
+        let digest = block.digest();
+        let resolutions: Vec<(ParticipantId, AppealResolution)> = block
+            .body
+            .process
+            .appeals
+            .iter()
+            .map(|a| (a.appeal.body.participant, a.resolution))
+            .collect();
+        out.push(Effect::Decide(Box::new(block.clone())));
+        // N1: receipted bids that this block does not carry go into the next batch.
+        let pending = self.pool.remove(&h).unwrap_or_default();
+        for (bid, receipt) in pending {
+            if !on_chain.contains(&bid.body.id()) {
+                out.push(Effect::Persist(Record::Bid {
+                    bid: bid.clone(),
+                    receipt: receipt.clone(),
+                    height: h + 1,
+                }));
+                self.pool.entry(h + 1).or_default().push((bid, receipt));
+            }
+        }
+        for (participant, trades) in results {
+            out.push(Effect::Reply {
+                to: participant,
+                reply: Reply::Result {
+                    height: h,
+                    block: digest,
+                    trades,
+                },
+            });
+        }
+        for participant in std::mem::take(&mut self.forwarded) {
+            let reply = match resolutions.iter().find(|(p, _)| *p == participant) {
+                Some((_, resolution)) => Reply::AppealResolved {
+                    height: h,
+                    resolution: *resolution,
+                },
+                None => Reply::AppealRejected {
+                    reason: format!(
+                        "the appeal was not recorded in block {h}: negotiation had closed or the primary changed"
+                    ),
+                },
+            };
+            out.push(Effect::Reply { to: participant, reply });
+        }
+        let recorded: BTreeSet<&Evidence> = block.body.process.evidence.iter().collect();
+        self.evidence.retain(|e| !recorded.contains(e));
+        self.height = h + 1;
+        self.prev = Some(block.header);
+        self.view = 0;
+        self.justification = None;
+        self.gate_closed = false;
+        self.batches = std::mem::take(&mut self.early_batches);
+        self.proposal = None;
+        self.lock = None;
+        self.votes.clear();
+        self.seen.clear();
+        self.voted.clear();
+        self.skips.clear();
+        self.offered.clear();
+        self.negotiation = Negotiation::default();
+        self.appeals.clear();
+        self.verified = VerifiedBids::default();
+        if self.sync_from.is_some_and(|f| f <= h) {
+            self.sync_from = None;
+        }
+        out.push(Effect::Prune { below: self.height });
+        out.push(Effect::CancelTimer(Timer::View(h, old_view)));
+        out.push(Effect::CancelTimer(Timer::BatchWait(h)));
+        out.push(Effect::SetTimer {
+            timer: Timer::Gate(self.height),
+            after_ms: ctx.genesis.timing.gate_ms,
+        });
+    }
+
+    // ----- fault skip (paper step 2; spec L1, L2, S2) -----
+
+    /// The view lasted too long: vote to skip its primary, reporting the highest lock.
+    fn skip_view(&mut self, out: &mut Out<'_>) {
+        let ctx = out.ctx;
+        let view = self.view;
+        let vote = match self.skips.get(&view).and_then(|m| m.get(&ctx.me)) {
+            Some(v) => v.clone(),
+            None => {
+                let v = out.sign(SkipVote {
+                    chain_id: ctx.chain_id,
+                    height: self.height,
+                    view,
+                    voter: ctx.me,
+                    lock: self.lock.as_ref().map(|l| l.certificate.clone()),
+                });
+                self.skips.entry(view).or_default().insert(ctx.me, v.clone());
+                out.push(Effect::Persist(Record::Skip(v.clone())));
+                v
+            }
+        };
+        out.push(Effect::Broadcast(Message::Skip(Box::new(vote), self.locked_proposal())));
+        self.arm_view_timer(out);
+        self.try_skip_certificate(out, view);
+    }
+
+    fn on_skip(&mut self, out: &mut Out<'_>, from: NodeId, v: Signed<SkipVote>, locked: Option<Proposal>) {
+        let ctx = out.ctx;
+        let b = &v.body;
+        if b.voter != from || b.chain_id != ctx.chain_id {
+            return;
+        }
+        if !self.current(out, from, b.height) || b.view < self.view {
+            return;
+        }
+        let Some(key) = Self::member_key(ctx, from) else {
+            return;
+        };
+        if v.verify(ctx.scheme.as_ref(), &key).is_err() {
+            return;
+        }
+        if let Some(lock) = &b.lock {
+            let valid = lock.kind == VoteKind::Endorse
+                && lock.height == self.height
+                && lock.view <= b.view
+                && lock.verify(&ctx.genesis, ctx.chain_id, ctx.scheme.as_ref(), &[]).is_ok();
+            if !valid {
+                return;
+            }
+            if let Some(p) = locked {
+                if p.header.digest() == lock.block
+                    && p.body.trades_root() == p.header.trades_root
+                    && p.body.process_hash() == p.header.process_hash
+                {
+                    self.offered.entry(lock.block).or_insert(p);
+                }
+            }
+        }
+        let view = b.view;
+        self.skips.entry(view).or_default().entry(from).or_insert(v);
+        self.try_skip_certificate(out, view);
+    }
+
+    /// L1: a quorum of skip votes for a view moves this node to the next view.
+    fn try_skip_certificate(&mut self, out: &mut Out<'_>, view: u32) {
+        let ctx = out.ctx;
+        let need = if mutated!(ctx, SkipWithoutCertificate) { 1 } else { ctx.genesis.quorum() };
+        let Some(votes) = self.skips.get(&view) else {
+            return;
+        };
+        if view < self.view || votes.len() < need {
+            return;
+        }
+        let cert = SkipCertificate {
+            height: self.height,
+            view,
+            votes: votes.values().cloned().collect(),
+        };
+        self.enter_view(out, view + 1, cert);
+    }
+
+    fn enter_view(&mut self, out: &mut Out<'_>, view: u32, cert: SkipCertificate) {
+        let ctx = out.ctx;
+        if view <= self.view || view > crate::block::MAX_VIEW {
+            return;
+        }
+        out.push(Effect::Persist(Record::SkipCertificate(cert.clone())));
+        out.push(Effect::CancelTimer(Timer::View(self.height, self.view)));
+        self.view = view;
+        self.justification = Some(cert);
+        self.proposal = None;
+        self.negotiation = Negotiation::default();
+        self.arm_view_timer(out);
+        if self.primary(ctx) == ctx.me {
+            self.propose(out, 0);
+        }
+    }
+
+    // ----- appeals (paper step 5; spec V5) -----
+
+    fn on_participant_appeal(&mut self, out: &mut Out<'_>, appeal: Signed<Appeal>) {
+        let ctx = out.ctx;
+        let a = &appeal.body;
+        let refuse = |out: &mut Out<'_>, reason: String| {
+            out.push(Effect::Reply {
+                to: a.participant,
+                reply: Reply::AppealRejected { reason },
+            })
+        };
+        let Some(p) = ctx.genesis.participant(a.participant) else {
+            return refuse(out, format!("participant {} is not admitted", a.participant));
+        };
+        if p.home != ctx.me {
+            return refuse(out, format!("participant {}'s home node is {}", p.id, p.home));
+        }
+        if a.chain_id != ctx.chain_id || appeal.verify(ctx.scheme.as_ref(), &p.public_key).is_err() {
+            return refuse(out, "the appeal's signature does not verify".into());
+        }
+        if a.height != self.height {
+            return refuse(out, format!("height {} is not the round in progress ({})", a.height, self.height));
+        }
+        self.forwarded.insert(a.participant);
+        out.push(Effect::Reply {
+            to: a.participant,
+            reply: Reply::AppealForwarded { height: a.height },
+        });
+        out.push(Effect::Broadcast(Message::Appeal {
+            appeal: Box::new(appeal.clone()),
+            via: ctx.me,
+        }));
+        self.on_forwarded_appeal(out, ctx.me, appeal, ctx.me);
+    }
+
+    fn on_forwarded_appeal(&mut self, out: &mut Out<'_>, from: NodeId, appeal: Signed<Appeal>, via: NodeId) {
+        let ctx = out.ctx;
+        let a = &appeal.body;
+        if via != from || a.chain_id != ctx.chain_id || a.height != self.height {
+            return;
+        }
+        let Some(p) = ctx.genesis.participant(a.participant) else {
+            return;
+        };
+        if p.home != via
+            || appeal.verify(ctx.scheme.as_ref(), &p.public_key).is_err()
+            || self.appeals.len() >= MAX_APPEALS
+            || self.appeals.iter().any(|(x, _)| *x == appeal)
+        {
+            return;
+        }
+        out.push(Effect::Persist(Record::Appeal {
+            appeal: appeal.clone(),
+            via,
+        }));
+        self.appeals.push((appeal, via));
+        // The primary records it in its next revision, while revisions remain.
+        if let Some(cur) = &self.proposal {
+            let (view, revision) = cur.round();
+            let fresh = cur.header.view == view;
+            if cur.stamp.body.voter == ctx.me && fresh && revision + 1 < ctx.genesis.max_revisions {
+                self.propose(out, revision + 1);
+            }
+        }
+    }
+
+    // ----- catch-up (spec L4) -----
+
+    fn on_sync_request(&mut self, out: &mut Out<'_>, from: NodeId, first: u64) {
+        if first >= 1 && first < self.height {
+            out.push(Effect::ServeBlocks {
+                to: from,
+                from: first,
+                to_height: (self.height - 1).min(first + MAX_SYNC_BLOCKS - 1),
+            });
+        }
+    }
+
+    /// L4: committed blocks from a peer are decided after the same checks the audit makes.
+    fn on_blocks(&mut self, out: &mut Out<'_>, from: NodeId, mut blocks: Vec<Block>) {
+        let ctx = out.ctx;
+        let full = blocks.len() as u64 >= MAX_SYNC_BLOCKS;
+        blocks.sort_by_key(|b| b.header.height);
+        for block in blocks {
+            let h = block.header.height;
+            if h < self.height {
+                continue;
+            }
+            if h > self.height {
+                self.request_sync(out, from);
+                return;
+            }
+            let digest = block.digest();
+            let endorsed = self.voted.get(&(VoteKind::Endorse, block.certificate.view, block.certificate.revision)) == Some(&digest)
+                || self.lock.as_ref().is_some_and(|l| l.certificate.block == digest);
+            let ok = if endorsed {
+                block
+                    .certificate
+                    .verify(
+                        &ctx.genesis,
+                        ctx.chain_id,
+                        ctx.scheme.as_ref(),
+                        &block.body.required_signers(&ctx.genesis),
+                    )
+                    .is_ok()
+                    && block.certificate.block == digest
+                    && block.certificate.kind == VoteKind::Commit
+            } else {
+                let verified = &mut self.verified;
+                let scheme = ctx.scheme.clone();
+                let mut check = |sb: &SignedBid, key: &PublicKey| memo_verify(verified, scheme.as_ref(), sb, key);
+                let rules = ContentRules {
+                    genesis: &ctx.genesis,
+                    chain_id: ctx.chain_id,
+                    scheme: ctx.scheme.as_ref(),
+                    clearing: ctx.clearing,
+                    committed: &self.committed_nonces,
+                };
+                verify_block(&rules, self.prev.as_ref(), &block, &mut check, &mut AuditSummary::default()).is_ok()
+            };
+            if !ok {
+                return;
+            }
+            self.after_decide(out, block);
+        }
+        if full {
+            self.request_sync(out, from);
+        }
+    }
+}
+
+impl Default for NodeState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Verifies a bid signature once per (bid, signature).
+fn memo_verify(
+    verified: &mut VerifiedBids,
+    scheme: &dyn crate::crypto::SignatureScheme,
+    sb: &SignedBid,
+    key: &PublicKey,
+) -> bool {
+    let k = (sb.body.id(), sb.signature);
+    if verified.0.contains(&k) {
+        return true;
+    }
+    let ok = sb.verify(scheme, key).is_ok();
+    if ok {
+        verified.0.insert(k);
+    }
+    ok
+}
+
+/// A management node: its context and its state, stepped together. The model checker holds
+/// the two apart (the state is what it explores); the node runtime uses this.
+#[derive(Debug)]
+pub struct ManagementNode {
+    /// What never changes.
+    pub ctx: Context,
+    /// What does.
+    pub state: NodeState,
+}
+
+impl ManagementNode {
+    /// A node of a new chain.
+    pub fn new(ctx: Context) -> Self {
+        Self {
+            ctx,
+            state: NodeState::new(),
+        }
+    }
+
+    /// A node restarted from its stored chain and write-ahead log.
+    pub fn restore<'b>(
+        ctx: Context,
+        chain: impl IntoIterator<Item = &'b Block>,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Self {
+        let state = NodeState::restore(&ctx, chain, records);
+        Self { ctx, state }
+    }
+
+    /// One transition.
+    pub fn step(&mut self, now: Timestamp, input: Input) -> Vec<Effect> {
+        self.state.step(&self.ctx, now, input)
+    }
+}

@@ -1,0 +1,431 @@
+//! A deterministic in-memory cluster: the state machines of every member, a network, timers
+//! and storage, all simulated. Tests and the in-memory demo drive it; it adds no protocol
+//! logic, only carries out effects the way the node runtime does.
+//!
+//! Time is simulated: every timer and every message delivery is an event at a simulated
+//! instant, processed earliest first ([`Cluster::run_until`]), or in an order a test chooses
+//! ([`Cluster::apply_choice`]) to explore reorderings, loss, duplication and crashes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::{Context, Effect, Input, Message, NodeState, Record, Reply, SecurityCheck, Timer};
+use crate::block::{Block, Evidence};
+use crate::clearing::Clearing;
+use crate::crypto::{SignatureScheme, Signer};
+use crate::genesis::Genesis;
+use crate::units::{NodeId, ParticipantId, Timestamp};
+
+/// Simulated one-way network latency, in milliseconds.
+pub const LATENCY_MS: u64 = 5;
+
+/// What a simulated node has made durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Store {
+    /// Committed blocks, in height order.
+    pub blocks: Vec<Block>,
+    /// The write-ahead log.
+    pub records: Vec<Record>,
+}
+
+/// One simulated member.
+#[derive(Debug)]
+pub struct SimNode {
+    /// Its context.
+    pub ctx: Context,
+    /// Its volatile state.
+    pub state: NodeState,
+    /// Its durable storage.
+    pub store: Store,
+    /// Whether it is running.
+    pub up: bool,
+}
+
+/// A pending event.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Event {
+    /// A message in flight.
+    Deliver {
+        /// Sender.
+        from: NodeId,
+        /// Recipient.
+        to: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// An armed timer.
+    Fire {
+        /// Whose.
+        node: NodeId,
+        /// Which.
+        timer: Timer,
+    },
+}
+
+/// A test's choice of what happens next.
+#[derive(Clone, Copy, Debug)]
+pub enum Choice {
+    /// Process pending event number `i` (modulo the count).
+    Process(usize),
+    /// Lose pending message number `i`.
+    Drop(usize),
+    /// Deliver pending message number `i` and keep a copy in flight.
+    Duplicate(usize),
+    /// Crash member number `i` (loses its volatile state and its timers).
+    Crash(usize),
+    /// Restart member number `i` from its storage.
+    Restart(usize),
+}
+
+/// The simulated consortium.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The members, in genesis order.
+    pub nodes: Vec<SimNode>,
+    /// Pending events by (simulated time, sequence).
+    pub events: BTreeMap<(u64, u64), Event>,
+    /// Armed timers and their event keys.
+    timers: BTreeMap<(NodeId, Timer), (u64, u64)>,
+    seq: u64,
+    /// The simulated clock, in milliseconds since the epoch.
+    pub now: u64,
+    /// Everything nodes told participants.
+    pub replies: Vec<(NodeId, ParticipantId, Reply)>,
+    /// Equivocation evidence nodes reported.
+    pub evidence: Vec<(NodeId, Evidence)>,
+}
+
+impl Cluster {
+    /// A cluster of every member of `genesis`, each signing with its entry in `signers`,
+    /// clearing by `clearing` and checking its grid with its entry in `security`.
+    pub fn new(
+        genesis: &Genesis,
+        signers: Vec<Arc<dyn Signer>>,
+        scheme: Arc<dyn SignatureScheme>,
+        clearing: &'static dyn Clearing,
+        security: Vec<Arc<dyn SecurityCheck>>,
+    ) -> Self {
+        let genesis = Arc::new(genesis.clone());
+        let nodes = genesis
+            .members
+            .iter()
+            .zip(signers)
+            .zip(security)
+            .map(|((m, signer), security)| SimNode {
+                ctx: Context::new(genesis.clone(), m.id, signer, scheme.clone(), clearing, security),
+                state: NodeState::new(),
+                store: Store::default(),
+                up: true,
+            })
+            .collect();
+        Cluster {
+            nodes,
+            events: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            seq: 0,
+            now: 1_767_225_600_000,
+            replies: Vec::new(),
+            evidence: Vec::new(),
+        }
+    }
+
+    fn index(&self, id: NodeId) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.ctx.me == id)
+            .expect("a member of the cluster")
+    }
+
+    fn schedule(&mut self, at: u64, e: Event) -> (u64, u64) {
+        self.seq += 1;
+        let key = (at, self.seq);
+        self.events.insert(key, e);
+        key
+    }
+
+    /// Starts every node.
+    pub fn start(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.input(i, Input::Start);
+        }
+    }
+
+    /// Gives node `i` an input and carries out the effects.
+    pub fn input(&mut self, i: usize, input: Input) -> Vec<Effect> {
+        if !self.nodes[i].up {
+            return Vec::new();
+        }
+        let now = Timestamp(self.now);
+        let node = &mut self.nodes[i];
+        let effects = node.state.step(&node.ctx, now, input);
+        self.apply(i, effects.clone());
+        effects
+    }
+
+    fn apply(&mut self, i: usize, effects: Vec<Effect>) {
+        let me = self.nodes[i].ctx.me;
+        let members: Vec<NodeId> = self.nodes.iter().map(|n| n.ctx.me).collect();
+        for e in effects {
+            match e {
+                Effect::Persist(r) => self.nodes[i].store.records.push(r),
+                Effect::Decide(b) => self.nodes[i].store.blocks.push(*b),
+                Effect::Prune { below } => self.nodes[i].store.records.retain(|r| r.height() >= below),
+                Effect::Send { to, msg } => {
+                    self.schedule(self.now + LATENCY_MS, Event::Deliver { from: me, to, msg });
+                }
+                Effect::Broadcast(msg) => {
+                    for &to in members.iter().filter(|&&m| m != me) {
+                        self.schedule(self.now + LATENCY_MS, Event::Deliver { from: me, to, msg: msg.clone() });
+                    }
+                }
+                Effect::ServeBlocks { to, from, to_height } => {
+                    let blocks: Vec<Block> = self.nodes[i]
+                        .store
+                        .blocks
+                        .iter()
+                        .filter(|b| (from..=to_height).contains(&b.header.height))
+                        .cloned()
+                        .collect();
+                    self.schedule(
+                        self.now + LATENCY_MS,
+                        Event::Deliver { from: me, to, msg: Message::SyncResponse(blocks) },
+                    );
+                }
+                Effect::SetTimer { timer, after_ms } => {
+                    if let Some(old) = self.timers.remove(&(me, timer)) {
+                        self.events.remove(&old);
+                    }
+                    let key = self.schedule(self.now + after_ms, Event::Fire { node: me, timer });
+                    self.timers.insert((me, timer), key);
+                }
+                Effect::CancelTimer(timer) => {
+                    if let Some(old) = self.timers.remove(&(me, timer)) {
+                        self.events.remove(&old);
+                    }
+                }
+                Effect::Reply { to, reply } => self.replies.push((me, to, reply)),
+                Effect::Evidence(e) => self.evidence.push((me, *e)),
+            }
+        }
+    }
+
+    /// Processes the event at `key`.
+    fn process(&mut self, key: (u64, u64)) {
+        let Some(event) = self.events.remove(&key) else {
+            return;
+        };
+        self.now = self.now.max(key.0);
+        match event {
+            Event::Deliver { from, to, msg } => {
+                let i = self.index(to);
+                self.input(i, Input::Message { from, msg });
+            }
+            Event::Fire { node, timer } => {
+                self.timers.remove(&(node, timer));
+                let i = self.index(node);
+                self.input(i, Input::Timer(timer));
+            }
+        }
+    }
+
+    /// Processes events earliest first until `done` holds or `max_events` were processed;
+    /// returns whether `done` held.
+    pub fn run_until(&mut self, max_events: usize, mut done: impl FnMut(&Cluster) -> bool) -> bool {
+        for _ in 0..max_events {
+            if done(self) {
+                return true;
+            }
+            let Some(&key) = self.events.keys().next() else {
+                return done(self);
+            };
+            self.process(key);
+        }
+        done(self)
+    }
+
+    /// Like [`Cluster::run_until`], but an event for which `drop` holds is discarded instead
+    /// of processed (a lossy link, chosen by the test).
+    pub fn run_filtered(
+        &mut self,
+        max_events: usize,
+        mut drop: impl FnMut(&Event) -> bool,
+        mut done: impl FnMut(&Cluster) -> bool,
+    ) -> bool {
+        for _ in 0..max_events {
+            if done(self) {
+                return true;
+            }
+            let Some((&key, event)) = self.events.iter().next() else {
+                return done(self);
+            };
+            if drop(event) {
+                self.events.remove(&key);
+            } else {
+                self.process(key);
+            }
+        }
+        done(self)
+    }
+
+    /// Moves the simulated clock forward by `ms` without processing anything.
+    pub fn advance(&mut self, ms: u64) {
+        self.now += ms;
+    }
+
+    /// Crashes node `i`: its volatile state and timers are lost; its storage stays.
+    pub fn crash(&mut self, i: usize) {
+        let me = self.nodes[i].ctx.me;
+        self.nodes[i].up = false;
+        let keys: Vec<(NodeId, Timer)> = self.timers.keys().filter(|(n, _)| *n == me).copied().collect();
+        for k in keys {
+            if let Some(e) = self.timers.remove(&k) {
+                self.events.remove(&e);
+            }
+        }
+        self.events
+            .retain(|_, e| !matches!(e, Event::Deliver { to, .. } if *to == me));
+    }
+
+    /// Restarts node `i` from its storage.
+    pub fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.state = NodeState::restore(&node.ctx, &node.store.blocks, node.store.records.clone());
+        node.up = true;
+        self.input(i, Input::Start);
+    }
+
+    /// Carries out a test's choice; returns false if it did not apply (nothing pending).
+    pub fn apply_choice(&mut self, choice: Choice, max_crashed: usize) -> bool {
+        let keys: Vec<(u64, u64)> = self.events.keys().copied().collect();
+        let messages: Vec<(u64, u64)> = keys
+            .iter()
+            .copied()
+            .filter(|k| matches!(self.events[k], Event::Deliver { .. }))
+            .collect();
+        match choice {
+            Choice::Process(i) if !keys.is_empty() => {
+                self.process(keys[i % keys.len()]);
+                true
+            }
+            Choice::Drop(i) if !messages.is_empty() => {
+                self.events.remove(&messages[i % messages.len()]);
+                true
+            }
+            Choice::Duplicate(i) if !messages.is_empty() => {
+                let k = messages[i % messages.len()];
+                let copy = self.events[&k].clone();
+                self.schedule(k.0 + LATENCY_MS, copy);
+                self.process(k);
+                true
+            }
+            Choice::Crash(i) => {
+                let i = i % self.nodes.len();
+                let down = self.nodes.iter().filter(|n| !n.up).count();
+                if self.nodes[i].up && down < max_crashed {
+                    self.crash(i);
+                    true
+                } else {
+                    false
+                }
+            }
+            Choice::Restart(i) => {
+                let i = i % self.nodes.len();
+                if !self.nodes[i].up {
+                    self.restart(i);
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// The lowest committed height over the running nodes.
+    pub fn min_height(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter(|n| n.up)
+            .map(|n| n.store.blocks.len() as u64)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// S1: no two nodes ever committed different blocks at a height. Returns the first
+    /// disagreement.
+    pub fn disagreement(&self) -> Option<(u64, NodeId, NodeId)> {
+        let mut by_height: BTreeMap<u64, (NodeId, crate::crypto::Digest)> = BTreeMap::new();
+        for n in &self.nodes {
+            for b in &n.store.blocks {
+                let d = b.digest();
+                match by_height.get(&b.header.height) {
+                    Some((other, od)) if *od != d => return Some((b.header.height, *other, n.ctx.me)),
+                    Some(_) => {}
+                    None => {
+                        by_height.insert(b.header.height, (n.ctx.me, d));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The ids of every bid that got a receipt.
+    pub fn receipted(&self) -> BTreeSet<crate::crypto::Digest> {
+        self.replies
+            .iter()
+            .filter_map(|(_, _, r)| match r {
+                Reply::Receipt(rc) => Some(rc.body.bid),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Cluster {
+    /// A cluster of a sample consortium with real ed25519 keys, its genesis's clearing rule
+    /// and the given security checks (one per member).
+    pub fn from_sample(
+        s: &crate::sample::SampleConsortium,
+        security: Vec<Arc<dyn SecurityCheck>>,
+    ) -> Self {
+        let signers: Vec<Arc<dyn Signer>> = s
+            .members
+            .iter()
+            .map(|k| Arc::new(k.clone()) as Arc<dyn Signer>)
+            .collect();
+        let scheme = Arc::new(crate::crypto::Ed25519::with_known_keys(s.genesis.public_keys()));
+        Cluster::new(
+            &s.genesis,
+            signers,
+            scheme,
+            crate::clearing::rule_for(s.genesis.clearing.rule),
+            security,
+        )
+    }
+
+    /// Submits a bid to its participant's home node; returns the home node's reply.
+    pub fn submit(&mut self, bid: crate::market::SignedBid) -> Option<Reply> {
+        let home = self.nodes[0]
+            .ctx
+            .genesis
+            .participant(bid.body.participant)
+            .map(|p| p.home)?;
+        let i = self.index(home);
+        self.input(i, Input::Bid(bid))
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Reply { reply, .. } => Some(reply),
+                _ => None,
+            })
+    }
+
+    /// The blocks committed by the node with the longest chain.
+    pub fn longest_chain(&self) -> &[Block] {
+        self.nodes
+            .iter()
+            .map(|n| n.store.blocks.as_slice())
+            .max_by_key(|b| b.len())
+            .unwrap_or(&[])
+    }
+}

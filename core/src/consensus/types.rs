@@ -1,0 +1,251 @@
+//! The inputs, messages, effects, timers, replies and persistent records of the state machine.
+
+use crate::block::{
+    Appeal, AppealResolution, Block, BlockBody, BlockHeader, Evidence, Objection,
+    QuorumCertificate, SkipCertificate, SkipVote, Vote,
+};
+use crate::crypto::{Digest, Signed};
+use crate::market::{BidError, SignedBatch, SignedBid, SignedReceipt, Trade};
+use crate::units::{NodeId, ParticipantId};
+
+/// Most blocks in one sync response.
+pub const MAX_SYNC_BLOCKS: u64 = 16;
+
+/// A primary's proposal for one round (view, revision) of a height.
+///
+/// `stamp` is the primary's signed `Propose` vote for the header's digest in this round. The
+/// header is usually built in this round; after a skip it can be the header of a block locked
+/// in an earlier round, which the new primary must propose again unchanged (spec S2).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Proposal {
+    /// The primary's signed `Propose` vote.
+    pub stamp: Signed<Vote>,
+    /// The proposed header.
+    pub header: BlockHeader,
+    /// The proposed body.
+    pub body: BlockBody,
+    /// For a round in view v > 0: the skip certificate for view v - 1.
+    pub justification: Option<SkipCertificate>,
+}
+
+impl Proposal {
+    /// The round (view, revision) the proposal is for.
+    pub fn round(&self) -> (u32, u32) {
+        (self.stamp.body.view, self.stamp.body.revision)
+    }
+
+    /// The height.
+    pub fn height(&self) -> u64 {
+        self.stamp.body.height
+    }
+}
+
+/// A message between management nodes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Message {
+    /// A home node's batch for a height, sent to every member at gate closure (step 3 of the
+    /// paper's trade process). Every member keeps it, so a skip loses no bid.
+    Batch(SignedBatch),
+    /// The primary's proposal (step 4).
+    Proposal(Box<Proposal>),
+    /// An `Endorse` or `Commit` vote, sent to every member.
+    Vote(Signed<Vote>),
+    /// An objection to a proposal, sent to the primary; a `MissingBatch` objection carries the
+    /// objector's batch.
+    Objection(Box<Signed<Objection>>, Option<Box<SignedBatch>>),
+    /// A participant's appeal, forwarded by its home node to the primary (step 5).
+    Appeal {
+        /// The appeal as the participant signed it.
+        appeal: Box<Signed<Appeal>>,
+        /// The forwarding home node.
+        via: NodeId,
+    },
+    /// A vote to skip the primary of (height, view), sent to every member, with the proposal
+    /// the voter is locked on, so the next primary can propose it again.
+    Skip(Box<Signed<SkipVote>>, Option<Box<Proposal>>),
+    /// A committed block, sent by the node that completed its certificate.
+    Decided(Box<Block>),
+    /// "Send me the committed blocks from this height on."
+    SyncRequest {
+        /// The first height wanted.
+        from: u64,
+    },
+    /// Committed blocks, consecutive, at most [`MAX_SYNC_BLOCKS`].
+    SyncResponse(Vec<Block>),
+}
+
+/// The state machine's timers. Each names the height (and view) it was set for, so a timer
+/// that fires after the node moved on is ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// Gate closure: the home node signs and sends its batch for the height.
+    Gate(u64),
+    /// The primary stops waiting for missing batches and proposes.
+    BatchWait(u64),
+    /// The view has lasted too long: vote to skip its primary.
+    View(u64, u32),
+}
+
+/// What a node tells a participant.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reply {
+    /// The bid is accepted for the height the receipt names.
+    Receipt(SignedReceipt),
+    /// The bid is refused.
+    BidRejected {
+        /// The bid's id.
+        bid: Digest,
+        /// Why.
+        reason: BidError,
+    },
+    /// The appeal was forwarded to the primary.
+    AppealForwarded {
+        /// The height appealed.
+        height: u64,
+    },
+    /// The appeal is refused without reaching the primary.
+    AppealRejected {
+        /// Why.
+        reason: String,
+    },
+    /// The appeal's resolution, as recorded in the committed block.
+    AppealResolved {
+        /// The height.
+        height: u64,
+        /// The resolution.
+        resolution: AppealResolution,
+    },
+    /// The participant's trades in a committed block.
+    Result {
+        /// The height.
+        height: u64,
+        /// The block's digest.
+        block: Digest,
+        /// The trades.
+        trades: Vec<Trade>,
+    },
+}
+
+/// What the runtime must write to durable storage before it executes any later effect of the
+/// same step: a write-ahead log from which [`super::NodeState::restore`] rebuilds the state.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Record {
+    /// A receipted bid of this node's participant, pending for `height` (the receipt's height,
+    /// or a later one it was carried to because its batch missed a block).
+    Bid {
+        /// The bid.
+        bid: SignedBid,
+        /// The receipt the participant holds.
+        receipt: SignedReceipt,
+        /// The height whose batch will carry it.
+        height: u64,
+    },
+    /// A batch: this node's own (its gate closed) or a peer's.
+    Batch(SignedBatch),
+    /// A vote this node signed (`Propose`, `Endorse` or `Commit`).
+    Vote(Signed<Vote>),
+    /// An endorsement certificate this node locked on, with the proposal it certifies.
+    Lock(QuorumCertificate, Box<Proposal>),
+    /// A skip vote this node signed.
+    Skip(Signed<SkipVote>),
+    /// A skip certificate that moved this node to the next view.
+    SkipCertificate(SkipCertificate),
+    /// An appeal this primary received.
+    Appeal {
+        /// The appeal.
+        appeal: Signed<Appeal>,
+        /// The forwarding home node.
+        via: NodeId,
+    },
+    /// An objection this primary accepted.
+    Objection(Signed<Objection>, Option<SignedBatch>),
+}
+
+impl Record {
+    /// The height the record belongs to; records below the next height to decide can be
+    /// pruned once a block is decided.
+    pub fn height(&self) -> u64 {
+        match self {
+            Record::Bid { height, .. } => *height,
+            Record::Batch(b) => b.body.height,
+            Record::Vote(v) => v.body.height,
+            Record::Lock(qc, _) => qc.height,
+            Record::Skip(s) => s.body.height,
+            Record::SkipCertificate(c) => c.height,
+            Record::Appeal { appeal, .. } => appeal.body.height,
+            Record::Objection(o, _) => o.body.height,
+        }
+    }
+}
+
+/// An input to the state machine.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Input {
+    /// The node (re)started: arm timers, ask peers for blocks it missed.
+    Start,
+    /// A participant submitted a bid.
+    Bid(SignedBid),
+    /// A participant submitted an appeal.
+    Appeal(Signed<Appeal>),
+    /// A peer's message.
+    Message {
+        /// The authenticated sender.
+        from: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// A timer fired.
+    Timer(Timer),
+}
+
+/// What the runtime must do, in the order given. A `Persist` or `Decide` must be durable
+/// before any later effect of the same step is executed ("persist before send").
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Effect {
+    /// Append a record to the write-ahead log.
+    Persist(Record),
+    /// A block is committed: store it durably; it is final.
+    Decide(Box<Block>),
+    /// Records below this height are no longer needed.
+    Prune {
+        /// The next height to decide.
+        below: u64,
+    },
+    /// Send to one member.
+    Send {
+        /// The recipient.
+        to: NodeId,
+        /// The message.
+        msg: Message,
+    },
+    /// Send to every other member.
+    Broadcast(Message),
+    /// Send the stored committed blocks `from..=to` to a member (a sync response).
+    ServeBlocks {
+        /// The recipient.
+        to: NodeId,
+        /// First height.
+        from: u64,
+        /// Last height.
+        to_height: u64,
+    },
+    /// Arm a timer (replacing an armed timer of the same identity).
+    SetTimer {
+        /// Which timer.
+        timer: Timer,
+        /// After how many milliseconds it fires.
+        after_ms: u64,
+    },
+    /// Disarm a timer.
+    CancelTimer(Timer),
+    /// Answer a participant.
+    Reply {
+        /// The participant.
+        to: ParticipantId,
+        /// The answer.
+        reply: Reply,
+    },
+    /// Equivocation was detected; the evidence is kept and goes into the next block this node
+    /// proposes.
+    Evidence(Box<Evidence>),
+}

@@ -1,0 +1,429 @@
+//! The consensus state machine in an in-memory cluster of four members with real ed25519 keys
+//! (spec part 2). Each test names the property it checks.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tieline_core::audit::audit_chain;
+use tieline_core::block::{Appeal, AppealClaim, AppealResolution, RejectionReason, VoteKind};
+use tieline_core::clearing::{Cut, CutTerm, CutVariable, COEFFICIENT_SCALE};
+use tieline_core::consensus::sim::{Cluster, Event};
+use tieline_core::consensus::{
+    ConstraintList, Effect, Input, Message, NoGridModel, Record, Reply, SecurityCheck,
+};
+use tieline_core::crypto::{Ed25519, Signed};
+use tieline_core::genesis::ClearingRule;
+use tieline_core::market::{BidError, BidReceipt, BidStep, Side, SignedBid};
+use tieline_core::sample::{SampleConsortium, sample_product};
+use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
+
+fn open() -> Vec<Arc<dyn SecurityCheck>> {
+    vec![Arc::new(NoGridModel); 4]
+}
+
+fn mwh(x: i64) -> Quantity {
+    Quantity(x * Quantity::SCALE)
+}
+
+fn price(x: i64) -> Price {
+    Price(x * Price::SCALE)
+}
+
+fn step(p: i64, q: i64) -> BidStep {
+    BidStep {
+        price: price(p),
+        quantity: mwh(q),
+    }
+}
+
+/// Every participant of the sample bids once for `height`.
+fn bid_round(s: &SampleConsortium, c: &mut Cluster, height: u64) {
+    for i in 0..s.participants.len() {
+        let reply = c.submit(s.bid(i, height, height * 1000 + i as u64));
+        assert!(matches!(reply, Some(Reply::Receipt(_))), "{reply:?}");
+    }
+}
+
+fn decided(height: u64) -> impl Fn(&Cluster) -> bool {
+    move |c: &Cluster| c.nodes.iter().filter(|n| n.up).all(|n| n.store.blocks.len() as u64 >= height)
+}
+
+fn assert_agree_and_audit(s: &SampleConsortium, c: &Cluster) {
+    assert_eq!(c.disagreement(), None);
+    for n in &c.nodes {
+        audit_chain(&s.genesis, &Ed25519::default(), &n.store.blocks).unwrap();
+    }
+}
+
+#[test]
+fn rounds_commit_with_rotating_primaries() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    for h in 1..=4 {
+        bid_round(&s, &mut c, h);
+        assert!(c.run_until(20_000, decided(h)), "height {h} not decided");
+    }
+    assert_agree_and_audit(&s, &c);
+    let chain = &c.nodes[0].store.blocks;
+    for (i, b) in chain.iter().enumerate() {
+        let h = i as u64 + 1;
+        assert_eq!(b.header.view, 0);
+        assert_eq!(b.header.primary, s.genesis.primary(h, 0));
+        assert!(!b.body.trades.is_empty());
+    }
+    let primaries: BTreeSet<NodeId> = chain.iter().map(|b| b.header.primary).collect();
+    assert_eq!(primaries.len(), 4, "every member served as primary once");
+}
+
+#[test]
+fn bids_are_receipted_only_when_valid_and_after_persisting() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    let bid = s.bid(0, 1, 7);
+    let home = c.nodes.iter().position(|n| n.ctx.me == s.genesis.participants[0].home).unwrap();
+    let effects = c.input(home, Input::Bid(bid.clone()));
+    // N1: the bid is in the log before the receipt goes out.
+    let persisted = effects.iter().position(|e| matches!(e, Effect::Persist(Record::Bid { .. })));
+    let replied = effects.iter().position(|e| matches!(e, Effect::Reply { reply: Reply::Receipt(_), .. }));
+    assert!(persisted.unwrap() < replied.unwrap());
+    let Some(Effect::Reply { reply: Reply::Receipt(r), .. }) = effects.get(replied.unwrap()) else {
+        unreachable!()
+    };
+    assert_eq!(r.body.height, 1);
+    assert_eq!(r.body.bid, bid.body.id());
+    assert!(r.verify(&Ed25519::default(), &s.genesis.members[home].public_key).is_ok());
+
+    let rejected = |c: &mut Cluster, node: usize, b: SignedBid| match c
+        .input(node, Input::Bid(b))
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Reply { reply: Reply::BidRejected { reason, .. }, .. } => Some(reason),
+            _ => None,
+        }) {
+        Some(r) => r,
+        None => panic!("not rejected"),
+    };
+    // V3: the same nonce again is a replay.
+    assert!(matches!(rejected(&mut c, home, bid.clone()), BidError::ReplayedNonce { nonce: 7, .. }));
+    // Not this node's participant.
+    assert!(matches!(rejected(&mut c, (home + 1) % 4, s.bid(0, 1, 8)), BidError::WrongHome { .. }));
+    // A forged signature.
+    let mut forged = s.bid(0, 1, 9);
+    forged.body.steps[0].quantity = mwh(99);
+    assert!(matches!(rejected(&mut c, home, forged), BidError::BadSignature(_)));
+    // A rule broken.
+    let bad = s.bid_with(0, Side::Sell, vec![], 1, 10);
+    assert_eq!(rejected(&mut c, home, bad), BidError::NoSteps);
+}
+
+#[test]
+fn objection_leads_to_revision_1_and_a_commit() {
+    let mut s = SampleConsortium::new(4, 2);
+    s.genesis.clearing.rule = ClearingRule::ZonalCoupling;
+    let product = sample_product(1);
+    // Area 2's node may import at most 40 MWh over tie line 1 (its private limit).
+    let limit = Cut {
+        product,
+        label: 7,
+        terms: vec![CutTerm {
+            variable: CutVariable::TieFlow(TieLineId(1)),
+            coefficient: COEFFICIENT_SCALE,
+        }],
+        limit: mwh(40),
+    };
+    let mut security = open();
+    security[1] = Arc::new(ConstraintList {
+        constraints: vec![limit.clone()],
+    });
+    let mut c = Cluster::from_sample(&s, security);
+    c.start();
+    // A cheap seller in area 1, a buyer in area 2: 100 MWh would flow over tie line 1.
+    c.submit(s.bid_with(0, Side::Sell, vec![step(10, 100)], 1, 1));
+    c.submit(s.bid_with(3, Side::Buy, vec![step(90, 100)], 1, 1));
+    assert!(c.run_until(20_000, decided(1)));
+    assert_agree_and_audit(&s, &c);
+    let b = &c.nodes[0].store.blocks[0];
+    assert_eq!(b.header.revision, 1, "one revision after the objection");
+    let p = &b.body.process;
+    assert_eq!(p.objections.len(), 1);
+    assert_eq!(p.objections[0].body.objector, NodeId(2));
+    assert_eq!(p.clearing.cuts, vec![limit]);
+    let flow = p.clearing.outcome.flows.iter().find(|f| f.tie_line == TieLineId(1)).unwrap();
+    assert_eq!(flow.flow, mwh(40));
+}
+
+#[test]
+fn crashed_primary_is_skipped_and_its_round_committed_by_the_next() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    bid_round(&s, &mut c, 1);
+    let p0 = s.genesis.primary(1, 0);
+    let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
+    c.crash(i0);
+    assert!(c.run_until(50_000, decided(1)));
+    assert_agree_and_audit(&s, &c);
+    let b = &c.longest_chain()[0];
+    assert_eq!(b.header.view, 1);
+    assert_eq!(b.header.primary, s.genesis.primary(1, 1));
+    assert_eq!(b.body.process.skipped, vec![p0]);
+    let cert = b.body.process.skip_certificate.as_ref().unwrap();
+    assert!(!cert.voters().any(|v| v == p0));
+    assert!(!b.body.trades.is_empty());
+    // The crashed primary's area sat the view out: none of its trades are in the block.
+    let area = s.genesis.member(p0).unwrap().area;
+    assert!(b.body.trades.iter().all(|t| t.area != area));
+}
+
+#[test]
+fn restarted_node_catches_up_and_its_receipted_bids_are_not_lost() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    bid_round(&s, &mut c, 1);
+    let p0 = s.genesis.primary(1, 0);
+    let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
+    c.crash(i0);
+    assert!(c.run_until(50_000, decided(1)));
+    bid_round(&s, &mut c, 2);
+    assert!(c.run_until(50_000, decided(2)));
+    c.restart(i0);
+    assert!(c.run_until(50_000, |c| c.nodes[i0].store.blocks.len() >= 2), "caught up");
+    assert_agree_and_audit(&s, &c);
+    // N1: the crashed node's receipted bids of height 1 go into a later block.
+    assert!(c.run_until(50_000, decided(3)));
+    assert_agree_and_audit(&s, &c);
+    let on_chain: BTreeSet<_> = c.nodes[i0]
+        .store
+        .blocks
+        .iter()
+        .flat_map(|b| b.body.process.batches.iter().flat_map(|x| x.body.bids.iter().map(|sb| sb.body.id())))
+        .collect();
+    for id in c.receipted() {
+        assert!(on_chain.contains(&id), "receipted bid {id:?} is on no block");
+    }
+}
+
+#[test]
+fn new_primary_reproposes_the_highest_lock() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    bid_round(&s, &mut c, 1);
+    // Every commit vote of view 0 is lost: everyone locks, nobody decides, the view times out.
+    let lost = |e: &Event| {
+        matches!(e, Event::Deliver { msg: Message::Vote(v), .. } if v.body.kind == VoteKind::Commit && v.body.view == 0)
+    };
+    assert!(c.run_filtered(50_000, lost, decided(1)));
+    assert_agree_and_audit(&s, &c);
+    let b = &c.nodes[0].store.blocks[0];
+    // S2: the block of view 0 was proposed again unchanged and committed in view 1.
+    assert_eq!(b.header.view, 0);
+    assert_eq!(b.header.primary, s.genesis.primary(1, 0));
+    assert_eq!(b.certificate.view, 1);
+}
+
+#[test]
+fn restarted_primary_never_signs_a_second_proposal_for_its_round() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    bid_round(&s, &mut c, 1);
+    let p0 = s.genesis.primary(1, 0);
+    let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
+    assert!(c.run_until(50_000, |c| c.nodes[i0].state.proposal.is_some()));
+    // Its proposal never leaves: it crashes, restarts and must not sign another for round (0, 0).
+    c.events.retain(|_, e| !matches!(e, Event::Deliver { from, msg: Message::Proposal(_), .. } if *from == p0));
+    c.crash(i0);
+    c.advance(10);
+    c.restart(i0);
+    assert!(c.run_until(100_000, decided(1)));
+    assert_agree_and_audit(&s, &c);
+    // S3: no evidence of equivocation against anyone, and the block came from view 1.
+    assert!(c.evidence.is_empty(), "{:?}", c.evidence);
+    assert_eq!(c.nodes[0].store.blocks[0].header.view, 1);
+}
+
+#[test]
+fn equivocating_primary_is_caught_with_evidence() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    bid_round(&s, &mut c, 1);
+    let p0 = s.genesis.primary(1, 0);
+    let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
+    assert!(c.run_until(50_000, |c| c.nodes[i0].state.proposal.is_some()));
+    // The primary also signs a second proposal for the same round with another timestamp.
+    let mut twin = c.nodes[i0].state.proposal.clone().unwrap();
+    twin.header.timestamp = Timestamp(twin.header.timestamp.0 + 1);
+    let mut stamp = twin.stamp.body.clone();
+    stamp.block = twin.header.digest();
+    twin.stamp = Signed::sign(stamp, &s.members[i0]);
+    for j in (0..4).filter(|&j| j != i0) {
+        c.input(j, Input::Message { from: p0, msg: Message::Proposal(Box::new(twin.clone())) });
+    }
+    assert!(c.run_until(50_000, decided(2)) || c.min_height() >= 1);
+    assert_eq!(c.disagreement(), None);
+    // S4: the others hold verifiable evidence naming the primary, and it goes on the chain.
+    assert!(!c.evidence.is_empty());
+    for (_, e) in &c.evidence {
+        assert_eq!(e.offender(), p0);
+        assert!(e.verify(&s.genesis, &Ed25519::default()));
+    }
+    bid_round(&s, &mut c, 2);
+    assert!(c.run_until(50_000, decided(2)));
+    let recorded: usize = c.nodes[0].store.blocks.iter().map(|b| b.body.process.evidence.len()).sum();
+    assert!(recorded >= 1, "the evidence is recorded in a block");
+    assert_agree_and_audit(&s, &c);
+}
+
+/// The home node's receipt for a bid it then left out of its batch (a faulty home node).
+fn omitted_bid(s: &SampleConsortium, index: usize) -> (SignedBid, Signed<BidReceipt>) {
+    let bid = s.bid_with(index, Side::Sell, vec![step(1, 5)], 1, 77);
+    let home = s.genesis.participants[index].home;
+    let hi = s.genesis.members.iter().position(|m| m.id == home).unwrap();
+    let receipt = Signed::sign(
+        BidReceipt {
+            chain_id: s.genesis.chain_id(),
+            bid: bid.body.id(),
+            participant: bid.body.participant,
+            home,
+            height: 1,
+            received_at: Timestamp(0),
+        },
+        &s.members[hi],
+    );
+    (bid, receipt)
+}
+
+#[test]
+fn appeals_are_resolved_by_the_primary_and_recorded() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    bid_round(&s, &mut c, 1);
+    let p0 = s.genesis.primary(1, 0);
+    let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
+    assert!(c.run_until(50_000, |c| c.nodes[i0].state.proposal.is_some()));
+    // Two of the primary's own participants appeal: one omitted bid (upheld), one
+    // misallocation claim about a cleared bid (rejected: the clearing is recomputed by all).
+    let mine: Vec<usize> = (0..s.participants.len())
+        .filter(|&i| s.genesis.participants[i].home == p0)
+        .collect();
+    let (bid, receipt) = omitted_bid(&s, mine[0]);
+    let appeal = |i: usize, claim| {
+        Signed::sign(
+            Appeal {
+                chain_id: s.genesis.chain_id(),
+                participant: s.genesis.participants[i].id,
+                height: 1,
+                claim,
+            },
+            &s.participants[i],
+        )
+    };
+    let upheld = appeal(mine[0], AppealClaim::Omitted { bid: Box::new(bid.clone()), receipt });
+    let cleared_bid = s.bid(mine[1], 1, 1000 + mine[1] as u64).body.id();
+    let rejected = appeal(mine[1], AppealClaim::Misallocated { bid: cleared_bid });
+    for a in [upheld, rejected] {
+        let effects = c.input(i0, Input::Appeal(a));
+        assert!(effects.iter().any(|e| matches!(e, Effect::Reply { reply: Reply::AppealForwarded { height: 1 }, .. })));
+    }
+    assert!(c.run_until(50_000, decided(1)));
+    assert_agree_and_audit(&s, &c);
+    let b = &c.nodes[0].store.blocks[0];
+    assert!(b.header.revision >= 1);
+    let res: Vec<AppealResolution> = b.body.process.appeals.iter().map(|a| a.resolution).collect();
+    assert!(matches!(res[0], AppealResolution::Upheld { revision } if revision >= 1));
+    assert_eq!(res[1], AppealResolution::RejectedOutcomeStands);
+    assert!(b.body.trades.iter().any(|t| t.bid == bid.body.id()), "the upheld bid is cleared");
+    // The participants learn the recorded resolutions from their home node.
+    let told: Vec<&Reply> = c.replies.iter().filter(|(_, p, _)| mine[..2].iter().any(|&i| s.genesis.participants[i].id == *p)).map(|(_, _, r)| r).collect();
+    assert!(told.iter().any(|r| matches!(r, Reply::AppealResolved { resolution: AppealResolution::Upheld { .. }, .. })));
+    assert!(told.iter().any(|r| matches!(r, Reply::AppealResolved { resolution: AppealResolution::RejectedOutcomeStands, .. })));
+}
+
+/// A test double of an area that objects to every outcome that sells anything in it, with a
+/// new cut each time (its sales must shrink by a megawatt-hour): negotiation cannot converge
+/// within the revision bound, so the fallback must end it.
+#[derive(Debug)]
+struct Stubborn {
+    area: tieline_core::units::AreaId,
+}
+
+impl SecurityCheck for Stubborn {
+    fn check(
+        &self,
+        input: &tieline_core::clearing::ClearingInput<'_>,
+        cleared: &tieline_core::clearing::Cleared,
+    ) -> Vec<Cut> {
+        let sells: Vec<_> = input
+            .bids
+            .iter()
+            .filter(|(_, b)| b.area == self.area && b.side == Side::Sell)
+            .collect();
+        let sold: i64 = cleared
+            .outcome
+            .awards
+            .iter()
+            .filter(|a| sells.iter().any(|(d, _)| *d == a.bid))
+            .map(|a| a.quantity.0)
+            .sum();
+        if sold == 0 {
+            return vec![];
+        }
+        vec![Cut {
+            product: sample_product(1),
+            label: sold as u32,
+            terms: sells
+                .iter()
+                .map(|(d, _)| CutTerm { variable: CutVariable::Bid(*d), coefficient: COEFFICIENT_SCALE })
+                .collect(),
+            limit: Quantity(sold - Quantity::SCALE),
+        }]
+    }
+}
+
+#[test]
+fn fallback_ends_negotiation_by_cutting_later_bids_first() {
+    let mut s = SampleConsortium::new(4, 2);
+    s.genesis.clearing.rule = ClearingRule::ZonalCoupling;
+    s.genesis.max_revisions = 1;
+    let area = s.genesis.members[0].area;
+    let mut security = open();
+    security[0] = Arc::new(Stubborn { area });
+    let mut c = Cluster::from_sample(&s, security);
+    c.start();
+    // Four sellers in area 1 (two participants, two bids each) and buyers elsewhere.
+    for (k, i) in [(0u64, 0usize), (1, 1), (2, 0), (3, 1)] {
+        c.submit(s.bid_with(i, Side::Sell, vec![step(10 + k as i64, 10)], 1, 10 + k));
+    }
+    c.submit(s.bid_with(3, Side::Buy, vec![step(90, 100)], 1, 1));
+    assert!(c.run_until(200_000, decided(1)));
+    assert_agree_and_audit(&s, &c);
+    let b = &c.nodes[0].store.blocks[0];
+    assert!(b.header.revision > s.genesis.max_revisions, "ended in a fallback revision");
+    let fallback: Vec<_> = b.body.process.rejections.iter().filter(|r| r.reason == RejectionReason::Fallback).map(|r| r.bid).collect();
+    assert!(!fallback.is_empty());
+    // L3: the bids cut are the latest-submitted ones.
+    let all: Vec<_> = b.body.process.batches.iter().flat_map(|x| x.body.bids.iter()).collect();
+    let cut_times: Vec<_> = all.iter().filter(|sb| fallback.contains(&sb.body.id())).map(|sb| sb.body.timestamp).collect();
+    let kept_times: Vec<_> = all.iter().filter(|sb| !fallback.contains(&sb.body.id())).map(|sb| sb.body.timestamp).collect();
+    assert!(cut_times.iter().all(|t| kept_times.iter().all(|k| k <= t)));
+}
+
+#[test]
+fn receipted_bids_for_a_sealed_batch_move_to_the_next_height() {
+    // A bid that arrives after its home's gate closed is receipted for the next height.
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    let home = c.nodes.iter().position(|n| n.ctx.me == s.genesis.participants[0].home).unwrap();
+    assert!(c.run_until(50_000, |c| c.nodes[home].state.gate_closed));
+    match c.submit(s.bid(0, 2, 5)) {
+        Some(Reply::Receipt(r)) => assert_eq!(r.body.height, 2),
+        other => panic!("{other:?}"),
+    }
+}
