@@ -149,10 +149,11 @@ fn outcome() -> impl Strategy<Value = ClearingOutcome> {
         vec((product(), any::<u16>(), price()), 0..2),
         vec((product(), any::<u32>(), price()), 0..2),
         vec((product(), any::<u16>(), quantity()), 0..2),
+        vec(price(), 0..2),
         any::<i128>(),
         any::<i128>(),
     )
-        .prop_map(|(aw, ap, bp, fl, rent, welfare)| ClearingOutcome {
+        .prop_map(|(aw, ap, bp, fl, cp, rent, welfare)| ClearingOutcome {
             awards: aw
                 .into_iter()
                 .map(|(bid, step, quantity)| StepAward {
@@ -185,6 +186,7 @@ fn outcome() -> impl Strategy<Value = ClearingOutcome> {
                     flow,
                 })
                 .collect(),
+            cut_prices: cp,
             congestion_rent: Money(rent),
             welfare: Money(welfare),
         })

@@ -1,0 +1,1084 @@
+//! The pool model shared by [`super::UniformPrice`] and [`super::ZonalCoupling`]: every accepted
+//! step trades with the market as a whole at its zone's (or, with cuts, its location's) price.
+//!
+//! Both rules publish the same kind of outcome and are verified by the same exact check of an
+//! optimality certificate (spec V24): primal feasibility (balances, capacities, bid quantities,
+//! cuts), the canonical price rule (V22), complementary slackness between awards, flows, cut
+//! shadow prices and prices, submission-time priority among interchangeable steps (V23), equal
+//! primal and dual objectives, and the exact derivation of welfare, congestion rent, bus prices
+//! and trades. Everything is integer arithmetic: no float enters a verification.
+//!
+//! Prices inside this module are "fine" integers: [`Price`] raw units times
+//! [`COEFFICIENT_SCALE`], so that a cut's shadow price times a coefficient is exact.
+
+use std::collections::BTreeMap;
+
+use crate::crypto::Digest;
+use crate::genesis::ClearingParams;
+use crate::market::{Bid, Product, Side, Trade};
+use crate::units::{AreaId, BusId, Money, Price, Quantity, Timestamp};
+
+use super::{
+    AreaPrice, BusPrice, COEFFICIENT_SCALE, Cleared, ClearingError, ClearingInput,
+    ClearingMismatch, ClearingOutcome, CutVariable, StepAward, TieFlow, VerifyError,
+};
+
+/// How far a cut may be exceeded, and how close to its bound a cut with a positive shadow price
+/// must be: 10 kWh. It absorbs the rounding of a floating-point solution to whole kWh.
+pub const CUT_TOLERANCE: Quantity = Quantity(10);
+
+/// The tolerance of complementary slackness for a product with cuts: one price tick, and at
+/// least 0.01 currency/MWh. Products without cuts are checked with no tolerance at all.
+pub fn cut_price_tolerance(params: &ClearingParams) -> Price {
+    Price(params.price_tick.0.max(100))
+}
+
+/// Fine price units per [`Price`] raw unit.
+pub(crate) const FINE: i128 = COEFFICIENT_SCALE as i128;
+
+/// Where each bid's steps start in a flat per-step array (one entry per bid step of the input,
+/// in input order).
+#[derive(Debug)]
+pub(crate) struct Layout {
+    offsets: Vec<usize>,
+}
+
+impl Layout {
+    pub(crate) fn new(input: &ClearingInput<'_>) -> Self {
+        let mut offsets = Vec::with_capacity(input.bids.len() + 1);
+        let mut at = 0;
+        for (_, b) in &input.bids {
+            offsets.push(at);
+            at += b.steps.len();
+        }
+        offsets.push(at);
+        Self { offsets }
+    }
+
+    /// The flat index of `step` of the bid at `pos`.
+    pub(crate) fn at(&self, pos: usize, step: usize) -> usize {
+        self.offsets[pos] + step
+    }
+
+    /// The number of steps.
+    pub(crate) fn total(&self) -> usize {
+        self.offsets[self.offsets.len() - 1]
+    }
+}
+
+/// The positions of the input's bids, grouped by product (each product clears on its own).
+pub(crate) fn by_product(input: &ClearingInput<'_>) -> BTreeMap<Product, Vec<usize>> {
+    let mut out: BTreeMap<Product, Vec<usize>> = BTreeMap::new();
+    for (i, (_, b)) in input.bids.iter().enumerate() {
+        out.entry(b.product).or_default().push(i);
+    }
+    out
+}
+
+/// A bid's priority among equals: earlier submission first, then the smaller id.
+pub(crate) fn priority(id: &Digest, bid: &Bid) -> (Timestamp, Digest) {
+    (bid.timestamp, *id)
+}
+
+/// A short label of a product for messages.
+pub(crate) fn product_label(p: &Product) -> String {
+    format!("product {}+{}min", p.delivery_start, p.delivery_minutes)
+}
+
+fn mismatch(item: String, proposed: impl ToString, expected: impl ToString) -> ClearingMismatch {
+    ClearingMismatch {
+        item,
+        proposed: proposed.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+/// Reads the proposed awards into a flat per-step array, checking that they follow the input's
+/// canonical order (bid order, then step), name existing steps and stay within them.
+pub(crate) fn read_awards(
+    input: &ClearingInput<'_>,
+    layout: &Layout,
+    awards: &[StepAward],
+) -> Result<Vec<i64>, ClearingMismatch> {
+    let mut flat = vec![0i64; layout.total()];
+    let mut pos = 0usize;
+    let mut next_step = 0usize;
+    for (k, a) in awards.iter().enumerate() {
+        let item = || format!("award {k} (bid {:?} step {})", a.bid, a.step);
+        while pos < input.bids.len() && input.bids[pos].0 != a.bid {
+            pos += 1;
+            next_step = 0;
+        }
+        let Some((_, bid)) = input.bids.get(pos) else {
+            return Err(mismatch(
+                item(),
+                "an award out of the bids' canonical order or for no included bid",
+                "awards in bid order, then step order, one per step",
+            ));
+        };
+        let s = usize::from(a.step);
+        if s < next_step || s >= bid.steps.len() {
+            return Err(mismatch(
+                item(),
+                format!("step {s}"),
+                format!("a step of the bid after step {next_step}, below {}", bid.steps.len()),
+            ));
+        }
+        let q = bid.steps[s].quantity;
+        if a.quantity <= Quantity::ZERO || a.quantity > q {
+            return Err(mismatch(
+                item(),
+                format!("quantity {}", a.quantity),
+                format!("above 0 and at most the step's {q}"),
+            ));
+        }
+        flat[layout.at(pos, s)] = a.quantity.0;
+        next_step = s + 1;
+    }
+    Ok(flat)
+}
+
+/// The awards of a flat per-step array, in canonical order.
+pub(crate) fn awards_of(input: &ClearingInput<'_>, layout: &Layout, flat: &[i64]) -> Vec<StepAward> {
+    let mut out = Vec::new();
+    for (pos, (id, bid)) in input.bids.iter().enumerate() {
+        for s in 0..bid.steps.len() {
+            let x = flat[layout.at(pos, s)];
+            if x > 0 {
+                out.push(StepAward {
+                    bid: *id,
+                    step: s as u16,
+                    quantity: Quantity(x),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Welfare of the flat awards: buyers' limit prices minus sellers' over what was accepted.
+pub(crate) fn welfare_of(input: &ClearingInput<'_>, layout: &Layout, flat: &[i64]) -> Money {
+    let mut w: i128 = 0;
+    for (pos, (_, bid)) in input.bids.iter().enumerate() {
+        for (s, step) in bid.steps.iter().enumerate() {
+            let v = step.price.times(Quantity(flat[layout.at(pos, s)])).0;
+            match bid.side {
+                Side::Buy => w += v,
+                Side::Sell => w -= v,
+            }
+        }
+    }
+    Money(w)
+}
+
+/// What buyers pay minus what sellers receive, over the trades.
+pub(crate) fn rent_of(trades: &[Trade]) -> Money {
+    let mut r: i128 = 0;
+    for t in trades {
+        let v = t.price.times(t.quantity).0;
+        match t.side {
+            Side::Buy => r += v,
+            Side::Sell => r -= v,
+        }
+    }
+    Money(r)
+}
+
+/// The one-zone or the zonal form of the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// All areas form one zone; tie lines are ignored; one price per product.
+    OneZone,
+    /// Each area is a zone; tie lines carry flows within their capacities.
+    Zonal,
+}
+
+/// An open or closed tie line as the market sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Line {
+    /// Its position in the input's tie lines.
+    pub index: usize,
+    /// The zone a positive flow leaves.
+    pub from: usize,
+    /// The zone a positive flow enters.
+    pub to: usize,
+    /// Capacity from `from` to `to`, kWh.
+    pub forward: i64,
+    /// Capacity from `to` to `from`, kWh.
+    pub backward: i64,
+}
+
+/// One product's pool: its bids, zones, lines and cuts.
+#[derive(Debug)]
+pub(crate) struct Market<'i, 'a> {
+    pub input: &'i ClearingInput<'a>,
+    pub layout: &'i Layout,
+    pub mode: Mode,
+    pub product: Product,
+    /// Positions of the product's bids in the input, in input order.
+    pub bids: Vec<usize>,
+    /// The zone of each of `bids`.
+    pub zone_of: Vec<usize>,
+    /// The number of zones.
+    pub zones: usize,
+    /// Every tie line of the input (zonal mode), in input order.
+    pub lines: Vec<Line>,
+    /// Positions of the product's cuts in the input.
+    pub cuts: Vec<usize>,
+    /// Per bid of `bids`: (index into `cuts`, summed coefficient) of the cuts naming it.
+    pub bid_coefs: Vec<Vec<(usize, i64)>>,
+    /// Per line of `lines`: (index into `cuts`, summed coefficient).
+    pub line_coefs: Vec<Vec<(usize, i64)>>,
+    /// Per bid of `bids`: an id of its cut coefficients; equal ids, equal coefficients.
+    pub signature: Vec<u32>,
+    /// Complementary-slackness tolerance, fine units.
+    pub tau: i128,
+    /// The range the price rule looks in, fine units.
+    pub clip: (i128, i128),
+}
+
+/// Prices and everything derived from them for one product.
+#[derive(Debug)]
+pub(crate) struct Priced {
+    /// Zone prices, fine units, multiples of the tick.
+    pub zone_price: Vec<i128>,
+    /// Per bid of the market: the offset of its location from its zone price (fine units).
+    pub bid_offset: Vec<i128>,
+    /// Per line: its offset (fine units).
+    pub line_offset: Vec<i128>,
+}
+
+impl<'i, 'a> Market<'i, 'a> {
+    /// Builds the market of `product`, whose bids are at `bids`.
+    pub fn new(
+        input: &'i ClearingInput<'a>,
+        layout: &'i Layout,
+        mode: Mode,
+        product: Product,
+        bids: Vec<usize>,
+    ) -> Result<Self, ClearingError> {
+        let unsuitable = ClearingError::UnsuitableInput;
+        let area_index = |a: AreaId| input.areas.iter().position(|x| x.id == a);
+        let (zones, zone_of, lines) = match mode {
+            Mode::OneZone => (1, vec![0; bids.len()], Vec::new()),
+            Mode::Zonal => {
+                let zone_of = bids
+                    .iter()
+                    .map(|&p| {
+                        let a = input.bids[p].1.area;
+                        area_index(a).ok_or_else(|| unsuitable(format!("bid in unknown area {a}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let lines = input
+                    .tie_lines
+                    .iter()
+                    .enumerate()
+                    .map(|(index, t)| {
+                        let end = |a: AreaId| {
+                            area_index(a).ok_or_else(|| {
+                                unsuitable(format!("tie line {} ends in unknown area {a}", t.id))
+                            })
+                        };
+                        if t.capacity_forward.0 < 0 || t.capacity_backward.0 < 0 {
+                            return Err(unsuitable(format!(
+                                "tie line {} has a negative capacity",
+                                t.id
+                            )));
+                        }
+                        Ok(Line {
+                            index,
+                            from: end(t.from)?,
+                            to: end(t.to)?,
+                            forward: t.capacity_forward.0,
+                            backward: t.capacity_backward.0,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (input.areas.len(), zone_of, lines)
+            }
+        };
+        let cuts: Vec<usize> = (0..input.cuts.len())
+            .filter(|&c| input.cuts[c].product == product)
+            .collect();
+        let mut bid_coefs = vec![Vec::new(); bids.len()];
+        let mut line_coefs = vec![Vec::new(); lines.len()];
+        if !cuts.is_empty() {
+            let local: BTreeMap<Digest, usize> = bids
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| (input.bids[p].0, i))
+                .collect();
+            let add = |v: &mut Vec<(usize, i64)>, k: usize, c: i64| match v.last_mut() {
+                Some((kk, cc)) if *kk == k => *cc = cc.saturating_add(c),
+                _ => v.push((k, c)),
+            };
+            for (k, &c) in cuts.iter().enumerate() {
+                for t in &input.cuts[c].terms {
+                    match t.variable {
+                        // A term naming a bid or line outside this product's market constrains
+                        // nothing: its variable is zero.
+                        CutVariable::Bid(id) => {
+                            if let Some(&i) = local.get(&id) {
+                                add(&mut bid_coefs[i], k, t.coefficient);
+                            }
+                        }
+                        CutVariable::TieFlow(tid) => {
+                            if let Some(l) = lines
+                                .iter()
+                                .position(|l| input.tie_lines[l.index].id == tid)
+                            {
+                                add(&mut line_coefs[l], k, t.coefficient);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut names: BTreeMap<&[(usize, i64)], u32> = BTreeMap::new();
+        let signature = bid_coefs
+            .iter()
+            .map(|c| {
+                let n = names.len() as u32;
+                *names.entry(c.as_slice()).or_insert(n)
+            })
+            .collect();
+        let params = &input.params;
+        let (tau, clip) = if cuts.is_empty() {
+            let mut lo = i64::MAX;
+            let mut hi = i64::MIN;
+            for &p in &bids {
+                for s in &input.bids[p].1.steps {
+                    lo = lo.min(s.price.0);
+                    hi = hi.max(s.price.0);
+                }
+            }
+            (0, (i128::from(lo) * FINE, i128::from(hi) * FINE))
+        } else {
+            (
+                i128::from(cut_price_tolerance(params).0) * FINE,
+                (
+                    i128::from(params.price_floor.0) * FINE,
+                    i128::from(params.price_cap.0) * FINE,
+                ),
+            )
+        };
+        Ok(Self {
+            input,
+            layout,
+            mode,
+            product,
+            bids,
+            zone_of,
+            zones,
+            lines,
+            cuts,
+            bid_coefs,
+            line_coefs,
+            signature,
+            tau,
+            clip,
+        })
+    }
+
+    fn tick_fine(&self) -> i128 {
+        i128::from(self.input.params.price_tick.0.max(1)) * FINE
+    }
+
+    /// The name of zone `z` in messages.
+    pub fn zone_name(&self, z: usize) -> String {
+        match self.mode {
+            Mode::OneZone => "the market".into(),
+            Mode::Zonal => format!("area {}", self.input.areas[z].id),
+        }
+    }
+
+    /// The offsets of bids and lines from their zone prices under cut shadow prices `mu` (raw
+    /// price units, one per cut of the market).
+    pub fn offsets(&self, mu: &[i64]) -> (Vec<i128>, Vec<i128>) {
+        let off = |coefs: &Vec<(usize, i64)>| {
+            coefs
+                .iter()
+                .map(|&(k, c)| i128::from(mu[k]) * i128::from(c))
+                .sum::<i128>()
+        };
+        (
+            self.bid_coefs.iter().map(off).collect(),
+            self.line_coefs.iter().map(off).collect(),
+        )
+    }
+
+    /// Net injection per zone (sales minus purchases), kWh.
+    fn injections(&self, flat: &[i64]) -> Vec<i128> {
+        let mut inj = vec![0i128; self.zones];
+        for (i, &p) in self.bids.iter().enumerate() {
+            let bid = self.input.bids[p].1;
+            let total: i128 = (0..bid.steps.len())
+                .map(|s| i128::from(flat[self.layout.at(p, s)]))
+                .sum();
+            match bid.side {
+                Side::Sell => inj[self.zone_of[i]] += total,
+                Side::Buy => inj[self.zone_of[i]] -= total,
+            }
+        }
+        inj
+    }
+
+    /// A bid's net injection (kWh).
+    fn bid_injection(&self, i: usize, flat: &[i64]) -> i128 {
+        let p = self.bids[i];
+        let bid = self.input.bids[p].1;
+        let total: i128 = (0..bid.steps.len())
+            .map(|s| i128::from(flat[self.layout.at(p, s)]))
+            .sum();
+        match bid.side {
+            Side::Sell => total,
+            Side::Buy => -total,
+        }
+    }
+
+    /// Each cut's left-hand side in millionths of a kWh.
+    pub fn cut_sides(&self, flat: &[i64], flows: &[i64]) -> Vec<i128> {
+        let mut lhs = vec![0i128; self.cuts.len()];
+        for (i, coefs) in self.bid_coefs.iter().enumerate() {
+            if coefs.is_empty() {
+                continue;
+            }
+            let x = self.bid_injection(i, flat);
+            for &(k, c) in coefs {
+                lhs[k] += i128::from(c) * x;
+            }
+        }
+        for (l, coefs) in self.line_coefs.iter().enumerate() {
+            for &(k, c) in coefs {
+                lhs[k] += i128::from(c) * i128::from(flows[l]);
+            }
+        }
+        lhs
+    }
+
+    /// Exact primal feasibility: zone balances, line capacities, cuts (within
+    /// [`CUT_TOLERANCE`]), non-negative shadow prices and their slackness.
+    pub fn check_feasible(
+        &self,
+        flat: &[i64],
+        flows: &[i64],
+        mu: &[i64],
+    ) -> Result<(), ClearingMismatch> {
+        let label = product_label(&self.product);
+        for (l, line) in self.lines.iter().enumerate() {
+            let f = flows[l];
+            if f > line.forward || f < -line.backward {
+                return Err(mismatch(
+                    format!(
+                        "tie-line flow of line {} for {label}",
+                        self.input.tie_lines[line.index].id
+                    ),
+                    Quantity(f),
+                    format!(
+                        "within [-{}, {}]",
+                        Quantity(line.backward),
+                        Quantity(line.forward)
+                    ),
+                ));
+            }
+        }
+        let mut net = self.injections(flat);
+        for (l, line) in self.lines.iter().enumerate() {
+            net[line.from] -= i128::from(flows[l]);
+            net[line.to] += i128::from(flows[l]);
+        }
+        if let Some(z) = net.iter().position(|&v| v != 0) {
+            return Err(mismatch(
+                format!(
+                    "balance of {} for {label} (awards and tie-line flows)",
+                    self.zone_name(z)
+                ),
+                format!(
+                    "awards inject {} kWh more than the tie-line flows export",
+                    net[z]
+                ),
+                "awards and flows that balance exactly",
+            ));
+        }
+        let lhs = self.cut_sides(flat, flows);
+        let tol = i128::from(CUT_TOLERANCE.0) * FINE;
+        for (k, &c) in self.cuts.iter().enumerate() {
+            let cut = &self.input.cuts[c];
+            let limit = i128::from(cut.limit.0) * FINE;
+            let item = || format!("cut {c} (label {}) for {label}", cut.label);
+            if lhs[k] > limit + tol {
+                return Err(mismatch(
+                    item(),
+                    format!("left-hand side {} millionths of a kWh", lhs[k]),
+                    format!("at most its limit {} plus {}", cut.limit, CUT_TOLERANCE),
+                ));
+            }
+            if mu[k] < 0 {
+                return Err(mismatch(
+                    format!("cut shadow price {c}"),
+                    Price(mu[k]),
+                    "not negative",
+                ));
+            }
+            if mu[k] > 0 && lhs[k] < limit - tol {
+                return Err(mismatch(
+                    format!("cut shadow price {c}"),
+                    Price(mu[k]),
+                    format!("zero: cut {c} is slack by more than {}", CUT_TOLERANCE),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical prices (spec V22): the midpoint of the lowest and the highest price
+    /// vectors consistent with the awards, flows and cut shadow prices, rounded down to the
+    /// tick. `Err(zone)` if no price vector is consistent (the awards are not optimal).
+    pub fn canonical_prices(
+        &self,
+        flat: &[i64],
+        flows: &[i64],
+        mu: &[i64],
+    ) -> Result<Priced, usize> {
+        let (bid_offset, line_offset) = self.offsets(mu);
+        let (clip_lo, clip_hi) = self.clip;
+        let mut lo = vec![clip_lo; self.zones];
+        let mut hi = vec![clip_hi; self.zones];
+        let tau = self.tau;
+        for (i, &p) in self.bids.iter().enumerate() {
+            let bid = self.input.bids[p].1;
+            let z = self.zone_of[i];
+            for (s, step) in bid.steps.iter().enumerate() {
+                let x = flat[self.layout.at(p, s)];
+                let q = step.quantity.0;
+                // The location's price is the zone price minus the offset.
+                let at = i128::from(step.price.0) * FINE + bid_offset[i];
+                let (floor, ceil) = match bid.side {
+                    Side::Sell => (x > 0, x < q),
+                    Side::Buy => (x < q, x > 0),
+                };
+                if floor {
+                    lo[z] = lo[z].max(at - tau);
+                }
+                if ceil {
+                    hi[z] = hi[z].min(at + tau);
+                }
+            }
+        }
+        // Line constraints: lower <= price[to] - price[from] <= upper.
+        let links: Vec<(usize, usize, Option<i128>, Option<i128>)> = self
+            .lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.forward > 0 || l.backward > 0)
+            .map(|(k, l)| {
+                let f = flows[k];
+                let upper = (f < l.forward).then_some(line_offset[k] + tau);
+                let lower = (f > -l.backward).then_some(line_offset[k] - tau);
+                (l.from, l.to, lower, upper)
+            })
+            .collect();
+        let mut low = lo.clone();
+        let mut high = hi.clone();
+        for round in 0..=self.zones + 1 {
+            let mut changed = false;
+            for &(from, to, lower, upper) in &links {
+                if let Some(d) = lower {
+                    if low[from] + d > low[to] {
+                        low[to] = low[from] + d;
+                        changed = true;
+                    }
+                    if high[to] - d < high[from] {
+                        high[from] = high[to] - d;
+                        changed = true;
+                    }
+                }
+                if let Some(d) = upper {
+                    if low[to] - d > low[from] {
+                        low[from] = low[to] - d;
+                        changed = true;
+                    }
+                    if high[from] + d < high[to] {
+                        high[to] = high[from] + d;
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+            if round == self.zones + 1 {
+                return Err(0);
+            }
+        }
+        if let Some(z) = (0..self.zones).find(|&z| low[z] > hi[z] || high[z] < lo[z]) {
+            return Err(z);
+        }
+        if let Some(z) = (0..self.zones).find(|&z| low[z] > high[z]) {
+            return Err(z);
+        }
+        let tick = self.tick_fine();
+        let zone_price = (0..self.zones)
+            .map(|z| (low[z] + high[z]).div_euclid(2 * tick) * tick)
+            .collect();
+        Ok(Priced {
+            zone_price,
+            bid_offset,
+            line_offset,
+        })
+    }
+
+    /// The first complementary-slackness violation of the awards and flows at zone prices
+    /// `zone_price` (fine units), named.
+    pub fn slackness_violation(
+        &self,
+        flat: &[i64],
+        flows: &[i64],
+        mu: &[i64],
+        zone_price: &[i128],
+    ) -> Option<ClearingMismatch> {
+        let (bid_offset, line_offset) = self.offsets(mu);
+        let tau = self.tau;
+        for (i, &p) in self.bids.iter().enumerate() {
+            let (id, bid) = self.input.bids[p];
+            let local = zone_price[self.zone_of[i]] - bid_offset[i];
+            for (s, step) in bid.steps.iter().enumerate() {
+                let x = flat[self.layout.at(p, s)];
+                let q = step.quantity.0;
+                let limit = i128::from(step.price.0) * FINE;
+                // Reduced profit of one more kWh for the bidder.
+                let r = match bid.side {
+                    Side::Sell => local - limit,
+                    Side::Buy => limit - local,
+                };
+                let bad = (x > 0 && r < -tau) || (x < q && r > tau);
+                if bad {
+                    return Some(mismatch(
+                        format!("award of bid {id:?} step {s}"),
+                        format!("{} of {}", Quantity(x), step.quantity),
+                        format!(
+                            "{} at limit price {} where the clearing price is {}",
+                            if r > 0 { "all" } else { "nothing" },
+                            step.price,
+                            fine_label(local)
+                        ),
+                    ));
+                }
+            }
+        }
+        for (k, l) in self.lines.iter().enumerate() {
+            let g = zone_price[l.to] - zone_price[l.from] - line_offset[k];
+            let f = flows[k];
+            if (f < l.forward && g > tau) || (f > -l.backward && g < -tau) {
+                return Some(mismatch(
+                    format!(
+                        "tie-line flow of line {} for {}",
+                        self.input.tie_lines[l.index].id,
+                        product_label(&self.product)
+                    ),
+                    Quantity(f),
+                    format!(
+                        "at its capacity toward the dearer end (price difference {})",
+                        fine_label(g)
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
+    /// Submission-time priority among interchangeable steps (spec V23): among the steps of one
+    /// zone, side, limit price and cut coefficients that are marginal (reduced profit within
+    /// the tolerance), no step gets energy while an earlier one is not full.
+    pub fn check_priority(
+        &self,
+        flat: &[i64],
+        priced: &Priced,
+    ) -> Result<(), ClearingMismatch> {
+        type Key = (usize, Side, i64, u32);
+        type Rank = ((Timestamp, Digest), usize, usize);
+        let mut classes: BTreeMap<Key, (Option<Rank>, Option<Rank>)> = BTreeMap::new();
+        for (i, &p) in self.bids.iter().enumerate() {
+            let (id, bid) = self.input.bids[p];
+            let local = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
+            for (s, step) in bid.steps.iter().enumerate() {
+                let limit = i128::from(step.price.0) * FINE;
+                if (local - limit).abs() > self.tau {
+                    continue;
+                }
+                let x = flat[self.layout.at(p, s)];
+                let rank = (priority(&id, bid), p, s);
+                let key = (self.zone_of[i], bid.side, step.price.0, self.signature[i]);
+                let e = classes.entry(key).or_default();
+                if x > 0 && e.0.is_none_or(|r| r < rank) {
+                    e.0 = Some(rank);
+                }
+                if x < step.quantity.0 && e.1.is_none_or(|r| r > rank) {
+                    e.1 = Some(rank);
+                }
+            }
+        }
+        for (last_filled, first_open) in classes.values() {
+            if let (Some(a), Some(b)) = (last_filled, first_open) {
+                if a > b {
+                    let (id, _) = self.input.bids[a.1];
+                    let (earlier, _) = self.input.bids[b.1];
+                    return Err(mismatch(
+                        format!("award of bid {id:?} step {}", a.2),
+                        format!(
+                            "{} while bid {earlier:?}, earlier in priority at the same price, is not full",
+                            Quantity(flat[self.layout.at(a.1, a.2)])
+                        ),
+                        "equal bids filled by submission time, then id",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Equal objectives: the dual objective at the prices equals the welfare of the awards,
+    /// within the bound the tolerances allow (exactly, for a product without cuts).
+    pub fn check_objectives(
+        &self,
+        flat: &[i64],
+        mu: &[i64],
+        priced: &Priced,
+    ) -> Result<(), ClearingMismatch> {
+        let mut dual: i128 = 0;
+        let mut primal: i128 = 0;
+        let mut volume: i128 = 0;
+        for (i, &p) in self.bids.iter().enumerate() {
+            let bid = self.input.bids[p].1;
+            let local = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
+            for (s, step) in bid.steps.iter().enumerate() {
+                let x = i128::from(flat[self.layout.at(p, s)]);
+                let q = i128::from(step.quantity.0);
+                let limit = i128::from(step.price.0) * FINE;
+                let r = match bid.side {
+                    Side::Sell => local - limit,
+                    Side::Buy => limit - local,
+                };
+                dual += q * r.max(0);
+                primal += match bid.side {
+                    Side::Buy => limit * x,
+                    Side::Sell => -limit * x,
+                };
+                volume += q;
+            }
+        }
+        for (k, l) in self.lines.iter().enumerate() {
+            let g = priced.zone_price[l.to] - priced.zone_price[l.from] - priced.line_offset[k];
+            dual += i128::from(l.forward) * g.max(0) + i128::from(l.backward) * (-g).max(0);
+            volume += i128::from(l.forward) + i128::from(l.backward);
+        }
+        let mut slack_bound: i128 = 0;
+        for (k, &c) in self.cuts.iter().enumerate() {
+            let m = i128::from(mu[k]);
+            dual += m * i128::from(self.input.cuts[c].limit.0) * FINE;
+            slack_bound += m * i128::from(CUT_TOLERANCE.0) * FINE;
+        }
+        let bound = self.tau * volume + slack_bound;
+        if (dual - primal).abs() > bound {
+            return Err(mismatch(
+                format!("objective for {}", product_label(&self.product)),
+                format!(
+                    "welfare {} with dual objective {}",
+                    Money(primal / FINE),
+                    Money(dual / FINE)
+                ),
+                format!("equal within {}", Money(bound / FINE)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Everything published from the awards, flows and prices of this product: area prices,
+    /// bus prices, flows, and each bid's trade price (into `trade_price`, by input position).
+    pub fn publish(
+        &self,
+        flows: &[i64],
+        priced: &Priced,
+        trade_price: &mut [Option<Price>],
+        out: &mut ClearingOutcome,
+    ) {
+        let tick = self.tick_fine();
+        for (z_or_all, area) in self.input.areas.iter().enumerate() {
+            let z = match self.mode {
+                Mode::OneZone => 0,
+                Mode::Zonal => z_or_all,
+            };
+            out.area_prices.push(AreaPrice {
+                product: self.product,
+                area: area.id,
+                price: Price((priced.zone_price[z] / FINE) as i64),
+            });
+        }
+        for (k, l) in self.lines.iter().enumerate() {
+            out.flows.push(TieFlow {
+                product: self.product,
+                tie_line: self.input.tie_lines[l.index].id,
+                flow: Quantity(flows[k]),
+            });
+        }
+        let local = |i: usize| {
+            Price((round_to_tick(priced.zone_price[self.zone_of[i]] - priced.bid_offset[i], tick) / FINE) as i64)
+        };
+        for (i, &p) in self.bids.iter().enumerate() {
+            trade_price[p] = Some(local(i));
+        }
+        if !self.cuts.is_empty() {
+            // A bus has a price when all its bids share their zone and cut coefficients.
+            let mut buses: BTreeMap<BusId, Option<(usize, usize, u32)>> = BTreeMap::new();
+            for (i, &p) in self.bids.iter().enumerate() {
+                if let Some(b) = self.input.bids[p].1.bus {
+                    let me = (i, self.zone_of[i], self.signature[i]);
+                    buses
+                        .entry(b)
+                        .and_modify(|e| {
+                            if e.is_some_and(|(_, z, s)| (z, s) != (me.1, me.2)) {
+                                *e = None;
+                            }
+                        })
+                        .or_insert(Some(me));
+                }
+            }
+            for (bus, e) in buses {
+                if let Some((i, _, _)) = e {
+                    out.bus_prices.push(BusPrice {
+                        product: self.product,
+                        bus,
+                        price: local(i),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Rounds a fine price to the nearest multiple of `tick` (fine units), halves down.
+pub(crate) fn round_to_tick(v: i128, tick: i128) -> i128 {
+    let d = v.div_euclid(tick);
+    let r = v.rem_euclid(tick);
+    if 2 * r > tick { (d + 1) * tick } else { d * tick }
+}
+
+fn fine_label(v: i128) -> String {
+    crate::units::format_decimal(v, Price::DECIMALS + 6)
+}
+
+/// The trades of a pool rule: one per bid with energy accepted, at its location's price.
+pub(crate) fn pool_trades(
+    input: &ClearingInput<'_>,
+    layout: &Layout,
+    flat: &[i64],
+    trade_price: &[Option<Price>],
+) -> Vec<Trade> {
+    let mut out = Vec::new();
+    for (pos, (id, bid)) in input.bids.iter().enumerate() {
+        let q: i64 = (0..bid.steps.len()).map(|s| flat[layout.at(pos, s)]).sum();
+        if q > 0 {
+            out.push(Trade {
+                bid: *id,
+                participant: bid.participant,
+                side: bid.side,
+                area: bid.area,
+                bus: bid.bus,
+                product: bid.product,
+                quantity: Quantity(q),
+                price: trade_price[pos].unwrap_or(Price::ZERO),
+                counterparty: None,
+            });
+        }
+    }
+    out
+}
+
+/// Assembles a pool outcome from awards, flows and shadow prices per product, pricing each
+/// product by the canonical rule. Used by the primary after its own optimisation.
+pub(crate) fn assemble(
+    input: &ClearingInput<'_>,
+    layout: &Layout,
+    markets: &[Market<'_, '_>],
+    flat: &[i64],
+    flows: &[Vec<i64>],
+    mu: &[Vec<i64>],
+) -> Result<Cleared, ClearingError> {
+    let mut out = ClearingOutcome {
+        cut_prices: vec![Price::ZERO; if markets.iter().any(|m| m.mode == Mode::Zonal) {
+            input.cuts.len()
+        } else {
+            0
+        }],
+        ..ClearingOutcome::default()
+    };
+    let mut trade_price = vec![None; input.bids.len()];
+    for (m, market) in markets.iter().enumerate() {
+        let priced = market
+            .canonical_prices(flat, &flows[m], &mu[m])
+            .map_err(|z| {
+                ClearingError::Solver(format!(
+                    "no price of {} for {} is consistent with the solution",
+                    market.zone_name(z),
+                    product_label(&market.product)
+                ))
+            })?;
+        market.publish(&flows[m], &priced, &mut trade_price, &mut out);
+        for (k, &c) in market.cuts.iter().enumerate() {
+            out.cut_prices[c] = Price(mu[m][k]);
+        }
+    }
+    out.area_prices.sort();
+    out.bus_prices.sort();
+    out.flows.sort();
+    out.awards = awards_of(input, layout, flat);
+    out.welfare = welfare_of(input, layout, flat);
+    let trades = pool_trades(input, layout, flat, &trade_price);
+    out.congestion_rent = rent_of(&trades);
+    Ok(Cleared {
+        outcome: out,
+        trades,
+    })
+}
+
+/// Verifies a proposed pool outcome by its certificate (spec V24). `zonal` selects the zonal
+/// form (flows and cut shadow prices published) over the one-zone form.
+pub(crate) fn verify(
+    input: &ClearingInput<'_>,
+    mode: Mode,
+    proposed: &Cleared,
+) -> Result<(), VerifyError> {
+    let layout = Layout::new(input);
+    let flat = read_awards(input, &layout, &proposed.outcome.awards).map_err(VerifyError::Mismatch)?;
+    let mut markets = Vec::new();
+    for (product, bids) in by_product(input) {
+        markets.push(Market::new(input, &layout, mode, product, bids).map_err(VerifyError::Clearing)?);
+    }
+    let o = &proposed.outcome;
+    let mismatch_err = |m: ClearingMismatch| VerifyError::Mismatch(m);
+    // Published rows must cover exactly the expected keys, in canonical order.
+    let want_cut_prices = if mode == Mode::Zonal { input.cuts.len() } else { 0 };
+    if o.cut_prices.len() != want_cut_prices {
+        return Err(mismatch_err(mismatch(
+            "cut shadow prices".into(),
+            format!("{} rows", o.cut_prices.len()),
+            format!("{want_cut_prices} rows, one per cut"),
+        )));
+    }
+    let mut expected = ClearingOutcome {
+        cut_prices: vec![Price::ZERO; want_cut_prices],
+        ..ClearingOutcome::default()
+    };
+    let mut trade_price = vec![None; input.bids.len()];
+    let mut area_row = 0usize;
+    let mut flow_row = 0usize;
+    for market in &markets {
+        let label = product_label(&market.product);
+        let mut flows = Vec::with_capacity(market.lines.len());
+        let mut sorted: Vec<_> = market
+            .lines
+            .iter()
+            .map(|l| input.tie_lines[l.index].id)
+            .collect();
+        sorted.sort();
+        for l in &market.lines {
+            let id = input.tie_lines[l.index].id;
+            let row = flow_row + sorted.binary_search(&id).unwrap_or(0);
+            match o.flows.get(row) {
+                Some(f) if f.product == market.product && f.tie_line == id => flows.push(f.flow.0),
+                _ => {
+                    return Err(mismatch_err(mismatch(
+                        format!("tie-line flow {row}"),
+                        o.flows.get(row).map_or("nothing".into(), |f| format!("{f:?}")),
+                        format!("the flow of line {id} for {label}"),
+                    )));
+                }
+            }
+        }
+        flow_row += market.lines.len();
+        let mu: Vec<i64> = market.cuts.iter().map(|&c| o.cut_prices[c].0).collect();
+        market.check_feasible(&flat, &flows, &mu).map_err(mismatch_err)?;
+        // Published zone prices.
+        let mut published = vec![None::<i128>; market.zones];
+        let mut by_area: Vec<(AreaId, usize)> =
+            input.areas.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
+        by_area.sort();
+        for (k, &(area, ai)) in by_area.iter().enumerate() {
+            let row = area_row + k;
+            let Some(ap) = o.area_prices.get(row).filter(|p| p.product == market.product && p.area == area) else {
+                return Err(mismatch_err(mismatch(
+                    format!("area price {row}"),
+                    o.area_prices.get(row).map_or("nothing".into(), |p| format!("{p:?}")),
+                    format!("the price of area {area} for {label}"),
+                )));
+            };
+            let z = if mode == Mode::Zonal { ai } else { 0 };
+            let v = i128::from(ap.price.0) * FINE;
+            match published[z] {
+                Some(w) if w != v => {
+                    return Err(mismatch_err(mismatch(
+                        format!("area price of area {area} for {label}"),
+                        ap.price,
+                        format!("{} (one price for the whole market)", Price((w / FINE) as i64)),
+                    )));
+                }
+                _ => published[z] = Some(v),
+            }
+        }
+        area_row += by_area.len();
+        let published: Vec<i128> = published.into_iter().map(|p| p.unwrap_or(0)).collect();
+        let priced = match market.canonical_prices(&flat, &flows, &mu) {
+            Ok(p) => p,
+            Err(z) => {
+                return Err(mismatch_err(
+                    market
+                        .slackness_violation(&flat, &flows, &mu, &published)
+                        .unwrap_or_else(|| {
+                            mismatch(
+                                format!("area price of {} for {label}", market.zone_name(z)),
+                                fine_label(published[z]),
+                                "a price consistent with the awards and flows; there is none",
+                            )
+                        }),
+                ));
+            }
+        };
+        for z in 0..market.zones {
+            if priced.zone_price[z] != published[z] {
+                let name = match mode {
+                    Mode::OneZone => "the market".to_string(),
+                    Mode::Zonal => format!("area {}", input.areas[z].id),
+                };
+                return Err(mismatch_err(mismatch(
+                    format!("area price of {name} for {label}"),
+                    fine_label(published[z]),
+                    fine_label(priced.zone_price[z]),
+                )));
+            }
+        }
+        if let Some(v) = market.slackness_violation(&flat, &flows, &mu, &priced.zone_price) {
+            return Err(mismatch_err(v));
+        }
+        market.check_priority(&flat, &priced).map_err(mismatch_err)?;
+        market.check_objectives(&flat, &mu, &priced).map_err(mismatch_err)?;
+        for (k, &c) in market.cuts.iter().enumerate() {
+            expected.cut_prices[c] = Price(mu[k]);
+        }
+        market.publish(&flows, &priced, &mut trade_price, &mut expected);
+    }
+    expected.area_prices.sort();
+    expected.bus_prices.sort();
+    expected.flows.sort();
+    expected.welfare = welfare_of(input, &layout, &flat);
+    let trades = pool_trades(input, &layout, &flat, &trade_price);
+    expected.congestion_rent = rent_of(&trades);
+    super::compare_parts(
+        &Cleared {
+            outcome: expected,
+            trades,
+        },
+        proposed,
+        false,
+    )
+    .map_err(mismatch_err)
+}

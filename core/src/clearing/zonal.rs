@@ -1,0 +1,367 @@
+//! [`ZonalCoupling`]: areas joined by tie lines (transport model), welfare-maximising, zonal
+//! prices, negotiation cuts (spec V24-V27).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use good_lp::solvers::clarabel::clarabel;
+use good_lp::{
+    Expression, ProblemVariables, Solution, SolutionWithDual, SolverModel, Variable,
+    constraint::ConstraintReference, variable,
+};
+
+use crate::genesis::ClearingRule;
+use crate::market::Side;
+
+use super::pool::{self, CUT_TOLERANCE, Layout, Market, Mode};
+use super::{Cleared, Clearing, ClearingError, ClearingInput, VerifyError};
+
+/// Zonal market coupling: per product, the welfare-maximising acceptance of bid steps and
+/// tie-line flows subject to each area's balance, each tie line's capacity per direction and
+/// every negotiation cut, solved as a linear programme (good_lp with the pure-Rust interior
+/// point solver clarabel), then canonicalised to whole kWh and priced by the canonical price
+/// rule (spec V22) from the optimal duals.
+///
+/// Interchangeable steps (same area, side, limit price and cut coefficients) enter the
+/// programme as one variable and are filled by submission time, then id (V23). A proposal is
+/// verified by an exact integer check of its optimality certificate (V24), never by comparing
+/// floats, so every node reaches the same verdict.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ZonalCoupling;
+
+impl Clearing for ZonalCoupling {
+    fn rule(&self) -> ClearingRule {
+        ClearingRule::ZonalCoupling
+    }
+
+    fn clear(&self, input: &ClearingInput<'_>) -> Result<Cleared, ClearingError> {
+        let layout = Layout::new(input);
+        let mut flat = vec![0i64; layout.total()];
+        let mut markets = Vec::new();
+        let mut flows = Vec::new();
+        let mut mus = Vec::new();
+        for (product, bids) in pool::by_product(input) {
+            let market = Market::new(input, &layout, Mode::Zonal, product, bids)?;
+            let (f, mu) = solve(&market, &mut flat)?;
+            flows.push(f);
+            mus.push(mu);
+            markets.push(market);
+        }
+        let cleared = pool::assemble(input, &layout, &markets, &flat, &flows, &mus)?;
+        pool::verify(input, Mode::Zonal, &cleared).map_err(|e| {
+            ClearingError::Solver(format!("the canonical solution does not verify: {e}"))
+        })?;
+        Ok(cleared)
+    }
+
+    fn verify(&self, input: &ClearingInput<'_>, proposed: &Cleared) -> Result<(), VerifyError> {
+        pool::verify(input, Mode::Zonal, proposed)
+    }
+}
+
+/// Interchangeable steps: one variable of the programme.
+struct Class {
+    zone: usize,
+    side: Side,
+    /// Limit price, currency/MWh.
+    price: f64,
+    /// A bid of the class (index into the market's bids), for its cut coefficients.
+    bid: usize,
+    /// (priority, flat index, quantity) of its steps.
+    steps: Vec<((crate::units::Timestamp, crate::crypto::Digest), usize, i64)>,
+    total: i64,
+}
+
+const KWH_PER_MWH: f64 = 1000.0;
+
+/// Solves one product's programme and writes its awards into `flat`; returns the flows (kWh,
+/// per market line) and cut shadow prices (raw price units, per market cut).
+fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64>), ClearingError> {
+    let input = market.input;
+    let price_scale = crate::units::Price::SCALE as f64;
+    // Classes of interchangeable steps.
+    let mut index: BTreeMap<(usize, Side, i64, u32), usize> = BTreeMap::new();
+    let mut classes: Vec<Class> = Vec::new();
+    for (i, &p) in market.bids.iter().enumerate() {
+        let (id, bid) = input.bids[p];
+        for (s, step) in bid.steps.iter().enumerate() {
+            let key = (market.zone_of[i], bid.side, step.price.0, market.signature[i]);
+            let c = *index.entry(key).or_insert_with(|| {
+                classes.push(Class {
+                    zone: key.0,
+                    side: bid.side,
+                    price: step.price.0 as f64 / price_scale,
+                    bid: i,
+                    steps: Vec::new(),
+                    total: 0,
+                });
+                classes.len() - 1
+            });
+            classes[c]
+                .steps
+                .push((pool::priority(&id, bid), market.layout.at(p, s), step.quantity.0));
+            classes[c].total += step.quantity.0;
+        }
+    }
+    let open: Vec<usize> = (0..market.lines.len())
+        .filter(|&l| market.lines[l].forward > 0 || market.lines[l].backward > 0)
+        .collect();
+
+    // The programme: quantities in MWh, prices in currency/MWh.
+    let mut vars = ProblemVariables::new();
+    let y: Vec<Variable> = classes
+        .iter()
+        .map(|c| vars.add(variable().min(0.0).max(c.total as f64 / KWH_PER_MWH)))
+        .collect();
+    let f: Vec<Variable> = open
+        .iter()
+        .map(|&l| {
+            let line = &market.lines[l];
+            vars.add(
+                variable()
+                    .min(-(line.backward as f64) / KWH_PER_MWH)
+                    .max(line.forward as f64 / KWH_PER_MWH),
+            )
+        })
+        .collect();
+    let mut objective = Expression::with_capacity(classes.len());
+    for (c, v) in classes.iter().zip(&y) {
+        match c.side {
+            Side::Buy => objective.add_mul(c.price, *v),
+            Side::Sell => objective.add_mul(-c.price, *v),
+        }
+    }
+    let mut problem = vars.maximise(objective).using(clarabel);
+    problem
+        .settings()
+        .tol_gap_abs(1e-10)
+        .tol_gap_rel(1e-10)
+        .max_iter(500);
+    // Balance of each zone: exports minus net injection is zero; its dual is the zone price.
+    let mut balance: Vec<Expression> = (0..market.zones).map(|_| Expression::default()).collect();
+    let mut used = vec![false; market.zones];
+    for (c, v) in classes.iter().zip(&y) {
+        used[c.zone] = true;
+        match c.side {
+            Side::Sell => balance[c.zone].add_mul(-1.0, *v),
+            Side::Buy => balance[c.zone].add_mul(1.0, *v),
+        }
+    }
+    for (&l, v) in open.iter().zip(&f) {
+        let line = &market.lines[l];
+        balance[line.from].add_mul(1.0, *v);
+        balance[line.to].add_mul(-1.0, *v);
+        used[line.from] = true;
+        used[line.to] = true;
+    }
+    let balance_rows: Vec<Option<ConstraintReference>> = balance
+        .into_iter()
+        .zip(&used)
+        .map(|(e, &u)| u.then(|| problem.add_constraint(e.eq(0.0))))
+        .collect();
+    // Cuts, tightened by half the tolerance so that rounding to kWh stays within it.
+    let mut cut_rows = Vec::with_capacity(market.cuts.len());
+    for (k, &c) in market.cuts.iter().enumerate() {
+        let mut e = Expression::default();
+        let mut any = false;
+        for (cl, v) in classes.iter().zip(&y) {
+            if let Some(&(_, coef)) = market.bid_coefs[cl.bid].iter().find(|(kk, _)| *kk == k) {
+                let sign = if cl.side == Side::Sell { 1.0 } else { -1.0 };
+                e.add_mul(sign * coef as f64 / super::COEFFICIENT_SCALE as f64, *v);
+                any = true;
+            }
+        }
+        for (&l, v) in open.iter().zip(&f) {
+            if let Some(&(_, coef)) = market.line_coefs[l].iter().find(|(kk, _)| *kk == k) {
+                e.add_mul(coef as f64 / super::COEFFICIENT_SCALE as f64, *v);
+                any = true;
+            }
+        }
+        let limit = (input.cuts[c].limit.0 - CUT_TOLERANCE.0 / 2) as f64 / KWH_PER_MWH;
+        cut_rows.push(any.then(|| problem.add_constraint(e.leq(limit))));
+    }
+    let mut solution = problem
+        .solve()
+        .map_err(|e| ClearingError::Solver(format!("{}: {e}", pool::product_label(&market.product))))?;
+    let yv: Vec<f64> = y.iter().map(|v| solution.value(*v)).collect();
+    let fv: Vec<f64> = f.iter().map(|v| solution.value(*v)).collect();
+    let duals = solution.compute_dual();
+    use good_lp::DualValues;
+    let pi: Vec<f64> = balance_rows
+        .iter()
+        .map(|r| r.as_ref().map_or(0.0, |r| duals.dual(r.clone())))
+        .collect();
+    let mu_f: Vec<f64> = cut_rows
+        .iter()
+        .map(|r| r.as_ref().map_or(0.0, |r| duals.dual(r.clone()).max(0.0)))
+        .collect();
+
+    // Snap to bounds by reduced cost; what is marginal keeps its rounded value.
+    let delta = pool::cut_price_tolerance(&input.params).0 as f64 / price_scale / 4.0;
+    let offset = |coefs: &Vec<(usize, i64)>| {
+        coefs
+            .iter()
+            .map(|&(k, c)| mu_f[k] * c as f64 / super::COEFFICIENT_SCALE as f64)
+            .sum::<f64>()
+    };
+    let mut total: Vec<i64> = Vec::with_capacity(classes.len());
+    let mut marginal: Vec<bool> = Vec::with_capacity(classes.len());
+    for (c, &v) in classes.iter().zip(&yv) {
+        let local = pi[c.zone] - offset(&market.bid_coefs[c.bid]);
+        let r = match c.side {
+            Side::Sell => local - c.price,
+            Side::Buy => c.price - local,
+        };
+        let (t, m) = if r > delta {
+            (c.total, false)
+        } else if r < -delta {
+            (0, false)
+        } else {
+            ((v * KWH_PER_MWH).round().clamp(0.0, c.total as f64) as i64, true)
+        };
+        total.push(t);
+        marginal.push(m);
+    }
+    let mut flows = vec![0i64; market.lines.len()];
+    let mut free = vec![false; market.lines.len()];
+    for (&l, &v) in open.iter().zip(&fv) {
+        let line = &market.lines[l];
+        let g = pi[line.to] - pi[line.from] - offset(&market.line_coefs[l]);
+        flows[l] = if g > delta {
+            line.forward
+        } else if g < -delta {
+            -line.backward
+        } else {
+            free[l] = true;
+            ((v * KWH_PER_MWH).round() as i64).clamp(-line.backward, line.forward)
+        };
+    }
+    repair(market, &classes, &mut total, &marginal, &mut flows, &free)?;
+
+    // Fill each class by priority.
+    for (c, &t) in classes.iter_mut().zip(&total) {
+        c.steps.sort_unstable();
+        let mut left = t;
+        for &(_, at, q) in &c.steps {
+            let x = left.min(q);
+            flat[at] = x;
+            left -= x;
+        }
+    }
+    let mu = mu_f
+        .iter()
+        .map(|&m| (m * price_scale).round().max(0.0) as i64)
+        .collect();
+    Ok((flows, mu))
+}
+
+/// Makes every zone balance exactly after rounding, moving only marginal classes and free
+/// (uncongested) lines. Bounded: each step zeroes a residual or exhausts a class or a line.
+fn repair(
+    market: &Market<'_, '_>,
+    classes: &[Class],
+    total: &mut [i64],
+    marginal: &[bool],
+    flows: &mut [i64],
+    free: &[bool],
+) -> Result<(), ClearingError> {
+    let zones = market.zones;
+    let mut net = vec![0i64; zones];
+    for (c, &t) in classes.iter().zip(total.iter()) {
+        net[c.zone] += if c.side == Side::Sell { t } else { -t };
+    }
+    for (l, line) in market.lines.iter().enumerate() {
+        net[line.from] -= flows[l];
+        net[line.to] += flows[l];
+    }
+    // Room of class c to absorb an excess (sign > 0) or a deficit (sign < 0) of its zone.
+    let room = |c: usize, sign: i64, total: &[i64]| -> i64 {
+        if !marginal[c] {
+            return 0;
+        }
+        let cl = &classes[c];
+        match (cl.side, sign > 0) {
+            (Side::Sell, true) | (Side::Buy, false) => total[c],
+            (Side::Sell, false) | (Side::Buy, true) => cl.total - total[c],
+        }
+    };
+    let absorb = |c: usize, amount: i64, sign: i64, total: &mut [i64]| {
+        let cl = &classes[c];
+        match (cl.side, sign > 0) {
+            (Side::Sell, true) | (Side::Buy, false) => total[c] -= amount,
+            (Side::Sell, false) | (Side::Buy, true) => total[c] += amount,
+        }
+    };
+    let budget = 4 * (classes.len() + market.lines.len() + zones) + 16;
+    for _ in 0..budget {
+        let Some(z) = (0..zones).find(|&z| net[z] != 0) else {
+            return Ok(());
+        };
+        let sign = net[z].signum();
+        // A zone with a marginal class that has room, nearest by free lines that can move
+        // energy away from z (excess) or toward it (deficit).
+        let mut prev: Vec<Option<(usize, usize)>> = vec![None; zones];
+        let mut seen = vec![false; zones];
+        seen[z] = true;
+        let mut queue = VecDeque::from([z]);
+        let mut target = None;
+        while let Some(a) = queue.pop_front() {
+            if let Some(c) = (0..classes.len()).find(|&c| classes[c].zone == a && room(c, sign, total) > 0) {
+                target = Some((a, c));
+                break;
+            }
+            for (l, line) in market.lines.iter().enumerate() {
+                if !free[l] {
+                    continue;
+                }
+                // Moving energy along the line from a to b, in the direction the residual needs.
+                let (b, cap) = if line.from == a {
+                    (line.to, if sign > 0 { line.forward - flows[l] } else { flows[l] + line.backward })
+                } else if line.to == a {
+                    (line.from, if sign > 0 { flows[l] + line.backward } else { line.forward - flows[l] })
+                } else {
+                    continue;
+                };
+                if cap > 0 && !seen[b] {
+                    seen[b] = true;
+                    prev[b] = Some((a, l));
+                    queue.push_back(b);
+                }
+            }
+        }
+        let Some((w, c)) = target else {
+            return Err(ClearingError::Solver(format!(
+                "cannot round the solution for {} to whole kWh: {} has {} kWh left over",
+                pool::product_label(&market.product),
+                market.zone_name(z),
+                net[z]
+            )));
+        };
+        let mut amount = net[z].abs().min(room(c, sign, total));
+        let mut path = Vec::new();
+        let mut at = w;
+        while let Some((a, l)) = prev[at] {
+            path.push((a, at, l));
+            at = a;
+        }
+        for &(a, _, l) in &path {
+            let line = &market.lines[l];
+            let cap = if (line.from == a) == (sign > 0) {
+                line.forward - flows[l]
+            } else {
+                flows[l] + line.backward
+            };
+            amount = amount.min(cap);
+        }
+        // Energy moves from z toward w for an excess, from w toward z for a deficit.
+        for &(a, _, l) in &path {
+            let forward = market.lines[l].from == a;
+            flows[l] += if forward == (sign > 0) { amount } else { -amount };
+        }
+        absorb(c, amount, sign, total);
+        net[z] -= sign * amount;
+    }
+    Err(ClearingError::Solver(format!(
+        "cannot round the solution for {} to whole kWh",
+        pool::product_label(&market.product)
+    )))
+}
