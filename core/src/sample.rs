@@ -193,8 +193,6 @@ impl SampleConsortium {
     /// by all members in view 0.
     pub fn chain(&self, blocks: usize, bids_per_block: usize) -> Vec<Block> {
         let chain_id = self.genesis.chain_id();
-        let clearing = rule_for(self.genesis.clearing.rule);
-        let scheme = Ed25519::with_known_keys(self.genesis.public_keys());
         let mut committed = CommittedNonces::new();
         let mut out: Vec<Block> = Vec::with_capacity(blocks);
         let mut previous = chain_id;
@@ -206,35 +204,20 @@ impl SampleConsortium {
                 let home = who * self.members.len() / self.participants.len();
                 per_member[home].push(self.bid(who, height, (height << 32) + i as u64));
             }
-            let batches: Vec<SignedBatch> = per_member
+            let batches = per_member
                 .into_iter()
                 .enumerate()
-                .map(|(m, bids)| {
-                    let batch = BidBatch {
-                        chain_id,
-                        height,
-                        home: self.genesis.members[m].id,
-                        bids,
-                    };
-                    Signed::sign(batch, &self.members[m])
-                })
+                .map(|(m, bids)| self.batch(m, height, bids))
                 .collect();
-            let rules = ContentRules {
-                genesis: &self.genesis,
-                chain_id,
-                scheme: &scheme,
-                clearing,
-                committed: &committed,
-            };
-            let plan = BlockPlan {
-                height,
-                batches,
-                ..BlockPlan::default()
-            };
-            // The sample's own bids: their signatures are known good.
-            let body = rules
-                .build_body(plan, &mut |_, _| true)
-                .expect("the sample market clears");
+            let body = self.body(
+                BlockPlan {
+                    height,
+                    batches,
+                    ..BlockPlan::default()
+                },
+                &committed,
+                false,
+            );
             let header = BlockHeader {
                 version: BLOCK_VERSION,
                 chain_id,
@@ -254,6 +237,41 @@ impl SampleConsortium {
             out.push(block);
         }
         out
+    }
+
+    /// Member `m`'s signed batch of `bids` for `height`.
+    pub fn batch(&self, m: usize, height: u64, bids: Vec<SignedBid>) -> SignedBatch {
+        let batch = BidBatch {
+            chain_id: self.genesis.chain_id(),
+            height,
+            home: self.genesis.members[m].id,
+            bids,
+        };
+        Signed::sign(batch, &self.members[m])
+    }
+
+    /// The body a primary builds for `plan`, given the nonces committed before it. With
+    /// `check_signatures` false, bid signatures are taken as valid (the sample's own bids, when
+    /// building large benchmark chains).
+    pub fn body(
+        &self,
+        plan: BlockPlan,
+        committed: &CommittedNonces,
+        check_signatures: bool,
+    ) -> BlockBody {
+        let scheme = Ed25519::with_known_keys(self.genesis.public_keys());
+        let rules = ContentRules {
+            genesis: &self.genesis,
+            chain_id: self.genesis.chain_id(),
+            scheme: &scheme,
+            clearing: rule_for(self.genesis.clearing.rule),
+            committed,
+        };
+        rules
+            .build_body(plan, &mut |sb, key| {
+                !check_signatures || sb.verify(&scheme, key).is_ok()
+            })
+            .expect("the sample market clears")
     }
 
     /// Completes a block: fills the header's Merkle root and process digest from `body` and

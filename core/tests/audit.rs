@@ -4,7 +4,8 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use tieline_core::audit::{AuditFailure, audit_chain, audit_encoded};
-use tieline_core::block::{Block, BlockHeader, CertificateError, VoteSignature};
+use tieline_core::block::{Block, BlockHeader, CertificateError, RejectionReason, VoteSignature};
+use tieline_core::consensus::content::{BlockPlan, CommittedNonces, advance_nonces};
 use tieline_core::crypto::{Ed25519, Ed25519Signer, Signed};
 use tieline_core::encoding::Tagged;
 use tieline_core::merkle;
@@ -190,13 +191,28 @@ fn certificate_with_a_foreign_signer_is_caught() {
     );
 }
 
+/// The nonces committed by `chain[..upto]`.
+fn committed_before(chain: &[Block], upto: usize) -> CommittedNonces {
+    let mut committed = CommittedNonces::new();
+    for b in &chain[..upto] {
+        advance_nonces(&mut committed, &b.body);
+    }
+    committed
+}
+
 #[test]
 fn certificate_without_a_touched_areas_signature_is_caught() {
     let f = small();
     let s = &f.consortium;
     let mut chain = f.chain.clone();
-    // Block 2 keeps only area 1's trades, and members 2, 3 and 4 (a quorum) certify it.
-    chain[1].body.trades.retain(|t| t.area == AreaId(1));
+    // Block 2 clears only area 1's batch, and members 2, 3 and 4 (a quorum) certify it.
+    let plan = BlockPlan {
+        height: 2,
+        batches: vec![chain[1].body.process.batches[0].clone()],
+        ..BlockPlan::default()
+    };
+    chain[1].body = s.body(plan, &committed_before(&chain, 1), true);
+    assert!(chain[1].body.trades.iter().all(|t| t.area == AreaId(1)));
     reseal_from(s, &mut chain, 1, &[1, 2, 3]);
     assert_eq!(
         certificate_error(&chain, s),
@@ -237,24 +253,34 @@ fn a_view_above_zero_needs_a_valid_skip_certificate() {
     let s = &f.consortium;
     let g = &s.genesis;
     let mut chain = f.chain.clone();
-    // Block 3 proposed in view 1 by the next primary, without a certificate.
+    // Block 3 proposed in view 1 by the next primary after members 2, 3 and 4 skipped view 0;
+    // area 1 sat the view out (its member is not in the certificate).
+    let plan = BlockPlan {
+        height: 3,
+        view: 1,
+        batches: chain[2].body.process.batches.clone(),
+        skip_certificate: Some(s.skip_certificate(3, 0, &[1, 2, 3])),
+        ..BlockPlan::default()
+    };
+    chain[2].body = s.body(plan, &committed_before(&chain, 2), true);
     chain[2].header.view = 1;
     chain[2].header.primary = g.primary(3, 1);
-    chain[2].body.process.skipped = vec![g.primary(3, 0)];
-    reseal_from(s, &mut chain, 2, &ALL);
-    let err = audit_chain(g, &scheme(s), &chain).unwrap_err();
-    assert_eq!(
-        (err.height, err.reason),
-        (3, AuditFailure::MissingSkipCertificate(1))
-    );
-
-    // With a quorum of skip votes for view 0 it audits clean and counts as a fault skip.
-    chain[2].body.process.skip_certificate = Some(s.skip_certificate(3, 0, &[1, 2, 3]));
     reseal_from(s, &mut chain, 2, &ALL);
     let summary = audit_chain(g, &scheme(s), &chain).unwrap();
     assert_eq!(summary.fault_skips, 1);
+    let rejected = &chain[2].body.process.rejections;
+    assert!(!rejected.is_empty());
+    assert!(rejected.iter().all(|r| r.reason == RejectionReason::AreaUnavailable));
+    let good = chain.clone();
+
+    // Without the certificate.
+    chain[2].body.process.skip_certificate = None;
+    reseal_from(s, &mut chain, 2, &ALL);
+    let err = audit_chain(g, &scheme(s), &chain).unwrap_err();
+    assert_eq!((err.height, err.reason), (3, AuditFailure::MissingSkipCertificate(1)));
 
     // Too few skip votes.
+    let mut chain = good.clone();
     chain[2].body.process.skip_certificate = Some(s.skip_certificate(3, 0, &[1, 2]));
     reseal_from(s, &mut chain, 2, &ALL);
     let err = audit_chain(g, &scheme(s), &chain).unwrap_err();
@@ -267,7 +293,7 @@ fn a_view_above_zero_needs_a_valid_skip_certificate() {
     );
 
     // Skipped primaries not as the rotation gives.
-    chain[2].body.process.skip_certificate = Some(s.skip_certificate(3, 0, &[1, 2, 3]));
+    let mut chain = good;
     chain[2].body.process.skipped = vec![];
     reseal_from(s, &mut chain, 2, &ALL);
     let err = audit_chain(g, &scheme(s), &chain).unwrap_err();

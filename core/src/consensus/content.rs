@@ -367,11 +367,25 @@ impl ContentRules<'_> {
             let at = (0..selection.rejections.len().max(p.rejections.len()))
                 .find(|&i| selection.rejections.get(i) != p.rejections.get(i))
                 .unwrap_or(0);
-            return Err(AuditFailure::Process(format!(
-                "rejection {at}: recorded {:?}, the rules give {:?}",
-                p.rejections.get(at),
-                selection.rejections.get(at)
-            )));
+            let (expected, recorded) = (selection.rejections.get(at), p.rejections.get(at));
+            let reason = format!("recorded as {recorded:?}, the rules give {expected:?}");
+            // D20: name the bid by its place in the batches where it has one.
+            let id = expected.or(recorded).map(|r| r.bid);
+            let place = p.batches.iter().enumerate().find_map(|(bi, b)| {
+                b.body
+                    .bids
+                    .iter()
+                    .position(|sb| Some(sb.body.id()) == id)
+                    .map(|i| (bi, i))
+            });
+            return Err(match place {
+                Some((batch, index)) => AuditFailure::Bid {
+                    batch,
+                    index,
+                    reason,
+                },
+                None => AuditFailure::Process(format!("rejection {at}: {reason}")),
+            });
         }
         // D21: every trade is for a cleared bid and matches it.
         let bids: BTreeMap<Digest, &Bid> = selection.bids.iter().map(|(d, b)| (*d, *b)).collect();

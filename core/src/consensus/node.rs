@@ -443,6 +443,7 @@ impl NodeState {
             Message::Objection(o, batch) => self.on_objection(out, from, *o, batch.map(|b| *b)),
             Message::Appeal { appeal, via } => self.on_forwarded_appeal(out, from, *appeal, via),
             Message::Skip(v, locked) => self.on_skip(out, from, *v, locked.map(|p| *p)),
+            Message::ViewCertificate(cert) => self.on_view_certificate(out, from, *cert),
             Message::Decided(b) => self.on_blocks(out, from, vec![*b]),
             Message::SyncRequest { from: first } => self.on_sync_request(out, from, first),
             Message::SyncResponse(blocks) => self.on_blocks(out, from, blocks),
@@ -1246,7 +1247,17 @@ impl NodeState {
         if b.voter != from || b.chain_id != ctx.chain_id {
             return;
         }
-        if !self.current(out, from, b.height) || b.view < self.view {
+        if !self.current(out, from, b.height) {
+            return;
+        }
+        if b.view < self.view {
+            // L2: the sender lags behind in views; show it how this node got ahead.
+            if let Some(cert) = &self.justification {
+                out.push(Effect::Send {
+                    to: from,
+                    msg: Message::ViewCertificate(Box::new(cert.clone())),
+                });
+            }
             return;
         }
         let Some(key) = Self::member_key(ctx, from) else {
@@ -1275,6 +1286,20 @@ impl NodeState {
         let view = b.view;
         self.skips.entry(view).or_default().entry(from).or_insert(v);
         self.try_skip_certificate(out, view);
+    }
+
+    /// L2: a valid skip certificate for a later view moves a lagging node forward.
+    fn on_view_certificate(&mut self, out: &mut Out<'_>, from: NodeId, cert: SkipCertificate) {
+        let ctx = out.ctx;
+        if !self.current(out, from, cert.height) || cert.view < self.view {
+            return;
+        }
+        if cert
+            .verify(&ctx.genesis, ctx.chain_id, ctx.scheme.as_ref(), self.height, cert.view)
+            .is_ok()
+        {
+            self.enter_view(out, cert.view + 1, cert);
+        }
     }
 
     /// L1: a quorum of skip votes for a view moves this node to the next view.

@@ -63,6 +63,9 @@ pub enum Message {
     /// A vote to skip the primary of (height, view), sent to every member, with the proposal
     /// the voter is locked on, so the next primary can propose it again.
     Skip(Box<Signed<SkipVote>>, Option<Box<Proposal>>),
+    /// The skip certificate that opened the sender's view, sent to a node that is still
+    /// voting to skip an earlier view, so it can catch up on views.
+    ViewCertificate(Box<SkipCertificate>),
     /// A committed block, sent by the node that completed its certificate.
     Decided(Box<Block>),
     /// "Send me the committed blocks from this height on."
