@@ -270,14 +270,21 @@ fn a_view_above_zero_needs_a_valid_skip_certificate() {
     assert_eq!(summary.fault_skips, 1);
     let rejected = &chain[2].body.process.rejections;
     assert!(!rejected.is_empty());
-    assert!(rejected.iter().all(|r| r.reason == RejectionReason::AreaUnavailable));
+    assert!(
+        rejected
+            .iter()
+            .all(|r| r.reason == RejectionReason::AreaUnavailable)
+    );
     let good = chain.clone();
 
     // Without the certificate.
     chain[2].body.process.skip_certificate = None;
     reseal_from(s, &mut chain, 2, &ALL);
     let err = audit_chain(g, &scheme(s), &chain).unwrap_err();
-    assert_eq!((err.height, err.reason), (3, AuditFailure::MissingSkipCertificate(1)));
+    assert_eq!(
+        (err.height, err.reason),
+        (3, AuditFailure::MissingSkipCertificate(1))
+    );
 
     // Too few skip votes.
     let mut chain = good.clone();

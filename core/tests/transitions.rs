@@ -1,0 +1,570 @@
+//! One transition at a time: a node's state taken from an in-memory cluster at a chosen moment,
+//! given one input, and its effects checked (spec part 2).
+
+use std::sync::Arc;
+
+use tieline_core::block::{ObjectionReason, SkipVote, Vote, VoteKind};
+use tieline_core::consensus::sim::{Cluster, Event};
+use tieline_core::consensus::{
+    Context, Effect, Input, Message, NoGridModel, NodeState, Proposal, Record, SecurityCheck, Timer,
+};
+use tieline_core::crypto::Signed;
+use tieline_core::sample::SampleConsortium;
+use tieline_core::units::{NodeId, Price, Timestamp};
+
+const NOW: Timestamp = Timestamp(1_767_225_700_000);
+
+struct Rig {
+    s: SampleConsortium,
+    c: Cluster,
+}
+
+impl Rig {
+    /// Four members, every participant has bid for height 1, every gate has closed and every
+    /// batch has arrived; the primary of (1, 0) has just broadcast its proposal, which nobody
+    /// has received yet.
+    fn at_proposal() -> Rig {
+        let s = SampleConsortium::new(4, 2);
+        let open: Vec<Arc<dyn SecurityCheck>> = vec![Arc::new(NoGridModel); 4];
+        let mut c = Cluster::from_sample(&s, open);
+        c.start();
+        for i in 0..s.participants.len() {
+            c.submit(s.bid(i, 1, i as u64 + 1));
+        }
+        let proposal = |e: &Event| {
+            matches!(
+                e,
+                Event::Deliver {
+                    msg: Message::Proposal(_),
+                    ..
+                }
+            )
+        };
+        assert!(c.run_until(10_000, |c| c.events.values().any(proposal)));
+        Rig { s, c }
+    }
+
+    fn index(&self, id: NodeId) -> usize {
+        self.s
+            .genesis
+            .members
+            .iter()
+            .position(|m| m.id == id)
+            .unwrap()
+    }
+
+    fn primary(&self) -> usize {
+        self.index(self.s.genesis.primary(1, 0))
+    }
+
+    /// A verifier (not the primary) and its context and state.
+    fn verifier(&self) -> (usize, Context, NodeState) {
+        let i = (self.primary() + 1) % 4;
+        (
+            i,
+            self.c.nodes[i].ctx.clone(),
+            self.c.nodes[i].state.clone(),
+        )
+    }
+
+    fn proposal(&self) -> Proposal {
+        self.c.nodes[self.primary()]
+            .state
+            .proposal
+            .clone()
+            .expect("the primary proposed")
+    }
+
+    fn from_primary(&self, msg: Message) -> Input {
+        Input::Message {
+            from: self.s.genesis.primary(1, 0),
+            msg,
+        }
+    }
+
+    /// Re-signs a changed proposal with the primary's key.
+    fn resign(&self, mut p: Proposal) -> Proposal {
+        let mut stamp = p.stamp.body.clone();
+        stamp.block = p.header.digest();
+        p.stamp = Signed::sign(stamp, &self.s.members[self.primary()]);
+        p
+    }
+
+    fn vote(&self, kind: VoteKind, voter: usize, p: &Proposal) -> Input {
+        let (view, revision) = p.round();
+        let v = Vote {
+            kind,
+            chain_id: self.s.genesis.chain_id(),
+            height: 1,
+            view,
+            revision,
+            block: p.stamp.body.block,
+            voter: self.s.genesis.members[voter].id,
+        };
+        Input::Message {
+            from: v.voter,
+            msg: Message::Vote(Signed::sign(v, &self.s.members[voter])),
+        }
+    }
+}
+
+fn position(effects: &[Effect], f: impl Fn(&Effect) -> bool) -> Option<usize> {
+    effects.iter().position(f)
+}
+
+#[test]
+fn gate_closure_persists_then_broadcasts_the_signed_batch() {
+    let s = SampleConsortium::new(4, 2);
+    let open: Vec<Arc<dyn SecurityCheck>> = vec![Arc::new(NoGridModel); 4];
+    let mut c = Cluster::from_sample(&s, open);
+    c.start();
+    c.submit(s.bid(0, 1, 1));
+    let home = 0;
+    let ctx = c.nodes[home].ctx.clone();
+    let mut state = c.nodes[home].state.clone();
+    let effects = state.step(&ctx, NOW, Input::Timer(Timer::Gate(1)));
+    let persisted = position(&effects, |e| matches!(e, Effect::Persist(Record::Batch(_)))).unwrap();
+    let sent = position(&effects, |e| {
+        matches!(e, Effect::Broadcast(Message::Batch(_)))
+    })
+    .unwrap();
+    assert!(persisted < sent);
+    let Effect::Broadcast(Message::Batch(b)) = &effects[sent] else {
+        unreachable!()
+    };
+    assert_eq!(b.body.bids.len(), 1);
+    assert!(
+        b.verify(ctx.scheme.as_ref(), &s.genesis.members[home].public_key)
+            .is_ok()
+    );
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::SetTimer {
+            timer: Timer::View(1, 0),
+            ..
+        }
+    )));
+    assert!(state.gate_closed);
+    // A timer for another height does nothing.
+    assert!(
+        state
+            .step(&ctx, NOW, Input::Timer(Timer::Gate(7)))
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_valid_proposal_is_endorsed_after_the_vote_is_persisted() {
+    let r = Rig::at_proposal();
+    let (_, ctx, mut state) = r.verifier();
+    let p = r.proposal();
+    let effects = state.step(
+        &ctx,
+        NOW,
+        r.from_primary(Message::Proposal(Box::new(p.clone()))),
+    );
+    let persisted = position(
+        &effects,
+        |e| matches!(e, Effect::Persist(Record::Vote(v)) if v.body.kind == VoteKind::Endorse),
+    )
+    .unwrap();
+    let sent = position(
+        &effects,
+        |e| matches!(e, Effect::Broadcast(Message::Vote(v)) if v.body.kind == VoteKind::Endorse),
+    )
+    .unwrap();
+    assert!(persisted < sent, "N3: persist before send");
+    assert_eq!(state.proposal.as_ref(), Some(&p));
+    // The same proposal again changes nothing.
+    let again = state.step(&ctx, NOW, r.from_primary(Message::Proposal(Box::new(p))));
+    assert!(!again.iter().any(|e| matches!(e, Effect::Broadcast(_))));
+}
+
+#[test]
+fn a_proposal_from_a_node_that_is_not_the_primary_is_ignored() {
+    let r = Rig::at_proposal();
+    let (i, ctx, mut state) = r.verifier();
+    let mut p = r.proposal();
+    let other = (i + 1) % 4;
+    let mut stamp = p.stamp.body.clone();
+    stamp.voter = r.s.genesis.members[other].id;
+    p.stamp = Signed::sign(stamp, &r.s.members[other]);
+    let effects = state.step(
+        &ctx,
+        NOW,
+        Input::Message {
+            from: r.s.genesis.members[other].id,
+            msg: Message::Proposal(Box::new(p)),
+        },
+    );
+    assert!(effects.is_empty(), "{effects:?}");
+    assert!(state.proposal.is_none());
+}
+
+#[test]
+fn a_tampered_clearing_result_gets_an_invalid_objection_naming_it() {
+    let r = Rig::at_proposal();
+    let (_, ctx, mut state) = r.verifier();
+    let mut p = r.proposal();
+    p.body.process.clearing.outcome.area_prices[0].price =
+        Price(p.body.process.clearing.outcome.area_prices[0].price.0 + 10_000);
+    p.header.process_hash = p.body.process_hash();
+    let p = r.resign(p);
+    let effects = state.step(&ctx, NOW, r.from_primary(Message::Proposal(Box::new(p))));
+    let objection = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Send {
+                msg: Message::Objection(o, _),
+                to,
+            } => Some((o.clone(), *to)),
+            _ => None,
+        })
+        .expect("an objection to the primary");
+    assert_eq!(objection.1, r.s.genesis.primary(1, 0));
+    match &objection.0.body.reason {
+        ObjectionReason::Invalid { detail } => assert!(detail.contains("price"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast(Message::Vote(_))))
+    );
+}
+
+#[test]
+fn a_proposal_without_the_nodes_batch_gets_a_missing_batch_objection_with_the_batch() {
+    let r = Rig::at_proposal();
+    let (i, ctx, mut state) = r.verifier();
+    let me = r.s.genesis.members[i].id;
+    let mut p = r.proposal();
+    p.body.process.batches.retain(|b| b.body.home != me);
+    let plan = tieline_core::consensus::content::BlockPlan {
+        height: 1,
+        batches: p.body.process.batches.clone(),
+        ..Default::default()
+    };
+    p.body = r.s.body(plan, &Default::default(), true);
+    p.header.trades_root = p.body.trades_root();
+    p.header.process_hash = p.body.process_hash();
+    let p = r.resign(p);
+    let effects = state.step(&ctx, NOW, r.from_primary(Message::Proposal(Box::new(p))));
+    let (o, batch) = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Send {
+                msg: Message::Objection(o, b),
+                ..
+            } => Some((o.clone(), b.clone())),
+            _ => None,
+        })
+        .expect("an objection");
+    let batch = batch.expect("the objection carries the batch");
+    assert_eq!(batch.body.home, me);
+    assert!(
+        matches!(o.body.reason, ObjectionReason::MissingBatch { batch: d } if d == batch.body_digest())
+    );
+}
+
+#[test]
+fn an_endorsement_quorum_locks_and_a_commit_quorum_decides() {
+    let r = Rig::at_proposal();
+    let (i, ctx, mut state) = r.verifier();
+    let p = r.proposal();
+    state.step(
+        &ctx,
+        NOW,
+        r.from_primary(Message::Proposal(Box::new(p.clone()))),
+    );
+    let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
+    // Two of four endorsements: below the quorum of three.
+    state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[0], &p));
+    assert!(state.lock.is_none());
+    // Three: a quorum, but the block touches every area, and one area's node has not
+    // endorsed it yet (D12, the joint signatures).
+    state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[1], &p));
+    assert!(state.lock.is_none());
+    // All four: locked (persisted with its proposal) before the commit vote goes out.
+    let e2 = state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[2], &p));
+    let locked = position(&e2, |e| matches!(e, Effect::Persist(Record::Lock(..)))).unwrap();
+    let commit = position(
+        &e2,
+        |e| matches!(e, Effect::Broadcast(Message::Vote(v)) if v.body.kind == VoteKind::Commit),
+    )
+    .unwrap();
+    assert!(locked < commit);
+    assert_eq!(
+        state.lock.as_ref().unwrap().certificate.block,
+        p.stamp.body.block
+    );
+    // Commits from all others complete the commit certificate: decided, height 2 opens.
+    state.step(&ctx, NOW, r.vote(VoteKind::Commit, others[0], &p));
+    state.step(&ctx, NOW, r.vote(VoteKind::Commit, others[1], &p));
+    assert_eq!(state.height, 1);
+    let e3 = state.step(&ctx, NOW, r.vote(VoteKind::Commit, others[2], &p));
+    let decided = e3.iter().find_map(|e| match e {
+        Effect::Decide(b) => Some(b.clone()),
+        _ => None,
+    });
+    let b = decided.expect("decided");
+    assert_eq!(b.digest(), p.stamp.body.block);
+    assert_eq!(b.certificate.signatures.len(), 4);
+    assert_eq!(state.height, 2);
+    assert!(e3.iter().any(|e| matches!(
+        e,
+        Effect::SetTimer {
+            timer: Timer::Gate(2),
+            ..
+        }
+    )));
+    assert!(e3.iter().any(|e| matches!(e, Effect::Prune { below: 2 })));
+}
+
+#[test]
+fn a_vote_with_a_bad_signature_or_from_another_voter_is_ignored() {
+    let r = Rig::at_proposal();
+    let (i, ctx, mut state) = r.verifier();
+    let p = r.proposal();
+    state.step(
+        &ctx,
+        NOW,
+        r.from_primary(Message::Proposal(Box::new(p.clone()))),
+    );
+    let j = (i + 2) % 4;
+    let Input::Message {
+        msg: Message::Vote(mut v),
+        from,
+    } = r.vote(VoteKind::Endorse, j, &p)
+    else {
+        unreachable!()
+    };
+    v.signature.0[0] ^= 1;
+    let before = state.votes.clone();
+    state.step(
+        &ctx,
+        NOW,
+        Input::Message {
+            from,
+            msg: Message::Vote(v.clone()),
+        },
+    );
+    assert_eq!(state.votes, before);
+    // Relayed by someone else than the voter.
+    let Input::Message {
+        msg: Message::Vote(good),
+        ..
+    } = r.vote(VoteKind::Endorse, j, &p)
+    else {
+        unreachable!()
+    };
+    state.step(
+        &ctx,
+        NOW,
+        Input::Message {
+            from: r.s.genesis.members[(j + 1) % 4].id,
+            msg: Message::Vote(good),
+        },
+    );
+    assert_eq!(state.votes, before);
+}
+
+#[test]
+fn skip_votes_form_a_certificate_that_opens_the_next_view() {
+    let r = Rig::at_proposal();
+    let (i, ctx, mut state) = r.verifier();
+    let effects = state.step(&ctx, NOW, Input::Timer(Timer::View(1, 0)));
+    let persisted = position(&effects, |e| matches!(e, Effect::Persist(Record::Skip(_)))).unwrap();
+    let sent = position(&effects, |e| {
+        matches!(e, Effect::Broadcast(Message::Skip(..)))
+    })
+    .unwrap();
+    assert!(persisted < sent);
+    let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
+    let skip = |j: usize| {
+        let v = SkipVote {
+            chain_id: r.s.genesis.chain_id(),
+            height: 1,
+            view: 0,
+            voter: r.s.genesis.members[j].id,
+            lock: None,
+        };
+        Input::Message {
+            from: v.voter,
+            msg: Message::Skip(Box::new(Signed::sign(v, &r.s.members[j])), None),
+        }
+    };
+    state.step(&ctx, NOW, skip(others[0]));
+    assert_eq!(state.view, 0);
+    let effects = state.step(&ctx, NOW, skip(others[1]));
+    assert_eq!(state.view, 1);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Persist(Record::SkipCertificate(c)) if c.view == 0 && c.votes.len() == 3)));
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::SetTimer {
+            timer: Timer::View(1, 1),
+            ..
+        }
+    )));
+    // Having voted to skip view 0, the node never endorses in it.
+    let late = state.step(
+        &ctx,
+        NOW,
+        r.from_primary(Message::Proposal(Box::new(r.proposal()))),
+    );
+    assert!(
+        !late
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast(Message::Vote(_))))
+    );
+
+    // A node still voting to skip view 0 is sent the certificate, and catches up with it.
+    let lagging = others[2];
+    let v = SkipVote {
+        chain_id: r.s.genesis.chain_id(),
+        height: 1,
+        view: 0,
+        voter: r.s.genesis.members[lagging].id,
+        lock: None,
+    };
+    let effects = state.step(
+        &ctx,
+        NOW,
+        Input::Message {
+            from: v.voter,
+            msg: Message::Skip(Box::new(Signed::sign(v, &r.s.members[lagging])), None),
+        },
+    );
+    let cert = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Send {
+                msg: Message::ViewCertificate(c),
+                ..
+            } => Some(c.clone()),
+            _ => None,
+        })
+        .expect("the view certificate");
+    let mut behind = r.c.nodes[lagging].state.clone();
+    let lctx = r.c.nodes[lagging].ctx.clone();
+    behind.step(
+        &lctx,
+        NOW,
+        Input::Message {
+            from: r.s.genesis.members[i].id,
+            msg: Message::ViewCertificate(cert),
+        },
+    );
+    assert_eq!(behind.view, 1);
+}
+
+#[test]
+fn sync_requests_are_served_and_only_valid_blocks_are_decided() {
+    let r = Rig::at_proposal();
+    let mut c = r.c;
+    assert!(c.run_until(50_000, |c| {
+        c.nodes.iter().all(|n| !n.store.blocks.is_empty())
+    }));
+    let block = c.nodes[0].store.blocks[0].clone();
+    let ctx = c.nodes[1].ctx.clone();
+    let mut ahead = c.nodes[1].state.clone();
+    let effects = ahead.step(
+        &ctx,
+        NOW,
+        Input::Message {
+            from: NodeId(1),
+            msg: Message::SyncRequest { from: 1 },
+        },
+    );
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::ServeBlocks {
+            to: NodeId(1),
+            from: 1,
+            to_height: 1
+        }
+    )));
+
+    // A node that saw nothing of height 1 catches up from the committed block.
+    let fresh_ctx = c.nodes[2].ctx.clone();
+    let mut fresh = NodeState::new();
+    let mut forged = block.clone();
+    forged.body.trades[0].quantity.0 += 1;
+    let none = fresh.step(
+        &fresh_ctx,
+        NOW,
+        Input::Message {
+            from: NodeId(1),
+            msg: Message::SyncResponse(vec![forged]),
+        },
+    );
+    assert!(!none.iter().any(|e| matches!(e, Effect::Decide(_))));
+    assert_eq!(fresh.height, 1);
+    let effects = fresh.step(
+        &fresh_ctx,
+        NOW,
+        Input::Message {
+            from: NodeId(1),
+            msg: Message::SyncResponse(vec![block.clone()]),
+        },
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Decide(b) if b.digest() == block.digest()))
+    );
+    assert_eq!(fresh.height, 2);
+    // A message for a later height makes a node ask for the blocks it lacks.
+    let mut behind = NodeState::new();
+    let batch = c.nodes[0].state.batches.values().next().cloned();
+    if let Some(b) = batch {
+        let from = b.body.home;
+        let effects = behind.step(
+            &fresh_ctx,
+            NOW,
+            Input::Message {
+                from,
+                msg: Message::Batch(b),
+            },
+        );
+        assert!(effects.iter().any(|e| matches!(
+            e,
+            Effect::Send {
+                msg: Message::SyncRequest { from: 1 },
+                ..
+            }
+        )));
+    }
+}
+
+#[test]
+fn restore_rebuilds_pool_votes_lock_and_view_from_the_log() {
+    let r = Rig::at_proposal();
+    let (i, ctx, mut state) = r.verifier();
+    let p = r.proposal();
+    let mut log: Vec<Record> = r.c.nodes[i].store.records.clone();
+    let run = |state: &mut NodeState, input: Input, log: &mut Vec<Record>| {
+        for e in state.step(&ctx, NOW, input) {
+            if let Effect::Persist(rec) = e {
+                log.push(rec);
+            }
+        }
+    };
+    run(
+        &mut state,
+        r.from_primary(Message::Proposal(Box::new(p.clone()))),
+        &mut log,
+    );
+    let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
+    for &j in &others {
+        run(&mut state, r.vote(VoteKind::Endorse, j, &p), &mut log);
+    }
+    assert!(state.lock.is_some());
+    let restored = NodeState::restore(&ctx, [], log);
+    assert_eq!(restored.lock, state.lock);
+    assert_eq!(restored.voted, state.voted);
+    assert_eq!(restored.pool, state.pool);
+    assert_eq!(restored.batches, state.batches);
+    assert!(restored.gate_closed);
+    assert_eq!(restored.height, 1);
+}
