@@ -532,8 +532,8 @@ impl<'i, 'a> Market<'i, 'a> {
     }
 
     /// The canonical prices (spec V22): the midpoint of the lowest and the highest price
-    /// vectors consistent with the awards, flows and cut shadow prices, rounded down to the
-    /// tick. `Err(zone)` if no price vector is consistent (the awards are not optimal).
+    /// vectors consistent with the awards, flows and cut shadow prices, rounded to the nearest
+    /// tick, halves down. `Err(zone)` if no price vector is consistent (the awards are not optimal).
     pub fn canonical_prices(
         &self,
         flat: &[i64],
@@ -618,8 +618,9 @@ impl<'i, 'a> Market<'i, 'a> {
             return Err(z);
         }
         let tick = self.tick_fine();
+        // Without cuts the midpoint is a multiple of half a tick, and this rounds it down.
         let zone_price = (0..self.zones)
-            .map(|z| (low[z] + high[z]).div_euclid(2 * tick) * tick)
+            .map(|z| round_to_tick(low[z] + high[z], 2 * tick) / 2)
             .collect();
         Ok(Priced {
             zone_price,
