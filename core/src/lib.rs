@@ -14,6 +14,7 @@ pub mod clearing;
 pub mod crypto;
 pub mod encoding;
 pub mod genesis;
+pub mod grid;
 pub mod market;
 pub mod merkle;
 pub mod sample;
