@@ -353,3 +353,25 @@ fn rule_for_picks_each_rule() {
         assert_eq!(rule_for(rule).rule(), rule);
     }
 }
+
+#[test]
+fn products_clear_independently() {
+    let mut book = Book::new(ClearingRule::UniformPrice, 1);
+    book.bid(1, Sell, &[("20", "10")], 1);
+    book.bid(1, Buy, &[("30", "10")], 1);
+    book.bid(1, Sell, &[("40", "10")], 1);
+    book.bid(1, Buy, &[("50", "4")], 1);
+    // The last two bids are for the next hour.
+    for b in &mut book.bids[2..] {
+        b.product.delivery_start.0 += 3_600_000;
+    }
+    for rule in [&UniformPrice as &dyn Clearing, &ZonalCoupling] {
+        let c = rule.clear(&book.input()).unwrap();
+        let prices: Vec<Price> = c.outcome.area_prices.iter().map(|a| a.price).collect();
+        assert_eq!(prices, vec![p("25"), p("40")]);
+        let q_of = |i: usize| award(&c, book.bids[i].id(), 0);
+        assert_eq!([q_of(0), q_of(1), q_of(2), q_of(3)], [q("10"), q("10"), q("4"), q("4")]);
+        assert_eq!(c.outcome.welfare, money("140"));
+        assert_eq!(rule.verify(&book.input(), &c), Ok(()));
+    }
+}
