@@ -208,6 +208,23 @@ pub(crate) struct Line {
     pub backward: i64,
 }
 
+/// One bid step of a market, laid out flat so that the checks read memory in order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Row {
+    /// Index into the flat per-step arrays.
+    pub flat: usize,
+    /// Limit price, raw units.
+    pub price: i64,
+    /// Step quantity, kWh.
+    pub quantity: i64,
+    /// Index into the market's bids.
+    pub bid: u32,
+    /// The step's index in its bid.
+    pub step: u16,
+    /// Whether the bid sells.
+    pub sell: bool,
+}
+
 /// One product's pool: its bids, zones, lines and cuts.
 #[derive(Debug)]
 pub(crate) struct Market<'i, 'a> {
@@ -217,6 +234,8 @@ pub(crate) struct Market<'i, 'a> {
     pub product: Product,
     /// Positions of the product's bids in the input, in input order.
     pub bids: Vec<usize>,
+    /// Every step of those bids, in bid order, then step order.
+    pub rows: Vec<Row>,
     /// The zone of each of `bids`.
     pub zone_of: Vec<usize>,
     /// The number of zones.
@@ -343,15 +362,25 @@ impl<'i, 'a> Market<'i, 'a> {
             })
             .collect();
         let params = &input.params;
-        let (tau, clip) = if cuts.is_empty() {
-            let mut lo = i64::MAX;
-            let mut hi = i64::MIN;
-            for &p in &bids {
-                for s in &input.bids[p].1.steps {
-                    lo = lo.min(s.price.0);
-                    hi = hi.max(s.price.0);
-                }
+        let mut rows = Vec::with_capacity(bids.len());
+        let mut lo = i64::MAX;
+        let mut hi = i64::MIN;
+        for (i, &p) in bids.iter().enumerate() {
+            let bid = input.bids[p].1;
+            for (s, step) in bid.steps.iter().enumerate() {
+                lo = lo.min(step.price.0);
+                hi = hi.max(step.price.0);
+                rows.push(Row {
+                    flat: layout.at(p, s),
+                    price: step.price.0,
+                    quantity: step.quantity.0,
+                    bid: i as u32,
+                    step: s as u16,
+                    sell: bid.side == Side::Sell,
+                });
             }
+        }
+        let (tau, clip) = if cuts.is_empty() {
             (0, (i128::from(lo) * FINE, i128::from(hi) * FINE))
         } else {
             (
@@ -368,6 +397,7 @@ impl<'i, 'a> Market<'i, 'a> {
             mode,
             product,
             bids,
+            rows,
             zone_of,
             zones,
             lines,
@@ -410,42 +440,51 @@ impl<'i, 'a> Market<'i, 'a> {
     /// Net injection per zone (sales minus purchases), kWh.
     fn injections(&self, flat: &[i64]) -> Vec<i128> {
         let mut inj = vec![0i128; self.zones];
-        for (i, &p) in self.bids.iter().enumerate() {
-            let bid = self.input.bids[p].1;
-            let total: i128 = (0..bid.steps.len())
-                .map(|s| i128::from(flat[self.layout.at(p, s)]))
-                .sum();
-            match bid.side {
-                Side::Sell => inj[self.zone_of[i]] += total,
-                Side::Buy => inj[self.zone_of[i]] -= total,
-            }
+        for r in &self.rows {
+            let x = i128::from(flat[r.flat]);
+            inj[self.zone_of[r.bid as usize]] += if r.sell { x } else { -x };
         }
         inj
     }
 
-    /// A bid's net injection (kWh).
-    fn bid_injection(&self, i: usize, flat: &[i64]) -> i128 {
-        let p = self.bids[i];
-        let bid = self.input.bids[p].1;
-        let total: i128 = (0..bid.steps.len())
-            .map(|s| i128::from(flat[self.layout.at(p, s)]))
-            .sum();
-        match bid.side {
-            Side::Sell => total,
-            Side::Buy => -total,
+    /// Each bid's net injection (kWh).
+    fn bid_injections(&self, flat: &[i64]) -> Vec<i128> {
+        let mut inj = vec![0i128; self.bids.len()];
+        for r in &self.rows {
+            let x = i128::from(flat[r.flat]);
+            inj[r.bid as usize] += if r.sell { x } else { -x };
         }
+        inj
+    }
+
+    /// Adds each bid's accepted kWh to `totals` (by input position).
+    pub fn add_totals(&self, flat: &[i64], totals: &mut [i64]) {
+        for r in &self.rows {
+            totals[self.bids[r.bid as usize]] += flat[r.flat];
+        }
+    }
+
+    /// Welfare of the market's awards, raw money units.
+    pub fn welfare(&self, flat: &[i64]) -> i128 {
+        self.rows
+            .iter()
+            .map(|r| {
+                let v = i128::from(r.price) * i128::from(flat[r.flat]);
+                if r.sell { -v } else { v }
+            })
+            .sum()
     }
 
     /// Each cut's left-hand side in millionths of a kWh.
     pub fn cut_sides(&self, flat: &[i64], flows: &[i64]) -> Vec<i128> {
         let mut lhs = vec![0i128; self.cuts.len()];
+        if self.cuts.is_empty() {
+            return lhs;
+        }
+        let inj = self.bid_injections(flat);
         for (i, coefs) in self.bid_coefs.iter().enumerate() {
-            if coefs.is_empty() {
-                continue;
-            }
-            let x = self.bid_injection(i, flat);
             for &(k, c) in coefs {
-                lhs[k] += i128::from(c) * x;
+                lhs[k] += i128::from(c) * inj[i];
             }
         }
         for (l, coefs) in self.line_coefs.iter().enumerate() {
@@ -545,24 +584,22 @@ impl<'i, 'a> Market<'i, 'a> {
         let mut lo = vec![clip_lo; self.zones];
         let mut hi = vec![clip_hi; self.zones];
         let tau = self.tau;
-        for (i, &p) in self.bids.iter().enumerate() {
-            let bid = self.input.bids[p].1;
+        for r in &self.rows {
+            let i = r.bid as usize;
             let z = self.zone_of[i];
-            for (s, step) in bid.steps.iter().enumerate() {
-                let x = flat[self.layout.at(p, s)];
-                let q = step.quantity.0;
-                // The location's price is the zone price minus the offset.
-                let at = i128::from(step.price.0) * FINE + bid_offset[i];
-                let (floor, ceil) = match bid.side {
-                    Side::Sell => (x > 0, x < q),
-                    Side::Buy => (x < q, x > 0),
-                };
-                if floor {
-                    lo[z] = lo[z].max(at - tau);
-                }
-                if ceil {
-                    hi[z] = hi[z].min(at + tau);
-                }
+            let x = flat[r.flat];
+            // The location's price is the zone price minus the offset.
+            let at = i128::from(r.price) * FINE + bid_offset[i];
+            let (floor, ceil) = if r.sell {
+                (x > 0, x < r.quantity)
+            } else {
+                (x < r.quantity, x > 0)
+            };
+            if floor && at - tau > lo[z] {
+                lo[z] = at - tau;
+            }
+            if ceil && at + tau < hi[z] {
+                hi[z] = at + tau;
             }
         }
         // Line constraints: lower <= price[to] - price[from] <= upper.
@@ -640,31 +677,26 @@ impl<'i, 'a> Market<'i, 'a> {
     ) -> Option<ClearingMismatch> {
         let (bid_offset, line_offset) = self.offsets(mu);
         let tau = self.tau;
-        for (i, &p) in self.bids.iter().enumerate() {
-            let (id, bid) = self.input.bids[p];
+        for row in &self.rows {
+            let i = row.bid as usize;
             let local = zone_price[self.zone_of[i]] - bid_offset[i];
-            for (s, step) in bid.steps.iter().enumerate() {
-                let x = flat[self.layout.at(p, s)];
-                let q = step.quantity.0;
-                let limit = i128::from(step.price.0) * FINE;
-                // Reduced profit of one more kWh for the bidder.
-                let r = match bid.side {
-                    Side::Sell => local - limit,
-                    Side::Buy => limit - local,
-                };
-                let bad = (x > 0 && r < -tau) || (x < q && r > tau);
-                if bad {
-                    return Some(mismatch(
-                        format!("award of bid {id:?} step {s}"),
-                        format!("{} of {}", Quantity(x), step.quantity),
-                        format!(
-                            "{} at limit price {} where the clearing price is {}",
-                            if r > 0 { "all" } else { "nothing" },
-                            step.price,
-                            fine_label(local)
-                        ),
-                    ));
-                }
+            let x = flat[row.flat];
+            let limit = i128::from(row.price) * FINE;
+            // Reduced profit of one more kWh for the bidder.
+            let r = if row.sell { local - limit } else { limit - local };
+            let bad = (x > 0 && r < -tau) || (x < row.quantity && r > tau);
+            if bad {
+                let id = self.input.bids[self.bids[i]].0;
+                return Some(mismatch(
+                    format!("award of bid {id:?} step {}", row.step),
+                    format!("{} of {}", Quantity(x), Quantity(row.quantity)),
+                    format!(
+                        "{} at limit price {} where the clearing price is {}",
+                        if r > 0 { "all" } else { "nothing" },
+                        Price(row.price),
+                        fine_label(local)
+                    ),
+                ));
             }
         }
         for (k, l) in self.lines.iter().enumerate() {
@@ -699,24 +731,25 @@ impl<'i, 'a> Market<'i, 'a> {
         type Key = (usize, Side, i64, u32);
         type Rank = ((Timestamp, Digest), usize, usize);
         let mut classes: BTreeMap<Key, (Option<Rank>, Option<Rank>)> = BTreeMap::new();
-        for (i, &p) in self.bids.iter().enumerate() {
-            let (id, bid) = self.input.bids[p];
+        for row in &self.rows {
+            let i = row.bid as usize;
             let local = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
-            for (s, step) in bid.steps.iter().enumerate() {
-                let limit = i128::from(step.price.0) * FINE;
-                if (local - limit).abs() > self.tau {
-                    continue;
-                }
-                let x = flat[self.layout.at(p, s)];
-                let rank = (priority(&id, bid), p, s);
-                let key = (self.zone_of[i], bid.side, step.price.0, self.signature[i]);
-                let e = classes.entry(key).or_default();
-                if x > 0 && e.0.is_none_or(|r| r < rank) {
-                    e.0 = Some(rank);
-                }
-                if x < step.quantity.0 && e.1.is_none_or(|r| r > rank) {
-                    e.1 = Some(rank);
-                }
+            let limit = i128::from(row.price) * FINE;
+            if (local - limit).abs() > self.tau {
+                continue;
+            }
+            let p = self.bids[i];
+            let (id, bid) = self.input.bids[p];
+            let s = usize::from(row.step);
+            let x = flat[row.flat];
+            let rank = (priority(&id, bid), p, s);
+            let key = (self.zone_of[i], bid.side, row.price, self.signature[i]);
+            let e = classes.entry(key).or_default();
+            if x > 0 && e.0.is_none_or(|r| r < rank) {
+                e.0 = Some(rank);
+            }
+            if x < row.quantity && e.1.is_none_or(|r| r > rank) {
+                e.1 = Some(rank);
             }
         }
         for (last_filled, first_open) in classes.values() {
@@ -749,24 +782,16 @@ impl<'i, 'a> Market<'i, 'a> {
         let mut dual: i128 = 0;
         let mut primal: i128 = 0;
         let mut volume: i128 = 0;
-        for (i, &p) in self.bids.iter().enumerate() {
-            let bid = self.input.bids[p].1;
+        for row in &self.rows {
+            let i = row.bid as usize;
             let local = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
-            for (s, step) in bid.steps.iter().enumerate() {
-                let x = i128::from(flat[self.layout.at(p, s)]);
-                let q = i128::from(step.quantity.0);
-                let limit = i128::from(step.price.0) * FINE;
-                let r = match bid.side {
-                    Side::Sell => local - limit,
-                    Side::Buy => limit - local,
-                };
-                dual += q * r.max(0);
-                primal += match bid.side {
-                    Side::Buy => limit * x,
-                    Side::Sell => -limit * x,
-                };
-                volume += q;
-            }
+            let x = i128::from(flat[row.flat]);
+            let q = i128::from(row.quantity);
+            let limit = i128::from(row.price) * FINE;
+            let r = if row.sell { local - limit } else { limit - local };
+            dual += q * r.max(0);
+            primal += if row.sell { -limit * x } else { limit * x };
+            volume += q;
         }
         for (k, l) in self.lines.iter().enumerate() {
             let g = priced.zone_price[l.to] - priced.zone_price[l.from] - priced.line_offset[k];
@@ -871,16 +896,22 @@ fn fine_label(v: i128) -> String {
 /// The trades of a pool rule: one per bid with energy accepted, at its location's price.
 pub(crate) fn pool_trades(
     input: &ClearingInput<'_>,
-    layout: &Layout,
+    markets: &[Market<'_, '_>],
     flat: &[i64],
     trade_price: &[Option<Price>],
-) -> Vec<Trade> {
+) -> (Vec<Trade>, Money) {
+    let mut totals = vec![0i64; input.bids.len()];
+    let mut welfare = 0i128;
+    for m in markets {
+        m.add_totals(flat, &mut totals);
+        welfare += m.welfare(flat);
+    }
     let mut out = Vec::new();
-    for (pos, (id, bid)) in input.bids.iter().enumerate() {
-        let q: i64 = (0..bid.steps.len()).map(|s| flat[layout.at(pos, s)]).sum();
+    for (pos, &q) in totals.iter().enumerate() {
         if q > 0 {
+            let (id, bid) = input.bids[pos];
             out.push(Trade {
-                bid: *id,
+                bid: id,
                 participant: bid.participant,
                 side: bid.side,
                 area: bid.area,
@@ -892,7 +923,7 @@ pub(crate) fn pool_trades(
             });
         }
     }
-    out
+    (out, Money(welfare))
 }
 
 /// Assembles a pool outcome from awards, flows and shadow prices per product, pricing each
@@ -933,8 +964,8 @@ pub(crate) fn assemble(
     out.bus_prices.sort();
     out.flows.sort();
     out.awards = awards_of(input, layout, flat);
-    out.welfare = welfare_of(input, layout, flat);
-    let trades = pool_trades(input, layout, flat, &trade_price);
+    let (trades, welfare) = pool_trades(input, markets, flat, &trade_price);
+    out.welfare = welfare;
     out.congestion_rent = rent_of(&trades);
     Ok(Cleared {
         outcome: out,
@@ -1070,8 +1101,8 @@ pub(crate) fn verify(
     expected.area_prices.sort();
     expected.bus_prices.sort();
     expected.flows.sort();
-    expected.welfare = welfare_of(input, &layout, &flat);
-    let trades = pool_trades(input, &layout, &flat, &trade_price);
+    let (trades, welfare) = pool_trades(input, &markets, &flat, &trade_price);
+    expected.welfare = welfare;
     expected.congestion_rent = rent_of(&trades);
     super::compare_parts(
         &Cleared {
