@@ -44,15 +44,27 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    pub(crate) fn new(input: &ClearingInput<'_>) -> Self {
+    /// The layout of the input's steps, and the positions of its bids grouped by product
+    /// (each product clears on its own), in one pass over the bids.
+    pub(crate) fn new(input: &ClearingInput<'_>) -> (Self, BTreeMap<Product, Vec<usize>>) {
         let mut offsets = Vec::with_capacity(input.bids.len() + 1);
+        let mut products: BTreeMap<Product, Vec<usize>> = BTreeMap::new();
         let mut at = 0;
-        for (_, b) in &input.bids {
+        for (i, (_, b)) in input.bids.iter().enumerate() {
             offsets.push(at);
             at += b.steps.len();
+            match products.last_entry() {
+                Some(mut e) if *e.key() == b.product => e.get_mut().push(i),
+                _ => products.entry(b.product).or_default().push(i),
+            }
         }
         offsets.push(at);
-        Self { offsets }
+        (Self { offsets }, products)
+    }
+
+    /// The number of steps of the bid at `pos`.
+    pub(crate) fn steps(&self, pos: usize) -> usize {
+        self.offsets[pos + 1] - self.offsets[pos]
     }
 
     /// The flat index of `step` of the bid at `pos`.
@@ -64,15 +76,6 @@ impl Layout {
     pub(crate) fn total(&self) -> usize {
         self.offsets[self.offsets.len() - 1]
     }
-}
-
-/// The positions of the input's bids, grouped by product (each product clears on its own).
-pub(crate) fn by_product(input: &ClearingInput<'_>) -> BTreeMap<Product, Vec<usize>> {
-    let mut out: BTreeMap<Product, Vec<usize>> = BTreeMap::new();
-    for (i, (_, b)) in input.bids.iter().enumerate() {
-        out.entry(b.product).or_default().push(i);
-    }
-    out
 }
 
 /// A bid's priority among equals: earlier submission first, then the smaller id.
@@ -94,7 +97,8 @@ fn mismatch(item: String, proposed: impl ToString, expected: impl ToString) -> C
 }
 
 /// Reads the proposed awards into a flat per-step array, checking that they follow the input's
-/// canonical order (bid order, then step), name existing steps and stay within them.
+/// canonical order (bid order, then step), name existing steps and are positive. That they
+/// stay within their steps is checked with the market ([`Market::check_feasible`]).
 pub(crate) fn read_awards(
     input: &ClearingInput<'_>,
     layout: &Layout,
@@ -109,27 +113,27 @@ pub(crate) fn read_awards(
             pos += 1;
             next_step = 0;
         }
-        let Some((_, bid)) = input.bids.get(pos) else {
+        if pos >= input.bids.len() {
             return Err(mismatch(
                 item(),
                 "an award out of the bids' canonical order or for no included bid",
                 "awards in bid order, then step order, one per step",
             ));
-        };
+        }
         let s = usize::from(a.step);
-        if s < next_step || s >= bid.steps.len() {
+        let n = layout.steps(pos);
+        if s < next_step || s >= n {
             return Err(mismatch(
                 item(),
                 format!("step {s}"),
-                format!("a step of the bid after step {next_step}, below {}", bid.steps.len()),
+                format!("a step of the bid after step {next_step}, below {n}"),
             ));
         }
-        let q = bid.steps[s].quantity;
-        if a.quantity <= Quantity::ZERO || a.quantity > q {
+        if a.quantity <= Quantity::ZERO {
             return Err(mismatch(
                 item(),
                 format!("quantity {}", a.quantity),
-                format!("above 0 and at most the step's {q}"),
+                "above 0",
             ));
         }
         flat[layout.at(pos, s)] = a.quantity.0;
@@ -425,6 +429,9 @@ impl<'i, 'a> Market<'i, 'a> {
     /// The offsets of bids and lines from their zone prices under cut shadow prices `mu` (raw
     /// price units, one per cut of the market).
     pub fn offsets(&self, mu: &[i64]) -> (Vec<i128>, Vec<i128>) {
+        if self.cuts.is_empty() {
+            return (vec![0; self.bids.len()], vec![0; self.lines.len()]);
+        }
         let off = |coefs: &Vec<(usize, i64)>| {
             coefs
                 .iter()
@@ -504,6 +511,14 @@ impl<'i, 'a> Market<'i, 'a> {
         mu: &[i64],
     ) -> Result<(), ClearingMismatch> {
         let label = product_label(&self.product);
+        if let Some(r) = self.rows.iter().find(|r| flat[r.flat] > r.quantity) {
+            let id = self.input.bids[self.bids[r.bid as usize]].0;
+            return Err(mismatch(
+                format!("award of bid {id:?} step {}", r.step),
+                format!("quantity {}", Quantity(flat[r.flat])),
+                format!("at most the step's {}", Quantity(r.quantity)),
+            ));
+        }
         for (l, line) in self.lines.iter().enumerate() {
             let f = flows[l];
             if f > line.forward || f < -line.backward {
@@ -723,21 +738,14 @@ impl<'i, 'a> Market<'i, 'a> {
     /// Submission-time priority among interchangeable steps (spec V23): among the steps of one
     /// zone, side, limit price and cut coefficients that are marginal (reduced profit within
     /// the tolerance), no step gets energy while an earlier one is not full.
-    pub fn check_priority(
-        &self,
-        flat: &[i64],
-        priced: &Priced,
-    ) -> Result<(), ClearingMismatch> {
+    /// `marginal` lists the rows whose reduced profit is within the tolerance.
+    fn check_priority(&self, flat: &[i64], marginal: &[usize]) -> Result<(), ClearingMismatch> {
         type Key = (usize, Side, i64, u32);
         type Rank = ((Timestamp, Digest), usize, usize);
         let mut classes: BTreeMap<Key, (Option<Rank>, Option<Rank>)> = BTreeMap::new();
-        for row in &self.rows {
+        for &j in marginal {
+            let row = &self.rows[j];
             let i = row.bid as usize;
-            let local = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
-            let limit = i128::from(row.price) * FINE;
-            if (local - limit).abs() > self.tau {
-                continue;
-            }
             let p = self.bids[i];
             let (id, bid) = self.input.bids[p];
             let s = usize::from(row.step);
@@ -771,24 +779,29 @@ impl<'i, 'a> Market<'i, 'a> {
         Ok(())
     }
 
-    /// Equal objectives: the dual objective at the prices equals the welfare of the awards,
-    /// within the bound the tolerances allow (exactly, for a product without cuts).
-    pub fn check_objectives(
+    /// Priority (V23), then equal objectives: the dual objective at the prices equals the
+    /// welfare of the awards, within the bound the tolerances allow (exactly, for a product
+    /// without cuts). Returns the welfare.
+    pub fn check_certificate(
         &self,
         flat: &[i64],
         mu: &[i64],
         priced: &Priced,
-    ) -> Result<(), ClearingMismatch> {
+    ) -> Result<Money, ClearingMismatch> {
         let mut dual: i128 = 0;
         let mut primal: i128 = 0;
         let mut volume: i128 = 0;
-        for row in &self.rows {
+        let mut marginal = Vec::new();
+        for (j, row) in self.rows.iter().enumerate() {
             let i = row.bid as usize;
             let local = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
             let x = i128::from(flat[row.flat]);
             let q = i128::from(row.quantity);
             let limit = i128::from(row.price) * FINE;
             let r = if row.sell { local - limit } else { limit - local };
+            if r.abs() <= self.tau {
+                marginal.push(j);
+            }
             dual += q * r.max(0);
             primal += if row.sell { -limit * x } else { limit * x };
             volume += q;
@@ -804,6 +817,7 @@ impl<'i, 'a> Market<'i, 'a> {
             dual += m * i128::from(self.input.cuts[c].limit.0) * FINE;
             slack_bound += m * i128::from(CUT_TOLERANCE.0) * FINE;
         }
+        self.check_priority(flat, &marginal)?;
         let bound = self.tau * volume + slack_bound;
         if (dual - primal).abs() > bound {
             return Err(mismatch(
@@ -816,7 +830,7 @@ impl<'i, 'a> Market<'i, 'a> {
                 format!("equal within {}", Money(bound / FINE)),
             ));
         }
-        Ok(())
+        Ok(Money(primal / FINE))
     }
 
     /// Everything published from the awards, flows and prices of this product: area prices,
@@ -848,7 +862,14 @@ impl<'i, 'a> Market<'i, 'a> {
             });
         }
         let local = |i: usize| {
-            Price((round_to_tick(priced.zone_price[self.zone_of[i]] - priced.bid_offset[i], tick) / FINE) as i64)
+            let v = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
+            // Zone prices are on the tick already; only an offset needs rounding.
+            let v = if priced.bid_offset[i] == 0 {
+                v
+            } else {
+                round_to_tick(v, tick)
+            };
+            Price((v / FINE) as i64)
         };
         for (i, &p) in self.bids.iter().enumerate() {
             trade_price[p] = Some(local(i));
@@ -894,23 +915,22 @@ fn fine_label(v: i128) -> String {
 }
 
 /// The trades of a pool rule: one per bid with energy accepted, at its location's price.
+/// Calls `each` with every trade, in order.
 pub(crate) fn pool_trades(
     input: &ClearingInput<'_>,
     markets: &[Market<'_, '_>],
     flat: &[i64],
     trade_price: &[Option<Price>],
-) -> (Vec<Trade>, Money) {
+    mut each: impl FnMut(Trade),
+) {
     let mut totals = vec![0i64; input.bids.len()];
-    let mut welfare = 0i128;
     for m in markets {
         m.add_totals(flat, &mut totals);
-        welfare += m.welfare(flat);
     }
-    let mut out = Vec::new();
     for (pos, &q) in totals.iter().enumerate() {
         if q > 0 {
             let (id, bid) = input.bids[pos];
-            out.push(Trade {
+            each(Trade {
                 bid: id,
                 participant: bid.participant,
                 side: bid.side,
@@ -923,7 +943,6 @@ pub(crate) fn pool_trades(
             });
         }
     }
-    (out, Money(welfare))
 }
 
 /// Assembles a pool outcome from awards, flows and shadow prices per product, pricing each
@@ -964,8 +983,9 @@ pub(crate) fn assemble(
     out.bus_prices.sort();
     out.flows.sort();
     out.awards = awards_of(input, layout, flat);
-    let (trades, welfare) = pool_trades(input, markets, flat, &trade_price);
-    out.welfare = welfare;
+    let mut trades = Vec::new();
+    pool_trades(input, markets, flat, &trade_price, |t| trades.push(t));
+    out.welfare = Money(markets.iter().map(|m| m.welfare(flat)).sum());
     out.congestion_rent = rent_of(&trades);
     Ok(Cleared {
         outcome: out,
@@ -980,10 +1000,10 @@ pub(crate) fn verify(
     mode: Mode,
     proposed: &Cleared,
 ) -> Result<(), VerifyError> {
-    let layout = Layout::new(input);
+    let (layout, products) = Layout::new(input);
     let flat = read_awards(input, &layout, &proposed.outcome.awards).map_err(VerifyError::Mismatch)?;
     let mut markets = Vec::new();
-    for (product, bids) in by_product(input) {
+    for (product, bids) in products {
         markets.push(Market::new(input, &layout, mode, product, bids).map_err(VerifyError::Clearing)?);
     }
     let o = &proposed.outcome;
@@ -1002,6 +1022,7 @@ pub(crate) fn verify(
         ..ClearingOutcome::default()
     };
     let mut trade_price = vec![None; input.bids.len()];
+    let mut welfare: i128 = 0;
     let mut area_row = 0usize;
     let mut flow_row = 0usize;
     for market in &markets {
@@ -1088,11 +1109,22 @@ pub(crate) fn verify(
                 )));
             }
         }
-        if let Some(v) = market.slackness_violation(&flat, &flows, &mu, &priced.zone_price) {
+        // Without cuts the canonical prices satisfy complementary slackness by construction
+        // (spec 3.4); with cuts the rounding to the tick is checked against the tolerance.
+        if market.cuts.is_empty() {
+            debug_assert!(
+                market
+                    .slackness_violation(&flat, &flows, &mu, &priced.zone_price)
+                    .is_none()
+            );
+        } else if let Some(v) = market.slackness_violation(&flat, &flows, &mu, &priced.zone_price)
+        {
             return Err(mismatch_err(v));
         }
-        market.check_priority(&flat, &priced).map_err(mismatch_err)?;
-        market.check_objectives(&flat, &mu, &priced).map_err(mismatch_err)?;
+        welfare += market
+            .check_certificate(&flat, &mu, &priced)
+            .map_err(mismatch_err)?
+            .0;
         for (k, &c) in market.cuts.iter().enumerate() {
             expected.cut_prices[c] = Price(mu[k]);
         }
@@ -1101,16 +1133,43 @@ pub(crate) fn verify(
     expected.area_prices.sort();
     expected.bus_prices.sort();
     expected.flows.sort();
-    let (trades, welfare) = pool_trades(input, &markets, &flat, &trade_price);
-    expected.welfare = welfare;
-    expected.congestion_rent = rent_of(&trades);
+    // Trades are derived and compared one by one, without building the list.
+    let mut k = 0usize;
+    let mut rent: i128 = 0;
+    let mut bad_trade = None;
+    expected.welfare = Money(welfare);
+    pool_trades(input, &markets, &flat, &trade_price, |t| {
+        let v = t.price.times(t.quantity).0;
+        rent += if t.side == Side::Buy { v } else { -v };
+        if bad_trade.is_none() && proposed.trades.get(k) != Some(&t) {
+            bad_trade = Some(mismatch(
+                format!("trade {k}"),
+                proposed
+                    .trades
+                    .get(k)
+                    .map_or("nothing".into(), |p| format!("{p:?}")),
+                format!("{t:?}"),
+            ));
+        }
+        k += 1;
+    });
+    if bad_trade.is_none() && proposed.trades.len() > k {
+        bad_trade = Some(mismatch(
+            format!("trade {k}"),
+            format!("{:?}", proposed.trades[k]),
+            "nothing",
+        ));
+    }
+    expected.congestion_rent = Money(rent);
     super::compare_parts(
         &Cleared {
             outcome: expected,
-            trades,
+            trades: Vec::new(),
         },
         proposed,
         false,
+        false,
     )
-    .map_err(mismatch_err)
+    .map_err(mismatch_err)?;
+    bad_trade.map_or(Ok(()), |m| Err(mismatch_err(m)))
 }

@@ -41,10 +41,10 @@ impl Clearing for UniformPrice {
 
     fn clear(&self, input: &ClearingInput<'_>) -> Result<Cleared, ClearingError> {
         refuse_cuts(input)?;
-        let layout = Layout::new(input);
+        let (layout, products) = Layout::new(input);
         let mut flat = vec![0i64; layout.total()];
         let mut markets = Vec::new();
-        for (product, bids) in pool::by_product(input) {
+        for (product, bids) in products {
             let mut buys = Vec::new();
             let mut sells = Vec::new();
             for &p in &bids {

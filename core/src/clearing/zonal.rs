@@ -34,12 +34,12 @@ impl Clearing for ZonalCoupling {
     }
 
     fn clear(&self, input: &ClearingInput<'_>) -> Result<Cleared, ClearingError> {
-        let layout = Layout::new(input);
+        let (layout, products) = Layout::new(input);
         let mut flat = vec![0i64; layout.total()];
         let mut markets = Vec::new();
         let mut flows = Vec::new();
         let mut mus = Vec::new();
-        for (product, bids) in pool::by_product(input) {
+        for (product, bids) in products {
             let market = Market::new(input, &layout, Mode::Zonal, product, bids)?;
             let (f, mu) = solve(&market, &mut flat)?;
             flows.push(f);
