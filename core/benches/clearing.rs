@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use tieline_core::clearing::{Cleared, Clearing, ClearingInput, PayAsBid, UniformPrice, ZonalCoupling};
+use tieline_core::clearing::{
+    Cleared, Clearing, ClearingInput, PayAsBid, UniformPrice, ZonalCoupling,
+};
 use tieline_core::crypto::Digest;
 use tieline_core::genesis::{Area, ClearingParams, ClearingRule, TieLine};
 use tieline_core::market::{Bid, BidStep, Product, Settlement, Side, Term};
@@ -47,7 +49,11 @@ fn market(steps: usize, areas: u16, seed: u64) -> Vec<Bid> {
     (0..steps / STEPS_PER_BID)
         .map(|i| {
             let area = (rng.below(u64::from(areas)) + 1) as u16;
-            let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+            let side = if rng.below(2) == 0 {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
             // Prices in cents around 50/MWh, plus the area's level; steps 0.5 apart.
             let base = 3_000 + rng.below(4_000) as i64 + i64::from(area) * 800;
             let steps = (0..STEPS_PER_BID as i64)

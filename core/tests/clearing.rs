@@ -36,7 +36,10 @@ fn area_price(c: &Cleared, area: u16) -> Price {
 }
 
 fn rejects(rule: &dyn Clearing, book: &Book, tampered: &Cleared, needle: &str) -> String {
-    let err = rule.verify(&book.input(), tampered).unwrap_err().to_string();
+    let err = rule
+        .verify(&book.input(), tampered)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(needle), "`{err}` does not mention `{needle}`");
     err
 }
@@ -106,7 +109,9 @@ fn uniform_price_breaks_ties_by_submission_time_then_id() {
             a.bid = second;
         }
     }
-    t.outcome.awards.sort_by_key(|a| book.bids.iter().position(|b| b.id() == a.bid));
+    t.outcome
+        .awards
+        .sort_by_key(|a| book.bids.iter().position(|b| b.id() == a.bid));
     rejects(&UniformPrice, &book, &t, "award of bid");
 }
 
@@ -159,7 +164,12 @@ fn uniform_price_rejects_tampered_price_quantity_and_trade() {
     // Moving energy between two buyers keeps the balance; the full buyer is named.
     let mut t = c.clone();
     t.outcome.awards[i].quantity = q("14");
-    let j = t.outcome.awards.iter().position(|a| a.quantity == q("5")).unwrap();
+    let j = t
+        .outcome
+        .awards
+        .iter()
+        .position(|a| a.quantity == q("5"))
+        .unwrap();
     t.outcome.awards[j].quantity = q("6");
     let e = rejects(&UniformPrice, &book, &t, "award of bid");
     assert!(e.contains(&format!("{b1:?}")), "{e}");
@@ -370,8 +380,40 @@ fn products_clear_independently() {
         let prices: Vec<Price> = c.outcome.area_prices.iter().map(|a| a.price).collect();
         assert_eq!(prices, vec![p("25"), p("40")]);
         let q_of = |i: usize| award(&c, book.bids[i].id(), 0);
-        assert_eq!([q_of(0), q_of(1), q_of(2), q_of(3)], [q("10"), q("10"), q("4"), q("4")]);
+        assert_eq!(
+            [q_of(0), q_of(1), q_of(2), q_of(3)],
+            [q("10"), q("10"), q("4"), q("4")]
+        );
         assert_eq!(c.outcome.welfare, money("140"));
         assert_eq!(rule.verify(&book.input(), &c), Ok(()));
     }
+}
+
+#[test]
+fn zonal_with_cuts_but_no_bids_publishes_zero_shadow_prices() {
+    let mut book = Book::new(ClearingRule::ZonalCoupling, 2);
+    book.line(1, 1, 2, "5", "5");
+    book.cut(&[(CutVariable::TieFlow(TieLineId(1)), 1.0)], "1");
+    let c = ZonalCoupling.clear(&book.input()).unwrap();
+    assert_eq!(c.outcome.cut_prices, vec![Price::ZERO]);
+    assert!(c.outcome.area_prices.is_empty() && c.trades.is_empty());
+    assert_eq!(ZonalCoupling.verify(&book.input(), &c), Ok(()));
+    let mut t = c.clone();
+    t.outcome.cut_prices[0] = p("3");
+    rejects(&ZonalCoupling, &book, &t, "cut shadow price 0");
+}
+
+#[test]
+fn zonal_cut_on_a_tie_line_acts_as_a_capacity() {
+    let (mut book, [cheap, dear, _]) = two_area_book("100");
+    book.cut(&[(CutVariable::TieFlow(TieLineId(1)), 1.0)], "5");
+    let c = ZonalCoupling.clear(&book.input()).unwrap();
+    assert_eq!(award(&c, cheap, 0), q("5"));
+    assert_eq!(award(&c, dear, 0), q("10"));
+    assert_eq!(c.outcome.flows[0].flow, q("5"));
+    assert_eq!(area_price(&c, 1), p("20"));
+    assert_eq!(area_price(&c, 2), p("40"));
+    assert_eq!(c.outcome.cut_prices, vec![p("20")]);
+    assert_eq!(c.outcome.congestion_rent, money("100"));
+    assert_eq!(ZonalCoupling.verify(&book.input(), &c), Ok(()));
 }

@@ -14,7 +14,7 @@ use tieline_core::units::{BusId, Price, Quantity};
 const CASE5: &str = include_str!("fixtures/case5.m");
 
 /// Published DC-OPF optimum of case5 (MATPOWER, PYPOWER, pandapower, PyPSA alike).
-const TOTAL_COST: f64 = 17_479.8969;
+const TOTAL_COST: f64 = 17479.8969;
 const BUS_PRICES: [f64; 5] = [16.9774, 26.3845, 30.0000, 39.9427, 10.0000];
 
 fn relative(a: f64, b: f64) -> f64 {
@@ -83,7 +83,11 @@ fn case5_dc_opf_reproduces_published_optimum() {
             .unwrap()
             .price;
         println!("case5 bus {} price {got} $/MWh (published {want})", i + 1);
-        assert!(relative(got.to_f64(), *want) < 1e-4, "bus {} price {got}", i + 1);
+        assert!(
+            relative(got.to_f64(), *want) < 1e-4,
+            "bus {} price {got}",
+            i + 1
+        );
     }
     // The binding line 4-5 carries its rating: its forward or backward cut has a positive
     // shadow price, and line 1-2's cuts have none.

@@ -38,7 +38,10 @@ fn book(rule: ClearingRule, areas: u16, bids: &[RawBid], capacity: i64) -> Book 
             .iter()
             .map(|&(p, q)| (p.to_string(), Quantity(q).to_string()))
             .collect();
-        let steps: Vec<(&str, &str)> = steps.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let steps: Vec<(&str, &str)> = steps
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         let side = if *buy { Side::Buy } else { Side::Sell };
         b.bid(*area, side, &steps, *t);
     }
@@ -96,7 +99,10 @@ fn check_pool(book: &Book, c: &Cleared, zonal: bool) -> Result<(), TestCaseError
                 Side::Sell => step.price < t.price,
                 Side::Buy => step.price > t.price,
             };
-            prop_assert!(!(better && x < step.quantity.0), "in-the-money step not full");
+            prop_assert!(
+                !(better && x < step.quantity.0),
+                "in-the-money step not full"
+            );
         }
     }
     Ok(())
@@ -112,8 +118,12 @@ fn random_schedule_welfare(book: &Book, picks: &[(usize, usize, u32)], capacity:
         .collect();
     let mut flow = vec![0i64; book.areas.len()];
     let mut welfare = 0i128;
-    let sellers: Vec<usize> = (0..book.bids.len()).filter(|&i| book.bids[i].side == Side::Sell).collect();
-    let buyers: Vec<usize> = (0..book.bids.len()).filter(|&i| book.bids[i].side == Side::Buy).collect();
+    let sellers: Vec<usize> = (0..book.bids.len())
+        .filter(|&i| book.bids[i].side == Side::Sell)
+        .collect();
+    let buyers: Vec<usize> = (0..book.bids.len())
+        .filter(|&i| book.bids[i].side == Side::Buy)
+        .collect();
     if sellers.is_empty() || buyers.is_empty() {
         return Money::ZERO;
     }
@@ -129,7 +139,11 @@ fn random_schedule_welfare(book: &Book, picks: &[(usize, usize, u32)], capacity:
         // Route from the seller's area to the buyer's along the chain (line k joins k, k+1).
         let (from, to) = (book.bids[s].area.0 as usize, book.bids[d].area.0 as usize);
         let dir: i64 = if to > from { 1 } else { -1 };
-        let lines: Vec<usize> = if to > from { (from..to).collect() } else { (to..from).collect() };
+        let lines: Vec<usize> = if to > from {
+            (from..to).collect()
+        } else {
+            (to..from).collect()
+        };
         for &k in &lines {
             q = q.min(capacity - dir * flow[k]);
         }

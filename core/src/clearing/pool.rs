@@ -143,7 +143,11 @@ pub(crate) fn read_awards(
 }
 
 /// The awards of a flat per-step array, in canonical order.
-pub(crate) fn awards_of(input: &ClearingInput<'_>, layout: &Layout, flat: &[i64]) -> Vec<StepAward> {
+pub(crate) fn awards_of(
+    input: &ClearingInput<'_>,
+    layout: &Layout,
+    flat: &[i64],
+) -> Vec<StepAward> {
     let mut out = Vec::new();
     for (pos, (id, bid)) in input.bids.iter().enumerate() {
         for s in 0..bid.steps.len() {
@@ -698,7 +702,11 @@ impl<'i, 'a> Market<'i, 'a> {
             let x = flat[row.flat];
             let limit = i128::from(row.price) * FINE;
             // Reduced profit of one more kWh for the bidder.
-            let r = if row.sell { local - limit } else { limit - local };
+            let r = if row.sell {
+                local - limit
+            } else {
+                limit - local
+            };
             let bad = (x > 0 && r < -tau) || (x < row.quantity && r > tau);
             if bad {
                 let id = self.input.bids[self.bids[i]].0;
@@ -798,7 +806,11 @@ impl<'i, 'a> Market<'i, 'a> {
             let x = i128::from(flat[row.flat]);
             let q = i128::from(row.quantity);
             let limit = i128::from(row.price) * FINE;
-            let r = if row.sell { local - limit } else { limit - local };
+            let r = if row.sell {
+                local - limit
+            } else {
+                limit - local
+            };
             if r.abs() <= self.tau {
                 marginal.push(j);
             }
@@ -907,7 +919,11 @@ impl<'i, 'a> Market<'i, 'a> {
 pub(crate) fn round_to_tick(v: i128, tick: i128) -> i128 {
     let d = v.div_euclid(tick);
     let r = v.rem_euclid(tick);
-    if 2 * r > tick { (d + 1) * tick } else { d * tick }
+    if 2 * r > tick {
+        (d + 1) * tick
+    } else {
+        d * tick
+    }
 }
 
 fn fine_label(v: i128) -> String {
@@ -949,6 +965,7 @@ pub(crate) fn pool_trades(
 /// product by the canonical rule. Used by the primary after its own optimisation.
 pub(crate) fn assemble(
     input: &ClearingInput<'_>,
+    mode: Mode,
     layout: &Layout,
     markets: &[Market<'_, '_>],
     flat: &[i64],
@@ -956,11 +973,13 @@ pub(crate) fn assemble(
     mu: &[Vec<i64>],
 ) -> Result<Cleared, ClearingError> {
     let mut out = ClearingOutcome {
-        cut_prices: vec![Price::ZERO; if markets.iter().any(|m| m.mode == Mode::Zonal) {
-            input.cuts.len()
-        } else {
-            0
-        }],
+        cut_prices: vec![
+            Price::ZERO;
+            match mode {
+                Mode::Zonal => input.cuts.len(),
+                Mode::OneZone => 0,
+            }
+        ],
         ..ClearingOutcome::default()
     };
     let mut trade_price = vec![None; input.bids.len()];
@@ -1001,15 +1020,21 @@ pub(crate) fn verify(
     proposed: &Cleared,
 ) -> Result<(), VerifyError> {
     let (layout, products) = Layout::new(input);
-    let flat = read_awards(input, &layout, &proposed.outcome.awards).map_err(VerifyError::Mismatch)?;
+    let flat =
+        read_awards(input, &layout, &proposed.outcome.awards).map_err(VerifyError::Mismatch)?;
     let mut markets = Vec::new();
     for (product, bids) in products {
-        markets.push(Market::new(input, &layout, mode, product, bids).map_err(VerifyError::Clearing)?);
+        markets
+            .push(Market::new(input, &layout, mode, product, bids).map_err(VerifyError::Clearing)?);
     }
     let o = &proposed.outcome;
     let mismatch_err = |m: ClearingMismatch| VerifyError::Mismatch(m);
     // Published rows must cover exactly the expected keys, in canonical order.
-    let want_cut_prices = if mode == Mode::Zonal { input.cuts.len() } else { 0 };
+    let want_cut_prices = if mode == Mode::Zonal {
+        input.cuts.len()
+    } else {
+        0
+    };
     if o.cut_prices.len() != want_cut_prices {
         return Err(mismatch_err(mismatch(
             "cut shadow prices".into(),
@@ -1042,7 +1067,9 @@ pub(crate) fn verify(
                 _ => {
                     return Err(mismatch_err(mismatch(
                         format!("tie-line flow {row}"),
-                        o.flows.get(row).map_or("nothing".into(), |f| format!("{f:?}")),
+                        o.flows
+                            .get(row)
+                            .map_or("nothing".into(), |f| format!("{f:?}")),
                         format!("the flow of line {id} for {label}"),
                     )));
                 }
@@ -1050,18 +1077,30 @@ pub(crate) fn verify(
         }
         flow_row += market.lines.len();
         let mu: Vec<i64> = market.cuts.iter().map(|&c| o.cut_prices[c].0).collect();
-        market.check_feasible(&flat, &flows, &mu).map_err(mismatch_err)?;
+        market
+            .check_feasible(&flat, &flows, &mu)
+            .map_err(mismatch_err)?;
         // Published zone prices.
         let mut published = vec![None::<i128>; market.zones];
-        let mut by_area: Vec<(AreaId, usize)> =
-            input.areas.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
+        let mut by_area: Vec<(AreaId, usize)> = input
+            .areas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id, i))
+            .collect();
         by_area.sort();
         for (k, &(area, ai)) in by_area.iter().enumerate() {
             let row = area_row + k;
-            let Some(ap) = o.area_prices.get(row).filter(|p| p.product == market.product && p.area == area) else {
+            let Some(ap) = o
+                .area_prices
+                .get(row)
+                .filter(|p| p.product == market.product && p.area == area)
+            else {
                 return Err(mismatch_err(mismatch(
                     format!("area price {row}"),
-                    o.area_prices.get(row).map_or("nothing".into(), |p| format!("{p:?}")),
+                    o.area_prices
+                        .get(row)
+                        .map_or("nothing".into(), |p| format!("{p:?}")),
                     format!("the price of area {area} for {label}"),
                 )));
             };
@@ -1072,7 +1111,10 @@ pub(crate) fn verify(
                     return Err(mismatch_err(mismatch(
                         format!("area price of area {area} for {label}"),
                         ap.price,
-                        format!("{} (one price for the whole market)", Price((w / FINE) as i64)),
+                        format!(
+                            "{} (one price for the whole market)",
+                            Price((w / FINE) as i64)
+                        ),
                     )));
                 }
                 _ => published[z] = Some(v),
@@ -1096,18 +1138,17 @@ pub(crate) fn verify(
                 ));
             }
         };
-        for z in 0..market.zones {
-            if priced.zone_price[z] != published[z] {
-                let name = match mode {
-                    Mode::OneZone => "the market".to_string(),
-                    Mode::Zonal => format!("area {}", input.areas[z].id),
-                };
-                return Err(mismatch_err(mismatch(
-                    format!("area price of {name} for {label}"),
-                    fine_label(published[z]),
-                    fine_label(priced.zone_price[z]),
-                )));
-            }
+        let differs = priced
+            .zone_price
+            .iter()
+            .zip(&published)
+            .position(|(a, b)| a != b);
+        if let Some(z) = differs {
+            return Err(mismatch_err(mismatch(
+                format!("area price of {} for {label}", market.zone_name(z)),
+                fine_label(published[z]),
+                fine_label(priced.zone_price[z]),
+            )));
         }
         // Without cuts the canonical prices satisfy complementary slackness by construction
         // (spec 3.4); with cuts the rounding to the tick is checked against the tolerance.
@@ -1117,8 +1158,7 @@ pub(crate) fn verify(
                     .slackness_violation(&flat, &flows, &mu, &priced.zone_price)
                     .is_none()
             );
-        } else if let Some(v) = market.slackness_violation(&flat, &flows, &mu, &priced.zone_price)
-        {
+        } else if let Some(v) = market.slackness_violation(&flat, &flows, &mu, &priced.zone_price) {
             return Err(mismatch_err(v));
         }
         welfare += market

@@ -92,7 +92,7 @@ impl Clearing for UniformPrice {
             markets.push(Market::new(input, &layout, Mode::OneZone, product, bids)?);
         }
         let none = vec![Vec::new(); markets.len()];
-        let cleared = pool::assemble(input, &layout, &markets, &flat, &none, &none)?;
+        let cleared = pool::assemble(input, Mode::OneZone, &layout, &markets, &flat, &none, &none)?;
         debug_assert_eq!(pool::verify(input, Mode::OneZone, &cleared), Ok(()));
         Ok(cleared)
     }

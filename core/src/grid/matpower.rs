@@ -303,7 +303,10 @@ mod tests {
         let c = Case::parse(text).unwrap();
         assert_eq!(c.base_mva, 100.0);
         assert_eq!(c.buses.len(), 2);
-        assert_eq!((c.buses[1].id, c.buses[1].pd, c.buses[1].area), (2, 50.0, 2));
+        assert_eq!(
+            (c.buses[1].id, c.buses[1].pd, c.buses[1].area),
+            (2, 50.0, 2)
+        );
         assert_eq!(c.generators[0].pmax, 80.0);
         assert_eq!(c.generators[0].pmin, 5.0);
         assert_eq!(c.branches[0].rate_a, 30.0);
