@@ -257,3 +257,79 @@ proptest! {
         prop_assert_eq!(zc.outcome.welfare, uc.outcome.welfare);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// V27: with random cuts over bids and tie lines, zonal coupling clears, honours every cut
+    /// within the tolerance and verifies its own outcome.
+    #[test]
+    fn zonal_with_random_cuts_verifies_and_honours_them(
+        areas in 1u16..=3,
+        bids in prop::collection::vec(raw_bid(3), 1..12),
+        capacity in 0i64..30_000,
+        cuts in prop::collection::vec(
+            (prop::collection::vec((0usize..12, -4i64..=4), 1..4), 0i64..20_000),
+            1..3,
+        ),
+    ) {
+        use tieline_core::clearing::{CUT_TOLERANCE, CutVariable};
+        use tieline_core::units::TieLineId;
+        let bids: Vec<RawBid> = bids.into_iter().map(|mut b| { b.0 = b.0.min(areas); b }).collect();
+        let mut b = book(ClearingRule::ZonalCoupling, areas, &bids, capacity);
+        for (terms, limit) in &cuts {
+            let terms: Vec<(CutVariable, f64)> = terms
+                .iter()
+                .map(|&(i, c)| {
+                    let v = if i < b.bids.len() {
+                        CutVariable::Bid(b.bids[i].id())
+                    } else {
+                        CutVariable::TieFlow(TieLineId((i % 2) as u16 + 1))
+                    };
+                    (v, c as f64 / 2.0)
+                })
+                .collect();
+            b.cut(&terms, &Quantity(*limit).to_string());
+        }
+        let z = ZonalCoupling.clear(&b.input()).unwrap();
+        prop_assert_eq!(ZonalCoupling.verify(&b.input(), &z), Ok(()));
+        check_pool_feasible_only(&b, &z)?;
+        // Every cut holds within the tolerance.
+        let got = accepted(&b, &z);
+        for cut in &b.cuts {
+            let mut lhs: i128 = 0;
+            for t in &cut.terms {
+                let x: i64 = match t.variable {
+                    CutVariable::Bid(id) => {
+                        let i = b.bids.iter().position(|x| x.id() == id).unwrap();
+                        let total: i64 = (0..b.bids[i].steps.len()).map(|s| got.get(&(i, s)).copied().unwrap_or(0)).sum();
+                        if b.bids[i].side == Side::Sell { total } else { -total }
+                    }
+                    CutVariable::TieFlow(l) => z.outcome.flows.iter().find(|f| f.tie_line == l).map_or(0, |f| f.flow.0),
+                };
+                lhs += i128::from(t.coefficient) * i128::from(x);
+            }
+            prop_assert!(lhs <= i128::from(cut.limit.0 + CUT_TOLERANCE.0) * 1_000_000);
+        }
+    }
+}
+
+/// Balances and capacities only (with cuts, prices are locational).
+fn check_pool_feasible_only(book: &Book, c: &Cleared) -> Result<(), TestCaseError> {
+    let got = accepted(book, c);
+    let mut net: BTreeMap<AreaId, i64> = BTreeMap::new();
+    for (&(i, s), &x) in &got {
+        let bid = &book.bids[i];
+        prop_assert!(x > 0 && x <= bid.steps[s].quantity.0);
+        let sign = if bid.side == Side::Sell { 1 } else { -1 };
+        *net.entry(bid.area).or_default() += sign * x;
+    }
+    for f in &c.outcome.flows {
+        let line = book.lines.iter().find(|l| l.id == f.tie_line).unwrap();
+        prop_assert!(f.flow <= line.capacity_forward && -f.flow <= line.capacity_backward);
+        *net.entry(line.from).or_default() -= f.flow.0;
+        *net.entry(line.to).or_default() += f.flow.0;
+    }
+    prop_assert!(net.values().all(|&v| v == 0), "unbalanced: {net:?}");
+    Ok(())
+}
