@@ -15,6 +15,7 @@ pub mod consensus;
 pub mod crypto;
 pub mod encoding;
 pub mod genesis;
+pub mod grid;
 pub mod market;
 pub mod merkle;
 pub mod sample;

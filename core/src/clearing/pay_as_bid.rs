@@ -35,10 +35,10 @@ impl Clearing for PayAsBid {
 
     fn clear(&self, input: &ClearingInput<'_>) -> Result<Cleared, ClearingError> {
         refuse_cuts(input)?;
-        let layout = Layout::new(input);
+        let (layout, products) = Layout::new(input);
         let mut flat = vec![0i64; layout.total()];
         let mut trades: Vec<Trade> = Vec::new();
-        for (_, bids) in pool::by_product(input) {
+        for (_, bids) in products {
             let mut buys = Vec::new();
             let mut sells = Vec::new();
             for &p in &bids {

@@ -44,15 +44,27 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    pub(crate) fn new(input: &ClearingInput<'_>) -> Self {
+    /// The layout of the input's steps, and the positions of its bids grouped by product
+    /// (each product clears on its own), in one pass over the bids.
+    pub(crate) fn new(input: &ClearingInput<'_>) -> (Self, BTreeMap<Product, Vec<usize>>) {
         let mut offsets = Vec::with_capacity(input.bids.len() + 1);
+        let mut products: BTreeMap<Product, Vec<usize>> = BTreeMap::new();
         let mut at = 0;
-        for (_, b) in &input.bids {
+        for (i, (_, b)) in input.bids.iter().enumerate() {
             offsets.push(at);
             at += b.steps.len();
+            match products.last_entry() {
+                Some(mut e) if *e.key() == b.product => e.get_mut().push(i),
+                _ => products.entry(b.product).or_default().push(i),
+            }
         }
         offsets.push(at);
-        Self { offsets }
+        (Self { offsets }, products)
+    }
+
+    /// The number of steps of the bid at `pos`.
+    pub(crate) fn steps(&self, pos: usize) -> usize {
+        self.offsets[pos + 1] - self.offsets[pos]
     }
 
     /// The flat index of `step` of the bid at `pos`.
@@ -64,15 +76,6 @@ impl Layout {
     pub(crate) fn total(&self) -> usize {
         self.offsets[self.offsets.len() - 1]
     }
-}
-
-/// The positions of the input's bids, grouped by product (each product clears on its own).
-pub(crate) fn by_product(input: &ClearingInput<'_>) -> BTreeMap<Product, Vec<usize>> {
-    let mut out: BTreeMap<Product, Vec<usize>> = BTreeMap::new();
-    for (i, (_, b)) in input.bids.iter().enumerate() {
-        out.entry(b.product).or_default().push(i);
-    }
-    out
 }
 
 /// A bid's priority among equals: earlier submission first, then the smaller id.
@@ -94,7 +97,8 @@ fn mismatch(item: String, proposed: impl ToString, expected: impl ToString) -> C
 }
 
 /// Reads the proposed awards into a flat per-step array, checking that they follow the input's
-/// canonical order (bid order, then step), name existing steps and stay within them.
+/// canonical order (bid order, then step), name existing steps and are positive. That they
+/// stay within their steps is checked with the market ([`Market::check_feasible`]).
 pub(crate) fn read_awards(
     input: &ClearingInput<'_>,
     layout: &Layout,
@@ -109,30 +113,27 @@ pub(crate) fn read_awards(
             pos += 1;
             next_step = 0;
         }
-        let Some((_, bid)) = input.bids.get(pos) else {
+        if pos >= input.bids.len() {
             return Err(mismatch(
                 item(),
                 "an award out of the bids' canonical order or for no included bid",
                 "awards in bid order, then step order, one per step",
             ));
-        };
+        }
         let s = usize::from(a.step);
-        if s < next_step || s >= bid.steps.len() {
+        let n = layout.steps(pos);
+        if s < next_step || s >= n {
             return Err(mismatch(
                 item(),
                 format!("step {s}"),
-                format!(
-                    "a step of the bid after step {next_step}, below {}",
-                    bid.steps.len()
-                ),
+                format!("a step of the bid after step {next_step}, below {n}"),
             ));
         }
-        let q = bid.steps[s].quantity;
-        if a.quantity <= Quantity::ZERO || a.quantity > q {
+        if a.quantity <= Quantity::ZERO {
             return Err(mismatch(
                 item(),
                 format!("quantity {}", a.quantity),
-                format!("above 0 and at most the step's {q}"),
+                "above 0",
             ));
         }
         flat[layout.at(pos, s)] = a.quantity.0;
@@ -215,6 +216,23 @@ pub(crate) struct Line {
     pub backward: i64,
 }
 
+/// One bid step of a market, laid out flat so that the checks read memory in order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Row {
+    /// Index into the flat per-step arrays.
+    pub flat: usize,
+    /// Limit price, raw units.
+    pub price: i64,
+    /// Step quantity, kWh.
+    pub quantity: i64,
+    /// Index into the market's bids.
+    pub bid: u32,
+    /// The step's index in its bid.
+    pub step: u16,
+    /// Whether the bid sells.
+    pub sell: bool,
+}
+
 /// One product's pool: its bids, zones, lines and cuts.
 #[derive(Debug)]
 pub(crate) struct Market<'i, 'a> {
@@ -224,6 +242,8 @@ pub(crate) struct Market<'i, 'a> {
     pub product: Product,
     /// Positions of the product's bids in the input, in input order.
     pub bids: Vec<usize>,
+    /// Every step of those bids, in bid order, then step order.
+    pub rows: Vec<Row>,
     /// The zone of each of `bids`.
     pub zone_of: Vec<usize>,
     /// The number of zones.
@@ -350,15 +370,25 @@ impl<'i, 'a> Market<'i, 'a> {
             })
             .collect();
         let params = &input.params;
-        let (tau, clip) = if cuts.is_empty() {
-            let mut lo = i64::MAX;
-            let mut hi = i64::MIN;
-            for &p in &bids {
-                for s in &input.bids[p].1.steps {
-                    lo = lo.min(s.price.0);
-                    hi = hi.max(s.price.0);
-                }
+        let mut rows = Vec::with_capacity(bids.len());
+        let mut lo = i64::MAX;
+        let mut hi = i64::MIN;
+        for (i, &p) in bids.iter().enumerate() {
+            let bid = input.bids[p].1;
+            for (s, step) in bid.steps.iter().enumerate() {
+                lo = lo.min(step.price.0);
+                hi = hi.max(step.price.0);
+                rows.push(Row {
+                    flat: layout.at(p, s),
+                    price: step.price.0,
+                    quantity: step.quantity.0,
+                    bid: i as u32,
+                    step: s as u16,
+                    sell: bid.side == Side::Sell,
+                });
             }
+        }
+        let (tau, clip) = if cuts.is_empty() {
             (0, (i128::from(lo) * FINE, i128::from(hi) * FINE))
         } else {
             (
@@ -375,6 +405,7 @@ impl<'i, 'a> Market<'i, 'a> {
             mode,
             product,
             bids,
+            rows,
             zone_of,
             zones,
             lines,
@@ -402,6 +433,9 @@ impl<'i, 'a> Market<'i, 'a> {
     /// The offsets of bids and lines from their zone prices under cut shadow prices `mu` (raw
     /// price units, one per cut of the market).
     pub fn offsets(&self, mu: &[i64]) -> (Vec<i128>, Vec<i128>) {
+        if self.cuts.is_empty() {
+            return (vec![0; self.bids.len()], vec![0; self.lines.len()]);
+        }
         let off = |coefs: &Vec<(usize, i64)>| {
             coefs
                 .iter()
@@ -417,42 +451,51 @@ impl<'i, 'a> Market<'i, 'a> {
     /// Net injection per zone (sales minus purchases), kWh.
     fn injections(&self, flat: &[i64]) -> Vec<i128> {
         let mut inj = vec![0i128; self.zones];
-        for (i, &p) in self.bids.iter().enumerate() {
-            let bid = self.input.bids[p].1;
-            let total: i128 = (0..bid.steps.len())
-                .map(|s| i128::from(flat[self.layout.at(p, s)]))
-                .sum();
-            match bid.side {
-                Side::Sell => inj[self.zone_of[i]] += total,
-                Side::Buy => inj[self.zone_of[i]] -= total,
-            }
+        for r in &self.rows {
+            let x = i128::from(flat[r.flat]);
+            inj[self.zone_of[r.bid as usize]] += if r.sell { x } else { -x };
         }
         inj
     }
 
-    /// A bid's net injection (kWh).
-    fn bid_injection(&self, i: usize, flat: &[i64]) -> i128 {
-        let p = self.bids[i];
-        let bid = self.input.bids[p].1;
-        let total: i128 = (0..bid.steps.len())
-            .map(|s| i128::from(flat[self.layout.at(p, s)]))
-            .sum();
-        match bid.side {
-            Side::Sell => total,
-            Side::Buy => -total,
+    /// Each bid's net injection (kWh).
+    fn bid_injections(&self, flat: &[i64]) -> Vec<i128> {
+        let mut inj = vec![0i128; self.bids.len()];
+        for r in &self.rows {
+            let x = i128::from(flat[r.flat]);
+            inj[r.bid as usize] += if r.sell { x } else { -x };
         }
+        inj
+    }
+
+    /// Adds each bid's accepted kWh to `totals` (by input position).
+    pub fn add_totals(&self, flat: &[i64], totals: &mut [i64]) {
+        for r in &self.rows {
+            totals[self.bids[r.bid as usize]] += flat[r.flat];
+        }
+    }
+
+    /// Welfare of the market's awards, raw money units.
+    pub fn welfare(&self, flat: &[i64]) -> i128 {
+        self.rows
+            .iter()
+            .map(|r| {
+                let v = i128::from(r.price) * i128::from(flat[r.flat]);
+                if r.sell { -v } else { v }
+            })
+            .sum()
     }
 
     /// Each cut's left-hand side in millionths of a kWh.
     pub fn cut_sides(&self, flat: &[i64], flows: &[i64]) -> Vec<i128> {
         let mut lhs = vec![0i128; self.cuts.len()];
+        if self.cuts.is_empty() {
+            return lhs;
+        }
+        let inj = self.bid_injections(flat);
         for (i, coefs) in self.bid_coefs.iter().enumerate() {
-            if coefs.is_empty() {
-                continue;
-            }
-            let x = self.bid_injection(i, flat);
             for &(k, c) in coefs {
-                lhs[k] += i128::from(c) * x;
+                lhs[k] += i128::from(c) * inj[i];
             }
         }
         for (l, coefs) in self.line_coefs.iter().enumerate() {
@@ -472,6 +515,14 @@ impl<'i, 'a> Market<'i, 'a> {
         mu: &[i64],
     ) -> Result<(), ClearingMismatch> {
         let label = product_label(&self.product);
+        if let Some(r) = self.rows.iter().find(|r| flat[r.flat] > r.quantity) {
+            let id = self.input.bids[self.bids[r.bid as usize]].0;
+            return Err(mismatch(
+                format!("award of bid {id:?} step {}", r.step),
+                format!("quantity {}", Quantity(flat[r.flat])),
+                format!("at most the step's {}", Quantity(r.quantity)),
+            ));
+        }
         for (l, line) in self.lines.iter().enumerate() {
             let f = flows[l];
             if f > line.forward || f < -line.backward {
@@ -539,8 +590,8 @@ impl<'i, 'a> Market<'i, 'a> {
     }
 
     /// The canonical prices (spec V22): the midpoint of the lowest and the highest price
-    /// vectors consistent with the awards, flows and cut shadow prices, rounded down to the
-    /// tick. `Err(zone)` if no price vector is consistent (the awards are not optimal).
+    /// vectors consistent with the awards, flows and cut shadow prices, rounded to the nearest
+    /// tick, halves down. `Err(zone)` if no price vector is consistent (the awards are not optimal).
     pub fn canonical_prices(
         &self,
         flat: &[i64],
@@ -552,24 +603,22 @@ impl<'i, 'a> Market<'i, 'a> {
         let mut lo = vec![clip_lo; self.zones];
         let mut hi = vec![clip_hi; self.zones];
         let tau = self.tau;
-        for (i, &p) in self.bids.iter().enumerate() {
-            let bid = self.input.bids[p].1;
+        for r in &self.rows {
+            let i = r.bid as usize;
             let z = self.zone_of[i];
-            for (s, step) in bid.steps.iter().enumerate() {
-                let x = flat[self.layout.at(p, s)];
-                let q = step.quantity.0;
-                // The location's price is the zone price minus the offset.
-                let at = i128::from(step.price.0) * FINE + bid_offset[i];
-                let (floor, ceil) = match bid.side {
-                    Side::Sell => (x > 0, x < q),
-                    Side::Buy => (x < q, x > 0),
-                };
-                if floor {
-                    lo[z] = lo[z].max(at - tau);
-                }
-                if ceil {
-                    hi[z] = hi[z].min(at + tau);
-                }
+            let x = flat[r.flat];
+            // The location's price is the zone price minus the offset.
+            let at = i128::from(r.price) * FINE + bid_offset[i];
+            let (floor, ceil) = if r.sell {
+                (x > 0, x < r.quantity)
+            } else {
+                (x < r.quantity, x > 0)
+            };
+            if floor && at - tau > lo[z] {
+                lo[z] = at - tau;
+            }
+            if ceil && at + tau < hi[z] {
+                hi[z] = at + tau;
             }
         }
         // Line constraints: lower <= price[to] - price[from] <= upper.
@@ -625,8 +674,9 @@ impl<'i, 'a> Market<'i, 'a> {
             return Err(z);
         }
         let tick = self.tick_fine();
+        // Without cuts the midpoint is a multiple of half a tick, and this rounds it down.
         let zone_price = (0..self.zones)
-            .map(|z| (low[z] + high[z]).div_euclid(2 * tick) * tick)
+            .map(|z| round_to_tick(low[z] + high[z], 2 * tick) / 2)
             .collect();
         Ok(Priced {
             zone_price,
@@ -646,31 +696,30 @@ impl<'i, 'a> Market<'i, 'a> {
     ) -> Option<ClearingMismatch> {
         let (bid_offset, line_offset) = self.offsets(mu);
         let tau = self.tau;
-        for (i, &p) in self.bids.iter().enumerate() {
-            let (id, bid) = self.input.bids[p];
+        for row in &self.rows {
+            let i = row.bid as usize;
             let local = zone_price[self.zone_of[i]] - bid_offset[i];
-            for (s, step) in bid.steps.iter().enumerate() {
-                let x = flat[self.layout.at(p, s)];
-                let q = step.quantity.0;
-                let limit = i128::from(step.price.0) * FINE;
-                // Reduced profit of one more kWh for the bidder.
-                let r = match bid.side {
-                    Side::Sell => local - limit,
-                    Side::Buy => limit - local,
-                };
-                let bad = (x > 0 && r < -tau) || (x < q && r > tau);
-                if bad {
-                    return Some(mismatch(
-                        format!("award of bid {id:?} step {s}"),
-                        format!("{} of {}", Quantity(x), step.quantity),
-                        format!(
-                            "{} at limit price {} where the clearing price is {}",
-                            if r > 0 { "all" } else { "nothing" },
-                            step.price,
-                            fine_label(local)
-                        ),
-                    ));
-                }
+            let x = flat[row.flat];
+            let limit = i128::from(row.price) * FINE;
+            // Reduced profit of one more kWh for the bidder.
+            let r = if row.sell {
+                local - limit
+            } else {
+                limit - local
+            };
+            let bad = (x > 0 && r < -tau) || (x < row.quantity && r > tau);
+            if bad {
+                let id = self.input.bids[self.bids[i]].0;
+                return Some(mismatch(
+                    format!("award of bid {id:?} step {}", row.step),
+                    format!("{} of {}", Quantity(x), Quantity(row.quantity)),
+                    format!(
+                        "{} at limit price {} where the clearing price is {}",
+                        if r > 0 { "all" } else { "nothing" },
+                        Price(row.price),
+                        fine_label(local)
+                    ),
+                ));
             }
         }
         for (k, l) in self.lines.iter().enumerate() {
@@ -697,28 +746,26 @@ impl<'i, 'a> Market<'i, 'a> {
     /// Submission-time priority among interchangeable steps (spec V23): among the steps of one
     /// zone, side, limit price and cut coefficients that are marginal (reduced profit within
     /// the tolerance), no step gets energy while an earlier one is not full.
-    pub fn check_priority(&self, flat: &[i64], priced: &Priced) -> Result<(), ClearingMismatch> {
+    /// `marginal` lists the rows whose reduced profit is within the tolerance.
+    fn check_priority(&self, flat: &[i64], marginal: &[usize]) -> Result<(), ClearingMismatch> {
         type Key = (usize, Side, i64, u32);
         type Rank = ((Timestamp, Digest), usize, usize);
         let mut classes: BTreeMap<Key, (Option<Rank>, Option<Rank>)> = BTreeMap::new();
-        for (i, &p) in self.bids.iter().enumerate() {
+        for &j in marginal {
+            let row = &self.rows[j];
+            let i = row.bid as usize;
+            let p = self.bids[i];
             let (id, bid) = self.input.bids[p];
-            let local = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
-            for (s, step) in bid.steps.iter().enumerate() {
-                let limit = i128::from(step.price.0) * FINE;
-                if (local - limit).abs() > self.tau {
-                    continue;
-                }
-                let x = flat[self.layout.at(p, s)];
-                let rank = (priority(&id, bid), p, s);
-                let key = (self.zone_of[i], bid.side, step.price.0, self.signature[i]);
-                let e = classes.entry(key).or_default();
-                if x > 0 && e.0.is_none_or(|r| r < rank) {
-                    e.0 = Some(rank);
-                }
-                if x < step.quantity.0 && e.1.is_none_or(|r| r > rank) {
-                    e.1 = Some(rank);
-                }
+            let s = usize::from(row.step);
+            let x = flat[row.flat];
+            let rank = (priority(&id, bid), p, s);
+            let key = (self.zone_of[i], bid.side, row.price, self.signature[i]);
+            let e = classes.entry(key).or_default();
+            if x > 0 && e.0.is_none_or(|r| r < rank) {
+                e.0 = Some(rank);
+            }
+            if x < row.quantity && e.1.is_none_or(|r| r > rank) {
+                e.1 = Some(rank);
             }
         }
         for (last_filled, first_open) in classes.values() {
@@ -740,35 +787,36 @@ impl<'i, 'a> Market<'i, 'a> {
         Ok(())
     }
 
-    /// Equal objectives: the dual objective at the prices equals the welfare of the awards,
-    /// within the bound the tolerances allow (exactly, for a product without cuts).
-    pub fn check_objectives(
+    /// Priority (V23), then equal objectives: the dual objective at the prices equals the
+    /// welfare of the awards, within the bound the tolerances allow (exactly, for a product
+    /// without cuts). Returns the welfare.
+    pub fn check_certificate(
         &self,
         flat: &[i64],
         mu: &[i64],
         priced: &Priced,
-    ) -> Result<(), ClearingMismatch> {
+    ) -> Result<Money, ClearingMismatch> {
         let mut dual: i128 = 0;
         let mut primal: i128 = 0;
         let mut volume: i128 = 0;
-        for (i, &p) in self.bids.iter().enumerate() {
-            let bid = self.input.bids[p].1;
+        let mut marginal = Vec::new();
+        for (j, row) in self.rows.iter().enumerate() {
+            let i = row.bid as usize;
             let local = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
-            for (s, step) in bid.steps.iter().enumerate() {
-                let x = i128::from(flat[self.layout.at(p, s)]);
-                let q = i128::from(step.quantity.0);
-                let limit = i128::from(step.price.0) * FINE;
-                let r = match bid.side {
-                    Side::Sell => local - limit,
-                    Side::Buy => limit - local,
-                };
-                dual += q * r.max(0);
-                primal += match bid.side {
-                    Side::Buy => limit * x,
-                    Side::Sell => -limit * x,
-                };
-                volume += q;
+            let x = i128::from(flat[row.flat]);
+            let q = i128::from(row.quantity);
+            let limit = i128::from(row.price) * FINE;
+            let r = if row.sell {
+                local - limit
+            } else {
+                limit - local
+            };
+            if r.abs() <= self.tau {
+                marginal.push(j);
             }
+            dual += q * r.max(0);
+            primal += if row.sell { -limit * x } else { limit * x };
+            volume += q;
         }
         for (k, l) in self.lines.iter().enumerate() {
             let g = priced.zone_price[l.to] - priced.zone_price[l.from] - priced.line_offset[k];
@@ -781,6 +829,7 @@ impl<'i, 'a> Market<'i, 'a> {
             dual += m * i128::from(self.input.cuts[c].limit.0) * FINE;
             slack_bound += m * i128::from(CUT_TOLERANCE.0) * FINE;
         }
+        self.check_priority(flat, &marginal)?;
         let bound = self.tau * volume + slack_bound;
         if (dual - primal).abs() > bound {
             return Err(mismatch(
@@ -793,7 +842,7 @@ impl<'i, 'a> Market<'i, 'a> {
                 format!("equal within {}", Money(bound / FINE)),
             ));
         }
-        Ok(())
+        Ok(Money(primal / FINE))
     }
 
     /// Everything published from the awards, flows and prices of this product: area prices,
@@ -825,12 +874,14 @@ impl<'i, 'a> Market<'i, 'a> {
             });
         }
         let local = |i: usize| {
-            Price(
-                (round_to_tick(
-                    priced.zone_price[self.zone_of[i]] - priced.bid_offset[i],
-                    tick,
-                ) / FINE) as i64,
-            )
+            let v = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
+            // Zone prices are on the tick already; only an offset needs rounding.
+            let v = if priced.bid_offset[i] == 0 {
+                v
+            } else {
+                round_to_tick(v, tick)
+            };
+            Price((v / FINE) as i64)
         };
         for (i, &p) in self.bids.iter().enumerate() {
             trade_price[p] = Some(local(i));
@@ -880,18 +931,23 @@ fn fine_label(v: i128) -> String {
 }
 
 /// The trades of a pool rule: one per bid with energy accepted, at its location's price.
+/// Calls `each` with every trade, in order.
 pub(crate) fn pool_trades(
     input: &ClearingInput<'_>,
-    layout: &Layout,
+    markets: &[Market<'_, '_>],
     flat: &[i64],
     trade_price: &[Option<Price>],
-) -> Vec<Trade> {
-    let mut out = Vec::new();
-    for (pos, (id, bid)) in input.bids.iter().enumerate() {
-        let q: i64 = (0..bid.steps.len()).map(|s| flat[layout.at(pos, s)]).sum();
+    mut each: impl FnMut(Trade),
+) {
+    let mut totals = vec![0i64; input.bids.len()];
+    for m in markets {
+        m.add_totals(flat, &mut totals);
+    }
+    for (pos, &q) in totals.iter().enumerate() {
         if q > 0 {
-            out.push(Trade {
-                bid: *id,
+            let (id, bid) = input.bids[pos];
+            each(Trade {
+                bid: id,
                 participant: bid.participant,
                 side: bid.side,
                 area: bid.area,
@@ -903,13 +959,13 @@ pub(crate) fn pool_trades(
             });
         }
     }
-    out
 }
 
 /// Assembles a pool outcome from awards, flows and shadow prices per product, pricing each
 /// product by the canonical rule. Used by the primary after its own optimisation.
 pub(crate) fn assemble(
     input: &ClearingInput<'_>,
+    mode: Mode,
     layout: &Layout,
     markets: &[Market<'_, '_>],
     flat: &[i64],
@@ -919,10 +975,9 @@ pub(crate) fn assemble(
     let mut out = ClearingOutcome {
         cut_prices: vec![
             Price::ZERO;
-            if markets.iter().any(|m| m.mode == Mode::Zonal) {
-                input.cuts.len()
-            } else {
-                0
+            match mode {
+                Mode::Zonal => input.cuts.len(),
+                Mode::OneZone => 0,
             }
         ],
         ..ClearingOutcome::default()
@@ -947,8 +1002,9 @@ pub(crate) fn assemble(
     out.bus_prices.sort();
     out.flows.sort();
     out.awards = awards_of(input, layout, flat);
-    out.welfare = welfare_of(input, layout, flat);
-    let trades = pool_trades(input, layout, flat, &trade_price);
+    let mut trades = Vec::new();
+    pool_trades(input, markets, flat, &trade_price, |t| trades.push(t));
+    out.welfare = Money(markets.iter().map(|m| m.welfare(flat)).sum());
     out.congestion_rent = rent_of(&trades);
     Ok(Cleared {
         outcome: out,
@@ -963,11 +1019,11 @@ pub(crate) fn verify(
     mode: Mode,
     proposed: &Cleared,
 ) -> Result<(), VerifyError> {
-    let layout = Layout::new(input);
+    let (layout, products) = Layout::new(input);
     let flat =
         read_awards(input, &layout, &proposed.outcome.awards).map_err(VerifyError::Mismatch)?;
     let mut markets = Vec::new();
-    for (product, bids) in by_product(input) {
+    for (product, bids) in products {
         markets
             .push(Market::new(input, &layout, mode, product, bids).map_err(VerifyError::Clearing)?);
     }
@@ -991,6 +1047,7 @@ pub(crate) fn verify(
         ..ClearingOutcome::default()
     };
     let mut trade_price = vec![None; input.bids.len()];
+    let mut welfare: i128 = 0;
     let mut area_row = 0usize;
     let mut flow_row = 0usize;
     for market in &markets {
@@ -1081,28 +1138,33 @@ pub(crate) fn verify(
                 ));
             }
         };
-        for z in 0..market.zones {
-            if priced.zone_price[z] != published[z] {
-                let name = match mode {
-                    Mode::OneZone => "the market".to_string(),
-                    Mode::Zonal => format!("area {}", input.areas[z].id),
-                };
-                return Err(mismatch_err(mismatch(
-                    format!("area price of {name} for {label}"),
-                    fine_label(published[z]),
-                    fine_label(priced.zone_price[z]),
-                )));
-            }
+        let differs = priced
+            .zone_price
+            .iter()
+            .zip(&published)
+            .position(|(a, b)| a != b);
+        if let Some(z) = differs {
+            return Err(mismatch_err(mismatch(
+                format!("area price of {} for {label}", market.zone_name(z)),
+                fine_label(published[z]),
+                fine_label(priced.zone_price[z]),
+            )));
         }
-        if let Some(v) = market.slackness_violation(&flat, &flows, &mu, &priced.zone_price) {
+        // Without cuts the canonical prices satisfy complementary slackness by construction
+        // (spec 3.4); with cuts the rounding to the tick is checked against the tolerance.
+        if market.cuts.is_empty() {
+            debug_assert!(
+                market
+                    .slackness_violation(&flat, &flows, &mu, &priced.zone_price)
+                    .is_none()
+            );
+        } else if let Some(v) = market.slackness_violation(&flat, &flows, &mu, &priced.zone_price) {
             return Err(mismatch_err(v));
         }
-        market
-            .check_priority(&flat, &priced)
-            .map_err(mismatch_err)?;
-        market
-            .check_objectives(&flat, &mu, &priced)
-            .map_err(mismatch_err)?;
+        welfare += market
+            .check_certificate(&flat, &mu, &priced)
+            .map_err(mismatch_err)?
+            .0;
         for (k, &c) in market.cuts.iter().enumerate() {
             expected.cut_prices[c] = Price(mu[k]);
         }
@@ -1111,16 +1173,43 @@ pub(crate) fn verify(
     expected.area_prices.sort();
     expected.bus_prices.sort();
     expected.flows.sort();
-    expected.welfare = welfare_of(input, &layout, &flat);
-    let trades = pool_trades(input, &layout, &flat, &trade_price);
-    expected.congestion_rent = rent_of(&trades);
+    // Trades are derived and compared one by one, without building the list.
+    let mut k = 0usize;
+    let mut rent: i128 = 0;
+    let mut bad_trade = None;
+    expected.welfare = Money(welfare);
+    pool_trades(input, &markets, &flat, &trade_price, |t| {
+        let v = t.price.times(t.quantity).0;
+        rent += if t.side == Side::Buy { v } else { -v };
+        if bad_trade.is_none() && proposed.trades.get(k) != Some(&t) {
+            bad_trade = Some(mismatch(
+                format!("trade {k}"),
+                proposed
+                    .trades
+                    .get(k)
+                    .map_or("nothing".into(), |p| format!("{p:?}")),
+                format!("{t:?}"),
+            ));
+        }
+        k += 1;
+    });
+    if bad_trade.is_none() && proposed.trades.len() > k {
+        bad_trade = Some(mismatch(
+            format!("trade {k}"),
+            format!("{:?}", proposed.trades[k]),
+            "nothing",
+        ));
+    }
+    expected.congestion_rent = Money(rent);
     super::compare_parts(
         &Cleared {
             outcome: expected,
-            trades,
+            trades: Vec::new(),
         },
         proposed,
         false,
+        false,
     )
-    .map_err(mismatch_err)
+    .map_err(mismatch_err)?;
+    bad_trade.map_or(Ok(()), |m| Err(mismatch_err(m)))
 }

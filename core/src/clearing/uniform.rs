@@ -41,10 +41,10 @@ impl Clearing for UniformPrice {
 
     fn clear(&self, input: &ClearingInput<'_>) -> Result<Cleared, ClearingError> {
         refuse_cuts(input)?;
-        let layout = Layout::new(input);
+        let (layout, products) = Layout::new(input);
         let mut flat = vec![0i64; layout.total()];
         let mut markets = Vec::new();
-        for (product, bids) in pool::by_product(input) {
+        for (product, bids) in products {
             let mut buys = Vec::new();
             let mut sells = Vec::new();
             for &p in &bids {
@@ -92,7 +92,7 @@ impl Clearing for UniformPrice {
             markets.push(Market::new(input, &layout, Mode::OneZone, product, bids)?);
         }
         let none = vec![Vec::new(); markets.len()];
-        let cleared = pool::assemble(input, &layout, &markets, &flat, &none, &none)?;
+        let cleared = pool::assemble(input, Mode::OneZone, &layout, &markets, &flat, &none, &none)?;
         debug_assert_eq!(pool::verify(input, Mode::OneZone, &cleared), Ok(()));
         Ok(cleared)
     }

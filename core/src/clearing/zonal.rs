@@ -12,7 +12,7 @@ use good_lp::{
 use crate::genesis::ClearingRule;
 use crate::market::Side;
 
-use super::pool::{self, CUT_TOLERANCE, Layout, Market, Mode};
+use super::pool::{self, Layout, Market, Mode};
 use super::{Cleared, Clearing, ClearingError, ClearingInput, VerifyError};
 
 /// Zonal market coupling: per product, the welfare-maximising acceptance of bid steps and
@@ -34,19 +34,19 @@ impl Clearing for ZonalCoupling {
     }
 
     fn clear(&self, input: &ClearingInput<'_>) -> Result<Cleared, ClearingError> {
-        let layout = Layout::new(input);
+        let (layout, products) = Layout::new(input);
         let mut flat = vec![0i64; layout.total()];
         let mut markets = Vec::new();
         let mut flows = Vec::new();
         let mut mus = Vec::new();
-        for (product, bids) in pool::by_product(input) {
+        for (product, bids) in products {
             let market = Market::new(input, &layout, Mode::Zonal, product, bids)?;
             let (f, mu) = solve(&market, &mut flat)?;
             flows.push(f);
             mus.push(mu);
             markets.push(market);
         }
-        let cleared = pool::assemble(input, &layout, &markets, &flat, &flows, &mus)?;
+        let cleared = pool::assemble(input, Mode::Zonal, &layout, &markets, &flat, &flows, &mus)?;
         pool::verify(input, Mode::Zonal, &cleared).map_err(|e| {
             ClearingError::Solver(format!("the canonical solution does not verify: {e}"))
         })?;
@@ -165,7 +165,7 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
         .zip(&used)
         .map(|(e, &u)| u.then(|| problem.add_constraint(e.eq(0.0))))
         .collect();
-    // Cuts, tightened by half the tolerance so that rounding to kWh stays within it.
+    // Cuts; rounding to whole kWh may exceed one by less than the tolerance.
     let mut cut_rows = Vec::with_capacity(market.cuts.len());
     for (k, &c) in market.cuts.iter().enumerate() {
         let mut e = Expression::default();
@@ -183,7 +183,7 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
                 any = true;
             }
         }
-        let limit = (input.cuts[c].limit.0 - CUT_TOLERANCE.0 / 2) as f64 / KWH_PER_MWH;
+        let limit = input.cuts[c].limit.0 as f64 / KWH_PER_MWH;
         cut_rows.push(any.then(|| problem.add_constraint(e.leq(limit))));
     }
     let mut solution = problem.solve().map_err(|e| {
