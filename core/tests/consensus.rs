@@ -18,7 +18,9 @@ use tieline_core::sample::{SampleConsortium, sample_product};
 use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
 
 fn open() -> Vec<Arc<dyn SecurityCheck>> {
-    vec![Arc::new(NoGridModel); 4]
+    (0..4)
+        .map(|_| Arc::new(NoGridModel) as Arc<dyn SecurityCheck>)
+        .collect()
 }
 
 fn mwh(x: i64) -> Quantity {

@@ -25,7 +25,9 @@ impl Rig {
     /// has received yet.
     fn at_proposal() -> Rig {
         let s = SampleConsortium::new(4, 2);
-        let open: Vec<Arc<dyn SecurityCheck>> = vec![Arc::new(NoGridModel); 4];
+        let open: Vec<Arc<dyn SecurityCheck>> = (0..4)
+            .map(|_| Arc::new(NoGridModel) as Arc<dyn SecurityCheck>)
+            .collect();
         let mut c = Cluster::from_sample(&s, open);
         c.start();
         for i in 0..s.participants.len() {
@@ -75,7 +77,7 @@ impl Rig {
             .expect("the primary proposed")
     }
 
-    fn from_primary(&self, msg: Message) -> Input {
+    fn by_primary(&self, msg: Message) -> Input {
         Input::Message {
             from: self.s.genesis.primary(1, 0),
             msg,
@@ -115,7 +117,9 @@ fn position(effects: &[Effect], f: impl Fn(&Effect) -> bool) -> Option<usize> {
 #[test]
 fn gate_closure_persists_then_broadcasts_the_signed_batch() {
     let s = SampleConsortium::new(4, 2);
-    let open: Vec<Arc<dyn SecurityCheck>> = vec![Arc::new(NoGridModel); 4];
+    let open: Vec<Arc<dyn SecurityCheck>> = (0..4)
+        .map(|_| Arc::new(NoGridModel) as Arc<dyn SecurityCheck>)
+        .collect();
     let mut c = Cluster::from_sample(&s, open);
     c.start();
     c.submit(s.bid(0, 1, 1));
@@ -161,7 +165,7 @@ fn a_valid_proposal_is_endorsed_after_the_vote_is_persisted() {
     let effects = state.step(
         &ctx,
         NOW,
-        r.from_primary(Message::Proposal(Box::new(p.clone()))),
+        r.by_primary(Message::Proposal(Box::new(p.clone()))),
     );
     let persisted = position(
         &effects,
@@ -176,7 +180,7 @@ fn a_valid_proposal_is_endorsed_after_the_vote_is_persisted() {
     assert!(persisted < sent, "N3: persist before send");
     assert_eq!(state.proposal.as_ref(), Some(&p));
     // The same proposal again changes nothing.
-    let again = state.step(&ctx, NOW, r.from_primary(Message::Proposal(Box::new(p))));
+    let again = state.step(&ctx, NOW, r.by_primary(Message::Proposal(Box::new(p))));
     assert!(!again.iter().any(|e| matches!(e, Effect::Broadcast(_))));
 }
 
@@ -210,7 +214,7 @@ fn a_tampered_clearing_result_gets_an_invalid_objection_naming_it() {
         Price(p.body.process.clearing.outcome.area_prices[0].price.0 + 10_000);
     p.header.process_hash = p.body.process_hash();
     let p = r.resign(p);
-    let effects = state.step(&ctx, NOW, r.from_primary(Message::Proposal(Box::new(p))));
+    let effects = state.step(&ctx, NOW, r.by_primary(Message::Proposal(Box::new(p))));
     let objection = effects
         .iter()
         .find_map(|e| match e {
@@ -249,7 +253,7 @@ fn a_proposal_without_the_nodes_batch_gets_a_missing_batch_objection_with_the_ba
     p.header.trades_root = p.body.trades_root();
     p.header.process_hash = p.body.process_hash();
     let p = r.resign(p);
-    let effects = state.step(&ctx, NOW, r.from_primary(Message::Proposal(Box::new(p))));
+    let effects = state.step(&ctx, NOW, r.by_primary(Message::Proposal(Box::new(p))));
     let (o, batch) = effects
         .iter()
         .find_map(|e| match e {
@@ -275,7 +279,7 @@ fn an_endorsement_quorum_locks_and_a_commit_quorum_decides() {
     state.step(
         &ctx,
         NOW,
-        r.from_primary(Message::Proposal(Box::new(p.clone()))),
+        r.by_primary(Message::Proposal(Box::new(p.clone()))),
     );
     let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
     // Two of four endorsements: below the quorum of three.
@@ -329,7 +333,7 @@ fn a_vote_with_a_bad_signature_or_from_another_voter_is_ignored() {
     state.step(
         &ctx,
         NOW,
-        r.from_primary(Message::Proposal(Box::new(p.clone()))),
+        r.by_primary(Message::Proposal(Box::new(p.clone()))),
     );
     let j = (i + 2) % 4;
     let Input::Message {
@@ -410,7 +414,7 @@ fn skip_votes_form_a_certificate_that_opens_the_next_view() {
     let late = state.step(
         &ctx,
         NOW,
-        r.from_primary(Message::Proposal(Box::new(r.proposal()))),
+        r.by_primary(Message::Proposal(Box::new(r.proposal()))),
     );
     assert!(
         !late
@@ -552,7 +556,7 @@ fn restore_rebuilds_pool_votes_lock_and_view_from_the_log() {
     };
     run(
         &mut state,
-        r.from_primary(Message::Proposal(Box::new(p.clone()))),
+        r.by_primary(Message::Proposal(Box::new(p.clone()))),
         &mut log,
     );
     let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
