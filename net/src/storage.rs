@@ -33,9 +33,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use redb::{
-    Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, TableError,
-};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// The height of the first block of a chain.
 pub const FIRST_HEIGHT: u64 = 1;
@@ -63,7 +61,7 @@ pub enum StorageError {
         /// The file.
         path: String,
         /// The cause.
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     /// The file opened but its content breaks the storage invariants.
     #[error("the node database {path} is corrupt: {detail}")]
@@ -74,7 +72,9 @@ pub enum StorageError {
         detail: String,
     },
     /// The file was written by another layout version.
-    #[error("the node database {path} has layout version {found}; this build reads version {SCHEMA_VERSION}")]
+    #[error(
+        "the node database {path} has layout version {found}; this build reads version {SCHEMA_VERSION}"
+    )]
     Schema {
         /// The file.
         path: String,
@@ -87,7 +87,7 @@ pub enum StorageError {
         /// The file.
         path: String,
         /// The cause.
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     /// A block's height does not follow the last stored height. Nothing of the batch was
     /// written.
@@ -177,7 +177,7 @@ impl Storage {
         let path = path.as_ref().to_path_buf();
         let db = Database::create(&path).map_err(|e| StorageError::Open {
             path: path.display().to_string(),
-            source: e.into(),
+            source: Box::new(e.into()),
         })?;
         let mut storage = Storage {
             db,
@@ -203,7 +203,7 @@ impl Storage {
             redb::Error::Corrupted(detail) => self.corrupt(detail),
             source => StorageError::Database {
                 path: self.path.display().to_string(),
-                source,
+                source: Box::new(source),
             },
         }
     }
@@ -307,15 +307,14 @@ impl Storage {
         let mut tip = self.tip.lock().expect("storage tip lock");
 
         // Check everything before writing anything.
-        let mut expected = tip.last_height.map_or(FIRST_HEIGHT, |h| h + 1);
-        for &(height, _) in &batch.blocks {
+        let next_height = tip.last_height.map_or(FIRST_HEIGHT, |h| h + 1);
+        for (expected, &(height, _)) in (next_height..).zip(&batch.blocks) {
             if height != expected {
                 return Err(StorageError::HeightGap {
                     expected,
                     got: height,
                 });
             }
-            expected += 1;
         }
         let first_record = tip.next_record;
         let next_record = first_record + batch.records.len() as u64;
@@ -385,12 +384,24 @@ impl Storage {
         self.tip.lock().expect("storage tip lock").last_height
     }
 
-    fn read<T>(
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StorageError> {
+        self.db.begin_read().map_err(|e| self.db_err(e))
+    }
+
+    /// The entries of `table` with keys in `range`, in order.
+    fn collect(
         &self,
-        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
-    ) -> Result<T, StorageError> {
-        let tx = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        f(&tx).map_err(|e| self.db_err(e))
+        table: TableDefinition<u64, &[u8]>,
+        range: impl std::ops::RangeBounds<u64>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let tx = self.begin_read()?;
+        let table = tx.open_table(table).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for entry in table.range(range).map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Every record not pruned, with its sequence, in order.
@@ -400,14 +411,7 @@ impl Storage {
 
     /// The records from sequence `from` on, in order.
     pub fn records_from(&self, from: u64) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
-        self.read(|tx| {
-            let table = tx.open_table(RECORDS).map_err(table_err)?;
-            table
-                .range(from..)?
-                .map(|e| e.map(|(k, v)| (k.value(), v.value().to_vec())))
-                .collect::<Result<_, _>>()
-                .map_err(Into::into)
-        })
+        self.collect(RECORDS, from..)
     }
 
     /// The blocks of heights `from..=to` that are stored, in order.
@@ -415,35 +419,24 @@ impl Storage {
         if from > to {
             return Ok(Vec::new());
         }
-        self.read(|tx| {
-            let table = tx.open_table(BLOCKS).map_err(table_err)?;
-            table
-                .range(from..=to)?
-                .map(|e| e.map(|(k, v)| (k.value(), v.value().to_vec())))
-                .collect::<Result<_, _>>()
-                .map_err(Into::into)
-        })
+        self.collect(BLOCKS, from..=to)
     }
 
     /// The block at `height`, if stored.
     pub fn block(&self, height: u64) -> Result<Option<Vec<u8>>, StorageError> {
-        self.read(|tx| {
-            let table = tx.open_table(BLOCKS).map_err(table_err)?;
-            Ok(table.get(height)?.map(|v| v.value().to_vec()))
-        })
+        let tx = self.begin_read()?;
+        let table = tx.open_table(BLOCKS).map_err(|e| self.db_err(e))?;
+        let value = table.get(height).map_err(|e| self.db_err(e))?;
+        Ok(value.map(|v| v.value().to_vec()))
     }
 
     /// The named value `key`, if set.
     pub fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.read(|tx| {
-            let table = tx.open_table(META).map_err(table_err)?;
-            Ok(table.get(key)?.map(|v| v.value().to_vec()))
-        })
+        let tx = self.begin_read()?;
+        let table = tx.open_table(META).map_err(|e| self.db_err(e))?;
+        let value = table.get(key).map_err(|e| self.db_err(e))?;
+        Ok(value.map(|v| v.value().to_vec()))
     }
-}
-
-fn table_err(e: TableError) -> redb::Error {
-    e.into()
 }
 
 #[cfg(test)]
@@ -519,8 +512,11 @@ mod tests {
         assert_eq!((b.first_record, b.next_record), (1000, 1500));
         let all = s.records().unwrap();
         assert_eq!(all.len(), 1500);
-        assert!(all.iter().enumerate().all(|(i, (seq, r))| *seq == i as u64
-            && *r == format!("record-{i}").into_bytes()));
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, (seq, r))| *seq == i as u64 && *r == format!("record-{i}").into_bytes())
+        );
         assert_eq!(s.records_from(1490).unwrap().len(), 10);
     }
 
@@ -561,7 +557,10 @@ mod tests {
                 ..Default::default()
             })
             .unwrap_err();
-        assert!(e.to_string().contains("height 4 refused: the next height is 3"));
+        assert!(
+            e.to_string()
+                .contains("height 4 refused: the next height is 3")
+        );
         assert_eq!(s.last_height(), Some(1));
         assert_eq!(s.block(2).unwrap(), None);
     }

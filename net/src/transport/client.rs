@@ -130,8 +130,7 @@ impl Client {
     ) -> Result<Self, TransportError> {
         config.validate()?;
         let metrics = Arc::new(Metrics::default());
-        let client_config =
-            quinn_client_config(&Arc::new(signer), server_key, &config, &metrics)?;
+        let client_config = quinn_client_config(&Arc::new(signer), server_key, &config, &metrics)?;
         let local: SocketAddr = match (server.is_ipv4(), server.ip().is_loopback()) {
             (true, true) => (Ipv4Addr::LOCALHOST, 0).into(),
             (true, false) => (Ipv4Addr::UNSPECIFIED, 0).into(),
@@ -200,7 +199,8 @@ impl Client {
 
     /// Closes the connection and waits until the peer has been told.
     pub async fn close(&self) {
-        self.endpoint.close(codes::SHUTDOWN.into(), b"client closed");
+        self.endpoint
+            .close(codes::SHUTDOWN.into(), b"client closed");
         self.endpoint.wait_idle().await;
     }
 }

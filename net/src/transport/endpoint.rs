@@ -75,7 +75,8 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
-        self.quinn.close(codes::SHUTDOWN.into(), b"endpoint dropped");
+        self.quinn
+            .close(codes::SHUTDOWN.into(), b"endpoint dropped");
     }
 }
 

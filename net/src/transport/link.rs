@@ -98,14 +98,18 @@ async fn run(
         .member(to)
         .expect("links are spawned for members only")
         .clone();
-    let client_config =
-        match quinn_client_config(&context.signer, member.public_key, &context.config, &context.metrics) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(%to, error = %e, "cannot configure the link");
-                return;
-            }
-        };
+    let client_config = match quinn_client_config(
+        &context.signer,
+        member.public_key,
+        &context.config,
+        &context.metrics,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(%to, error = %e, "cannot configure the link");
+            return;
+        }
+    };
     let mut shutdown = context.shutdown.clone();
     let mut backoff = context.config.backoff_initial;
     let mut failures: u32 = 0;
@@ -147,20 +151,35 @@ async fn run(
         }
         was_connected = true;
         failures = 0;
-        backoff = context.config.backoff_initial;
         info!(%to, remote = %connection.remote_address(), "link up");
+        let up_since = tokio::time::Instant::now();
         connection_tx.send_replace(Some(connection.clone()));
         let ended = {
             let _connected = context.metrics.connected();
             pump(&context, &connection, &mut queue, &mut shutdown).await
         };
         connection_tx.send_replace(None);
-        match ended {
+        let reason = match ended {
             Ended::Stopped => {
                 connection.close(codes::SHUTDOWN.into(), b"link closed");
                 return;
             }
-            Ended::Lost(reason) => warn!(%to, %reason, "link down; reconnecting"),
+            Ended::Lost(reason) => reason,
+        };
+        // A client's handshake completes before the server has checked the client's key, so a
+        // peer that refuses us looks like a link that comes up and drops at once. Only a link
+        // that stayed up resets the backoff; one that flaps waits like a failed attempt.
+        if up_since.elapsed() >= context.config.backoff_max {
+            warn!(%to, %reason, "link down; reconnecting");
+            backoff = context.config.backoff_initial;
+        } else {
+            warn!(%to, %reason, "link dropped right after connecting; retrying with backoff");
+            let wait = jitter(backoff);
+            backoff = (backoff * 2).min(context.config.backoff_max);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
         }
     }
 }
