@@ -34,7 +34,8 @@ fn main() {
 
     let scheme = Ed25519::with_known_keys(s.genesis.public_keys());
     let t = Instant::now();
-    let mut auditor = ChainAuditor::new(&s.genesis, &scheme);
+    let clearing = tieline_core::clearing::rule_for(s.genesis.clearing.rule);
+    let mut auditor = ChainAuditor::new(&s.genesis, &scheme, clearing);
     for b in &encoded {
         auditor
             .push_encoded(b)

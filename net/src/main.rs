@@ -97,7 +97,8 @@ fn audit(genesis: &Path, chain: &Path, json: bool) -> Result<ExitCode> {
     let genesis = read_genesis(genesis)?;
     let blocks = chainfile::read_chain(chain)?;
     let scheme = Ed25519::with_known_keys(genesis.public_keys());
-    let mut auditor = ChainAuditor::new(&genesis, &scheme);
+    let clearing = tieline_core::clearing::rule_for(genesis.clearing.rule);
+    let mut auditor = ChainAuditor::new(&genesis, &scheme, clearing);
     for b in &blocks {
         if let Err(e) = auditor.push_encoded(b) {
             if json {
