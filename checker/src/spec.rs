@@ -118,7 +118,11 @@ mod tests {
             assert!(!p.tests.is_empty(), "{} names no test", p.id);
             for t in &p.tests {
                 let name = t.rsplit("::").next().unwrap();
-                assert!(defined(name), "{} names test `{t}`, which does not exist", p.id);
+                assert!(
+                    defined(name),
+                    "{} names test `{t}`, which does not exist",
+                    p.id
+                );
             }
         }
     }

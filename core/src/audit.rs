@@ -5,9 +5,7 @@ use crate::block::{
     BLOCK_VERSION, Block, BlockBody, BlockHeader, CertificateError, MAX_VIEW, VoteKind,
 };
 use crate::clearing::{Clearing, rule_for};
-use crate::consensus::content::{
-    BidSignatureCheck, CommittedNonces, ContentRules, advance_nonces,
-};
+use crate::consensus::content::{BidSignatureCheck, CommittedNonces, ContentRules, advance_nonces};
 use crate::crypto::{Digest, SignatureScheme};
 use crate::encoding::{DecodeError, Tagged};
 use crate::genesis::Genesis;
@@ -229,8 +227,14 @@ impl<'a> ChainAuditor<'a> {
             signatures += 1;
             sb.verify(scheme, key).is_ok()
         };
-        verify_block(&rules, self.previous.as_ref(), block, &mut check, &mut self.summary)
-            .map_err(|reason| AuditError { height, reason })?;
+        verify_block(
+            &rules,
+            self.previous.as_ref(),
+            block,
+            &mut check,
+            &mut self.summary,
+        )
+        .map_err(|reason| AuditError { height, reason })?;
         self.summary.signatures += signatures;
         self.summary.blocks += 1;
         self.summary.head = block.digest();
@@ -352,8 +356,7 @@ pub fn check_header(
             found: h.primary,
         });
     }
-    let expected_skipped: Vec<NodeId> =
-        (0..h.view).map(|v| genesis.primary(h.height, v)).collect();
+    let expected_skipped: Vec<NodeId> = (0..h.view).map(|v| genesis.primary(h.height, v)).collect();
     if p.skipped != expected_skipped {
         return Err(AuditFailure::SkippedPrimaries {
             expected: expected_skipped,
@@ -417,7 +420,11 @@ pub fn verify_block(
         + p.objections.len() as u64
         + p.appeals.len() as u64
         + 2 * p.evidence.len() as u64;
-    summary.bids += p.batches.iter().map(|b| b.body.bids.len() as u64).sum::<u64>();
+    summary.bids += p
+        .batches
+        .iter()
+        .map(|b| b.body.bids.len() as u64)
+        .sum::<u64>();
     summary.trades += body.trades.len() as u64;
     summary.revisions += u64::from(h.revision);
     Ok(())

@@ -150,7 +150,11 @@ impl SampleConsortium {
     /// A signed sample bid by participant `index` (genesis order) for `height`: even
     /// participants sell, odd ones buy, at prices that cross.
     pub fn bid(&self, index: usize, height: u64, nonce: u64) -> SignedBid {
-        let side = if index % 2 == 0 { Side::Sell } else { Side::Buy };
+        let side = if index % 2 == 0 {
+            Side::Sell
+        } else {
+            Side::Buy
+        };
         let base = 40 + (index % 17) as i64;
         let price = match side {
             Side::Sell => base,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tieline_core::audit::audit_chain;
 use tieline_core::block::{Appeal, AppealClaim, AppealResolution, RejectionReason, VoteKind};
-use tieline_core::clearing::{Cut, CutTerm, CutVariable, COEFFICIENT_SCALE};
+use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
 use tieline_core::consensus::{
     ConstraintList, Effect, Input, Message, NoGridModel, Record, Reply, SecurityCheck,
@@ -45,7 +45,12 @@ fn bid_round(s: &SampleConsortium, c: &mut Cluster, height: u64) {
 }
 
 fn decided(height: u64) -> impl Fn(&Cluster) -> bool {
-    move |c: &Cluster| c.nodes.iter().filter(|n| n.up).all(|n| n.store.blocks.len() as u64 >= height)
+    move |c: &Cluster| {
+        c.nodes
+            .iter()
+            .filter(|n| n.up)
+            .all(|n| n.store.blocks.len() as u64 >= height)
+    }
 }
 
 fn assert_agree_and_audit(s: &SampleConsortium, c: &Cluster) {
@@ -82,37 +87,70 @@ fn bids_are_receipted_only_when_valid_and_after_persisting() {
     let mut c = Cluster::from_sample(&s, open());
     c.start();
     let bid = s.bid(0, 1, 7);
-    let home = c.nodes.iter().position(|n| n.ctx.me == s.genesis.participants[0].home).unwrap();
+    let home = c
+        .nodes
+        .iter()
+        .position(|n| n.ctx.me == s.genesis.participants[0].home)
+        .unwrap();
     let effects = c.input(home, Input::Bid(bid.clone()));
     // N1: the bid is in the log before the receipt goes out.
-    let persisted = effects.iter().position(|e| matches!(e, Effect::Persist(Record::Bid { .. })));
-    let replied = effects.iter().position(|e| matches!(e, Effect::Reply { reply: Reply::Receipt(_), .. }));
+    let persisted = effects
+        .iter()
+        .position(|e| matches!(e, Effect::Persist(Record::Bid { .. })));
+    let replied = effects.iter().position(|e| {
+        matches!(
+            e,
+            Effect::Reply {
+                reply: Reply::Receipt(_),
+                ..
+            }
+        )
+    });
     assert!(persisted.unwrap() < replied.unwrap());
-    let Some(Effect::Reply { reply: Reply::Receipt(r), .. }) = effects.get(replied.unwrap()) else {
+    let Some(Effect::Reply {
+        reply: Reply::Receipt(r),
+        ..
+    }) = effects.get(replied.unwrap())
+    else {
         unreachable!()
     };
     assert_eq!(r.body.height, 1);
     assert_eq!(r.body.bid, bid.body.id());
-    assert!(r.verify(&Ed25519::default(), &s.genesis.members[home].public_key).is_ok());
+    assert!(
+        r.verify(&Ed25519::default(), &s.genesis.members[home].public_key)
+            .is_ok()
+    );
 
     let rejected = |c: &mut Cluster, node: usize, b: SignedBid| match c
         .input(node, Input::Bid(b))
         .into_iter()
         .find_map(|e| match e {
-            Effect::Reply { reply: Reply::BidRejected { reason, .. }, .. } => Some(reason),
+            Effect::Reply {
+                reply: Reply::BidRejected { reason, .. },
+                ..
+            } => Some(reason),
             _ => None,
         }) {
         Some(r) => r,
         None => panic!("not rejected"),
     };
     // V3: the same nonce again is a replay.
-    assert!(matches!(rejected(&mut c, home, bid.clone()), BidError::ReplayedNonce { nonce: 7, .. }));
+    assert!(matches!(
+        rejected(&mut c, home, bid.clone()),
+        BidError::ReplayedNonce { nonce: 7, .. }
+    ));
     // Not this node's participant.
-    assert!(matches!(rejected(&mut c, (home + 1) % 4, s.bid(0, 1, 8)), BidError::WrongHome { .. }));
+    assert!(matches!(
+        rejected(&mut c, (home + 1) % 4, s.bid(0, 1, 8)),
+        BidError::WrongHome { .. }
+    ));
     // A forged signature.
     let mut forged = s.bid(0, 1, 9);
     forged.body.steps[0].quantity = mwh(99);
-    assert!(matches!(rejected(&mut c, home, forged), BidError::BadSignature(_)));
+    assert!(matches!(
+        rejected(&mut c, home, forged),
+        BidError::BadSignature(_)
+    ));
     // A rule broken.
     let bad = s.bid_with(0, Side::Sell, vec![], 1, 10);
     assert_eq!(rejected(&mut c, home, bad), BidError::NoSteps);
@@ -150,7 +188,13 @@ fn objection_leads_to_revision_1_and_a_commit() {
     assert_eq!(p.objections.len(), 1);
     assert_eq!(p.objections[0].body.objector, NodeId(2));
     assert_eq!(p.clearing.cuts, vec![limit]);
-    let flow = p.clearing.outcome.flows.iter().find(|f| f.tie_line == TieLineId(1)).unwrap();
+    let flow = p
+        .clearing
+        .outcome
+        .flows
+        .iter()
+        .find(|f| f.tie_line == TieLineId(1))
+        .unwrap();
     assert_eq!(flow.flow, mwh(40));
 }
 
@@ -190,7 +234,10 @@ fn restarted_node_catches_up_and_its_receipted_bids_are_not_lost() {
     bid_round(&s, &mut c, 2);
     assert!(c.run_until(50_000, decided(2)));
     c.restart(i0);
-    assert!(c.run_until(50_000, |c| c.nodes[i0].store.blocks.len() >= 2), "caught up");
+    assert!(
+        c.run_until(50_000, |c| c.nodes[i0].store.blocks.len() >= 2),
+        "caught up"
+    );
     assert_agree_and_audit(&s, &c);
     // N1: the crashed node's receipted bids of height 1 go into a later block.
     assert!(c.run_until(50_000, decided(3)));
@@ -199,10 +246,19 @@ fn restarted_node_catches_up_and_its_receipted_bids_are_not_lost() {
         .store
         .blocks
         .iter()
-        .flat_map(|b| b.body.process.batches.iter().flat_map(|x| x.body.bids.iter().map(|sb| sb.body.id())))
+        .flat_map(|b| {
+            b.body
+                .process
+                .batches
+                .iter()
+                .flat_map(|x| x.body.bids.iter().map(|sb| sb.body.id()))
+        })
         .collect();
     for id in c.receipted() {
-        assert!(on_chain.contains(&id), "receipted bid {id:?} is on no block");
+        assert!(
+            on_chain.contains(&id),
+            "receipted bid {id:?} is on no block"
+        );
     }
 }
 
@@ -213,9 +269,7 @@ fn new_primary_reproposes_the_highest_lock() {
     c.start();
     bid_round(&s, &mut c, 1);
     // Every commit vote of view 0 is lost: everyone locks, nobody decides, the view times out.
-    let lost = |e: &Event| {
-        matches!(e, Event::Deliver { msg: Message::Vote(v), .. } if v.body.kind == VoteKind::Commit && v.body.view == 0)
-    };
+    let lost = |e: &Event| matches!(e, Event::Deliver { msg: Message::Vote(v), .. } if v.body.kind == VoteKind::Commit && v.body.view == 0);
     assert!(c.run_filtered(50_000, lost, decided(1)));
     assert_agree_and_audit(&s, &c);
     let b = &c.nodes[0].store.blocks[0];
@@ -235,7 +289,9 @@ fn restarted_primary_never_signs_a_second_proposal_for_its_round() {
     let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
     assert!(c.run_until(50_000, |c| c.nodes[i0].state.proposal.is_some()));
     // Its proposal never leaves: it crashes, restarts and must not sign another for round (0, 0).
-    c.events.retain(|_, e| !matches!(e, Event::Deliver { from, msg: Message::Proposal(_), .. } if *from == p0));
+    c.events.retain(
+        |_, e| !matches!(e, Event::Deliver { from, msg: Message::Proposal(_), .. } if *from == p0),
+    );
     c.crash(i0);
     c.advance(10);
     c.restart(i0);
@@ -262,7 +318,13 @@ fn equivocating_primary_is_caught_with_evidence() {
     stamp.block = twin.header.digest();
     twin.stamp = Signed::sign(stamp, &s.members[i0]);
     for j in (0..4).filter(|&j| j != i0) {
-        c.input(j, Input::Message { from: p0, msg: Message::Proposal(Box::new(twin.clone())) });
+        c.input(
+            j,
+            Input::Message {
+                from: p0,
+                msg: Message::Proposal(Box::new(twin.clone())),
+            },
+        );
     }
     assert!(c.run_until(50_000, decided(2)) || c.min_height() >= 1);
     assert_eq!(c.disagreement(), None);
@@ -274,7 +336,12 @@ fn equivocating_primary_is_caught_with_evidence() {
     }
     bid_round(&s, &mut c, 2);
     assert!(c.run_until(50_000, decided(2)));
-    let recorded: usize = c.nodes[0].store.blocks.iter().map(|b| b.body.process.evidence.len()).sum();
+    let recorded: usize = c.nodes[0]
+        .store
+        .blocks
+        .iter()
+        .map(|b| b.body.process.evidence.len())
+        .sum();
     assert!(recorded >= 1, "the evidence is recorded in a block");
     assert_agree_and_audit(&s, &c);
 }
@@ -324,25 +391,67 @@ fn appeals_are_resolved_by_the_primary_and_recorded() {
             &s.participants[i],
         )
     };
-    let upheld = appeal(mine[0], AppealClaim::Omitted { bid: Box::new(bid.clone()), receipt });
+    let upheld = appeal(
+        mine[0],
+        AppealClaim::Omitted {
+            bid: Box::new(bid.clone()),
+            receipt,
+        },
+    );
     let cleared_bid = s.bid(mine[1], 1, 1000 + mine[1] as u64).body.id();
     let rejected = appeal(mine[1], AppealClaim::Misallocated { bid: cleared_bid });
     for a in [upheld, rejected] {
         let effects = c.input(i0, Input::Appeal(a));
-        assert!(effects.iter().any(|e| matches!(e, Effect::Reply { reply: Reply::AppealForwarded { height: 1 }, .. })));
+        assert!(effects.iter().any(|e| matches!(
+            e,
+            Effect::Reply {
+                reply: Reply::AppealForwarded { height: 1 },
+                ..
+            }
+        )));
     }
     assert!(c.run_until(50_000, decided(1)));
     assert_agree_and_audit(&s, &c);
     let b = &c.nodes[0].store.blocks[0];
     assert!(b.header.revision >= 1);
-    let res: Vec<AppealResolution> = b.body.process.appeals.iter().map(|a| a.resolution).collect();
+    let res: Vec<AppealResolution> = b
+        .body
+        .process
+        .appeals
+        .iter()
+        .map(|a| a.resolution)
+        .collect();
     assert!(matches!(res[0], AppealResolution::Upheld { revision } if revision >= 1));
     assert_eq!(res[1], AppealResolution::RejectedOutcomeStands);
-    assert!(b.body.trades.iter().any(|t| t.bid == bid.body.id()), "the upheld bid is cleared");
+    assert!(
+        b.body.trades.iter().any(|t| t.bid == bid.body.id()),
+        "the upheld bid is cleared"
+    );
     // The participants learn the recorded resolutions from their home node.
-    let told: Vec<&Reply> = c.replies.iter().filter(|(_, p, _)| mine[..2].iter().any(|&i| s.genesis.participants[i].id == *p)).map(|(_, _, r)| r).collect();
-    assert!(told.iter().any(|r| matches!(r, Reply::AppealResolved { resolution: AppealResolution::Upheld { .. }, .. })));
-    assert!(told.iter().any(|r| matches!(r, Reply::AppealResolved { resolution: AppealResolution::RejectedOutcomeStands, .. })));
+    let told: Vec<&Reply> = c
+        .replies
+        .iter()
+        .filter(|(_, p, _)| {
+            mine[..2]
+                .iter()
+                .any(|&i| s.genesis.participants[i].id == *p)
+        })
+        .map(|(_, _, r)| r)
+        .collect();
+    assert!(told.iter().any(|r| matches!(
+        r,
+        Reply::AppealResolved {
+            resolution: AppealResolution::Upheld { .. },
+            ..
+        }
+    )));
+    assert!(told.iter().any(|r| matches!(
+        r,
+        Reply::AppealResolved {
+            resolution: AppealResolution::RejectedOutcomeStands,
+            ..
+        }
+    )));
 }
 
 /// A test double of an area that objects to every outcome that sells anything in it, with a
@@ -379,7 +488,10 @@ impl SecurityCheck for Stubborn {
             label: sold as u32,
             terms: sells
                 .iter()
-                .map(|(d, _)| CutTerm { variable: CutVariable::Bid(*d), coefficient: COEFFICIENT_SCALE })
+                .map(|(d, _)| CutTerm {
+                    variable: CutVariable::Bid(*d),
+                    coefficient: COEFFICIENT_SCALE,
+                })
                 .collect(),
             limit: Quantity(sold - Quantity::SCALE),
         }]
@@ -404,13 +516,37 @@ fn fallback_ends_negotiation_by_cutting_later_bids_first() {
     assert!(c.run_until(200_000, decided(1)));
     assert_agree_and_audit(&s, &c);
     let b = &c.nodes[0].store.blocks[0];
-    assert!(b.header.revision > s.genesis.max_revisions, "ended in a fallback revision");
-    let fallback: Vec<_> = b.body.process.rejections.iter().filter(|r| r.reason == RejectionReason::Fallback).map(|r| r.bid).collect();
+    assert!(
+        b.header.revision > s.genesis.max_revisions,
+        "ended in a fallback revision"
+    );
+    let fallback: Vec<_> = b
+        .body
+        .process
+        .rejections
+        .iter()
+        .filter(|r| r.reason == RejectionReason::Fallback)
+        .map(|r| r.bid)
+        .collect();
     assert!(!fallback.is_empty());
     // L3: the bids cut are the latest-submitted ones.
-    let all: Vec<_> = b.body.process.batches.iter().flat_map(|x| x.body.bids.iter()).collect();
-    let cut_times: Vec<_> = all.iter().filter(|sb| fallback.contains(&sb.body.id())).map(|sb| sb.body.timestamp).collect();
-    let kept_times: Vec<_> = all.iter().filter(|sb| !fallback.contains(&sb.body.id())).map(|sb| sb.body.timestamp).collect();
+    let all: Vec<_> = b
+        .body
+        .process
+        .batches
+        .iter()
+        .flat_map(|x| x.body.bids.iter())
+        .collect();
+    let cut_times: Vec<_> = all
+        .iter()
+        .filter(|sb| fallback.contains(&sb.body.id()))
+        .map(|sb| sb.body.timestamp)
+        .collect();
+    let kept_times: Vec<_> = all
+        .iter()
+        .filter(|sb| !fallback.contains(&sb.body.id()))
+        .map(|sb| sb.body.timestamp)
+        .collect();
     assert!(cut_times.iter().all(|t| kept_times.iter().all(|k| k <= t)));
 }
 
@@ -420,7 +556,11 @@ fn receipted_bids_for_a_sealed_batch_move_to_the_next_height() {
     let s = SampleConsortium::new(4, 2);
     let mut c = Cluster::from_sample(&s, open());
     c.start();
-    let home = c.nodes.iter().position(|n| n.ctx.me == s.genesis.participants[0].home).unwrap();
+    let home = c
+        .nodes
+        .iter()
+        .position(|n| n.ctx.me == s.genesis.participants[0].home)
+        .unwrap();
     assert!(c.run_until(50_000, |c| c.nodes[home].state.gate_closed));
     match c.submit(s.bid(0, 2, 5)) {
         Some(Reply::Receipt(r)) => assert_eq!(r.body.height, 2),

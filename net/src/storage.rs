@@ -14,6 +14,9 @@
 //! gathers everything the core asked to persist since the last write into one [`WriteBatch`],
 //! so one `fsync` covers many records.
 //!
+//! Writes block the calling thread for at least one `fsync` (milliseconds): call them from a
+//! dedicated thread or `tokio::task::spawn_blocking`, never directly on an async task.
+//!
 //! # Crash safety
 //! Every transaction commits with [`Durability::Immediate`] and two-phase commit: redb writes the
 //! new pages and a new commit slot, `fsync`s, flips the active-slot bit, and `fsync`s again

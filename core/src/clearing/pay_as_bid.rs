@@ -59,10 +59,8 @@ impl Clearing for PayAsBid {
             sells.sort_unstable_by_key(|e| e.key);
             let left = |e: &Entry| input.bids[e.pos].1.steps[e.step].quantity.0;
             let (mut i, mut j) = (0, 0);
-            let (mut left_b, mut left_s) = (
-                buys.first().map_or(0, left),
-                sells.first().map_or(0, left),
-            );
+            let (mut left_b, mut left_s) =
+                (buys.first().map_or(0, left), sells.first().map_or(0, left));
             // Each round fills one step on at least one side: at most buys + sells rounds.
             while i < buys.len() && j < sells.len() && -buys[i].key.0 >= sells[j].key.0 {
                 let (b, s) = (buys[i], sells[j]);

@@ -121,7 +121,10 @@ pub(crate) fn read_awards(
             return Err(mismatch(
                 item(),
                 format!("step {s}"),
-                format!("a step of the bid after step {next_step}, below {}", bid.steps.len()),
+                format!(
+                    "a step of the bid after step {next_step}, below {}",
+                    bid.steps.len()
+                ),
             ));
         }
         let q = bid.steps[s].quantity;
@@ -139,7 +142,11 @@ pub(crate) fn read_awards(
 }
 
 /// The awards of a flat per-step array, in canonical order.
-pub(crate) fn awards_of(input: &ClearingInput<'_>, layout: &Layout, flat: &[i64]) -> Vec<StepAward> {
+pub(crate) fn awards_of(
+    input: &ClearingInput<'_>,
+    layout: &Layout,
+    flat: &[i64],
+) -> Vec<StepAward> {
     let mut out = Vec::new();
     for (pos, (id, bid)) in input.bids.iter().enumerate() {
         for s in 0..bid.steps.len() {
@@ -690,11 +697,7 @@ impl<'i, 'a> Market<'i, 'a> {
     /// Submission-time priority among interchangeable steps (spec V23): among the steps of one
     /// zone, side, limit price and cut coefficients that are marginal (reduced profit within
     /// the tolerance), no step gets energy while an earlier one is not full.
-    pub fn check_priority(
-        &self,
-        flat: &[i64],
-        priced: &Priced,
-    ) -> Result<(), ClearingMismatch> {
+    pub fn check_priority(&self, flat: &[i64], priced: &Priced) -> Result<(), ClearingMismatch> {
         type Key = (usize, Side, i64, u32);
         type Rank = ((Timestamp, Digest), usize, usize);
         let mut classes: BTreeMap<Key, (Option<Rank>, Option<Rank>)> = BTreeMap::new();
@@ -822,7 +825,12 @@ impl<'i, 'a> Market<'i, 'a> {
             });
         }
         let local = |i: usize| {
-            Price((round_to_tick(priced.zone_price[self.zone_of[i]] - priced.bid_offset[i], tick) / FINE) as i64)
+            Price(
+                (round_to_tick(
+                    priced.zone_price[self.zone_of[i]] - priced.bid_offset[i],
+                    tick,
+                ) / FINE) as i64,
+            )
         };
         for (i, &p) in self.bids.iter().enumerate() {
             trade_price[p] = Some(local(i));
@@ -860,7 +868,11 @@ impl<'i, 'a> Market<'i, 'a> {
 pub(crate) fn round_to_tick(v: i128, tick: i128) -> i128 {
     let d = v.div_euclid(tick);
     let r = v.rem_euclid(tick);
-    if 2 * r > tick { (d + 1) * tick } else { d * tick }
+    if 2 * r > tick {
+        (d + 1) * tick
+    } else {
+        d * tick
+    }
 }
 
 fn fine_label(v: i128) -> String {
@@ -905,11 +917,14 @@ pub(crate) fn assemble(
     mu: &[Vec<i64>],
 ) -> Result<Cleared, ClearingError> {
     let mut out = ClearingOutcome {
-        cut_prices: vec![Price::ZERO; if markets.iter().any(|m| m.mode == Mode::Zonal) {
-            input.cuts.len()
-        } else {
-            0
-        }],
+        cut_prices: vec![
+            Price::ZERO;
+            if markets.iter().any(|m| m.mode == Mode::Zonal) {
+                input.cuts.len()
+            } else {
+                0
+            }
+        ],
         ..ClearingOutcome::default()
     };
     let mut trade_price = vec![None; input.bids.len()];
@@ -949,15 +964,21 @@ pub(crate) fn verify(
     proposed: &Cleared,
 ) -> Result<(), VerifyError> {
     let layout = Layout::new(input);
-    let flat = read_awards(input, &layout, &proposed.outcome.awards).map_err(VerifyError::Mismatch)?;
+    let flat =
+        read_awards(input, &layout, &proposed.outcome.awards).map_err(VerifyError::Mismatch)?;
     let mut markets = Vec::new();
     for (product, bids) in by_product(input) {
-        markets.push(Market::new(input, &layout, mode, product, bids).map_err(VerifyError::Clearing)?);
+        markets
+            .push(Market::new(input, &layout, mode, product, bids).map_err(VerifyError::Clearing)?);
     }
     let o = &proposed.outcome;
     let mismatch_err = |m: ClearingMismatch| VerifyError::Mismatch(m);
     // Published rows must cover exactly the expected keys, in canonical order.
-    let want_cut_prices = if mode == Mode::Zonal { input.cuts.len() } else { 0 };
+    let want_cut_prices = if mode == Mode::Zonal {
+        input.cuts.len()
+    } else {
+        0
+    };
     if o.cut_prices.len() != want_cut_prices {
         return Err(mismatch_err(mismatch(
             "cut shadow prices".into(),
@@ -989,7 +1010,9 @@ pub(crate) fn verify(
                 _ => {
                     return Err(mismatch_err(mismatch(
                         format!("tie-line flow {row}"),
-                        o.flows.get(row).map_or("nothing".into(), |f| format!("{f:?}")),
+                        o.flows
+                            .get(row)
+                            .map_or("nothing".into(), |f| format!("{f:?}")),
                         format!("the flow of line {id} for {label}"),
                     )));
                 }
@@ -997,18 +1020,30 @@ pub(crate) fn verify(
         }
         flow_row += market.lines.len();
         let mu: Vec<i64> = market.cuts.iter().map(|&c| o.cut_prices[c].0).collect();
-        market.check_feasible(&flat, &flows, &mu).map_err(mismatch_err)?;
+        market
+            .check_feasible(&flat, &flows, &mu)
+            .map_err(mismatch_err)?;
         // Published zone prices.
         let mut published = vec![None::<i128>; market.zones];
-        let mut by_area: Vec<(AreaId, usize)> =
-            input.areas.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
+        let mut by_area: Vec<(AreaId, usize)> = input
+            .areas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.id, i))
+            .collect();
         by_area.sort();
         for (k, &(area, ai)) in by_area.iter().enumerate() {
             let row = area_row + k;
-            let Some(ap) = o.area_prices.get(row).filter(|p| p.product == market.product && p.area == area) else {
+            let Some(ap) = o
+                .area_prices
+                .get(row)
+                .filter(|p| p.product == market.product && p.area == area)
+            else {
                 return Err(mismatch_err(mismatch(
                     format!("area price {row}"),
-                    o.area_prices.get(row).map_or("nothing".into(), |p| format!("{p:?}")),
+                    o.area_prices
+                        .get(row)
+                        .map_or("nothing".into(), |p| format!("{p:?}")),
                     format!("the price of area {area} for {label}"),
                 )));
             };
@@ -1019,7 +1054,10 @@ pub(crate) fn verify(
                     return Err(mismatch_err(mismatch(
                         format!("area price of area {area} for {label}"),
                         ap.price,
-                        format!("{} (one price for the whole market)", Price((w / FINE) as i64)),
+                        format!(
+                            "{} (one price for the whole market)",
+                            Price((w / FINE) as i64)
+                        ),
                     )));
                 }
                 _ => published[z] = Some(v),
@@ -1059,8 +1097,12 @@ pub(crate) fn verify(
         if let Some(v) = market.slackness_violation(&flat, &flows, &mu, &priced.zone_price) {
             return Err(mismatch_err(v));
         }
-        market.check_priority(&flat, &priced).map_err(mismatch_err)?;
-        market.check_objectives(&flat, &mu, &priced).map_err(mismatch_err)?;
+        market
+            .check_priority(&flat, &priced)
+            .map_err(mismatch_err)?;
+        market
+            .check_objectives(&flat, &mu, &priced)
+            .map_err(mismatch_err)?;
         for (k, &c) in market.cuts.iter().enumerate() {
             expected.cut_prices[c] = Price(mu[k]);
         }

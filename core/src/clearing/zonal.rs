@@ -84,7 +84,12 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
     for (i, &p) in market.bids.iter().enumerate() {
         let (id, bid) = input.bids[p];
         for (s, step) in bid.steps.iter().enumerate() {
-            let key = (market.zone_of[i], bid.side, step.price.0, market.signature[i]);
+            let key = (
+                market.zone_of[i],
+                bid.side,
+                step.price.0,
+                market.signature[i],
+            );
             let c = *index.entry(key).or_insert_with(|| {
                 classes.push(Class {
                     zone: key.0,
@@ -96,9 +101,11 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
                 });
                 classes.len() - 1
             });
-            classes[c]
-                .steps
-                .push((pool::priority(&id, bid), market.layout.at(p, s), step.quantity.0));
+            classes[c].steps.push((
+                pool::priority(&id, bid),
+                market.layout.at(p, s),
+                step.quantity.0,
+            ));
             classes[c].total += step.quantity.0;
         }
     }
@@ -179,9 +186,9 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
         let limit = (input.cuts[c].limit.0 - CUT_TOLERANCE.0 / 2) as f64 / KWH_PER_MWH;
         cut_rows.push(any.then(|| problem.add_constraint(e.leq(limit))));
     }
-    let mut solution = problem
-        .solve()
-        .map_err(|e| ClearingError::Solver(format!("{}: {e}", pool::product_label(&market.product))))?;
+    let mut solution = problem.solve().map_err(|e| {
+        ClearingError::Solver(format!("{}: {e}", pool::product_label(&market.product)))
+    })?;
     let yv: Vec<f64> = y.iter().map(|v| solution.value(*v)).collect();
     let fv: Vec<f64> = f.iter().map(|v| solution.value(*v)).collect();
     let duals = solution.compute_dual();
@@ -216,7 +223,10 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
         } else if r < -delta {
             (0, false)
         } else {
-            ((v * KWH_PER_MWH).round().clamp(0.0, c.total as f64) as i64, true)
+            (
+                (v * KWH_PER_MWH).round().clamp(0.0, c.total as f64) as i64,
+                true,
+            )
         };
         total.push(t);
         marginal.push(m);
@@ -305,7 +315,9 @@ fn repair(
         let mut queue = VecDeque::from([z]);
         let mut target = None;
         while let Some(a) = queue.pop_front() {
-            if let Some(c) = (0..classes.len()).find(|&c| classes[c].zone == a && room(c, sign, total) > 0) {
+            if let Some(c) =
+                (0..classes.len()).find(|&c| classes[c].zone == a && room(c, sign, total) > 0)
+            {
                 target = Some((a, c));
                 break;
             }
@@ -315,9 +327,23 @@ fn repair(
                 }
                 // Moving energy along the line from a to b, in the direction the residual needs.
                 let (b, cap) = if line.from == a {
-                    (line.to, if sign > 0 { line.forward - flows[l] } else { flows[l] + line.backward })
+                    (
+                        line.to,
+                        if sign > 0 {
+                            line.forward - flows[l]
+                        } else {
+                            flows[l] + line.backward
+                        },
+                    )
                 } else if line.to == a {
-                    (line.from, if sign > 0 { flows[l] + line.backward } else { line.forward - flows[l] })
+                    (
+                        line.from,
+                        if sign > 0 {
+                            flows[l] + line.backward
+                        } else {
+                            line.forward - flows[l]
+                        },
+                    )
                 } else {
                     continue;
                 };
@@ -355,7 +381,11 @@ fn repair(
         // Energy moves from z toward w for an excess, from w toward z for a deficit.
         for &(a, _, l) in &path {
             let forward = market.lines[l].from == a;
-            flows[l] += if forward == (sign > 0) { amount } else { -amount };
+            flows[l] += if forward == (sign > 0) {
+                amount
+            } else {
+                -amount
+            };
         }
         absorb(c, amount, sign, total);
         net[z] -= sign * amount;

@@ -57,12 +57,16 @@ fn candidates(process: &ProcessData) -> impl Iterator<Item = (&SignedBid, NodeId
         .batches
         .iter()
         .flat_map(|b| b.body.bids.iter().map(move |sb| (sb, b.body.home)));
-    let appealed = process.appeals.iter().filter_map(|a| match (&a.resolution, &a.appeal.body.claim) {
-        (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, receipt }) => {
-            Some((bid.as_ref(), receipt.body.home))
-        }
-        _ => None,
-    });
+    let appealed =
+        process
+            .appeals
+            .iter()
+            .filter_map(|a| match (&a.resolution, &a.appeal.body.claim) {
+                (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, receipt }) => {
+                    Some((bid.as_ref(), receipt.body.home))
+                }
+                _ => None,
+            });
     batched.chain(appealed)
 }
 
@@ -91,7 +95,9 @@ pub fn select_bids<'a>(
         let id = bid.id();
         let replay = !seen_ids.insert(id)
             || !seen_nonces.insert((bid.participant, bid.nonce))
-            || committed.get(&bid.participant).is_some_and(|&n| bid.nonce <= n);
+            || committed
+                .get(&bid.participant)
+                .is_some_and(|&n| bid.nonce <= n);
         let verdict = if replay {
             Some(RejectionReason::Duplicate)
         } else {
@@ -303,7 +309,10 @@ impl ContentRules<'_> {
             }
             last_index = Some(index);
             if b.chain_id != self.chain_id || b.height != height {
-                return Err(bad(format!("batch is for height {}, not {height}", b.height)));
+                return Err(bad(format!(
+                    "batch is for height {}, not {height}",
+                    b.height
+                )));
             }
             batch
                 .verify(self.scheme, &g.members[index].public_key)
@@ -313,7 +322,10 @@ impl ContentRules<'_> {
         for (i, o) in p.objections.iter().enumerate() {
             let b = &o.body;
             let member = g.member(b.objector).ok_or_else(|| {
-                AuditFailure::Process(format!("objection {i}: objector {} is not a member", b.objector))
+                AuditFailure::Process(format!(
+                    "objection {i}: objector {} is not a member",
+                    b.objector
+                ))
             })?;
             if b.chain_id != self.chain_id || b.height != height || b.revision >= revision {
                 return Err(AuditFailure::Process(format!(
@@ -328,7 +340,10 @@ impl ContentRules<'_> {
         for (i, a) in p.appeals.iter().enumerate() {
             let b = &a.appeal.body;
             let participant = g.participant(b.participant).ok_or_else(|| {
-                AuditFailure::Process(format!("appeal {i}: participant {} is not admitted", b.participant))
+                AuditFailure::Process(format!(
+                    "appeal {i}: participant {} is not admitted",
+                    b.participant
+                ))
             })?;
             if b.chain_id != self.chain_id || b.height != height || g.member(a.via).is_none() {
                 return Err(AuditFailure::Process(format!(
@@ -339,9 +354,12 @@ impl ContentRules<'_> {
             a.appeal
                 .verify(self.scheme, &participant.public_key)
                 .map_err(|e| AuditFailure::Process(format!("appeal {i}: {e}")))?;
-            let expected = resolve_appeal(g, &self.chain_id, self.scheme, height, &included, &a.appeal);
+            let expected =
+                resolve_appeal(g, &self.chain_id, self.scheme, height, &included, &a.appeal);
             let consistent = match (expected, a.resolution) {
-                (AppealResolution::Upheld { .. }, AppealResolution::Upheld { revision: r }) => r <= revision,
+                (AppealResolution::Upheld { .. }, AppealResolution::Upheld { revision: r }) => {
+                    r <= revision
+                }
                 (e, r) => e == r,
             };
             if !consistent {
@@ -350,7 +368,9 @@ impl ContentRules<'_> {
                     a.resolution, expected
                 )));
             }
-            if let (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) = (&a.resolution, &b.claim) {
+            if let (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) =
+                (&a.resolution, &b.claim)
+            {
                 included.insert(bid.body.id());
             }
         }
@@ -362,7 +382,14 @@ impl ContentRules<'_> {
             }
         }
         // V1-V4: the selection and its recorded rejections.
-        let selection = select_bids(g, &self.chain_id, p, revision, self.committed, check_signature);
+        let selection = select_bids(
+            g,
+            &self.chain_id,
+            p,
+            revision,
+            self.committed,
+            check_signature,
+        );
         if selection.rejections != p.rejections {
             let at = (0..selection.rejections.len().max(p.rejections.len()))
                 .find(|&i| selection.rejections.get(i) != p.rejections.get(i))

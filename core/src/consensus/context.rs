@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::clearing::{Cleared, Clearing, ClearingInput, Cut, CutVariable, COEFFICIENT_SCALE};
+use crate::clearing::{COEFFICIENT_SCALE, Cleared, Clearing, ClearingInput, Cut, CutVariable};
 use crate::crypto::{Digest, SignatureScheme, Signer};
 use crate::genesis::Genesis;
 use crate::market::Side;
@@ -45,7 +45,9 @@ impl SecurityCheck for ConstraintList {
     fn check(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<Cut> {
         self.constraints
             .iter()
-            .filter(|c| cut_value(c, input, cleared) > i128::from(c.limit.0) * i128::from(COEFFICIENT_SCALE))
+            .filter(|c| {
+                cut_value(c, input, cleared) > i128::from(c.limit.0) * i128::from(COEFFICIENT_SCALE)
+            })
             .cloned()
             .collect()
     }

@@ -11,8 +11,8 @@ mod node;
 pub mod sim;
 mod types;
 
-pub use context::{ConstraintList, Context, NoGridModel, SecurityCheck, cut_value};
 #[cfg(feature = "mutants")]
 pub use context::Mutation;
+pub use context::{ConstraintList, Context, NoGridModel, SecurityCheck, cut_value};
 pub use node::{Lock, MAX_FALLBACK_LEVELS, ManagementNode, Negotiation, NodeState, VerifiedBids};
 pub use types::{Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply, Timer};

@@ -6,7 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::content::{BlockPlan, CommittedNonces, ContentRules, advance_nonces, resolve_appeal, select_bids, unavailable_areas};
+use super::content::{
+    BlockPlan, CommittedNonces, ContentRules, advance_nonces, resolve_appeal, select_bids,
+    unavailable_areas,
+};
 use super::context::{Context, mutated};
 use super::types::{Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply, Timer};
 use crate::audit::{AuditSummary, check_header, verify_block};
@@ -17,7 +20,9 @@ use crate::block::{
 };
 use crate::clearing::{Cleared, ClearingInput, Cut};
 use crate::crypto::{Digest, PublicKey, Signature, Signed};
-use crate::market::{BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt};
+use crate::market::{
+    BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt,
+};
 use crate::units::{NodeId, ParticipantId, Timestamp};
 
 /// Most fallback revisions after the genesis bound: enough to halve any batch set to nothing.
@@ -185,7 +190,11 @@ impl NodeState {
                 continue;
             }
             match record {
-                Record::Bid { bid, receipt, height } => {
+                Record::Bid {
+                    bid,
+                    receipt,
+                    height,
+                } => {
                     let n = s.receipted_nonces.entry(bid.body.participant).or_insert(0);
                     *n = (*n).max(bid.body.nonce);
                     s.pool.entry(height).or_default().push((bid, receipt));
@@ -263,7 +272,11 @@ impl NodeState {
 
     fn quorum(ctx: &Context) -> usize {
         let q = ctx.genesis.quorum();
-        if mutated!(ctx, QuorumTooSmall) { q - 1 } else { q }
+        if mutated!(ctx, QuorumTooSmall) {
+            q - 1
+        } else {
+            q
+        }
     }
 
     fn member_key(ctx: &Context, id: NodeId) -> Option<PublicKey> {
@@ -288,10 +301,15 @@ impl NodeState {
                 });
             }
             if let Some(v) = self.skips.get(&self.view).and_then(|m| m.get(&ctx.me)) {
-                out.push(Effect::Broadcast(Message::Skip(Box::new(v.clone()), self.locked_proposal())));
+                out.push(Effect::Broadcast(Message::Skip(
+                    Box::new(v.clone()),
+                    self.locked_proposal(),
+                )));
             }
         }
-        out.push(Effect::Broadcast(Message::SyncRequest { from: self.height }));
+        out.push(Effect::Broadcast(Message::SyncRequest {
+            from: self.height,
+        }));
     }
 
     fn arm_view_timer(&self, out: &mut Out<'_>) {
@@ -333,8 +351,16 @@ impl NodeState {
                     nonce: bid.nonce,
                 });
             }
-            let height = if self.gate_closed { self.height + 1 } else { self.height };
-            if self.pool.get(&height).is_some_and(|v| v.len() >= MAX_BATCH_BIDS) {
+            let height = if self.gate_closed {
+                self.height + 1
+            } else {
+                self.height
+            };
+            if self
+                .pool
+                .get(&height)
+                .is_some_and(|v| v.len() >= MAX_BATCH_BIDS)
+            {
                 return Err(BidError::BatchFull { height });
             }
             Ok(height)
@@ -406,7 +432,12 @@ impl NodeState {
         let bids: Vec<SignedBid> = self
             .pool
             .get(&self.height)
-            .map(|v| v.iter().take(MAX_BATCH_BIDS).map(|(b, _)| b.clone()).collect())
+            .map(|v| {
+                v.iter()
+                    .take(MAX_BATCH_BIDS)
+                    .map(|(b, _)| b.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         let batch = out.sign(BidBatch {
             chain_id: ctx.chain_id,
@@ -488,7 +519,11 @@ impl NodeState {
         if body.height < self.height {
             return;
         }
-        let known = if body.height == self.height { &self.batches } else { &self.early_batches };
+        let known = if body.height == self.height {
+            &self.batches
+        } else {
+            &self.early_batches
+        };
         if known.contains_key(&body.home) {
             return;
         }
@@ -596,7 +631,11 @@ impl NodeState {
             appeals: self.negotiation.appeals.clone(),
             objections: self.negotiation.objections.clone(),
             cuts: self.negotiation.cuts.clone(),
-            skip_certificate: if self.view > 0 { self.justification.clone() } else { None },
+            skip_certificate: if self.view > 0 {
+                self.justification.clone()
+            } else {
+                None
+            },
             evidence: self.evidence.iter().take(MAX_EVIDENCE).cloned().collect(),
         }
     }
@@ -684,9 +723,15 @@ impl NodeState {
             stamp,
             header,
             body,
-            justification: if self.view > 0 { self.justification.clone() } else { None },
+            justification: if self.view > 0 {
+                self.justification.clone()
+            } else {
+                None
+            },
         };
-        out.push(Effect::Broadcast(Message::Proposal(Box::new(proposal.clone()))));
+        out.push(Effect::Broadcast(Message::Proposal(Box::new(
+            proposal.clone(),
+        ))));
         self.on_proposal(out, ctx.me, proposal);
     }
 
@@ -703,7 +748,9 @@ impl NodeState {
         }
         let (view, revision) = p.round();
         // V1: only the rotation's primary for the round may propose.
-        if stamp.voter != ctx.genesis.primary(stamp.height, view) && !mutated!(ctx, AcceptWrongPrimary) {
+        if stamp.voter != ctx.genesis.primary(stamp.height, view)
+            && !mutated!(ctx, AcceptWrongPrimary)
+        {
             return;
         }
         let Some(key) = Self::member_key(ctx, stamp.voter) else {
@@ -723,7 +770,15 @@ impl NodeState {
             };
             let known = self.view == view && self.justification.as_ref() == Some(cert);
             if !known {
-                if cert.verify(&ctx.genesis, ctx.chain_id, ctx.scheme.as_ref(), stamp.height, view - 1).is_err()
+                if cert
+                    .verify(
+                        &ctx.genesis,
+                        ctx.chain_id,
+                        ctx.scheme.as_ref(),
+                        stamp.height,
+                        view - 1,
+                    )
+                    .is_err()
                     && !mutated!(ctx, SkipWithoutCertificate)
                 {
                     return;
@@ -731,13 +786,22 @@ impl NodeState {
                 self.enter_view(out, view, cert.clone());
             }
         }
-        if view != self.view || self.skips.get(&view).is_some_and(|m| m.contains_key(&ctx.me)) {
+        if view != self.view
+            || self
+                .skips
+                .get(&view)
+                .is_some_and(|m| m.contains_key(&ctx.me))
+        {
             return;
         }
         if !self.gate_closed {
             self.close_gate(out);
         }
-        if self.proposal.as_ref().is_some_and(|cur| cur.round() >= (view, revision)) {
+        if self
+            .proposal
+            .as_ref()
+            .is_some_and(|cur| cur.round() >= (view, revision))
+        {
             return;
         }
         let digest = p.header.digest();
@@ -798,8 +862,15 @@ impl NodeState {
     ) -> Result<Option<(ObjectionReason, Option<SignedBatch>)>, String> {
         let (view, revision) = p.round();
         let h = &p.header;
-        check_header(&ctx.genesis, ctx.chain_id, ctx.scheme.as_ref(), self.prev.as_ref(), h, &p.body)
-            .map_err(|e| e.to_string())?;
+        check_header(
+            &ctx.genesis,
+            ctx.chain_id,
+            ctx.scheme.as_ref(),
+            self.prev.as_ref(),
+            h,
+            &p.body,
+        )
+        .map_err(|e| e.to_string())?;
         let locked = p
             .justification
             .as_ref()
@@ -827,7 +898,8 @@ impl NodeState {
         let check_clearing = !mutated!(ctx, SkipClearingCheck);
         let verified = &mut self.verified;
         let scheme = ctx.scheme.clone();
-        let mut check = |sb: &SignedBid, key: &PublicKey| memo_verify(verified, scheme.as_ref(), sb, key);
+        let mut check =
+            |sb: &SignedBid, key: &PublicKey| memo_verify(verified, scheme.as_ref(), sb, key);
         let rules = ContentRules {
             genesis: &ctx.genesis,
             chain_id: ctx.chain_id,
@@ -842,7 +914,12 @@ impl NodeState {
         let me = ctx.genesis.member(ctx.me).expect("a node is a member");
         let unavailable = unavailable_areas(&ctx.genesis, p.body.process.skip_certificate.as_ref());
         if let Some(mine) = self.batches.get(&ctx.me) {
-            let theirs = p.body.process.batches.iter().find(|b| b.body.home == ctx.me);
+            let theirs = p
+                .body
+                .process
+                .batches
+                .iter()
+                .find(|b| b.body.home == ctx.me);
             if theirs != Some(mine) && !unavailable.contains(&me.area) {
                 return Ok(Some((
                     ObjectionReason::MissingBatch {
@@ -864,7 +941,12 @@ impl NodeState {
             &self.committed_nonces,
             &mut check,
         );
-        let input = ClearingInput::new(&ctx.genesis, selection.bids, &p.body.process.clearing.cuts, &unavailable);
+        let input = ClearingInput::new(
+            &ctx.genesis,
+            selection.bids,
+            &p.body.process.clearing.cuts,
+            &unavailable,
+        );
         let cleared = Cleared {
             outcome: p.body.process.clearing.outcome.clone(),
             trades: p.body.trades.clone(),
@@ -882,7 +964,13 @@ impl NodeState {
         }
     }
 
-    fn object(&mut self, out: &mut Out<'_>, p: &Proposal, reason: ObjectionReason, batch: Option<SignedBatch>) {
+    fn object(
+        &mut self,
+        out: &mut Out<'_>,
+        p: &Proposal,
+        reason: ObjectionReason,
+        batch: Option<SignedBatch>,
+    ) {
         let ctx = out.ctx;
         let (view, revision) = p.round();
         let o = out.sign(Objection {
@@ -907,7 +995,13 @@ impl NodeState {
 
     // ----- negotiation at the primary (Fig. 5; spec V8, L3) -----
 
-    fn on_objection(&mut self, out: &mut Out<'_>, from: NodeId, o: Signed<Objection>, batch: Option<SignedBatch>) {
+    fn on_objection(
+        &mut self,
+        out: &mut Out<'_>,
+        from: NodeId,
+        o: Signed<Objection>,
+        batch: Option<SignedBatch>,
+    ) {
         let ctx = out.ctx;
         let b = &o.body;
         if b.objector != from || b.chain_id != ctx.chain_id || b.height != self.height {
@@ -1016,13 +1110,22 @@ impl NodeState {
         cur.or_else(|| {
             self.lock
                 .as_ref()
-                .filter(|l| l.certificate.round() == (view, revision) && l.certificate.block == digest)
+                .filter(|l| {
+                    l.certificate.round() == (view, revision) && l.certificate.block == digest
+                })
                 .map(|l| &l.proposal)
         })
     }
 
     /// D11, D12: a quorum of votes that includes every member of every touched area.
-    fn try_certificate(&mut self, out: &mut Out<'_>, kind: VoteKind, view: u32, revision: u32, digest: Digest) {
+    fn try_certificate(
+        &mut self,
+        out: &mut Out<'_>,
+        kind: VoteKind,
+        view: u32,
+        revision: u32,
+        digest: Digest,
+    ) {
         let ctx = out.ctx;
         let Some(p) = self.held(view, revision, digest) else {
             return;
@@ -1068,10 +1171,18 @@ impl NodeState {
     fn lock_on(&mut self, out: &mut Out<'_>, certificate: QuorumCertificate, p: Proposal) {
         let ctx = out.ctx;
         let (view, revision) = certificate.round();
-        if self.skips.get(&view).is_some_and(|m| m.contains_key(&ctx.me)) {
+        if self
+            .skips
+            .get(&view)
+            .is_some_and(|m| m.contains_key(&ctx.me))
+        {
             return;
         }
-        if self.lock.as_ref().is_some_and(|l| l.certificate.round() >= (view, revision)) {
+        if self
+            .lock
+            .as_ref()
+            .is_some_and(|l| l.certificate.round() >= (view, revision))
+        {
             return;
         }
         let digest = certificate.block;
@@ -1079,7 +1190,10 @@ impl NodeState {
         if self.voted.contains_key(&slot) {
             return;
         }
-        out.push(Effect::Persist(Record::Lock(certificate.clone(), Box::new(p.clone()))));
+        out.push(Effect::Persist(Record::Lock(
+            certificate.clone(),
+            Box::new(p.clone()),
+        )));
         self.lock = Some(Lock {
             certificate,
             proposal: p,
@@ -1100,7 +1214,13 @@ impl NodeState {
     }
 
     /// S1: a commit certificate decides the block; it is final.
-    fn decide(&mut self, out: &mut Out<'_>, header: BlockHeader, body: BlockBody, certificate: QuorumCertificate) {
+    fn decide(
+        &mut self,
+        out: &mut Out<'_>,
+        header: BlockHeader,
+        body: BlockBody,
+        certificate: QuorumCertificate,
+    ) {
         let ctx = out.ctx;
         let proposer = ctx.genesis.primary(self.height, certificate.view) == ctx.me;
         let block = Block {
@@ -1128,14 +1248,22 @@ impl NodeState {
             .batches
             .iter()
             .flat_map(|b| b.body.bids.iter().map(|sb| sb.body.id()))
-            .chain(block.body.process.appeals.iter().filter_map(|a| match (&a.resolution, &a.appeal.body.claim) {
-                (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) => Some(bid.body.id()),
-                _ => None,
+            .chain(block.body.process.appeals.iter().filter_map(|a| {
+                match (&a.resolution, &a.appeal.body.claim) {
+                    (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) => {
+                        Some(bid.body.id())
+                    }
+                    _ => None,
+                }
             }))
             .collect();
         let mut results: BTreeMap<ParticipantId, Vec<crate::market::Trade>> = BTreeMap::new();
         for t in &block.body.trades {
-            if ctx.genesis.participant(t.participant).is_some_and(|p| p.home == ctx.me) {
+            if ctx
+                .genesis
+                .participant(t.participant)
+                .is_some_and(|p| p.home == ctx.me)
+            {
                 results.entry(t.participant).or_default().push(t.clone());
             }
         }
@@ -1182,7 +1310,10 @@ impl NodeState {
                     ),
                 },
             };
-            out.push(Effect::Reply { to: participant, reply });
+            out.push(Effect::Reply {
+                to: participant,
+                reply,
+            });
         }
         let recorded: BTreeSet<&Evidence> = block.body.process.evidence.iter().collect();
         self.evidence.retain(|e| !recorded.contains(e));
@@ -1230,17 +1361,29 @@ impl NodeState {
                     voter: ctx.me,
                     lock: self.lock.as_ref().map(|l| l.certificate.clone()),
                 });
-                self.skips.entry(view).or_default().insert(ctx.me, v.clone());
+                self.skips
+                    .entry(view)
+                    .or_default()
+                    .insert(ctx.me, v.clone());
                 out.push(Effect::Persist(Record::Skip(v.clone())));
                 v
             }
         };
-        out.push(Effect::Broadcast(Message::Skip(Box::new(vote), self.locked_proposal())));
+        out.push(Effect::Broadcast(Message::Skip(
+            Box::new(vote),
+            self.locked_proposal(),
+        )));
         self.arm_view_timer(out);
         self.try_skip_certificate(out, view);
     }
 
-    fn on_skip(&mut self, out: &mut Out<'_>, from: NodeId, v: Signed<SkipVote>, locked: Option<Proposal>) {
+    fn on_skip(
+        &mut self,
+        out: &mut Out<'_>,
+        from: NodeId,
+        v: Signed<SkipVote>,
+        locked: Option<Proposal>,
+    ) {
         let ctx = out.ctx;
         let b = &v.body;
         if b.voter != from || b.chain_id != ctx.chain_id {
@@ -1259,7 +1402,9 @@ impl NodeState {
             let valid = lock.kind == VoteKind::Endorse
                 && lock.height == self.height
                 && lock.view <= b.view
-                && lock.verify(&ctx.genesis, ctx.chain_id, ctx.scheme.as_ref(), &[]).is_ok();
+                && lock
+                    .verify(&ctx.genesis, ctx.chain_id, ctx.scheme.as_ref(), &[])
+                    .is_ok();
             if !valid {
                 return;
             }
@@ -1280,7 +1425,11 @@ impl NodeState {
     /// L1: a quorum of skip votes for a view moves this node to the next view.
     fn try_skip_certificate(&mut self, out: &mut Out<'_>, view: u32) {
         let ctx = out.ctx;
-        let need = if mutated!(ctx, SkipWithoutCertificate) { 1 } else { ctx.genesis.quorum() };
+        let need = if mutated!(ctx, SkipWithoutCertificate) {
+            1
+        } else {
+            ctx.genesis.quorum()
+        };
         let Some(votes) = self.skips.get(&view) else {
             return;
         };
@@ -1324,16 +1473,29 @@ impl NodeState {
             })
         };
         let Some(p) = ctx.genesis.participant(a.participant) else {
-            return refuse(out, format!("participant {} is not admitted", a.participant));
+            return refuse(
+                out,
+                format!("participant {} is not admitted", a.participant),
+            );
         };
         if p.home != ctx.me {
-            return refuse(out, format!("participant {}'s home node is {}", p.id, p.home));
+            return refuse(
+                out,
+                format!("participant {}'s home node is {}", p.id, p.home),
+            );
         }
-        if a.chain_id != ctx.chain_id || appeal.verify(ctx.scheme.as_ref(), &p.public_key).is_err() {
+        if a.chain_id != ctx.chain_id || appeal.verify(ctx.scheme.as_ref(), &p.public_key).is_err()
+        {
             return refuse(out, "the appeal's signature does not verify".into());
         }
         if a.height != self.height {
-            return refuse(out, format!("height {} is not the round in progress ({})", a.height, self.height));
+            return refuse(
+                out,
+                format!(
+                    "height {} is not the round in progress ({})",
+                    a.height, self.height
+                ),
+            );
         }
         self.forwarded.insert(a.participant);
         out.push(Effect::Reply {
@@ -1347,7 +1509,13 @@ impl NodeState {
         self.on_forwarded_appeal(out, ctx.me, appeal, ctx.me);
     }
 
-    fn on_forwarded_appeal(&mut self, out: &mut Out<'_>, from: NodeId, appeal: Signed<Appeal>, via: NodeId) {
+    fn on_forwarded_appeal(
+        &mut self,
+        out: &mut Out<'_>,
+        from: NodeId,
+        appeal: Signed<Appeal>,
+        via: NodeId,
+    ) {
         let ctx = out.ctx;
         let a = &appeal.body;
         if via != from || a.chain_id != ctx.chain_id || a.height != self.height {
@@ -1405,8 +1573,15 @@ impl NodeState {
                 return;
             }
             let digest = block.digest();
-            let endorsed = self.voted.get(&(VoteKind::Endorse, block.certificate.view, block.certificate.revision)) == Some(&digest)
-                || self.lock.as_ref().is_some_and(|l| l.certificate.block == digest);
+            let endorsed = self.voted.get(&(
+                VoteKind::Endorse,
+                block.certificate.view,
+                block.certificate.revision,
+            )) == Some(&digest)
+                || self
+                    .lock
+                    .as_ref()
+                    .is_some_and(|l| l.certificate.block == digest);
             let ok = if endorsed {
                 block
                     .certificate
@@ -1422,7 +1597,9 @@ impl NodeState {
             } else {
                 let verified = &mut self.verified;
                 let scheme = ctx.scheme.clone();
-                let mut check = |sb: &SignedBid, key: &PublicKey| memo_verify(verified, scheme.as_ref(), sb, key);
+                let mut check = |sb: &SignedBid, key: &PublicKey| {
+                    memo_verify(verified, scheme.as_ref(), sb, key)
+                };
                 let rules = ContentRules {
                     genesis: &ctx.genesis,
                     chain_id: ctx.chain_id,
@@ -1430,7 +1607,14 @@ impl NodeState {
                     clearing: ctx.clearing,
                     committed: &self.committed_nonces,
                 };
-                verify_block(&rules, self.prev.as_ref(), &block, &mut check, &mut AuditSummary::default()).is_ok()
+                verify_block(
+                    &rules,
+                    self.prev.as_ref(),
+                    &block,
+                    &mut check,
+                    &mut AuditSummary::default(),
+                )
+                .is_ok()
             };
             if !ok {
                 return;

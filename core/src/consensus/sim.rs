@@ -112,7 +112,14 @@ impl Cluster {
             .zip(signers)
             .zip(security)
             .map(|((m, signer), security)| SimNode {
-                ctx: Context::new(genesis.clone(), m.id, signer, scheme.clone(), clearing, security),
+                ctx: Context::new(
+                    genesis.clone(),
+                    m.id,
+                    signer,
+                    scheme.clone(),
+                    clearing,
+                    security,
+                ),
                 state: NodeState::new(),
                 store: Store::default(),
                 up: true,
@@ -169,16 +176,29 @@ impl Cluster {
             match e {
                 Effect::Persist(r) => self.nodes[i].store.records.push(r),
                 Effect::Decide(b) => self.nodes[i].store.blocks.push(*b),
-                Effect::Prune { below } => self.nodes[i].store.records.retain(|r| r.height() >= below),
+                Effect::Prune { below } => {
+                    self.nodes[i].store.records.retain(|r| r.height() >= below)
+                }
                 Effect::Send { to, msg } => {
                     self.schedule(self.now + LATENCY_MS, Event::Deliver { from: me, to, msg });
                 }
                 Effect::Broadcast(msg) => {
                     for &to in members.iter().filter(|&&m| m != me) {
-                        self.schedule(self.now + LATENCY_MS, Event::Deliver { from: me, to, msg: msg.clone() });
+                        self.schedule(
+                            self.now + LATENCY_MS,
+                            Event::Deliver {
+                                from: me,
+                                to,
+                                msg: msg.clone(),
+                            },
+                        );
                     }
                 }
-                Effect::ServeBlocks { to, from, to_height } => {
+                Effect::ServeBlocks {
+                    to,
+                    from,
+                    to_height,
+                } => {
                     let blocks: Vec<Block> = self.nodes[i]
                         .store
                         .blocks
@@ -188,7 +208,11 @@ impl Cluster {
                         .collect();
                     self.schedule(
                         self.now + LATENCY_MS,
-                        Event::Deliver { from: me, to, msg: Message::SyncResponse(blocks) },
+                        Event::Deliver {
+                            from: me,
+                            to,
+                            msg: Message::SyncResponse(blocks),
+                        },
                     );
                 }
                 Effect::SetTimer { timer, after_ms } => {
@@ -276,7 +300,12 @@ impl Cluster {
     pub fn crash(&mut self, i: usize) {
         let me = self.nodes[i].ctx.me;
         self.nodes[i].up = false;
-        let keys: Vec<(NodeId, Timer)> = self.timers.keys().filter(|(n, _)| *n == me).copied().collect();
+        let keys: Vec<(NodeId, Timer)> = self
+            .timers
+            .keys()
+            .filter(|(n, _)| *n == me)
+            .copied()
+            .collect();
         for k in keys {
             if let Some(e) = self.timers.remove(&k) {
                 self.events.remove(&e);
@@ -359,7 +388,9 @@ impl Cluster {
             for b in &n.store.blocks {
                 let d = b.digest();
                 match by_height.get(&b.header.height) {
-                    Some((other, od)) if *od != d => return Some((b.header.height, *other, n.ctx.me)),
+                    Some((other, od)) if *od != d => {
+                        return Some((b.header.height, *other, n.ctx.me));
+                    }
                     Some(_) => {}
                     None => {
                         by_height.insert(b.header.height, (n.ctx.me, d));
@@ -394,7 +425,9 @@ impl Cluster {
             .iter()
             .map(|k| Arc::new(k.clone()) as Arc<dyn Signer>)
             .collect();
-        let scheme = Arc::new(crate::crypto::Ed25519::with_known_keys(s.genesis.public_keys()));
+        let scheme = Arc::new(crate::crypto::Ed25519::with_known_keys(
+            s.genesis.public_keys(),
+        ));
         Cluster::new(
             &s.genesis,
             signers,

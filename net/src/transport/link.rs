@@ -226,7 +226,13 @@ async fn pump(
                 Err(_) => break,
             }
         }
-        if let Err(e) = stream.write_all(&batch).await {
+        // A peer that stops reading stalls the write; shutdown must not wait for it.
+        let written = tokio::select! {
+            biased;
+            _ = shutdown.changed() => return Ended::Stopped,
+            w = stream.write_all(&batch) => w,
+        };
+        if let Err(e) = written {
             return Ended::Lost(e.to_string());
         }
         context.metrics.count_out(frames, bytes);
