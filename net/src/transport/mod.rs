@@ -435,3 +435,52 @@ pub enum RequestError {
     #[error("the endpoint is shut down")]
     Closed,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tieline_core::sample::SampleConsortium;
+
+    #[test]
+    fn directory_admits_members_and_home_participants_only() {
+        let s = SampleConsortium::new(3, 2);
+        let all = Directory::from_genesis(&s.genesis);
+        assert_eq!(all.len(), 3 + 6);
+        let home = Directory::for_home(&s.genesis, NodeId(2));
+        assert_eq!(home.len(), 3 + 2);
+        for m in &s.genesis.members {
+            assert_eq!(home.peer(&m.public_key), Some(Peer::Member(m.id)));
+            assert_eq!(home.member(m.id).unwrap().address, m.address);
+        }
+        for p in &s.genesis.participants {
+            let expected = (p.home == NodeId(2)).then_some(Peer::Participant(p.id));
+            assert_eq!(home.peer(&p.public_key), expected);
+        }
+        assert_eq!(home.peer(&PublicKey([9; 32])), None);
+    }
+
+    #[test]
+    fn replacing_a_member_forgets_its_old_key() {
+        let mut d = Directory::new();
+        d.add_member(NodeId(1), PublicKey([1; 32]), "127.0.0.1:1".into());
+        d.add_member(NodeId(1), PublicKey([2; 32]), "127.0.0.1:2".into());
+        assert_eq!(d.peer(&PublicKey([1; 32])), None);
+        assert_eq!(d.peer(&PublicKey([2; 32])), Some(Peer::Member(NodeId(1))));
+        assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn config_limits_are_checked() {
+        assert!(TransportConfig::default().validate().is_ok());
+        let too_large = TransportConfig {
+            max_frame_len: MAX_FRAME_LEN + 1,
+            ..TransportConfig::default()
+        };
+        assert!(too_large.validate().is_err());
+        let keep_alive_too_long = TransportConfig {
+            keep_alive: Duration::from_secs(60),
+            ..TransportConfig::default()
+        };
+        assert!(keep_alive_too_long.validate().is_err());
+    }
+}
