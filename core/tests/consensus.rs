@@ -663,3 +663,35 @@ mod faults {
         }
     }
 }
+
+#[test]
+fn a_skip_loses_no_batch() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    bid_round(&s, &mut c, 1);
+    let p0 = s.genesis.primary(1, 0);
+    let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
+    // The primary's batch reaches everyone, its proposal nobody; then it crashes.
+    let proposal_from_p0 = |e: &Event| matches!(e, Event::Deliver { from, msg: Message::Proposal(_), .. } if *from == p0);
+    let everyone_has_its_batch = |c: &Cluster| c.nodes.iter().all(|n| n.state.batches.contains_key(&p0));
+    assert!(c.run_filtered(50_000, proposal_from_p0, everyone_has_its_batch));
+    c.crash(i0);
+    assert!(c.run_until(50_000, decided(1)));
+    assert_agree_and_audit(&s, &c);
+    // N2: the block of view 1 carries the crashed primary's batch; its bids are recorded as
+    // rejected because its area sat the view out.
+    let b = &c.longest_chain()[0];
+    assert_eq!(b.header.view, 1);
+    let batch = b.body.process.batches.iter().find(|x| x.body.home == p0).expect("its batch is in the block");
+    let rejected: BTreeSet<_> = b
+        .body
+        .process
+        .rejections
+        .iter()
+        .filter(|r| r.reason == RejectionReason::AreaUnavailable)
+        .map(|r| r.bid)
+        .collect();
+    assert!(!batch.body.bids.is_empty());
+    assert!(batch.body.bids.iter().all(|sb| rejected.contains(&sb.body.id())));
+}
