@@ -361,16 +361,20 @@ impl<'i, 'a> Market<'i, 'a> {
                 }
             }
         }
-        let mut names: BTreeMap<&[(usize, i64)], u32> = BTreeMap::new();
-        let signature = bid_coefs
-            .iter()
-            .map(|c| {
-                let n = names.len() as u32;
-                *names.entry(c.as_slice()).or_insert(n)
-            })
-            .collect();
+        let signature = if cuts.is_empty() {
+            vec![0; bids.len()]
+        } else {
+            let mut names: BTreeMap<&[(usize, i64)], u32> = BTreeMap::new();
+            bid_coefs
+                .iter()
+                .map(|c| {
+                    let n = names.len() as u32;
+                    *names.entry(c.as_slice()).or_insert(n)
+                })
+                .collect()
+        };
         let params = &input.params;
-        let mut rows = Vec::with_capacity(bids.len());
+        let mut rows = Vec::with_capacity(bids.iter().map(|&p| layout.steps(p)).sum());
         let mut lo = i64::MAX;
         let mut hi = i64::MIN;
         for (i, &p) in bids.iter().enumerate() {
@@ -449,13 +453,22 @@ impl<'i, 'a> Market<'i, 'a> {
     }
 
     /// Net injection per zone (sales minus purchases), kWh.
-    fn injections(&self, flat: &[i64]) -> Vec<i128> {
+    fn injections(&self, flat: &[i64]) -> Result<Vec<i128>, ClearingMismatch> {
         let mut inj = vec![0i128; self.zones];
         for r in &self.rows {
-            let x = i128::from(flat[r.flat]);
+            let x = flat[r.flat];
+            if x > r.quantity {
+                let id = self.input.bids[self.bids[r.bid as usize]].0;
+                return Err(mismatch(
+                    format!("award of bid {id:?} step {}", r.step),
+                    format!("quantity {}", Quantity(x)),
+                    format!("at most the step's {}", Quantity(r.quantity)),
+                ));
+            }
+            let x = i128::from(x);
             inj[self.zone_of[r.bid as usize]] += if r.sell { x } else { -x };
         }
-        inj
+        Ok(inj)
     }
 
     /// Each bid's net injection (kWh).
@@ -515,14 +528,6 @@ impl<'i, 'a> Market<'i, 'a> {
         mu: &[i64],
     ) -> Result<(), ClearingMismatch> {
         let label = product_label(&self.product);
-        if let Some(r) = self.rows.iter().find(|r| flat[r.flat] > r.quantity) {
-            let id = self.input.bids[self.bids[r.bid as usize]].0;
-            return Err(mismatch(
-                format!("award of bid {id:?} step {}", r.step),
-                format!("quantity {}", Quantity(flat[r.flat])),
-                format!("at most the step's {}", Quantity(r.quantity)),
-            ));
-        }
         for (l, line) in self.lines.iter().enumerate() {
             let f = flows[l];
             if f > line.forward || f < -line.backward {
@@ -540,7 +545,7 @@ impl<'i, 'a> Market<'i, 'a> {
                 ));
             }
         }
-        let mut net = self.injections(flat);
+        let mut net = self.injections(flat)?;
         for (l, line) in self.lines.iter().enumerate() {
             net[line.from] -= i128::from(flows[l]);
             net[line.to] += i128::from(flows[l]);
