@@ -216,21 +216,35 @@ pub(crate) struct Line {
     pub backward: i64,
 }
 
-/// One bid step of a market, laid out flat so that the checks read memory in order.
+/// One bid step of a market, laid out flat (24 bytes) so that the checks read memory in
+/// order.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Row {
-    /// Index into the flat per-step arrays.
-    pub flat: usize,
     /// Limit price, raw units.
     pub price: i64,
     /// Step quantity, kWh.
     pub quantity: i64,
+    /// Index into the flat per-step arrays.
+    flat: u32,
+    /// Index into the market's bids, with the top bit set for a sale.
+    tag: u32,
+}
+
+const SELL_BIT: u32 = 1 << 31;
+
+impl Row {
+    /// Index into the flat per-step arrays.
+    pub fn flat(&self) -> usize {
+        self.flat as usize
+    }
     /// Index into the market's bids.
-    pub bid: u32,
-    /// The step's index in its bid.
-    pub step: u16,
+    pub fn bid(&self) -> usize {
+        (self.tag & !SELL_BIT) as usize
+    }
     /// Whether the bid sells.
-    pub sell: bool,
+    pub fn sell(&self) -> bool {
+        self.tag & SELL_BIT != 0
+    }
 }
 
 /// One product's pool: its bids, zones, lines and cuts.
@@ -306,6 +320,12 @@ impl<'i, 'a> Market<'i, 'a> {
         bids: Vec<usize>,
     ) -> Result<Self, ClearingError> {
         let unsuitable = ClearingError::UnsuitableInput;
+        if layout.total() >= u32::MAX as usize || bids.len() >= SELL_BIT as usize {
+            return Err(unsuitable(format!(
+                "{} bid steps exceed what one clearing handles",
+                layout.total()
+            )));
+        }
         let area_index = |a: AreaId| input.areas.iter().position(|x| x.id == a);
         let (zones, zone_of, lines) = match mode {
             Mode::OneZone => (1, vec![0; bids.len()], Vec::new()),
@@ -403,13 +423,12 @@ impl<'i, 'a> Market<'i, 'a> {
             for (s, step) in bid.steps.iter().enumerate() {
                 lo = lo.min(step.price.0);
                 hi = hi.max(step.price.0);
+                let sell = if bid.side == Side::Sell { SELL_BIT } else { 0 };
                 rows.push(Row {
-                    flat: layout.at(p, s),
                     price: step.price.0,
                     quantity: step.quantity.0,
-                    bid: i as u32,
-                    step: s as u16,
-                    sell: bid.side == Side::Sell,
+                    flat: layout.at(p, s) as u32,
+                    tag: i as u32 | sell,
                 });
             }
         }
@@ -443,6 +462,11 @@ impl<'i, 'a> Market<'i, 'a> {
         })
     }
 
+    /// The step index of `row` within its bid.
+    fn step_of(&self, row: &Row) -> usize {
+        row.flat() - self.layout.at(self.bids[row.bid()], 0)
+    }
+
     fn tick_fine(&self) -> i128 {
         i128::from(self.input.params.price_tick.0.max(1)) * FINE
     }
@@ -459,7 +483,8 @@ impl<'i, 'a> Market<'i, 'a> {
     /// price units, one per cut of the market).
     pub fn offsets(&self, mu: &[i64]) -> (Vec<i128>, Vec<i128>) {
         if self.cuts.is_empty() {
-            return (vec![0; self.bids.len()], vec![0; self.lines.len()]);
+            // Empty means zero for every bid (see [`offset`]).
+            return (Vec::new(), vec![0; self.lines.len()]);
         }
         let off = |coefs: &Vec<(usize, i64)>| {
             coefs
@@ -476,7 +501,7 @@ impl<'i, 'a> Market<'i, 'a> {
     /// Adds each bid's accepted kWh to `totals` (by input position).
     pub fn add_totals(&self, flat: &[i64], totals: &mut [i64]) {
         for r in &self.rows {
-            totals[self.bids[r.bid as usize]] += flat[r.flat];
+            totals[self.bids[r.bid()]] += flat[r.flat()];
         }
     }
 
@@ -485,8 +510,8 @@ impl<'i, 'a> Market<'i, 'a> {
         self.rows
             .iter()
             .map(|r| {
-                let v = i128::from(r.price) * i128::from(flat[r.flat]);
-                if r.sell { -v } else { v }
+                let v = i128::from(r.price) * i128::from(flat[r.flat()]);
+                if r.sell() { -v } else { v }
             })
             .sum()
     }
@@ -605,12 +630,12 @@ impl<'i, 'a> Market<'i, 'a> {
         let mut lo = vec![clip_lo; self.zones];
         let mut hi = vec![clip_hi; self.zones];
         for r in &self.rows {
-            let i = r.bid as usize;
+            let i = r.bid();
             let z = self.zone_of[i];
-            let x = flat[r.flat];
+            let x = flat[r.flat()];
             // The location's price is the zone price minus the offset.
-            let at = i128::from(r.price) * FINE + bid_offset[i];
-            let (floor, ceil) = if r.sell {
+            let at = i128::from(r.price) * FINE + offset(bid_offset, i);
+            let (floor, ceil) = if r.sell() {
                 (x > 0, x < r.quantity)
             } else {
                 (x < r.quantity, x > 0)
@@ -743,25 +768,25 @@ impl<'i, 'a> Market<'i, 'a> {
             volume: 0,
         };
         for (j, row) in self.rows.iter().enumerate() {
-            let i = row.bid as usize;
+            let i = row.bid();
             let z = self.zone_of[i];
-            let x = flat[row.flat];
+            let x = flat[row.flat()];
             if x > row.quantity {
                 let id = self.input.bids[self.bids[i]].0;
                 return Err(mismatch(
-                    format!("award of bid {id:?} step {}", row.step),
+                    format!("award of bid {id:?} step {}", self.step_of(row)),
                     format!("quantity {}", Quantity(x)),
                     format!("at most the step's {}", Quantity(row.quantity)),
                 ));
             }
-            let signed = i128::from(if row.sell { x } else { -x });
+            let signed = i128::from(if row.sell() { x } else { -x });
             out.injection[z] += signed;
             if let Some(b) = out.bid_injection.get_mut(i) {
                 *b += signed;
             }
             let limit = i128::from(row.price) * FINE;
-            let at = limit + bid_offset[i];
-            let (floor, ceil) = if row.sell {
+            let at = limit + offset(bid_offset, i);
+            let (floor, ceil) = if row.sell() {
                 (x > 0, x < row.quantity)
             } else {
                 (x < row.quantity, x > 0)
@@ -773,8 +798,8 @@ impl<'i, 'a> Market<'i, 'a> {
                 out.hi[z] = at + tau;
             }
             // Reduced profit of one more kWh for the bidder at the published price.
-            let local = published[z] - bid_offset[i];
-            let r = if row.sell {
+            let local = published[z] - offset(bid_offset, i);
+            let r = if row.sell() {
                 local - limit
             } else {
                 limit - local
@@ -803,14 +828,18 @@ impl<'i, 'a> Market<'i, 'a> {
         published: &[i128],
     ) -> ClearingMismatch {
         let r = &self.rows[row];
-        let i = r.bid as usize;
+        let i = r.bid();
         let id = self.input.bids[self.bids[i]].0;
-        let local = published[self.zone_of[i]] - bid_offset[i];
+        let local = published[self.zone_of[i]] - offset(bid_offset, i);
         let limit = i128::from(r.price) * FINE;
-        let gain = if r.sell { local - limit } else { limit - local };
+        let gain = if r.sell() {
+            local - limit
+        } else {
+            limit - local
+        };
         mismatch(
-            format!("award of bid {id:?} step {}", r.step),
-            format!("{} of {}", Quantity(flat[r.flat]), Quantity(r.quantity)),
+            format!("award of bid {id:?} step {}", self.step_of(r)),
+            format!("{} of {}", Quantity(flat[r.flat()]), Quantity(r.quantity)),
             format!(
                 "{} at limit price {} where the clearing price is {}",
                 if gain > 0 { "all" } else { "nothing" },
@@ -858,12 +887,12 @@ impl<'i, 'a> Market<'i, 'a> {
         let mut classes: BTreeMap<Key, (Option<Rank>, Option<Rank>)> = BTreeMap::new();
         for &j in marginal {
             let row = &self.rows[j];
-            let i = row.bid as usize;
+            let i = row.bid();
             let p = self.bids[i];
             let (id, bid) = self.input.bids[p];
-            let x = flat[row.flat];
-            let rank = (priority(&id, bid), p, usize::from(row.step));
-            let key = (self.zone_of[i], row.sell, row.price, self.signature[i]);
+            let x = flat[row.flat()];
+            let rank = (priority(&id, bid), p, self.step_of(row));
+            let key = (self.zone_of[i], row.sell(), row.price, self.signature[i]);
             let e = classes.entry(key).or_default();
             if x > 0 && e.0.is_none_or(|r| r < rank) {
                 e.0 = Some(rank);
@@ -958,9 +987,9 @@ impl<'i, 'a> Market<'i, 'a> {
             });
         }
         let local = |i: usize| {
-            let v = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
+            let v = priced.zone_price[self.zone_of[i]] - offset(&priced.bid_offset, i);
             // Zone prices are on the tick already; only an offset needs rounding.
-            let v = if priced.bid_offset[i] == 0 {
+            let v = if offset(&priced.bid_offset, i) == 0 {
                 v
             } else {
                 round_to_tick(v, tick)
@@ -997,6 +1026,11 @@ impl<'i, 'a> Market<'i, 'a> {
             }
         }
     }
+}
+
+/// A bid's offset from its zone price: zero where the market has no cuts (empty offsets).
+fn offset(offsets: &[i128], i: usize) -> i128 {
+    offsets.get(i).copied().unwrap_or(0)
 }
 
 /// Rounds a fine price to the nearest multiple of `tick` (fine units), halves down.
