@@ -147,7 +147,7 @@ fn main() {
         bids: ids.clone(),
         cuts: &[],
     };
-    measure("uniform-price", &UniformPrice, &input, uniform_steps, 3);
+    measure("uniform-price", &UniformPrice, &input, uniform_steps, 5);
 
     let bids_pab = market(pab_steps, 1, 2);
     let input = ClearingInput {

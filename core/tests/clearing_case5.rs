@@ -99,6 +99,24 @@ fn case5_dc_opf_reproduces_published_optimum() {
         .map(|(cut, _)| cut.label / 2)
         .collect();
     assert_eq!(priced, vec![5]);
+
+    // A tampered bus price or shadow price is rejected, named.
+    let mut t = c.clone();
+    t.outcome.bus_prices[0].price = p("17");
+    let e = ZonalCoupling
+        .verify(&book.input(), &t)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bus price 0"), "{e}");
+    let mut t = c.clone();
+    let k = t
+        .outcome
+        .cut_prices
+        .iter()
+        .position(|m| *m > Price::ZERO)
+        .unwrap();
+    t.outcome.cut_prices[k] = Price(t.outcome.cut_prices[k].0 + 10_000);
+    assert!(ZonalCoupling.verify(&book.input(), &t).is_err());
 }
 
 #[test]

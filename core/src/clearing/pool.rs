@@ -216,21 +216,35 @@ pub(crate) struct Line {
     pub backward: i64,
 }
 
-/// One bid step of a market, laid out flat so that the checks read memory in order.
+/// One bid step of a market, laid out flat (24 bytes) so that the checks read memory in
+/// order.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Row {
-    /// Index into the flat per-step arrays.
-    pub flat: usize,
     /// Limit price, raw units.
     pub price: i64,
     /// Step quantity, kWh.
     pub quantity: i64,
+    /// Index into the flat per-step arrays.
+    flat: u32,
+    /// Index into the market's bids, with the top bit set for a sale.
+    tag: u32,
+}
+
+const SELL_BIT: u32 = 1 << 31;
+
+impl Row {
+    /// Index into the flat per-step arrays.
+    pub fn flat(&self) -> usize {
+        self.flat as usize
+    }
     /// Index into the market's bids.
-    pub bid: u32,
-    /// The step's index in its bid.
-    pub step: u16,
+    pub fn bid(&self) -> usize {
+        (self.tag & !SELL_BIT) as usize
+    }
     /// Whether the bid sells.
-    pub sell: bool,
+    pub fn sell(&self) -> bool {
+        self.tag & SELL_BIT != 0
+    }
 }
 
 /// One product's pool: its bids, zones, lines and cuts.
@@ -271,8 +285,29 @@ pub(crate) struct Priced {
     pub zone_price: Vec<i128>,
     /// Per bid of the market: the offset of its location from its zone price (fine units).
     pub bid_offset: Vec<i128>,
-    /// Per line: its offset (fine units).
-    pub line_offset: Vec<i128>,
+}
+
+/// What one verification pass over a market's steps found.
+#[derive(Debug)]
+struct Scan {
+    /// Net injection per zone, kWh.
+    injection: Vec<i128>,
+    /// Net injection per bid (only when the market has cuts), kWh.
+    bid_injection: Vec<i128>,
+    /// Lower bounds of the consistent zone prices from the steps (fine units).
+    lo: Vec<i128>,
+    /// Upper bounds.
+    hi: Vec<i128>,
+    /// The first step violating complementary slackness at the published prices.
+    violation: Option<usize>,
+    /// Steps whose reduced profit is within the tolerance at the published prices.
+    marginal: Vec<usize>,
+    /// The steps' part of the dual objective (fine units times kWh).
+    dual: i128,
+    /// The welfare (fine units times kWh).
+    primal: i128,
+    /// Total step quantity, kWh.
+    volume: i128,
 }
 
 impl<'i, 'a> Market<'i, 'a> {
@@ -285,6 +320,12 @@ impl<'i, 'a> Market<'i, 'a> {
         bids: Vec<usize>,
     ) -> Result<Self, ClearingError> {
         let unsuitable = ClearingError::UnsuitableInput;
+        if layout.total() >= u32::MAX as usize || bids.len() >= SELL_BIT as usize {
+            return Err(unsuitable(format!(
+                "{} bid steps exceed what one clearing handles",
+                layout.total()
+            )));
+        }
         let area_index = |a: AreaId| input.areas.iter().position(|x| x.id == a);
         let (zones, zone_of, lines) = match mode {
             Mode::OneZone => (1, vec![0; bids.len()], Vec::new()),
@@ -361,16 +402,20 @@ impl<'i, 'a> Market<'i, 'a> {
                 }
             }
         }
-        let mut names: BTreeMap<&[(usize, i64)], u32> = BTreeMap::new();
-        let signature = bid_coefs
-            .iter()
-            .map(|c| {
-                let n = names.len() as u32;
-                *names.entry(c.as_slice()).or_insert(n)
-            })
-            .collect();
+        let signature = if cuts.is_empty() {
+            vec![0; bids.len()]
+        } else {
+            let mut names: BTreeMap<&[(usize, i64)], u32> = BTreeMap::new();
+            bid_coefs
+                .iter()
+                .map(|c| {
+                    let n = names.len() as u32;
+                    *names.entry(c.as_slice()).or_insert(n)
+                })
+                .collect()
+        };
         let params = &input.params;
-        let mut rows = Vec::with_capacity(bids.len());
+        let mut rows = Vec::with_capacity(bids.iter().map(|&p| layout.steps(p)).sum());
         let mut lo = i64::MAX;
         let mut hi = i64::MIN;
         for (i, &p) in bids.iter().enumerate() {
@@ -378,13 +423,12 @@ impl<'i, 'a> Market<'i, 'a> {
             for (s, step) in bid.steps.iter().enumerate() {
                 lo = lo.min(step.price.0);
                 hi = hi.max(step.price.0);
+                let sell = if bid.side == Side::Sell { SELL_BIT } else { 0 };
                 rows.push(Row {
-                    flat: layout.at(p, s),
                     price: step.price.0,
                     quantity: step.quantity.0,
-                    bid: i as u32,
-                    step: s as u16,
-                    sell: bid.side == Side::Sell,
+                    flat: layout.at(p, s) as u32,
+                    tag: i as u32 | sell,
                 });
             }
         }
@@ -418,6 +462,11 @@ impl<'i, 'a> Market<'i, 'a> {
         })
     }
 
+    /// The step index of `row` within its bid.
+    fn step_of(&self, row: &Row) -> usize {
+        row.flat() - self.layout.at(self.bids[row.bid()], 0)
+    }
+
     fn tick_fine(&self) -> i128 {
         i128::from(self.input.params.price_tick.0.max(1)) * FINE
     }
@@ -434,7 +483,8 @@ impl<'i, 'a> Market<'i, 'a> {
     /// price units, one per cut of the market).
     pub fn offsets(&self, mu: &[i64]) -> (Vec<i128>, Vec<i128>) {
         if self.cuts.is_empty() {
-            return (vec![0; self.bids.len()], vec![0; self.lines.len()]);
+            // Empty means zero for every bid (see [`offset`]).
+            return (Vec::new(), vec![0; self.lines.len()]);
         }
         let off = |coefs: &Vec<(usize, i64)>| {
             coefs
@@ -448,30 +498,10 @@ impl<'i, 'a> Market<'i, 'a> {
         )
     }
 
-    /// Net injection per zone (sales minus purchases), kWh.
-    fn injections(&self, flat: &[i64]) -> Vec<i128> {
-        let mut inj = vec![0i128; self.zones];
-        for r in &self.rows {
-            let x = i128::from(flat[r.flat]);
-            inj[self.zone_of[r.bid as usize]] += if r.sell { x } else { -x };
-        }
-        inj
-    }
-
-    /// Each bid's net injection (kWh).
-    fn bid_injections(&self, flat: &[i64]) -> Vec<i128> {
-        let mut inj = vec![0i128; self.bids.len()];
-        for r in &self.rows {
-            let x = i128::from(flat[r.flat]);
-            inj[r.bid as usize] += if r.sell { x } else { -x };
-        }
-        inj
-    }
-
     /// Adds each bid's accepted kWh to `totals` (by input position).
     pub fn add_totals(&self, flat: &[i64], totals: &mut [i64]) {
         for r in &self.rows {
-            totals[self.bids[r.bid as usize]] += flat[r.flat];
+            totals[self.bids[r.bid()]] += flat[r.flat()];
         }
     }
 
@@ -480,56 +510,22 @@ impl<'i, 'a> Market<'i, 'a> {
         self.rows
             .iter()
             .map(|r| {
-                let v = i128::from(r.price) * i128::from(flat[r.flat]);
-                if r.sell { -v } else { v }
+                let v = i128::from(r.price) * i128::from(flat[r.flat()]);
+                if r.sell() { -v } else { v }
             })
             .sum()
     }
 
-    /// Each cut's left-hand side in millionths of a kWh.
-    pub fn cut_sides(&self, flat: &[i64], flows: &[i64]) -> Vec<i128> {
-        let mut lhs = vec![0i128; self.cuts.len()];
-        if self.cuts.is_empty() {
-            return lhs;
-        }
-        let inj = self.bid_injections(flat);
-        for (i, coefs) in self.bid_coefs.iter().enumerate() {
-            for &(k, c) in coefs {
-                lhs[k] += i128::from(c) * inj[i];
-            }
-        }
-        for (l, coefs) in self.line_coefs.iter().enumerate() {
-            for &(k, c) in coefs {
-                lhs[k] += i128::from(c) * i128::from(flows[l]);
-            }
-        }
-        lhs
-    }
-
-    /// Exact primal feasibility: zone balances, line capacities, cuts (within
-    /// [`CUT_TOLERANCE`]), non-negative shadow prices and their slackness.
-    pub fn check_feasible(
-        &self,
-        flat: &[i64],
-        flows: &[i64],
-        mu: &[i64],
-    ) -> Result<(), ClearingMismatch> {
-        let label = product_label(&self.product);
-        if let Some(r) = self.rows.iter().find(|r| flat[r.flat] > r.quantity) {
-            let id = self.input.bids[self.bids[r.bid as usize]].0;
-            return Err(mismatch(
-                format!("award of bid {id:?} step {}", r.step),
-                format!("quantity {}", Quantity(flat[r.flat])),
-                format!("at most the step's {}", Quantity(r.quantity)),
-            ));
-        }
+    /// Flows within their capacities (spec 3.5, 2).
+    fn check_lines(&self, flows: &[i64]) -> Result<(), ClearingMismatch> {
         for (l, line) in self.lines.iter().enumerate() {
             let f = flows[l];
             if f > line.forward || f < -line.backward {
                 return Err(mismatch(
                     format!(
-                        "tie-line flow of line {} for {label}",
-                        self.input.tie_lines[line.index].id
+                        "tie-line flow of line {} for {}",
+                        self.input.tie_lines[line.index].id,
+                        product_label(&self.product)
                     ),
                     Quantity(f),
                     format!(
@@ -540,7 +536,12 @@ impl<'i, 'a> Market<'i, 'a> {
                 ));
             }
         }
-        let mut net = self.injections(flat);
+        Ok(())
+    }
+
+    /// Every zone balances exactly: its net injection equals its net export.
+    fn check_balance(&self, injection: &[i128], flows: &[i64]) -> Result<(), ClearingMismatch> {
+        let mut net = injection.to_vec();
         for (l, line) in self.lines.iter().enumerate() {
             net[line.from] -= i128::from(flows[l]);
             net[line.to] += i128::from(flows[l]);
@@ -548,8 +549,9 @@ impl<'i, 'a> Market<'i, 'a> {
         if let Some(z) = net.iter().position(|&v| v != 0) {
             return Err(mismatch(
                 format!(
-                    "balance of {} for {label} (awards and tie-line flows)",
-                    self.zone_name(z)
+                    "balance of {} for {} (awards and tie-line flows)",
+                    self.zone_name(z),
+                    product_label(&self.product)
                 ),
                 format!(
                     "awards inject {} kWh more than the tie-line flows export",
@@ -558,15 +560,48 @@ impl<'i, 'a> Market<'i, 'a> {
                 "awards and flows that balance exactly",
             ));
         }
-        let lhs = self.cut_sides(flat, flows);
+        Ok(())
+    }
+
+    /// Each cut's left-hand side, in millionths of a kWh, from the bids' net injections.
+    fn cut_sides(&self, bid_injection: &[i128], flows: &[i64]) -> Vec<i128> {
+        let mut lhs = vec![0i128; self.cuts.len()];
+        for (i, coefs) in self.bid_coefs.iter().enumerate() {
+            for &(k, c) in coefs {
+                lhs[k] += i128::from(c) * bid_injection[i];
+            }
+        }
+        for (l, coefs) in self.line_coefs.iter().enumerate() {
+            for &(k, c) in coefs {
+                lhs[k] += i128::from(c) * i128::from(flows[l]);
+            }
+        }
+        lhs
+    }
+
+    /// Cuts hold within [`CUT_TOLERANCE`]; shadow prices are non-negative, and zero for a cut
+    /// slack by more than the tolerance.
+    fn check_cuts(
+        &self,
+        bid_injection: &[i128],
+        flows: &[i64],
+        mu: &[i64],
+    ) -> Result<(), ClearingMismatch> {
+        if self.cuts.is_empty() {
+            return Ok(());
+        }
+        let lhs = self.cut_sides(bid_injection, flows);
         let tol = i128::from(CUT_TOLERANCE.0) * FINE;
         for (k, &c) in self.cuts.iter().enumerate() {
             let cut = &self.input.cuts[c];
             let limit = i128::from(cut.limit.0) * FINE;
-            let item = || format!("cut {c} (label {}) for {label}", cut.label);
             if lhs[k] > limit + tol {
                 return Err(mismatch(
-                    item(),
+                    format!(
+                        "cut {c} (label {}) for {}",
+                        cut.label,
+                        product_label(&self.product)
+                    ),
                     format!("left-hand side {} millionths of a kWh", lhs[k]),
                     format!("at most its limit {} plus {}", cut.limit, CUT_TOLERANCE),
                 ));
@@ -589,38 +624,43 @@ impl<'i, 'a> Market<'i, 'a> {
         Ok(())
     }
 
-    /// The canonical prices (spec V22): the midpoint of the lowest and the highest price
-    /// vectors consistent with the awards, flows and cut shadow prices, rounded to the nearest
-    /// tick, halves down. `Err(zone)` if no price vector is consistent (the awards are not optimal).
-    pub fn canonical_prices(
-        &self,
-        flat: &[i64],
-        flows: &[i64],
-        mu: &[i64],
-    ) -> Result<Priced, usize> {
-        let (bid_offset, line_offset) = self.offsets(mu);
+    /// Per-zone bounds of the consistent prices that the steps impose (spec 3.4), fine units.
+    fn zone_bounds(&self, flat: &[i64], bid_offset: &[i128]) -> (Vec<i128>, Vec<i128>) {
         let (clip_lo, clip_hi) = self.clip;
         let mut lo = vec![clip_lo; self.zones];
         let mut hi = vec![clip_hi; self.zones];
-        let tau = self.tau;
         for r in &self.rows {
-            let i = r.bid as usize;
+            let i = r.bid();
             let z = self.zone_of[i];
-            let x = flat[r.flat];
+            let x = flat[r.flat()];
             // The location's price is the zone price minus the offset.
-            let at = i128::from(r.price) * FINE + bid_offset[i];
-            let (floor, ceil) = if r.sell {
+            let at = i128::from(r.price) * FINE + offset(bid_offset, i);
+            let (floor, ceil) = if r.sell() {
                 (x > 0, x < r.quantity)
             } else {
                 (x < r.quantity, x > 0)
             };
-            if floor && at - tau > lo[z] {
-                lo[z] = at - tau;
+            if floor && at - self.tau > lo[z] {
+                lo[z] = at - self.tau;
             }
-            if ceil && at + tau < hi[z] {
-                hi[z] = at + tau;
+            if ceil && at + self.tau < hi[z] {
+                hi[z] = at + self.tau;
             }
         }
+        (lo, hi)
+    }
+
+    /// The canonical prices from the steps' bounds and the lines' constraints: the midpoint of
+    /// the lowest and highest consistent vectors, rounded to the nearest tick, halves down.
+    /// `Err(zone)` if no vector is consistent.
+    fn settle(
+        &self,
+        lo: &[i128],
+        hi: &[i128],
+        flows: &[i64],
+        line_offset: &[i128],
+    ) -> Result<Vec<i128>, usize> {
+        let tau = self.tau;
         // Line constraints: lower <= price[to] - price[from] <= upper.
         let links: Vec<(usize, usize, Option<i128>, Option<i128>)> = self
             .lines
@@ -634,8 +674,9 @@ impl<'i, 'a> Market<'i, 'a> {
                 (l.from, l.to, lower, upper)
             })
             .collect();
-        let mut low = lo.clone();
-        let mut high = hi.clone();
+        let mut low = lo.to_vec();
+        let mut high = hi.to_vec();
+        // Bellman-Ford relaxation: without a positive cycle it settles within `zones` rounds.
         for round in 0..=self.zones + 1 {
             let mut changed = false;
             for &(from, to, lower, upper) in &links {
@@ -675,57 +716,150 @@ impl<'i, 'a> Market<'i, 'a> {
         }
         let tick = self.tick_fine();
         // Without cuts the midpoint is a multiple of half a tick, and this rounds it down.
-        let zone_price = (0..self.zones)
+        Ok((0..self.zones)
             .map(|z| round_to_tick(low[z] + high[z], 2 * tick) / 2)
-            .collect();
-        Ok(Priced {
-            zone_price,
-            bid_offset,
-            line_offset,
-        })
+            .collect())
     }
 
-    /// The first complementary-slackness violation of the awards and flows at zone prices
-    /// `zone_price` (fine units), named.
-    pub fn slackness_violation(
+    /// The canonical prices (spec V22) of the awards, flows and cut shadow prices `mu` (raw
+    /// price units, one per cut of the market). `Err(zone)` if no price vector is consistent.
+    pub fn canonical_prices(
         &self,
         flat: &[i64],
         flows: &[i64],
         mu: &[i64],
-        zone_price: &[i128],
-    ) -> Option<ClearingMismatch> {
+    ) -> Result<Priced, usize> {
         let (bid_offset, line_offset) = self.offsets(mu);
+        let (lo, hi) = self.zone_bounds(flat, &bid_offset);
+        let zone_price = self.settle(&lo, &hi, flows, &line_offset)?;
+        Ok(Priced {
+            zone_price,
+            bid_offset,
+        })
+    }
+
+    /// One pass over the steps for verification at the published zone prices (fine units):
+    /// step quantities, injections, the steps' price bounds, complementary slackness, the
+    /// marginal steps and both objectives' step terms.
+    fn scan(
+        &self,
+        flat: &[i64],
+        bid_offset: &[i128],
+        published: &[i128],
+    ) -> Result<Scan, ClearingMismatch> {
+        let (clip_lo, clip_hi) = self.clip;
         let tau = self.tau;
-        for row in &self.rows {
-            let i = row.bid as usize;
-            let local = zone_price[self.zone_of[i]] - bid_offset[i];
-            let x = flat[row.flat];
+        let mut out = Scan {
+            injection: vec![0; self.zones],
+            bid_injection: vec![
+                0;
+                if self.cuts.is_empty() {
+                    0
+                } else {
+                    self.bids.len()
+                }
+            ],
+            lo: vec![clip_lo; self.zones],
+            hi: vec![clip_hi; self.zones],
+            violation: None,
+            marginal: Vec::new(),
+            dual: 0,
+            primal: 0,
+            volume: 0,
+        };
+        for (j, row) in self.rows.iter().enumerate() {
+            let i = row.bid();
+            let z = self.zone_of[i];
+            let x = flat[row.flat()];
+            if x > row.quantity {
+                let id = self.input.bids[self.bids[i]].0;
+                return Err(mismatch(
+                    format!("award of bid {id:?} step {}", self.step_of(row)),
+                    format!("quantity {}", Quantity(x)),
+                    format!("at most the step's {}", Quantity(row.quantity)),
+                ));
+            }
+            let signed = i128::from(if row.sell() { x } else { -x });
+            out.injection[z] += signed;
+            if let Some(b) = out.bid_injection.get_mut(i) {
+                *b += signed;
+            }
             let limit = i128::from(row.price) * FINE;
-            // Reduced profit of one more kWh for the bidder.
-            let r = if row.sell {
+            let at = limit + offset(bid_offset, i);
+            let (floor, ceil) = if row.sell() {
+                (x > 0, x < row.quantity)
+            } else {
+                (x < row.quantity, x > 0)
+            };
+            if floor && at - tau > out.lo[z] {
+                out.lo[z] = at - tau;
+            }
+            if ceil && at + tau < out.hi[z] {
+                out.hi[z] = at + tau;
+            }
+            // Reduced profit of one more kWh for the bidder at the published price.
+            let local = published[z] - offset(bid_offset, i);
+            let r = if row.sell() {
                 local - limit
             } else {
                 limit - local
             };
-            let bad = (x > 0 && r < -tau) || (x < row.quantity && r > tau);
-            if bad {
-                let id = self.input.bids[self.bids[i]].0;
-                return Some(mismatch(
-                    format!("award of bid {id:?} step {}", row.step),
-                    format!("{} of {}", Quantity(x), Quantity(row.quantity)),
-                    format!(
-                        "{} at limit price {} where the clearing price is {}",
-                        if r > 0 { "all" } else { "nothing" },
-                        Price(row.price),
-                        fine_label(local)
-                    ),
-                ));
+            if out.violation.is_none() && ((x > 0 && r < -tau) || (x < row.quantity && r > tau)) {
+                out.violation = Some(j);
             }
+            if r.abs() <= tau {
+                out.marginal.push(j);
+            }
+            let q = i128::from(row.quantity);
+            out.dual += q * r.max(0);
+            out.primal -= limit * signed;
+            out.volume += q;
         }
+        // Sales enter the primal objective negatively and purchases positively.
+        Ok(out)
+    }
+
+    /// The complementary-slackness violation of step `row` at `published` prices, named.
+    fn row_mismatch(
+        &self,
+        row: usize,
+        flat: &[i64],
+        bid_offset: &[i128],
+        published: &[i128],
+    ) -> ClearingMismatch {
+        let r = &self.rows[row];
+        let i = r.bid();
+        let id = self.input.bids[self.bids[i]].0;
+        let local = published[self.zone_of[i]] - offset(bid_offset, i);
+        let limit = i128::from(r.price) * FINE;
+        let gain = if r.sell() {
+            local - limit
+        } else {
+            limit - local
+        };
+        mismatch(
+            format!("award of bid {id:?} step {}", self.step_of(r)),
+            format!("{} of {}", Quantity(flat[r.flat()]), Quantity(r.quantity)),
+            format!(
+                "{} at limit price {} where the clearing price is {}",
+                if gain > 0 { "all" } else { "nothing" },
+                Price(r.price),
+                fine_label(local)
+            ),
+        )
+    }
+
+    /// The first line whose flow violates complementary slackness at `prices`, named.
+    fn line_violation(
+        &self,
+        flows: &[i64],
+        line_offset: &[i128],
+        prices: &[i128],
+    ) -> Option<ClearingMismatch> {
         for (k, l) in self.lines.iter().enumerate() {
-            let g = zone_price[l.to] - zone_price[l.from] - line_offset[k];
+            let g = prices[l.to] - prices[l.from] - line_offset[k];
             let f = flows[k];
-            if (f < l.forward && g > tau) || (f > -l.backward && g < -tau) {
+            if (f < l.forward && g > self.tau) || (f > -l.backward && g < -self.tau) {
                 return Some(mismatch(
                     format!(
                         "tie-line flow of line {} for {}",
@@ -745,21 +879,20 @@ impl<'i, 'a> Market<'i, 'a> {
 
     /// Submission-time priority among interchangeable steps (spec V23): among the steps of one
     /// zone, side, limit price and cut coefficients that are marginal (reduced profit within
-    /// the tolerance), no step gets energy while an earlier one is not full.
-    /// `marginal` lists the rows whose reduced profit is within the tolerance.
+    /// the tolerance, listed in `marginal`), no step gets energy while an earlier one is not
+    /// full.
     fn check_priority(&self, flat: &[i64], marginal: &[usize]) -> Result<(), ClearingMismatch> {
-        type Key = (usize, Side, i64, u32);
+        type Key = (usize, bool, i64, u32);
         type Rank = ((Timestamp, Digest), usize, usize);
         let mut classes: BTreeMap<Key, (Option<Rank>, Option<Rank>)> = BTreeMap::new();
         for &j in marginal {
             let row = &self.rows[j];
-            let i = row.bid as usize;
+            let i = row.bid();
             let p = self.bids[i];
             let (id, bid) = self.input.bids[p];
-            let s = usize::from(row.step);
-            let x = flat[row.flat];
-            let rank = (priority(&id, bid), p, s);
-            let key = (self.zone_of[i], bid.side, row.price, self.signature[i]);
+            let x = flat[row.flat()];
+            let rank = (priority(&id, bid), p, self.step_of(row));
+            let key = (self.zone_of[i], row.sell(), row.price, self.signature[i]);
             let e = classes.entry(key).or_default();
             if x > 0 && e.0.is_none_or(|r| r < rank) {
                 e.0 = Some(rank);
@@ -787,39 +920,20 @@ impl<'i, 'a> Market<'i, 'a> {
         Ok(())
     }
 
-    /// Priority (V23), then equal objectives: the dual objective at the prices equals the
-    /// welfare of the awards, within the bound the tolerances allow (exactly, for a product
-    /// without cuts). Returns the welfare.
-    pub fn check_certificate(
+    /// Equal objectives: the dual objective at the prices equals the welfare of the awards,
+    /// within the bound the tolerances allow (exactly, for a product without cuts). Returns
+    /// the welfare.
+    fn check_objectives(
         &self,
-        flat: &[i64],
+        scan: &Scan,
         mu: &[i64],
-        priced: &Priced,
+        prices: &[i128],
+        line_offset: &[i128],
     ) -> Result<Money, ClearingMismatch> {
-        let mut dual: i128 = 0;
-        let mut primal: i128 = 0;
-        let mut volume: i128 = 0;
-        let mut marginal = Vec::new();
-        for (j, row) in self.rows.iter().enumerate() {
-            let i = row.bid as usize;
-            let local = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
-            let x = i128::from(flat[row.flat]);
-            let q = i128::from(row.quantity);
-            let limit = i128::from(row.price) * FINE;
-            let r = if row.sell {
-                local - limit
-            } else {
-                limit - local
-            };
-            if r.abs() <= self.tau {
-                marginal.push(j);
-            }
-            dual += q * r.max(0);
-            primal += if row.sell { -limit * x } else { limit * x };
-            volume += q;
-        }
+        let mut dual = scan.dual;
+        let mut volume = scan.volume;
         for (k, l) in self.lines.iter().enumerate() {
-            let g = priced.zone_price[l.to] - priced.zone_price[l.from] - priced.line_offset[k];
+            let g = prices[l.to] - prices[l.from] - line_offset[k];
             dual += i128::from(l.forward) * g.max(0) + i128::from(l.backward) * (-g).max(0);
             volume += i128::from(l.forward) + i128::from(l.backward);
         }
@@ -829,20 +943,19 @@ impl<'i, 'a> Market<'i, 'a> {
             dual += m * i128::from(self.input.cuts[c].limit.0) * FINE;
             slack_bound += m * i128::from(CUT_TOLERANCE.0) * FINE;
         }
-        self.check_priority(flat, &marginal)?;
         let bound = self.tau * volume + slack_bound;
-        if (dual - primal).abs() > bound {
+        if (dual - scan.primal).abs() > bound {
             return Err(mismatch(
                 format!("objective for {}", product_label(&self.product)),
                 format!(
                     "welfare {} with dual objective {}",
-                    Money(primal / FINE),
+                    Money(scan.primal / FINE),
                     Money(dual / FINE)
                 ),
                 format!("equal within {}", Money(bound / FINE)),
             ));
         }
-        Ok(Money(primal / FINE))
+        Ok(Money(scan.primal / FINE))
     }
 
     /// Everything published from the awards, flows and prices of this product: area prices,
@@ -874,9 +987,9 @@ impl<'i, 'a> Market<'i, 'a> {
             });
         }
         let local = |i: usize| {
-            let v = priced.zone_price[self.zone_of[i]] - priced.bid_offset[i];
+            let v = priced.zone_price[self.zone_of[i]] - offset(&priced.bid_offset, i);
             // Zone prices are on the tick already; only an offset needs rounding.
-            let v = if priced.bid_offset[i] == 0 {
+            let v = if offset(&priced.bid_offset, i) == 0 {
                 v
             } else {
                 round_to_tick(v, tick)
@@ -913,6 +1026,11 @@ impl<'i, 'a> Market<'i, 'a> {
             }
         }
     }
+}
+
+/// A bid's offset from its zone price: zero where the market has no cuts (empty offsets).
+fn offset(offsets: &[i128], i: usize) -> i128 {
+    offsets.get(i).copied().unwrap_or(0)
 }
 
 /// Rounds a fine price to the nearest multiple of `tick` (fine units), halves down.
@@ -1077,9 +1195,7 @@ pub(crate) fn verify(
         }
         flow_row += market.lines.len();
         let mu: Vec<i64> = market.cuts.iter().map(|&c| o.cut_prices[c].0).collect();
-        market
-            .check_feasible(&flat, &flows, &mu)
-            .map_err(mismatch_err)?;
+        market.check_lines(&flows).map_err(mismatch_err)?;
         // Published zone prices.
         let mut published = vec![None::<i128>; market.zones];
         let mut by_area: Vec<(AreaId, usize)> = input
@@ -1122,49 +1238,58 @@ pub(crate) fn verify(
         }
         area_row += by_area.len();
         let published: Vec<i128> = published.into_iter().map(|p| p.unwrap_or(0)).collect();
-        let priced = match market.canonical_prices(&flat, &flows, &mu) {
+        // One pass over the steps, then the checks in the order of spec 3.5.
+        let (bid_offset, line_offset) = market.offsets(&mu);
+        let scan = market
+            .scan(&flat, &bid_offset, &published)
+            .map_err(mismatch_err)?;
+        market
+            .check_balance(&scan.injection, &flows)
+            .map_err(mismatch_err)?;
+        market
+            .check_cuts(&scan.bid_injection, &flows, &mu)
+            .map_err(mismatch_err)?;
+        let violation = || {
+            scan.violation
+                .map(|j| market.row_mismatch(j, &flat, &bid_offset, &published))
+                .or_else(|| market.line_violation(&flows, &line_offset, &published))
+        };
+        let canonical = match market.settle(&scan.lo, &scan.hi, &flows, &line_offset) {
             Ok(p) => p,
             Err(z) => {
-                return Err(mismatch_err(
-                    market
-                        .slackness_violation(&flat, &flows, &mu, &published)
-                        .unwrap_or_else(|| {
-                            mismatch(
-                                format!("area price of {} for {label}", market.zone_name(z)),
-                                fine_label(published[z]),
-                                "a price consistent with the awards and flows; there is none",
-                            )
-                        }),
-                ));
+                return Err(mismatch_err(violation().unwrap_or_else(|| {
+                    mismatch(
+                        format!("area price of {} for {label}", market.zone_name(z)),
+                        fine_label(published[z]),
+                        "a price consistent with the awards and flows; there is none",
+                    )
+                })));
             }
         };
-        let differs = priced
-            .zone_price
-            .iter()
-            .zip(&published)
-            .position(|(a, b)| a != b);
+        let differs = canonical.iter().zip(&published).position(|(a, b)| a != b);
         if let Some(z) = differs {
             return Err(mismatch_err(mismatch(
                 format!("area price of {} for {label}", market.zone_name(z)),
                 fine_label(published[z]),
-                fine_label(priced.zone_price[z]),
+                fine_label(canonical[z]),
             )));
         }
         // Without cuts the canonical prices satisfy complementary slackness by construction
-        // (spec 3.4); with cuts the rounding to the tick is checked against the tolerance.
-        if market.cuts.is_empty() {
-            debug_assert!(
-                market
-                    .slackness_violation(&flat, &flows, &mu, &priced.zone_price)
-                    .is_none()
-            );
-        } else if let Some(v) = market.slackness_violation(&flat, &flows, &mu, &priced.zone_price) {
+        // (spec 3.4); with cuts their rounding to the tick is checked against the tolerance.
+        if let Some(v) = violation() {
             return Err(mismatch_err(v));
         }
+        market
+            .check_priority(&flat, &scan.marginal)
+            .map_err(mismatch_err)?;
         welfare += market
-            .check_certificate(&flat, &mu, &priced)
+            .check_objectives(&scan, &mu, &published, &line_offset)
             .map_err(mismatch_err)?
             .0;
+        let priced = Priced {
+            zone_price: canonical,
+            bid_offset,
+        };
         for (k, &c) in market.cuts.iter().enumerate() {
             expected.cut_prices[c] = Price(mu[k]);
         }

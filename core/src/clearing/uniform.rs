@@ -45,8 +45,9 @@ impl Clearing for UniformPrice {
         let mut flat = vec![0i64; layout.total()];
         let mut markets = Vec::new();
         for (product, bids) in products {
-            let mut buys = Vec::new();
-            let mut sells = Vec::new();
+            let steps: usize = bids.iter().map(|&p| layout.steps(p)).sum();
+            let mut buys = Vec::with_capacity(steps);
+            let mut sells = Vec::with_capacity(steps);
             for &p in &bids {
                 let (id, bid) = input.bids[p];
                 for (s, step) in bid.steps.iter().enumerate() {
