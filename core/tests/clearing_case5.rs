@@ -1,4 +1,4 @@
-//! Independent cross-check (spec V28): a DC optimal power flow of MATPOWER's `case5` through
+//! Independent cross-check (spec C9): a DC optimal power flow of MATPOWER's `case5` through
 //! zonal coupling in nodal form (one area, every line limit a PTDF cut over the bids at their
 //! buses) reproduces the published optimum.
 

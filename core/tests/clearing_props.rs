@@ -1,4 +1,4 @@
-//! Property tests of the clearing rules on random small markets (spec V20, V21, V25, V26).
+//! Property tests of the clearing rules on random small markets (spec C1, C2, C6, C7).
 
 mod clearing_common;
 
@@ -165,7 +165,7 @@ fn random_schedule_welfare(book: &Book, picks: &[(usize, usize, u32)], capacity:
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// V21, V25: uniform and zonal outcomes balance, stay within capacities and bid
+    /// C2, C6: uniform and zonal outcomes balance, stay within capacities and bid
     /// quantities, accept no step outside its limit price, and verify.
     #[test]
     fn pool_outcomes_are_feasible_and_within_limit_prices(
@@ -187,7 +187,7 @@ proptest! {
         prop_assert_eq!(ZonalCoupling.verify(&zonal.input(), &z), Ok(()));
     }
 
-    /// V20: pay-as-bid matches only crossing steps, each trade between the two limits, and
+    /// C1: pay-as-bid matches only crossing steps, each trade between the two limits, and
     /// its welfare equals the uniform price's (both maximise it in one zone).
     #[test]
     fn pay_as_bid_trades_within_both_limits(
@@ -224,7 +224,7 @@ proptest! {
         prop_assert_eq!(c.outcome.welfare, uc.outcome.welfare);
     }
 
-    /// V25: zonal welfare is at least that of any feasible schedule we can draw at random.
+    /// C6: zonal welfare is at least that of any feasible schedule we can draw at random.
     #[test]
     fn zonal_welfare_is_at_least_any_random_feasible_schedule(
         areas in 1u16..=3,
@@ -240,7 +240,7 @@ proptest! {
         prop_assert!(z.outcome.welfare >= Money::ZERO);
     }
 
-    /// V26: with tie lines that never bind, zonal coupling gives every area the uniform price
+    /// C7: with tie lines that never bind, zonal coupling gives every area the uniform price
     /// of the merged market, and the same welfare.
     #[test]
     fn zonal_with_unlimited_lines_equals_uniform_price(
@@ -261,7 +261,7 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// V27: with random cuts over bids and tie lines, zonal coupling clears, honours every cut
+    /// C8: with random cuts over bids and tie lines, zonal coupling clears, honours every cut
     /// within the tolerance and verifies its own outcome.
     #[test]
     fn zonal_with_random_cuts_verifies_and_honours_them(

@@ -674,7 +674,8 @@ fn a_skip_loses_no_batch() {
     let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
     // The primary's batch reaches everyone, its proposal nobody; then it crashes.
     let proposal_from_p0 = |e: &Event| matches!(e, Event::Deliver { from, msg: Message::Proposal(_), .. } if *from == p0);
-    let everyone_has_its_batch = |c: &Cluster| c.nodes.iter().all(|n| n.state.batches.contains_key(&p0));
+    let everyone_has_its_batch =
+        |c: &Cluster| c.nodes.iter().all(|n| n.state.batches.contains_key(&p0));
     assert!(c.run_filtered(50_000, proposal_from_p0, everyone_has_its_batch));
     c.crash(i0);
     assert!(c.run_until(50_000, decided(1)));
@@ -683,7 +684,13 @@ fn a_skip_loses_no_batch() {
     // rejected because its area sat the view out.
     let b = &c.longest_chain()[0];
     assert_eq!(b.header.view, 1);
-    let batch = b.body.process.batches.iter().find(|x| x.body.home == p0).expect("its batch is in the block");
+    let batch = b
+        .body
+        .process
+        .batches
+        .iter()
+        .find(|x| x.body.home == p0)
+        .expect("its batch is in the block");
     let rejected: BTreeSet<_> = b
         .body
         .process
@@ -693,5 +700,11 @@ fn a_skip_loses_no_batch() {
         .map(|r| r.bid)
         .collect();
     assert!(!batch.body.bids.is_empty());
-    assert!(batch.body.bids.iter().all(|sb| rejected.contains(&sb.body.id())));
+    assert!(
+        batch
+            .body
+            .bids
+            .iter()
+            .all(|sb| rejected.contains(&sb.body.id()))
+    );
 }

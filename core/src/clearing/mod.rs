@@ -1,5 +1,5 @@
 //! Clearing: the ledger form of a clearing outcome and of negotiation cuts, the [`Clearing`]
-//! trait and the shipped rules (spec part 3, V20 onwards).
+//! trait and the shipped rules (spec part 3, C1 onwards).
 //!
 //! Everything on the ledger is fixed-point; see [`crate::units`] for the units.
 //!

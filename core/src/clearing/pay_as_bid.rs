@@ -1,5 +1,5 @@
 //! [`PayAsBid`]: bilateral matching of buy and sell steps by price, then submission time, then
-//! bid id (spec V20).
+//! bid id (spec C1).
 
 use crate::genesis::ClearingRule;
 use crate::market::{Side, Trade};

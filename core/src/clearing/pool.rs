@@ -2,9 +2,9 @@
 //! step trades with the market as a whole at its zone's (or, with cuts, its location's) price.
 //!
 //! Both rules publish the same kind of outcome and are verified by the same exact check of an
-//! optimality certificate (spec V24): primal feasibility (balances, capacities, bid quantities,
-//! cuts), the canonical price rule (V22), complementary slackness between awards, flows, cut
-//! shadow prices and prices, submission-time priority among interchangeable steps (V23), equal
+//! optimality certificate (spec C5): primal feasibility (balances, capacities, bid quantities,
+//! cuts), the canonical price rule (C3), complementary slackness between awards, flows, cut
+//! shadow prices and prices, submission-time priority among interchangeable steps (C4), equal
 //! primal and dual objectives, and the exact derivation of welfare, congestion rent, bus prices
 //! and trades. Everything is integer arithmetic: no float enters a verification.
 //!
@@ -721,7 +721,7 @@ impl<'i, 'a> Market<'i, 'a> {
             .collect())
     }
 
-    /// The canonical prices (spec V22) of the awards, flows and cut shadow prices `mu` (raw
+    /// The canonical prices (spec C3) of the awards, flows and cut shadow prices `mu` (raw
     /// price units, one per cut of the market). `Err(zone)` if no price vector is consistent.
     pub fn canonical_prices(
         &self,
@@ -877,7 +877,7 @@ impl<'i, 'a> Market<'i, 'a> {
         None
     }
 
-    /// Submission-time priority among interchangeable steps (spec V23): among the steps of one
+    /// Submission-time priority among interchangeable steps (spec C4): among the steps of one
     /// zone, side, limit price and cut coefficients that are marginal (reduced profit within
     /// the tolerance, listed in `marginal`), no step gets energy while an earlier one is not
     /// full.
@@ -1130,7 +1130,7 @@ pub(crate) fn assemble(
     })
 }
 
-/// Verifies a proposed pool outcome by its certificate (spec V24). `zonal` selects the zonal
+/// Verifies a proposed pool outcome by its certificate (spec C5). `zonal` selects the zonal
 /// form (flows and cut shadow prices published) over the one-zone form.
 pub(crate) fn verify(
     input: &ClearingInput<'_>,

@@ -1,5 +1,5 @@
 //! [`UniformPrice`]: one zone, a welfare-maximising merit order and one marginal price per
-//! product (spec V21, V22, V23).
+//! product (spec C2, C3, C4).
 
 use crate::genesis::ClearingRule;
 use crate::market::Side;
@@ -12,7 +12,7 @@ use super::{Cleared, Clearing, ClearingError, ClearingInput, VerifyError};
 /// least the seller's (so equal limits trade). All areas form one zone and tie lines are
 /// ignored. Cuts are not supported: use [`super::ZonalCoupling`].
 ///
-/// The price is the canonical price of the pool (spec V22): the midpoint of the interval of
+/// The price is the canonical price of the pool (spec C3): the midpoint of the interval of
 /// prices consistent with the accepted steps, bounded by the product's lowest and highest bid
 /// prices, rounded down to the tick. Every trade takes it.
 #[derive(Clone, Copy, Debug, Default)]

@@ -1,5 +1,5 @@
 //! [`ZonalCoupling`]: areas joined by tie lines (transport model), welfare-maximising, zonal
-//! prices, negotiation cuts (spec V24-V27).
+//! prices, negotiation cuts (spec C5-C8).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -19,11 +19,11 @@ use super::{Cleared, Clearing, ClearingError, ClearingInput, VerifyError};
 /// tie-line flows subject to each area's balance, each tie line's capacity per direction and
 /// every negotiation cut, solved as a linear programme (good_lp with the pure-Rust interior
 /// point solver clarabel), then canonicalised to whole kWh and priced by the canonical price
-/// rule (spec V22) from the optimal duals.
+/// rule (spec C3) from the optimal duals.
 ///
 /// Interchangeable steps (same area, side, limit price and cut coefficients) enter the
-/// programme as one variable and are filled by submission time, then id (V23). A proposal is
-/// verified by an exact integer check of its optimality certificate (V24), never by comparing
+/// programme as one variable and are filled by submission time, then id (C4). A proposal is
+/// verified by an exact integer check of its optimality certificate (C5), never by comparing
 /// floats, so every node reaches the same verdict.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ZonalCoupling;

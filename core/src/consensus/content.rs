@@ -1,5 +1,6 @@
 //! What a block must contain: which bids it clears and rejects, how appeals resolve, how the
-//! primary builds the body, and how every verifier and auditor checks it (spec V1-V9).
+//! primary builds the body, and how every verifier and auditor checks it (spec V2, V3, V5, V6,
+//! V8, L1, L3).
 //!
 //! The primary, every verifying node and the chain audit run these same functions, so a body
 //! that one accepts all accept.
@@ -25,7 +26,7 @@ pub type CommittedNonces = BTreeMap<ParticipantId, u64>;
 pub type BidSignatureCheck<'f> = dyn FnMut(&SignedBid, &PublicKey) -> bool + 'f;
 
 /// The areas that cannot trade in a view: those with a member missing from the skip
-/// certificate that opened the view. Their members could not co-sign (spec V2). View 0 has
+/// certificate that opened the view. Their members could not co-sign (spec L1, V9). View 0 has
 /// none.
 pub fn unavailable_areas(genesis: &Genesis, skip: Option<&SkipCertificate>) -> BTreeSet<AreaId> {
     let Some(cert) = skip else {
@@ -70,7 +71,7 @@ fn candidates(process: &ProcessData) -> impl Iterator<Item = (&SignedBid, NodeId
     batched.chain(appealed)
 }
 
-/// Which bids a body clears and which it rejects (spec V1-V4): a bid is rejected as
+/// Which bids a body clears and which it rejects (spec V2, V3, L3): a bid is rejected as
 /// `Duplicate` if its id or its (participant, nonce) was seen earlier in the body or its nonce
 /// is not above the participant's committed nonce; as `Invalid` if it breaks a rule (D7), its
 /// signature fails, or its participant's home is not the node that vouches for it; as
@@ -280,7 +281,7 @@ impl ContentRules<'_> {
     }
 
     /// Checks a body for a header at (height, view, revision) (the verifier's and the
-    /// auditor's side; spec D19-D22, V1-V9).
+    /// auditor's side; spec D19-D22, V2, V3, V5, V6, V8).
     pub fn verify_body(
         &self,
         height: u64,
@@ -381,7 +382,7 @@ impl ContentRules<'_> {
                 )));
             }
         }
-        // V1-V4: the selection and its recorded rejections.
+        // V3: the selection and its recorded rejections.
         let selection = select_bids(
             g,
             &self.chain_id,
@@ -436,7 +437,7 @@ impl ContentRules<'_> {
                 return Err(bad(format!("quantity {} is not positive", t.quantity)));
             }
         }
-        // V6-V7: the rule and the outcome.
+        // V6: the rule and the outcome.
         if p.clearing.rule != g.clearing.rule {
             return Err(AuditFailure::Process(format!(
                 "cleared by {} but the genesis rule is {}",

@@ -38,7 +38,7 @@ pub struct Lock {
     pub proposal: Proposal,
 }
 
-/// What the primary of the current view has accepted from negotiation (spec V8, V9).
+/// What the primary of the current view has accepted from negotiation (spec V8, L3).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Negotiation {
     /// The cuts from security objections, in the order accepted.
@@ -565,7 +565,7 @@ impl NodeState {
         }
     }
 
-    // ----- proposing (paper steps 3-4; spec V1-V9) -----
+    // ----- proposing (paper steps 3-4; spec V1, V2, S2) -----
 
     /// The proposal this node is locked on, if it holds it.
     fn locked_proposal(&self) -> Option<Box<Proposal>> {
@@ -738,7 +738,7 @@ impl NodeState {
         self.on_proposal(out, ctx.me, proposal);
     }
 
-    // ----- verifying and endorsing (paper step 4, Fig. 5; spec V1-V9, S1-S3) -----
+    // ----- verifying and endorsing (paper step 4, Fig. 5; spec V1-V9, S2, S3) -----
 
     fn on_proposal(&mut self, out: &mut Out<'_>, from: NodeId, p: Proposal) {
         let ctx = out.ctx;
@@ -913,7 +913,7 @@ impl NodeState {
         rules
             .verify_body(h.height, revision, &p.body, &mut check, check_clearing)
             .map_err(|e| e.to_string())?;
-        // V9: this node's own batch is in the block unchanged, unless its area sat out the view.
+        // V4: this node's own batch is in the block unchanged, unless its area sat out the view.
         let me = ctx.genesis.member(ctx.me).expect("a node is a member");
         let unavailable = unavailable_areas(&ctx.genesis, p.body.process.skip_certificate.as_ref());
         if let Some(mine) = self.batches.get(&ctx.me) {
@@ -932,7 +932,7 @@ impl NodeState {
                 )));
             }
         }
-        // Fig. 5: this node's private security check of its own area.
+        // V7, Fig. 5: this node's private security check of its own area.
         if mutated!(ctx, IgnoreOwnSecurity) {
             return Ok(None);
         }
@@ -1120,7 +1120,7 @@ impl NodeState {
         })
     }
 
-    /// D11, D12: a quorum of votes that includes every member of every touched area.
+    /// D11, D12, V9: a quorum of votes that includes every member of every touched area.
     fn try_certificate(
         &mut self,
         out: &mut Out<'_>,

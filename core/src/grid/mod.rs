@@ -1,6 +1,6 @@
 //! Grid models for security checks and nodal clearing: a reader of MATPOWER cases and the DC
 //! power transfer distribution factors (PTDF) that turn line limits into linear cuts over bid
-//! injections (spec V28).
+//! injections (spec C9).
 //!
 //! Pure: cases are parsed from text handed in by the caller. Floating point is fine here: a
 //! grid model is private to the node that holds it, and what leaves the node (a cut) is
