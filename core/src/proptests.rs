@@ -12,7 +12,7 @@ use crate::market::*;
 use crate::merkle::InclusionProof;
 use crate::units::*;
 
-fn digest() -> impl Strategy<Value = Digest> {
+pub(crate) fn digest() -> impl Strategy<Value = Digest> {
     any::<[u8; 32]>().prop_map(Digest)
 }
 fn public_key() -> impl Strategy<Value = PublicKey> {
@@ -26,7 +26,7 @@ fn signature() -> impl Strategy<Value = Signature> {
         Signature(s)
     })
 }
-fn signed<T: std::fmt::Debug + Clone>(
+pub(crate) fn signed<T: std::fmt::Debug + Clone>(
     body: impl Strategy<Value = T>,
 ) -> impl Strategy<Value = Signed<T>> {
     (body, signature()).prop_map(|(body, signature)| Signed { body, signature })
@@ -85,7 +85,7 @@ pub(crate) fn bid() -> impl Strategy<Value = Bid> {
             },
         )
 }
-fn receipt() -> impl Strategy<Value = BidReceipt> {
+pub(crate) fn receipt() -> impl Strategy<Value = BidReceipt> {
     (
         digest(),
         digest(),
@@ -103,7 +103,7 @@ fn receipt() -> impl Strategy<Value = BidReceipt> {
             received_at: Timestamp(at),
         })
 }
-fn batch() -> impl Strategy<Value = BidBatch> {
+pub(crate) fn batch() -> impl Strategy<Value = BidBatch> {
     (
         digest(),
         any::<u64>(),
@@ -117,7 +117,7 @@ fn batch() -> impl Strategy<Value = BidBatch> {
             bids,
         })
 }
-fn trade() -> impl Strategy<Value = Trade> {
+pub(crate) fn trade() -> impl Strategy<Value = Trade> {
     (
         digest(),
         any::<u32>(),
@@ -236,7 +236,7 @@ fn clearing_record() -> impl Strategy<Value = ClearingRecord> {
             outcome,
         })
 }
-fn header() -> impl Strategy<Value = BlockHeader> {
+pub(crate) fn header() -> impl Strategy<Value = BlockHeader> {
     (
         any::<u16>(),
         digest(),
@@ -271,7 +271,7 @@ fn vote_kind() -> impl Strategy<Value = VoteKind> {
         Just(VoteKind::Commit)
     ]
 }
-fn vote() -> impl Strategy<Value = Vote> {
+pub(crate) fn vote() -> impl Strategy<Value = Vote> {
     (
         vote_kind(),
         digest(),
@@ -293,7 +293,7 @@ fn vote() -> impl Strategy<Value = Vote> {
             },
         )
 }
-fn qc() -> impl Strategy<Value = QuorumCertificate> {
+pub(crate) fn qc() -> impl Strategy<Value = QuorumCertificate> {
     (
         vote_kind(),
         any::<u64>(),
@@ -319,7 +319,7 @@ fn qc() -> impl Strategy<Value = QuorumCertificate> {
             },
         )
 }
-fn skip_vote() -> impl Strategy<Value = SkipVote> {
+pub(crate) fn skip_vote() -> impl Strategy<Value = SkipVote> {
     (
         digest(),
         any::<u64>(),
@@ -335,7 +335,7 @@ fn skip_vote() -> impl Strategy<Value = SkipVote> {
             lock,
         })
 }
-fn skip_certificate() -> impl Strategy<Value = SkipCertificate> {
+pub(crate) fn skip_certificate() -> impl Strategy<Value = SkipCertificate> {
     (any::<u64>(), any::<u32>(), vec(signed(skip_vote()), 0..3)).prop_map(
         |(height, view, votes)| SkipCertificate {
             height,
@@ -344,7 +344,7 @@ fn skip_certificate() -> impl Strategy<Value = SkipCertificate> {
         },
     )
 }
-fn objection() -> impl Strategy<Value = Objection> {
+pub(crate) fn objection() -> impl Strategy<Value = Objection> {
     (
         digest(),
         any::<u64>(),
@@ -370,7 +370,7 @@ fn objection() -> impl Strategy<Value = Objection> {
             },
         )
 }
-fn appeal() -> impl Strategy<Value = Appeal> {
+pub(crate) fn appeal() -> impl Strategy<Value = Appeal> {
     (
         digest(),
         any::<u32>(),
@@ -457,10 +457,10 @@ fn process() -> impl Strategy<Value = ProcessData> {
             },
         )
 }
-fn body() -> impl Strategy<Value = BlockBody> {
+pub(crate) fn body() -> impl Strategy<Value = BlockBody> {
     (vec(trade(), 0..3), process()).prop_map(|(trades, process)| BlockBody { trades, process })
 }
-fn block() -> impl Strategy<Value = Block> {
+pub(crate) fn block() -> impl Strategy<Value = Block> {
     (header(), body(), qc()).prop_map(|(header, body, certificate)| Block {
         header,
         body,
@@ -580,7 +580,7 @@ fn genesis() -> impl Strategy<Value = Genesis> {
             },
         )
 }
-fn inclusion_proof() -> impl Strategy<Value = InclusionProof> {
+pub(crate) fn inclusion_proof() -> impl Strategy<Value = InclusionProof> {
     (any::<u64>(), any::<u64>(), vec(digest(), 0..4))
         .prop_map(|(index, size, path)| InclusionProof { index, size, path })
 }
@@ -711,6 +711,10 @@ fn tags_are_distinct() {
         Evidence::TAG.id,
         InclusionProof::TAG.id,
     ];
+    let tags: Vec<u16> = tags
+        .into_iter()
+        .chain(crate::consensus::wire::WIRE_TAGS)
+        .collect();
     let mut sorted = tags.to_vec();
     sorted.sort_unstable();
     sorted.dedup();

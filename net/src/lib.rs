@@ -1,9 +1,15 @@
 //! # tieline-net
 //!
 //! Everything around the pure core that touches the outside world: key files, chain files, the
-//! QUIC transport ([`transport`]), durable storage ([`storage`]) and the `tieline` command.
+//! QUIC transport ([`transport`]), durable storage ([`storage`]), the management node runtime
+//! ([`node`]), the participant client ([`participant`]), a local cluster of node processes
+//! ([`cluster`], for the demo, the end-to-end tests and the benchmark) and the `tieline`
+//! command.
 
 pub mod chainfile;
+pub mod cluster;
 pub mod keyfile;
+pub mod node;
+pub mod participant;
 pub mod storage;
 pub mod transport;

@@ -2,14 +2,24 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use tieline_core::audit::ChainAuditor;
-use tieline_core::crypto::Ed25519;
-use tieline_core::genesis::Genesis;
-use tieline_core::sample::SampleConsortium;
-use tieline_net::{chainfile, keyfile};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use tieline_core::consensus::Reply;
+use tieline_core::crypto::{PublicKey, Signed, Signer};
+use tieline_core::genesis::{
+    Area, ClearingParams, ClearingRule, FaultKind, FaultModel, Genesis, Member, Participant,
+    TieLine, Timing,
+};
+use tieline_core::market::{Bid, BidStep, Product, Settlement, Side, Term};
+use tieline_core::units::{AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp};
+use tieline_net::node::{ConfigFile, LogFormat, NodeConfig, read_genesis};
+use tieline_net::participant::ParticipantClient;
+use tieline_net::{chainfile, cluster, keyfile};
+
+mod demo;
 
 /// Tieline: a consortium ledger for cross-border electricity trade.
 #[derive(Parser)]
@@ -27,33 +37,212 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Verify an exported chain offline against its genesis.
+    /// Assemble a consortium genesis file from member keys, areas and tie lines.
+    Genesis(GenesisArgs),
+    /// Run a management node.
+    Node(NodeArgs),
+    /// Submit a signed bid to the participant's home node and print the receipt.
+    Bid(BidArgs),
+    /// A participant's trades and prices, each verified by its Merkle proof against a
+    /// certified header.
+    Query(QueryArgs),
+    /// The participant's home node's status: committed height, view, last block.
+    Status(ParticipantArgs),
+    /// Verify a chain offline against its genesis, re-running each block's clearing: an
+    /// exported chain file or a (stopped) node's data directory.
     Audit {
         /// The consortium's genesis file (TOML).
         #[arg(long)]
         genesis: PathBuf,
-        /// The exported chain file.
+        /// An exported chain file.
+        #[arg(long, conflicts_with = "data_dir", required_unless_present = "data_dir")]
+        chain: Option<PathBuf>,
+        /// A node's data directory (the node must be stopped).
         #[arg(long)]
-        chain: PathBuf,
+        data_dir: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Build a sample consortium and chain, export it, and audit the export.
-    Demo {
-        /// How many blocks to build.
-        #[arg(long, default_value_t = 20)]
-        blocks: usize,
-        /// Bids per block.
-        #[arg(long, default_value_t = 100)]
-        bids: usize,
-        /// Keep the files in this directory instead of a temporary one.
+    /// Export a (stopped) node's stored chain to a chain file.
+    Export {
+        /// The node's data directory.
         #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Print the summary as JSON.
+        data_dir: PathBuf,
+        /// The chain file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run a local consortium of 4 management nodes (separate processes on loopback) with
+    /// built-in participants: trading rounds, a crashed primary skipped, a restarted node
+    /// catching up, and an audit of every node's chain.
+    Demo {
+        /// Print the summary as one JSON document on stdout.
         #[arg(long)]
         json: bool,
+        /// Trading rounds to commit.
+        #[arg(long, default_value_t = 8)]
+        rounds: u64,
+        /// Keep the cluster's files in this directory instead of a temporary one.
+        #[arg(long)]
+        keep: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct GenesisArgs {
+    /// Where to write the genesis (refuses to overwrite).
+    #[arg(long)]
+    out: PathBuf,
+    /// The consortium's name.
+    #[arg(long, default_value = "tieline")]
+    name: String,
+    /// An area: `ID=NAME` (repeat).
+    #[arg(long = "area", required = true)]
+    areas: Vec<String>,
+    /// A management node, in rotation order: `area=ID,address=HOST:PORT,key=KEY[,name=NAME]`
+    /// where KEY is a key file or a public key in hex (repeat; ids are 1, 2, ...).
+    #[arg(long = "member", required = true)]
+    members: Vec<String>,
+    /// A participant: `home=NODE,key=KEY[,id=ID][,name=NAME]` (repeat; trades in its home
+    /// node's area; ids default to 1000, 1001, ...).
+    #[arg(long = "participant")]
+    participants: Vec<String>,
+    /// A tie line: `from=AREA,to=AREA,capacity=MWH[,backward=MWH]` (repeat).
+    #[arg(long = "tie-line")]
+    tie_lines: Vec<String>,
+    /// Fault model: `crash` or `byzantine`.
+    #[arg(long, default_value = "byzantine")]
+    fault: String,
+    /// Faulty nodes tolerated (default: the most the member count allows).
+    #[arg(long)]
+    f: Option<u16>,
+    /// Clearing rule: `pay-as-bid`, `uniform-price` or `zonal-coupling`.
+    #[arg(long, default_value = "uniform-price")]
+    rule: String,
+    /// Price tick (currency per MWh).
+    #[arg(long, default_value = "0.01")]
+    price_tick: String,
+    /// Lowest bid price.
+    #[arg(long, default_value = "-500", allow_hyphen_values = true)]
+    price_floor: String,
+    /// Highest bid price.
+    #[arg(long, default_value = "3000")]
+    price_cap: String,
+    /// Gate closure after a height opens, in ms.
+    #[arg(long, default_value_t = 1000)]
+    gate_ms: u64,
+    /// The primary's wait for missing batches, in ms.
+    #[arg(long, default_value_t = 500)]
+    batch_wait_ms: u64,
+    /// View timeout before a fault skip, in ms.
+    #[arg(long, default_value_t = 2000)]
+    view_timeout_ms: u64,
+    /// Consecutive heights per primary.
+    #[arg(long, default_value_t = 1)]
+    rotation_period: u64,
+    /// Negotiation revisions before the fallback.
+    #[arg(long, default_value_t = 4)]
+    max_revisions: u32,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// The node configuration file (TOML); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The genesis file.
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// This member's key file.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The QUIC listen address (default: this member's genesis address).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The Prometheus metrics address (GET /metrics).
+    #[arg(long)]
+    metrics: Option<String>,
+    /// Log format: human or json.
+    #[arg(long)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `info,tieline_net=debug`.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// A MATPOWER model of this member's area.
+    #[arg(long)]
+    area_model: Option<PathBuf>,
+    /// Largest frame on the wire, in MiB.
+    #[arg(long)]
+    max_frame_mib: Option<usize>,
+    /// Stop when standard input closes (for nodes run by another program).
+    #[arg(long, hide = true)]
+    exit_on_stdin_close: bool,
+}
+
+#[derive(Args)]
+struct ParticipantArgs {
+    /// The consortium's genesis file.
+    #[arg(long)]
+    genesis: PathBuf,
+    /// The participant's key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// Talk to this node instead of the participant's home node.
+    #[arg(long)]
+    node: Option<u16>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+#[derive(Args)]
+struct BidArgs {
+    #[command(flatten)]
+    who: ParticipantArgs,
+    /// `buy` or `sell`.
+    #[arg(long)]
+    side: String,
+    /// A price-quantity step `PRICE@MWH` (repeat; prices falling for a buyer, rising for a
+    /// seller).
+    #[arg(long = "step", required = true, allow_hyphen_values = true)]
+    steps: Vec<String>,
+    /// Delivery start, in ms since the Unix epoch (default: the next full hour).
+    #[arg(long)]
+    delivery_start: Option<u64>,
+    /// Delivery length in minutes.
+    #[arg(long, default_value_t = 60)]
+    minutes: u32,
+    /// `spot` or `medium-long-term`.
+    #[arg(long, default_value = "spot")]
+    term: String,
+    /// `physical` or `financial`.
+    #[arg(long, default_value = "physical")]
+    settlement: String,
+    /// The bid's nonce (default: the current time in ms; must rise per participant).
+    #[arg(long)]
+    nonce: Option<u64>,
+    /// The bus, where the area's grid model needs one.
+    #[arg(long)]
+    bus: Option<u32>,
+    /// Bid as this participant id instead of the key's (the node checks the signature).
+    #[arg(long)]
+    as_participant: Option<u32>,
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    who: ParticipantArgs,
+    /// The first height to report.
+    #[arg(long, default_value_t = 1)]
+    from_height: u64,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +255,13 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Keygen { out } => {
@@ -73,34 +269,482 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", keyfile::public_hex(&signer));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Genesis(args) => genesis(args),
+        Command::Node(args) => node(args),
+        Command::Bid(args) => runtime()?.block_on(bid(args)),
+        Command::Query(args) => runtime()?.block_on(query(args)),
+        Command::Status(args) => runtime()?.block_on(status(args)),
         Command::Audit {
             genesis,
             chain,
+            data_dir,
             json,
-        } => audit(&genesis, &chain, json),
-        Command::Demo {
-            blocks,
-            bids,
-            dir,
-            json,
-        } => demo(blocks, bids, dir, json),
+        } => audit(&genesis, chain.as_deref(), data_dir.as_deref(), json),
+        Command::Export { data_dir, out } => {
+            let blocks = cluster::stored_chain(&data_dir)?;
+            let decoded = blocks
+                .iter()
+                .map(|b| {
+                    <tieline_core::block::Block as tieline_core::encoding::Tagged>::from_canonical_bytes(b)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .context("a stored block does not decode")?;
+            chainfile::write_chain(&out, &decoded)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("exported {} blocks to {}", decoded.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { json, rounds, keep } => {
+            let options = demo::DemoOptions {
+                json,
+                rounds,
+                keep,
+                bin: std::env::current_exe().context("cannot locate the tieline binary")?,
+            };
+            let summary = runtime()?.block_on(demo::run(options))?;
+            Ok(if summary.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
 }
 
-fn read_genesis(path: &Path) -> Result<Genesis> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read genesis file {}", path.display()))?;
-    Genesis::from_toml(&text).with_context(|| format!("in {}", path.display()))
+// ----- node -----
+
+fn init_logs(format: LogFormat, filter: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
-fn audit(genesis: &Path, chain: &Path, json: bool) -> Result<ExitCode> {
+fn node(args: NodeArgs) -> Result<ExitCode> {
+    let flags = ConfigFile {
+        genesis: args.genesis,
+        key: args.key,
+        data_dir: args.data_dir,
+        listen: args.listen,
+        metrics: args.metrics,
+        log_format: args.log_format,
+        log_level: args.log_level,
+        area_model: args.area_model,
+        max_frame_mib: args.max_frame_mib,
+    };
+    let config = NodeConfig::load(args.config.as_deref(), flags)?;
+    init_logs(config.log_format, &config.log_level);
+    let stdin_watch = args.exit_on_stdin_close;
+    runtime()?.block_on(async move {
+        let shutdown = async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+            let stdin_closed = async {
+                if stdin_watch {
+                    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+                        let _ = tx.send(());
+                    });
+                    let _ = rx.await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = stdin_closed => tracing::info!("standard input closed: shutting down"),
+            }
+        };
+        tieline_net::node::run(config, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+// ----- genesis -----
+
+/// `key=value` pairs of a flag; the values may contain `:` but not `,`.
+fn pairs<'a>(flag: &str, s: &'a str, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--{flag} `{s}`: `{part}` is not key=value"))?;
+        if !allowed.contains(&k) {
+            bail!("--{flag} `{s}`: unknown key `{k}` (expected {})", allowed.join(", "));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn get<'a>(flag: &str, s: &str, pairs: &[(&str, &'a str)], key: &str) -> Result<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| anyhow!("--{flag} `{s}`: `{key}=` is required"))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, what: &str, v: &str) -> Result<T> {
+    v.parse()
+        .map_err(|_| anyhow!("--{flag}: `{what}` must be a number, found `{v}`"))
+}
+
+/// A public key given as a key file or as hex.
+fn public_key(flag: &str, v: &str) -> Result<PublicKey> {
+    let path = Path::new(v);
+    if path.exists() {
+        return Ok(keyfile::read(path)?.public_key());
+    }
+    PublicKey::from_hex(v)
+        .map_err(|_| anyhow!("--{flag}: key `{v}` is neither a key file nor 64 hex characters"))
+}
+
+fn genesis(a: GenesisArgs) -> Result<ExitCode> {
+    let areas = a
+        .areas
+        .iter()
+        .map(|s| {
+            let (id, name) = s
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--area `{s}`: expected ID=NAME"))?;
+            Ok(Area {
+                id: AreaId(number("area", "ID", id)?),
+                name: name.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let members = a
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let p = pairs("member", s, &["area", "address", "key", "name"])?;
+            Ok(Member {
+                id: NodeId(i as u16 + 1),
+                name: p
+                    .iter()
+                    .find(|(k, _)| *k == "name")
+                    .map_or_else(|| format!("Member {}", i + 1), |(_, v)| v.to_string()),
+                area: AreaId(number("member", "area", get("member", s, &p, "area")?)?),
+                public_key: public_key("member", get("member", s, &p, "key")?)?,
+                address: get("member", s, &p, "address")?.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let participants = a
+        .participants
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let p = pairs("participant", s, &["home", "key", "id", "name"])?;
+            let home = NodeId(number("participant", "home", get("participant", s, &p, "home")?)?);
+            let area = members
+                .iter()
+                .find(|m| m.id == home)
+                .map(|m| m.area)
+                .ok_or_else(|| anyhow!("--participant `{s}`: home {home} is not a member"))?;
+            let id = match p.iter().find(|(k, _)| *k == "id") {
+                Some((_, v)) => number("participant", "id", v)?,
+                None => 1000 + i as u32,
+            };
+            Ok(Participant {
+                id: ParticipantId(id),
+                name: p
+                    .iter()
+                    .find(|(k, _)| *k == "name")
+                    .map_or_else(|| format!("participant-{id}"), |(_, v)| v.to_string()),
+                home,
+                area,
+                public_key: public_key("participant", get("participant", s, &p, "key")?)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let tie_lines = a
+        .tie_lines
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let p = pairs("tie-line", s, &["from", "to", "capacity", "backward"])?;
+            let q = |v: &str| Quantity::parse(v).map_err(|e| anyhow!("--tie-line `{s}`: {e}"));
+            let forward = q(get("tie-line", s, &p, "capacity")?)?;
+            Ok(TieLine {
+                id: TieLineId(i as u16 + 1),
+                from: AreaId(number("tie-line", "from", get("tie-line", s, &p, "from")?)?),
+                to: AreaId(number("tie-line", "to", get("tie-line", s, &p, "to")?)?),
+                capacity_forward: forward,
+                capacity_backward: match p.iter().find(|(k, _)| *k == "backward") {
+                    Some((_, v)) => q(v)?,
+                    None => forward,
+                },
+                from_bus: None,
+                to_bus: None,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let kind = match a.fault.as_str() {
+        "crash" => FaultKind::Crash,
+        "byzantine" => FaultKind::Byzantine,
+        other => bail!("--fault: `{other}` is not crash or byzantine"),
+    };
+    let n = members.len();
+    let f = a.f.unwrap_or(match kind {
+        FaultKind::Crash => (n.saturating_sub(1) / 2) as u16,
+        FaultKind::Byzantine => (n.saturating_sub(1) / 3) as u16,
+    });
+    let rule = match a.rule.as_str() {
+        "pay-as-bid" => ClearingRule::PayAsBid,
+        "uniform-price" => ClearingRule::UniformPrice,
+        "zonal-coupling" => ClearingRule::ZonalCoupling,
+        other => bail!("--rule: `{other}` is not pay-as-bid, uniform-price or zonal-coupling"),
+    };
+    let price = |flag: &str, v: &str| Price::parse(v).map_err(|e| anyhow!("--{flag}: {e}"));
+    let mut participants = participants;
+    participants.sort_by_key(|p| p.id);
+    let g = Genesis {
+        chain_name: a.name,
+        areas,
+        members,
+        participants,
+        tie_lines,
+        fault_model: FaultModel { kind, f },
+        rotation_period: a.rotation_period,
+        timing: Timing {
+            gate_ms: a.gate_ms,
+            batch_wait_ms: a.batch_wait_ms,
+            view_timeout_ms: a.view_timeout_ms,
+        },
+        max_revisions: a.max_revisions,
+        clearing: ClearingParams {
+            rule,
+            price_tick: price("price-tick", &a.price_tick)?,
+            price_floor: price("price-floor", &a.price_floor)?,
+            price_cap: price("price-cap", &a.price_cap)?,
+        },
+    };
+    g.validate()?;
+    if a.out.exists() {
+        bail!("{} exists; not overwriting it", a.out.display());
+    }
+    std::fs::write(&a.out, g.to_toml())
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!(
+        "wrote {}: {} members, {} participants, chain id {}",
+        a.out.display(),
+        g.n(),
+        g.participants.len(),
+        g.chain_id()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+// ----- participant commands -----
+
+fn client(who: &ParticipantArgs) -> Result<(Arc<Genesis>, ParticipantClient)> {
+    let genesis = Arc::new(read_genesis(&who.genesis)?);
+    let signer = keyfile::read(&who.key)?;
+    let c = ParticipantClient::new(
+        genesis.clone(),
+        signer,
+        who.node.map(NodeId),
+        Duration::from_secs(who.timeout.max(1)),
+    )?;
+    Ok((genesis, c))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn bid(a: BidArgs) -> Result<ExitCode> {
+    let (genesis, c) = client(&a.who)?;
+    let participant = match (a.as_participant, c.participant) {
+        (Some(p), _) => ParticipantId(p),
+        (None, Some(p)) => p,
+        (None, None) => bail!("the key is not an admitted participant; give --as-participant"),
+    };
+    let area = genesis
+        .participant(participant)
+        .map_or(AreaId(0), |p| p.area);
+    let side = match a.side.as_str() {
+        "buy" => Side::Buy,
+        "sell" => Side::Sell,
+        other => bail!("--side: `{other}` is not buy or sell"),
+    };
+    let steps = a
+        .steps
+        .iter()
+        .map(|s| {
+            let (p, q) = s
+                .split_once('@')
+                .ok_or_else(|| anyhow!("--step `{s}`: expected PRICE@MWH"))?;
+            Ok(BidStep {
+                price: Price::parse(p).map_err(|e| anyhow!("--step `{s}`: price: {e}"))?,
+                quantity: Quantity::parse(q).map_err(|e| anyhow!("--step `{s}`: quantity: {e}"))?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let now = now_ms();
+    let hour = 3_600_000;
+    let body = Bid {
+        chain_id: genesis.chain_id(),
+        participant,
+        area,
+        bus: a.bus.map(BusId),
+        side,
+        product: Product {
+            delivery_start: Timestamp(a.delivery_start.unwrap_or((now / hour + 1) * hour)),
+            delivery_minutes: a.minutes,
+            term: match a.term.as_str() {
+                "spot" => Term::Spot,
+                "medium-long-term" => Term::MediumLongTerm,
+                other => bail!("--term: `{other}` is not spot or medium-long-term"),
+            },
+            settlement: match a.settlement.as_str() {
+                "physical" => Settlement::Physical,
+                "financial" => Settlement::Financial,
+                other => bail!("--settlement: `{other}` is not physical or financial"),
+            },
+        },
+        steps,
+        nonce: a.nonce.unwrap_or(now),
+        timestamp: Timestamp(now),
+    };
+    let id = body.id();
+    let signed = Signed::sign(body, c.signer());
+    let replies = c.submit(vec![signed]).await?;
+    c.close().await;
+    match replies.into_iter().next() {
+        Some(Reply::Receipt(r)) => {
+            if a.who.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "status": "receipted", "bid": id.to_hex(), "participant": r.body.participant.0,
+                        "home": r.body.home.0, "height": r.body.height, "received_at": r.body.received_at.0,
+                        "receipt_signature": r.signature.to_hex(),
+                    })
+                );
+            } else {
+                println!(
+                    "receipt: bid {} accepted by node {} for height {} (received at {} ms); receipt signature verified",
+                    id, r.body.home, r.body.height, r.body.received_at.0
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Reply::BidRejected { reason, .. }) => {
+            if a.who.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"status": "rejected", "bid": id.to_hex(), "reason": reason.to_string()})
+                );
+            } else {
+                println!("rejected: bid {id}: {reason}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+async fn query(a: QueryArgs) -> Result<ExitCode> {
+    let (_, c) = client(&a.who)?;
+    let blocks = c.all_trades(a.from_height).await?;
+    c.close().await;
+    if a.who.json {
+        let out: Vec<_> = blocks
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "height": b.header.height, "view": b.header.view, "block": b.header.digest().to_hex(),
+                    "signers": b.certificate.signatures.len(), "proofs": "verified",
+                    "trades": b.trades.iter().map(|t| serde_json::json!({
+                        "bid": t.trade.bid.to_hex(),
+                        "side": format!("{:?}", t.trade.side).to_lowercase(),
+                        "quantity_mwh": t.trade.quantity.to_string(),
+                        "price": t.trade.price.to_string(),
+                        "counterparty": t.trade.counterparty.map(|p| p.0),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(out));
+    } else if blocks.is_empty() {
+        println!("no trades from height {}", a.from_height);
+    } else {
+        for b in &blocks {
+            println!(
+                "height {} (view {}, block {}, commit certificate of {} members verified):",
+                b.header.height,
+                b.header.view,
+                &b.header.digest().to_hex()[..16],
+                b.certificate.signatures.len()
+            );
+            for t in &b.trades {
+                println!(
+                    "  {:?} {} MWh at {} per MWh, bid {}: Merkle proof verified",
+                    t.trade.side,
+                    t.trade.quantity,
+                    t.trade.price,
+                    &t.trade.bid.to_hex()[..16]
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(a: ParticipantArgs) -> Result<ExitCode> {
+    let (_, c) = client(&a)?;
+    let s = c.status().await?;
+    c.close().await;
+    let committed = s.height - 1;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "node": s.node.0, "committed": committed, "view": s.view,
+                "head": s.last.as_ref().map(|h| h.digest().to_hex()),
+            })
+        );
+    } else {
+        println!(
+            "node {}: {} blocks committed, deciding height {} in view {}",
+            s.node, committed, s.height, s.view
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ----- audit -----
+
+fn audit(
+    genesis: &Path,
+    chain: Option<&Path>,
+    data_dir: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode> {
     let genesis = read_genesis(genesis)?;
-    let blocks = chainfile::read_chain(chain)?;
-    let scheme = Ed25519::with_known_keys(genesis.public_keys());
-    let clearing = tieline_core::clearing::rule_for(genesis.clearing.rule);
-    let mut auditor = ChainAuditor::new(&genesis, &scheme, clearing);
-    for b in &blocks {
-        if let Err(e) = auditor.push_encoded(b) {
+    let blocks = match (chain, data_dir) {
+        (Some(c), _) => chainfile::read_chain(c)?,
+        (None, Some(d)) => cluster::stored_chain(d)
+            .with_context(|| format!("cannot read the node database in {}", d.display()))?,
+        (None, None) => bail!("give --chain or --data-dir"),
+    };
+    match cluster::audit_blocks(&genesis, &blocks) {
+        Err(e) => {
             if json {
                 println!(
                     "{}",
@@ -109,56 +753,25 @@ fn audit(genesis: &Path, chain: &Path, json: bool) -> Result<ExitCode> {
             } else {
                 println!("audit FAILED: {e}");
             }
-            return Ok(ExitCode::FAILURE);
+            Ok(ExitCode::FAILURE)
+        }
+        Ok((s, _)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "audit": "ok", "blocks": s.blocks, "trades": s.trades, "bids": s.bids,
+                        "signatures": s.signatures, "fault_skips": s.fault_skips,
+                        "revisions": s.revisions, "head": s.head.to_hex(),
+                    })
+                );
+            } else {
+                println!(
+                    "audit ok: {} blocks, {} trades, {} bids, {} signatures verified, {} fault skips, head {}",
+                    s.blocks, s.trades, s.bids, s.signatures, s.fault_skips, s.head
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
-    let s = auditor.finish();
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "audit": "ok", "blocks": s.blocks, "trades": s.trades, "bids": s.bids,
-                "signatures": s.signatures, "fault_skips": s.fault_skips, "head": s.head.to_hex(),
-            })
-        );
-    } else {
-        println!(
-            "audit ok: {} blocks, {} trades, {} bids, {} signatures verified, head {}",
-            s.blocks, s.trades, s.bids, s.signatures, s.head
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn demo(blocks: usize, bids: usize, dir: Option<PathBuf>, json: bool) -> Result<ExitCode> {
-    let (dir, temporary) = match dir {
-        Some(d) => (d, false),
-        None => (
-            std::env::temp_dir().join(format!("tieline-demo-{}", std::process::id())),
-            true,
-        ),
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let consortium = SampleConsortium::new(4, 8);
-    let chain = consortium.chain(blocks, bids);
-    let genesis_path = dir.join("genesis.toml");
-    let chain_path = dir.join("chain.bin");
-    std::fs::write(&genesis_path, consortium.genesis.to_toml())?;
-    chainfile::write_chain(&chain_path, &chain)?;
-    if !json {
-        println!(
-            "built a sample chain of {blocks} blocks x {bids} bids for a consortium of {} management nodes",
-            consortium.genesis.n()
-        );
-        println!(
-            "genesis: {}\nchain:   {}",
-            genesis_path.display(),
-            chain_path.display()
-        );
-    }
-    let code = audit(&genesis_path, &chain_path, json)?;
-    if temporary {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    Ok(code)
 }

@@ -1,18 +1,25 @@
-//! The `tieline` binary end to end: build a sample chain, export it, audit the export, and
-//! catch a tampered export by its height.
+//! The `tieline audit` command end to end: an exported chain audits clean, and a tampered
+//! export is caught at its height.
 
 use std::process::Command;
 
+use tieline_core::sample::SampleConsortium;
+use tieline_net::chainfile;
 use tieline_tests::{TempDir, tieline_bin};
 
 #[test]
-fn demo_exports_a_chain_that_audits_clean_and_tampering_names_the_block() {
+fn exported_chain_audits_clean_and_tampering_names_the_block() {
     let dir = TempDir::new("chain-export");
+    let consortium = SampleConsortium::new(4, 8);
+    std::fs::write(dir.0.join("genesis.toml"), consortium.genesis.to_toml()).unwrap();
+    chainfile::write_chain(&dir.0.join("chain.bin"), &consortium.chain(6, 12)).unwrap();
     let out = Command::new(tieline_bin())
-        .args(["demo", "--blocks", "6", "--bids", "12", "--json", "--dir"])
-        .arg(&dir.0)
+        .args(["audit", "--json", "--genesis"])
+        .arg(dir.0.join("genesis.toml"))
+        .arg("--chain")
+        .arg(dir.0.join("chain.bin"))
         .output()
-        .expect("run tieline demo");
+        .expect("run tieline audit");
     assert!(
         out.status.success(),
         "{}",

@@ -10,6 +10,7 @@ mod context;
 mod node;
 pub mod sim;
 mod types;
+pub mod wire;
 
 #[cfg(feature = "mutants")]
 pub use context::Mutation;

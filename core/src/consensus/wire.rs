@@ -1,0 +1,1038 @@
+//! The one wire encoding: messages between management nodes, the write-ahead log's records, and
+//! the participant protocol (requests to a home node and its responses).
+//!
+//! Everything here uses the canonical encoding of [`crate::encoding`] with domain tags in the
+//! 0x05xx range, so the rules of spec 1.3 hold on the wire too: a decoder rejects a wrong tag or
+//! version, trailing bytes, undefined discriminants and over-long fields with a typed
+//! [`DecodeError`], and every byte string that decodes re-encodes to itself. The runtime drops a
+//! frame that does not decode and keeps serving.
+//!
+//! The participant protocol is request/response over the participant's authenticated QUIC
+//! connection to its home node: submit bids or an appeal (answered with the core's
+//! [`Reply`]s), query its trades with Merkle proofs against certified headers
+//! ([`CertifiedTrades::verify`] is what the participant runs, trusting nothing but the
+//! genesis), or ask the node's status.
+
+use crate::block::{
+    Appeal, AppealResolution, Block, BlockHeader, Objection, QuorumCertificate, SkipCertificate,
+    SkipVote, Vote, VoteKind,
+};
+use crate::consensus::{MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply};
+use crate::crypto::{SignatureScheme, Signed};
+use crate::encoding::{
+    Canonical, DecodeError, DecodeErrorKind, Reader, decode_seq, decode_str, encode_seq,
+    encode_str,
+};
+use crate::genesis::{Genesis, MAX_MEMBERS};
+use crate::market::{BidError, MAX_BID_STEPS, SignedBatch, SignedBid, SignedReceipt, Trade};
+use crate::merkle::{self, InclusionProof};
+use crate::units::{AreaId, NodeId, ParticipantId};
+
+/// Largest encoded node message, log record or response: the transport's hard frame cap.
+pub const MAX_WIRE_LEN: usize = 64 * 1024 * 1024;
+/// Most bids in one participant request.
+pub const MAX_REQUEST_BIDS: usize = 4096;
+/// Most blocks one trade query answers; the participant asks again from where it stopped.
+pub const MAX_QUERY_BLOCKS: usize = 64;
+/// Most replies in one response (one per bid of a request, at most).
+pub const MAX_REPLIES: usize = MAX_REQUEST_BIDS;
+/// Longest free-text detail in a reply or a failure.
+pub const MAX_DETAIL_LEN: usize = 4096;
+/// Most trades of one participant reported for one block.
+pub const MAX_REPORTED_TRADES: usize = crate::block::MAX_BLOCK_TRADES;
+
+fn invalid(value: u8) -> DecodeError {
+    DecodeError::new(DecodeErrorKind::InvalidDiscriminant { value })
+}
+
+fn field<T: Canonical>(r: &mut Reader<'_>, name: &str) -> Result<T, DecodeError> {
+    T::decode(r).map_err(|e| e.within(name))
+}
+
+fn boxed<T: Canonical>(r: &mut Reader<'_>, name: &str) -> Result<Box<T>, DecodeError> {
+    field(r, name).map(Box::new)
+}
+
+fn encode_opt_box<T: Canonical>(v: &Option<Box<T>>, out: &mut Vec<u8>) {
+    match v {
+        None => out.push(0),
+        Some(b) => {
+            out.push(1);
+            b.encode(out);
+        }
+    }
+}
+
+fn decode_opt_box<T: Canonical>(
+    r: &mut Reader<'_>,
+    name: &str,
+) -> Result<Option<Box<T>>, DecodeError> {
+    Option::<T>::decode(r)
+        .map(|o| o.map(Box::new))
+        .map_err(|e| e.within(name))
+}
+
+// ----- node-to-node messages -----
+
+impl Canonical for Proposal {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.stamp.encode(out);
+        self.header.encode(out);
+        self.body.encode(out);
+        self.justification.encode(out);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Proposal {
+            stamp: field(r, "stamp")?,
+            header: field(r, "header")?,
+            body: field(r, "body")?,
+            justification: field(r, "justification")?,
+        })
+    }
+}
+
+impl Canonical for Message {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Message::Batch(b) => {
+                out.push(0);
+                b.encode(out);
+            }
+            Message::Proposal(p) => {
+                out.push(1);
+                p.encode(out);
+            }
+            Message::Vote(v) => {
+                out.push(2);
+                v.encode(out);
+            }
+            Message::Objection(o, batch) => {
+                out.push(3);
+                o.encode(out);
+                encode_opt_box(batch, out);
+            }
+            Message::Appeal { appeal, via } => {
+                out.push(4);
+                appeal.encode(out);
+                via.encode(out);
+            }
+            Message::Skip(v, locked) => {
+                out.push(5);
+                v.encode(out);
+                encode_opt_box(locked, out);
+            }
+            Message::ViewCertificate(c) => {
+                out.push(6);
+                c.encode(out);
+            }
+            Message::Decided(b) => {
+                out.push(7);
+                b.encode(out);
+            }
+            Message::SyncRequest { from } => {
+                out.push(8);
+                from.encode(out);
+            }
+            Message::SyncResponse(blocks) => {
+                out.push(9);
+                encode_seq(blocks, out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match u8::decode(r)? {
+            0 => Message::Batch(field::<SignedBatch>(r, "batch")?),
+            1 => Message::Proposal(boxed(r, "proposal")?),
+            2 => Message::Vote(field::<Signed<Vote>>(r, "vote")?),
+            3 => Message::Objection(
+                boxed::<Signed<Objection>>(r, "objection")?,
+                decode_opt_box(r, "batch")?,
+            ),
+            4 => Message::Appeal {
+                appeal: boxed::<Signed<Appeal>>(r, "appeal")?,
+                via: field(r, "via")?,
+            },
+            5 => Message::Skip(
+                boxed::<Signed<SkipVote>>(r, "skip")?,
+                decode_opt_box(r, "locked")?,
+            ),
+            6 => Message::ViewCertificate(boxed::<SkipCertificate>(r, "certificate")?),
+            7 => Message::Decided(boxed::<Block>(r, "block")?),
+            8 => Message::SyncRequest {
+                from: field(r, "from")?,
+            },
+            9 => Message::SyncResponse(
+                decode_seq(r, MAX_SYNC_BLOCKS as usize).map_err(|e| e.within("blocks"))?,
+            ),
+            value => return Err(invalid(value)),
+        })
+    }
+}
+crate::tagged!(Message, 0x0501, "node-message", MAX_WIRE_LEN);
+
+// ----- the write-ahead log -----
+
+impl Canonical for Record {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Bid {
+                bid,
+                receipt,
+                height,
+            } => {
+                out.push(0);
+                bid.encode(out);
+                receipt.encode(out);
+                height.encode(out);
+            }
+            Record::Batch(b) => {
+                out.push(1);
+                b.encode(out);
+            }
+            Record::Vote(v) => {
+                out.push(2);
+                v.encode(out);
+            }
+            Record::Lock(qc, p) => {
+                out.push(3);
+                qc.encode(out);
+                p.encode(out);
+            }
+            Record::Skip(v) => {
+                out.push(4);
+                v.encode(out);
+            }
+            Record::SkipCertificate(c) => {
+                out.push(5);
+                c.encode(out);
+            }
+            Record::Appeal { appeal, via } => {
+                out.push(6);
+                appeal.encode(out);
+                via.encode(out);
+            }
+            Record::Objection(o, batch) => {
+                out.push(7);
+                o.encode(out);
+                batch.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match u8::decode(r)? {
+            0 => Record::Bid {
+                bid: field(r, "bid")?,
+                receipt: field(r, "receipt")?,
+                height: field(r, "height")?,
+            },
+            1 => Record::Batch(field(r, "batch")?),
+            2 => Record::Vote(field(r, "vote")?),
+            3 => Record::Lock(field(r, "certificate")?, boxed(r, "proposal")?),
+            4 => Record::Skip(field(r, "skip")?),
+            5 => Record::SkipCertificate(field(r, "certificate")?),
+            6 => Record::Appeal {
+                appeal: field(r, "appeal")?,
+                via: field(r, "via")?,
+            },
+            7 => Record::Objection(field(r, "objection")?, field(r, "batch")?),
+            value => return Err(invalid(value)),
+        })
+    }
+}
+crate::tagged!(Record, 0x0504, "log-record", MAX_WIRE_LEN);
+
+// ----- replies to participants -----
+
+impl Canonical for BidError {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            BidError::WrongChain { expected, found } => {
+                out.push(0);
+                expected.encode(out);
+                found.encode(out);
+            }
+            BidError::UnknownParticipant(p) => {
+                out.push(1);
+                p.encode(out);
+            }
+            BidError::WrongArea {
+                participant,
+                registered,
+                found,
+            } => {
+                out.push(2);
+                participant.encode(out);
+                registered.encode(out);
+                found.encode(out);
+            }
+            BidError::WrongHome {
+                participant,
+                home,
+                this,
+            } => {
+                out.push(3);
+                participant.encode(out);
+                home.encode(out);
+                this.encode(out);
+            }
+            BidError::NoSteps => out.push(4),
+            BidError::BadStep { step, reason } => {
+                out.push(5);
+                // A step index is below MAX_BID_STEPS; decoding enforces it.
+                (*step as u32).encode(out);
+                encode_str(reason, out);
+            }
+            BidError::BadSignature(p) => {
+                out.push(6);
+                p.encode(out);
+            }
+            BidError::ReplayedNonce { participant, nonce } => {
+                out.push(7);
+                participant.encode(out);
+                nonce.encode(out);
+            }
+            BidError::EmptyDelivery => out.push(8),
+            BidError::BatchFull { height } => {
+                out.push(9);
+                height.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match u8::decode(r)? {
+            0 => BidError::WrongChain {
+                expected: field(r, "expected")?,
+                found: field(r, "found")?,
+            },
+            1 => BidError::UnknownParticipant(field(r, "participant")?),
+            2 => BidError::WrongArea {
+                participant: field(r, "participant")?,
+                registered: field(r, "registered")?,
+                found: field(r, "found")?,
+            },
+            3 => BidError::WrongHome {
+                participant: field(r, "participant")?,
+                home: field(r, "home")?,
+                this: field(r, "this")?,
+            },
+            4 => BidError::NoSteps,
+            5 => {
+                let step = u32::decode(r).map_err(|e| e.within("step"))?;
+                if step as usize >= MAX_BID_STEPS {
+                    return Err(DecodeError::new(DecodeErrorKind::TooLong {
+                        len: step.into(),
+                        max: MAX_BID_STEPS - 1,
+                    })
+                    .within("step"));
+                }
+                BidError::BadStep {
+                    step: step as usize,
+                    reason: decode_str(r, MAX_DETAIL_LEN).map_err(|e| e.within("reason"))?,
+                }
+            }
+            6 => BidError::BadSignature(field(r, "participant")?),
+            7 => BidError::ReplayedNonce {
+                participant: field(r, "participant")?,
+                nonce: field(r, "nonce")?,
+            },
+            8 => BidError::EmptyDelivery,
+            9 => BidError::BatchFull {
+                height: field(r, "height")?,
+            },
+            value => return Err(invalid(value)),
+        })
+    }
+}
+
+impl Canonical for Reply {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Receipt(r) => {
+                out.push(0);
+                r.encode(out);
+            }
+            Reply::BidRejected { bid, reason } => {
+                out.push(1);
+                bid.encode(out);
+                reason.encode(out);
+            }
+            Reply::AppealForwarded { height } => {
+                out.push(2);
+                height.encode(out);
+            }
+            Reply::AppealRejected { reason } => {
+                out.push(3);
+                encode_str(reason, out);
+            }
+            Reply::AppealResolved { height, resolution } => {
+                out.push(4);
+                height.encode(out);
+                resolution.encode(out);
+            }
+            Reply::Result {
+                height,
+                block,
+                trades,
+            } => {
+                out.push(5);
+                height.encode(out);
+                block.encode(out);
+                encode_seq(trades, out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match u8::decode(r)? {
+            0 => Reply::Receipt(field::<SignedReceipt>(r, "receipt")?),
+            1 => Reply::BidRejected {
+                bid: field(r, "bid")?,
+                reason: field(r, "reason")?,
+            },
+            2 => Reply::AppealForwarded {
+                height: field(r, "height")?,
+            },
+            3 => Reply::AppealRejected {
+                reason: decode_str(r, MAX_DETAIL_LEN).map_err(|e| e.within("reason"))?,
+            },
+            4 => Reply::AppealResolved {
+                height: field(r, "height")?,
+                resolution: field::<AppealResolution>(r, "resolution")?,
+            },
+            5 => Reply::Result {
+                height: field(r, "height")?,
+                block: field(r, "block")?,
+                trades: decode_seq(r, MAX_REPORTED_TRADES).map_err(|e| e.within("trades"))?,
+            },
+            value => return Err(invalid(value)),
+        })
+    }
+}
+
+// ----- the participant protocol -----
+
+/// What a participant (or an operator's tool) asks its home node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Submit signed bids, in order (a participant's nonces must rise through the list). The
+    /// answer has one [`Reply`] per bid, in the same order.
+    SubmitBids(Vec<SignedBid>),
+    /// Submit a signed appeal against the preliminary result of the height in progress.
+    SubmitAppeal(Box<Signed<Appeal>>),
+    /// The requester's trades in committed blocks from `from_height` on, each with its Merkle
+    /// proof and the block's certified header; at most [`MAX_QUERY_BLOCKS`] blocks are scanned.
+    QueryTrades {
+        /// The first height to look at.
+        from_height: u64,
+    },
+    /// The node's committed height, current view and last header.
+    Status,
+}
+
+impl Canonical for Request {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Request::SubmitBids(bids) => {
+                out.push(0);
+                encode_seq(bids, out);
+            }
+            Request::SubmitAppeal(a) => {
+                out.push(1);
+                a.encode(out);
+            }
+            Request::QueryTrades { from_height } => {
+                out.push(2);
+                from_height.encode(out);
+            }
+            Request::Status => out.push(3),
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match u8::decode(r)? {
+            0 => Request::SubmitBids(
+                decode_seq(r, MAX_REQUEST_BIDS).map_err(|e| e.within("bids"))?,
+            ),
+            1 => Request::SubmitAppeal(boxed(r, "appeal")?),
+            2 => Request::QueryTrades {
+                from_height: field(r, "from_height")?,
+            },
+            3 => Request::Status,
+            value => return Err(invalid(value)),
+        })
+    }
+}
+crate::tagged!(
+    Request,
+    0x0502,
+    "participant-request",
+    16 + MAX_REQUEST_BIDS * (crate::market::Bid::MAX_ENCODED_LEN + 64)
+);
+
+/// One of the requester's trades with its inclusion proof.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvenTrade {
+    /// The trade, a leaf of the block's Merkle tree.
+    pub trade: Trade,
+    /// Its proof against the header's `trades_root`.
+    pub proof: InclusionProof,
+}
+crate::canonical_struct!(ProvenTrade { trade, proof });
+
+/// A committed block's header and commit certificate with the requester's trades in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertifiedTrades {
+    /// The header.
+    pub header: BlockHeader,
+    /// The commit certificate over the header.
+    pub certificate: QuorumCertificate,
+    /// The requester's trades in the block, in block order.
+    pub trades: Vec<ProvenTrade>,
+}
+crate::canonical_struct!(CertifiedTrades {
+    header,
+    certificate,
+    trades: seq(MAX_REPORTED_TRADES)
+});
+
+/// Why certified trades do not convince a participant.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// The header is for another chain.
+    #[error("the header of height {height} names another chain")]
+    WrongChain {
+        /// The header's height.
+        height: u64,
+    },
+    /// The certificate is not a commit certificate for this header.
+    #[error("the certificate at height {height} is not a commit certificate for its header")]
+    CertificateTarget {
+        /// The header's height.
+        height: u64,
+    },
+    /// The certificate's signatures do not make a valid quorum including the participant's
+    /// area's members.
+    #[error("the commit certificate at height {height}: {reason}")]
+    Certificate {
+        /// The header's height.
+        height: u64,
+        /// What is wrong.
+        reason: crate::block::CertificateError,
+    },
+    /// A trade is someone else's.
+    #[error("trade {index} at height {height} is participant {found}'s, not the requester's")]
+    NotMine {
+        /// The header's height.
+        height: u64,
+        /// The trade's position in the answer.
+        index: usize,
+        /// Whose it is.
+        found: ParticipantId,
+    },
+    /// A trade's Merkle proof does not lead to the header's trades root.
+    #[error("trade {index} at height {height}: the Merkle proof does not verify")]
+    BadProof {
+        /// The header's height.
+        height: u64,
+        /// The trade's position in the answer.
+        index: usize,
+    },
+    /// The participant is not in the genesis.
+    #[error("participant {0} is not admitted")]
+    UnknownParticipant(ParticipantId),
+}
+
+impl CertifiedTrades {
+    /// What a participant checks, trusting nothing but the genesis: the certificate is a
+    /// valid commit certificate for the header (a quorum of members, including every member of
+    /// the participant's area, which its trades touch; spec D11, D12, D18), and each trade is
+    /// the participant's and is proven under the header's trades root (spec D5).
+    pub fn verify(
+        &self,
+        genesis: &Genesis,
+        scheme: &dyn SignatureScheme,
+        participant: ParticipantId,
+    ) -> Result<(), ProofError> {
+        let height = self.header.height;
+        let chain_id = genesis.chain_id();
+        if self.header.chain_id != chain_id {
+            return Err(ProofError::WrongChain { height });
+        }
+        let c = &self.certificate;
+        if c.kind != VoteKind::Commit || c.height != height || c.block != self.header.digest() {
+            return Err(ProofError::CertificateTarget { height });
+        }
+        let area: AreaId = genesis
+            .participant(participant)
+            .ok_or(ProofError::UnknownParticipant(participant))?
+            .area;
+        let required: Vec<NodeId> = if self.trades.is_empty() {
+            Vec::new()
+        } else {
+            genesis.members_of_area(area).map(|m| m.id).collect()
+        };
+        c.verify(genesis, chain_id, scheme, &required)
+            .map_err(|reason| ProofError::Certificate { height, reason })?;
+        for (index, t) in self.trades.iter().enumerate() {
+            if t.trade.participant != participant {
+                return Err(ProofError::NotMine {
+                    height,
+                    index,
+                    found: t.trade.participant,
+                });
+            }
+            if !t
+                .proof
+                .verify(&merkle::leaf_hash_of(&t.trade), &self.header.trades_root)
+            {
+                return Err(ProofError::BadProof { height, index });
+            }
+        }
+        Ok(())
+    }
+
+    /// The requester's trades in `block` with their proofs (what a home node answers).
+    pub fn from_block(block: &Block, participant: ParticipantId) -> Self {
+        let leaves = block.body.trade_leaves();
+        let trades = block
+            .body
+            .trades
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.participant == participant)
+            .filter_map(|(i, t)| {
+                merkle::prove(&leaves, i).map(|proof| ProvenTrade {
+                    trade: t.clone(),
+                    proof,
+                })
+            })
+            .collect();
+        CertifiedTrades {
+            header: block.header.clone(),
+            certificate: block.certificate.clone(),
+            trades,
+        }
+    }
+}
+
+/// The answer to [`Request::QueryTrades`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TradeReport {
+    /// The node's last committed height (0 before the first block).
+    pub committed: u64,
+    /// The blocks scanned that hold trades of the requester.
+    pub blocks: Vec<CertifiedTrades>,
+    /// The height to ask from next; above `committed` when the scan reached the head.
+    pub next_height: u64,
+}
+crate::canonical_struct!(TradeReport {
+    committed,
+    blocks: seq(MAX_QUERY_BLOCKS),
+    next_height
+});
+
+/// A node's progress, as its home participants and operators see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: NodeId,
+    /// The height it is deciding (its last committed height plus one).
+    pub height: u64,
+    /// Its view at that height.
+    pub view: u32,
+    /// The last committed header, if any.
+    pub last: Option<BlockHeader>,
+    /// Trades in the last committed block.
+    pub last_trades: u64,
+    /// Bids in the last committed block's batches.
+    pub last_bids: u64,
+}
+crate::canonical_struct!(NodeStatus {
+    node,
+    height,
+    view,
+    last,
+    last_trades,
+    last_bids
+});
+
+/// Why a request was not served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailureKind {
+    /// The request did not decode.
+    Malformed,
+    /// The requester may not ask this.
+    Forbidden,
+    /// The node is overloaded or shutting down; try again later.
+    Unavailable,
+    /// The node failed to read its storage.
+    Internal,
+}
+crate::canonical_enum!(FailureKind {
+    Malformed = 0,
+    Forbidden = 1,
+    Unavailable = 2,
+    Internal = 3
+});
+
+/// A refused request: the kind and a readable detail.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?}: {detail}")]
+pub struct RequestFailure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// What went wrong, in words.
+    pub detail: String,
+}
+crate::canonical_struct!(RequestFailure {
+    kind,
+    detail: str(MAX_DETAIL_LEN)
+});
+
+/// A home node's answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// The core's replies to submitted bids or an appeal, in order.
+    Replies(Vec<Reply>),
+    /// Trades with proofs.
+    Trades(TradeReport),
+    /// The node's status.
+    Status(NodeStatus),
+    /// The request was refused.
+    Failed(RequestFailure),
+}
+
+impl Canonical for Response {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Response::Replies(r) => {
+                out.push(0);
+                encode_seq(r, out);
+            }
+            Response::Trades(t) => {
+                out.push(1);
+                t.encode(out);
+            }
+            Response::Status(s) => {
+                out.push(2);
+                s.encode(out);
+            }
+            Response::Failed(f) => {
+                out.push(3);
+                f.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match u8::decode(r)? {
+            0 => Response::Replies(decode_seq(r, MAX_REPLIES).map_err(|e| e.within("replies"))?),
+            1 => Response::Trades(field(r, "trades")?),
+            2 => Response::Status(field(r, "status")?),
+            3 => Response::Failed(field(r, "failure")?),
+            value => return Err(invalid(value)),
+        })
+    }
+}
+crate::tagged!(Response, 0x0503, "participant-response", MAX_WIRE_LEN);
+
+/// Every tag this module defines, for the domain-separation test (spec D3).
+pub const WIRE_TAGS: [u16; 4] = [0x0501, 0x0502, 0x0503, 0x0504];
+
+const _: () = assert!(MAX_MEMBERS <= MAX_REQUEST_BIDS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::sim::Cluster;
+    use crate::consensus::{Input, NoGridModel, SecurityCheck};
+    use crate::crypto::Ed25519;
+    use crate::encoding::Tagged;
+    use crate::proptests as st;
+    use crate::sample::SampleConsortium;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            st::signed(st::batch()).prop_map(Message::Batch),
+            (
+                st::signed(st::vote()),
+                st::header(),
+                st::body(),
+                proptest::option::of(st::skip_certificate())
+            )
+                .prop_map(|(stamp, header, body, justification)| {
+                    Message::Proposal(Box::new(Proposal {
+                        stamp,
+                        header,
+                        body,
+                        justification,
+                    }))
+                }),
+            st::signed(st::vote()).prop_map(Message::Vote),
+            (
+                st::signed(st::objection()),
+                proptest::option::of(st::signed(st::batch()))
+            )
+                .prop_map(|(o, b)| Message::Objection(Box::new(o), b.map(Box::new))),
+            (st::signed(st::appeal()), any::<u16>()).prop_map(|(a, v)| Message::Appeal {
+                appeal: Box::new(a),
+                via: NodeId(v),
+            }),
+            st::signed(st::skip_vote()).prop_map(|v| Message::Skip(Box::new(v), None)),
+            st::skip_certificate().prop_map(|c| Message::ViewCertificate(Box::new(c))),
+            st::block().prop_map(|b| Message::Decided(Box::new(b))),
+            any::<u64>().prop_map(|from| Message::SyncRequest { from }),
+            vec(st::block(), 0..3).prop_map(Message::SyncResponse),
+        ]
+    }
+
+    fn bid_error() -> impl Strategy<Value = BidError> {
+        prop_oneof![
+            (st::digest(), st::digest())
+                .prop_map(|(expected, found)| BidError::WrongChain { expected, found }),
+            any::<u32>().prop_map(|p| BidError::UnknownParticipant(ParticipantId(p))),
+            (any::<u32>(), any::<u16>(), any::<u16>()).prop_map(|(p, a, b)| BidError::WrongArea {
+                participant: ParticipantId(p),
+                registered: AreaId(a),
+                found: AreaId(b),
+            }),
+            Just(BidError::NoSteps),
+            (0..MAX_BID_STEPS, "[a-z ]{0,20}")
+                .prop_map(|(step, reason)| BidError::BadStep { step, reason }),
+            any::<u64>().prop_map(|height| BidError::BatchFull { height }),
+            Just(BidError::EmptyDelivery),
+        ]
+    }
+
+    fn reply() -> impl Strategy<Value = Reply> {
+        prop_oneof![
+            st::signed(st::receipt()).prop_map(Reply::Receipt),
+            (st::digest(), bid_error()).prop_map(|(bid, reason)| Reply::BidRejected { bid, reason }),
+            any::<u64>().prop_map(|height| Reply::AppealForwarded { height }),
+            "[a-z ]{0,20}".prop_map(|reason| Reply::AppealRejected { reason }),
+            (any::<u64>(), st::digest(), vec(st::trade(), 0..3)).prop_map(
+                |(height, block, trades)| Reply::Result {
+                    height,
+                    block,
+                    trades
+                }
+            ),
+        ]
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        prop_oneof![
+            (st::signed(st::bid()), st::signed(st::receipt()), any::<u64>()).prop_map(
+                |(bid, receipt, height)| Record::Bid {
+                    bid,
+                    receipt,
+                    height
+                }
+            ),
+            st::signed(st::batch()).prop_map(Record::Batch),
+            st::signed(st::vote()).prop_map(Record::Vote),
+            st::signed(st::skip_vote()).prop_map(Record::Skip),
+            st::skip_certificate().prop_map(Record::SkipCertificate),
+            (st::signed(st::objection()), proptest::option::of(st::signed(st::batch())))
+                .prop_map(|(o, b)| Record::Objection(o, b)),
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            vec(st::signed(st::bid()), 0..4).prop_map(Request::SubmitBids),
+            st::signed(st::appeal()).prop_map(|a| Request::SubmitAppeal(Box::new(a))),
+            any::<u64>().prop_map(|from_height| Request::QueryTrades { from_height }),
+            Just(Request::Status),
+        ]
+    }
+
+    fn response() -> impl Strategy<Value = Response> {
+        let certified = (
+            st::header(),
+            st::qc(),
+            vec((st::trade(), st::inclusion_proof()), 0..3),
+        )
+            .prop_map(|(header, certificate, trades)| CertifiedTrades {
+                header,
+                certificate,
+                trades: trades
+                    .into_iter()
+                    .map(|(trade, proof)| ProvenTrade { trade, proof })
+                    .collect(),
+            });
+        prop_oneof![
+            vec(reply(), 0..4).prop_map(Response::Replies),
+            (any::<u64>(), vec(certified, 0..3), any::<u64>()).prop_map(
+                |(committed, blocks, next_height)| Response::Trades(TradeReport {
+                    committed,
+                    blocks,
+                    next_height
+                })
+            ),
+            (
+                any::<u16>(),
+                any::<u64>(),
+                any::<u32>(),
+                proptest::option::of(st::header()),
+                any::<u64>(),
+                any::<u64>()
+            )
+                .prop_map(|(n, height, view, last, last_trades, last_bids)| {
+                    Response::Status(NodeStatus {
+                        node: NodeId(n),
+                        height,
+                        view,
+                        last,
+                        last_trades,
+                        last_bids,
+                    })
+                }),
+            "[a-z ]{0,20}".prop_map(|detail| Response::Failed(RequestFailure {
+                kind: FailureKind::Forbidden,
+                detail
+            })),
+        ]
+    }
+
+    /// Round trip, and the canonical property on a mutation of one byte (spec D1, D2).
+    fn check<T: Tagged + PartialEq + std::fmt::Debug>(
+        x: &T,
+        pos: prop::sample::Index,
+        byte: u8,
+    ) -> Result<(), TestCaseError> {
+        let bytes = x.to_canonical_bytes();
+        prop_assert_eq!(&T::from_canonical_bytes(&bytes).unwrap(), x);
+        let mut changed = bytes.clone();
+        let i = pos.index(changed.len());
+        changed[i] = byte;
+        for v in [changed, bytes[..i].to_vec(), [bytes.as_slice(), &[byte]].concat()] {
+            if let Ok(y) = T::from_canonical_bytes(&v) {
+                prop_assert_eq!(y.to_canonical_bytes(), v);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn decode_encode_message(x in message(), pos in any::<prop::sample::Index>(), b in any::<u8>()) {
+            check(&x, pos, b)?;
+        }
+
+        #[test]
+        fn decode_encode_record(x in record(), pos in any::<prop::sample::Index>(), b in any::<u8>()) {
+            check(&x, pos, b)?;
+        }
+
+        #[test]
+        fn decode_encode_request(x in request(), pos in any::<prop::sample::Index>(), b in any::<u8>()) {
+            check(&x, pos, b)?;
+        }
+
+        #[test]
+        fn decode_encode_response(x in response(), pos in any::<prop::sample::Index>(), b in any::<u8>()) {
+            check(&x, pos, b)?;
+        }
+
+        /// Arbitrary bytes behind each wire tag: whatever decodes re-encodes to itself, and
+        /// nothing panics.
+        #[test]
+        fn wire_decoders_reject_or_round_trip_arbitrary_bytes(tail in vec(any::<u8>(), 0..300)) {
+            for tag in WIRE_TAGS {
+                let mut b = tag.to_be_bytes().to_vec();
+                b.push(crate::encoding::FORMAT_VERSION);
+                b.extend_from_slice(&tail);
+                macro_rules! each { ($($t:ty),*) => {$(
+                    if tag == <$t>::TAG.id {
+                        if let Ok(v) = <$t>::from_canonical_bytes(&b) {
+                            prop_assert_eq!(v.to_canonical_bytes(), b.clone());
+                        }
+                    }
+                )*}; }
+                each!(Message, Request, Response, Record);
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_frames_are_rejected_with_a_typed_error() {
+        let m = Message::SyncRequest { from: 3 };
+        let bytes = m.to_canonical_bytes();
+        assert_eq!(Message::from_canonical_bytes(&bytes).unwrap(), m);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(matches!(
+            Message::from_canonical_bytes(&trailing).unwrap_err().kind,
+            DecodeErrorKind::TrailingBytes { count: 1 }
+        ));
+        let mut bad = bytes.clone();
+        bad[3] = 42;
+        assert!(matches!(
+            Message::from_canonical_bytes(&bad).unwrap_err().kind,
+            DecodeErrorKind::InvalidDiscriminant { value: 42 }
+        ));
+        assert!(matches!(
+            Request::from_canonical_bytes(&bytes).unwrap_err().kind,
+            DecodeErrorKind::WrongTag { .. }
+        ));
+        assert!(Message::from_canonical_bytes(&[]).is_err());
+    }
+
+    /// A participant verifies its trades against the certified header of a block committed by
+    /// the simulated cluster, and catches a forged trade or a forged certificate (spec D5).
+    #[test]
+    fn participant_verifies_certified_trades_and_catches_forgeries() {
+        let s = SampleConsortium::new(4, 2);
+        let security: Vec<Arc<dyn SecurityCheck>> =
+            (0..4).map(|_| Arc::new(NoGridModel) as _).collect();
+        let mut cluster = Cluster::from_sample(&s, security);
+        cluster.start();
+        for i in 0..8 {
+            let home = (i / 2) as usize;
+            cluster.input(home, Input::Bid(s.bid(i, 1, 1)));
+        }
+        assert!(cluster.run_until(100_000, |c| c.min_height() >= 1));
+        let block = cluster.nodes[0].store.blocks[0].clone();
+        let scheme = Ed25519::default();
+        let who = block.body.trades[0].participant;
+        let certified = CertifiedTrades::from_block(&block, who);
+        assert!(!certified.trades.is_empty());
+        let bytes = Response::Trades(TradeReport {
+            committed: 1,
+            blocks: vec![certified.clone()],
+            next_height: 2,
+        })
+        .to_canonical_bytes();
+        let Response::Trades(report) = Response::from_canonical_bytes(&bytes).unwrap() else {
+            panic!("a trade report");
+        };
+        report.blocks[0].verify(&s.genesis, &scheme, who).unwrap();
+
+        let mut forged = certified.clone();
+        forged.trades[0].trade.quantity.0 += 1;
+        assert!(matches!(
+            forged.verify(&s.genesis, &scheme, who),
+            Err(ProofError::BadProof { index: 0, .. })
+        ));
+        let mut forged = certified.clone();
+        forged.certificate.signatures.truncate(1);
+        assert!(matches!(
+            forged.verify(&s.genesis, &scheme, who),
+            Err(ProofError::Certificate { .. })
+        ));
+        let other = s
+            .genesis
+            .participants
+            .iter()
+            .map(|p| p.id)
+            .find(|p| *p != who)
+            .unwrap();
+        assert!(matches!(
+            certified.verify(&s.genesis, &scheme, other),
+            Err(ProofError::NotMine { .. })
+        ));
+    }
+}

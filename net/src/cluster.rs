@@ -1,0 +1,328 @@
+//! A local consortium of management nodes, each a separate `tieline node` process on
+//! loopback: what the demo, the end-to-end tests and the cluster benchmark run.
+//!
+//! The consortium is the deterministic sample one ([`SampleConsortium`], public demo keys) with
+//! members on free loopback ports and the timers asked for. Every file lives in one directory,
+//! removed when the cluster is dropped; every child process is killed when the cluster is
+//! dropped, and each child also exits on its own when its standard input closes, so no node
+//! outlives the program that started it, even one killed with `kill -9`.
+
+use std::fs;
+use std::io;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tieline_core::audit::{AuditError, AuditSummary, ChainAuditor};
+use tieline_core::block::Block;
+use tieline_core::clearing::rule_for;
+use tieline_core::crypto::Ed25519;
+use tieline_core::encoding::Tagged;
+use tieline_core::genesis::{Genesis, Timing};
+use tieline_core::sample::SampleConsortium;
+
+use crate::node::DATABASE_FILE;
+use crate::participant::{ClientError, ParticipantClient};
+use crate::storage::{Storage, StorageError};
+
+/// How long a node gets to stop after SIGTERM before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The shape of a local consortium.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// Management nodes.
+    pub members: usize,
+    /// Participants per member.
+    pub participants_per_member: usize,
+    /// The consensus timers.
+    pub timing: Timing,
+    /// The nodes' log filter.
+    pub log_level: String,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self {
+            members: 4,
+            participants_per_member: 4,
+            timing: Timing {
+                gate_ms: 400,
+                batch_wait_ms: 200,
+                view_timeout_ms: 1_500,
+            },
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// A local consortium of node processes.
+pub struct LocalCluster {
+    /// Where everything lives.
+    pub dir: PathBuf,
+    /// The sample consortium, with the loopback addresses and timers of this cluster.
+    pub consortium: SampleConsortium,
+    /// Its genesis.
+    pub genesis: Arc<Genesis>,
+    bin: PathBuf,
+    children: Vec<Option<Child>>,
+    keep: bool,
+}
+
+/// Free UDP ports on the loopback address (free when asked; the nodes bind them next).
+fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+    let sockets: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<io::Result<_>>()?;
+    sockets
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect()
+}
+
+impl LocalCluster {
+    /// Writes the genesis, keys and configurations of a new cluster in `dir` (created; removed
+    /// on drop unless [`LocalCluster::keep`]); `bin` is the `tieline` binary. No node runs yet.
+    pub fn create(dir: &Path, bin: &Path, spec: &ClusterSpec) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let mut consortium = SampleConsortium::new(spec.members, spec.participants_per_member);
+        let ports = free_ports(spec.members)?;
+        for (m, port) in consortium.genesis.members.iter_mut().zip(&ports) {
+            m.address = format!("127.0.0.1:{port}");
+        }
+        consortium.genesis.chain_name = "tieline-local".into();
+        consortium.genesis.timing = spec.timing;
+        consortium
+            .genesis
+            .validate()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        fs::write(dir.join("genesis.toml"), consortium.genesis.to_toml())?;
+        for (i, signer) in consortium.members.iter().enumerate() {
+            let node_dir = dir.join(format!("node-{}", i + 1));
+            fs::create_dir_all(&node_dir)?;
+            let key = node_dir.join("node.key");
+            if !key.exists() {
+                crate::keyfile::write(&key, signer).map_err(io::Error::other)?;
+            }
+            fs::write(
+                node_dir.join("node.toml"),
+                format!(
+                    "genesis = \"../genesis.toml\"\nkey = \"node.key\"\ndata_dir = \"data\"\nlog_level = \"{}\"\n",
+                    spec.log_level
+                ),
+            )?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            genesis: Arc::new(consortium.genesis.clone()),
+            consortium,
+            bin: bin.to_path_buf(),
+            children: (0..spec.members).map(|_| None).collect(),
+            keep: false,
+        })
+    }
+
+    /// Keeps the directory when the cluster is dropped.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// The number of members.
+    pub fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Whether the cluster has no members.
+    pub fn is_empty(&self) -> bool {
+        self.children.is_empty()
+    }
+
+    /// Member `i`'s directory (from 0, genesis order).
+    pub fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node-{}", i + 1))
+    }
+
+    /// Member `i`'s log file.
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.node_dir(i).join("node.log")
+    }
+
+    /// Starts member `i` as a child process (`tieline node --config ...`), logging to its
+    /// log file. Extra flags are passed on.
+    pub fn start_with(&mut self, i: usize, extra: &[&str]) -> io::Result<()> {
+        if self.is_running(i) {
+            return Ok(());
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))?;
+        let child = Command::new(&self.bin)
+            .arg("node")
+            .arg("--config")
+            .arg(self.node_dir(i).join("node.toml"))
+            .arg("--exit-on-stdin-close")
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    /// Starts member `i`.
+    pub fn start(&mut self, i: usize) -> io::Result<()> {
+        self.start_with(i, &[])
+    }
+
+    /// Starts every member.
+    pub fn start_all(&mut self) -> io::Result<()> {
+        (0..self.len()).try_for_each(|i| self.start(i))
+    }
+
+    /// Whether member `i`'s process is alive.
+    pub fn is_running(&mut self, i: usize) -> bool {
+        match self.children[i].as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Member `i`'s process id, if running.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.children[i].as_ref().map(Child::id)
+    }
+
+    /// Kills member `i` with SIGKILL (a crash) and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops member `i` with SIGTERM (graceful shutdown), killing it after [`STOP_GRACE`];
+    /// returns whether it exited successfully by itself.
+    pub fn stop(&mut self, i: usize) -> bool {
+        let Some(mut c) = self.children[i].take() else {
+            return true;
+        };
+        let signalled = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        if signalled {
+            let deadline = Instant::now() + STOP_GRACE;
+            while Instant::now() < deadline {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return status.success();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    /// Stops every member gracefully; returns whether all exited successfully.
+    pub fn stop_all(&mut self) -> bool {
+        (0..self.len()).map(|i| self.stop(i)).fold(true, |a, b| a && b)
+    }
+
+    /// A client for sample participant `index` (genesis order), talking to its home node.
+    pub fn participant(
+        &self,
+        index: usize,
+        timeout: Duration,
+    ) -> Result<ParticipantClient, ClientError> {
+        ParticipantClient::new(
+            self.genesis.clone(),
+            self.consortium.participants[index].clone(),
+            None,
+            timeout,
+        )
+    }
+
+    /// The sample participants whose home is member `i`, by genesis index.
+    pub fn participants_of(&self, i: usize) -> Vec<usize> {
+        let home = self.genesis.members[i].id;
+        self.genesis
+            .participants
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.home == home)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// Member `i`'s stored chain, as encoded blocks (the node must be stopped).
+    pub fn stored_chain(&self, i: usize) -> Result<Vec<Vec<u8>>, StorageError> {
+        stored_chain(&self.node_dir(i).join("data"))
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The encoded blocks stored in a node's data directory (the node must be stopped: the
+/// database is locked while it runs).
+pub fn stored_chain(data_dir: &Path) -> Result<Vec<Vec<u8>>, StorageError> {
+    let storage = Storage::open(data_dir.join(DATABASE_FILE))?;
+    match storage.last_height() {
+        Some(last) => Ok(storage
+            .blocks(1, last)?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Audits encoded blocks from height 1 against `genesis`, re-running each block's clearing;
+/// returns the summary and the decoded blocks.
+pub fn audit_blocks(
+    genesis: &Genesis,
+    blocks: &[Vec<u8>],
+) -> Result<(AuditSummary, Vec<Block>), AuditError> {
+    let scheme = Ed25519::with_known_keys(genesis.public_keys());
+    let mut auditor = ChainAuditor::new(genesis, &scheme, rule_for(genesis.clearing.rule));
+    let mut decoded = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        decoded.push(auditor.push_encoded(b)?);
+    }
+    Ok((auditor.finish(), decoded))
+}
+
+/// Whether every chain is a prefix of the longest one: no two nodes disagree at any height.
+/// Returns the first height where two chains differ.
+pub fn first_disagreement(chains: &[Vec<Vec<u8>>]) -> Option<u64> {
+    let longest = chains.iter().max_by_key(|c| c.len())?;
+    for c in chains {
+        for (i, (a, b)) in c.iter().zip(longest).enumerate() {
+            if a != b {
+                return Some(i as u64 + 1);
+            }
+        }
+    }
+    None
+}
+
+/// The digest of an encoded block's header, for display.
+pub fn block_digest(encoded: &[u8]) -> Option<String> {
+    Block::from_canonical_bytes(encoded)
+        .ok()
+        .map(|b| b.digest().to_hex())
+}

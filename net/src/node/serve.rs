@@ -1,0 +1,232 @@
+//! The dispatcher: decodes what arrives, hands the state machine's inputs to the driver in
+//! arrival order, and serves queries and status requests itself.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tieline_core::block::Block;
+use tieline_core::consensus::wire::{
+    CertifiedTrades, FailureKind, MAX_QUERY_BLOCKS, Request, RequestFailure, Response,
+    TradeReport,
+};
+use tieline_core::consensus::{Input, Message};
+use tieline_core::encoding::Tagged;
+use tieline_core::market::SignedBid;
+use tieline_core::units::{NodeId, ParticipantId};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use super::driver::{DriverInput, Pending};
+use super::{PREVERIFY_CHUNK, Shared};
+use crate::transport::{Inbound, Peer, Responder};
+
+fn respond(reply: Responder, response: &Response) {
+    reply.send(Bytes::from(response.to_canonical_bytes()));
+}
+
+fn refuse(reply: Responder, kind: FailureKind, detail: impl Into<String>) {
+    respond(
+        reply,
+        &Response::Failed(RequestFailure {
+            kind,
+            detail: detail.into(),
+        }),
+    );
+}
+
+/// Reads inbound frames until `stop` turns true or the transport closes.
+pub(super) async fn dispatch(
+    mut inbound: mpsc::Receiver<Inbound>,
+    shared: Arc<Shared>,
+    pending: mpsc::Sender<Pending>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let item = tokio::select! {
+            _ = stop.changed() => return,
+            i = inbound.recv() => match i {
+                Some(i) => i,
+                None => return,
+            },
+        };
+        let next: Option<Pending> = match item {
+            Inbound::Message {
+                from: Peer::Member(from),
+                frame,
+            } => Some(tokio::spawn(decode_message(shared.clone(), from, frame))),
+            Inbound::Message {
+                from: Peer::Participant(p),
+                ..
+            } => {
+                shared.metrics.malformed_frames.inc();
+                warn!(participant = %p, "dropped a one-way message from a participant (participants send requests)");
+                None
+            }
+            Inbound::Request {
+                from: Peer::Member(m),
+                reply,
+                ..
+            } => {
+                refuse(
+                    reply,
+                    FailureKind::Forbidden,
+                    format!("member {m}: members talk over messages, not requests"),
+                );
+                None
+            }
+            Inbound::Request {
+                from: Peer::Participant(p),
+                frame,
+                reply,
+            } => request(&shared, p, frame, reply),
+        };
+        if let Some(p) = next {
+            if pending.send(p).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Decodes a member's message; a batch's bid signatures are verified on the blocking pool
+/// meanwhile (warming the signature cache only).
+async fn decode_message(shared: Arc<Shared>, from: NodeId, frame: Bytes) -> Option<DriverInput> {
+    let msg = match Message::from_canonical_bytes(&frame) {
+        Ok(m) => m,
+        Err(e) => {
+            shared.metrics.malformed_frames.inc();
+            warn!(%from, error = %e, len = frame.len(), "dropped a malformed message");
+            return None;
+        }
+    };
+    let msg = match msg {
+        Message::Batch(mut batch) => {
+            let bids = Arc::new(std::mem::take(&mut batch.body.bids));
+            preverify(&shared, bids.clone()).await;
+            batch.body.bids = Arc::try_unwrap(bids).unwrap_or_else(|a| (*a).clone());
+            Message::Batch(batch)
+        }
+        other => other,
+    };
+    Some(DriverInput::Core(Input::Message { from, msg }))
+}
+
+/// Verifies the bids' signatures in chunks on the blocking pool, as many chunks at once as
+/// there are cores.
+async fn preverify(shared: &Arc<Shared>, bids: Arc<Vec<SignedBid>>) {
+    let mut tasks = Vec::new();
+    for start in (0..bids.len()).step_by(PREVERIFY_CHUNK) {
+        let Ok(permit) = shared.preverify_slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (shared, bids) = (shared.clone(), bids.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let end = (start + PREVERIFY_CHUNK).min(bids.len());
+            for b in &bids[start..end] {
+                shared.scheme.preverify_bid(&shared.genesis, b);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Handles a participant's request: inputs for the state machine go to the driver; queries and
+/// status are answered here.
+fn request(
+    shared: &Arc<Shared>,
+    participant: ParticipantId,
+    frame: Bytes,
+    reply: Responder,
+) -> Option<Pending> {
+    let request = match Request::from_canonical_bytes(&frame) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.metrics.malformed_frames.inc();
+            warn!(%participant, error = %e, "refused a malformed request");
+            refuse(
+                reply,
+                FailureKind::Malformed,
+                format!("the request does not decode: {e}"),
+            );
+            return None;
+        }
+    };
+    match request {
+        Request::SubmitBids(bids) => {
+            shared.metrics.bids_received.inc_by(bids.len() as u64);
+            let shared = shared.clone();
+            Some(tokio::spawn(async move {
+                let bids = Arc::new(bids);
+                preverify(&shared, bids.clone()).await;
+                let bids = Arc::try_unwrap(bids).unwrap_or_else(|a| (*a).clone());
+                Some(DriverInput::Bids(bids, reply))
+            }))
+        }
+        Request::SubmitAppeal(appeal) => Some(tokio::spawn(async move {
+            Some(DriverInput::Appeal(appeal, reply))
+        })),
+        Request::Status => {
+            let status = shared.status.borrow().clone();
+            respond(reply, &Response::Status(status));
+            None
+        }
+        Request::QueryTrades { from_height } => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = shared.query_slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let storage = shared.storage.clone();
+                let answer = tokio::task::spawn_blocking(move || {
+                    query_trades(&storage, participant, from_height)
+                })
+                .await;
+                match answer {
+                    Ok(response) => respond(reply, &response),
+                    Err(e) => refuse(reply, FailureKind::Internal, e.to_string()),
+                }
+            });
+            None
+        }
+    }
+}
+
+/// The participant's trades in committed blocks from `from_height`, with proofs.
+fn query_trades(
+    storage: &crate::storage::Storage,
+    participant: ParticipantId,
+    from_height: u64,
+) -> Response {
+    let committed = storage.last_height().unwrap_or(0);
+    let from = from_height.max(1);
+    let to = committed.min(from.saturating_add(MAX_QUERY_BLOCKS as u64 - 1));
+    let mut blocks = Vec::new();
+    if from <= to {
+        let stored = match storage.blocks(from, to) {
+            Ok(b) => b,
+            Err(e) => {
+                return Response::Failed(RequestFailure {
+                    kind: FailureKind::Internal,
+                    detail: e.to_string(),
+                });
+            }
+        };
+        for (h, bytes) in stored {
+            match Block::from_canonical_bytes(&bytes) {
+                Ok(b) if b.body.trades.iter().any(|t| t.participant == participant) => {
+                    blocks.push(CertifiedTrades::from_block(&b, participant));
+                }
+                Ok(_) => {}
+                Err(e) => debug!(height = h, error = %e, "stored block does not decode"),
+            }
+        }
+    }
+    Response::Trades(TradeReport {
+        committed,
+        blocks,
+        next_height: to.max(from.saturating_sub(1)) + 1,
+    })
+}

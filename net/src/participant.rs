@@ -1,0 +1,242 @@
+//! A participant's client: submits signed bids to its home node, checks the receipts, and
+//! queries its trades, verifying each against a certified header with nothing but the genesis.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tieline_core::consensus::Reply;
+use tieline_core::consensus::wire::{
+    CertifiedTrades, NodeStatus, ProofError, Request, RequestFailure, Response, TradeReport,
+};
+use tieline_core::crypto::{Ed25519, Ed25519Signer, PublicKey, Signer};
+use tieline_core::encoding::{DecodeError, Tagged};
+use tieline_core::genesis::Genesis;
+use tieline_core::market::SignedBid;
+use tieline_core::units::{NodeId, ParticipantId};
+
+use crate::node::config::parse_address;
+use crate::transport::{Client, MAX_FRAME_LEN, RequestError, TransportConfig, TransportError};
+
+/// Why a participant's request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The key is not an admitted participant's, and no home node was named.
+    #[error(
+        "key {0} is not an admitted participant of this consortium (a node would refuse it); name a node to try anyway"
+    )]
+    NotAdmitted(String),
+    /// The named node is not a member.
+    #[error("node {0} is not a member of this consortium")]
+    UnknownNode(NodeId),
+    /// The node's address is unusable.
+    #[error("node {node}'s address: {reason}")]
+    Address {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// The transport cannot start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The request got no answer.
+    #[error("node {node} at {addr}: {source}{hint}")]
+    Request {
+        /// The node.
+        node: NodeId,
+        /// Its address.
+        addr: SocketAddr,
+        /// The cause.
+        source: RequestError,
+        /// What the cause most likely means.
+        hint: &'static str,
+    },
+    /// The node refused the request.
+    #[error("the node refused the request: {0}")]
+    Refused(RequestFailure),
+    /// The answer does not decode.
+    #[error("the node's answer does not decode: {0}")]
+    BadAnswer(DecodeError),
+    /// The answer is of the wrong kind.
+    #[error("the node answered with something else than asked: {0}")]
+    Unexpected(String),
+    /// A receipt is not the home node's signature over this bid.
+    #[error("receipt for bid {index} does not verify under the home node's key")]
+    BadReceipt {
+        /// The bid's position in the request.
+        index: usize,
+    },
+    /// Certified trades do not verify.
+    #[error("the node's answer does not verify: {0}")]
+    Proof(#[from] ProofError),
+}
+
+/// A participant (or a tool holding a participant's key) connected to a home node.
+pub struct ParticipantClient {
+    client: Client,
+    genesis: Arc<Genesis>,
+    scheme: Ed25519,
+    /// The participant, if the key is an admitted one.
+    pub participant: Option<ParticipantId>,
+    /// The node it talks to.
+    pub node: NodeId,
+    node_key: PublicKey,
+    addr: SocketAddr,
+    signer: Ed25519Signer,
+}
+
+/// The transport settings a participant uses.
+pub fn client_transport(request_timeout: Duration) -> TransportConfig {
+    TransportConfig {
+        max_frame_len: MAX_FRAME_LEN,
+        request_timeout,
+        handshake_timeout: Duration::from_secs(5).min(request_timeout),
+        ..TransportConfig::default()
+    }
+}
+
+impl ParticipantClient {
+    /// A client for the participant holding `signer`, talking to its home node, or to `node`
+    /// if given (for instance to try a key the genesis does not admit). Must be called inside
+    /// a tokio runtime.
+    pub fn new(
+        genesis: Arc<Genesis>,
+        signer: Ed25519Signer,
+        node: Option<NodeId>,
+        request_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let key = signer.public_key();
+        let me = genesis.participants.iter().find(|p| p.public_key == key);
+        let node = match (node, me) {
+            (Some(n), _) => n,
+            (None, Some(p)) => p.home,
+            (None, None) => return Err(ClientError::NotAdmitted(key.to_hex())),
+        };
+        let member = genesis.member(node).ok_or(ClientError::UnknownNode(node))?;
+        let addr = parse_address("address", &member.address).map_err(|e| ClientError::Address {
+            node,
+            reason: e.to_string(),
+        })?;
+        let client = Client::new(
+            signer.clone(),
+            addr,
+            member.public_key,
+            client_transport(request_timeout),
+        )?;
+        Ok(Self {
+            scheme: Ed25519::with_known_keys(genesis.members.iter().map(|m| &m.public_key)),
+            participant: me.map(|p| p.id),
+            node_key: member.public_key,
+            genesis,
+            client,
+            node,
+            addr,
+            signer,
+        })
+    }
+
+    /// The participant's signer.
+    pub fn signer(&self) -> &Ed25519Signer {
+        &self.signer
+    }
+
+    async fn ask(&self, request: &Request) -> Result<Response, ClientError> {
+        let answer = self
+            .client
+            .request(&request.to_canonical_bytes())
+            .await
+            .map_err(|source| {
+                let hint = match &source {
+                    RequestError::ConnectionLost(_) | RequestError::Refused(_)
+                        if self.participant.is_none_or(|p| {
+                            self.genesis.participant(p).is_none_or(|p| p.home != self.node)
+                        }) =>
+                    {
+                        " (the node refused our key: it is not a participant admitted at this node)"
+                    }
+                    RequestError::Connect { .. } | RequestError::Timeout(_) => {
+                        " (is the node running?)"
+                    }
+                    _ => "",
+                };
+                ClientError::Request {
+                    node: self.node,
+                    addr: self.addr,
+                    source,
+                    hint,
+                }
+            })?;
+        let response = Response::from_canonical_bytes(&answer).map_err(ClientError::BadAnswer)?;
+        match response {
+            Response::Failed(f) => Err(ClientError::Refused(f)),
+            r => Ok(r),
+        }
+    }
+
+    /// Submits bids in order; returns the node's reply to each. Every receipt is checked
+    /// against the home node's key and the bid.
+    pub async fn submit(&self, bids: Vec<SignedBid>) -> Result<Vec<Reply>, ClientError> {
+        let ids: Vec<_> = bids.iter().map(|b| b.body.id()).collect();
+        match self.ask(&Request::SubmitBids(bids)).await? {
+            Response::Replies(replies) if replies.len() == ids.len() => {
+                for (index, (r, id)) in replies.iter().zip(&ids).enumerate() {
+                    if let Reply::Receipt(rc) = r {
+                        if rc.body.bid != *id
+                            || rc.body.home != self.node
+                            || rc.verify(&self.scheme, &self.node_key).is_err()
+                        {
+                            return Err(ClientError::BadReceipt { index });
+                        }
+                    }
+                }
+                Ok(replies)
+            }
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The node's status.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        match self.ask(&Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// One page of this participant's trades from `from_height`, every block verified.
+    pub async fn query(&self, from_height: u64) -> Result<TradeReport, ClientError> {
+        let me = self
+            .participant
+            .ok_or_else(|| ClientError::NotAdmitted(self.signer.public_key().to_hex()))?;
+        match self.ask(&Request::QueryTrades { from_height }).await? {
+            Response::Trades(report) => {
+                for b in &report.blocks {
+                    b.verify(&self.genesis, &self.scheme, me)?;
+                }
+                Ok(report)
+            }
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// All of this participant's trades from `from_height` to the node's committed height,
+    /// every block verified.
+    pub async fn all_trades(&self, from_height: u64) -> Result<Vec<CertifiedTrades>, ClientError> {
+        let mut out = Vec::new();
+        let mut from = from_height;
+        loop {
+            let page = self.query(from).await?;
+            out.extend(page.blocks);
+            if page.next_height > page.committed || page.next_height <= from {
+                return Ok(out);
+            }
+            from = page.next_height;
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        self.client.close().await;
+    }
+}
