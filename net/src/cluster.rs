@@ -306,13 +306,19 @@ pub fn audit_blocks(
     Ok((auditor.finish(), decoded))
 }
 
-/// Whether every chain is a prefix of the longest one: no two nodes disagree at any height.
-/// Returns the first height where two chains differ.
+/// Whether every chain is a prefix of the longest one, comparing blocks by identity (the
+/// header digest: two nodes may hold different commit certificates for the same block): no
+/// two nodes disagree at any height. Returns the first height where two chains differ, or
+/// where a block does not decode.
 pub fn first_disagreement(chains: &[Vec<Vec<u8>>]) -> Option<u64> {
-    let longest = chains.iter().max_by_key(|c| c.len())?;
-    for c in chains {
+    let ids: Vec<Vec<Option<String>>> = chains
+        .iter()
+        .map(|c| c.iter().map(|b| block_digest(b)).collect())
+        .collect();
+    let longest = ids.iter().max_by_key(|c| c.len())?;
+    for c in &ids {
         for (i, (a, b)) in c.iter().zip(longest).enumerate() {
-            if a != b {
+            if a.is_none() || a != b {
                 return Some(i as u64 + 1);
             }
         }

@@ -69,6 +69,9 @@ pub const MAX_CONCURRENT_QUERIES: usize = 4;
 pub const MAX_CONCURRENT_SERVES: usize = 4;
 /// Bids verified per task on the blocking pool.
 pub const PREVERIFY_CHUNK: usize = 256;
+/// Longest wait between attempts to reconnect a link to a member: short next to a view
+/// timeout, so a restarted member is heard from again within a round or two.
+pub const RECONNECT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "node.redb";
 
@@ -304,6 +307,7 @@ pub async fn run(
 
     let transport = TransportConfig {
         max_frame_len: config.max_frame_len,
+        backoff_max: RECONNECT_BACKOFF_MAX,
         ..TransportConfig::default()
     };
     let (endpoint, inbound) = Endpoint::bind(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use quinn::crypto::rustls::QuicServerConfig;
-use tieline_core::crypto::{Ed25519Signer, Signer};
+use tieline_core::crypto::{Ed25519Signer, Signer, sha256};
 use tieline_core::units::NodeId;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -51,6 +51,62 @@ impl Responder {
     pub fn send(self, reply: Bytes) {
         // The requester may have given up; then nobody waits for the reply.
         let _ = self.0.send(reply);
+    }
+}
+
+/// The key of the stateless-reset tokens an endpoint issues: HMAC-SHA256 under a key derived
+/// from the endpoint's signing seed (never the seed itself), so it is the same after a restart.
+struct ResetKey([u8; 32]);
+
+impl ResetKey {
+    fn derive(seed: &[u8; 32]) -> Self {
+        ResetKey(sha256(&[b"tieline/quic-stateless-reset/1", seed]).0)
+    }
+
+    fn mac(&self, data: &[u8]) -> [u8; 32] {
+        let mut inner_pad = [0x36u8; 64];
+        let mut outer_pad = [0x5cu8; 64];
+        for (i, k) in self.0.iter().enumerate() {
+            inner_pad[i] ^= k;
+            outer_pad[i] ^= k;
+        }
+        let inner = sha256(&[&inner_pad, data]);
+        sha256(&[&outer_pad, &inner.0]).0
+    }
+}
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], signature_out: &mut [u8]) {
+        signature_out.copy_from_slice(&self.mac(data));
+    }
+    fn signature_len(&self) -> usize {
+        32
+    }
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        if self.mac(data).as_slice() == signature {
+            Ok(())
+        } else {
+            Err(quinn::crypto::CryptoError)
+        }
+    }
+}
+
+/// Random 8-byte connection ids that any incarnation of the endpoint accepts as plausibly its
+/// own (quinn's default generator rejects ids of an earlier process, so it would never send
+/// the stateless reset that tells a peer its connection is gone).
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut bytes = [0u8; 8];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut bytes);
+        quinn::ConnectionId::new(&bytes)
+    }
+    fn cid_len(&self) -> usize {
+        8
+    }
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
     }
 }
 
@@ -139,8 +195,14 @@ impl Endpoint {
 
         let runtime = quinn::default_runtime()
             .ok_or_else(|| TransportError::Config("no async runtime found".into()))?;
+        // Stateless-reset tokens derive from the node's key, so after a restart the node can
+        // reset its peers' connections to its previous incarnation at once, instead of leaving
+        // them to the idle timeout.
+        let reset_key = Arc::new(ResetKey::derive(&signer.seed()));
+        let mut endpoint_config = quinn::EndpointConfig::new(reset_key);
+        endpoint_config.cid_generator(|| Box::new(RandomCids));
         let quinn = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config,
             Some(server),
             socket,
             runtime,

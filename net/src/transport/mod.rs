@@ -60,6 +60,10 @@ pub const MAX_CONCURRENT_REQUESTS: u32 = 256;
 /// The most unidirectional (message) streams a peer may have open on one connection; a link
 /// uses one at a time.
 pub const MAX_MESSAGE_STREAMS: u32 = 4;
+/// The round-trip time assumed before one is measured. It sets when a lost handshake packet is
+/// sent again (about three times this), so a link to a member that starts a moment later comes
+/// up within a fraction of a second rather than after quinn's default of one second.
+pub const INITIAL_RTT: Duration = Duration::from_millis(100);
 /// The most connections an endpoint keeps at once (members and participants together).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
@@ -143,6 +147,7 @@ impl TransportConfig {
         let mut t = quinn::TransportConfig::default();
         t.max_idle_timeout(Some(idle))
             .keep_alive_interval(Some(self.keep_alive))
+            .initial_rtt(INITIAL_RTT)
             .max_concurrent_bidi_streams(MAX_CONCURRENT_REQUESTS.into())
             .max_concurrent_uni_streams(MAX_MESSAGE_STREAMS.into());
         Ok(Arc::new(t))
