@@ -10,7 +10,7 @@
 //! (comma-separated rounds per size, default `10,5,3`) and `CHUNK` (bids per request, default
 //! 64) change the run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +40,15 @@ fn release_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("bench path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", "tieline-net", "--bin", "tieline"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "tieline-net",
+            "--bin",
+            "tieline",
+        ])
         .status()
         .expect("run cargo build");
     assert!(status.success(), "cannot build the tieline binary");
@@ -60,8 +68,7 @@ fn verify_rate(bids: &[SignedBid], keys: &[tieline_core::crypto::PublicKey]) -> 
     let start = Instant::now();
     let mut ok = 0usize;
     for _ in 0..3 {
-        for ((b, m), k) in bids.iter().zip(&messages).zip(keys.iter().cycle()) {
-            let _ = k;
+        for (b, m) in bids.iter().zip(&messages) {
             let key = keys[b.body.participant.0 as usize - 1000];
             if scheme.verify(&key, m, &b.signature).is_ok() {
                 ok += 1;
@@ -92,7 +99,7 @@ async fn committed(c: &ParticipantClient) -> u64 {
     c.status().await.map_or(0, |s| s.height - 1)
 }
 
-async fn run_size(bin: &PathBuf, size: u64, rounds: u64, chunk: usize, gate_ms: u64) -> SizeResult {
+async fn run_size(bin: &Path, size: u64, rounds: u64, chunk: usize, gate_ms: u64) -> SizeResult {
     let dir = std::env::temp_dir().join(format!("tieline-bench-{}-{size}", std::process::id()));
     let spec = ClusterSpec {
         members: 4,
@@ -247,14 +254,17 @@ fn main() {
         .collect();
     let keys: Vec<_> = sample.participants.iter().map(|p| p.public_key()).collect();
     let verify = verify_rate(&bids, &keys);
-    println!("cluster benchmark: 4 management nodes (separate processes) on loopback, {} participants, {chunk} bids per request, {} cores", 4 * PARTICIPANTS_PER_MEMBER, std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!(
+        "cluster benchmark: 4 management nodes (separate processes) on loopback, {} participants, {chunk} bids per request, {} cores",
+        4 * PARTICIPANTS_PER_MEMBER,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     println!("single-core ed25519 verification (strict): {verify:.0} signatures/s");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let mut expected_rate = 10_000.0f64;
-    let mut results = Vec::new();
     for (i, &size) in sizes.iter().enumerate() {
         let n = rounds.get(i).copied().unwrap_or(3).max(1);
         // The gate must stay open long enough to take a round's bids.
@@ -272,9 +282,16 @@ fn main() {
             percentile(&sorted, 0.99),
             sorted.len(),
             gate_ms,
-            if r.spilled > 0 { format!(", {} bids spilled to a later round", r.spilled) } else { String::new() },
-            if r.rejected > 0 { format!(", {} rejected", r.rejected) } else { String::new() },
+            if r.spilled > 0 {
+                format!(", {} bids spilled to a later round", r.spilled)
+            } else {
+                String::new()
+            },
+            if r.rejected > 0 {
+                format!(", {} rejected", r.rejected)
+            } else {
+                String::new()
+            },
         );
-        results.push(r);
     }
 }

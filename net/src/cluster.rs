@@ -231,7 +231,11 @@ impl LocalCluster {
 
     /// Stops every member gracefully; returns whether all exited successfully.
     pub fn stop_all(&mut self) -> bool {
-        (0..self.len()).map(|i| self.stop(i)).fold(true, |a, b| a && b)
+        let mut clean = true;
+        for i in 0..self.len() {
+            clean &= self.stop(i);
+        }
+        clean
     }
 
     /// A client for sample participant `index` (genesis order), talking to its home node.

@@ -126,7 +126,11 @@ fn committed(s: &NodeStatus) -> u64 {
     s.height.saturating_sub(1)
 }
 
-async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) -> Result<DemoSummary> {
+async fn scenario(
+    cluster: &mut LocalCluster,
+    options: &DemoOptions,
+    log: &Log,
+) -> Result<DemoSummary> {
     let n = cluster.len();
     let g = cluster.genesis.clone();
     if !options.json {
@@ -194,7 +198,10 @@ async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) 
                         if let Ok(replies) = c.submit(vec![bid]).await {
                             match replies.first() {
                                 Some(Reply::Receipt(r)) => {
-                                    feed.receipted.lock().expect("feed lock").insert(id, r.body.height);
+                                    feed.receipted
+                                        .lock()
+                                        .expect("feed lock")
+                                        .insert(id, r.body.height);
                                 }
                                 _ => {
                                     feed.rejected.fetch_add(1, Ordering::Relaxed);
@@ -218,11 +225,15 @@ async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) 
         .position(|m| m.id == g.primary(KILL_HEIGHT, 0))
         .expect("the primary is a member");
     let victim_name = g.members[victim].name.clone();
-    wait_until(PHASE_LIMIT, "the round before the kill to commit", || async {
-        status(&watchers[victim])
-            .await
-            .is_some_and(|s| committed(&s) >= KILL_HEIGHT - 1)
-    })
+    wait_until(
+        PHASE_LIMIT,
+        "the round before the kill to commit",
+        || async {
+            status(&watchers[victim])
+                .await
+                .is_some_and(|s| committed(&s) >= KILL_HEIGHT - 1)
+        },
+    )
     .await?;
     down[victim].store(true, Ordering::Relaxed);
     let pid = cluster.pid(victim).unwrap_or(0);
@@ -236,12 +247,15 @@ async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) 
     // The next primary commits the round in view 1.
     let survivor = (victim + 1) % n;
     let mut skip_header = None;
-    wait_until(PHASE_LIMIT, "the next primary to commit the round", || async {
-        match status(&watchers[survivor]).await {
-            Some(s) if committed(&s) >= KILL_HEIGHT => true,
-            _ => false,
-        }
-    })
+    wait_until(
+        PHASE_LIMIT,
+        "the next primary to commit the round",
+        || async {
+            status(&watchers[survivor])
+                .await
+                .is_some_and(|s| committed(&s) >= KILL_HEIGHT)
+        },
+    )
     .await?;
     if let Some(s) = status(&watchers[survivor]).await {
         if committed(&s) == KILL_HEIGHT {
@@ -263,7 +277,9 @@ async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) 
     log.event(skip_text);
 
     // Restart the killed node and watch it catch up from its storage and its peers.
-    cluster.start(victim).context("cannot restart the killed node")?;
+    cluster
+        .start(victim)
+        .context("cannot restart the killed node")?;
     let restarted_at = Instant::now();
     log.event(format!("restarted {victim_name}"));
     let from_height = std::cell::Cell::new(None);
@@ -302,11 +318,18 @@ async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) 
     .await?;
     feed.stop.store(true, Ordering::Relaxed);
     let _ = feeder.await;
-    let last_receipt = feed.receipted.lock().expect("feed lock").values().copied().max().unwrap_or(0);
+    let last_receipt = feed
+        .receipted
+        .lock()
+        .expect("feed lock")
+        .values()
+        .copied()
+        .max()
+        .unwrap_or(0);
     let target = rounds.max(last_receipt + 1);
     wait_until(PHASE_LIMIT, "the last receipted bids to commit", || async {
         for w in &watchers {
-            if !status(w).await.is_some_and(|s| committed(&s) >= target) {
+            if status(w).await.is_none_or(|s| committed(&s) < target) {
                 return false;
             }
         }
@@ -319,7 +342,11 @@ async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) 
     let stopped_cleanly = cluster.stop_all();
     log.event(format!(
         "stopped every node gracefully{}",
-        if stopped_cleanly { "" } else { " (one had to be killed)" }
+        if stopped_cleanly {
+            ""
+        } else {
+            " (one had to be killed)"
+        }
     ));
 
     // Audit every node's stored chain offline.
@@ -328,9 +355,17 @@ async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) 
     let mut audit_ok = true;
     let mut longest: Vec<Block> = Vec::new();
     for i in 0..n {
-        let chain = cluster.stored_chain(i).context("cannot read a node's chain")?;
+        let chain = cluster
+            .stored_chain(i)
+            .context("cannot read a node's chain")?;
         let (audit, blocks) = match cluster::audit_blocks(&g, &chain) {
-            Ok((s, blocks)) => (format!("ok: {} blocks, {} signatures verified", s.blocks, s.signatures), blocks),
+            Ok((s, blocks)) => (
+                format!(
+                    "ok: {} blocks, {} signatures verified",
+                    s.blocks, s.signatures
+                ),
+                blocks,
+            ),
             Err(e) => {
                 audit_ok = false;
                 (format!("FAILED: {e}"), Vec::new())
@@ -345,7 +380,12 @@ async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) 
             "killed_and_restarted": i == victim,
         }));
         if !options.json {
-            println!("  node {} ({}): {} blocks, audit {audit}", m.id, m.name, chain.len());
+            println!(
+                "  node {} ({}): {} blocks, audit {audit}",
+                m.id,
+                m.name,
+                chain.len()
+            );
         }
         if blocks.len() > longest.len() {
             longest = blocks;
@@ -389,8 +429,16 @@ async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) 
     } else {
         println!("rounds:");
         for b in &longest {
-            let bids: usize = b.body.process.batches.iter().map(|x| x.body.bids.len()).sum();
-            let primary = g.member(b.header.primary).map_or("?".into(), |m| m.name.clone());
+            let bids: usize = b
+                .body
+                .process
+                .batches
+                .iter()
+                .map(|x| x.body.bids.len())
+                .sum();
+            let primary = g
+                .member(b.header.primary)
+                .map_or("?".into(), |m| m.name.clone());
             let note = if b.header.view > 0 {
                 let skipped: Vec<String> = b
                     .body
@@ -405,7 +453,11 @@ async fn scenario(cluster: &mut LocalCluster, options: &DemoOptions, log: &Log) 
             };
             println!(
                 "  height {:>2}  primary {:<11} view {}  {:>3} bids  {:>3} trades{note}",
-                b.header.height, primary, b.header.view, bids, b.body.trades.len()
+                b.header.height,
+                primary,
+                b.header.view,
+                bids,
+                b.body.trades.len()
             );
         }
         println!(

@@ -14,7 +14,9 @@ use tieline_core::genesis::{
     TieLine, Timing,
 };
 use tieline_core::market::{Bid, BidStep, Product, Settlement, Side, Term};
-use tieline_core::units::{AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp};
+use tieline_core::units::{
+    AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp,
+};
 use tieline_net::node::{ConfigFile, LogFormat, NodeConfig, read_genesis};
 use tieline_net::participant::ParticipantClient;
 use tieline_net::{chainfile, cluster, keyfile};
@@ -55,7 +57,11 @@ enum Command {
         #[arg(long)]
         genesis: PathBuf,
         /// An exported chain file.
-        #[arg(long, conflicts_with = "data_dir", required_unless_present = "data_dir")]
+        #[arg(
+            long,
+            conflicts_with = "data_dir",
+            required_unless_present = "data_dir"
+        )]
         chain: Option<PathBuf>,
         /// A node's data directory (the node must be stopped).
         #[arg(long)]
@@ -344,8 +350,9 @@ fn node(args: NodeArgs) -> Result<ExitCode> {
     let stdin_watch = args.exit_on_stdin_close;
     runtime()?.block_on(async move {
         let shutdown = async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             let stdin_closed = async {
                 if stdin_watch {
                     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -379,7 +386,10 @@ fn pairs<'a>(flag: &str, s: &'a str, allowed: &[&str]) -> Result<Vec<(&'a str, &
             .split_once('=')
             .ok_or_else(|| anyhow!("--{flag} `{s}`: `{part}` is not key=value"))?;
         if !allowed.contains(&k) {
-            bail!("--{flag} `{s}`: unknown key `{k}` (expected {})", allowed.join(", "));
+            bail!(
+                "--{flag} `{s}`: unknown key `{k}` (expected {})",
+                allowed.join(", ")
+            );
         }
         out.push((k, v));
     }
@@ -447,7 +457,11 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
         .enumerate()
         .map(|(i, s)| {
             let p = pairs("participant", s, &["home", "key", "id", "name"])?;
-            let home = NodeId(number("participant", "home", get("participant", s, &p, "home")?)?);
+            let home = NodeId(number(
+                "participant",
+                "home",
+                get("participant", s, &p, "home")?,
+            )?);
             let area = members
                 .iter()
                 .find(|m| m.id == home)

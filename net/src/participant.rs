@@ -150,7 +150,9 @@ impl ParticipantClient {
                 let hint = match &source {
                     RequestError::ConnectionLost(_) | RequestError::Refused(_)
                         if self.participant.is_none_or(|p| {
-                            self.genesis.participant(p).is_none_or(|p| p.home != self.node)
+                            self.genesis
+                                .participant(p)
+                                .is_none_or(|p| p.home != self.node)
                         }) =>
                     {
                         " (the node refused our key: it is not a participant admitted at this node)"

@@ -25,7 +25,14 @@ pub fn tieline_bin() -> PathBuf {
         cmd.args(["build", "--quiet", "-p", "tieline-net", "--bin", "tieline"]);
         // The profile the tests themselves were built with, so the dependencies already
         // compiled for them are reused rather than built a second time.
-        cmd.args(["--profile", if profile == "release" { "release" } else { "test" }]);
+        cmd.args([
+            "--profile",
+            if profile == "release" {
+                "release"
+            } else {
+                "test"
+            },
+        ]);
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build of the tieline binary failed");
         assert!(bin.exists(), "no tieline binary at {}", bin.display());

@@ -38,8 +38,12 @@ fn bounded<F: Future<Output = ()>>(test: F) {
 
 fn cluster(name: &str) -> (TempDir, LocalCluster) {
     let dir = TempDir::new(name);
-    let c = LocalCluster::create(&dir.0.join("cluster"), &tieline_bin(), &ClusterSpec::default())
-        .expect("create the cluster");
+    let c = LocalCluster::create(
+        &dir.0.join("cluster"),
+        &tieline_bin(),
+        &ClusterSpec::default(),
+    )
+    .expect("create the cluster");
     (dir, c)
 }
 
@@ -155,9 +159,11 @@ fn rounds_commit_with_rotating_primaries() {
         let last = *bidders.receipted.values().max().unwrap();
         for i in 0..c.len() {
             let w = bidders.of(&c, i);
-            eventually(Duration::from_secs(20), "the last receipted bids to commit", || async {
-                committed(&w).await.is_some_and(|h| h >= last)
-            })
+            eventually(
+                Duration::from_secs(20),
+                "the last receipted bids to commit",
+                || async { committed(&w).await.is_some_and(|h| h >= last) },
+            )
             .await;
         }
         for cl in &bidders.clients {
@@ -218,12 +224,16 @@ fn killed_primary_is_skipped_and_the_restarted_node_catches_up() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         c.start(victim).unwrap();
-        eventually(Duration::from_secs(30), "the restarted node to catch up", || async {
-            match (committed(&vw).await, committed(&sw).await) {
-                (Some(v), Some(s)) => v >= s && v > kill_height,
-                _ => false,
-            }
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the restarted node to catch up",
+            || async {
+                match (committed(&vw).await, committed(&sw).await) {
+                    (Some(v), Some(s)) => v >= s && v > kill_height,
+                    _ => false,
+                }
+            },
+        )
         .await;
         for _ in 0..3 {
             bidders.round(&c, &[]).await;
@@ -232,9 +242,11 @@ fn killed_primary_is_skipped_and_the_restarted_node_catches_up() {
         let last = *bidders.receipted.values().max().unwrap();
         for i in 0..c.len() {
             let w = bidders.of(&c, i);
-            eventually(Duration::from_secs(20), "the last receipted bids to commit", || async {
-                committed(&w).await.is_some_and(|h| h >= last)
-            })
+            eventually(
+                Duration::from_secs(20),
+                "the last receipted bids to commit",
+                || async { committed(&w).await.is_some_and(|h| h >= last) },
+            )
             .await;
         }
         for cl in &bidders.clients {
@@ -242,7 +254,10 @@ fn killed_primary_is_skipped_and_the_restarted_node_catches_up() {
         }
         let chain = stop_and_check(&mut c, &bidders.receipted);
         let skipped = &chain[kill_height as usize - 1];
-        assert_eq!(skipped.header.view, 1, "the round was committed after a fault skip");
+        assert_eq!(
+            skipped.header.view, 1,
+            "the round was committed after a fault skip"
+        );
         assert_eq!(skipped.header.primary, c.genesis.primary(kill_height, 1));
         assert_eq!(
             skipped.body.process.skipped,
@@ -290,21 +305,27 @@ fn a_node_whose_key_is_not_in_the_genesis_is_refused() {
             TransportConfig::default(),
         )
         .unwrap();
-        impostor.send(m1.id, Bytes::from_static(b"let me in")).unwrap();
+        impostor
+            .send(m1.id, Bytes::from_static(b"let me in"))
+            .unwrap();
         let hex = key.public_key().to_hex();
         let log = c.log_path(0);
-        eventually(Duration::from_secs(10), "the refusal in node 1's log", || {
-            let log = log.clone();
-            let hex = hex.clone();
-            async move {
-                std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&hex))
-            }
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the refusal in node 1's log",
+            || {
+                let log = log.clone();
+                let hex = hex.clone();
+                async move { std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&hex)) }
+            },
+        )
         .await;
         let before = committed(&watch).await.unwrap();
-        eventually(Duration::from_secs(10), "node 1 to keep committing", || async {
-            committed(&watch).await.is_some_and(|h| h > before)
-        })
+        eventually(
+            Duration::from_secs(10),
+            "node 1 to keep committing",
+            || async { committed(&watch).await.is_some_and(|h| h > before) },
+        )
         .await;
         impostor.shutdown().await;
         watch.close().await;
@@ -328,7 +349,16 @@ fn a_bid_from_a_participant_not_admitted_is_refused_with_a_clear_error() {
         tieline_net::keyfile::generate(&stranger).unwrap();
         let bid = |key: &std::path::Path, extra: &[&str]| {
             Command::new(tieline_bin())
-                .args(["bid", "--side", "sell", "--step", "40@1", "--timeout", "3", "--genesis"])
+                .args([
+                    "bid",
+                    "--side",
+                    "sell",
+                    "--step",
+                    "40@1",
+                    "--timeout",
+                    "3",
+                    "--genesis",
+                ])
                 .arg(&genesis)
                 .arg("--key")
                 .arg(key)
@@ -358,7 +388,11 @@ fn a_bid_from_a_participant_not_admitted_is_refused_with_a_clear_error() {
         );
         // The same key bidding as itself gets a receipt.
         let out = bid(&admitted, &["--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(r["status"], "receipted");
         watch.close().await;
@@ -394,7 +428,10 @@ fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_ser
             TransportConfig::default(),
         )
         .unwrap();
-        let answer = raw.request(b"\x05\x02\x01\xff not a request").await.unwrap();
+        let answer = raw
+            .request(b"\x05\x02\x01\xff not a request")
+            .await
+            .unwrap();
         match <Response as tieline_core::encoding::Tagged>::from_canonical_bytes(&answer) {
             Ok(Response::Failed(f)) => assert_eq!(f.kind, FailureKind::Malformed),
             other => panic!("expected a refusal, got {other:?}"),
@@ -411,7 +448,8 @@ fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_ser
         )
         .unwrap();
         let to = c.genesis.members[0].id;
-        peer.send(to, Bytes::from_static(b"\x05\x01\x01\x63garbage")).unwrap();
+        peer.send(to, Bytes::from_static(b"\x05\x01\x01\x63garbage"))
+            .unwrap();
         peer.send(to, Bytes::from_static(b"short")).unwrap();
         peer.send(to, Bytes::from(vec![0u8; 2 << 20])).unwrap();
 
@@ -436,20 +474,28 @@ fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_ser
                 .await
                 .ok()?;
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .ok()?;
             let mut body = String::new();
             s.read_to_string(&mut body).await.ok()?;
             Some(body)
         };
-        eventually(Duration::from_secs(10), "the malformed frames to be counted", || async {
-            scrape().await.is_some_and(|m| {
-                m.lines().any(|l| {
-                    l.starts_with("tieline_malformed_frames_total")
-                        && l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok())
-                            >= Some(3.0)
+        eventually(
+            Duration::from_secs(10),
+            "the malformed frames to be counted",
+            || async {
+                scrape().await.is_some_and(|m| {
+                    m.lines().any(|l| {
+                        l.starts_with("tieline_malformed_frames_total")
+                            && l.split_whitespace()
+                                .nth(1)
+                                .and_then(|v| v.parse::<f64>().ok())
+                                >= Some(3.0)
+                    })
                 })
-            })
-        })
+            },
+        )
         .await;
         let m = scrape().await.unwrap();
         for name in [
@@ -465,9 +511,11 @@ fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_ser
 
         // The node keeps serving: rounds go on committing and bids get receipts.
         let before = committed(&p0).await.unwrap();
-        eventually(Duration::from_secs(10), "node 1 to keep committing", || async {
-            committed(&p0).await.is_some_and(|h| h >= before + 2)
-        })
+        eventually(
+            Duration::from_secs(10),
+            "node 1 to keep committing",
+            || async { committed(&p0).await.is_some_and(|h| h >= before + 2) },
+        )
         .await;
         let later = p0.submit(vec![c.consortium.bid(0, 1, 78)]).await.unwrap();
         assert!(matches!(later[0], Reply::Receipt(_)));
@@ -475,6 +523,9 @@ fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_ser
         raw.close().await;
         p0.close().await;
         let log = std::fs::read_to_string(c.log_path(0)).unwrap();
-        assert!(log.contains("oversized frame"), "the oversized frame is logged");
+        assert!(
+            log.contains("oversized frame"),
+            "the oversized frame is logged"
+        );
     });
 }

@@ -20,8 +20,7 @@ use crate::block::{
 use crate::consensus::{MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply};
 use crate::crypto::{SignatureScheme, Signed};
 use crate::encoding::{
-    Canonical, DecodeError, DecodeErrorKind, Reader, decode_seq, decode_str, encode_seq,
-    encode_str,
+    Canonical, DecodeError, DecodeErrorKind, Reader, decode_seq, decode_str, encode_seq, encode_str,
 };
 use crate::genesis::{Genesis, MAX_MEMBERS};
 use crate::market::{BidError, MAX_BID_STEPS, SignedBatch, SignedBid, SignedReceipt, Trade};
@@ -448,9 +447,9 @@ impl Canonical for Request {
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(match u8::decode(r)? {
-            0 => Request::SubmitBids(
-                decode_seq(r, MAX_REQUEST_BIDS).map_err(|e| e.within("bids"))?,
-            ),
+            0 => {
+                Request::SubmitBids(decode_seq(r, MAX_REQUEST_BIDS).map_err(|e| e.within("bids"))?)
+            }
             1 => Request::SubmitAppeal(boxed(r, "appeal")?),
             2 => Request::QueryTrades {
                 from_height: field(r, "from_height")?,
@@ -807,7 +806,8 @@ mod tests {
     fn reply() -> impl Strategy<Value = Reply> {
         prop_oneof![
             st::signed(st::receipt()).prop_map(Reply::Receipt),
-            (st::digest(), bid_error()).prop_map(|(bid, reason)| Reply::BidRejected { bid, reason }),
+            (st::digest(), bid_error())
+                .prop_map(|(bid, reason)| Reply::BidRejected { bid, reason }),
             any::<u64>().prop_map(|height| Reply::AppealForwarded { height }),
             "[a-z ]{0,20}".prop_map(|reason| Reply::AppealRejected { reason }),
             (any::<u64>(), st::digest(), vec(st::trade(), 0..3)).prop_map(
@@ -822,18 +822,24 @@ mod tests {
 
     fn record() -> impl Strategy<Value = Record> {
         prop_oneof![
-            (st::signed(st::bid()), st::signed(st::receipt()), any::<u64>()).prop_map(
-                |(bid, receipt, height)| Record::Bid {
+            (
+                st::signed(st::bid()),
+                st::signed(st::receipt()),
+                any::<u64>()
+            )
+                .prop_map(|(bid, receipt, height)| Record::Bid {
                     bid,
                     receipt,
                     height
-                }
-            ),
+                }),
             st::signed(st::batch()).prop_map(Record::Batch),
             st::signed(st::vote()).prop_map(Record::Vote),
             st::signed(st::skip_vote()).prop_map(Record::Skip),
             st::skip_certificate().prop_map(Record::SkipCertificate),
-            (st::signed(st::objection()), proptest::option::of(st::signed(st::batch())))
+            (
+                st::signed(st::objection()),
+                proptest::option::of(st::signed(st::batch()))
+            )
                 .prop_map(|(o, b)| Record::Objection(o, b)),
         ]
     }
@@ -906,7 +912,11 @@ mod tests {
         let mut changed = bytes.clone();
         let i = pos.index(changed.len());
         changed[i] = byte;
-        for v in [changed, bytes[..i].to_vec(), [bytes.as_slice(), &[byte]].concat()] {
+        for v in [
+            changed,
+            bytes[..i].to_vec(),
+            [bytes.as_slice(), &[byte]].concat(),
+        ] {
             if let Ok(y) = T::from_canonical_bytes(&v) {
                 prop_assert_eq!(y.to_canonical_bytes(), v);
             }
@@ -991,7 +1001,7 @@ mod tests {
         let mut cluster = Cluster::from_sample(&s, security);
         cluster.start();
         for i in 0..8 {
-            let home = (i / 2) as usize;
+            let home = i / 2;
             cluster.input(home, Input::Bid(s.bid(i, 1, 1)));
         }
         assert!(cluster.run_until(100_000, |c| c.min_height() >= 1));

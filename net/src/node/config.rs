@@ -140,7 +140,12 @@ pub fn parse_address(field: &'static str, s: &str) -> Result<SocketAddr, ConfigE
         return Ok(a);
     }
     s.to_socket_addrs()
-        .map_err(|e| invalid(field, format!("`{s}` is not a usable host:port address ({e})")))?
+        .map_err(|e| {
+            invalid(
+                field,
+                format!("`{s}` is not a usable host:port address ({e})"),
+            )
+        })?
         .next()
         .ok_or_else(|| invalid(field, format!("`{s}` resolves to no address")))
 }

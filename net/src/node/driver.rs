@@ -27,11 +27,14 @@ const SYNC_PACKING_MARGIN: usize = 64 * 1024;
 #[derive(Debug)]
 pub(super) enum DriverInput {
     /// A peer's message or another plain input.
-    Core(Input),
+    Core(Box<Input>),
     /// A participant's bids, stepped one by one; their replies answer the request.
     Bids(Vec<tieline_core::market::SignedBid>, Responder),
     /// A participant's appeal; its replies answer the request.
-    Appeal(Box<tieline_core::crypto::Signed<tieline_core::block::Appeal>>, Responder),
+    Appeal(
+        Box<tieline_core::crypto::Signed<tieline_core::block::Appeal>>,
+        Responder,
+    ),
 }
 
 /// An input still being decoded or verified; `None` if it turned out malformed.
@@ -178,7 +181,7 @@ impl Driver {
             generation: 0,
             fired: fired_tx,
         };
-        self.group(vec![DriverInput::Core(Input::Start)], &mut timers)
+        self.group(vec![DriverInput::Core(Box::new(Input::Start))], &mut timers)
             .await?;
         loop {
             let mut group = Vec::new();
@@ -187,7 +190,7 @@ impl Driver {
                 _ = stop.changed() => break,
                 Some((t, g)) = fired.recv() => {
                     if timers.take(t, g) {
-                        group.push(DriverInput::Core(Input::Timer(t)));
+                        group.push(DriverInput::Core(Box::new(Input::Timer(t))));
                     }
                 }
                 Some(p) = pending.recv() => {
@@ -201,7 +204,7 @@ impl Driver {
             while group.len() < MAX_GROUP_INPUTS {
                 if let Ok((t, g)) = fired.try_recv() {
                     if timers.take(t, g) {
-                        group.push(DriverInput::Core(Input::Timer(t)));
+                        group.push(DriverInput::Core(Box::new(Input::Timer(t))));
                     }
                     continue;
                 }
@@ -240,6 +243,7 @@ impl Driver {
         for input in inputs {
             match input {
                 DriverInput::Core(i) => {
+                    let i = *i;
                     if let Input::Timer(Timer::Gate(h)) = i {
                         self.gate_closed_at.insert(h, Instant::now());
                     }

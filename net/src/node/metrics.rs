@@ -77,7 +77,11 @@ impl NodeMetrics {
     fn registry(self: &Arc<Self>) -> Registry {
         let mut r = Registry::with_prefix("tieline");
         r.register("height", "last committed height", self.height.clone());
-        r.register("view", "view at the height being decided", self.view.clone());
+        r.register(
+            "view",
+            "view at the height being decided",
+            self.view.clone(),
+        );
         r.register(
             "revisions",
             "negotiation revisions of committed blocks",
@@ -168,11 +172,8 @@ pub async fn serve(
             let mut head = Vec::with_capacity(512);
             let mut buf = [0u8; 1024];
             while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    stream.read(&mut buf),
-                )
-                .await
+                match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+                    .await
                 {
                     Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
                     Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),

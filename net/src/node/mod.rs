@@ -310,12 +310,8 @@ pub async fn run(
         backoff_max: RECONNECT_BACKOFF_MAX,
         ..TransportConfig::default()
     };
-    let (endpoint, inbound) = Endpoint::bind(
-        listen,
-        signer,
-        Directory::for_home(&genesis, me),
-        transport,
-    )?;
+    let (endpoint, inbound) =
+        Endpoint::bind(listen, signer, Directory::for_home(&genesis, me), transport)?;
     let metrics = Arc::new(NodeMetrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn({

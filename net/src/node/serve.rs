@@ -6,8 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tieline_core::block::Block;
 use tieline_core::consensus::wire::{
-    CertifiedTrades, FailureKind, MAX_QUERY_BLOCKS, Request, RequestFailure, Response,
-    TradeReport,
+    CertifiedTrades, FailureKind, MAX_QUERY_BLOCKS, Request, RequestFailure, Response, TradeReport,
 };
 use tieline_core::consensus::{Input, Message};
 use tieline_core::encoding::Tagged;
@@ -108,7 +107,7 @@ async fn decode_message(shared: Arc<Shared>, from: NodeId, frame: Bytes) -> Opti
         }
         other => other,
     };
-    Some(DriverInput::Core(Input::Message { from, msg }))
+    Some(DriverInput::Core(Box::new(Input::Message { from, msg })))
 }
 
 /// Verifies the bids' signatures in chunks on the blocking pool, as many chunks at once as

@@ -201,13 +201,8 @@ impl Endpoint {
         let reset_key = Arc::new(ResetKey::derive(&signer.seed()));
         let mut endpoint_config = quinn::EndpointConfig::new(reset_key);
         endpoint_config.cid_generator(|| Box::new(RandomCids));
-        let quinn = quinn::Endpoint::new(
-            endpoint_config,
-            Some(server),
-            socket,
-            runtime,
-        )
-        .map_err(bind_err)?;
+        let quinn = quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime)
+            .map_err(bind_err)?;
 
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE_LEN);
         let (shutdown, _) = watch::channel(false);
