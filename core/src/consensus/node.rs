@@ -836,23 +836,9 @@ impl NodeState {
         }
         self.proposal = Some(p.clone());
         self.arm_view_timer(out);
-        let slot = (VoteKind::Endorse, view, revision);
-        if self.voted.contains_key(&slot) {
+        if !self.cast_vote(out, VoteKind::Endorse, view, revision, digest) {
             return;
         }
-        let vote = out.sign(Vote {
-            kind: VoteKind::Endorse,
-            chain_id: ctx.chain_id,
-            height: self.height,
-            view,
-            revision,
-            block: digest,
-            voter: ctx.me,
-        });
-        self.voted.insert(slot, digest);
-        out.persist_vote(&vote);
-        out.push(Effect::Broadcast(Message::Vote(vote.clone())));
-        self.count_vote(out, &vote);
         // Votes for this round may have arrived before the proposal.
         for kind in [VoteKind::Endorse, VoteKind::Commit] {
             self.try_certificate(out, kind, view, revision, digest);
@@ -1194,8 +1180,7 @@ impl NodeState {
             return;
         }
         let digest = certificate.block;
-        let slot = (VoteKind::Commit, view, revision);
-        if self.voted.contains_key(&slot) {
+        if self.voted.contains_key(&(VoteKind::Commit, view, revision)) {
             return;
         }
         out.push(Effect::Persist(Record::Lock(
@@ -1206,19 +1191,37 @@ impl NodeState {
             certificate,
             proposal: p,
         });
+        self.cast_vote(out, VoteKind::Commit, view, revision, digest);
+    }
+
+    /// S3, N3: signs this node's one vote of `kind` in the round, logs it, sends it to all and
+    /// counts it. Returns false if the node already voted in that slot.
+    fn cast_vote(
+        &mut self,
+        out: &mut Out<'_>,
+        kind: VoteKind,
+        view: u32,
+        revision: u32,
+        block: Digest,
+    ) -> bool {
+        let slot = (kind, view, revision);
+        if self.voted.contains_key(&slot) {
+            return false;
+        }
         let vote = out.sign(Vote {
-            kind: VoteKind::Commit,
-            chain_id: ctx.chain_id,
+            kind,
+            chain_id: out.ctx.chain_id,
             height: self.height,
             view,
             revision,
-            block: digest,
-            voter: ctx.me,
+            block,
+            voter: out.ctx.me,
         });
-        self.voted.insert(slot, digest);
+        self.voted.insert(slot, block);
         out.persist_vote(&vote);
         out.push(Effect::Broadcast(Message::Vote(vote.clone())));
         self.count_vote(out, &vote);
+        true
     }
 
     /// S1: a commit certificate decides the block; it is final.
