@@ -1,13 +1,18 @@
 //! [`PayAsBid`]: bilateral matching of buy and sell steps by price, then submission time, then
 //! bid id (spec C1).
 
+use std::collections::HashMap;
+
+use crate::crypto::Digest;
 use crate::genesis::ClearingRule;
-use crate::market::{Side, Trade};
+use crate::market::{Product, Side, Trade};
 use crate::units::{Price, Quantity};
 
 use super::pool::{self, Layout};
 use super::uniform::refuse_cuts;
-use super::{Cleared, Clearing, ClearingError, ClearingInput, ClearingOutcome};
+use super::{
+    Cleared, Clearing, ClearingError, ClearingInput, ClearingMismatch, ClearingOutcome, VerifyError,
+};
 
 /// Pay-as-bid matching: per product, the best remaining buyer step (highest limit, then
 /// earliest submission, then smallest bid id) is matched with the best remaining seller step
@@ -17,7 +22,14 @@ use super::{Cleared, Clearing, ClearingError, ClearingInput, ClearingOutcome};
 /// matched pair gives two trades, the buyer's and the seller's, each naming the other as
 /// counterparty; consecutive matches of the same two bids at the same price are merged. All
 /// areas form one zone; cuts are not supported. No area price is published, and the
-/// congestion rent is zero. Verification recomputes and compares.
+/// congestion rent is zero.
+///
+/// Verification does not sort (spec C1): it walks the proposed trades once, in their order,
+/// and checks that they consume every bid's steps in priority order on each side, only while
+/// the steps cross, at the earlier bid's price, merged where the rule merges; then that every
+/// step ahead of the last one consumed is used up, none behind it is touched, and the best
+/// steps left over do not cross. That is exactly the greedy matching the rule defines, checked
+/// in time linear in the steps and trades.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PayAsBid;
 
@@ -117,5 +129,276 @@ impl Clearing for PayAsBid {
             ..ClearingOutcome::default()
         };
         Ok(Cleared { outcome, trades })
+    }
+
+    fn verify(&self, input: &ClearingInput<'_>, proposed: &Cleared) -> Result<(), VerifyError> {
+        refuse_cuts(input).map_err(VerifyError::Clearing)?;
+        let (layout, products) = Layout::new(input);
+        let mut walk = Walk::new(input, &layout);
+        walk.trades(&proposed.trades)
+            .map_err(VerifyError::Mismatch)?;
+        for bids in products.values() {
+            walk.settled(bids).map_err(VerifyError::Mismatch)?;
+        }
+        let expected = ClearingOutcome {
+            awards: pool::awards_of(input, &layout, &walk.used),
+            welfare: pool::welfare_of(input, &layout, &walk.used),
+            congestion_rent: pool::rent_of(&proposed.trades),
+            ..ClearingOutcome::default()
+        };
+        super::compare(
+            &Cleared {
+                outcome: expected,
+                trades: proposed.trades.clone(),
+            },
+            proposed,
+        )
+        .map_err(VerifyError::Mismatch)
+    }
+}
+
+fn mismatch(item: String, proposed: impl ToString, expected: impl ToString) -> ClearingMismatch {
+    ClearingMismatch {
+        item,
+        proposed: proposed.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+/// A step's place in its side's priority order: best limit first (a buyer's highest, a
+/// seller's lowest), then earlier submission, then smaller bid id.
+type Key = (i64, u64, [u8; 32]);
+
+/// One pass over proposed trades, tracking how much of every step they consume.
+struct Walk<'w, 'a> {
+    input: &'w ClearingInput<'a>,
+    layout: &'w Layout,
+    index: HashMap<Digest, usize>,
+    /// Energy consumed per flat step.
+    used: Vec<i64>,
+    /// Per product: the last step consumed on each side as (bid position, step), buy then sell.
+    last: HashMap<Product, [Option<(usize, usize)>; 2]>,
+}
+
+impl<'w, 'a> Walk<'w, 'a> {
+    fn new(input: &'w ClearingInput<'a>, layout: &'w Layout) -> Self {
+        Self {
+            index: input
+                .bids
+                .iter()
+                .enumerate()
+                .map(|(p, (id, _))| (*id, p))
+                .collect(),
+            used: vec![0; layout.total()],
+            last: HashMap::new(),
+            input,
+            layout,
+        }
+    }
+
+    fn key(&self, pos: usize, step: usize) -> Key {
+        let (id, bid) = self.input.bids[pos];
+        let price = bid.steps[step].price.0;
+        let price = match bid.side {
+            Side::Buy => -price,
+            Side::Sell => price,
+        };
+        (price, bid.timestamp.0, id.0)
+    }
+
+    fn quantity(&self, pos: usize, step: usize) -> i64 {
+        self.input.bids[pos].1.steps[step].quantity.0
+    }
+
+    /// The first step of the bid at `pos` not used up.
+    fn current(&self, pos: usize) -> Option<usize> {
+        (0..self.layout.steps(pos))
+            .find(|&s| self.used[self.layout.at(pos, s)] < self.quantity(pos, s))
+    }
+
+    fn trades(&mut self, trades: &[Trade]) -> Result<(), ClearingMismatch> {
+        if trades.len() % 2 != 0 {
+            return Err(mismatch("trades".into(), trades.len(), "pairs of trades"));
+        }
+        let mut previous: Option<(usize, usize, Price)> = None;
+        for (k, pair) in trades.chunks(2).enumerate() {
+            let (b, s) = (&pair[0], &pair[1]);
+            let name = |i: usize, what: &str| format!("trade {}: {what}", 2 * k + i);
+            let pos_b = *self
+                .index
+                .get(&b.bid)
+                .ok_or_else(|| mismatch(name(0, "bid"), format!("{:?}", b.bid), "a cleared bid"))?;
+            let pos_s = *self
+                .index
+                .get(&s.bid)
+                .ok_or_else(|| mismatch(name(1, "bid"), format!("{:?}", s.bid), "a cleared bid"))?;
+            let (bid_b, bid_s) = (self.input.bids[pos_b].1, self.input.bids[pos_s].1);
+            if bid_b.side != Side::Buy || bid_s.side != Side::Sell || bid_b.product != bid_s.product
+            {
+                return Err(mismatch(
+                    name(0, "sides"),
+                    "not a buyer then a seller of one product",
+                    "a buyer's trade, then its seller's, of one product",
+                ));
+            }
+            if b.quantity.0 <= 0 {
+                return Err(mismatch(
+                    name(0, "quantity"),
+                    b.quantity,
+                    "a positive quantity",
+                ));
+            }
+            if previous == Some((pos_b, pos_s, b.price)) {
+                return Err(mismatch(
+                    name(0, "merging"),
+                    "a separate trade",
+                    "merged with the trade before",
+                ));
+            }
+            previous = Some((pos_b, pos_s, b.price));
+            // The buyer's trade is checked against the rule; the seller's must mirror it.
+            self.consume(2 * k, pos_b, pos_s, b.quantity.0, b.price)?;
+            let expected =
+                |me: &crate::market::Bid, id: Digest, other: &crate::market::Bid| Trade {
+                    bid: id,
+                    participant: me.participant,
+                    side: me.side,
+                    area: me.area,
+                    bus: me.bus,
+                    product: me.product,
+                    quantity: b.quantity,
+                    price: b.price,
+                    counterparty: Some(other.participant),
+                };
+            for (i, t, exp) in [
+                (0, b, expected(bid_b, b.bid, bid_s)),
+                (1, s, expected(bid_s, s.bid, bid_b)),
+            ] {
+                if *t != exp {
+                    return Err(mismatch(
+                        name(i, "fields"),
+                        format!("{t:?}"),
+                        format!("{exp:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes `q` from the current steps of a buyer and a seller, step by step, checking
+    /// priority order on each side, crossing limits and the price of each piece.
+    fn consume(
+        &mut self,
+        trade: usize,
+        pos_b: usize,
+        pos_s: usize,
+        q: i64,
+        price: Price,
+    ) -> Result<(), ClearingMismatch> {
+        let item = |what: &str| format!("trade {trade}: {what}");
+        let product = self.input.bids[pos_b].1.product;
+        // The earlier-submitted bid sets the price; the seller's on equal times.
+        let earlier_is_buyer =
+            self.input.bids[pos_b].1.timestamp < self.input.bids[pos_s].1.timestamp;
+        let mut left = q;
+        while left > 0 {
+            let sb = self.current(pos_b).ok_or_else(|| {
+                mismatch(
+                    item("buyer's quantity"),
+                    q,
+                    "at most what the buyer's steps hold",
+                )
+            })?;
+            let ss = self.current(pos_s).ok_or_else(|| {
+                mismatch(
+                    item("seller's quantity"),
+                    q,
+                    "at most what the seller's steps hold",
+                )
+            })?;
+            let (fb, fs) = (self.layout.at(pos_b, sb), self.layout.at(pos_s, ss));
+            let (pb, ps) = (
+                self.input.bids[pos_b].1.steps[sb].price,
+                self.input.bids[pos_s].1.steps[ss].price,
+            );
+            if pb < ps {
+                return Err(mismatch(
+                    item("limits"),
+                    format!("buyer {pb} below seller {ps}"),
+                    "crossing limits",
+                ));
+            }
+            let expected = if earlier_is_buyer { pb } else { ps };
+            if price != expected {
+                return Err(mismatch(item("price"), price, expected));
+            }
+            for (side, pos, step) in [(0, pos_b, sb), (1, pos_s, ss)] {
+                let last = self.last.entry(product).or_insert([None, None])[side];
+                if let Some((lp, ls)) = last.filter(|&l| l != (pos, step)) {
+                    let behind = self.key(lp, ls) > self.key(pos, step);
+                    if behind || self.used[self.layout.at(lp, ls)] < self.quantity(lp, ls) {
+                        return Err(mismatch(
+                            item("priority"),
+                            "a step out of the book's order",
+                            "the next step in price, then time, then id order",
+                        ));
+                    }
+                }
+                self.last.get_mut(&product).expect("inserted above")[side] = Some((pos, step));
+            }
+            let piece = left
+                .min(self.quantity(pos_b, sb) - self.used[fb])
+                .min(self.quantity(pos_s, ss) - self.used[fs]);
+            self.used[fb] += piece;
+            self.used[fs] += piece;
+            left -= piece;
+        }
+        Ok(())
+    }
+
+    /// After the walk, for one product: every step ahead of the last consumed on its side is
+    /// used up and none behind it is touched, and the best steps left over do not cross.
+    fn settled(&self, bids: &[usize]) -> Result<(), ClearingMismatch> {
+        let Some(&first) = bids.first() else {
+            return Ok(());
+        };
+        let product = self.input.bids[first].1.product;
+        let last = self.last.get(&product).copied().unwrap_or([None, None]);
+        let mut best_left: [Option<(Key, Price)>; 2] = [None, None];
+        for &pos in bids {
+            let side = match self.input.bids[pos].1.side {
+                Side::Buy => 0,
+                Side::Sell => 1,
+            };
+            let bound = last[side].map(|(lp, ls)| self.key(lp, ls));
+            for step in 0..self.layout.steps(pos) {
+                let flat = self.layout.at(pos, step);
+                let key = self.key(pos, step);
+                let (used, full) = (self.used[flat], self.quantity(pos, step));
+                let ahead = bound.is_some_and(|b| key < b);
+                let behind = bound.is_none_or(|b| key > b);
+                if (ahead && used < full) || (behind && used > 0) {
+                    return Err(mismatch(
+                        format!("step {step} of bid {:?}", self.input.bids[pos].0),
+                        used,
+                        if ahead { full } else { 0 },
+                    ));
+                }
+                if used < full && best_left[side].is_none_or(|(k, _)| key < k) {
+                    best_left[side] = Some((key, self.input.bids[pos].1.steps[step].price));
+                }
+            }
+        }
+        if let [Some((_, buy)), Some((_, sell))] = best_left {
+            if buy >= sell {
+                return Err(mismatch(
+                    format!("{} left over", pool::product_label(&product)),
+                    format!("a buyer at {buy} and a seller at {sell} unmatched"),
+                    "no crossing steps left",
+                ));
+            }
+        }
+        Ok(())
     }
 }
