@@ -1,9 +1,9 @@
 //! [`PayAsBid`]: bilateral matching of buy and sell steps by price, then submission time, then
 //! bid id (spec C1).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use crate::crypto::Digest;
+use crate::crypto::{Digest, DigestMap};
 use crate::genesis::ClearingRule;
 use crate::market::{Product, Side, Trade};
 use crate::units::{Price, Quantity};
@@ -140,20 +140,17 @@ impl Clearing for PayAsBid {
         for bids in products.values() {
             walk.settled(bids).map_err(VerifyError::Mismatch)?;
         }
-        let expected = ClearingOutcome {
-            awards: pool::awards_of(input, &layout, &walk.used),
-            welfare: pool::welfare_of(input, &layout, &walk.used),
-            congestion_rent: pool::rent_of(&proposed.trades),
-            ..ClearingOutcome::default()
-        };
-        super::compare(
-            &Cleared {
-                outcome: expected,
-                trades: proposed.trades.clone(),
+        let expected = Cleared {
+            outcome: ClearingOutcome {
+                awards: pool::awards_of(input, &layout, &walk.used),
+                welfare: pool::welfare_of(input, &layout, &walk.used),
+                congestion_rent: pool::rent_of(&proposed.trades),
+                ..ClearingOutcome::default()
             },
-            proposed,
-        )
-        .map_err(VerifyError::Mismatch)
+            // The walk has checked every trade already.
+            trades: Vec::new(),
+        };
+        super::compare_parts(&expected, proposed, true, false).map_err(VerifyError::Mismatch)
     }
 }
 
@@ -169,19 +166,46 @@ fn mismatch(item: String, proposed: impl ToString, expected: impl ToString) -> C
 /// seller's lowest), then earlier submission, then smaller bid id.
 type Key = (i64, u64, [u8; 32]);
 
-/// One pass over proposed trades, tracking how much of every step they consume.
+/// One pass over proposed trades, tracking how much of every step they consume. The bids'
+/// prices, quantities, times and sides are copied into flat arrays once, so the walk, which
+/// visits bids in priority order and thus all over memory, touches compact data.
 struct Walk<'w, 'a> {
     input: &'w ClearingInput<'a>,
     layout: &'w Layout,
-    index: HashMap<Digest, usize>,
+    index: DigestMap<usize>,
+    /// Limit price per flat step, negated for buyers: ascending is priority order.
+    rank: Vec<i64>,
+    /// Quantity per flat step.
+    quantity: Vec<i64>,
+    /// Submission time per bid position.
+    time: Vec<u64>,
+    /// Whether the bid at a position buys.
+    buys: Vec<bool>,
+    /// The first step not yet used up, per bid position.
+    cursor: Vec<usize>,
     /// Energy consumed per flat step.
     used: Vec<i64>,
-    /// Per product: the last step consumed on each side as (bid position, step), buy then sell.
-    last: HashMap<Product, [Option<(usize, usize)>; 2]>,
+    /// The product whose trades are being walked, and the last step consumed on each side as
+    /// (bid position, step), buy then sell. Trades come grouped by product.
+    current: Option<(Product, [Option<(usize, usize)>; 2])>,
+    /// The same for the products already walked.
+    done: BTreeMap<Product, [Option<(usize, usize)>; 2]>,
 }
 
 impl<'w, 'a> Walk<'w, 'a> {
     fn new(input: &'w ClearingInput<'a>, layout: &'w Layout) -> Self {
+        let n = layout.total();
+        let (mut rank, mut quantity) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut time, mut buys) = (Vec::new(), Vec::new());
+        for (_, bid) in &input.bids {
+            let buy = bid.side == Side::Buy;
+            for step in &bid.steps {
+                rank.push(if buy { -step.price.0 } else { step.price.0 });
+                quantity.push(step.quantity.0);
+            }
+            time.push(bid.timestamp.0);
+            buys.push(buy);
+        }
         Self {
             index: input
                 .bids
@@ -189,31 +213,50 @@ impl<'w, 'a> Walk<'w, 'a> {
                 .enumerate()
                 .map(|(p, (id, _))| (*id, p))
                 .collect(),
-            used: vec![0; layout.total()],
-            last: HashMap::new(),
+            rank,
+            quantity,
+            cursor: vec![0; input.bids.len()],
+            time,
+            buys,
+            used: vec![0; n],
+            current: None,
+            done: BTreeMap::new(),
             input,
             layout,
         }
     }
 
     fn key(&self, pos: usize, step: usize) -> Key {
-        let (id, bid) = self.input.bids[pos];
-        let price = bid.steps[step].price.0;
-        let price = match bid.side {
-            Side::Buy => -price,
-            Side::Sell => price,
-        };
-        (price, bid.timestamp.0, id.0)
+        (
+            self.rank[self.layout.at(pos, step)],
+            self.time[pos],
+            self.input.bids[pos].0.0,
+        )
     }
 
     fn quantity(&self, pos: usize, step: usize) -> i64 {
-        self.input.bids[pos].1.steps[step].quantity.0
+        self.quantity[self.layout.at(pos, step)]
+    }
+
+    /// The limit price of a step.
+    fn price(&self, pos: usize, step: usize) -> Price {
+        let r = self.rank[self.layout.at(pos, step)];
+        Price(if self.buys[pos] { -r } else { r })
     }
 
     /// The first step of the bid at `pos` not used up.
     fn current(&self, pos: usize) -> Option<usize> {
-        (0..self.layout.steps(pos))
-            .find(|&s| self.used[self.layout.at(pos, s)] < self.quantity(pos, s))
+        let step = self.cursor[pos];
+        (step < self.layout.steps(pos)).then_some(step)
+    }
+
+    /// Adds `piece` to a step's use, moving the bid's cursor past it once it is used up.
+    fn take(&mut self, pos: usize, step: usize, piece: i64) {
+        let flat = self.layout.at(pos, step);
+        self.used[flat] += piece;
+        if self.used[flat] == self.quantity[flat] {
+            self.cursor[pos] = step + 1;
+        }
     }
 
     fn trades(&mut self, trades: &[Trade]) -> Result<(), ClearingMismatch> {
@@ -299,8 +342,7 @@ impl<'w, 'a> Walk<'w, 'a> {
         let item = |what: &str| format!("trade {trade}: {what}");
         let product = self.input.bids[pos_b].1.product;
         // The earlier-submitted bid sets the price; the seller's on equal times.
-        let earlier_is_buyer =
-            self.input.bids[pos_b].1.timestamp < self.input.bids[pos_s].1.timestamp;
+        let earlier_is_buyer = self.time[pos_b] < self.time[pos_s];
         let mut left = q;
         while left > 0 {
             let sb = self.current(pos_b).ok_or_else(|| {
@@ -318,10 +360,7 @@ impl<'w, 'a> Walk<'w, 'a> {
                 )
             })?;
             let (fb, fs) = (self.layout.at(pos_b, sb), self.layout.at(pos_s, ss));
-            let (pb, ps) = (
-                self.input.bids[pos_b].1.steps[sb].price,
-                self.input.bids[pos_s].1.steps[ss].price,
-            );
+            let (pb, ps) = (self.price(pos_b, sb), self.price(pos_s, ss));
             if pb < ps {
                 return Err(mismatch(
                     item("limits"),
@@ -333,9 +372,9 @@ impl<'w, 'a> Walk<'w, 'a> {
             if price != expected {
                 return Err(mismatch(item("price"), price, expected));
             }
+            let last = self.last_of(product, trade)?;
             for (side, pos, step) in [(0, pos_b, sb), (1, pos_s, ss)] {
-                let last = self.last.entry(product).or_insert([None, None])[side];
-                if let Some((lp, ls)) = last.filter(|&l| l != (pos, step)) {
+                if let Some((lp, ls)) = last[side].filter(|&l| l != (pos, step)) {
                     let behind = self.key(lp, ls) > self.key(pos, step);
                     if behind || self.used[self.layout.at(lp, ls)] < self.quantity(lp, ls) {
                         return Err(mismatch(
@@ -345,16 +384,50 @@ impl<'w, 'a> Walk<'w, 'a> {
                         ));
                     }
                 }
-                self.last.get_mut(&product).expect("inserted above")[side] = Some((pos, step));
+            }
+            if let Some((_, l)) = self.current.as_mut() {
+                *l = [Some((pos_b, sb)), Some((pos_s, ss))];
             }
             let piece = left
-                .min(self.quantity(pos_b, sb) - self.used[fb])
-                .min(self.quantity(pos_s, ss) - self.used[fs]);
-            self.used[fb] += piece;
-            self.used[fs] += piece;
+                .min(self.quantity[fb] - self.used[fb])
+                .min(self.quantity[fs] - self.used[fs]);
+            self.take(pos_b, sb, piece);
+            self.take(pos_s, ss, piece);
             left -= piece;
         }
         Ok(())
+    }
+
+    /// The last steps consumed in `product`, opening it if the walk just reached it (products
+    /// come in canonical order, each once).
+    fn last_of(
+        &mut self,
+        product: Product,
+        trade: usize,
+    ) -> Result<[Option<(usize, usize)>; 2], ClearingMismatch> {
+        match self.current {
+            Some((p, l)) if p == product => return Ok(l),
+            Some((p, l)) => {
+                if product < p {
+                    return Err(mismatch(
+                        format!("trade {trade}: product"),
+                        pool::product_label(&product),
+                        "products in canonical order",
+                    ));
+                }
+                self.done.insert(p, l);
+            }
+            None => {}
+        }
+        if self.done.contains_key(&product) {
+            return Err(mismatch(
+                format!("trade {trade}: product"),
+                pool::product_label(&product),
+                "each product's trades together",
+            ));
+        }
+        self.current = Some((product, [None, None]));
+        Ok([None, None])
     }
 
     /// After the walk, for one product: every step ahead of the last consumed on its side is
@@ -364,14 +437,15 @@ impl<'w, 'a> Walk<'w, 'a> {
             return Ok(());
         };
         let product = self.input.bids[first].1.product;
-        let last = self.last.get(&product).copied().unwrap_or([None, None]);
+        let last = match self.current {
+            Some((p, l)) if p == product => l,
+            _ => self.done.get(&product).copied().unwrap_or([None, None]),
+        };
         let mut best_left: [Option<(Key, Price)>; 2] = [None, None];
+        let bounds = last.map(|l| l.map(|(lp, ls)| self.key(lp, ls)));
         for &pos in bids {
-            let side = match self.input.bids[pos].1.side {
-                Side::Buy => 0,
-                Side::Sell => 1,
-            };
-            let bound = last[side].map(|(lp, ls)| self.key(lp, ls));
+            let side = usize::from(!self.buys[pos]);
+            let bound = bounds[side];
             for step in 0..self.layout.steps(pos) {
                 let flat = self.layout.at(pos, step);
                 let key = self.key(pos, step);
@@ -386,7 +460,7 @@ impl<'w, 'a> Walk<'w, 'a> {
                     ));
                 }
                 if used < full && best_left[side].is_none_or(|(k, _)| key < k) {
-                    best_left[side] = Some((key, self.input.bids[pos].1.steps[step].price));
+                    best_left[side] = Some((key, self.price(pos, step)));
                 }
             }
         }
