@@ -162,6 +162,9 @@ fn mismatch(item: String, proposed: impl ToString, expected: impl ToString) -> C
     }
 }
 
+/// The last step consumed on each side, buy then sell, as (bid position, step).
+type Frontier = [Option<(usize, usize)>; 2];
+
 /// A step's place in its side's priority order: best limit first (a buyer's highest, a
 /// seller's lowest), then earlier submission, then smaller bid id.
 type Key = (i64, u64, [u8; 32]);
@@ -187,9 +190,9 @@ struct Walk<'w, 'a> {
     used: Vec<i64>,
     /// The product whose trades are being walked, and the last step consumed on each side as
     /// (bid position, step), buy then sell. Trades come grouped by product.
-    current: Option<(Product, [Option<(usize, usize)>; 2])>,
+    current: Option<(Product, Frontier)>,
     /// The same for the products already walked.
-    done: BTreeMap<Product, [Option<(usize, usize)>; 2]>,
+    done: BTreeMap<Product, Frontier>,
 }
 
 impl<'w, 'a> Walk<'w, 'a> {
@@ -400,11 +403,7 @@ impl<'w, 'a> Walk<'w, 'a> {
 
     /// The last steps consumed in `product`, opening it if the walk just reached it (products
     /// come in canonical order, each once).
-    fn last_of(
-        &mut self,
-        product: Product,
-        trade: usize,
-    ) -> Result<[Option<(usize, usize)>; 2], ClearingMismatch> {
+    fn last_of(&mut self, product: Product, trade: usize) -> Result<Frontier, ClearingMismatch> {
         match self.current {
             Some((p, l)) if p == product => return Ok(l),
             Some((p, l)) => {
