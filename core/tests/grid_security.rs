@@ -108,6 +108,7 @@ proptest! {
         let (o, _, _) = outcome(&c, &bids, &violating);
         let cleared = Cleared { outcome: o, trades: vec![] };
         let cuts = model.check(&input, &cleared);
+        prop_assume!(!cuts.is_empty(), "a secure schedule raises no cut");
         for cut in &cuts {
             prop_assert!(cut_value(cut, &input, &cleared) > i128::from(cut.limit.0) * i128::from(COEFFICIENT_SCALE));
         }

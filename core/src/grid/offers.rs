@@ -271,3 +271,75 @@ pub fn case_offers(
     }
     Ok(offers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genesis::ClearingRule;
+
+    fn params() -> ClearingParams {
+        ClearingParams {
+            rule: ClearingRule::ZonalCoupling,
+            price_tick: Price(1),
+            price_floor: Price(-500 * Price::SCALE),
+            price_cap: Price(3_000 * Price::SCALE),
+        }
+    }
+
+    fn case(generator: &str, cost: &str) -> Case {
+        Case::parse(&format!(
+            "mpc.baseMVA = 100;\nmpc.bus = [1 3 50 0 0 0 1; 2 1 -5 0 0 0 1];\nmpc.gen = [{generator}];\nmpc.branch = [1 2 0 0.1 0 0 0 0 0 0 1];\nmpc.gencost = [{cost}];"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn offers_follow_the_documented_conversion() {
+        // Pmin 10, Pmax 40; a non-convex middle breakpoint is dropped by the envelope.
+        let c = case(
+            "1 0 0 0 0 1 100 1 40 10",
+            "1 0 0 4 10 100 20 350 30 550 40 850",
+        );
+        let o = case_offers(&c, &params(), 60).unwrap();
+        assert_eq!(o.len(), 3, "a generator, a demand, a negative demand");
+        let g = &o[0];
+        assert_eq!(
+            (g.side, g.must_run, g.fixed_cost),
+            (Side::Sell, Quantity(10_000), 100.0)
+        );
+        let steps: Vec<(i64, i64)> = g.steps.iter().map(|s| (s.price.0, s.quantity.0)).collect();
+        // Segments 25 and 20 /MWh are not convex: the envelope joins them at 22.5 over 20 MWh.
+        assert_eq!(
+            steps,
+            vec![(-5_000_000, 10_000), (225_000, 20_000), (300_000, 10_000)]
+        );
+        // Cost at 25 MWh: fixed cost plus 15 MWh at 22.5.
+        let awards = [Quantity(10_000), Quantity(15_000)];
+        assert_eq!(g.cost(&awards), 100.0 + 15.0 * 22.5);
+        assert_eq!(
+            (o[1].side, o[1].steps[0].price, o[1].steps[0].quantity),
+            (Side::Buy, params().price_cap, Quantity(50_000))
+        );
+        assert_eq!(
+            (o[2].side, o[2].must_run, o[2].cost(&[Quantity(5_000)])),
+            (Side::Sell, Quantity(5_000), 0.0)
+        );
+        // Half an hour halves every quantity; a linear polynomial is one step.
+        let c = case("1 0 0 0 0 1 100 1 40 0", "2 0 0 2 14.5 0");
+        let o = case_offers(&c, &params(), 30).unwrap();
+        assert_eq!(
+            o[0].steps,
+            vec![BidStep {
+                price: Price(145_000),
+                quantity: Quantity(20_000)
+            }]
+        );
+        assert_eq!(o[0].must_run, Quantity::ZERO);
+        // A quadratic cost is refused.
+        let c = case("1 0 0 0 0 1 100 1 40 0", "2 0 0 3 0.1 14.5 0");
+        assert_eq!(
+            case_offers(&c, &params(), 60),
+            Err(OfferError::NotPiecewiseLinear(1))
+        );
+    }
+}

@@ -370,3 +370,63 @@ pub fn derate_lines(text: &str, percent: u32) -> Result<String, SplitError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::Case;
+
+    const TWO_AREAS: &str = "function mpc = two\n% A two-area case.\n\nmpc.baseMVA = 100;\nmpc.bus = [\n 1 3 0 0 0 0 1;\n 2 1 50 0 0 0 1;\n 3 2 0 0 0 0 2;\n 4 1 60 0 0 0 2;\n];\nmpc.gen = [\n 1 0 0 0 0 1 100 1 80 0;\n 3 0 0 0 0 1 100 1 90 0;\n];\nmpc.branch = [\n 1 2 0 0.1 0 40 0 0 0 0 1;\n 3 4 0 0.1 0 45 0 0 0 0 1;\n 2 3 0 0.1 0 30 0 0 0 0 1;\n 1 4 0 0.1 0 25 0 0 0 0 0;\n];\nmpc.gencost = [\n 2 0 0 2 10 0;\n 2 0 0 2 20 0;\n];\nmpc.dcline = [\n 1 4 1 0 0 0 0 1 1 -10 20 0 0 0 0 0 0;\n];\nmpc.areas = [\n 1 1;\n 2 4;\n];\n";
+
+    #[test]
+    fn splits_by_area_with_tie_lines_and_one_reference_per_area() {
+        let s = split_by_area(TWO_AREAS).unwrap();
+        assert_eq!(s.areas.len(), 2);
+        // The in-service branch 2-3 and the DC line are tie lines; the branch 1-4 is out.
+        assert_eq!(s.ties.len(), 2);
+        assert_eq!(
+            (
+                s.ties[0].origin,
+                s.ties[0].from_bus,
+                s.ties[0].to_bus,
+                s.ties[0].forward_mw
+            ),
+            (TieOrigin::Branch(2), 2, 3, 30.0)
+        );
+        assert_eq!(
+            (
+                s.ties[1].origin,
+                s.ties[1].forward_mw,
+                s.ties[1].backward_mw
+            ),
+            (TieOrigin::DcLine(0), 20.0, 10.0)
+        );
+        // Area 2 takes its reference from `mpc.areas` (bus 4).
+        assert_eq!((s.areas[0].reference_bus, s.areas[1].reference_bus), (1, 4));
+        for a in &s.areas {
+            let c = Case::parse(&a.text).unwrap();
+            assert_eq!(
+                (c.buses.len(), c.branches.len(), c.generators.len()),
+                (2, 1, 1)
+            );
+            assert_eq!(c.buses.iter().filter(|b| b.kind == 3).count(), 1);
+            assert!(c.buses.iter().all(|b| b.area == a.area));
+            assert!(
+                a.text.contains("% A two-area case."),
+                "the source header is kept"
+            );
+        }
+        let two = Case::parse(&s.areas[1].text).unwrap();
+        assert_eq!(
+            two.costs,
+            vec![crate::grid::GenCost::Polynomial(vec![20.0, 0.0])]
+        );
+        // Derating rewrites the ratings and nothing else.
+        let derated = Case::parse(&derate_lines(&s.areas[1].text, 70).unwrap()).unwrap();
+        assert_eq!(derated.branches[0].rate_a, 31.5);
+        assert_eq!(derated.buses, two.buses);
+        // An unrated tie branch has no capacity to schedule.
+        let unrated = TWO_AREAS.replace(" 2 3 0 0.1 0 30", " 2 3 0 0.1 0 0");
+        assert_eq!(split_by_area(&unrated), Err(SplitError::UnratedTie(3)));
+    }
+}
