@@ -201,7 +201,7 @@ fn reference_lp_agrees_with_pypower() {
     }
     // MATPOWER's published case5 optimum.
     let case5 = doc["case5"]["lp"].as_float().unwrap();
-    assert!((case5 - 17_479.8969).abs() < 1e-3, "{case5}");
+    assert!((case5 - 17479.8969).abs() < 1e-3, "{case5}");
 }
 
 /// C25: on a stressed grid with a revision bound of 1, negotiation cannot converge in time;

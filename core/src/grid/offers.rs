@@ -223,7 +223,7 @@ pub fn case_offers(
                     price: slope,
                 })?;
             match steps.last_mut() {
-                Some(last) if last.price == price => last.quantity = last.quantity + quantity,
+                Some(last) if last.price == price => last.quantity += quantity,
                 _ => steps.push(BidStep { price, quantity }),
             }
         }

@@ -153,14 +153,12 @@ pub fn dc_flows(case: &Case, injection: &BTreeMap<u32, f64>) -> Vec<(usize, f64,
                 .max_by(|&x, &y| b[x][c].abs().total_cmp(&b[y][c].abs()))
                 .unwrap();
             b.swap(c, p);
-            for r in 0..m {
-                if r != c {
-                    let k = b[r][c] / b[c][c];
-                    if k != 0.0 {
-                        for j in c..=m {
-                            let v = b[c][j];
-                            b[r][j] -= k * v;
-                        }
+            let pivot = b[c].clone();
+            for (r, row) in b.iter_mut().enumerate() {
+                let k = row[c] / pivot[c];
+                if r != c && k != 0.0 {
+                    for (v, pv) in row.iter_mut().zip(&pivot).skip(c) {
+                        *v -= k * pv;
                     }
                 }
             }
