@@ -88,8 +88,8 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     /// A tracing filter.
     pub log_level: String,
-    /// A MATPOWER model of this member's area. Read and checked at start; the grid security
-    /// check that uses it is not wired into the node yet, which runs with no grid model.
+    /// A MATPOWER model of this member's area: the node's private grid security check (spec
+    /// 3.8). Without one the node checks no grid and objects to nothing.
     pub area_model: Option<PathBuf>,
     /// The largest frame on the wire, in bytes.
     pub max_frame_len: usize,

@@ -42,10 +42,11 @@ use std::sync::Arc;
 use tieline_core::audit::{AuditError, ChainAuditor};
 use tieline_core::clearing::rule_for;
 use tieline_core::consensus::wire::NodeStatus;
-use tieline_core::consensus::{Context, ManagementNode, NoGridModel, Record};
+use tieline_core::consensus::{Context, ManagementNode, NoGridModel, Record, SecurityCheck};
 use tieline_core::crypto::{Ed25519Signer, Signer};
 use tieline_core::encoding::{DecodeError, Tagged};
 use tieline_core::genesis::{Genesis, GenesisError};
+use tieline_core::grid::security::AreaModel;
 use tieline_core::units::NodeId;
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -205,14 +206,21 @@ fn prepare(config: &NodeConfig) -> Result<Prepared, NodeError> {
         Some(a) => a,
         None => config::parse_address("listen", &member.address).map_err(NodeError::Listen)?,
     };
-    if let Some(path) = &config.area_model {
-        let err = |reason: String| NodeError::AreaModel {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        tieline_core::grid::matpower::Case::parse(&text).map_err(|e| err(e.to_string()))?;
-    }
+    // This member's private security check: its area's grid model if it has one.
+    let security: Arc<dyn SecurityCheck> = match &config.area_model {
+        Some(path) => {
+            let err = |reason: String| NodeError::AreaModel {
+                path: path.display().to_string(),
+                reason,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            let model = AreaModel::from_matpower(&text, member.area, &genesis)
+                .map_err(|e| err(e.to_string()))?;
+            info!(area = %member.area, model = ?model, "grid security check from the area model");
+            Arc::new(model)
+        }
+        None => Arc::new(NoGridModel),
+    };
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -250,7 +258,7 @@ fn prepare(config: &NodeConfig) -> Result<Prepared, NodeError> {
         Arc::new(signer.clone()),
         scheme.clone(),
         clearing,
-        Arc::new(NoGridModel),
+        security,
     );
     let node = ManagementNode::restore(ctx, &blocks, records);
     info!(
