@@ -21,18 +21,33 @@ pub fn tieline_bin() -> PathBuf {
             .and_then(|n| n.to_str())
             .unwrap_or("debug")
             .to_owned();
+        // The very build `cargo test --workspace` does, which builds the binary too: a no-op
+        // when that is what is running. A narrower build (`-p tieline-net`) would resolve
+        // other features for shared dependencies, recompile them and overwrite the binary.
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "-p", "tieline-net", "--bin", "tieline"]);
-        // The profile the tests themselves were built with, so the dependencies already
-        // compiled for them are reused rather than built a second time.
-        cmd.args([
-            "--profile",
-            if profile == "release" {
-                "release"
-            } else {
-                "test"
-            },
-        ]);
+        cmd.args(["test", "--workspace", "--no-run", "--quiet"]);
+        // Without the variables cargo set for this test process, which would otherwise count
+        // as a changed environment and rebuild crates that read them.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_EXE_")
+                || matches!(
+                    k.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "LD_LIBRARY_PATH"
+                )
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        if profile == "release" {
+            cmd.arg("--release");
+        }
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build of the tieline binary failed");
         assert!(bin.exists(), "no tieline binary at {}", bin.display());
