@@ -336,3 +336,29 @@ pub fn block_digest(encoded: &[u8]) -> Option<String> {
         .ok()
         .map(|b| b.digest().to_hex())
 }
+
+/// A nested `cargo` command (a test or benchmark building the `tieline` binary), without the
+/// variables cargo sets for the running test or benchmark: build scripts that read them
+/// (ring's reads `CARGO_PKG_NAME`) would otherwise see a changed environment and rebuild
+/// their crate and everything above it, on every run.
+pub fn nested_cargo(cargo: &str) -> Command {
+    let mut cmd = Command::new(cargo);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                k.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "LD_LIBRARY_PATH"
+            )
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd
+}

@@ -2,7 +2,6 @@
 //! holds what they share.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 /// The path of the `tieline` binary, built once per test run if cargo has not built it yet.
@@ -24,27 +23,8 @@ pub fn tieline_bin() -> PathBuf {
         // The very build `cargo test --workspace` does, which builds the binary too: a no-op
         // when that is what is running. A narrower build (`-p tieline-net`) would resolve
         // other features for shared dependencies, recompile them and overwrite the binary.
-        let mut cmd = Command::new(env!("CARGO"));
+        let mut cmd = tieline_net::cluster::nested_cargo(env!("CARGO"));
         cmd.args(["test", "--workspace", "--no-run", "--quiet"]);
-        // Without the variables cargo set for this test process, which would otherwise count
-        // as a changed environment and rebuild crates that read them.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_BIN_EXE_")
-                || matches!(
-                    k.as_ref(),
-                    "CARGO_MANIFEST_DIR"
-                        | "CARGO_MANIFEST_PATH"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "LD_LIBRARY_PATH"
-                )
-            {
-                cmd.env_remove(k.as_ref());
-            }
-        }
         if profile == "release" {
             cmd.arg("--release");
         }
