@@ -32,6 +32,9 @@ struct BoundArgs {
     /// Override the highest revision proposed.
     #[arg(long)]
     max_revision: Option<u32>,
+    /// Override the most crashes in a run.
+    #[arg(long)]
+    max_crashes: Option<u32>,
 }
 
 impl BoundArgs {
@@ -41,6 +44,7 @@ impl BoundArgs {
             max_height: self.max_height.unwrap_or(base.max_height),
             max_view: self.max_view.unwrap_or(base.max_view),
             max_revision: self.max_revision.unwrap_or(base.max_revision),
+            max_crashes: self.max_crashes.unwrap_or(base.max_crashes),
         }
     }
 }

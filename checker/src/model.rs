@@ -41,6 +41,9 @@ pub struct Store {
     pub blocks: Vec<Block>,
     /// The write-ahead log.
     pub records: Vec<Record>,
+    /// How often the node recovered from this storage: the model's own count, which bounds
+    /// the crashes of a run; the node never reads it.
+    pub recoveries: u32,
 }
 
 impl Store {
@@ -140,8 +143,9 @@ pub struct NodeView {
     pub node: NodeState,
     /// Its durable storage.
     pub store: Mirror,
-    /// Every signed vote (proposal stamps included) delivered to the node at its height, a
-    /// ghost for the equivocation property S4. Volatile like the node's own memory.
+    /// Every signed vote (proposal stamps included) of a faulty member delivered to the node
+    /// at its height: a ghost for the equivocation property S4, volatile like the node's own
+    /// memory.
     pub received_votes: BTreeSet<Signed<tieline_core::block::Vote>>,
 }
 
@@ -196,6 +200,8 @@ pub struct NodeAgent {
     pub ctx: Context,
     /// The network's layout.
     pub topology: Arc<Topology>,
+    /// The faulty members, whose votes the node's ghost records (spec S4).
+    pub watch: BTreeSet<NodeId>,
 }
 
 /// What a scripted participant appeals, once it has the reply that makes the claim.
@@ -254,7 +260,10 @@ impl NodeAgent {
                 Message::Vote(v) => Some(v),
                 _ => None,
             };
-            if let Some(v) = stamp.filter(|v| v.body.height == view.node.height) {
+            let watched = |v: &&Signed<tieline_core::block::Vote>| {
+                v.body.height == view.node.height && self.watch.contains(&v.body.voter)
+            };
+            if let Some(v) = stamp.filter(watched) {
                 view.received_votes.insert(v.clone());
             }
         }
@@ -361,10 +370,17 @@ impl Actor for Agent {
     fn on_start(&self, _id: Id, storage: &Option<Arc<Store>>, o: &mut Out<Self>) -> AgentState {
         match self {
             Agent::Node(n) => {
-                let store = storage.clone().unwrap_or_default();
-                let node = match storage {
-                    Some(s) => NodeState::restore(&n.ctx, &s.blocks, s.records.iter().cloned()),
-                    None => NodeState::new(),
+                let (node, store) = match storage {
+                    Some(s) => {
+                        let mut store = Store::clone(s);
+                        store.recoveries += 1;
+                        let store = Arc::new(store);
+                        o.save(store.clone());
+                        let node =
+                            NodeState::restore(&n.ctx, &s.blocks, s.records.iter().cloned());
+                        (node, store)
+                    }
+                    None => (NodeState::new(), Arc::default()),
                 };
                 let mut state = Cow::Owned(AgentState::Node(NodeView {
                     node,

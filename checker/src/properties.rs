@@ -332,7 +332,15 @@ fn carried(body: &BlockBody) -> Vec<&SignedBid> {
 /// next gate open), view or revision.
 pub fn within_boundary(setup: &Setup, state: &State) -> bool {
     let b = setup.bounds;
-    node_views(state).all(|v| {
+    let crashes: u32 = state
+        .actor_storages
+        .iter()
+        .flatten()
+        .map(|s| s.recoveries)
+        .sum::<u32>()
+        + state.crashed.iter().filter(|c| **c).count() as u32;
+    crashes <= b.max_crashes
+        && node_views(state).all(|v| {
         let n = &v.node;
         n.height <= b.max_height + 1
             && !(n.height == b.max_height + 1 && n.gate_closed)

@@ -31,6 +31,8 @@ pub struct Bounds {
     pub max_view: u32,
     /// The highest revision proposed.
     pub max_revision: u32,
+    /// The most crashes in a run.
+    pub max_crashes: u32,
 }
 
 /// How a faulty member's actor deviates. It always runs the core's correct code; the fault is
@@ -268,11 +270,13 @@ impl Scenario {
                 max_height: 1,
                 max_view: 1,
                 max_revision: 1,
+                max_crashes: 1,
             },
             ci_bounds: Bounds {
                 max_height: 1,
                 max_view: 1,
                 max_revision: 1,
+                max_crashes: 1,
             },
         }
     }
@@ -310,11 +314,13 @@ impl Scenario {
                 max_height: 1,
                 max_view: 0,
                 max_revision: 0,
+                max_crashes: 0,
             },
             ci_bounds: Bounds {
                 max_height: 1,
                 max_view: 0,
                 max_revision: 0,
+                max_crashes: 0,
             },
         }
     }
@@ -366,11 +372,13 @@ impl Scenario {
                 max_height: 1,
                 max_view: 0,
                 max_revision: 2,
+                max_crashes: 0,
             },
             ci_bounds: Bounds {
                 max_height: 1,
                 max_view: 0,
                 max_revision: 1,
+                max_crashes: 0,
             },
         }
     }
@@ -397,11 +405,13 @@ impl Scenario {
                 max_height: 1,
                 max_view: 0,
                 max_revision: 2,
+                max_crashes: 0,
             },
             ci_bounds: Bounds {
                 max_height: 1,
                 max_view: 0,
                 max_revision: 1,
+                max_crashes: 0,
             },
         }
     }
@@ -437,11 +447,13 @@ impl Scenario {
                 max_height: 1,
                 max_view: 0,
                 max_revision: 0,
+                max_crashes: 0,
             },
             ci_bounds: Bounds {
                 max_height: 1,
                 max_view: 0,
                 max_revision: 0,
+                max_crashes: 0,
             },
         }
     }
@@ -526,6 +538,7 @@ impl Scenario {
                 Agent::Node(Box::new(NodeAgent {
                     ctx,
                     topology: topology.clone(),
+                    watch: faulty.clone(),
                 }))
             })
             .collect();
