@@ -9,10 +9,10 @@
 //! network every reply a node ever gave stays visible to the properties.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use stateright::actor::{Actor, ActorModel, Envelope, Id, Out, model_timeout};
 use tieline_core::block::{Appeal, AppealClaim, Block};
@@ -34,8 +34,46 @@ pub type Model = ActorModel<Agent, Setup, History>;
 /// One global state of the model.
 pub type State = stateright::actor::ActorModelState<Agent, History>;
 
+/// A hash computed once: the value it belongs to is immutable once shared (it is reset
+/// whenever the value is copied or changed), and it is invisible to equality.
+#[derive(Default)]
+pub struct HashCache(OnceLock<u64>);
+
+impl HashCache {
+    fn get(&self, f: impl FnOnce(&mut DefaultHasher)) -> u64 {
+        *self.0.get_or_init(|| {
+            let mut h = DefaultHasher::new();
+            f(&mut h);
+            h.finish()
+        })
+    }
+}
+impl Clone for HashCache {
+    fn clone(&self) -> Self {
+        HashCache::default()
+    }
+}
+impl PartialEq for HashCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for HashCache {}
+impl fmt::Debug for HashCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("_")
+    }
+}
+
 /// What a node has made durable: it survives a crash.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// The log keeps records grouped by kind (bids, batches, votes, skip votes, skip certificates,
+/// locks, appeals, objections) and, inside a group, in the order written, except that batches,
+/// votes, skip votes and skip certificates are ordered by their height, home, round or view:
+/// `NodeState::restore` gives the same state for any order that keeps the relative order of
+/// records it does not treat alike, and the model then does not tell apart states whose logs
+/// differ only in the order that unrelated messages happened to arrive.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Store {
     /// Committed blocks, in height order.
     pub blocks: Vec<Block>,
@@ -44,12 +82,56 @@ pub struct Store {
     /// How often the node recovered from this storage: the model's own count, which bounds
     /// the crashes of a run; the node never reads it.
     pub recoveries: u32,
+    hash: HashCache,
+}
+
+impl Hash for Store {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash.get(|h| {
+            self.blocks.hash(h);
+            self.records.hash(h);
+            self.recoveries.hash(h);
+        }));
+    }
+}
+
+/// Where a record sits in the model's log: its group, then its place inside the group.
+fn log_key(r: &Record) -> (u8, u64, u64, u64) {
+    match r {
+        Record::Bid { .. } => (0, 0, 0, 0),
+        Record::Batch(b) => (1, b.body.height, u64::from(b.body.home.0), 0),
+        Record::Vote(v) => (
+            2,
+            v.body.height,
+            (v.body.kind as u64) << 32 | u64::from(v.body.view),
+            u64::from(v.body.revision),
+        ),
+        Record::Skip(v) => (3, v.body.height, u64::from(v.body.view), 0),
+        Record::SkipCertificate(c) => (4, c.height, u64::from(c.view), 0),
+        Record::Lock(..) => (5, 0, 0, 0),
+        Record::Appeal { .. } => (6, 0, 0, 0),
+        Record::Objection(..) => (7, 0, 0, 0),
+    }
 }
 
 impl Store {
     /// The next height this store's owner has to decide.
     pub fn next_height(&self) -> u64 {
         self.blocks.len() as u64 + 1
+    }
+
+    /// The store, to change (copied if shared; its hash is recomputed after).
+    fn edit(store: &mut Arc<Store>) -> &mut Store {
+        let s = Arc::make_mut(store);
+        s.hash = HashCache::default();
+        s
+    }
+
+    /// Appends a record at its place in the log.
+    fn append(&mut self, r: Record) {
+        let k = log_key(&r);
+        let at = self.records.partition_point(|x| log_key(x) <= k);
+        self.records.insert(at, r);
     }
 }
 
@@ -137,7 +219,7 @@ impl Hash for Mirror {
 }
 
 /// A management node as the model sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeView {
     /// The core's state.
     pub node: NodeState,
@@ -147,6 +229,22 @@ pub struct NodeView {
     /// at its height: a ghost for the equivocation property S4, volatile like the node's own
     /// memory.
     pub received_votes: BTreeSet<Signed<tieline_core::block::Vote>>,
+    hash: HashCache,
+}
+
+impl Hash for NodeView {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.fingerprint());
+    }
+}
+
+impl NodeView {
+    fn fingerprint(&self) -> u64 {
+        self.hash.get(|h| {
+            self.node.hash(h);
+            self.received_votes.hash(h);
+        })
+    }
 }
 
 /// A participant as the model sees it.
@@ -160,7 +258,7 @@ pub struct ParticipantView {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum AgentState {
     /// A management node.
-    Node(NodeView),
+    Node(Arc<NodeView>),
     /// A participant.
     Participant(ParticipantView),
 }
@@ -202,6 +300,8 @@ pub struct NodeAgent {
     pub topology: Arc<Topology>,
     /// The faulty members, whose votes the node's ghost records (spec S4).
     pub watch: BTreeSet<NodeId>,
+    /// This actor's place in the model (its transitions are remembered under it).
+    pub key: usize,
 }
 
 /// What a scripted participant appeals, once it has the reply that makes the claim.
@@ -247,12 +347,97 @@ impl Agent {
     }
 }
 
+/// A stateright command, kept so a remembered transition can be replayed.
+#[derive(Clone, Debug)]
+enum Command {
+    Send(Id, Wire),
+    SetTimer(Timer),
+    CancelTimer(Timer),
+    Save(Arc<Store>),
+}
+
+/// A remembered transition: the node's next view and its commands, or nothing (a no-op).
+type Transition = Option<(Arc<NodeView>, Arc<[Command]>)>;
+
+/// Most transitions remembered per thread before the memory is cleared.
+const MEMO_LIMIT: usize = 400_000;
+
+thread_local! {
+    /// Transitions by (actor's context, view hash, store hash, input hash). A step is a pure
+    /// function of the node's context, state, storage and input, and the product of the
+    /// nodes' states repeats each node's own transitions many times over.
+    static MEMO: std::cell::RefCell<HashMap<(usize, u64, u64, u64), Transition>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn input_hash(input: &Input) -> u64 {
+    let mut h = DefaultHasher::new();
+    match input {
+        Input::Message { from, .. } => {
+            0u8.hash(&mut h);
+            from.hash(&mut h);
+        }
+        other => {
+            1u8.hash(&mut h);
+            other.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
 impl NodeAgent {
     /// Steps the core and carries out its effects; leaves `state` borrowed if nothing changed.
-    fn step(&self, state: &mut Cow<'_, AgentState>, input: Input, o: &mut Out<Agent>) {
+    /// `wire` is the message's hash when the input is a message.
+    fn step(
+        &self,
+        state: &mut Cow<'_, AgentState>,
+        input: Input,
+        wire: Option<u64>,
+        o: &mut Out<Agent>,
+    ) {
         let AgentState::Node(before) = state.as_ref() else {
             return;
         };
+        let key = (
+            self.key,
+            before.fingerprint(),
+            {
+                let mut h = DefaultHasher::new();
+                before.store.0.hash(&mut h);
+                h.finish()
+            },
+            input_hash(&input) ^ wire.unwrap_or(0).rotate_left(17),
+        );
+        let memo = MEMO.with(|m| m.borrow().get(&key).cloned());
+        let transition = match memo {
+            Some(t) => t,
+            None => {
+                let t = self.compute(before, input);
+                MEMO.with(|m| {
+                    let mut m = m.borrow_mut();
+                    if m.len() >= MEMO_LIMIT {
+                        m.clear();
+                    }
+                    m.insert(key, t.clone());
+                });
+                t
+            }
+        };
+        let Some((view, commands)) = transition else {
+            return;
+        };
+        for c in commands.iter() {
+            match c {
+                Command::Send(id, w) => o.send(*id, w.clone()),
+                Command::SetTimer(t) => o.set_timer(*t, model_timeout()),
+                Command::CancelTimer(t) => o.cancel_timer(*t),
+                Command::Save(s) => o.save(s.clone()),
+            }
+        }
+        *state = Cow::Owned(AgentState::Node(view));
+    }
+
+    fn compute(&self, before: &NodeView, input: Input) -> Transition {
         let mut view = before.clone();
         if let Input::Message { msg, .. } = &input {
             let stamp = match msg {
@@ -269,44 +454,46 @@ impl NodeAgent {
         }
         let effects = view.node.step(&self.ctx, NOW, input);
         if effects.is_empty() && view == *before {
-            return;
+            return None;
         }
-        self.carry_out(&mut view, effects, o);
-        *state = Cow::Owned(AgentState::Node(view));
+        let commands = self.carry_out(&mut view, effects);
+        Some((Arc::new(view), commands.into()))
     }
 
     /// The effects as stateright commands, in order.
-    fn carry_out(&self, view: &mut NodeView, effects: Vec<Effect>, o: &mut Out<Agent>) {
+    fn carry_out(&self, view: &mut NodeView, effects: Vec<Effect>) -> Vec<Command> {
         let me = self.ctx.me;
+        let mut out = Vec::new();
         let mut saved = false;
+        let send = |out: &mut Vec<Command>, to: NodeId, msg: Message| {
+            let wire = Wire::new(Msg::Node(msg));
+            for &id in self.topology.actors_of(to) {
+                out.push(Command::Send(id, wire.clone()));
+            }
+        };
         for e in effects {
             match e {
                 Effect::Persist(r) => {
-                    Arc::make_mut(&mut view.store.0).records.push(r);
+                    Store::edit(&mut view.store.0).append(r);
                     saved = true;
                 }
                 Effect::Decide(b) => {
-                    Arc::make_mut(&mut view.store.0).blocks.push(*b);
+                    Store::edit(&mut view.store.0).blocks.push(*b);
                     saved = true;
                 }
                 Effect::Prune { below } => {
-                    Arc::make_mut(&mut view.store.0)
+                    Store::edit(&mut view.store.0)
                         .records
                         .retain(|r| r.height() >= below);
                     saved = true;
                 }
-                Effect::Send { to, msg } => {
-                    let wire = Wire::new(Msg::Node(msg));
-                    for &id in self.topology.actors_of(to) {
-                        o.send(id, wire.clone());
-                    }
-                }
+                Effect::Send { to, msg } => send(&mut out, to, msg),
                 Effect::Broadcast(msg) => {
                     let wire = Wire::new(Msg::Node(msg));
                     for (&member, ids) in &self.topology.member_actors {
                         if member != me {
                             for &id in ids {
-                                o.send(id, wire.clone());
+                                out.push(Command::Send(id, wire.clone()));
                             }
                         }
                     }
@@ -324,16 +511,13 @@ impl NodeAgent {
                         .filter(|b| (from..=to_height).contains(&b.header.height))
                         .cloned()
                         .collect();
-                    let wire = Wire::new(Msg::Node(Message::SyncResponse(blocks)));
-                    for &id in self.topology.actors_of(to) {
-                        o.send(id, wire.clone());
-                    }
+                    send(&mut out, to, Message::SyncResponse(blocks));
                 }
-                Effect::SetTimer { timer, .. } => o.set_timer(timer, model_timeout()),
-                Effect::CancelTimer(timer) => o.cancel_timer(timer),
+                Effect::SetTimer { timer, .. } => out.push(Command::SetTimer(timer)),
+                Effect::CancelTimer(timer) => out.push(Command::CancelTimer(timer)),
                 Effect::Reply { to, reply } => {
                     if let Some(&id) = self.topology.participant_actors.get(&to) {
-                        o.send(id, Wire::new(Msg::Reply(reply)));
+                        out.push(Command::Send(id, Wire::new(Msg::Reply(reply))));
                     }
                 }
                 // The evidence stays in the node's state until a block records it.
@@ -341,8 +525,9 @@ impl NodeAgent {
             }
         }
         if saved {
-            o.save(view.store.0.clone());
+            out.push(Command::Save(view.store.0.clone()));
         }
+        out
     }
 }
 
@@ -372,9 +557,8 @@ impl Actor for Agent {
             Agent::Node(n) => {
                 let (node, store) = match storage {
                     Some(s) => {
-                        let mut store = Store::clone(s);
-                        store.recoveries += 1;
-                        let store = Arc::new(store);
+                        let mut store = Arc::clone(s);
+                        Store::edit(&mut store).recoveries += 1;
                         o.save(store.clone());
                         let node =
                             NodeState::restore(&n.ctx, &s.blocks, s.records.iter().cloned());
@@ -382,12 +566,13 @@ impl Actor for Agent {
                     }
                     None => (NodeState::new(), Arc::default()),
                 };
-                let mut state = Cow::Owned(AgentState::Node(NodeView {
+                let mut state = Cow::Owned(AgentState::Node(Arc::new(NodeView {
                     node,
                     store: Mirror(store),
                     received_votes: BTreeSet::new(),
-                }));
-                n.step(&mut state, Input::Start, o);
+                    hash: HashCache::default(),
+                })));
+                n.step(&mut state, Input::Start, None, o);
                 state.into_owned()
             }
             Agent::Participant(p) => {
@@ -422,7 +607,7 @@ impl Actor for Agent {
                     Msg::Appeal(a) => Input::Appeal(a.clone()),
                     Msg::Reply(_) => return,
                 };
-                n.step(state, input, o);
+                n.step(state, input, Some(msg.hash), o);
             }
             Agent::Participant(p) => {
                 let (Msg::Reply(reply), Some(plan)) = (msg.msg(), p.appeal) else {
@@ -458,7 +643,7 @@ impl Actor for Agent {
 
     fn on_timeout(&self, _id: Id, state: &mut Cow<'_, AgentState>, timer: &Timer, o: &mut Out<Self>) {
         if let Agent::Node(n) = self {
-            n.step(state, Input::Timer(*timer), o);
+            n.step(state, Input::Timer(*timer), None, o);
         }
     }
 

@@ -217,6 +217,10 @@ pub static ZONAL: std::sync::LazyLock<Remembered> = std::sync::LazyLock::new(|| 
     memo: Mutex::new(HashMap::new()),
 });
 
+/// Numbers the models built in this process, so that transitions remembered for one model
+/// are never used by another (with another scenario or seeded bug).
+static NEXT_MODEL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
 /// The rule the model's nodes run for `rule`.
 pub fn model_rule(rule: ClearingRule) -> &'static dyn Clearing {
     match rule {
@@ -532,13 +536,17 @@ impl Scenario {
             topology.member_of.push(None);
         }
         let topology = Arc::new(topology);
+        // Remembered transitions are keyed by the actor's context: this model's and its own.
+        let model_key = NEXT_MODEL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 8;
         let mut actors: Vec<Agent> = contexts
             .into_iter()
-            .map(|ctx| {
+            .enumerate()
+            .map(|(i, ctx)| {
                 Agent::Node(Box::new(NodeAgent {
                     ctx,
                     topology: topology.clone(),
                     watch: faulty.clone(),
+                    key: model_key | i,
                 }))
             })
             .collect();
