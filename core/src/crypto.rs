@@ -55,6 +55,29 @@ impl Canonical for Digest {
     }
 }
 
+/// A hasher for maps keyed by [`Digest`]: a digest is already uniformly distributed, so its
+/// first eight bytes are the hash. For lookups only; nothing may depend on such a map's
+/// iteration order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+}
+
+/// A hash map keyed by digests, for fast lookups (never iterate it where order matters).
+pub type DigestMap<V> =
+    std::collections::HashMap<Digest, V, std::hash::BuildHasherDefault<DigestHasher>>;
+
 /// SHA-256 of the concatenation of `parts`.
 pub fn sha256(parts: &[&[u8]]) -> Digest {
     let mut h = Sha256::new();

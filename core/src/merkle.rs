@@ -33,16 +33,21 @@ pub fn root(leaves: &[Digest]) -> Digest {
     }
     let mut level = leaves.to_vec();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => node_hash(l, r),
-                [single] => *single,
-                _ => unreachable!("chunks(2) yields one or two items"),
-            })
-            .collect();
+        level = parent_level(&level);
     }
     level[0]
+}
+
+/// The level above: pairs hashed, an odd last node moved up unpaired.
+fn parent_level(level: &[Digest]) -> Vec<Digest> {
+    level
+        .chunks(2)
+        .map(|pair| match pair {
+            [l, r] => node_hash(l, r),
+            [single] => *single,
+            _ => unreachable!("chunks(2) yields one or two items"),
+        })
+        .collect()
 }
 
 /// A proof that a leaf sits at `index` in a tree of `size` leaves.
@@ -81,14 +86,7 @@ pub fn prove(leaves: &[Digest], index: usize) -> Option<InclusionProof> {
         if sibling < level.len() {
             path.push(level[sibling]);
         }
-        level = level
-            .chunks(2)
-            .map(|pair| match pair {
-                [l, r] => node_hash(l, r),
-                [single] => *single,
-                _ => unreachable!("chunks(2) yields one or two items"),
-            })
-            .collect();
+        level = parent_level(&level);
         i /= 2;
     }
     Some(InclusionProof {

@@ -333,3 +333,78 @@ fn check_pool_feasible_only(book: &Book, c: &Cleared) -> Result<(), TestCaseErro
     prop_assert!(net.values().all(|&v| v == 0), "unbalanced: {net:?}");
     Ok(())
 }
+
+/// A plausible tampering of a pay-as-bid result: something a primary could try.
+fn tamper(c: &Cleared, how: u8, at: usize, delta: i64) -> Cleared {
+    let mut t = c.clone();
+    let pairs = t.trades.len() / 2;
+    if pairs == 0 {
+        t.outcome.welfare.0 += 1;
+        return t;
+    }
+    let k = at % pairs;
+    match how % 6 {
+        // Another quantity on both sides of a trade, with the awards left alone.
+        0 => {
+            t.trades[2 * k].quantity.0 += delta;
+            t.trades[2 * k + 1].quantity.0 += delta;
+        }
+        // Another price on both sides.
+        1 => {
+            t.trades[2 * k].price.0 += delta * 10_000;
+            t.trades[2 * k + 1].price.0 += delta * 10_000;
+        }
+        // Two trades in the other order.
+        2 => {
+            let j = (k + 1) % pairs;
+            t.trades.swap(2 * k, 2 * j);
+            t.trades.swap(2 * k + 1, 2 * j + 1);
+        }
+        // Split a trade in two.
+        3 => {
+            let (b, s) = (t.trades[2 * k].clone(), t.trades[2 * k + 1].clone());
+            if b.quantity.0 > 1 {
+                let half = b.quantity.0 / 2;
+                t.trades[2 * k].quantity.0 -= half;
+                t.trades[2 * k + 1].quantity.0 -= half;
+                let (mut b2, mut s2) = (b, s);
+                b2.quantity.0 = half;
+                s2.quantity.0 = half;
+                t.trades.insert(2 * k + 2, s2);
+                t.trades.insert(2 * k + 2, b2);
+            }
+        }
+        // Drop a trade (and keep the awards).
+        4 => {
+            t.trades.drain(2 * k..2 * k + 2);
+        }
+        // Move an award from one step to another.
+        _ => {
+            if let Some(a) = t.outcome.awards.get_mut(at % c.outcome.awards.len().max(1)) {
+                a.quantity.0 -= delta.abs().min(a.quantity.0 - 1).max(0);
+            }
+        }
+    }
+    t
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// C1: pay-as-bid verification, which never sorts, accepts exactly the rule's own result:
+    /// every tampered variant that differs from it is rejected.
+    #[test]
+    fn pay_as_bid_verification_accepts_exactly_the_rules_result(
+        bids in prop::collection::vec(raw_bid(1), 0..12),
+        how in any::<u8>(),
+        at in any::<usize>(),
+        delta in prop_oneof![-3i64..=-1, 1i64..=3],
+    ) {
+        let b = book(ClearingRule::PayAsBid, 1, &bids, 0);
+        let c = PayAsBid.clear(&b.input()).unwrap();
+        prop_assert_eq!(PayAsBid.verify(&b.input(), &c), Ok(()));
+        let t = tamper(&c, how, at, delta);
+        let verdict = PayAsBid.verify(&b.input(), &t);
+        prop_assert_eq!(verdict.is_ok(), t == c, "{:?}", verdict);
+    }
+}

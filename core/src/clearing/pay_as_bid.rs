@@ -1,13 +1,18 @@
 //! [`PayAsBid`]: bilateral matching of buy and sell steps by price, then submission time, then
 //! bid id (spec C1).
 
+use std::collections::BTreeMap;
+
+use crate::crypto::{Digest, DigestMap};
 use crate::genesis::ClearingRule;
-use crate::market::{Side, Trade};
+use crate::market::{Product, Side, Trade};
 use crate::units::{Price, Quantity};
 
 use super::pool::{self, Layout};
 use super::uniform::refuse_cuts;
-use super::{Cleared, Clearing, ClearingError, ClearingInput, ClearingOutcome};
+use super::{
+    Cleared, Clearing, ClearingError, ClearingInput, ClearingMismatch, ClearingOutcome, VerifyError,
+};
 
 /// Pay-as-bid matching: per product, the best remaining buyer step (highest limit, then
 /// earliest submission, then smallest bid id) is matched with the best remaining seller step
@@ -17,7 +22,14 @@ use super::{Cleared, Clearing, ClearingError, ClearingInput, ClearingOutcome};
 /// matched pair gives two trades, the buyer's and the seller's, each naming the other as
 /// counterparty; consecutive matches of the same two bids at the same price are merged. All
 /// areas form one zone; cuts are not supported. No area price is published, and the
-/// congestion rent is zero. Verification recomputes and compares.
+/// congestion rent is zero.
+///
+/// Verification does not sort (spec C1): it walks the proposed trades once, in their order,
+/// and checks that they consume every bid's steps in priority order on each side, only while
+/// the steps cross, at the earlier bid's price, merged where the rule merges; then that every
+/// step ahead of the last one consumed is used up, none behind it is touched, and the best
+/// steps left over do not cross. That is exactly the greedy matching the rule defines, checked
+/// in time linear in the steps and trades.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PayAsBid;
 
@@ -117,5 +129,349 @@ impl Clearing for PayAsBid {
             ..ClearingOutcome::default()
         };
         Ok(Cleared { outcome, trades })
+    }
+
+    fn verify(&self, input: &ClearingInput<'_>, proposed: &Cleared) -> Result<(), VerifyError> {
+        refuse_cuts(input).map_err(VerifyError::Clearing)?;
+        let (layout, products) = Layout::new(input);
+        let mut walk = Walk::new(input, &layout);
+        walk.trades(&proposed.trades)
+            .map_err(VerifyError::Mismatch)?;
+        for bids in products.values() {
+            walk.settled(bids).map_err(VerifyError::Mismatch)?;
+        }
+        let expected = Cleared {
+            outcome: ClearingOutcome {
+                awards: pool::awards_of(input, &layout, &walk.used),
+                welfare: pool::welfare_of(input, &layout, &walk.used),
+                congestion_rent: pool::rent_of(&proposed.trades),
+                ..ClearingOutcome::default()
+            },
+            // The walk has checked every trade already.
+            trades: Vec::new(),
+        };
+        super::compare_parts(&expected, proposed, true, false).map_err(VerifyError::Mismatch)
+    }
+}
+
+fn mismatch(item: String, proposed: impl ToString, expected: impl ToString) -> ClearingMismatch {
+    ClearingMismatch {
+        item,
+        proposed: proposed.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+/// The last step consumed on each side, buy then sell, as (bid position, step).
+type Frontier = [Option<(usize, usize)>; 2];
+
+/// A step's place in its side's priority order: best limit first (a buyer's highest, a
+/// seller's lowest), then earlier submission, then smaller bid id.
+type Key = (i64, u64, [u8; 32]);
+
+/// One pass over proposed trades, tracking how much of every step they consume. The bids'
+/// prices, quantities, times and sides are copied into flat arrays once, so the walk, which
+/// visits bids in priority order and thus all over memory, touches compact data.
+struct Walk<'w, 'a> {
+    input: &'w ClearingInput<'a>,
+    layout: &'w Layout,
+    index: DigestMap<usize>,
+    /// Limit price per flat step, negated for buyers: ascending is priority order.
+    rank: Vec<i64>,
+    /// Quantity per flat step.
+    quantity: Vec<i64>,
+    /// Submission time per bid position.
+    time: Vec<u64>,
+    /// Whether the bid at a position buys.
+    buys: Vec<bool>,
+    /// The first step not yet used up, per bid position.
+    cursor: Vec<usize>,
+    /// Energy consumed per flat step.
+    used: Vec<i64>,
+    /// The product whose trades are being walked, and the last step consumed on each side as
+    /// (bid position, step), buy then sell. Trades come grouped by product.
+    current: Option<(Product, Frontier)>,
+    /// The same for the products already walked.
+    done: BTreeMap<Product, Frontier>,
+}
+
+impl<'w, 'a> Walk<'w, 'a> {
+    fn new(input: &'w ClearingInput<'a>, layout: &'w Layout) -> Self {
+        let n = layout.total();
+        let (mut rank, mut quantity) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut time, mut buys) = (Vec::new(), Vec::new());
+        for (_, bid) in &input.bids {
+            let buy = bid.side == Side::Buy;
+            for step in &bid.steps {
+                rank.push(if buy { -step.price.0 } else { step.price.0 });
+                quantity.push(step.quantity.0);
+            }
+            time.push(bid.timestamp.0);
+            buys.push(buy);
+        }
+        Self {
+            index: input
+                .bids
+                .iter()
+                .enumerate()
+                .map(|(p, (id, _))| (*id, p))
+                .collect(),
+            rank,
+            quantity,
+            cursor: vec![0; input.bids.len()],
+            time,
+            buys,
+            used: vec![0; n],
+            current: None,
+            done: BTreeMap::new(),
+            input,
+            layout,
+        }
+    }
+
+    fn key(&self, pos: usize, step: usize) -> Key {
+        (
+            self.rank[self.layout.at(pos, step)],
+            self.time[pos],
+            self.input.bids[pos].0.0,
+        )
+    }
+
+    fn quantity(&self, pos: usize, step: usize) -> i64 {
+        self.quantity[self.layout.at(pos, step)]
+    }
+
+    /// The limit price of a step.
+    fn price(&self, pos: usize, step: usize) -> Price {
+        let r = self.rank[self.layout.at(pos, step)];
+        Price(if self.buys[pos] { -r } else { r })
+    }
+
+    /// The first step of the bid at `pos` not used up.
+    fn current(&self, pos: usize) -> Option<usize> {
+        let step = self.cursor[pos];
+        (step < self.layout.steps(pos)).then_some(step)
+    }
+
+    /// Adds `piece` to a step's use, moving the bid's cursor past it once it is used up.
+    fn take(&mut self, pos: usize, step: usize, piece: i64) {
+        let flat = self.layout.at(pos, step);
+        self.used[flat] += piece;
+        if self.used[flat] == self.quantity[flat] {
+            self.cursor[pos] = step + 1;
+        }
+    }
+
+    fn trades(&mut self, trades: &[Trade]) -> Result<(), ClearingMismatch> {
+        if trades.len() % 2 != 0 {
+            return Err(mismatch("trades".into(), trades.len(), "pairs of trades"));
+        }
+        let mut previous: Option<(usize, usize, Price)> = None;
+        for (k, pair) in trades.chunks(2).enumerate() {
+            let (b, s) = (&pair[0], &pair[1]);
+            let name = |i: usize, what: &str| format!("trade {}: {what}", 2 * k + i);
+            let pos_b = *self
+                .index
+                .get(&b.bid)
+                .ok_or_else(|| mismatch(name(0, "bid"), format!("{:?}", b.bid), "a cleared bid"))?;
+            let pos_s = *self
+                .index
+                .get(&s.bid)
+                .ok_or_else(|| mismatch(name(1, "bid"), format!("{:?}", s.bid), "a cleared bid"))?;
+            let (bid_b, bid_s) = (self.input.bids[pos_b].1, self.input.bids[pos_s].1);
+            if bid_b.side != Side::Buy || bid_s.side != Side::Sell || bid_b.product != bid_s.product
+            {
+                return Err(mismatch(
+                    name(0, "sides"),
+                    "not a buyer then a seller of one product",
+                    "a buyer's trade, then its seller's, of one product",
+                ));
+            }
+            if b.quantity.0 <= 0 {
+                return Err(mismatch(
+                    name(0, "quantity"),
+                    b.quantity,
+                    "a positive quantity",
+                ));
+            }
+            if previous == Some((pos_b, pos_s, b.price)) {
+                return Err(mismatch(
+                    name(0, "merging"),
+                    "a separate trade",
+                    "merged with the trade before",
+                ));
+            }
+            previous = Some((pos_b, pos_s, b.price));
+            // The buyer's trade is checked against the rule; the seller's must mirror it.
+            self.consume(2 * k, pos_b, pos_s, b.quantity.0, b.price)?;
+            let expected =
+                |me: &crate::market::Bid, id: Digest, other: &crate::market::Bid| Trade {
+                    bid: id,
+                    participant: me.participant,
+                    side: me.side,
+                    area: me.area,
+                    bus: me.bus,
+                    product: me.product,
+                    quantity: b.quantity,
+                    price: b.price,
+                    counterparty: Some(other.participant),
+                };
+            for (i, t, exp) in [
+                (0, b, expected(bid_b, b.bid, bid_s)),
+                (1, s, expected(bid_s, s.bid, bid_b)),
+            ] {
+                if *t != exp {
+                    return Err(mismatch(
+                        name(i, "fields"),
+                        format!("{t:?}"),
+                        format!("{exp:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Consumes `q` from the current steps of a buyer and a seller, step by step, checking
+    /// priority order on each side, crossing limits and the price of each piece.
+    fn consume(
+        &mut self,
+        trade: usize,
+        pos_b: usize,
+        pos_s: usize,
+        q: i64,
+        price: Price,
+    ) -> Result<(), ClearingMismatch> {
+        let item = |what: &str| format!("trade {trade}: {what}");
+        let product = self.input.bids[pos_b].1.product;
+        // The earlier-submitted bid sets the price; the seller's on equal times.
+        let earlier_is_buyer = self.time[pos_b] < self.time[pos_s];
+        let mut left = q;
+        while left > 0 {
+            let sb = self.current(pos_b).ok_or_else(|| {
+                mismatch(
+                    item("buyer's quantity"),
+                    q,
+                    "at most what the buyer's steps hold",
+                )
+            })?;
+            let ss = self.current(pos_s).ok_or_else(|| {
+                mismatch(
+                    item("seller's quantity"),
+                    q,
+                    "at most what the seller's steps hold",
+                )
+            })?;
+            let (fb, fs) = (self.layout.at(pos_b, sb), self.layout.at(pos_s, ss));
+            let (pb, ps) = (self.price(pos_b, sb), self.price(pos_s, ss));
+            if pb < ps {
+                return Err(mismatch(
+                    item("limits"),
+                    format!("buyer {pb} below seller {ps}"),
+                    "crossing limits",
+                ));
+            }
+            let expected = if earlier_is_buyer { pb } else { ps };
+            if price != expected {
+                return Err(mismatch(item("price"), price, expected));
+            }
+            let last = self.last_of(product, trade)?;
+            for (side, pos, step) in [(0, pos_b, sb), (1, pos_s, ss)] {
+                if let Some((lp, ls)) = last[side].filter(|&l| l != (pos, step)) {
+                    let behind = self.key(lp, ls) > self.key(pos, step);
+                    if behind || self.used[self.layout.at(lp, ls)] < self.quantity(lp, ls) {
+                        return Err(mismatch(
+                            item("priority"),
+                            "a step out of the book's order",
+                            "the next step in price, then time, then id order",
+                        ));
+                    }
+                }
+            }
+            if let Some((_, l)) = self.current.as_mut() {
+                *l = [Some((pos_b, sb)), Some((pos_s, ss))];
+            }
+            let piece = left
+                .min(self.quantity[fb] - self.used[fb])
+                .min(self.quantity[fs] - self.used[fs]);
+            self.take(pos_b, sb, piece);
+            self.take(pos_s, ss, piece);
+            left -= piece;
+        }
+        Ok(())
+    }
+
+    /// The last steps consumed in `product`, opening it if the walk just reached it (products
+    /// come in canonical order, each once).
+    fn last_of(&mut self, product: Product, trade: usize) -> Result<Frontier, ClearingMismatch> {
+        match self.current {
+            Some((p, l)) if p == product => return Ok(l),
+            Some((p, l)) => {
+                if product < p {
+                    return Err(mismatch(
+                        format!("trade {trade}: product"),
+                        pool::product_label(&product),
+                        "products in canonical order",
+                    ));
+                }
+                self.done.insert(p, l);
+            }
+            None => {}
+        }
+        if self.done.contains_key(&product) {
+            return Err(mismatch(
+                format!("trade {trade}: product"),
+                pool::product_label(&product),
+                "each product's trades together",
+            ));
+        }
+        self.current = Some((product, [None, None]));
+        Ok([None, None])
+    }
+
+    /// After the walk, for one product: every step ahead of the last consumed on its side is
+    /// used up and none behind it is touched, and the best steps left over do not cross.
+    fn settled(&self, bids: &[usize]) -> Result<(), ClearingMismatch> {
+        let Some(&first) = bids.first() else {
+            return Ok(());
+        };
+        let product = self.input.bids[first].1.product;
+        let last = match self.current {
+            Some((p, l)) if p == product => l,
+            _ => self.done.get(&product).copied().unwrap_or([None, None]),
+        };
+        let mut best_left: [Option<(Key, Price)>; 2] = [None, None];
+        let bounds = last.map(|l| l.map(|(lp, ls)| self.key(lp, ls)));
+        for &pos in bids {
+            let side = usize::from(!self.buys[pos]);
+            let bound = bounds[side];
+            for step in 0..self.layout.steps(pos) {
+                let flat = self.layout.at(pos, step);
+                let key = self.key(pos, step);
+                let (used, full) = (self.used[flat], self.quantity(pos, step));
+                let ahead = bound.is_some_and(|b| key < b);
+                let behind = bound.is_none_or(|b| key > b);
+                if (ahead && used < full) || (behind && used > 0) {
+                    return Err(mismatch(
+                        format!("step {step} of bid {:?}", self.input.bids[pos].0),
+                        used,
+                        if ahead { full } else { 0 },
+                    ));
+                }
+                if used < full && best_left[side].is_none_or(|(k, _)| key < k) {
+                    best_left[side] = Some((key, self.price(pos, step)));
+                }
+            }
+        }
+        if let [Some((_, buy)), Some((_, sell))] = best_left {
+            if buy >= sell {
+                return Err(mismatch(
+                    format!("{} left over", pool::product_label(&product)),
+                    format!("a buyer at {buy} and a seller at {sell} unmatched"),
+                    "no crossing steps left",
+                ));
+            }
+        }
+        Ok(())
     }
 }

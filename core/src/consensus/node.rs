@@ -92,6 +92,9 @@ pub struct NodeState {
     pub early_batches: BTreeMap<NodeId, SignedBatch>,
     /// The latest valid proposal in the current view.
     pub proposal: Option<Proposal>,
+    /// As primary: the latest proposal this node made in the current view, which objections
+    /// and appeals refer to (it may have failed this node's own checks).
+    pub own: Option<Proposal>,
     /// The lock, if any.
     pub lock: Option<Lock>,
     /// Votes collected: (kind, view, revision, block) -> voter -> signature.
@@ -157,6 +160,7 @@ impl NodeState {
             batches: BTreeMap::new(),
             early_batches: BTreeMap::new(),
             proposal: None,
+            own: None,
             lock: None,
             votes: BTreeMap::new(),
             seen: BTreeMap::new(),
@@ -294,7 +298,7 @@ impl NodeState {
             });
         } else {
             self.arm_view_timer(out);
-            if self.primary(ctx) == ctx.me && self.proposal.is_none() {
+            if self.primary(ctx) == ctx.me && self.own.is_none() {
                 out.push(Effect::SetTimer {
                     timer: Timer::BatchWait(self.height),
                     after_ms: ctx.genesis.timing.batch_wait_ms,
@@ -402,7 +406,7 @@ impl NodeState {
         match timer {
             Timer::Gate(h) if h == self.height && !self.gate_closed => {
                 self.close_gate(out);
-                if self.primary(out.ctx) == out.ctx.me && self.proposal.is_none() {
+                if self.primary(out.ctx) == out.ctx.me && self.own.is_none() {
                     if self.batches.len() == out.ctx.genesis.n() {
                         self.propose(out, 0);
                     } else {
@@ -416,7 +420,7 @@ impl NodeState {
             Timer::BatchWait(h)
                 if h == self.height
                     && self.primary(out.ctx) == out.ctx.me
-                    && self.proposal.is_none() =>
+                    && self.own.is_none() =>
             {
                 self.propose(out, 0);
             }
@@ -536,7 +540,7 @@ impl NodeState {
         if now_height
             && self.gate_closed
             && self.primary(ctx) == ctx.me
-            && self.proposal.is_none()
+            && self.own.is_none()
             && self.batches.len() == ctx.genesis.n()
         {
             self.propose(out, 0);
@@ -735,6 +739,7 @@ impl NodeState {
         out.push(Effect::Broadcast(Message::Proposal(Box::new(
             proposal.clone(),
         ))));
+        self.own = Some(proposal.clone());
         self.on_proposal(out, ctx.me, proposal);
     }
 
@@ -831,23 +836,9 @@ impl NodeState {
         }
         self.proposal = Some(p.clone());
         self.arm_view_timer(out);
-        let slot = (VoteKind::Endorse, view, revision);
-        if self.voted.contains_key(&slot) {
+        if !self.cast_vote(out, VoteKind::Endorse, view, revision, digest) {
             return;
         }
-        let vote = out.sign(Vote {
-            kind: VoteKind::Endorse,
-            chain_id: ctx.chain_id,
-            height: self.height,
-            view,
-            revision,
-            block: digest,
-            voter: ctx.me,
-        });
-        self.voted.insert(slot, digest);
-        out.persist_vote(&vote);
-        out.push(Effect::Broadcast(Message::Vote(vote.clone())));
-        self.count_vote(out, &vote);
         // Votes for this round may have arrived before the proposal.
         for kind in [VoteKind::Endorse, VoteKind::Commit] {
             self.try_certificate(out, kind, view, revision, digest);
@@ -1024,11 +1015,11 @@ impl NodeState {
         if o.verify(ctx.scheme.as_ref(), &key).is_err() {
             return;
         }
-        let Some(current) = &self.proposal else {
+        let Some(current) = &self.own else {
             return;
         };
         let fresh = current.header.view == current.round().0;
-        if current.stamp.body.voter != ctx.me
+        if current.round().0 != self.view
             || current.round() != (b.view, b.revision)
             || current.stamp.body.block != b.block
             || !fresh
@@ -1197,8 +1188,7 @@ impl NodeState {
             return;
         }
         let digest = certificate.block;
-        let slot = (VoteKind::Commit, view, revision);
-        if self.voted.contains_key(&slot) {
+        if self.voted.contains_key(&(VoteKind::Commit, view, revision)) {
             return;
         }
         out.push(Effect::Persist(Record::Lock(
@@ -1209,19 +1199,37 @@ impl NodeState {
             certificate,
             proposal: p,
         });
+        self.cast_vote(out, VoteKind::Commit, view, revision, digest);
+    }
+
+    /// S3, N3: signs this node's one vote of `kind` in the round, logs it, sends it to all and
+    /// counts it. Returns false if the node already voted in that slot.
+    fn cast_vote(
+        &mut self,
+        out: &mut Out<'_>,
+        kind: VoteKind,
+        view: u32,
+        revision: u32,
+        block: Digest,
+    ) -> bool {
+        let slot = (kind, view, revision);
+        if self.voted.contains_key(&slot) {
+            return false;
+        }
         let vote = out.sign(Vote {
-            kind: VoteKind::Commit,
-            chain_id: ctx.chain_id,
+            kind,
+            chain_id: out.ctx.chain_id,
             height: self.height,
             view,
             revision,
-            block: digest,
-            voter: ctx.me,
+            block,
+            voter: out.ctx.me,
         });
-        self.voted.insert(slot, digest);
+        self.voted.insert(slot, block);
         out.persist_vote(&vote);
         out.push(Effect::Broadcast(Message::Vote(vote.clone())));
         self.count_vote(out, &vote);
+        true
     }
 
     /// S1: a commit certificate decides the block; it is final.
@@ -1335,6 +1343,7 @@ impl NodeState {
         self.gate_closed = false;
         self.batches = std::mem::take(&mut self.early_batches);
         self.proposal = None;
+        self.own = None;
         self.lock = None;
         self.votes.clear();
         self.seen.clear();
@@ -1495,6 +1504,7 @@ impl NodeState {
         self.view = view;
         self.justification = Some(cert);
         self.proposal = None;
+        self.own = None;
         self.negotiation = Negotiation::default();
         self.arm_view_timer(out);
         if self.primary(ctx) == ctx.me {
@@ -1578,10 +1588,10 @@ impl NodeState {
         }));
         self.appeals.push((appeal, via));
         // The primary records it in its next revision, while revisions remain.
-        if let Some(cur) = &self.proposal {
+        if let Some(cur) = &self.own {
             let (view, revision) = cur.round();
             let fresh = cur.header.view == view;
-            if cur.stamp.body.voter == ctx.me && fresh && revision + 1 < ctx.genesis.max_revisions {
+            if view == self.view && fresh && revision + 1 < ctx.genesis.max_revisions {
                 self.propose(out, revision + 1);
             }
         }

@@ -123,7 +123,7 @@ pub struct Case {
 }
 
 /// Removes `%` comments.
-fn strip_comments(text: &str) -> String {
+pub(super) fn strip_comments(text: &str) -> String {
     text.lines()
         .map(|l| l.split('%').next().unwrap_or(""))
         .collect::<Vec<_>>()
@@ -131,7 +131,7 @@ fn strip_comments(text: &str) -> String {
 }
 
 /// The body of `mpc.<name> = ...;` (matrix bodies without brackets).
-fn field<'t>(text: &'t str, name: &str) -> Option<&'t str> {
+pub(super) fn field<'t>(text: &'t str, name: &str) -> Option<&'t str> {
     let key = format!("mpc.{name}");
     let mut from = 0;
     while let Some(at) = text[from..].find(&key) {

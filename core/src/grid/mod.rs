@@ -1,13 +1,23 @@
-//! Grid models for security checks and nodal clearing: a reader of MATPOWER cases and the DC
+//! Grid models for security checks and nodal clearing: a reader of MATPOWER cases, the DC
 //! power transfer distribution factors (PTDF) that turn line limits into linear cuts over bid
-//! injections (spec C9).
+//! injections (spec C9), and each management node's private security check of its own area
+//! (spec 3.8, C20-C25), with the tools that make a consortium of areas from a whole-system
+//! case (the RTS-GMLC demo in `data/rts-gmlc/`).
 //!
 //! Pure: cases are parsed from text handed in by the caller. Floating point is fine here: a
 //! grid model is private to the node that holds it, and what leaves the node (a cut) is
 //! fixed-point.
 
+pub mod consortium;
 pub mod matpower;
+pub mod offers;
 pub mod ptdf;
+pub mod security;
+pub mod split;
 
+pub use consortium::{AreaFile, GridConsortium, GridConsortiumError, GridConsortiumOptions};
 pub use matpower::{Branch, Bus, Case, GenCost, Generator, MatpowerError};
+pub use offers::{Offer, OfferError, OfferSource, case_offers};
 pub use ptdf::{GridError, Ptdf, line_limit_cuts};
+pub use security::{AreaModel, AreaModelError, LineFlow};
+pub use split::{AreaCase, Split, SplitError, TieBranch, TieOrigin, derate_lines, split_by_area};

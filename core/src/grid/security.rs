@@ -1,0 +1,392 @@
+//! A management node's private security check of its own area (the paper's Fig. 5; spec 3.8,
+//! C20-C25).
+//!
+//! The node's [`AreaModel`] is built from a MATPOWER case of its area (its buses, its
+//! generators, and its branches with their ratings) and from the genesis, which says where each
+//! tie line touching the area lands. Tie lines are scheduled exchanges (transport model): a flow
+//! `f` on a tie line from area A to area B withdraws `f` at its landing bus in A and injects it
+//! at its landing bus in B, so each area's internal DC flows follow from the injections of the
+//! bids located in it and the flows of its tie lines alone.
+//!
+//! Given a proposed outcome, the check runs a DC power flow of the area for every physical
+//! product and returns one cut per overloaded line and direction: the line's PTDF row over the
+//! net injections of the area's bids and the flows of its tie lines, at most the line's rating
+//! times the delivery period. A cut reveals that one row and bound, never the model.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::clearing::{COEFFICIENT_SCALE, Cleared, ClearingInput, Cut, CutTerm, CutVariable};
+use crate::consensus::SecurityCheck;
+use crate::crypto::Digest;
+use crate::genesis::Genesis;
+use crate::market::{Bid, Product, Settlement, Side};
+use crate::units::{AreaId, Quantity, TieLineId};
+
+use super::{Case, GridError, MatpowerError, Ptdf};
+
+/// The label of a cut that excludes a bid the area's model cannot place (no bus, or a bus the
+/// model does not have). Line cuts are labelled `2 * branch` (forward) and `2 * branch + 1`
+/// (backward), with `branch` the row of the branch in the area file, counted from 0.
+pub const UNLOCATED_BID_LABEL: u32 = u32::MAX;
+
+/// A line counts as overloaded when its DC flow exceeds its limit by more than this, in kWh:
+/// float noise of the flow computation, far below a kWh.
+pub const OVERLOAD_EPSILON_KWH: f64 = 1e-3;
+
+/// Why an area model cannot be built.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum AreaModelError {
+    /// The area file is not a readable MATPOWER case.
+    #[error("the area file: {0}")]
+    Case(#[from] MatpowerError),
+    /// The area's network has no DC power flow (no reference bus, not connected, ...).
+    #[error("the area's network: {0}")]
+    Grid(#[from] GridError),
+    /// The genesis has no such area.
+    #[error("area {0} is not in the genesis")]
+    UnknownArea(AreaId),
+    /// A bus number appears twice in the area file.
+    #[error("bus {0} appears twice in the area file")]
+    DuplicateBus(u32),
+    /// A tie line touching the area does not land at one of its buses.
+    #[error("tie line {tie_line}: {reason}")]
+    TieLine {
+        /// The tie line.
+        tie_line: TieLineId,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A rated branch of the area: its PTDF row and its rating.
+#[derive(Clone)]
+struct RatedLine {
+    /// The branch's row in the area file (from 0).
+    branch: u32,
+    /// The rating (MATPOWER `rateA`), MW.
+    rating_mw: f64,
+    /// MW on the branch (positive from its `from` bus) per MW injected at each bus (columns as
+    /// in `AreaModel::columns`) and withdrawn at the reference bus.
+    factors: Vec<f64>,
+}
+
+/// A tie line landing in the area: where, and the sign of its flow as an injection there.
+#[derive(Clone, Copy)]
+struct Landing {
+    tie_line: TieLineId,
+    column: usize,
+    /// +1 if the area is the line's `to` side (a positive flow is imported), -1 if `from`.
+    sign: f64,
+}
+
+/// A management node's private grid model of its area, and its security check
+/// ([`SecurityCheck`]).
+///
+/// Bus numbers are consortium-wide: a bid's bus is interpreted by the model of the bid's area,
+/// and a tie line's landing buses are named in the genesis. Only bids of the model's own area
+/// are placed on its network; a bid of the area that names no bus, or a bus the model does not
+/// have, cannot be dispatched securely and is excluded by a cut as soon as it is accepted.
+/// Financial products carry no flows and are not checked.
+#[derive(Clone)]
+pub struct AreaModel {
+    area: AreaId,
+    /// Bus number -> column of the PTDF rows.
+    columns: BTreeMap<u32, usize>,
+    lines: Vec<RatedLine>,
+    landings: Vec<Landing>,
+}
+
+/// The model never prints its network: a node's logs must not leak it either.
+impl fmt::Debug for AreaModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AreaModel")
+            .field("area", &self.area)
+            .field("tie_lines", &self.landings.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The DC flow of one rated line for one product, as [`AreaModel::line_flows`] gives it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LineFlow {
+    /// The product.
+    pub product: Product,
+    /// The branch's row in the area file (from 0).
+    pub branch: u32,
+    /// The flow, kWh over the delivery period, positive from the branch's `from` bus.
+    pub flow_kwh: f64,
+    /// The rating times the delivery period, kWh.
+    pub limit: Quantity,
+}
+
+impl AreaModel {
+    /// The model of `area` from the text of its MATPOWER area file (see
+    /// `data/rts-gmlc/README.md` for the layout) and the genesis.
+    pub fn from_matpower(
+        text: &str,
+        area: AreaId,
+        genesis: &Genesis,
+    ) -> Result<Self, AreaModelError> {
+        Self::new(&Case::parse(text)?, area, genesis)
+    }
+
+    /// The model of `area` from its parsed case and the genesis. Every in-service branch
+    /// carries flow (susceptance `1 / (x * ratio)`); those with a positive `rateA` are checked.
+    /// Every tie line touching the area must name its landing bus in the area, and the case
+    /// must have that bus.
+    pub fn new(case: &Case, area: AreaId, genesis: &Genesis) -> Result<Self, AreaModelError> {
+        if genesis.area(area).is_none() {
+            return Err(AreaModelError::UnknownArea(area));
+        }
+        let mut seen = BTreeSet::new();
+        if let Some(b) = case.buses.iter().find(|b| !seen.insert(b.id)) {
+            return Err(AreaModelError::DuplicateBus(b.id));
+        }
+        let ptdf = Ptdf::compute(case)?;
+        let columns: BTreeMap<u32, usize> = ptdf
+            .buses
+            .iter()
+            .enumerate()
+            .map(|(c, &b)| (b, c))
+            .collect();
+        let lines = ptdf
+            .branches
+            .iter()
+            .zip(ptdf.factors)
+            .filter(|(b, _)| case.branches[**b].rate_a > 0.0)
+            .map(|(&b, factors)| RatedLine {
+                branch: b as u32,
+                rating_mw: case.branches[b].rate_a,
+                factors,
+            })
+            .collect();
+        let mut landings = Vec::new();
+        for t in genesis
+            .tie_lines
+            .iter()
+            .filter(|t| t.from == area || t.to == area)
+        {
+            let (bus, sign) = if t.from == area {
+                (t.from_bus, -1.0)
+            } else {
+                (t.to_bus, 1.0)
+            };
+            let bad = |reason: String| AreaModelError::TieLine {
+                tie_line: t.id,
+                reason,
+            };
+            let bus = bus.ok_or_else(|| bad(format!("names no landing bus in area {area}")))?;
+            let column = *columns.get(&bus.0).ok_or_else(|| {
+                bad(format!(
+                    "lands at bus {bus}, which the area file does not have"
+                ))
+            })?;
+            landings.push(Landing {
+                tie_line: t.id,
+                column,
+                sign,
+            });
+        }
+        Ok(AreaModel {
+            area,
+            columns,
+            lines,
+            landings,
+        })
+    }
+
+    /// The area this model is of.
+    pub fn area(&self) -> AreaId {
+        self.area
+    }
+
+    /// The DC flow of every rated line for every physical product of the input, on the
+    /// outcome. Bids the model cannot place are left out.
+    pub fn line_flows(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<LineFlow> {
+        let accepted = accepted(cleared);
+        let mut out = Vec::new();
+        for product in physical_products(input) {
+            let injection = self.injections(input, cleared, &accepted, product).0;
+            for line in &self.lines {
+                out.push(LineFlow {
+                    product,
+                    branch: line.branch,
+                    flow_kwh: flow(line, &injection),
+                    limit: line_limit(line, product),
+                });
+            }
+        }
+        out
+    }
+
+    /// The net injection (kWh) at each bus for `product`, and the area's bids of the product
+    /// the model cannot place.
+    fn injections<'b>(
+        &self,
+        input: &ClearingInput<'b>,
+        cleared: &Cleared,
+        accepted: &BTreeMap<Digest, i64>,
+        product: Product,
+    ) -> (Vec<f64>, Vec<(Digest, &'b Bid)>) {
+        let mut injection = vec![0.0; self.columns.len()];
+        let mut unlocated = Vec::new();
+        for &(id, bid) in self.bids(input, product) {
+            let net = net_injection(bid, accepted.get(&id).copied().unwrap_or(0));
+            match self.column(bid) {
+                Some(c) => injection[c] += net as f64,
+                None => unlocated.push((id, bid)),
+            }
+        }
+        for l in &self.landings {
+            let f = cleared
+                .outcome
+                .flows
+                .iter()
+                .filter(|f| f.product == product && f.tie_line == l.tie_line)
+                .map(|f| f.flow.0)
+                .sum::<i64>();
+            injection[l.column] += l.sign * f as f64;
+        }
+        (injection, unlocated)
+    }
+
+    /// The input's bids of this area and product, in input order.
+    fn bids<'i, 'b>(
+        &self,
+        input: &'i ClearingInput<'b>,
+        product: Product,
+    ) -> impl Iterator<Item = &'i (Digest, &'b Bid)> {
+        input
+            .bids
+            .iter()
+            .filter(move |(_, b)| b.area == self.area && b.product == product)
+    }
+
+    fn column(&self, bid: &Bid) -> Option<usize> {
+        bid.bus.and_then(|b| self.columns.get(&b.0).copied())
+    }
+
+    /// The cut keeping `line` within its limit in direction `sign` (+1 forward, -1 backward):
+    /// its PTDF row over every placed bid of the area and product and every tie line landing
+    /// in the area, coefficients rounded to the nearest millionth.
+    fn line_cut(
+        &self,
+        input: &ClearingInput<'_>,
+        product: Product,
+        line: &RatedLine,
+        sign: f64,
+        direction: u32,
+    ) -> Cut {
+        let scale = COEFFICIENT_SCALE as f64;
+        let mut terms: Vec<CutTerm> = self
+            .bids(input, product)
+            .filter_map(|&(id, bid)| {
+                let c = self.column(bid)?;
+                let coefficient = (sign * line.factors[c] * scale).round() as i64;
+                (coefficient != 0).then_some(CutTerm {
+                    variable: CutVariable::Bid(id),
+                    coefficient,
+                })
+            })
+            .collect();
+        terms.extend(self.landings.iter().filter_map(|l| {
+            let coefficient = (sign * l.sign * line.factors[l.column] * scale).round() as i64;
+            (coefficient != 0).then_some(CutTerm {
+                variable: CutVariable::TieFlow(l.tie_line),
+                coefficient,
+            })
+        }));
+        Cut {
+            product,
+            label: 2 * line.branch + direction,
+            terms,
+            limit: line_limit(line, product),
+        }
+    }
+}
+
+impl SecurityCheck for AreaModel {
+    /// For each physical product: if an accepted bid of the area cannot be placed, a cut that
+    /// excludes it (and nothing else for the product, whose flows are then unknown); otherwise
+    /// one cut per rated line and direction whose DC flow exceeds the line's limit.
+    fn check(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<Cut> {
+        let accepted = accepted(cleared);
+        let mut cuts = Vec::new();
+        for product in physical_products(input) {
+            let (injection, unlocated) = self.injections(input, cleared, &accepted, product);
+            let excluded: Vec<Cut> = unlocated
+                .iter()
+                .filter(|(id, _)| accepted.get(id).is_some_and(|&q| q != 0))
+                .map(|&(id, bid)| Cut {
+                    product,
+                    label: UNLOCATED_BID_LABEL,
+                    terms: vec![CutTerm {
+                        variable: CutVariable::Bid(id),
+                        coefficient: match bid.side {
+                            Side::Sell => COEFFICIENT_SCALE,
+                            Side::Buy => -COEFFICIENT_SCALE,
+                        },
+                    }],
+                    limit: Quantity::ZERO,
+                })
+                .collect();
+            if !excluded.is_empty() {
+                cuts.extend(excluded);
+                continue;
+            }
+            for line in &self.lines {
+                let f = flow(line, &injection);
+                let limit = line_limit(line, product).0 as f64 + OVERLOAD_EPSILON_KWH;
+                for (sign, direction) in [(1.0, 0), (-1.0, 1)] {
+                    if sign * f > limit {
+                        cuts.push(self.line_cut(input, product, line, sign, direction));
+                    }
+                }
+            }
+        }
+        cuts
+    }
+}
+
+/// The accepted kWh of every bid with something accepted.
+fn accepted(cleared: &Cleared) -> BTreeMap<Digest, i64> {
+    let mut out = BTreeMap::new();
+    for a in &cleared.outcome.awards {
+        *out.entry(a.bid).or_insert(0) += a.quantity.0;
+    }
+    out
+}
+
+/// The physical products of the input's bids, in order.
+fn physical_products(input: &ClearingInput<'_>) -> BTreeSet<Product> {
+    input
+        .bids
+        .iter()
+        .map(|(_, b)| b.product)
+        .filter(|p| p.settlement == Settlement::Physical)
+        .collect()
+}
+
+/// A bid's net injection: its accepted kWh, positive for a sale, negative for a purchase.
+fn net_injection(bid: &Bid, accepted: i64) -> i64 {
+    match bid.side {
+        Side::Sell => accepted,
+        Side::Buy => -accepted,
+    }
+}
+
+fn flow(line: &RatedLine, injection: &[f64]) -> f64 {
+    line.factors
+        .iter()
+        .zip(injection)
+        .filter(|(_, x)| **x != 0.0)
+        .map(|(a, x)| a * x)
+        .sum()
+}
+
+/// The line's rating times the product's delivery period, to the nearest kWh.
+fn line_limit(line: &RatedLine, product: Product) -> Quantity {
+    let hours = f64::from(product.delivery_minutes) / 60.0;
+    Quantity::from_f64(line.rating_mw * hours).unwrap_or(Quantity(i64::MAX))
+}
