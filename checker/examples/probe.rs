@@ -1,11 +1,19 @@
+//! Probe: distinct values per field over random walks.
 use stateright::Model as _;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use tieline_checker::scenario::Scenario;
+fn h<T: Hash>(t: &T) -> u64 { let mut s = DefaultHasher::new(); t.hash(&mut s); s.finish() }
 fn main() {
-    let s = Scenario::crash();
+    let name = std::env::args().nth(1).unwrap_or("appeal".into());
+    let s = Scenario::named(&name).unwrap();
     let model = s.model(s.bounds, None);
-    let mut state = model.init_states().remove(0);
+    let mut seen: BTreeMap<String, HashSet<u64>> = BTreeMap::new();
+    let mut add = |k: String, v: u64| { seen.entry(k).or_default().insert(v); };
     let mut seed: u64 = 7;
-    for step in 0..3000 {
+    for _run in 0..3000 {
+    let mut state = model.init_states().remove(0);
+    for _step in 0..3000 {
         let mut actions = Vec::new();
         model.actions(&state, &mut actions);
         let mut next = None;
@@ -17,12 +25,40 @@ fn main() {
                 if stateright::Model::within_boundary(&model, &ns) { next = Some((a, ns)); break; }
             }
         }
-        let Some((a, ns)) = next else { println!("terminal at {step}"); break };
+        let Some((_a, ns)) = next else { break };
         state = ns;
-        if step % 500 == 0 || step > 2990 {
-            let recs: Vec<usize> = state.actor_storages.iter().map(|s| s.as_ref().map_or(0, |s| s.records.len())).collect();
-            println!("{step}: net {} recs {:?} held {} skip {} action {:?}", state.network.len(), recs, state.history.held.len(), state.history.before_skip.len(), format!("{a:?}").chars().take(150).collect::<String>());
-            for st in &state.actor_states { if let Some(v) = st.node() { println!("   h{} v{} votes {} seen {} skips {:?} pool {}", v.node.height, v.node.view, v.node.votes.len(), v.node.seen.len(), v.node.skips.keys().collect::<Vec<_>>(), v.node.pool.len()); } }
+        add("network".into(), h(&state.network));
+        add("timers".into(), h(&state.timers_set));
+        add("storages".into(), h(&state.actor_storages));
+        add("history".into(), h(&state.history));
+        for (i, st) in state.actor_states.iter().enumerate() {
+            add(format!("actor{i}"), h(st));
+            if let Some(v) = st.node() {
+                let n = &v.node;
+                add(format!("a{i}.height"), h(&n.height));
+                add(format!("a{i}.batches"), h(&n.batches));
+                add(format!("a{i}.early"), h(&n.early_batches));
+                add(format!("a{i}.proposal"), h(&n.proposal));
+                add(format!("a{i}.own"), h(&n.own));
+                add(format!("a{i}.lock"), h(&n.lock));
+                add(format!("a{i}.votes"), h(&n.votes));
+                add(format!("a{i}.seen"), h(&n.seen));
+                add(format!("a{i}.voted"), h(&n.voted));
+                add(format!("a{i}.skips"), h(&n.skips));
+                add(format!("a{i}.offered"), h(&n.offered));
+                add(format!("a{i}.negotiation"), h(&n.negotiation));
+                add(format!("a{i}.appeals"), h(&n.appeals));
+                add(format!("a{i}.forwarded"), h(&n.forwarded));
+                add(format!("a{i}.evidence"), h(&n.evidence));
+                add(format!("a{i}.sync_from"), h(&n.sync_from));
+                add(format!("a{i}.pool"), h(&n.pool));
+                add(format!("a{i}.store"), h(&v.store));
+                add(format!("a{i}.rv"), h(&v.received_votes));
+                add(format!("a{i}.node"), h(&v.node));
+            }
         }
+        add("all".into(), h(&state.actor_states));
     }
+    }
+    for (k, v) in seen { println!("{k}: {}", v.len()); }
 }

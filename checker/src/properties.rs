@@ -329,7 +329,8 @@ fn carried(body: &BlockBody) -> Vec<&SignedBid> {
 // ----- bounds -----
 
 /// The search bounds: no node beyond the last height (a node that decided it waits with its
-/// next gate open), view or revision.
+/// next gate open), view or revision, and no skip vote for the last view (it could only lead
+/// beyond the view bound; a node that would time out there has reached the bound).
 pub fn within_boundary(setup: &Setup, state: &State) -> bool {
     let b = setup.bounds;
     let crashes: u32 = state
@@ -347,6 +348,7 @@ pub fn within_boundary(setup: &Setup, state: &State) -> bool {
             && n.view <= b.max_view
             && n.proposal.as_ref().is_none_or(|p| p.round().1 <= b.max_revision)
             && n.voted.keys().all(|k| k.2 <= b.max_revision)
+            && !n.skips.get(&b.max_view).is_some_and(|m| !m.is_empty())
     })
 }
 
@@ -354,16 +356,20 @@ fn decided(setup: &Setup, n: &NodeState) -> bool {
     n.height > setup.bounds.max_height
 }
 
-/// Whether a run has reached a bound: a correct node voted to skip the last view, or a
-/// revision at the bound was proposed.
+/// Whether a run has reached a bound: a live correct node in the last view can go on only by
+/// voting to skip it (its view timer is armed), or a revision at the bound was voted on.
 fn at_bound(model: &Model, state: &State) -> bool {
     let b = model.cfg.bounds;
     correct(model, state).any(|c| {
         let n = &c.view.node;
-        n.skips
-            .get(&b.max_view)
-            .is_some_and(|m| m.contains_key(&c.member))
-            || n.voted.keys().any(|k| k.2 >= b.max_revision)
+        let skip_next = !c.crashed
+            && n.view == b.max_view
+            && state.timers_set.get(c.index).is_some_and(|t| {
+                t.iter().any(|t| {
+                    *t == tieline_core::consensus::Timer::View(n.height, b.max_view)
+                })
+            });
+        skip_next || n.voted.keys().any(|k| k.2 >= b.max_revision)
     })
 }
 

@@ -106,13 +106,19 @@ fn representative(s: &State) -> State {
 struct Progress {
     name: String,
     quiet: bool,
+    last: Instant,
 }
 
 impl Reporter<Model> for Progress {
     fn report_checking(&mut self, data: ReportData) {
-        if self.quiet || data.done || data.duration < Duration::from_secs(5) {
+        if self.quiet
+            || data.done
+            || data.duration < Duration::from_secs(5)
+            || self.last.elapsed() < Duration::from_secs(10)
+        {
             return;
         }
+        self.last = Instant::now();
         eprintln!(
             "  {}: {} states ({} unique), depth {}, {:.0}s",
             self.name,
@@ -131,7 +137,8 @@ impl Reporter<Model> for Progress {
     }
 
     fn delay(&self) -> Duration {
-        Duration::from_secs(10)
+        // How often the run is polled: the report's time is accurate to this.
+        Duration::from_millis(20)
     }
 }
 
@@ -162,6 +169,7 @@ pub fn check(scenario: &Scenario, opts: &Options) -> Outcome {
     let mut progress = Progress {
         name: scenario.name.to_owned(),
         quiet: opts.quiet,
+        last: Instant::now(),
     };
     let start = Instant::now();
     let (total, unique, depth, paths) = match opts.strategy {

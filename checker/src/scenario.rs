@@ -390,7 +390,7 @@ impl Scenario {
     /// n = 3: a participant appeals that its receipted bid is missing from the result; the
     /// primary upholds or rejects it, records it, and the home node tells the participant.
     pub fn appeal() -> Scenario {
-        let genesis = Self::base(3);
+        let genesis = Self::base(2);
         Scenario {
             name: "appeal",
             about: "n=3: a participant's appeal is upheld or rejected, recorded in the block, and the participant told",

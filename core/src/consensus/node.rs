@@ -1055,7 +1055,14 @@ impl NodeState {
                         && b.body.home == o.body.objector
                         && b.body.height == self.height =>
                 {
-                    let changed = self.batches.get(&b.body.home) != Some(&b);
+                    // New to the primary, or held but missing from its current proposal
+                    // (the batch arrived after it proposed): either way the next revision
+                    // carries it.
+                    let carried = self
+                        .own
+                        .as_ref()
+                        .is_some_and(|p| p.body.process.batches.contains(&b));
+                    let changed = self.batches.get(&b.body.home) != Some(&b) || !carried;
                     self.batches.insert(b.body.home, b);
                     changed
                 }
