@@ -91,7 +91,7 @@ pub const CATALOGUE: &[Mutant] = &[
         name: "commit-without-touched-area",
         about: "a block commits without the endorsement of a touched area's node",
         mutation: Mutation::CommitWithoutTouchedArea,
-        scenario: "negotiate",
+        scenario: "byzantine",
         property: "V9",
     },
 ];

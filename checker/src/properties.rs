@@ -340,7 +340,14 @@ pub fn within_boundary(setup: &Setup, state: &State) -> bool {
         .map(|s| s.recoveries)
         .sum::<u32>()
         + state.crashed.iter().filter(|c| **c).count() as u32;
+    // Only management nodes crash: a participant's crash adds states and no behaviour.
+    let participant_down = state
+        .crashed
+        .iter()
+        .enumerate()
+        .any(|(i, c)| *c && setup.member_of.get(i).copied().flatten().is_none());
     crashes <= b.max_crashes
+        && !participant_down
         && node_views(state).all(|v| {
         let n = &v.node;
         n.height <= b.max_height + 1

@@ -333,7 +333,7 @@ impl Scenario {
     /// 40 MWh; a seller at node 1 and a buyer at node 2 want 100 MWh, so node 2 objects with a
     /// cut and the primary must revise before the block commits.
     pub fn negotiate() -> Scenario {
-        let mut genesis = Self::base(3);
+        let mut genesis = Self::base(2);
         genesis.clearing.rule = ClearingRule::ZonalCoupling;
         let limit = Cut {
             product: sample_product(1),
@@ -430,22 +430,7 @@ impl Scenario {
             genesis,
             faults: BTreeMap::from([(NodeId(1), vec![Fault::Impostor])]),
             security: BTreeMap::new(),
-            scripts: vec![
-                Script {
-                    participant: 2,
-                    side: Side::Sell,
-                    price: 40,
-                    mwh: 10,
-                    appeal: None,
-                },
-                Script {
-                    participant: 3,
-                    side: Side::Buy,
-                    price: 60,
-                    mwh: 10,
-                    appeal: None,
-                },
-            ],
+            scripts: vec![],
             max_crashes: 0,
             bounds: Bounds {
                 max_height: 1,
