@@ -71,6 +71,10 @@ enum Command {
         /// Where counterexamples are written as JSON.
         #[arg(long, default_value = "counterexamples")]
         out: PathBuf,
+        /// Stop each scenario's search after this many seconds (it is then reported as not
+        /// exhaustive).
+        #[arg(long)]
+        max_seconds: Option<u64>,
         #[command(flatten)]
         bounds: BoundArgs,
     },
@@ -116,9 +120,12 @@ enum Command {
         /// Worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
-        /// Only the mutant of this name.
+        /// Only the mutant of this name (from the catalogue or the pending list).
         #[arg(long)]
         only: Option<String>,
+        /// Stop each mutant's search after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        max_seconds: u64,
     },
 }
 
@@ -150,13 +157,18 @@ fn report(out: &Outcome, json: bool, dir: &std::path::Path) -> anyhow::Result<se
         }
     };
     log(format!(
-        "{}: {} unique / {} total states, depth {}, {:.1} s, {:.0} states/s",
+        "{}: {} unique / {} total states, depth {}, {:.1} s, {:.0} states/s{}",
         out.name,
         out.unique_states,
         out.total_states,
         out.max_depth,
         out.seconds,
-        out.rate()
+        out.rate(),
+        if out.exhaustive {
+            ", exhaustive"
+        } else {
+            ", NOT exhaustive (time limit)"
+        }
     ));
     for p in &out.properties {
         log(format!("  {:<11} {:<9} {}", p.status.as_str(), p.kind, p.name));
@@ -190,6 +202,7 @@ fn report(out: &Outcome, json: bool, dir: &std::path::Path) -> anyhow::Result<se
         "max_depth": out.max_depth,
         "seconds": (out.seconds * 1000.0).round() / 1000.0,
         "states_per_second": out.rate().round(),
+        "exhaustive": out.exhaustive,
         "properties": out.properties.iter().map(|p| serde_json::json!({
             "id": p.id,
             "name": p.name,
@@ -220,6 +233,7 @@ fn run_cli() -> anyhow::Result<bool> {
             threads,
             json,
             out,
+            max_seconds,
             bounds,
         } => {
             let mut docs = Vec::new();
@@ -232,6 +246,7 @@ fn run_cli() -> anyhow::Result<bool> {
                     threads,
                     stop_at: None,
                     quiet: false,
+                    timeout: max_seconds.map(std::time::Duration::from_secs),
                 };
                 let o = run::check(&s, &opts);
                 ok &= o.passed();
@@ -274,6 +289,7 @@ fn run_cli() -> anyhow::Result<bool> {
                 threads: 1,
                 stop_at: None,
                 quiet: false,
+                timeout: None,
             };
             let o = run::simulate(&s, &opts, seed, runs);
             // A random walk may miss a `sometimes` property; only violations fail it.
@@ -295,15 +311,30 @@ fn run_cli() -> anyhow::Result<bool> {
             ci,
             threads,
             only,
+            max_seconds,
         } => {
             let mut docs = Vec::new();
             let mut ok = true;
             let start = std::time::Instant::now();
-            for m in CATALOGUE
-                .iter()
-                .filter(|m| only.as_deref().is_none_or(|o| o == m.name))
-            {
-                let v = mutants::run(m, ci, threads, json);
+            let chosen: Vec<&mutants::Mutant> = match &only {
+                Some(o) => CATALOGUE
+                    .iter()
+                    .chain(mutants::PENDING)
+                    .filter(|m| m.name == o)
+                    .collect(),
+                None => CATALOGUE.iter().collect(),
+            };
+            if chosen.is_empty() {
+                bail!("no mutant {:?}", only.unwrap_or_default());
+            }
+            for m in chosen {
+                let v = mutants::run(
+                    m,
+                    ci,
+                    threads,
+                    json,
+                    Some(std::time::Duration::from_secs(max_seconds)),
+                );
                 ok &= v.caught;
                 let line = format!(
                     "{:<28} {:<4} {:<10} {:>8} {:>9} states {:>7.1} s  ({})",

@@ -76,6 +76,8 @@ pub struct Outcome {
     pub paths: HashMap<&'static str, Path<State, ActorModelAction<Wire, Timer, ()>>>,
     /// The model, to print paths with.
     pub model: Model,
+    /// Whether the search covered every state within the bounds (no time limit cut it short).
+    pub exhaustive: bool,
 }
 
 impl Outcome {
@@ -156,6 +158,8 @@ pub struct Options {
     pub stop_at: Option<&'static str>,
     /// No progress lines.
     pub quiet: bool,
+    /// Stop the search after this long (the result is then not exhaustive).
+    pub timeout: Option<Duration>,
 }
 
 /// Checks a scenario exhaustively within its bounds.
@@ -163,6 +167,9 @@ pub fn check(scenario: &Scenario, opts: &Options) -> Outcome {
     let model = scenario.model(opts.bounds, opts.mutation);
     let kept = scenario.model(opts.bounds, opts.mutation);
     let mut builder = model.checker().threads(opts.threads.max(1));
+    if let Some(t) = opts.timeout {
+        builder = builder.timeout(t);
+    }
     if let Some(p) = opts.stop_at {
         builder = builder.finish_when(HasDiscoveries::AnyOf(BTreeSet::from([p])));
     }
@@ -186,7 +193,16 @@ pub fn check(scenario: &Scenario, opts: &Options) -> Outcome {
         }
     };
     let seconds = start.elapsed().as_secs_f64();
-    outcome(scenario.name, kept, total, unique, depth, seconds, paths)
+    let mut o = outcome(scenario.name, kept, total, unique, depth, seconds, paths);
+    // A search that ran to its time limit without stopping at a wanted discovery is partial.
+    let stopped_early = opts
+        .stop_at
+        .is_some_and(|p| o.paths.contains_key(p));
+    o.exhaustive = !stopped_early
+        && opts
+            .timeout
+            .is_none_or(|t| start.elapsed() + Duration::from_millis(50) < t);
+    o
 }
 
 fn outcome(
@@ -242,6 +258,7 @@ fn outcome(
         properties,
         paths,
         model,
+        exhaustive: false,
     }
 }
 

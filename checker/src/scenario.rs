@@ -238,6 +238,8 @@ impl Scenario {
             Self::negotiate(),
             Self::appeal(),
             Self::impostor(),
+            Self::lock(),
+            Self::joint(),
         ]
     }
 
@@ -444,6 +446,69 @@ impl Scenario {
                 max_revision: 0,
                 max_crashes: 0,
             },
+        }
+    }
+
+    /// n = 3, f = 1, no bids and no crashes: views 0 and 1, so that a lock taken in view 0
+    /// must survive the skip to view 1 (spec S2).
+    pub fn lock() -> Scenario {
+        Scenario {
+            name: "lock",
+            about: "n=3, f=1: a skip from view 0 to view 1 with locks taken in view 0; no bids, no crashes",
+            scripts: vec![],
+            max_crashes: 0,
+            bounds: Bounds {
+                max_height: 1,
+                max_view: 1,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ci_bounds: Bounds {
+                max_height: 1,
+                max_view: 1,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ..Self::crash()
+        }
+    }
+
+    /// n = 3, f = 1: a seller at node 1 and a buyer at node 3 trade, so a block needs both
+    /// areas' endorsements beyond a bare quorum (spec V9, D12).
+    pub fn joint() -> Scenario {
+        Scenario {
+            name: "joint",
+            about: "n=3, f=1: a trade between areas 1 and 3 needs both their endorsements (joint signatures)",
+            scripts: vec![
+                Script {
+                    participant: 0,
+                    side: Side::Sell,
+                    price: 40,
+                    mwh: 10,
+                    appeal: None,
+                },
+                Script {
+                    participant: 2,
+                    side: Side::Buy,
+                    price: 60,
+                    mwh: 10,
+                    appeal: None,
+                },
+            ],
+            max_crashes: 0,
+            bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ci_bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ..Self::crash()
         }
     }
 
