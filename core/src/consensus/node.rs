@@ -856,12 +856,17 @@ impl NodeState {
     ) -> Result<Option<(ObjectionReason, Option<SignedBatch>)>, String> {
         let (view, revision) = p.round();
         let h = &p.header;
+        // The seeded bug checks the header as if it named the rotation's primary.
+        let as_rotation = mutated!(ctx, AcceptWrongPrimary).then(|| BlockHeader {
+            primary: ctx.genesis.primary(h.height, h.view),
+            ..h.clone()
+        });
         check_header(
             &ctx.genesis,
             ctx.chain_id,
             ctx.scheme.as_ref(),
             self.prev.as_ref(),
-            h,
+            as_rotation.as_ref().unwrap_or(h),
             &p.body,
         )
         .map_err(|e| e.to_string())?;
@@ -883,7 +888,10 @@ impl NodeState {
                 ))
             };
         }
-        if h.view != view || h.revision != revision || h.primary != p.stamp.body.voter {
+        if h.view != view
+            || h.revision != revision
+            || (h.primary != p.stamp.body.voter && !mutated!(ctx, AcceptWrongPrimary))
+        {
             return Err("header round or primary differs from the proposal's".into());
         }
         if p.body.process.skip_certificate != p.justification {
@@ -1047,7 +1055,14 @@ impl NodeState {
                         && b.body.home == o.body.objector
                         && b.body.height == self.height =>
                 {
-                    let changed = self.batches.get(&b.body.home) != Some(&b);
+                    // New to the primary, or held but missing from its current proposal
+                    // (the batch arrived after it proposed): either way the next revision
+                    // carries it.
+                    let carried = self
+                        .own
+                        .as_ref()
+                        .is_some_and(|p| p.body.process.batches.contains(&b));
+                    let changed = self.batches.get(&b.body.home) != Some(&b) || !carried;
                     self.batches.insert(b.body.home, b);
                     changed
                 }

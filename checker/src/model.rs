@@ -1,0 +1,719 @@
+//! The stateright adapter: management nodes and participants as actors.
+//!
+//! A node actor holds the core's [`NodeState`] and carries out the [`Effect`]s of each
+//! [`NodeState::step`] as stateright commands: messages on the network, timers, and saves of
+//! its durable storage. It decides nothing itself; every protocol rule is the core's.
+//!
+//! A participant actor sends its scripted bid (and, if scripted, an appeal) to its home node.
+//! Replies to participants travel on the network as messages, so in a lossless duplicating
+//! network every reply a node ever gave stays visible to the properties.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, OnceLock};
+
+use stateright::actor::{Actor, ActorModel, Envelope, Id, Out, model_timeout};
+use tieline_core::block::{Appeal, AppealClaim, Block};
+use tieline_core::consensus::{
+    Context, Effect, Input, Message, NodeState, Record, Reply, Timer,
+};
+use tieline_core::crypto::{Digest, Signed, Signer};
+use tieline_core::market::SignedBid;
+use tieline_core::units::{NodeId, ParticipantId, Timestamp};
+
+use crate::scenario::Setup;
+
+/// The time every step runs at. Timers are abstract in the model (they fire in any order at
+/// any time), so the clock never needs to move.
+pub const NOW: Timestamp = Timestamp(1_767_225_700_000);
+
+/// The model's actor system.
+pub type Model = ActorModel<Agent, Setup, History>;
+/// One global state of the model.
+pub type State = stateright::actor::ActorModelState<Agent, History>;
+
+/// A hash computed once: the value it belongs to is immutable once shared (it is reset
+/// whenever the value is copied or changed), and it is invisible to equality.
+#[derive(Default)]
+pub struct HashCache(OnceLock<u64>);
+
+impl HashCache {
+    fn get(&self, f: impl FnOnce(&mut DefaultHasher)) -> u64 {
+        *self.0.get_or_init(|| {
+            let mut h = DefaultHasher::new();
+            f(&mut h);
+            h.finish()
+        })
+    }
+}
+impl Clone for HashCache {
+    fn clone(&self) -> Self {
+        HashCache::default()
+    }
+}
+impl PartialEq for HashCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for HashCache {}
+impl fmt::Debug for HashCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("_")
+    }
+}
+
+/// What a node has made durable: it survives a crash.
+///
+/// The log keeps records grouped by kind (bids, batches, votes, skip votes, skip certificates,
+/// locks, appeals, objections) and, inside a group, in the order written, except that batches,
+/// votes, skip votes and skip certificates are ordered by their height, home, round or view:
+/// `NodeState::restore` gives the same state for any order that keeps the relative order of
+/// records it does not treat alike, and the model then does not tell apart states whose logs
+/// differ only in the order that unrelated messages happened to arrive.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Store {
+    /// Committed blocks, in height order.
+    pub blocks: Vec<Block>,
+    /// The write-ahead log.
+    pub records: Vec<Record>,
+    /// How often the node recovered from this storage: the model's own count, which bounds
+    /// the crashes of a run; the node never reads it.
+    pub recoveries: u32,
+    hash: HashCache,
+}
+
+impl Hash for Store {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash.get(|h| {
+            self.blocks.hash(h);
+            self.records.hash(h);
+            self.recoveries.hash(h);
+        }));
+    }
+}
+
+/// Where a record sits in the model's log: its group, then its place inside the group.
+fn log_key(r: &Record) -> (u8, u64, u64, u64) {
+    match r {
+        Record::Bid { .. } => (0, 0, 0, 0),
+        Record::Batch(b) => (1, b.body.height, u64::from(b.body.home.0), 0),
+        Record::Vote(v) => (
+            2,
+            v.body.height,
+            (v.body.kind as u64) << 32 | u64::from(v.body.view),
+            u64::from(v.body.revision),
+        ),
+        Record::Skip(v) => (3, v.body.height, u64::from(v.body.view), 0),
+        Record::SkipCertificate(c) => (4, c.height, u64::from(c.view), 0),
+        Record::Lock(..) => (5, 0, 0, 0),
+        Record::Appeal { .. } => (6, 0, 0, 0),
+        Record::Objection(..) => (7, 0, 0, 0),
+    }
+}
+
+impl Store {
+    /// The next height this store's owner has to decide.
+    pub fn next_height(&self) -> u64 {
+        self.blocks.len() as u64 + 1
+    }
+
+    /// The store, to change (copied if shared; its hash is recomputed after).
+    fn edit(store: &mut Arc<Store>) -> &mut Store {
+        let s = Arc::make_mut(store);
+        s.hash = HashCache::default();
+        s
+    }
+
+    /// Appends a record at its place in the log.
+    fn append(&mut self, r: Record) {
+        let k = log_key(&r);
+        let at = self.records.partition_point(|x| log_key(x) <= k);
+        self.records.insert(at, r);
+    }
+}
+
+/// What travels on the model's network.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Msg {
+    /// Between management nodes.
+    Node(Message),
+    /// A participant's bid to its home node.
+    Bid(SignedBid),
+    /// A participant's appeal to its home node.
+    Appeal(Signed<Appeal>),
+    /// A node's answer to a participant.
+    Reply(Reply),
+}
+
+/// A message on the wire: shared, so copying a state copies no message, and hashed once.
+#[derive(Clone)]
+pub struct Wire {
+    hash: u64,
+    msg: Arc<Msg>,
+}
+
+impl Wire {
+    /// Wraps a message.
+    pub fn new(msg: Msg) -> Self {
+        let mut h = DefaultHasher::new();
+        msg.hash(&mut h);
+        Wire {
+            hash: h.finish(),
+            msg: Arc::new(msg),
+        }
+    }
+
+    /// The message.
+    pub fn msg(&self) -> &Msg {
+        &self.msg
+    }
+}
+
+impl PartialEq for Wire {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && (Arc::ptr_eq(&self.msg, &other.msg) || self.msg == other.msg)
+    }
+}
+impl Eq for Wire {}
+impl Hash for Wire {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+impl PartialOrd for Wire {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Wire {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.msg, &other.msg) {
+            return std::cmp::Ordering::Equal;
+        }
+        self.msg.cmp(&other.msg)
+    }
+}
+impl fmt::Debug for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.msg.fmt(f)
+    }
+}
+
+/// A copy of the actor's own storage slot. Stateright hashes and compares the slot itself; the
+/// copy is equal to it whenever the actor runs (it is saved after every change and reloaded on
+/// recovery), so it is left out of the state's equality and hash.
+#[derive(Clone, Debug, Default)]
+pub struct Mirror(pub Arc<Store>);
+
+impl PartialEq for Mirror {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Mirror {}
+impl Hash for Mirror {
+    fn hash<H: Hasher>(&self, _: &mut H) {}
+}
+
+/// A management node as the model sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    /// The core's state.
+    pub node: NodeState,
+    /// Its durable storage.
+    pub store: Mirror,
+    /// Every signed vote (proposal stamps included) of a faulty member delivered to the node
+    /// at its height: a ghost for the equivocation property S4, volatile like the node's own
+    /// memory.
+    pub received_votes: BTreeSet<Signed<tieline_core::block::Vote>>,
+    hash: HashCache,
+}
+
+impl Hash for NodeView {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.fingerprint());
+    }
+}
+
+impl NodeView {
+    fn fingerprint(&self) -> u64 {
+        self.hash.get(|h| {
+            self.node.hash(h);
+            self.received_votes.hash(h);
+        })
+    }
+}
+
+/// A participant as the model sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ParticipantView {
+    /// Whether it has sent its appeal.
+    pub appealed: bool,
+}
+
+/// The state of one actor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AgentState {
+    /// A management node.
+    Node(Arc<NodeView>),
+    /// A participant.
+    Participant(ParticipantView),
+}
+
+impl AgentState {
+    /// The node's view, if this is a node.
+    pub fn node(&self) -> Option<&NodeView> {
+        match self {
+            AgentState::Node(v) => Some(v),
+            AgentState::Participant(_) => None,
+        }
+    }
+}
+
+/// Who is where on the model's network: a member may have several actors (twins share a key).
+#[derive(Debug, Default)]
+pub struct Topology {
+    /// The actors of each member.
+    pub member_actors: BTreeMap<NodeId, Vec<Id>>,
+    /// The member each actor is (none for a participant).
+    pub member_of: Vec<Option<NodeId>>,
+    /// The actor of each scripted participant.
+    pub participant_actors: BTreeMap<ParticipantId, Id>,
+}
+
+impl Topology {
+    /// The actors of member `to`.
+    pub fn actors_of(&self, to: NodeId) -> &[Id] {
+        self.member_actors.get(&to).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A management node's actor: its context (keys, rule, security check, seeded bug) and where
+/// its peers are.
+pub struct NodeAgent {
+    /// What never changes for the node.
+    pub ctx: Context,
+    /// The network's layout.
+    pub topology: Arc<Topology>,
+    /// The faulty members, whose votes the node's ghost records (spec S4).
+    pub watch: BTreeSet<NodeId>,
+    /// This actor's place in the model (its transitions are remembered under it).
+    pub key: usize,
+}
+
+/// What a scripted participant appeals, once it has the reply that makes the claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppealPlan {
+    /// On its receipt: "my receipted bid is not in the result".
+    Omitted,
+    /// On its result: "my bid was misallocated".
+    Misallocated,
+}
+
+/// A participant's actor: one bid to its home node, and perhaps an appeal.
+pub struct ParticipantAgent {
+    /// The participant.
+    pub id: ParticipantId,
+    /// Its home node's actor.
+    pub home: Id,
+    /// Its signer.
+    pub signer: Arc<dyn Signer>,
+    /// The chain it bids on.
+    pub chain_id: Digest,
+    /// Its bid.
+    pub bid: SignedBid,
+    /// Its appeal, if any.
+    pub appeal: Option<AppealPlan>,
+}
+
+/// An actor of the model.
+pub enum Agent {
+    /// A management node.
+    Node(Box<NodeAgent>),
+    /// A participant.
+    Participant(Box<ParticipantAgent>),
+}
+
+impl Agent {
+    /// The node agent, if this is one.
+    pub fn node(&self) -> Option<&NodeAgent> {
+        match self {
+            Agent::Node(n) => Some(n),
+            Agent::Participant(_) => None,
+        }
+    }
+}
+
+/// A stateright command, kept so a remembered transition can be replayed.
+#[derive(Clone, Debug)]
+enum Command {
+    Send(Id, Wire),
+    SetTimer(Timer),
+    CancelTimer(Timer),
+    Save(Arc<Store>),
+}
+
+/// A remembered transition: the node's next view and its commands, or nothing (a no-op).
+type Transition = Option<(Arc<NodeView>, Arc<[Command]>)>;
+
+/// Most transitions remembered per thread before the memory is cleared.
+const MEMO_LIMIT: usize = 400_000;
+
+thread_local! {
+    /// Transitions by (actor's context, view hash, store hash, input hash). A step is a pure
+    /// function of the node's context, state, storage and input, and the product of the
+    /// nodes' states repeats each node's own transitions many times over.
+    static MEMO: std::cell::RefCell<HashMap<(usize, u64, u64, u64), Transition>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+fn input_hash(input: &Input) -> u64 {
+    let mut h = DefaultHasher::new();
+    match input {
+        Input::Message { from, .. } => {
+            0u8.hash(&mut h);
+            from.hash(&mut h);
+        }
+        other => {
+            1u8.hash(&mut h);
+            other.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+impl NodeAgent {
+    /// Steps the core and carries out its effects; leaves `state` borrowed if nothing changed.
+    /// `wire` is the message's hash when the input is a message.
+    fn step(
+        &self,
+        state: &mut Cow<'_, AgentState>,
+        input: Input,
+        wire: Option<u64>,
+        o: &mut Out<Agent>,
+    ) {
+        let AgentState::Node(before) = state.as_ref() else {
+            return;
+        };
+        let key = (
+            self.key,
+            before.fingerprint(),
+            {
+                let mut h = DefaultHasher::new();
+                before.store.0.hash(&mut h);
+                h.finish()
+            },
+            input_hash(&input) ^ wire.unwrap_or(0).rotate_left(17),
+        );
+        let memo = MEMO.with(|m| m.borrow().get(&key).cloned());
+        let transition = match memo {
+            Some(t) => t,
+            None => {
+                let t = self.compute(before, input);
+                MEMO.with(|m| {
+                    let mut m = m.borrow_mut();
+                    if m.len() >= MEMO_LIMIT {
+                        m.clear();
+                    }
+                    m.insert(key, t.clone());
+                });
+                t
+            }
+        };
+        let Some((view, commands)) = transition else {
+            return;
+        };
+        for c in commands.iter() {
+            match c {
+                Command::Send(id, w) => o.send(*id, w.clone()),
+                Command::SetTimer(t) => o.set_timer(*t, model_timeout()),
+                Command::CancelTimer(t) => o.cancel_timer(*t),
+                Command::Save(s) => o.save(s.clone()),
+            }
+        }
+        *state = Cow::Owned(AgentState::Node(view));
+    }
+
+    fn compute(&self, before: &NodeView, input: Input) -> Transition {
+        let mut view = before.clone();
+        if let Input::Message { msg, .. } = &input {
+            let stamp = match msg {
+                Message::Proposal(p) => Some(&p.stamp),
+                Message::Vote(v) => Some(v),
+                _ => None,
+            };
+            let watched = |v: &&Signed<tieline_core::block::Vote>| {
+                v.body.height == view.node.height && self.watch.contains(&v.body.voter)
+            };
+            if let Some(v) = stamp.filter(watched) {
+                view.received_votes.insert(v.clone());
+            }
+        }
+        let effects = view.node.step(&self.ctx, NOW, input);
+        if effects.is_empty() && view == *before {
+            return None;
+        }
+        let commands = self.carry_out(&mut view, effects);
+        Some((Arc::new(view), commands.into()))
+    }
+
+    /// The effects as stateright commands, in order.
+    fn carry_out(&self, view: &mut NodeView, effects: Vec<Effect>) -> Vec<Command> {
+        let me = self.ctx.me;
+        let mut out = Vec::new();
+        let mut saved = false;
+        let send = |out: &mut Vec<Command>, to: NodeId, msg: Message| {
+            let wire = Wire::new(Msg::Node(msg));
+            for &id in self.topology.actors_of(to) {
+                out.push(Command::Send(id, wire.clone()));
+            }
+        };
+        for e in effects {
+            match e {
+                Effect::Persist(r) => {
+                    Store::edit(&mut view.store.0).append(r);
+                    saved = true;
+                }
+                Effect::Decide(b) => {
+                    Store::edit(&mut view.store.0).blocks.push(*b);
+                    saved = true;
+                }
+                Effect::Prune { below } => {
+                    Store::edit(&mut view.store.0)
+                        .records
+                        .retain(|r| r.height() >= below);
+                    saved = true;
+                }
+                Effect::Send { to, msg } => send(&mut out, to, msg),
+                Effect::Broadcast(msg) => {
+                    let wire = Wire::new(Msg::Node(msg));
+                    for (&member, ids) in &self.topology.member_actors {
+                        if member != me {
+                            for &id in ids {
+                                out.push(Command::Send(id, wire.clone()));
+                            }
+                        }
+                    }
+                }
+                Effect::ServeBlocks {
+                    to,
+                    from,
+                    to_height,
+                } => {
+                    let blocks: Vec<Block> = view
+                        .store
+                        .0
+                        .blocks
+                        .iter()
+                        .filter(|b| (from..=to_height).contains(&b.header.height))
+                        .cloned()
+                        .collect();
+                    send(&mut out, to, Message::SyncResponse(blocks));
+                }
+                Effect::SetTimer { timer, .. } => out.push(Command::SetTimer(timer)),
+                Effect::CancelTimer(timer) => out.push(Command::CancelTimer(timer)),
+                Effect::Reply { to, reply } => {
+                    if let Some(&id) = self.topology.participant_actors.get(&to) {
+                        out.push(Command::Send(id, Wire::new(Msg::Reply(reply))));
+                    }
+                }
+                // The evidence stays in the node's state until a block records it.
+                Effect::Evidence(_) => {}
+            }
+        }
+        if saved {
+            out.push(Command::Save(view.store.0.clone()));
+        }
+        out
+    }
+}
+
+impl ParticipantAgent {
+    fn appeal(&self, claim: AppealClaim, height: u64) -> Signed<Appeal> {
+        Signed::sign(
+            Appeal {
+                chain_id: self.chain_id,
+                participant: self.id,
+                height,
+                claim,
+            },
+            self.signer.as_ref(),
+        )
+    }
+}
+
+impl Actor for Agent {
+    type Msg = Wire;
+    type Timer = Timer;
+    type State = AgentState;
+    type Storage = Arc<Store>;
+    type Random = ();
+
+    fn on_start(&self, _id: Id, storage: &Option<Arc<Store>>, o: &mut Out<Self>) -> AgentState {
+        match self {
+            Agent::Node(n) => {
+                let (node, store) = match storage {
+                    Some(s) => {
+                        let mut store = Arc::clone(s);
+                        Store::edit(&mut store).recoveries += 1;
+                        o.save(store.clone());
+                        let node =
+                            NodeState::restore(&n.ctx, &s.blocks, s.records.iter().cloned());
+                        (node, store)
+                    }
+                    None => (NodeState::new(), Arc::default()),
+                };
+                let mut state = Cow::Owned(AgentState::Node(Arc::new(NodeView {
+                    node,
+                    store: Mirror(store),
+                    received_votes: BTreeSet::new(),
+                    hash: HashCache::default(),
+                })));
+                n.step(&mut state, Input::Start, None, o);
+                state.into_owned()
+            }
+            Agent::Participant(p) => {
+                o.send(p.home, Wire::new(Msg::Bid(p.bid.clone())));
+                AgentState::Participant(ParticipantView { appealed: false })
+            }
+        }
+    }
+
+    fn on_msg(
+        &self,
+        _id: Id,
+        state: &mut Cow<'_, AgentState>,
+        src: Id,
+        msg: Wire,
+        o: &mut Out<Self>,
+    ) {
+        match self {
+            Agent::Node(n) => {
+                let input = match msg.msg() {
+                    Msg::Node(m) => {
+                        let Some(from) = n.topology.member_of.get(usize::from(src)).copied().flatten()
+                        else {
+                            return;
+                        };
+                        Input::Message {
+                            from,
+                            msg: m.clone(),
+                        }
+                    }
+                    Msg::Bid(b) => Input::Bid(b.clone()),
+                    Msg::Appeal(a) => Input::Appeal(a.clone()),
+                    Msg::Reply(_) => return,
+                };
+                n.step(state, input, Some(msg.hash), o);
+            }
+            Agent::Participant(p) => {
+                let (Msg::Reply(reply), Some(plan)) = (msg.msg(), p.appeal) else {
+                    return;
+                };
+                let AgentState::Participant(v) = state.as_ref() else {
+                    return;
+                };
+                if v.appealed {
+                    return;
+                }
+                let appeal = match (plan, reply) {
+                    (AppealPlan::Omitted, Reply::Receipt(r)) => p.appeal(
+                        AppealClaim::Omitted {
+                            bid: Box::new(p.bid.clone()),
+                            receipt: r.clone(),
+                        },
+                        r.body.height,
+                    ),
+                    (AppealPlan::Misallocated, Reply::Receipt(r)) => p.appeal(
+                        AppealClaim::Misallocated {
+                            bid: p.bid.body.id(),
+                        },
+                        r.body.height,
+                    ),
+                    _ => return,
+                };
+                o.send(p.home, Wire::new(Msg::Appeal(appeal)));
+                *state = Cow::Owned(AgentState::Participant(ParticipantView { appealed: true }));
+            }
+        }
+    }
+
+    fn on_timeout(&self, _id: Id, state: &mut Cow<'_, AgentState>, timer: &Timer, o: &mut Out<Self>) {
+        if let Agent::Node(n) = self {
+            n.step(state, Input::Timer(*timer), None, o);
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Agent::Node(n) => format!("node {}", n.ctx.me.0),
+            Agent::Participant(p) => format!("participant {}", p.id.0),
+        }
+    }
+}
+
+/// Ghost history of the whole run, kept beside the actors (spec N2): which batches a node held
+/// when it voted to skip a view.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct History {
+    /// (actor, height, home, batch digest) for every batch a node actor has held.
+    pub held: BTreeSet<(usize, u64, NodeId, Digest)>,
+    /// (height, view, home, batch digest) for every batch a correct node held when it sent a
+    /// skip vote for that view.
+    pub before_skip: BTreeSet<(u64, u32, NodeId, Digest)>,
+}
+
+/// Records the batches a node receives.
+pub fn record_in(_: &Setup, h: &History, env: Envelope<&Wire>) -> Option<History> {
+    let Msg::Node(Message::Batch(b)) = env.msg.msg() else {
+        return None;
+    };
+    let key = (
+        usize::from(env.dst),
+        b.body.height,
+        b.body.home,
+        b.body_digest(),
+    );
+    if h.held.contains(&key) {
+        return None;
+    }
+    let mut h = h.clone();
+    h.held.insert(key);
+    Some(h)
+}
+
+/// Records the batch a node sends as its own, and the batches it held when it votes to skip.
+pub fn record_out(setup: &Setup, h: &History, env: Envelope<&Wire>) -> Option<History> {
+    let src = usize::from(env.src);
+    match env.msg.msg() {
+        Msg::Node(Message::Batch(b)) => {
+            let key = (src, b.body.height, b.body.home, b.body_digest());
+            if h.held.contains(&key) {
+                return None;
+            }
+            let mut h = h.clone();
+            h.held.insert(key);
+            Some(h)
+        }
+        Msg::Node(Message::Skip(v, _)) if !setup.is_faulty_actor(src) => {
+            let (height, view) = (v.body.height, v.body.view);
+            let new: Vec<(u64, u32, NodeId, Digest)> = h
+                .held
+                .iter()
+                .filter(|(a, ht, _, _)| *a == src && *ht == height)
+                .map(|&(_, ht, home, d)| (ht, view, home, d))
+                .filter(|k| !h.before_skip.contains(k))
+                .collect();
+            if new.is_empty() {
+                return None;
+            }
+            let mut h = h.clone();
+            h.before_skip.extend(new);
+            Some(h)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,1096 @@
+//! The spec's protocol properties (spec part 2, 2.12) as named predicates over the model's
+//! global state: every node's state and storage, the messages on the network (in a lossless
+//! duplicating network every message ever sent stays there), and the ghost history.
+//!
+//! Each property carries the id of the spec property it checks. Safety is `always`; liveness
+//! and fault skip are `always` over bounded runs ("the bound was reached, or every live node
+//! decided") plus `sometimes` reachability.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use stateright::actor::ActorModelAction;
+use stateright::{Expectation, Model as _};
+use tieline_core::audit::{AuditSummary, verify_block};
+use tieline_core::block::{
+    AppealClaim, AppealResolution, Block, BlockBody, BlockHeader, ObjectionReason, VoteKind,
+};
+use tieline_core::clearing::{CUT_TOLERANCE, COEFFICIENT_SCALE, Cleared, ClearingInput};
+use tieline_core::consensus::content::{
+    CommittedNonces, ContentRules, advance_nonces, select_bids, unavailable_areas,
+};
+use tieline_core::consensus::{
+    MAX_FALLBACK_LEVELS, Message, NodeState, Proposal, Record, Reply, cut_value,
+};
+use tieline_core::crypto::{Digest, Signed};
+use tieline_core::block::Vote;
+use tieline_core::market::SignedBid;
+use tieline_core::units::NodeId;
+
+use crate::model::{Model, Msg, NodeView, State, Store};
+use crate::scenario::{Scenario, Setup};
+
+/// A checker property: its spec id, its name in reports, and its predicate.
+pub struct PropertyDef {
+    /// The spec property it checks.
+    pub id: &'static str,
+    /// Its name: the id, or the id and what a `sometimes` property looks for.
+    pub name: &'static str,
+    /// `always` or `sometimes`.
+    pub expectation: Expectation,
+    /// The predicate.
+    pub condition: fn(&Model, &State) -> bool,
+    /// Whether a scenario checks it.
+    pub applies: fn(&Scenario) -> bool,
+}
+
+fn every(_: &Scenario) -> bool {
+    true
+}
+
+/// Every checker property.
+pub fn catalogue() -> Vec<PropertyDef> {
+    use Expectation::{Always, Sometimes};
+    let always = |id, condition| PropertyDef {
+        id,
+        name: id,
+        expectation: Always,
+        condition,
+        applies: every,
+    };
+    vec![
+        always("S1", s1),
+        always("S2", s2),
+        always("S3", s3),
+        always("S4", s4),
+        always("V1", v1),
+        always("V2", v2),
+        always("V3", v3),
+        always("V4", v4),
+        always("V5", v5),
+        always("V6", v6),
+        always("V7", v7),
+        always("V8", v8),
+        always("V9", v9),
+        always("L1", l1),
+        always("L2", l2),
+        always("L3", l3),
+        always("L4", l4),
+        always("N1", n1),
+        always("N2", n2),
+        always("N3", n3),
+        PropertyDef {
+            id: "L1",
+            name: "L1: decided in view 1 after the view-0 primary crashed",
+            expectation: Sometimes,
+            condition: l1_reached,
+            applies: |s| s.max_crashes > 0 && s.bounds.max_view >= 1,
+        },
+        PropertyDef {
+            id: "L4",
+            name: "L4: a node decided a block it did not vote to commit (caught up)",
+            expectation: Sometimes,
+            condition: l4_reached,
+            applies: |s| s.max_crashes > 0,
+        },
+        PropertyDef {
+            id: "S4",
+            name: "S4: a correct node holds evidence of the equivocation",
+            expectation: Sometimes,
+            condition: s4_reached,
+            applies: |s| s.name == "byzantine",
+        },
+        PropertyDef {
+            id: "L3",
+            name: "L3: decided at revision 1 after an objection",
+            expectation: Sometimes,
+            condition: l3_reached,
+            applies: |s| !s.security.is_empty(),
+        },
+        PropertyDef {
+            id: "V5",
+            name: "V5: an appeal upheld, recorded and told",
+            expectation: Sometimes,
+            condition: v5_upheld,
+            applies: |s| s.scripts.iter().any(|p| p.appeal.is_some()),
+        },
+        PropertyDef {
+            id: "V5",
+            name: "V5: an appeal rejected, recorded and told",
+            expectation: Sometimes,
+            condition: v5_rejected,
+            applies: |s| s.scripts.iter().any(|p| p.appeal.is_some()),
+        },
+        PropertyDef {
+            id: "L2",
+            name: "L2: every correct node decided",
+            expectation: Sometimes,
+            condition: all_decided,
+            applies: every,
+        },
+    ]
+}
+
+// ----- reading the state -----
+
+/// A correct member's actor: its index, member id, view, storage and whether it is down.
+struct Correct<'a> {
+    index: usize,
+    member: NodeId,
+    view: &'a NodeView,
+    store: &'a Store,
+    crashed: bool,
+}
+
+fn empty_store() -> &'static Store {
+    static EMPTY: std::sync::OnceLock<Store> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(Store::default)
+}
+
+fn correct<'a>(model: &'a Model, state: &'a State) -> impl Iterator<Item = Correct<'a>> + 'a {
+    let setup = &model.cfg;
+    state
+        .actor_states
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| setup.is_correct_node(*i))
+        .filter_map(move |(i, s)| {
+            let view = s.node()?;
+            Some(Correct {
+                index: i,
+                member: setup.member_of[i]?,
+                view,
+                store: state
+                    .actor_storages
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .map_or(empty_store(), |s| s.as_ref()),
+                crashed: state.crashed.get(i).copied().unwrap_or(false),
+            })
+        })
+}
+
+fn node_views(state: &State) -> impl Iterator<Item = &NodeView> {
+    state.actor_states.iter().filter_map(|s| s.node())
+}
+
+/// Every message ever sent, with its sender's actor index.
+fn sent(state: &State) -> impl Iterator<Item = (usize, &Msg)> {
+    state
+        .network
+        .iter_all()
+        .map(|e| (usize::from(e.src), e.msg.msg()))
+}
+
+fn proposals(state: &State) -> BTreeMap<(u32, u32, Digest), &Proposal> {
+    let mut out = BTreeMap::new();
+    for (_, m) in sent(state) {
+        if let Msg::Node(Message::Proposal(p)) = m {
+            let (v, r) = p.round();
+            out.entry((v, r, p.stamp.body.block)).or_insert(p.as_ref());
+        }
+    }
+    out
+}
+
+/// Block bodies by digest, from every proposal on the network.
+fn bodies(state: &State) -> BTreeMap<Digest, (&BlockHeader, &BlockBody)> {
+    let mut out = BTreeMap::new();
+    for (_, m) in sent(state) {
+        if let Msg::Node(Message::Proposal(p)) = m {
+            out.entry(p.stamp.body.block).or_insert((&p.header, &p.body));
+        }
+    }
+    out
+}
+
+/// Every signed vote on the network: votes and proposal stamps, with the sender's actor.
+fn signed_votes(state: &State) -> impl Iterator<Item = (usize, &Signed<Vote>)> {
+    sent(state).filter_map(|(i, m)| match m {
+        Msg::Node(Message::Vote(v)) => Some((i, v)),
+        Msg::Node(Message::Proposal(p)) => Some((i, &p.stamp)),
+        _ => None,
+    })
+}
+
+/// The endorse votes of correct members, with the endorser.
+fn correct_endorsements<'a>(
+    model: &'a Model,
+    state: &'a State,
+) -> impl Iterator<Item = &'a Vote> + 'a {
+    signed_votes(state)
+        .map(|(_, v)| &v.body)
+        .filter(move |v| v.kind == VoteKind::Endorse && !model.cfg.faulty.contains(&v.voter))
+}
+
+/// The committed nonces before height `h` on the chain `blocks`.
+fn nonces_before(blocks: &[Block], h: u64) -> CommittedNonces {
+    let mut n = CommittedNonces::new();
+    for b in blocks.iter().filter(|b| b.header.height < h) {
+        advance_nonces(&mut n, &b.body);
+    }
+    n
+}
+
+/// The nonces committed before `header` on any correct chain that links to it.
+fn nonces_for(model: &Model, state: &State, header: &BlockHeader) -> CommittedNonces {
+    for c in correct(model, state) {
+        let blocks = &c.store.blocks;
+        let linked = if header.height == 1 {
+            true
+        } else {
+            blocks
+                .get(header.height as usize - 2)
+                .is_some_and(|b| b.digest() == header.previous)
+        };
+        if linked {
+            return nonces_before(blocks, header.height);
+        }
+    }
+    CommittedNonces::new()
+}
+
+thread_local! {
+    /// Verdicts on block contents, which depend only on the block (its digest) and the
+    /// checking member: memoised, since the same block appears in many states.
+    static VERDICTS: RefCell<HashMap<(u8, Digest, NodeId), bool>> = RefCell::new(HashMap::new());
+}
+
+fn memo(kind: u8, digest: Digest, member: NodeId, f: impl FnOnce() -> bool) -> bool {
+    if let Some(v) = VERDICTS.with(|m| m.borrow().get(&(kind, digest, member)).copied()) {
+        return v;
+    }
+    let v = f();
+    VERDICTS.with(|m| m.borrow_mut().insert((kind, digest, member), v));
+    v
+}
+
+fn rules<'a>(setup: &'a Setup, committed: &'a CommittedNonces) -> ContentRules<'a> {
+    ContentRules {
+        genesis: &setup.genesis,
+        chain_id: setup.chain_id,
+        scheme: setup.scheme.as_ref(),
+        clearing: setup.clearing,
+        committed,
+    }
+}
+
+/// Runs `f` on the clearing input and proposed result of a body.
+fn with_clearing<R>(
+    setup: &Setup,
+    header: &BlockHeader,
+    body: &BlockBody,
+    committed: &CommittedNonces,
+    f: impl FnOnce(&ClearingInput<'_>, &Cleared) -> R,
+) -> R {
+    let scheme = setup.scheme.clone();
+    let mut check = |sb: &SignedBid, key: &tieline_core::crypto::PublicKey| {
+        sb.verify(scheme.as_ref(), key).is_ok()
+    };
+    let selection = select_bids(
+        &setup.genesis,
+        &setup.chain_id,
+        &body.process,
+        header.revision,
+        committed,
+        &mut check,
+    );
+    let unavailable = unavailable_areas(&setup.genesis, body.process.skip_certificate.as_ref());
+    let input = ClearingInput::new(
+        &setup.genesis,
+        selection.bids,
+        &body.process.clearing.cuts,
+        &unavailable,
+    );
+    let cleared = Cleared {
+        outcome: body.process.clearing.outcome.clone(),
+        trades: body.trades.clone(),
+    };
+    f(&input, &cleared)
+}
+
+/// The bids a body carries: every batch's, then every upheld omission's.
+fn carried(body: &BlockBody) -> Vec<&SignedBid> {
+    let p = &body.process;
+    p.batches
+        .iter()
+        .flat_map(|b| b.body.bids.iter())
+        .chain(p.appeals.iter().filter_map(|a| {
+            match (&a.resolution, &a.appeal.body.claim) {
+                (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) => {
+                    Some(bid.as_ref())
+                }
+                _ => None,
+            }
+        }))
+        .collect()
+}
+
+// ----- bounds -----
+
+/// The search bounds: no node beyond the last height (a node that decided it waits with its
+/// next gate open), view or revision, and no skip vote for the last view (it could only lead
+/// beyond the view bound; a node that would time out there has reached the bound).
+pub fn within_boundary(setup: &Setup, state: &State) -> bool {
+    let b = setup.bounds;
+    let crashes: u32 = state
+        .actor_storages
+        .iter()
+        .flatten()
+        .map(|s| s.recoveries)
+        .sum::<u32>()
+        + state.crashed.iter().filter(|c| **c).count() as u32;
+    // Only management nodes crash: a participant's crash adds states and no behaviour.
+    let participant_down = state
+        .crashed
+        .iter()
+        .enumerate()
+        .any(|(i, c)| *c && setup.member_of.get(i).copied().flatten().is_none());
+    crashes <= b.max_crashes
+        && !participant_down
+        && node_views(state).all(|v| {
+        let n = &v.node;
+        n.height <= b.max_height + 1
+            && !(n.height == b.max_height + 1 && n.gate_closed)
+            && n.view <= b.max_view
+            && n.proposal.as_ref().is_none_or(|p| p.round().1 <= b.max_revision)
+            && n.voted.keys().all(|k| k.2 <= b.max_revision)
+            && !n.skips.get(&b.max_view).is_some_and(|m| !m.is_empty())
+    })
+}
+
+fn decided(setup: &Setup, n: &NodeState) -> bool {
+    n.height > setup.bounds.max_height
+}
+
+/// Whether a run has reached a bound: a live correct node in the last view can go on only by
+/// voting to skip it (its view timer is armed), or a revision at the bound was voted on.
+fn at_bound(model: &Model, state: &State) -> bool {
+    let b = model.cfg.bounds;
+    correct(model, state).any(|c| {
+        let n = &c.view.node;
+        let skip_next = !c.crashed
+            && n.view == b.max_view
+            && state.timers_set.get(c.index).is_some_and(|t| {
+                t.iter().any(|t| {
+                    *t == tieline_core::consensus::Timer::View(n.height, b.max_view)
+                })
+            });
+        skip_next || n.voted.keys().any(|k| k.2 >= b.max_revision)
+    })
+}
+
+fn same_state(a: &State, b: &State) -> bool {
+    use stateright::actor::Network;
+    let networks = match (&a.network, &b.network) {
+        (Network::UnorderedDuplicating(x, _), Network::UnorderedDuplicating(y, _)) => x == y,
+        (x, y) => x == y,
+    };
+    networks
+        && a.actor_states == b.actor_states
+        && a.timers_set == b.timers_set
+        && a.actor_storages == b.actor_storages
+        && a.crashed == b.crashed
+        && a.history == b.history
+}
+
+/// Whether some delivery or timer (not a crash or a recovery) changes the state within the
+/// bounds.
+fn can_progress(model: &Model, state: &State) -> bool {
+    let mut actions = Vec::new();
+    model.actions(state, &mut actions);
+    let (timers, rest): (Vec<_>, Vec<_>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, ActorModelAction::Timeout(..)));
+    for a in timers.into_iter().chain(rest) {
+        if matches!(
+            a,
+            ActorModelAction::Crash(_) | ActorModelAction::Recover(_) | ActorModelAction::Drop(_)
+        ) {
+            continue;
+        }
+        if let Some(next) = model.next_state(state, a) {
+            if stateright::Model::within_boundary(model, &next) && !same_state(&next, state) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+// ----- safety -----
+
+/// S1: no two correct nodes commit different blocks at one height.
+fn s1(model: &Model, state: &State) -> bool {
+    let mut at: BTreeMap<u64, Digest> = BTreeMap::new();
+    for c in correct(model, state) {
+        for b in &c.store.blocks {
+            let d = b.digest();
+            if *at.entry(b.header.height).or_insert(d) != d {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The certificates that can be formed from the votes on the network: (kind, height, view,
+/// revision, block) with a quorum that includes every touched area's members (D11, D12).
+fn certificates(model: &Model, state: &State) -> BTreeSet<(VoteKind, u64, u32, u32, Digest)> {
+    let g = &model.cfg.genesis;
+    let mut voters: BTreeMap<(VoteKind, u64, u32, u32, Digest), BTreeSet<NodeId>> =
+        BTreeMap::new();
+    for (_, v) in signed_votes(state) {
+        let b = &v.body;
+        if b.kind != VoteKind::Propose {
+            voters
+                .entry((b.kind, b.height, b.view, b.revision, b.block))
+                .or_default()
+                .insert(b.voter);
+        }
+    }
+    let bodies = bodies(state);
+    voters
+        .into_iter()
+        .filter(|(k, signers)| {
+            let required = bodies
+                .get(&k.4)
+                .map(|(_, body)| body.required_signers(g))
+                .unwrap_or_default();
+            signers.len() >= g.quorum() && required.iter().all(|r| signers.contains(r))
+        })
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// S2: once a commit certificate for B exists in a round, every endorsement certificate at
+/// that height in a later round is for B.
+fn s2(model: &Model, state: &State) -> bool {
+    let certs = certificates(model, state);
+    certs
+        .iter()
+        .filter(|c| c.0 == VoteKind::Commit)
+        .all(|&(_, h, v, r, b)| {
+            certs.iter().all(|&(kind, h2, v2, r2, b2)| {
+                kind != VoteKind::Endorse || h2 != h || (v2, r2) <= (v, r) || b2 == b
+            })
+        })
+}
+
+/// S3: no correct node signs two different blocks of one kind in one round, even across a
+/// crash (its signed votes and proposals stay on the network).
+fn s3(model: &Model, state: &State) -> bool {
+    let mut slots: BTreeMap<(NodeId, VoteKind, u64, u32, u32), Digest> = BTreeMap::new();
+    for (_, v) in signed_votes(state) {
+        let b = &v.body;
+        if model.cfg.faulty.contains(&b.voter) {
+            continue;
+        }
+        let d = *slots
+            .entry((b.voter, b.kind, b.height, b.view, b.revision))
+            .or_insert(b.block);
+        if d != b.block {
+            return false;
+        }
+    }
+    true
+}
+
+/// S4: evidence accuses only faulty members and verifies; a correct node that received two
+/// conflicting votes of one voter in one slot at its height (proposals: from the round's
+/// primary) holds the evidence.
+fn s4(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    let fair = |e: &tieline_core::block::Evidence| {
+        setup.faulty.contains(&e.offender()) && e.verify(&setup.genesis, setup.scheme.as_ref())
+    };
+    for c in correct(model, state) {
+        if !c.view.node.evidence.iter().all(fair) {
+            return false;
+        }
+        if c.store.blocks.iter().any(|b| !b.body.process.evidence.iter().all(fair)) {
+            return false;
+        }
+        if c.crashed {
+            continue;
+        }
+        let n = &c.view.node;
+        let got: Vec<&Signed<Vote>> = c
+            .view
+            .received_votes
+            .iter()
+            .filter(|v| v.body.height == n.height)
+            .filter(|v| {
+                v.body.kind != VoteKind::Propose
+                    || v.body.voter == setup.genesis.primary(v.body.height, v.body.view)
+            })
+            .collect();
+        for (i, a) in got.iter().enumerate() {
+            for b in &got[i + 1..] {
+                let (x, y) = (&a.body, &b.body);
+                let conflict = x.voter == y.voter
+                    && x.kind == y.kind
+                    && (x.view, x.revision) == (y.view, y.revision)
+                    && x.block != y.block;
+                if conflict
+                    && !n.evidence.iter().any(|e| {
+                        (e.first == **a && e.second == **b) || (e.first == **b && e.second == **a)
+                    })
+                {
+                    return false;
+                }
+            }
+        }
+    }
+    for (_, m) in sent(state) {
+        if let Msg::Node(Message::Proposal(p)) = m {
+            if !setup.faulty.contains(&p.stamp.body.voter)
+                && !p.body.process.evidence.iter().all(fair)
+            {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn s4_reached(model: &Model, state: &State) -> bool {
+    correct(model, state).any(|c| !c.view.node.evidence.is_empty())
+}
+
+// ----- validity -----
+
+/// V1: a correct node endorses only a proposal signed by the rotation's primary for the
+/// round, and a committed block's header names the rotation's primary for its view.
+fn v1(model: &Model, state: &State) -> bool {
+    let g = &model.cfg.genesis;
+    let props = proposals(state);
+    let endorsed_right = correct_endorsements(model, state).all(|v| {
+        props
+            .get(&(v.view, v.revision, v.block))
+            .is_some_and(|p| p.stamp.body.voter == g.primary(v.height, v.view))
+    });
+    endorsed_right
+        && correct(model, state).all(|c| {
+            c.store
+                .blocks
+                .iter()
+                .all(|b| b.header.primary == g.primary(b.header.height, b.header.view))
+        })
+}
+
+/// V2: every block a correct node commits passes the audit (D15-D22, the content rules and a
+/// re-run of its clearing), given the node's own chain before it.
+fn v2(model: &Model, state: &State) -> bool {
+    v2_blocks(model, state, |_, _| true)
+}
+
+/// V3: a bid is receipted once, and no bid is cleared twice on a correct node's chain.
+fn v3(model: &Model, state: &State) -> bool {
+    let mut receipted: BTreeMap<Digest, u64> = BTreeMap::new();
+    for (_, m) in sent(state) {
+        if let Msg::Reply(Reply::Receipt(r)) = m {
+            if *receipted.entry(r.body.bid).or_insert(r.body.height) != r.body.height {
+                return false;
+            }
+        }
+    }
+    correct(model, state).all(|c| {
+        let pooled: Vec<Digest> = c
+            .view
+            .node
+            .pool
+            .values()
+            .flatten()
+            .map(|(b, _)| b.body.id())
+            .collect();
+        let unique: BTreeSet<&Digest> = pooled.iter().collect();
+        if unique.len() != pooled.len() {
+            return false;
+        }
+        let mut cleared: BTreeSet<(tieline_core::units::ParticipantId, u64)> = BTreeSet::new();
+        for b in &c.store.blocks {
+            let rejected: BTreeMap<Digest, usize> =
+                b.body
+                    .process
+                    .rejections
+                    .iter()
+                    .fold(BTreeMap::new(), |mut m, r| {
+                        *m.entry(r.bid).or_insert(0) += 1;
+                        m
+                    });
+            let mut count: BTreeMap<Digest, (usize, &SignedBid)> = BTreeMap::new();
+            for sb in carried(&b.body) {
+                count.entry(sb.body.id()).or_insert((0, sb)).0 += 1;
+            }
+            for (id, (n, sb)) in count {
+                let kept = n.saturating_sub(rejected.get(&id).copied().unwrap_or(0));
+                if kept > 1 {
+                    return false;
+                }
+                if kept == 1 && !cleared.insert((sb.body.participant, sb.body.nonce)) {
+                    return false;
+                }
+            }
+        }
+        true
+    })
+}
+
+/// V4: a correct node endorses a new block only if its own batch is in it unchanged, unless
+/// its area sat the view out.
+fn v4(model: &Model, state: &State) -> bool {
+    let g = &model.cfg.genesis;
+    let props = proposals(state);
+    let mut batches: BTreeMap<(NodeId, u64), &tieline_core::market::SignedBatch> = BTreeMap::new();
+    for (_, m) in sent(state) {
+        if let Msg::Node(Message::Batch(b)) = m {
+            batches.entry((b.body.home, b.body.height)).or_insert(b);
+        }
+    }
+    correct_endorsements(model, state).all(|v| {
+        let Some(p) = props.get(&(v.view, v.revision, v.block)) else {
+            return true;
+        };
+        if p.header.view != v.view || p.header.revision != v.revision {
+            return true; // a locked block proposed again (S2)
+        }
+        let Some(mine) = batches.get(&(v.voter, v.height)) else {
+            return true;
+        };
+        let area = g.member(v.voter).map(|m| m.area);
+        let sat_out = area.is_some_and(|a| {
+            unavailable_areas(g, p.body.process.skip_certificate.as_ref()).contains(&a)
+        });
+        sat_out
+            || p.body
+                .process
+                .batches
+                .iter()
+                .any(|b| b.body.home == v.voter && b == *mine)
+    })
+}
+
+/// V5: every appeal recorded in a committed block is resolved by the rules (an upheld
+/// omission's bid is carried; an "already included" bid is in a batch), and its participant is
+/// told the recorded resolution by its home node once that node commits the block.
+fn v5(model: &Model, state: &State) -> bool {
+    let told: BTreeSet<(u64, AppealResolution)> = sent(state)
+        .filter_map(|(_, m)| match m {
+            Msg::Reply(Reply::AppealResolved { height, resolution }) => {
+                Some((*height, *resolution))
+            }
+            _ => None,
+        })
+        .collect();
+    correct(model, state).all(|c| {
+        c.store.blocks.iter().all(|b| {
+            let p = &b.body.process;
+            let in_batches: BTreeSet<Digest> = p
+                .batches
+                .iter()
+                .flat_map(|x| x.body.bids.iter().map(|sb| sb.body.id()))
+                .collect();
+            p.appeals.iter().all(|a| {
+                let by_rule = match (&a.resolution, &a.appeal.body.claim) {
+                    (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) => {
+                        !in_batches.contains(&bid.body.id())
+                    }
+                    (AppealResolution::RejectedAlreadyIncluded, AppealClaim::Omitted { bid, .. }) => {
+                        in_batches.contains(&bid.body.id())
+                    }
+                    (AppealResolution::Upheld { .. }, AppealClaim::Misallocated { .. }) => false,
+                    _ => true,
+                };
+                let home_committed = a.via == c.member;
+                by_rule && (!home_committed || told.contains(&(b.header.height, a.resolution)))
+            })
+        })
+    })
+}
+
+fn appeal_told(model: &Model, state: &State, upheld: bool) -> bool {
+    let told = sent(state).any(|(_, m)| {
+        matches!(m, Msg::Reply(Reply::AppealResolved { resolution, .. })
+            if matches!(resolution, AppealResolution::Upheld { .. }) == upheld)
+    });
+    told
+        && correct(model, state).any(|c| {
+            c.store.blocks.iter().any(|b| {
+                b.body.process.appeals.iter().any(|a| {
+                    matches!(a.resolution, AppealResolution::Upheld { .. }) == upheld
+                })
+            })
+        })
+}
+
+fn v5_upheld(model: &Model, state: &State) -> bool {
+    appeal_told(model, state, true)
+}
+
+fn v5_rejected(model: &Model, state: &State) -> bool {
+    appeal_told(model, state, false)
+}
+
+/// The proposals correct nodes endorsed, once each.
+fn endorsed<'a>(model: &'a Model, state: &'a State) -> Vec<(NodeId, &'a Proposal)> {
+    let props = proposals(state);
+    let mut out: Vec<(NodeId, &Proposal)> = correct_endorsements(model, state)
+        .filter_map(|v| props.get(&(v.view, v.revision, v.block)).map(|p| (v.voter, *p)))
+        .collect();
+    out.sort_by_key(|(n, p)| (*n, p.stamp.body.block));
+    out.dedup_by_key(|(n, p)| (*n, p.stamp.body.block));
+    out
+}
+
+/// V6: a correct node endorses a block only if its outcome and trades are what the agreed
+/// rule gives on the included bids with the accepted cuts.
+fn v6(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    endorsed(model, state).iter().all(|(_, p)| {
+        memo(6, p.stamp.body.block, NodeId(0), || {
+            let committed = nonces_for(model, state, &p.header);
+            with_clearing(setup, &p.header, &p.body, &committed, |input, cleared| {
+                setup.clearing.verify(input, cleared).is_ok()
+            })
+        })
+    })
+}
+
+/// V7: a correct node endorses a block only if its own private security check passes on it
+/// (every cut it would raise is already accepted in the block).
+fn v7(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    endorsed(model, state).iter().all(|(who, p)| {
+        let Some(check) = setup.security.get(who) else {
+            return true;
+        };
+        memo(7, p.stamp.body.block, *who, || {
+            let committed = nonces_for(model, state, &p.header);
+            with_clearing(setup, &p.header, &p.body, &committed, |input, cleared| {
+                check
+                    .check(input, cleared)
+                    .iter()
+                    .all(|c| p.body.process.clearing.cuts.contains(c))
+            })
+        })
+    })
+}
+
+/// V8: every cut in an endorsed or committed block was raised by a member's signed security
+/// objection recorded in it, and the outcome honours every cut.
+fn v8(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    let check = |header: &BlockHeader, body: &BlockBody| {
+        memo(8, header.digest(), NodeId(0), || {
+            let p = &body.process;
+            let objected = p.clearing.cuts.iter().all(|cut| {
+                p.objections.iter().any(|o| {
+                    let signed = setup
+                        .genesis
+                        .member(o.body.objector)
+                        .is_some_and(|m| o.verify(setup.scheme.as_ref(), &m.public_key).is_ok());
+                    signed
+                        && matches!(&o.body.reason, ObjectionReason::Security { cuts } if cuts.contains(cut))
+                })
+            });
+            let committed = nonces_for(model, state, header);
+            objected
+                && with_clearing(setup, header, body, &committed, |input, cleared| {
+                    p.clearing.cuts.iter().all(|cut| {
+                        cut_value(cut, input, cleared)
+                            <= (i128::from(cut.limit.0) + i128::from(CUT_TOLERANCE.0))
+                                * i128::from(COEFFICIENT_SCALE)
+                    })
+                })
+        })
+    };
+    endorsed(model, state)
+        .iter()
+        .all(|(_, p)| check(&p.header, &p.body))
+        && correct(model, state).all(|c| {
+            c.store
+                .blocks
+                .iter()
+                .all(|b| check(&b.header, &b.body))
+        })
+}
+
+/// V9: a committed block's commit certificate, and every endorsement certificate a correct
+/// node locked on, has a quorum that includes every member of every touched area.
+fn v9(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    let g = &setup.genesis;
+    let ok = |qc: &tieline_core::block::QuorumCertificate, body: &BlockBody| {
+        qc.verify(g, setup.chain_id, setup.scheme.as_ref(), &body.required_signers(g))
+            .is_ok()
+    };
+    correct(model, state).all(|c| {
+        c.store.blocks.iter().all(|b| ok(&b.certificate, &b.body))
+            && c.store.records.iter().all(|r| match r {
+                Record::Lock(qc, p) => ok(qc, &p.body),
+                _ => true,
+            })
+            && c.view
+                .node
+                .lock
+                .as_ref()
+                .is_none_or(|l| ok(&l.certificate, &l.proposal.body))
+    })
+}
+
+// ----- fault skip and liveness -----
+
+/// L1: a correct node is in a view above 0 only with a valid skip certificate for the view
+/// before, and a committed block of a later view records the skipped primaries and the
+/// certificate.
+fn l1(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    let g = &setup.genesis;
+    correct(model, state).all(|c| {
+        let n = &c.view.node;
+        let in_view = n.view == 0
+            || n.justification.as_ref().is_some_and(|j| {
+                j.view + 1 == n.view
+                    && j.verify(g, setup.chain_id, setup.scheme.as_ref(), n.height, j.view)
+                        .is_ok()
+            });
+        in_view
+            && c.store.blocks.iter().all(|b| {
+                let p = &b.body.process;
+                let v = b.header.view;
+                p.skipped == (0..v).map(|x| g.primary(b.header.height, x)).collect::<Vec<_>>()
+                    && (v == 0
+                        || p.skip_certificate.as_ref().is_some_and(|cert| {
+                            cert.verify(g, setup.chain_id, setup.scheme.as_ref(), b.header.height, v - 1)
+                                .is_ok()
+                        }))
+            })
+    })
+}
+
+fn l1_reached(model: &Model, state: &State) -> bool {
+    let g = &model.cfg.genesis;
+    let p0 = g.primary(1, 0);
+    let down = model
+        .cfg
+        .member_of
+        .iter()
+        .enumerate()
+        .any(|(i, m)| *m == Some(p0) && state.crashed.get(i).copied().unwrap_or(false));
+    down && correct(model, state).any(|c| c.store.blocks.iter().any(|b| b.header.view == 1))
+}
+
+/// L2: within the bounds, a run that can go no further has reached a bound or every live
+/// correct node has decided.
+fn l2(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    let done = correct(model, state).all(|c| c.crashed || decided(setup, &c.view.node));
+    done || at_bound(model, state) || can_progress(model, state)
+}
+
+fn all_decided(model: &Model, state: &State) -> bool {
+    correct(model, state).all(|c| !c.crashed && decided(&model.cfg, &c.view.node))
+}
+
+/// L3: revisions are bounded, and a fallback revision clears at most the earliest half (per
+/// level) of the valid bids.
+fn l3(model: &Model, state: &State) -> bool {
+    let g = &model.cfg.genesis;
+    proposals(state).values().all(|p| {
+        let r = p.header.revision;
+        if r > g.max_revisions + MAX_FALLBACK_LEVELS {
+            return false;
+        }
+        if r <= g.max_revisions {
+            return true;
+        }
+        let level = r - g.max_revisions;
+        let rejections = &p.body.process.rejections;
+        let fallback = rejections
+            .iter()
+            .filter(|x| x.reason == tieline_core::block::RejectionReason::Fallback)
+            .count();
+        let others = rejections.len() - fallback;
+        let valid = carried(&p.body).len().saturating_sub(others);
+        let kept = valid - fallback.min(valid);
+        kept <= if level >= 63 { 0 } else { valid >> level }
+    })
+}
+
+fn l3_reached(model: &Model, state: &State) -> bool {
+    correct(model, state).any(|c| {
+        c.store
+            .blocks
+            .iter()
+            .any(|b| b.header.revision == 1 && !b.body.process.objections.is_empty())
+    })
+}
+
+/// L4: a block a correct node decided without voting to commit it (it caught up from a peer)
+/// passes the audit against the node's own chain.
+fn l4(model: &Model, state: &State) -> bool {
+    let committers = commit_voters(state);
+    v2_blocks(model, state, |member, b| {
+        !committers.contains(&(member, b.digest()))
+    })
+}
+
+fn commit_voters(state: &State) -> BTreeSet<(NodeId, Digest)> {
+    signed_votes(state)
+        .filter(|(_, v)| v.body.kind == VoteKind::Commit)
+        .map(|(_, v)| (v.body.voter, v.body.block))
+        .collect()
+}
+
+fn v2_blocks(model: &Model, state: &State, pick: impl Fn(NodeId, &Block) -> bool) -> bool {
+    let setup = &model.cfg;
+    correct(model, state).all(|c| {
+        c.store
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| pick(c.member, b))
+            .all(|(i, b)| {
+                memo(2, b.digest(), NodeId(0), || {
+                    let committed = nonces_before(&c.store.blocks, b.header.height);
+                    let prev = i.checked_sub(1).map(|j| &c.store.blocks[j].header);
+                    let scheme = setup.scheme.clone();
+                    let mut check = |sb: &SignedBid, key: &tieline_core::crypto::PublicKey| {
+                        sb.verify(scheme.as_ref(), key).is_ok()
+                    };
+                    verify_block(
+                        &rules(setup, &committed),
+                        prev,
+                        b,
+                        &mut check,
+                        &mut AuditSummary::default(),
+                    )
+                    .is_ok()
+                })
+            })
+    })
+}
+
+fn l4_reached(model: &Model, state: &State) -> bool {
+    let committers = commit_voters(state);
+    correct(model, state).any(|c| {
+        c.store
+            .blocks
+            .iter()
+            .any(|b| !committers.contains(&(c.member, b.digest())))
+    })
+}
+
+// ----- no loss -----
+
+/// N1: every receipted bid is on its home node's chain (cleared or rejected by rule), or still
+/// pending in the home node's log for a height it has not decided.
+fn n1(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    let stores: BTreeMap<NodeId, &Store> = correct(model, state)
+        .map(|c| (c.member, c.store))
+        .collect();
+    sent(state).all(|(src, m)| {
+        let Msg::Reply(Reply::Receipt(r)) = m else {
+            return true;
+        };
+        if !setup.is_correct_node(src) {
+            return true;
+        }
+        let Some(store) = stores.get(&r.body.home) else {
+            return true;
+        };
+        let id = r.body.bid;
+        let on_chain = store
+            .blocks
+            .iter()
+            .any(|b| carried(&b.body).iter().any(|sb| sb.body.id() == id));
+        let pending = store.records.iter().any(|rec| {
+            matches!(rec, Record::Bid { bid, height, .. }
+                if bid.body.id() == id && *height >= store.next_height())
+        });
+        on_chain || pending
+    })
+}
+
+/// N2: a batch that a correct node held when it voted to skip a view is in the block
+/// committed at that height in a later view.
+fn n2(model: &Model, state: &State) -> bool {
+    let h = &state.history;
+    if h.before_skip.is_empty() {
+        return true;
+    }
+    correct(model, state).all(|c| {
+        c.store.blocks.iter().all(|b| {
+            h.before_skip.iter().all(|&(height, view, home, digest)| {
+                b.header.height != height
+                    || b.header.view <= view
+                    || b.body.process.batches.iter().any(|x| {
+                        x.body.home == home
+                            && (model.cfg.faulty.contains(&home) || x.body_digest() == digest)
+                    })
+            })
+        })
+    })
+}
+
+/// N3: every vote, proposal, batch, skip vote and lock a correct node sent for a height it has
+/// not decided is in its log, and a node's committed blocks are stored before the next height
+/// opens.
+fn n3(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    let stores: BTreeMap<usize, &Store> = correct(model, state).map(|c| (c.index, c.store)).collect();
+    let logged = |i: usize, f: &dyn Fn(&Record) -> bool, height: u64| {
+        stores
+            .get(&i)
+            .is_none_or(|s| height < s.next_height() || s.records.iter().any(f))
+    };
+    let sends_logged = sent(state).all(|(src, m)| {
+        if !setup.is_correct_node(src) {
+            return true;
+        }
+        match m {
+            Msg::Node(Message::Vote(v)) => {
+                logged(src, &|r| matches!(r, Record::Vote(x) if x == v), v.body.height)
+            }
+            Msg::Node(Message::Proposal(p)) => logged(
+                src,
+                &|r| matches!(r, Record::Vote(x) if *x == p.stamp),
+                p.height(),
+            ),
+            Msg::Node(Message::Batch(b)) => logged(
+                src,
+                &|r| matches!(r, Record::Batch(x) if x == b),
+                b.body.height,
+            ),
+            Msg::Node(Message::Skip(s, _)) => {
+                logged(src, &|r| matches!(r, Record::Skip(x) if **s == *x), s.body.height)
+                    && s.body.lock.as_ref().is_none_or(|qc| {
+                        logged(
+                            src,
+                            &|r| matches!(r, Record::Lock(x, _) if x == qc),
+                            s.body.height,
+                        )
+                    })
+            }
+            _ => true,
+        }
+    });
+    sends_logged
+        && correct(model, state)
+            .filter(|c| !c.crashed)
+            .all(|c| c.view.node.height == c.store.next_height())
+}
+
+/// The ids of the spec properties the checker verifies.
+pub fn ids() -> BTreeSet<&'static str> {
+    catalogue().iter().map(|p| p.id).collect()
+}
+
+/// The members of a model's correct nodes that have decided every bounded height.
+pub fn summary(model: &Model, state: &State) -> Vec<(NodeId, u64)> {
+    correct(model, state)
+        .map(|c| (c.member, c.store.blocks.len() as u64))
+        .collect()
+}

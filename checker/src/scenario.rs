@@ -1,0 +1,643 @@
+//! The named scenarios: who the members are, who is faulty and how, what participants bid,
+//! and the bounds of the search (heights, views, revisions).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use stateright::actor::{ActorModel, Id, Network};
+use tieline_core::clearing::{
+    COEFFICIENT_SCALE, Cleared, Clearing, ClearingError, ClearingInput, Cut, CutTerm,
+    CutVariable, VerifyError, rule_for,
+};
+use tieline_core::consensus::{ConstraintList, Context, Mutation, NoGridModel, SecurityCheck};
+use tieline_core::crypto::{Digest, PublicKey, SignatureScheme, Signed, SymbolicScheme, SymbolicSigner};
+use tieline_core::genesis::{ClearingRule, Genesis};
+use tieline_core::market::{Bid, BidStep, Side, SignedBid};
+use tieline_core::sample::{SampleConsortium, sample_product};
+use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
+
+use crate::model::{
+    Agent, AppealPlan, History, Model, NodeAgent, ParticipantAgent, Topology, record_in,
+    record_out,
+};
+use crate::properties;
+
+/// How far the search goes. A state beyond a bound is not explored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// The highest height decided; a node then waits at the next height with its gate open.
+    pub max_height: u64,
+    /// The highest view entered.
+    pub max_view: u32,
+    /// The highest revision proposed.
+    pub max_revision: u32,
+    /// The most crashes in a run.
+    pub max_crashes: u32,
+}
+
+/// How a faulty member's actor deviates. It always runs the core's correct code; the fault is
+/// in its configuration (after the Twins method: several actors may share one member's key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A twin with the member's own configuration.
+    Twin,
+    /// A twin whose clearing rule publishes a wrong price (one tick too high).
+    TamperedClearing,
+    /// A node that believes the rotation makes it the primary of view 0 (its genesis has
+    /// another rotation period under the real chain id).
+    Impostor,
+}
+
+/// What a scripted participant does.
+#[derive(Clone, Debug)]
+pub struct Script {
+    /// The participant's index in the genesis.
+    pub participant: usize,
+    /// Its side.
+    pub side: Side,
+    /// Its limit price, in currency per MWh.
+    pub price: i64,
+    /// Its quantity, in MWh.
+    pub mwh: i64,
+    /// Its appeal, if any.
+    pub appeal: Option<AppealPlan>,
+}
+
+/// A named scenario, before it becomes a model.
+#[derive(Clone)]
+pub struct Scenario {
+    /// Its name.
+    pub name: &'static str,
+    /// What it shows.
+    pub about: &'static str,
+    /// The consortium.
+    pub genesis: Genesis,
+    /// The faulty members and their actors' faults.
+    pub faults: BTreeMap<NodeId, Vec<Fault>>,
+    /// Members whose private grid check is a list of constraints (others have none).
+    pub security: BTreeMap<NodeId, ConstraintList>,
+    /// The participants that bid.
+    pub scripts: Vec<Script>,
+    /// How many nodes may be down at once.
+    pub max_crashes: usize,
+    /// The search bounds.
+    pub bounds: Bounds,
+    /// The search bounds for CI (smaller or equal).
+    pub ci_bounds: Bounds,
+}
+
+/// The model's configuration: what every property may read.
+#[derive(Clone)]
+pub struct Setup {
+    /// The scenario's name.
+    pub name: &'static str,
+    /// The consortium.
+    pub genesis: Arc<Genesis>,
+    /// Its chain id.
+    pub chain_id: Digest,
+    /// How signatures verify in the model.
+    pub scheme: Arc<dyn SignatureScheme>,
+    /// The agreed clearing rule.
+    pub clearing: &'static dyn Clearing,
+    /// The bounds.
+    pub bounds: Bounds,
+    /// The faulty members.
+    pub faulty: BTreeSet<NodeId>,
+    /// Per actor: the member it is (none for a participant).
+    pub member_of: Vec<Option<NodeId>>,
+    /// Each correct member's private grid check.
+    pub security: BTreeMap<NodeId, Arc<dyn SecurityCheck>>,
+    /// Whether nodes may crash.
+    pub crashes: bool,
+}
+
+impl Setup {
+    /// Whether actor `i` is a faulty member's.
+    pub fn is_faulty_actor(&self, i: usize) -> bool {
+        self.member_of
+            .get(i)
+            .copied()
+            .flatten()
+            .is_some_and(|m| self.faulty.contains(&m))
+    }
+
+    /// Whether actor `i` is a correct member's.
+    pub fn is_correct_node(&self, i: usize) -> bool {
+        self.member_of
+            .get(i)
+            .copied()
+            .flatten()
+            .is_some_and(|m| !self.faulty.contains(&m))
+    }
+}
+
+/// The symbolic key of a sample member or participant: its real public key, used as a name.
+fn signer(key: PublicKey) -> Arc<SymbolicSigner> {
+    Arc::new(SymbolicSigner::new(key))
+}
+
+fn mwh(x: i64) -> Quantity {
+    Quantity(x * Quantity::SCALE)
+}
+
+/// A clearing rule that publishes the real rule's outcome with every price one tick higher:
+/// a byzantine primary's tampered result.
+#[derive(Debug)]
+pub struct Tampered(pub &'static dyn Clearing);
+
+impl Clearing for Tampered {
+    fn rule(&self) -> ClearingRule {
+        self.0.rule()
+    }
+    fn clear(&self, input: &ClearingInput<'_>) -> Result<Cleared, ClearingError> {
+        let mut c = self.0.clear(input)?;
+        let tick = input.params.price_tick.0;
+        for p in &mut c.outcome.area_prices {
+            p.price = Price(p.price.0 + tick);
+        }
+        for t in &mut c.trades {
+            t.price = Price(t.price.0 + tick);
+        }
+        Ok(c)
+    }
+}
+
+/// The tampered uniform-price rule.
+pub static TAMPERED_UNIFORM: Tampered = Tampered(&tieline_core::clearing::UniformPrice);
+
+/// A rule that remembers its results: clearing is a pure function of its input, and a search
+/// clears the same input in many states. Only `clear` is remembered; `verify` delegates.
+#[derive(Debug)]
+pub struct Remembered {
+    rule: &'static dyn Clearing,
+    memo: Mutex<HashMap<Vec<u8>, Result<Cleared, ClearingError>>>,
+}
+
+impl Remembered {
+    fn key(input: &ClearingInput<'_>) -> Vec<u8> {
+        use tieline_core::encoding::Canonical;
+        let mut out = Vec::new();
+        for t in &input.tie_lines {
+            t.encode(&mut out);
+        }
+        for (d, _) in &input.bids {
+            out.extend_from_slice(&d.0);
+        }
+        for c in input.cuts {
+            c.encode(&mut out);
+        }
+        out
+    }
+}
+
+impl Clearing for Remembered {
+    fn rule(&self) -> ClearingRule {
+        self.rule.rule()
+    }
+    fn clear(&self, input: &ClearingInput<'_>) -> Result<Cleared, ClearingError> {
+        let key = Self::key(input);
+        if let Some(r) = self.memo.lock().expect("not poisoned").get(&key) {
+            return r.clone();
+        }
+        let r = self.rule.clear(input);
+        self.memo
+            .lock()
+            .expect("not poisoned")
+            .insert(key, r.clone());
+        r
+    }
+    fn verify(&self, input: &ClearingInput<'_>, proposed: &Cleared) -> Result<(), VerifyError> {
+        self.rule.verify(input, proposed)
+    }
+}
+
+/// The zonal-coupling rule, remembered.
+pub static ZONAL: std::sync::LazyLock<Remembered> = std::sync::LazyLock::new(|| Remembered {
+    rule: &tieline_core::clearing::ZonalCoupling,
+    memo: Mutex::new(HashMap::new()),
+});
+
+/// Numbers the models built in this process, so that transitions remembered for one model
+/// are never used by another (with another scenario or seeded bug).
+static NEXT_MODEL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// The rule the model's nodes run for `rule`.
+pub fn model_rule(rule: ClearingRule) -> &'static dyn Clearing {
+    match rule {
+        ClearingRule::ZonalCoupling => &*ZONAL,
+        other => rule_for(other),
+    }
+}
+
+impl Scenario {
+    /// Every named scenario, in the order `all` runs them.
+    pub fn all() -> Vec<Scenario> {
+        vec![
+            Self::crash(),
+            Self::byzantine(),
+            Self::negotiate(),
+            Self::appeal(),
+            Self::impostor(),
+            Self::lock(),
+            Self::joint(),
+        ]
+    }
+
+    /// The scenario called `name`.
+    pub fn named(name: &str) -> Option<Scenario> {
+        Self::all().into_iter().find(|s| s.name == name)
+    }
+
+    fn base(members: usize) -> Genesis {
+        let mut g = SampleConsortium::new(members, 1).genesis;
+        g.max_revisions = 2;
+        g
+    }
+
+    /// n = 3, f = 1, crash faults: a node may crash and recover from its storage; the network
+    /// reorders and duplicates. One participant bids.
+    pub fn crash() -> Scenario {
+        let genesis = Self::base(3);
+        Scenario {
+            name: "crash",
+            about: "n=3, f=1 crash faults: crash and recover from storage; unordered network that duplicates and reorders",
+            genesis,
+            faults: BTreeMap::new(),
+            security: BTreeMap::new(),
+            scripts: vec![Script {
+                participant: 0,
+                side: Side::Sell,
+                price: 40,
+                mwh: 10,
+                appeal: None,
+            }],
+            max_crashes: 1,
+            bounds: Bounds {
+                max_height: 1,
+                max_view: 1,
+                max_revision: 1,
+                max_crashes: 1,
+            },
+            ci_bounds: Bounds {
+                max_height: 1,
+                max_view: 1,
+                max_revision: 1,
+                max_crashes: 1,
+            },
+        }
+    }
+
+    /// n = 4, f = 1, byzantine: member 2, the primary of view 0, runs as two twins under its
+    /// key, one of them with a tampered clearing rule: it equivocates as primary and votes
+    /// twice. A seller at node 3 and a buyer at node 4 trade.
+    pub fn byzantine() -> Scenario {
+        let genesis = Self::base(4);
+        let primary = genesis.primary(1, 0);
+        Scenario {
+            name: "byzantine",
+            about: "n=4, f=1 byzantine: the view-0 primary runs as twins under one key (one with a tampered clearing), equivocating and voting twice",
+            genesis,
+            faults: BTreeMap::from([(primary, vec![Fault::Twin, Fault::TamperedClearing])]),
+            security: BTreeMap::new(),
+            scripts: vec![
+                Script {
+                    participant: 2,
+                    side: Side::Sell,
+                    price: 40,
+                    mwh: 10,
+                    appeal: None,
+                },
+                Script {
+                    participant: 3,
+                    side: Side::Buy,
+                    price: 60,
+                    mwh: 10,
+                    appeal: None,
+                },
+            ],
+            max_crashes: 0,
+            bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ci_bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+        }
+    }
+
+    /// n = 3 under zonal coupling: node 2's private grid limits the flow over tie line 1 to
+    /// 40 MWh; a seller at node 1 and a buyer at node 2 want 100 MWh, so node 2 objects with a
+    /// cut and the primary must revise before the block commits.
+    pub fn negotiate() -> Scenario {
+        let mut genesis = Self::base(2);
+        genesis.clearing.rule = ClearingRule::ZonalCoupling;
+        let limit = Cut {
+            product: sample_product(1),
+            label: 7,
+            terms: vec![CutTerm {
+                variable: CutVariable::TieFlow(TieLineId(1)),
+                coefficient: COEFFICIENT_SCALE,
+            }],
+            limit: mwh(40),
+        };
+        Scenario {
+            name: "negotiate",
+            about: "n=3, zonal coupling: a security objection with a cut forces a revision before the commit",
+            genesis,
+            faults: BTreeMap::new(),
+            security: BTreeMap::from([(
+                NodeId(2),
+                ConstraintList {
+                    constraints: vec![limit],
+                },
+            )]),
+            scripts: vec![
+                Script {
+                    participant: 0,
+                    side: Side::Sell,
+                    price: 10,
+                    mwh: 100,
+                    appeal: None,
+                },
+                Script {
+                    participant: 1,
+                    side: Side::Buy,
+                    price: 90,
+                    mwh: 100,
+                    appeal: None,
+                },
+            ],
+            max_crashes: 0,
+            bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 2,
+                max_crashes: 0,
+            },
+            ci_bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 1,
+                max_crashes: 0,
+            },
+        }
+    }
+
+    /// n = 3: a participant appeals that its receipted bid is missing from the result; the
+    /// primary upholds or rejects it, records it, and the home node tells the participant.
+    pub fn appeal() -> Scenario {
+        let genesis = Self::base(2);
+        Scenario {
+            name: "appeal",
+            about: "n=3: a participant's appeal is upheld or rejected, recorded in the block, and the participant told",
+            genesis,
+            faults: BTreeMap::new(),
+            security: BTreeMap::new(),
+            scripts: vec![Script {
+                participant: 0,
+                side: Side::Sell,
+                price: 40,
+                mwh: 10,
+                appeal: Some(AppealPlan::Omitted),
+            }],
+            max_crashes: 0,
+            bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 2,
+                max_crashes: 0,
+            },
+            ci_bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 1,
+                max_crashes: 0,
+            },
+        }
+    }
+
+    /// n = 4, f = 1, byzantine: member 1 believes it is the primary of view 0 and proposes;
+    /// the real primary is member 2.
+    pub fn impostor() -> Scenario {
+        let genesis = Self::base(4);
+        Scenario {
+            name: "impostor",
+            about: "n=4, f=1 byzantine: a member that is not the primary proposes",
+            genesis,
+            faults: BTreeMap::from([(NodeId(1), vec![Fault::Impostor])]),
+            security: BTreeMap::new(),
+            scripts: vec![],
+            max_crashes: 0,
+            bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ci_bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+        }
+    }
+
+    /// n = 3, f = 1, no bids and no crashes: views 0 and 1, so that a lock taken in view 0
+    /// must survive the skip to view 1 (spec S2).
+    pub fn lock() -> Scenario {
+        Scenario {
+            name: "lock",
+            about: "n=3, f=1: a skip from view 0 to view 1 with locks taken in view 0; no bids, no crashes",
+            scripts: vec![],
+            max_crashes: 0,
+            bounds: Bounds {
+                max_height: 1,
+                max_view: 1,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ci_bounds: Bounds {
+                max_height: 1,
+                max_view: 1,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ..Self::crash()
+        }
+    }
+
+    /// n = 3, f = 1: a seller at node 1 and a buyer at node 3 trade, so a block needs both
+    /// areas' endorsements beyond a bare quorum (spec V9, D12).
+    pub fn joint() -> Scenario {
+        Scenario {
+            name: "joint",
+            about: "n=3, f=1: a trade between areas 1 and 3 needs both their endorsements (joint signatures)",
+            scripts: vec![
+                Script {
+                    participant: 0,
+                    side: Side::Sell,
+                    price: 40,
+                    mwh: 10,
+                    appeal: None,
+                },
+                Script {
+                    participant: 2,
+                    side: Side::Buy,
+                    price: 60,
+                    mwh: 10,
+                    appeal: None,
+                },
+            ],
+            max_crashes: 0,
+            bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ci_bounds: Bounds {
+                max_height: 1,
+                max_view: 0,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ..Self::crash()
+        }
+    }
+
+    /// The scripted participant's signed bid.
+    fn bid(&self, s: &Script) -> SignedBid {
+        let p = &self.genesis.participants[s.participant];
+        let bid = Bid {
+            chain_id: self.genesis.chain_id(),
+            participant: p.id,
+            area: p.area,
+            bus: None,
+            side: s.side,
+            product: sample_product(1),
+            steps: vec![BidStep {
+                price: Price(s.price * Price::SCALE),
+                quantity: mwh(s.mwh),
+            }],
+            nonce: 1,
+            timestamp: Timestamp(1_767_225_060_000 + s.participant as u64),
+        };
+        Signed::sign(bid, signer(p.public_key).as_ref())
+    }
+
+    /// The stateright model of this scenario, with every node running `mutation` (if any),
+    /// bounded by `bounds`.
+    pub fn model(&self, bounds: Bounds, mutation: Option<Mutation>) -> Model {
+        let genesis = Arc::new(self.genesis.clone());
+        let chain_id = genesis.chain_id();
+        let scheme: Arc<dyn SignatureScheme> = Arc::new(SymbolicScheme);
+        let clearing = model_rule(genesis.clearing.rule);
+        // Actors: one per member (several for a twinned member), then the participants.
+        let mut topology = Topology::default();
+        let mut contexts: Vec<Context> = Vec::new();
+        let faulty: BTreeSet<NodeId> = self.faults.keys().copied().collect();
+        let mut security: BTreeMap<NodeId, Arc<dyn SecurityCheck>> = BTreeMap::new();
+        for m in &genesis.members {
+            let check: Arc<dyn SecurityCheck> = match self.security.get(&m.id) {
+                Some(list) => Arc::new(list.clone()),
+                None => Arc::new(NoGridModel),
+            };
+            security.insert(m.id, check.clone());
+            let faults = self.faults.get(&m.id).cloned().unwrap_or(vec![Fault::Twin]);
+            for fault in faults {
+                let mut ctx = Context::new(
+                    genesis.clone(),
+                    m.id,
+                    signer(m.public_key),
+                    scheme.clone(),
+                    clearing,
+                    check.clone(),
+                );
+                match fault {
+                    Fault::Twin => {}
+                    Fault::TamperedClearing => ctx.clearing = &TAMPERED_UNIFORM,
+                    Fault::Impostor => {
+                        // A rotation period of 2 makes members[0] the primary of (1, 0).
+                        let mut g = (*genesis).clone();
+                        g.rotation_period = 2;
+                        ctx.genesis = Arc::new(g);
+                    }
+                }
+                ctx.mutation = mutation;
+                let id = Id::from(contexts.len());
+                topology.member_actors.entry(m.id).or_default().push(id);
+                topology.member_of.push(Some(m.id));
+                contexts.push(ctx);
+            }
+        }
+        let first_participant = contexts.len();
+        for (k, s) in self.scripts.iter().enumerate() {
+            let p = &genesis.participants[s.participant];
+            topology
+                .participant_actors
+                .insert(p.id, Id::from(first_participant + k));
+            topology.member_of.push(None);
+        }
+        let topology = Arc::new(topology);
+        // Remembered transitions are keyed by the actor's context: this model's and its own.
+        let model_key = NEXT_MODEL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 8;
+        let mut actors: Vec<Agent> = contexts
+            .into_iter()
+            .enumerate()
+            .map(|(i, ctx)| {
+                Agent::Node(Box::new(NodeAgent {
+                    ctx,
+                    topology: topology.clone(),
+                    watch: faulty.clone(),
+                    key: model_key | i,
+                }))
+            })
+            .collect();
+        for s in &self.scripts {
+            let p = &genesis.participants[s.participant];
+            actors.push(Agent::Participant(Box::new(ParticipantAgent {
+                id: p.id,
+                home: topology.actors_of(p.home)[0],
+                signer: signer(p.public_key),
+                chain_id,
+                bid: self.bid(s),
+                appeal: s.appeal,
+            })));
+        }
+        let setup = Setup {
+            name: self.name,
+            genesis: genesis.clone(),
+            chain_id,
+            scheme,
+            clearing,
+            bounds,
+            faulty,
+            member_of: topology.member_of.clone(),
+            security: security
+                .into_iter()
+                .filter(|(m, _)| !self.faults.contains_key(m))
+                .collect(),
+            crashes: self.max_crashes > 0,
+        };
+        let mut model = ActorModel::new(setup, History::default())
+            .actors(actors)
+            .init_network(Network::new_unordered_duplicating([]))
+            .max_crashes(self.max_crashes)
+            .record_msg_in(record_in)
+            .record_msg_out(record_out)
+            .within_boundary(properties::within_boundary);
+        for p in properties::catalogue() {
+            if (p.applies)(self) {
+                model = model.property(p.expectation, p.name, p.condition);
+            }
+        }
+        model
+    }
+}
