@@ -12,7 +12,10 @@ use tieline_checker::scenario::{Bounds, Scenario};
 use tieline_checker::trace;
 
 #[derive(Parser)]
-#[command(name = "tieline-check", about = "Model checker of the Tieline protocol")]
+#[command(
+    name = "tieline-check",
+    about = "Model checker of the Tieline protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -167,11 +170,16 @@ fn report(out: &Outcome, json: bool, dir: &std::path::Path) -> anyhow::Result<se
         if out.exhaustive {
             ", exhaustive"
         } else {
-            ", NOT exhaustive (time limit)"
+            ", not exhaustive (time limit or random walks)"
         }
     ));
     for p in &out.properties {
-        log(format!("  {:<11} {:<9} {}", p.status.as_str(), p.kind, p.name));
+        log(format!(
+            "  {:<11} {:<9} {}",
+            p.status.as_str(),
+            p.kind,
+            p.name
+        ));
     }
     for p in &out.properties {
         if p.status != run::Status::Violated {
@@ -341,8 +349,7 @@ fn run_cli() -> anyhow::Result<bool> {
                     m.name,
                     m.property,
                     if v.caught { "caught" } else { "MISSED" },
-                    v.trace_len
-                        .map_or("-".to_owned(), |n| format!("{n} steps")),
+                    v.trace_len.map_or("-".to_owned(), |n| format!("{n} steps")),
                     v.unique_states,
                     v.seconds,
                     m.scenario

@@ -16,9 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use stateright::actor::{Actor, ActorModel, Envelope, Id, Out, model_timeout};
 use tieline_core::block::{Appeal, AppealClaim, Block};
-use tieline_core::consensus::{
-    Context, Effect, Input, Message, NodeState, Record, Reply, Timer,
-};
+use tieline_core::consensus::{Context, Effect, Input, Message, NodeState, Record, Reply, Timer};
 use tieline_core::crypto::{Digest, Signed, Signer};
 use tieline_core::market::SignedBid;
 use tieline_core::units::{NodeId, ParticipantId, Timestamp};
@@ -560,8 +558,7 @@ impl Actor for Agent {
                         let mut store = Arc::clone(s);
                         Store::edit(&mut store).recoveries += 1;
                         o.save(store.clone());
-                        let node =
-                            NodeState::restore(&n.ctx, &s.blocks, s.records.iter().cloned());
+                        let node = NodeState::restore(&n.ctx, &s.blocks, s.records.iter().cloned());
                         (node, store)
                     }
                     None => (NodeState::new(), Arc::default()),
@@ -594,7 +591,12 @@ impl Actor for Agent {
             Agent::Node(n) => {
                 let input = match msg.msg() {
                     Msg::Node(m) => {
-                        let Some(from) = n.topology.member_of.get(usize::from(src)).copied().flatten()
+                        let Some(from) = n
+                            .topology
+                            .member_of
+                            .get(usize::from(src))
+                            .copied()
+                            .flatten()
                         else {
                             return;
                         };
@@ -641,7 +643,13 @@ impl Actor for Agent {
         }
     }
 
-    fn on_timeout(&self, _id: Id, state: &mut Cow<'_, AgentState>, timer: &Timer, o: &mut Out<Self>) {
+    fn on_timeout(
+        &self,
+        _id: Id,
+        state: &mut Cow<'_, AgentState>,
+        timer: &Timer,
+        o: &mut Out<Self>,
+    ) {
         if let Agent::Node(n) = self {
             n.step(state, Input::Timer(*timer), None, o);
         }

@@ -12,10 +12,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use stateright::actor::ActorModelAction;
 use stateright::{Expectation, Model as _};
 use tieline_core::audit::{AuditSummary, verify_block};
+use tieline_core::block::Vote;
 use tieline_core::block::{
     AppealClaim, AppealResolution, Block, BlockBody, BlockHeader, ObjectionReason, VoteKind,
 };
-use tieline_core::clearing::{CUT_TOLERANCE, COEFFICIENT_SCALE, Cleared, ClearingInput};
+use tieline_core::clearing::{COEFFICIENT_SCALE, CUT_TOLERANCE, Cleared, ClearingInput};
 use tieline_core::consensus::content::{
     CommittedNonces, ContentRules, advance_nonces, select_bids, unavailable_areas,
 };
@@ -23,7 +24,6 @@ use tieline_core::consensus::{
     MAX_FALLBACK_LEVELS, Message, NodeState, Proposal, Record, Reply, cut_value,
 };
 use tieline_core::crypto::{Digest, Signed};
-use tieline_core::block::Vote;
 use tieline_core::market::SignedBid;
 use tieline_core::units::NodeId;
 
@@ -198,7 +198,8 @@ fn bodies(state: &State) -> BTreeMap<Digest, (&BlockHeader, &BlockBody)> {
     let mut out = BTreeMap::new();
     for (_, m) in sent(state) {
         if let Msg::Node(Message::Proposal(p)) = m {
-            out.entry(p.stamp.body.block).or_insert((&p.header, &p.body));
+            out.entry(p.stamp.body.block)
+                .or_insert((&p.header, &p.body));
         }
     }
     out
@@ -315,14 +316,16 @@ fn carried(body: &BlockBody) -> Vec<&SignedBid> {
     p.batches
         .iter()
         .flat_map(|b| b.body.bids.iter())
-        .chain(p.appeals.iter().filter_map(|a| {
-            match (&a.resolution, &a.appeal.body.claim) {
-                (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) => {
-                    Some(bid.as_ref())
-                }
-                _ => None,
-            }
-        }))
+        .chain(
+            p.appeals
+                .iter()
+                .filter_map(|a| match (&a.resolution, &a.appeal.body.claim) {
+                    (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) => {
+                        Some(bid.as_ref())
+                    }
+                    _ => None,
+                }),
+        )
         .collect()
 }
 
@@ -349,14 +352,16 @@ pub fn within_boundary(setup: &Setup, state: &State) -> bool {
     crashes <= b.max_crashes
         && !participant_down
         && node_views(state).all(|v| {
-        let n = &v.node;
-        n.height <= b.max_height + 1
-            && !(n.height == b.max_height + 1 && n.gate_closed)
-            && n.view <= b.max_view
-            && n.proposal.as_ref().is_none_or(|p| p.round().1 <= b.max_revision)
-            && n.voted.keys().all(|k| k.2 <= b.max_revision)
-            && !n.skips.get(&b.max_view).is_some_and(|m| !m.is_empty())
-    })
+            let n = &v.node;
+            n.height <= b.max_height + 1
+                && !(n.height == b.max_height + 1 && n.gate_closed)
+                && n.view <= b.max_view
+                && n.proposal
+                    .as_ref()
+                    .is_none_or(|p| p.round().1 <= b.max_revision)
+                && n.voted.keys().all(|k| k.2 <= b.max_revision)
+                && !n.skips.get(&b.max_view).is_some_and(|m| !m.is_empty())
+        })
 }
 
 fn decided(setup: &Setup, n: &NodeState) -> bool {
@@ -372,9 +377,8 @@ fn at_bound(model: &Model, state: &State) -> bool {
         let skip_next = !c.crashed
             && n.view == b.max_view
             && state.timers_set.get(c.index).is_some_and(|t| {
-                t.iter().any(|t| {
-                    *t == tieline_core::consensus::Timer::View(n.height, b.max_view)
-                })
+                t.iter()
+                    .any(|t| *t == tieline_core::consensus::Timer::View(n.height, b.max_view))
             });
         skip_next || n.voted.keys().any(|k| k.2 >= b.max_revision)
     })
@@ -438,8 +442,7 @@ fn s1(model: &Model, state: &State) -> bool {
 /// revision, block) with a quorum that includes every touched area's members (D11, D12).
 fn certificates(model: &Model, state: &State) -> BTreeSet<(VoteKind, u64, u32, u32, Digest)> {
     let g = &model.cfg.genesis;
-    let mut voters: BTreeMap<(VoteKind, u64, u32, u32, Digest), BTreeSet<NodeId>> =
-        BTreeMap::new();
+    let mut voters: BTreeMap<(VoteKind, u64, u32, u32, Digest), BTreeSet<NodeId>> = BTreeMap::new();
     for (_, v) in signed_votes(state) {
         let b = &v.body;
         if b.kind != VoteKind::Propose {
@@ -508,7 +511,11 @@ fn s4(model: &Model, state: &State) -> bool {
         if !c.view.node.evidence.iter().all(fair) {
             return false;
         }
-        if c.store.blocks.iter().any(|b| !b.body.process.evidence.iter().all(fair)) {
+        if c.store
+            .blocks
+            .iter()
+            .any(|b| !b.body.process.evidence.iter().all(fair))
+        {
             return false;
         }
         if c.crashed {
@@ -696,9 +703,10 @@ fn v5(model: &Model, state: &State) -> bool {
                     (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) => {
                         !in_batches.contains(&bid.body.id())
                     }
-                    (AppealResolution::RejectedAlreadyIncluded, AppealClaim::Omitted { bid, .. }) => {
-                        in_batches.contains(&bid.body.id())
-                    }
+                    (
+                        AppealResolution::RejectedAlreadyIncluded,
+                        AppealClaim::Omitted { bid, .. },
+                    ) => in_batches.contains(&bid.body.id()),
                     (AppealResolution::Upheld { .. }, AppealClaim::Misallocated { .. }) => false,
                     _ => true,
                 };
@@ -714,14 +722,15 @@ fn appeal_told(model: &Model, state: &State, upheld: bool) -> bool {
         matches!(m, Msg::Reply(Reply::AppealResolved { resolution, .. })
             if matches!(resolution, AppealResolution::Upheld { .. }) == upheld)
     });
-    told
-        && correct(model, state).any(|c| {
-            c.store.blocks.iter().any(|b| {
-                b.body.process.appeals.iter().any(|a| {
-                    matches!(a.resolution, AppealResolution::Upheld { .. }) == upheld
-                })
-            })
+    told && correct(model, state).any(|c| {
+        c.store.blocks.iter().any(|b| {
+            b.body
+                .process
+                .appeals
+                .iter()
+                .any(|a| matches!(a.resolution, AppealResolution::Upheld { .. }) == upheld)
         })
+    })
 }
 
 fn v5_upheld(model: &Model, state: &State) -> bool {
@@ -736,7 +745,11 @@ fn v5_rejected(model: &Model, state: &State) -> bool {
 fn endorsed<'a>(model: &'a Model, state: &'a State) -> Vec<(NodeId, &'a Proposal)> {
     let props = proposals(state);
     let mut out: Vec<(NodeId, &Proposal)> = correct_endorsements(model, state)
-        .filter_map(|v| props.get(&(v.view, v.revision, v.block)).map(|p| (v.voter, *p)))
+        .filter_map(|v| {
+            props
+                .get(&(v.view, v.revision, v.block))
+                .map(|p| (v.voter, *p))
+        })
         .collect();
     out.sort_by_key(|(n, p)| (*n, p.stamp.body.block));
     out.dedup_by_key(|(n, p)| (*n, p.stamp.body.block));
@@ -808,12 +821,7 @@ fn v8(model: &Model, state: &State) -> bool {
     endorsed(model, state)
         .iter()
         .all(|(_, p)| check(&p.header, &p.body))
-        && correct(model, state).all(|c| {
-            c.store
-                .blocks
-                .iter()
-                .all(|b| check(&b.header, &b.body))
-        })
+        && correct(model, state).all(|c| c.store.blocks.iter().all(|b| check(&b.header, &b.body)))
 }
 
 /// V9: a committed block's commit certificate, and every endorsement certificate a correct
@@ -822,8 +830,13 @@ fn v9(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
     let g = &setup.genesis;
     let ok = |qc: &tieline_core::block::QuorumCertificate, body: &BlockBody| {
-        qc.verify(g, setup.chain_id, setup.scheme.as_ref(), &body.required_signers(g))
-            .is_ok()
+        qc.verify(
+            g,
+            setup.chain_id,
+            setup.scheme.as_ref(),
+            &body.required_signers(g),
+        )
+        .is_ok()
     };
     correct(model, state).all(|c| {
         c.store.blocks.iter().all(|b| ok(&b.certificate, &b.body))
@@ -859,11 +872,20 @@ fn l1(model: &Model, state: &State) -> bool {
             && c.store.blocks.iter().all(|b| {
                 let p = &b.body.process;
                 let v = b.header.view;
-                p.skipped == (0..v).map(|x| g.primary(b.header.height, x)).collect::<Vec<_>>()
+                p.skipped
+                    == (0..v)
+                        .map(|x| g.primary(b.header.height, x))
+                        .collect::<Vec<_>>()
                     && (v == 0
                         || p.skip_certificate.as_ref().is_some_and(|cert| {
-                            cert.verify(g, setup.chain_id, setup.scheme.as_ref(), b.header.height, v - 1)
-                                .is_ok()
+                            cert.verify(
+                                g,
+                                setup.chain_id,
+                                setup.scheme.as_ref(),
+                                b.header.height,
+                                v - 1,
+                            )
+                            .is_ok()
                         }))
             })
     })
@@ -988,9 +1010,8 @@ fn l4_reached(model: &Model, state: &State) -> bool {
 /// pending in the home node's log for a height it has not decided.
 fn n1(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
-    let stores: BTreeMap<NodeId, &Store> = correct(model, state)
-        .map(|c| (c.member, c.store))
-        .collect();
+    let stores: BTreeMap<NodeId, &Store> =
+        correct(model, state).map(|c| (c.member, c.store)).collect();
     sent(state).all(|(src, m)| {
         let Msg::Reply(Reply::Receipt(r)) = m else {
             return true;
@@ -1040,7 +1061,8 @@ fn n2(model: &Model, state: &State) -> bool {
 /// opens.
 fn n3(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
-    let stores: BTreeMap<usize, &Store> = correct(model, state).map(|c| (c.index, c.store)).collect();
+    let stores: BTreeMap<usize, &Store> =
+        correct(model, state).map(|c| (c.index, c.store)).collect();
     let logged = |i: usize, f: &dyn Fn(&Record) -> bool, height: u64| {
         stores
             .get(&i)
@@ -1051,9 +1073,11 @@ fn n3(model: &Model, state: &State) -> bool {
             return true;
         }
         match m {
-            Msg::Node(Message::Vote(v)) => {
-                logged(src, &|r| matches!(r, Record::Vote(x) if x == v), v.body.height)
-            }
+            Msg::Node(Message::Vote(v)) => logged(
+                src,
+                &|r| matches!(r, Record::Vote(x) if x == v),
+                v.body.height,
+            ),
             Msg::Node(Message::Proposal(p)) => logged(
                 src,
                 &|r| matches!(r, Record::Vote(x) if *x == p.stamp),
@@ -1065,14 +1089,17 @@ fn n3(model: &Model, state: &State) -> bool {
                 b.body.height,
             ),
             Msg::Node(Message::Skip(s, _)) => {
-                logged(src, &|r| matches!(r, Record::Skip(x) if **s == *x), s.body.height)
-                    && s.body.lock.as_ref().is_none_or(|qc| {
-                        logged(
-                            src,
-                            &|r| matches!(r, Record::Lock(x, _) if x == qc),
-                            s.body.height,
-                        )
-                    })
+                logged(
+                    src,
+                    &|r| matches!(r, Record::Skip(x) if **s == *x),
+                    s.body.height,
+                ) && s.body.lock.as_ref().is_none_or(|qc| {
+                    logged(
+                        src,
+                        &|r| matches!(r, Record::Lock(x, _) if x == qc),
+                        s.body.height,
+                    )
+                })
             }
             _ => true,
         }

@@ -185,19 +185,27 @@ pub fn check(scenario: &Scenario, opts: &Options) -> Outcome {
                 .symmetry_fn(representative)
                 .spawn_dfs()
                 .join_and_report(&mut progress);
-            (c.state_count(), c.unique_state_count(), c.max_depth(), c.discoveries())
+            (
+                c.state_count(),
+                c.unique_state_count(),
+                c.max_depth(),
+                c.discoveries(),
+            )
         }
         Strategy::Bfs => {
             let c = builder.spawn_bfs().join_and_report(&mut progress);
-            (c.state_count(), c.unique_state_count(), c.max_depth(), c.discoveries())
+            (
+                c.state_count(),
+                c.unique_state_count(),
+                c.max_depth(),
+                c.discoveries(),
+            )
         }
     };
     let seconds = start.elapsed().as_secs_f64();
     let mut o = outcome(scenario.name, kept, total, unique, depth, seconds, paths);
     // A search that ran to its time limit without stopping at a wanted discovery is partial.
-    let stopped_early = opts
-        .stop_at
-        .is_some_and(|p| o.paths.contains_key(p));
+    let stopped_early = opts.stop_at.is_some_and(|p| o.paths.contains_key(p));
     o.exhaustive = !stopped_early
         && opts
             .timeout

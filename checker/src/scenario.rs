@@ -6,19 +6,20 @@ use std::sync::{Arc, Mutex};
 
 use stateright::actor::{ActorModel, Id, Network};
 use tieline_core::clearing::{
-    COEFFICIENT_SCALE, Cleared, Clearing, ClearingError, ClearingInput, Cut, CutTerm,
-    CutVariable, VerifyError, rule_for,
+    COEFFICIENT_SCALE, Cleared, Clearing, ClearingError, ClearingInput, Cut, CutTerm, CutVariable,
+    VerifyError, rule_for,
 };
 use tieline_core::consensus::{ConstraintList, Context, Mutation, NoGridModel, SecurityCheck};
-use tieline_core::crypto::{Digest, PublicKey, SignatureScheme, Signed, SymbolicScheme, SymbolicSigner};
+use tieline_core::crypto::{
+    Digest, PublicKey, SignatureScheme, Signed, SymbolicScheme, SymbolicSigner,
+};
 use tieline_core::genesis::{ClearingRule, Genesis};
 use tieline_core::market::{Bid, BidStep, Side, SignedBid};
 use tieline_core::sample::{SampleConsortium, sample_product};
 use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
 
 use crate::model::{
-    Agent, AppealPlan, History, Model, NodeAgent, ParticipantAgent, Topology, record_in,
-    record_out,
+    Agent, AppealPlan, History, Model, NodeAgent, ParticipantAgent, Topology, record_in, record_out,
 };
 use crate::properties;
 

@@ -1,8 +1,8 @@
 //! Counterexamples as a reader wants them: who sent what to whom, which timer fired, who
 //! crashed; as text and as JSON.
 
-use stateright::actor::{ActorModelAction, Id};
 use stateright::Path;
+use stateright::actor::{ActorModelAction, Id};
 use tieline_core::block::{ObjectionReason, Vote};
 use tieline_core::consensus::{Message, Reply, Timer};
 use tieline_core::crypto::{Digest, Signed};
@@ -28,7 +28,14 @@ fn short(d: &Digest) -> String {
 
 fn actor_name(model: &Model, id: Id) -> String {
     let i = usize::from(id);
-    let twins = |m| model.cfg.member_of.iter().filter(|x| **x == Some(m)).count();
+    let twins = |m| {
+        model
+            .cfg
+            .member_of
+            .iter()
+            .filter(|x| **x == Some(m))
+            .count()
+    };
     match model.cfg.member_of.get(i).copied().flatten() {
         Some(m) if twins(m) > 1 => {
             let k = model.cfg.member_of[..i]
@@ -122,7 +129,12 @@ pub fn describe(msg: &Msg) -> String {
                 s.body.height,
                 s.body.view,
                 match (&s.body.lock, locked) {
-                    (Some(l), _) => format!(", locked on {} (v{} r{})", short(&l.block), l.view, l.revision),
+                    (Some(l), _) => format!(
+                        ", locked on {} (v{} r{})",
+                        short(&l.block),
+                        l.view,
+                        l.revision
+                    ),
                     _ => String::new(),
                 }
             ),
