@@ -360,7 +360,7 @@ pub fn within_boundary(setup: &Setup, state: &State) -> bool {
                     .as_ref()
                     .is_none_or(|p| p.round().1 <= b.max_revision)
                 && n.voted.keys().all(|k| k.2 <= b.max_revision)
-                && !n.skips.get(&b.max_view).is_some_and(|m| !m.is_empty())
+                && n.skips.get(&b.max_view).is_none_or(|m| m.is_empty())
         })
 }
 
