@@ -711,11 +711,7 @@ pub fn record_out(setup: &Setup, h: &History, env: Envelope<&Wire>) -> Option<Hi
             let new: Vec<(u64, u32, NodeId, Digest)> = h
                 .held
                 .iter()
-                // A home's own batch has not "reached" another node: N1 covers it (its bids
-                // move to the next height when a block does not carry them).
-                .filter(|(a, ht, home, _)| {
-                    *a == src && *ht == height && setup.member_of.get(src) != Some(&Some(*home))
-                })
+                .filter(|(a, ht, _, _)| *a == src && *ht == height)
                 .map(|&(_, ht, home, d)| (ht, view, home, d))
                 .filter(|k| !h.before_skip.contains(k))
                 .collect();
