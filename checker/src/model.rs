@@ -18,7 +18,7 @@ use stateright::actor::{Actor, ActorModel, Envelope, Id, Out, model_timeout};
 use tieline_core::block::{Appeal, AppealClaim, Block};
 use tieline_core::consensus::{Context, Effect, Input, Message, NodeState, Record, Reply, Timer};
 use tieline_core::crypto::{Digest, Signed, Signer};
-use tieline_core::market::SignedBid;
+use tieline_core::market::{SignedBatch, SignedBid};
 use tieline_core::units::{NodeId, ParticipantId, Timestamp};
 
 use crate::scenario::Setup;
@@ -664,62 +664,56 @@ impl Actor for Agent {
 }
 
 /// Ghost history of the whole run, kept beside the actors (spec N2): which batches a node held
-/// when it voted to skip a view.
+/// when it voted to skip a view. It is built from the messages alone, not from what the node
+/// reports in its vote, so N2 checks the report too.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct History {
-    /// (actor, height, home, batch digest) for every batch a node actor has held.
+    /// (actor, height, home, batch digest) for every batch a node actor has received or sent.
     pub held: BTreeSet<(usize, u64, NodeId, Digest)>,
-    /// (height, view, home, batch digest) for every batch a correct node held when it sent a
-    /// skip vote for that view.
-    pub before_skip: BTreeSet<(u64, u32, NodeId, Digest)>,
+    /// (actor, height, view): the (home, batch digest) of every batch the actor held when it
+    /// first sent its skip vote for that view. Only correct actors are recorded.
+    pub at_skip: BTreeMap<(usize, u64, u32), BTreeSet<(NodeId, Digest)>>,
+}
+
+impl History {
+    fn hold(&self, actor: usize, b: &SignedBatch) -> Option<History> {
+        let key = (actor, b.body.height, b.body.home, b.body_digest());
+        if self.held.contains(&key) {
+            return None;
+        }
+        let mut h = self.clone();
+        h.held.insert(key);
+        Some(h)
+    }
 }
 
 /// Records the batches a node receives.
 pub fn record_in(_: &Setup, h: &History, env: Envelope<&Wire>) -> Option<History> {
-    let Msg::Node(Message::Batch(b)) = env.msg.msg() else {
-        return None;
-    };
-    let key = (
-        usize::from(env.dst),
-        b.body.height,
-        b.body.home,
-        b.body_digest(),
-    );
-    if h.held.contains(&key) {
-        return None;
+    match env.msg.msg() {
+        Msg::Node(Message::Batch(b)) => h.hold(usize::from(env.dst), b),
+        _ => None,
     }
-    let mut h = h.clone();
-    h.held.insert(key);
-    Some(h)
 }
 
-/// Records the batch a node sends as its own, and the batches it held when it votes to skip.
+/// Records the batch a node sends as its own, and the batches it held when it first votes to
+/// skip a view.
 pub fn record_out(setup: &Setup, h: &History, env: Envelope<&Wire>) -> Option<History> {
     let src = usize::from(env.src);
     match env.msg.msg() {
-        Msg::Node(Message::Batch(b)) => {
-            let key = (src, b.body.height, b.body.home, b.body_digest());
-            if h.held.contains(&key) {
+        Msg::Node(Message::Batch(b)) => h.hold(src, b),
+        Msg::Node(Message::Skip(v, ..)) if setup.is_correct_node(src) => {
+            let key = (src, v.body.height, v.body.view);
+            if h.at_skip.contains_key(&key) {
                 return None;
             }
-            let mut h = h.clone();
-            h.held.insert(key);
-            Some(h)
-        }
-        Msg::Node(Message::Skip(v, _)) if !setup.is_faulty_actor(src) => {
-            let (height, view) = (v.body.height, v.body.view);
-            let new: Vec<(u64, u32, NodeId, Digest)> = h
+            let held = h
                 .held
                 .iter()
-                .filter(|(a, ht, _, _)| *a == src && *ht == height)
-                .map(|&(_, ht, home, d)| (ht, view, home, d))
-                .filter(|k| !h.before_skip.contains(k))
+                .filter(|(a, ht, _, _)| *a == src && *ht == key.1)
+                .map(|&(_, _, home, d)| (home, d))
                 .collect();
-            if new.is_empty() {
-                return None;
-            }
             let mut h = h.clone();
-            h.before_skip.extend(new);
+            h.at_skip.insert(key, held);
             Some(h)
         }
         _ => None,

@@ -1035,21 +1035,31 @@ fn n1(model: &Model, state: &State) -> bool {
     })
 }
 
-/// N2: a batch that a correct node held when it voted to skip a view is in the block
-/// committed at that height in a later view.
+/// N2: a block built in view v > 0 carries every batch that a correct node held when it voted
+/// to skip view v - 1, if that vote is in the block's skip certificate (a faulty home's batch
+/// counts by its home).
 fn n2(model: &Model, state: &State) -> bool {
     let h = &state.history;
-    if h.before_skip.is_empty() {
+    if h.at_skip.is_empty() {
         return true;
     }
+    let setup = &model.cfg;
     correct(model, state).all(|c| {
         c.store.blocks.iter().all(|b| {
-            h.before_skip.iter().all(|&(height, view, home, digest)| {
-                b.header.height != height
-                    || b.header.view <= view
-                    || b.body.process.batches.iter().any(|x| {
-                        x.body.home == home
-                            && (model.cfg.faulty.contains(&home) || x.body_digest() == digest)
+            let Some(cert) = &b.body.process.skip_certificate else {
+                return true;
+            };
+            let batches = &b.body.process.batches;
+            cert.voters().all(|voter| {
+                (0..setup.member_of.len())
+                    .filter(|&a| setup.member_of[a] == Some(voter) && setup.is_correct_node(a))
+                    .filter_map(|a| h.at_skip.get(&(a, cert.height, cert.view)))
+                    .flatten()
+                    .all(|&(home, digest)| {
+                        batches.iter().any(|x| {
+                            x.body.home == home
+                                && (setup.faulty.contains(&home) || x.body_digest() == digest)
+                        })
                     })
             })
         })
@@ -1088,7 +1098,7 @@ fn n3(model: &Model, state: &State) -> bool {
                 &|r| matches!(r, Record::Batch(x) if x == b),
                 b.body.height,
             ),
-            Msg::Node(Message::Skip(s, _)) => {
+            Msg::Node(Message::Skip(s, ..)) => {
                 logged(
                     src,
                     &|r| matches!(r, Record::Skip(x) if **s == *x),

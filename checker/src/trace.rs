@@ -123,11 +123,12 @@ pub fn describe(msg: &Msg) -> String {
             Message::Appeal { appeal, via } => {
                 format!("appeal for h{} via node {}", appeal.body.height, via.0)
             }
-            Message::Skip(s, locked) => format!(
-                "skip vote by node {} for h{} v{}{}",
+            Message::Skip(s, locked, _) => format!(
+                "skip vote by node {} for h{} v{}, holding batches of {:?}{}",
                 s.body.voter.0,
                 s.body.height,
                 s.body.view,
+                s.body.held.iter().map(|n| n.0).collect::<Vec<_>>(),
                 match (&s.body.lock, locked) {
                     (Some(l), _) => format!(
                         ", locked on {} (v{} r{})",
@@ -138,7 +139,7 @@ pub fn describe(msg: &Msg) -> String {
                     _ => String::new(),
                 }
             ),
-            Message::ViewCertificate(c) => {
+            Message::ViewCertificate(c, _) => {
                 format!("skip certificate for h{} v{}", c.height, c.view)
             }
             Message::Decided(b) => format!(

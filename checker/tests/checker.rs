@@ -88,11 +88,7 @@ fn unmutated_protocol_passes_the_small_scenarios_exhaustively() {
 
 /// The large scenarios, by seeded random walks within their bounds (their exhaustive search
 /// takes minutes; `tieline-check check` runs it): no `always` property is violated.
-///
-/// Ignored while the open N2 counterexample in `crash` stands (checker/README.md, "Open
-/// findings"); run it with `cargo test -p tieline-checker -- --ignored`.
 #[test]
-#[ignore = "open finding: N2 counterexample in the crash scenario"]
 fn unmutated_protocol_passes_random_walks_of_the_large_scenarios() {
     for name in ["crash", "byzantine", "impostor", "lock", "joint"] {
         let s = Scenario::named(name).unwrap();

@@ -2,7 +2,7 @@
 //! of the chain, with nothing but the genesis (spec D15-D22).
 
 use crate::block::{
-    BLOCK_VERSION, Block, BlockBody, BlockHeader, CertificateError, MAX_VIEW, VoteKind,
+    BLOCK_VERSION, Block, BlockBody, BlockHeader, CertificateError, MAX_VIEW, ProcessData, VoteKind,
 };
 use crate::clearing::{Clearing, rule_for};
 use crate::consensus::content::{BidSignatureCheck, CommittedNonces, ContentRules, advance_nonces};
@@ -118,6 +118,9 @@ pub enum AuditFailure {
     /// The skip certificate is not valid.
     #[error("skip certificate: {0}")]
     SkipCertificate(CertificateError),
+    /// A skip voter reported holding a batch the block built after the skip does not carry.
+    #[error("the skip certificate reports a batch of node {0}, the block carries none")]
+    SkippedBatch(NodeId),
     /// The recorded skipped primaries are not the rotation's.
     #[error("skipped primaries {found:?}, the rotation gives {expected:?}")]
     SkippedPrimaries {
@@ -375,6 +378,22 @@ pub fn check_header(
     }
 }
 
+/// D19 and N2: a block built after a skip carries a batch of every home node whose batch a
+/// vote of its skip certificate reports holding.
+pub fn check_skip_batches(process: &ProcessData) -> Result<(), AuditFailure> {
+    let Some(cert) = &process.skip_certificate else {
+        return Ok(());
+    };
+    match cert
+        .reported_homes()
+        .into_iter()
+        .find(|home| !process.batches.iter().any(|b| b.body.home == *home))
+    {
+        Some(home) => Err(AuditFailure::SkippedBatch(home)),
+        None => Ok(()),
+    }
+}
+
 /// Checks one block: its header (D15-D17), its commit certificate with the joint signatures
 /// of every touched area (D18), and its content, re-running the clearing (D19-D22, V1-V9).
 pub fn verify_block(
@@ -413,6 +432,7 @@ pub fn verify_block(
     qc.verify(genesis, chain_id, scheme, &body.required_signers(genesis))
         .map_err(AuditFailure::Certificate)?;
     rules.verify_body(h.height, h.revision, body, check_signature, true)?;
+    check_skip_batches(&body.process)?;
     let p = &body.process;
     summary.signatures += skip_signatures
         + qc.signatures.len() as u64

@@ -528,19 +528,23 @@ pub struct SkipVote {
     pub voter: NodeId,
     /// The voter's highest endorsement certificate at this height, if it is locked.
     pub lock: Option<QuorumCertificate>,
+    /// The home nodes whose batch for this height the voter holds, ascending (spec N2): a
+    /// block built in the next view must carry a batch of each.
+    pub held: Vec<NodeId>,
 }
 crate::canonical_struct!(SkipVote {
     chain_id,
     height,
     view,
     voter,
-    lock
+    lock,
+    held: seq(MAX_MEMBERS)
 });
 crate::tagged!(
     SkipVote,
     0x0303,
     "skip-vote",
-    64 + QuorumCertificate::MAX_ENCODED_LEN
+    64 + QuorumCertificate::MAX_ENCODED_LEN + 4 + 4 * MAX_MEMBERS
 );
 
 /// A quorum of skip votes for (height, view): it justifies view + 1 (the paper's fault skip).
@@ -583,10 +587,18 @@ impl SkipCertificate {
         self.votes.iter().map(|v| v.body.voter)
     }
 
+    /// The home nodes whose batch some voter reports holding (spec N2, D19).
+    pub fn reported_homes(&self) -> BTreeSet<NodeId> {
+        self.votes
+            .iter()
+            .flat_map(|v| v.body.held.iter().copied())
+            .collect()
+    }
+
     /// Checks the certificate for (height, view): members only, no voter twice, every vote
-    /// for this chain, height and view and validly signed, at least a quorum, and every
-    /// reported lock a valid endorsement certificate for this height below the skipped round
-    /// (spec D13).
+    /// for this chain, height and view and validly signed, at least a quorum, every reported
+    /// lock a valid endorsement certificate for this height below the skipped round, and every
+    /// held-batch list ascending and of members (spec D13).
     pub fn verify(
         &self,
         genesis: &Genesis,
@@ -621,6 +633,18 @@ impl SkipCertificate {
             }
             v.verify(scheme, &member.public_key)
                 .map_err(|_| CertificateError::BadSignature(b.voter))?;
+            if let Some(home) = b.held.iter().find(|h| genesis.member(**h).is_none()) {
+                return Err(CertificateError::Mismatch {
+                    expected: "held batches of members".into(),
+                    found: format!("{} reports a batch of {home}, not a member", b.voter),
+                });
+            }
+            if b.held.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(CertificateError::Mismatch {
+                    expected: "held batches in ascending order, each once".into(),
+                    found: format!("{:?} from {}", b.held, b.voter),
+                });
+            }
             if let Some(lock) = &b.lock {
                 if lock.kind != VoteKind::Endorse || lock.height != height || lock.view > view {
                     return Err(CertificateError::Mismatch {

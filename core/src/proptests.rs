@@ -326,13 +326,15 @@ pub(crate) fn skip_vote() -> impl Strategy<Value = SkipVote> {
         any::<u32>(),
         any::<u16>(),
         proptest::option::of(qc()),
+        vec(any::<u16>().prop_map(NodeId), 0..4),
     )
-        .prop_map(|(chain_id, height, view, voter, lock)| SkipVote {
+        .prop_map(|(chain_id, height, view, voter, lock, held)| SkipVote {
             chain_id,
             height,
             view,
             voter: NodeId(voter),
             lock,
+            held,
         })
 }
 pub(crate) fn skip_certificate() -> impl Strategy<Value = SkipCertificate> {

@@ -330,7 +330,7 @@ impl SampleConsortium {
     }
 
     /// A skip certificate for (height, view) with votes of the members at `voters`, none
-    /// locked.
+    /// locked, none reporting a batch.
     pub fn skip_certificate(&self, height: u64, view: u32, voters: &[usize]) -> SkipCertificate {
         let chain_id = self.genesis.chain_id();
         SkipCertificate {
@@ -345,6 +345,7 @@ impl SampleConsortium {
                         view,
                         voter: self.genesis.members[i].id,
                         lock: None,
+                        held: Vec::new(),
                     };
                     Signed::sign(vote, &self.members[i])
                 })

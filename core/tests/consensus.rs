@@ -721,3 +721,70 @@ fn a_skip_loses_no_batch() {
             .all(|sb| rejected.contains(&sb.body.id()))
     );
 }
+
+/// N2 when the batch reached a single node: the skip vote of that node reports it and carries
+/// it to the next primary, which must include it.
+#[test]
+fn a_batch_held_by_one_skip_voter_reaches_the_block_of_the_next_view() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    bid_round(&s, &mut c, 1);
+    let p0 = s.genesis.primary(1, 0);
+    let p1 = s.genesis.primary(1, 1);
+    let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
+    let witness = c
+        .nodes
+        .iter()
+        .map(|n| n.ctx.me)
+        .find(|id| *id != p0 && *id != p1)
+        .unwrap();
+    // The primary's batch reaches one node only, its proposal nobody; then it crashes.
+    let held_back = |e: &Event| match e {
+        Event::Deliver { from, to, msg } if *from == p0 => match msg {
+            Message::Proposal(_) => true,
+            Message::Batch(_) => *to != witness,
+            _ => false,
+        },
+        _ => false,
+    };
+    let witness_has_it = |c: &Cluster| {
+        c.nodes
+            .iter()
+            .any(|n| n.ctx.me == witness && n.state.batches.contains_key(&p0))
+    };
+    assert!(c.run_filtered(50_000, held_back, witness_has_it));
+    c.crash(i0);
+    assert!(c.run_until(50_000, decided(1)));
+    assert_agree_and_audit(&s, &c);
+    let b = &c.longest_chain()[0];
+    assert_eq!(b.header.view, 1);
+    let cert = b.body.process.skip_certificate.as_ref().unwrap();
+    assert!(cert.reported_homes().contains(&p0));
+    assert!(b.body.process.batches.iter().any(|x| x.body.home == p0));
+}
+
+/// N2, D19: a body after a skip that leaves out a reported batch fails the check every
+/// verifier and the auditor run.
+#[test]
+fn a_block_that_drops_a_reported_batch_fails_the_skip_batch_check() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    bid_round(&s, &mut c, 1);
+    let p0 = s.genesis.primary(1, 0);
+    let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
+    let proposal_from_p0 = |e: &Event| matches!(e, Event::Deliver { from, msg: Message::Proposal(_), .. } if *from == p0);
+    let everyone_has_its_batch =
+        |c: &Cluster| c.nodes.iter().all(|n| n.state.batches.contains_key(&p0));
+    assert!(c.run_filtered(50_000, proposal_from_p0, everyone_has_its_batch));
+    c.crash(i0);
+    assert!(c.run_until(50_000, decided(1)));
+    let mut process = c.longest_chain()[0].body.process.clone();
+    assert_eq!(tieline_core::audit::check_skip_batches(&process), Ok(()));
+    process.batches.retain(|x| x.body.home != p0);
+    assert_eq!(
+        tieline_core::audit::check_skip_batches(&process),
+        Err(tieline_core::audit::AuditFailure::SkippedBatch(p0))
+    );
+}

@@ -392,10 +392,11 @@ fn skip_votes_form_a_certificate_that_opens_the_next_view() {
             view: 0,
             voter: r.s.genesis.members[j].id,
             lock: None,
+            held: Vec::new(),
         };
         Input::Message {
             from: v.voter,
-            msg: Message::Skip(Box::new(Signed::sign(v, &r.s.members[j])), None),
+            msg: Message::Skip(Box::new(Signed::sign(v, &r.s.members[j])), None, Vec::new()),
         }
     };
     state.step(&ctx, NOW, skip(others[0]));
@@ -430,20 +431,25 @@ fn skip_votes_form_a_certificate_that_opens_the_next_view() {
         view: 0,
         voter: r.s.genesis.members[lagging].id,
         lock: None,
+        held: Vec::new(),
     };
     let effects = state.step(
         &ctx,
         NOW,
         Input::Message {
             from: v.voter,
-            msg: Message::Skip(Box::new(Signed::sign(v, &r.s.members[lagging])), None),
+            msg: Message::Skip(
+                Box::new(Signed::sign(v, &r.s.members[lagging])),
+                None,
+                Vec::new(),
+            ),
         },
     );
     let cert = effects
         .iter()
         .find_map(|e| match e {
             Effect::Send {
-                msg: Message::ViewCertificate(c),
+                msg: Message::ViewCertificate(c, _),
                 ..
             } => Some(c.clone()),
             _ => None,
@@ -456,7 +462,7 @@ fn skip_votes_form_a_certificate_that_opens_the_next_view() {
         NOW,
         Input::Message {
             from: r.s.genesis.members[i].id,
-            msg: Message::ViewCertificate(cert),
+            msg: Message::ViewCertificate(cert, Vec::new()),
         },
     );
     assert_eq!(behind.view, 1);

@@ -12,7 +12,7 @@ use super::content::{
 };
 use super::context::{Context, mutated};
 use super::types::{Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply, Timer};
-use crate::audit::{AuditSummary, check_header, verify_block};
+use crate::audit::{AuditSummary, check_header, check_skip_batches, verify_block};
 use crate::block::{
     Appeal, AppealClaim, AppealRecord, AppealResolution, BLOCK_VERSION, Block, BlockBody,
     BlockHeader, Evidence, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS, Objection, ObjectionReason,
@@ -308,6 +308,7 @@ impl NodeState {
                 out.push(Effect::Broadcast(Message::Skip(
                     Box::new(v.clone()),
                     self.locked_proposal(),
+                    self.held_batches(&v.body.held),
                 )));
             }
         }
@@ -453,6 +454,8 @@ impl NodeState {
         });
         self.gate_closed = true;
         self.batches.insert(ctx.me, batch.clone());
+        // The gate may close before its timer fires (a proposal arrived first).
+        out.push(Effect::CancelTimer(Timer::Gate(self.height)));
         out.push(Effect::Persist(Record::Batch(batch.clone())));
         out.push(Effect::Broadcast(Message::Batch(batch)));
         self.arm_view_timer(out);
@@ -479,8 +482,12 @@ impl NodeState {
             Message::Vote(v) => self.on_vote(out, from, v),
             Message::Objection(o, batch) => self.on_objection(out, from, *o, batch.map(|b| *b)),
             Message::Appeal { appeal, via } => self.on_forwarded_appeal(out, from, *appeal, via),
-            Message::Skip(v, locked) => self.on_skip(out, from, *v, locked.map(|p| *p)),
-            Message::ViewCertificate(cert) => self.on_view_certificate(out, from, *cert),
+            Message::Skip(v, locked, batches) => {
+                self.on_skip(out, from, *v, locked.map(|p| *p), batches)
+            }
+            Message::ViewCertificate(cert, batches) => {
+                self.on_view_certificate(out, from, *cert, batches)
+            }
             Message::Decided(b) => self.on_blocks(out, from, vec![*b]),
             Message::SyncRequest { from: first } => self.on_sync_request(out, from, first),
             Message::SyncResponse(blocks) => self.on_blocks(out, from, blocks),
@@ -508,43 +515,64 @@ impl NodeState {
 
     /// N2: every member keeps every home node's batch for the height.
     fn on_batch(&mut self, out: &mut Out<'_>, from: NodeId, b: SignedBatch) {
-        let ctx = out.ctx;
-        let body = &b.body;
-        let Some(key) = Self::member_key(ctx, body.home) else {
-            return;
-        };
-        if body.chain_id != ctx.chain_id
-            || body.home != from
-            || b.verify(ctx.scheme.as_ref(), &key).is_err()
-        {
+        if b.body.home != from {
             return;
         }
-        if body.height > self.height + 1 {
+        if b.body.height > self.height + 1 {
             self.request_sync(out, from);
             return;
         }
-        if body.height < self.height {
-            return;
+        if self.keep_batch(out, b) {
+            self.propose_when_batches_are_in(out);
+        }
+    }
+
+    /// Keeps a home node's batch for this height or the next, if it is validly signed and the
+    /// first from its home; persisted before it counts (spec N2, N3). `true` if it is new.
+    fn keep_batch(&mut self, out: &mut Out<'_>, b: SignedBatch) -> bool {
+        let ctx = out.ctx;
+        let body = &b.body;
+        let Some(key) = Self::member_key(ctx, body.home) else {
+            return false;
+        };
+        if body.chain_id != ctx.chain_id
+            || body.height < self.height
+            || body.height > self.height + 1
+        {
+            return false;
         }
         let known = if body.height == self.height {
             &self.batches
         } else {
             &self.early_batches
         };
-        if known.contains_key(&body.home) {
-            return;
+        if known.contains_key(&body.home) || b.verify(ctx.scheme.as_ref(), &key).is_err() {
+            return false;
         }
-        let now_height = body.height == self.height;
         out.push(Effect::Persist(Record::Batch(b.clone())));
         self.store_batch(b);
-        if now_height
-            && self.gate_closed
+        true
+    }
+
+    /// The primary that has not proposed yet does so once it holds what it waits for: every
+    /// batch in view 0, every batch a skip voter reported in a later view.
+    fn propose_when_batches_are_in(&mut self, out: &mut Out<'_>) {
+        let ctx = out.ctx;
+        if self.gate_closed
             && self.primary(ctx) == ctx.me
             && self.own.is_none()
-            && self.batches.len() == ctx.genesis.n()
+            && (self.view > 0 || self.batches.len() == ctx.genesis.n())
         {
             self.propose(out, 0);
         }
+    }
+
+    /// This node's batches of the given homes, to travel with a skip vote or certificate.
+    fn held_batches(&self, homes: &[NodeId]) -> Vec<SignedBatch> {
+        homes
+            .iter()
+            .filter_map(|h| self.batches.get(h).cloned())
+            .collect()
     }
 
     /// S4: remembers the first vote of each voter in each slot, and turns a second, different
@@ -678,6 +706,17 @@ impl NodeState {
                 (p.header.clone(), p.body.clone(), 0)
             }
             None => {
+                // N2: a block built after a skip carries every batch a skip voter reported;
+                // wait until they are all here (they travel with the votes).
+                let reported = self
+                    .justification
+                    .as_ref()
+                    .filter(|_| self.view > 0)
+                    .map(SkipCertificate::reported_homes)
+                    .unwrap_or_default();
+                if reported.iter().any(|h| !self.batches.contains_key(h)) {
+                    return;
+                }
                 let plan = self.plan(ctx, revision);
                 let verified = &mut self.verified;
                 let scheme = ctx.scheme.clone();
@@ -740,6 +779,7 @@ impl NodeState {
             proposal.clone(),
         ))));
         self.own = Some(proposal.clone());
+        out.push(Effect::CancelTimer(Timer::BatchWait(self.height)));
         self.on_proposal(out, ctx.me, proposal);
     }
 
@@ -912,6 +952,10 @@ impl NodeState {
         rules
             .verify_body(h.height, revision, &p.body, &mut check, check_clearing)
             .map_err(|e| e.to_string())?;
+        // N2: after a skip, every batch a skip voter reported is carried.
+        if !mutated!(ctx, DropBatchOnSkip) {
+            check_skip_batches(&p.body.process).map_err(|e| e.to_string())?;
+        }
         // V4: this node's own batch is in the block unchanged, unless its area sat out the view.
         let me = ctx.genesis.member(ctx.me).expect("a node is a member");
         let unavailable = unavailable_areas(&ctx.genesis, p.body.process.skip_certificate.as_ref());
@@ -1387,6 +1431,7 @@ impl NodeState {
                     view,
                     voter: ctx.me,
                     lock: self.lock.as_ref().map(|l| l.certificate.clone()),
+                    held: self.batches.keys().copied().collect(),
                 });
                 self.skips
                     .entry(view)
@@ -1396,9 +1441,11 @@ impl NodeState {
                 v
             }
         };
+        let batches = self.held_batches(&vote.body.held);
         out.push(Effect::Broadcast(Message::Skip(
             Box::new(vote),
             self.locked_proposal(),
+            batches,
         )));
         self.arm_view_timer(out);
         self.try_skip_certificate(out, view);
@@ -1410,6 +1457,7 @@ impl NodeState {
         from: NodeId,
         v: Signed<SkipVote>,
         locked: Option<Proposal>,
+        batches: Vec<SignedBatch>,
     ) {
         let ctx = out.ctx;
         let b = &v.body;
@@ -1422,9 +1470,13 @@ impl NodeState {
         if b.view < self.view {
             // L2: the sender lags behind in views; show it how this node got ahead.
             if let Some(cert) = &self.justification {
+                let reported: Vec<NodeId> = cert.reported_homes().into_iter().collect();
                 out.push(Effect::Send {
                     to: from,
-                    msg: Message::ViewCertificate(Box::new(cert.clone())),
+                    msg: Message::ViewCertificate(
+                        Box::new(cert.clone()),
+                        self.held_batches(&reported),
+                    ),
                 });
             }
             return;
@@ -1454,13 +1506,26 @@ impl NodeState {
                 }
             }
         }
+        // N2: keep the batches the vote reports, before the vote can open the next view.
+        for batch in batches {
+            if b.held.contains(&batch.body.home) && batch.body.height == self.height {
+                self.keep_batch(out, batch);
+            }
+        }
         let view = b.view;
         self.skips.entry(view).or_default().entry(from).or_insert(v);
         self.try_skip_certificate(out, view);
+        self.propose_when_batches_are_in(out);
     }
 
     /// L2: a valid skip certificate for a later view moves a lagging node forward.
-    fn on_view_certificate(&mut self, out: &mut Out<'_>, from: NodeId, cert: SkipCertificate) {
+    fn on_view_certificate(
+        &mut self,
+        out: &mut Out<'_>,
+        from: NodeId,
+        cert: SkipCertificate,
+        batches: Vec<SignedBatch>,
+    ) {
         let ctx = out.ctx;
         if !self.current(out, from, cert.height) || cert.view < self.view {
             return;
@@ -1475,7 +1540,14 @@ impl NodeState {
             )
             .is_ok()
         {
+            let reported = cert.reported_homes();
+            for batch in batches {
+                if reported.contains(&batch.body.home) && batch.body.height == self.height {
+                    self.keep_batch(out, batch);
+                }
+            }
             self.enter_view(out, cert.view + 1, cert);
+            self.propose_when_batches_are_in(out);
         }
     }
 

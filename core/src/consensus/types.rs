@@ -61,11 +61,18 @@ pub enum Message {
         via: NodeId,
     },
     /// A vote to skip the primary of (height, view), sent to every member, with the proposal
-    /// the voter is locked on, so the next primary can propose it again.
-    Skip(Box<Signed<SkipVote>>, Option<Box<Proposal>>),
+    /// the voter is locked on, so the next primary can propose it again, and the batches the
+    /// vote reports holding, so the next primary can include them (spec N2). Batches are
+    /// signed by their home nodes and need no other signature.
+    Skip(
+        Box<Signed<SkipVote>>,
+        Option<Box<Proposal>>,
+        Vec<SignedBatch>,
+    ),
     /// The skip certificate that opened the sender's view, sent to a node that is still
-    /// voting to skip an earlier view, so it can catch up on views.
-    ViewCertificate(Box<SkipCertificate>),
+    /// voting to skip an earlier view, so it can catch up on views; with the sender's batches
+    /// of the homes the certificate reports.
+    ViewCertificate(Box<SkipCertificate>, Vec<SignedBatch>),
     /// A committed block, sent by the node that completed its certificate.
     Decided(Box<Block>),
     /// "Send me the committed blocks from this height on."

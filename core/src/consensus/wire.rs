@@ -115,14 +115,16 @@ impl Canonical for Message {
                 appeal.encode(out);
                 via.encode(out);
             }
-            Message::Skip(v, locked) => {
+            Message::Skip(v, locked, batches) => {
                 out.push(5);
                 v.encode(out);
                 encode_opt_box(locked, out);
+                encode_seq(batches, out);
             }
-            Message::ViewCertificate(c) => {
+            Message::ViewCertificate(c, batches) => {
                 out.push(6);
                 c.encode(out);
+                encode_seq(batches, out);
             }
             Message::Decided(b) => {
                 out.push(7);
@@ -154,8 +156,12 @@ impl Canonical for Message {
             5 => Message::Skip(
                 boxed::<Signed<SkipVote>>(r, "skip")?,
                 decode_opt_box(r, "locked")?,
+                decode_seq(r, MAX_MEMBERS).map_err(|e| e.within("batches"))?,
             ),
-            6 => Message::ViewCertificate(boxed::<SkipCertificate>(r, "certificate")?),
+            6 => Message::ViewCertificate(
+                boxed::<SkipCertificate>(r, "certificate")?,
+                decode_seq(r, MAX_MEMBERS).map_err(|e| e.within("batches"))?,
+            ),
             7 => Message::Decided(boxed::<Block>(r, "block")?),
             8 => Message::SyncRequest {
                 from: field(r, "from")?,
@@ -777,8 +783,16 @@ mod tests {
                 appeal: Box::new(a),
                 via: NodeId(v),
             }),
-            st::signed(st::skip_vote()).prop_map(|v| Message::Skip(Box::new(v), None)),
-            st::skip_certificate().prop_map(|c| Message::ViewCertificate(Box::new(c))),
+            (
+                st::signed(st::skip_vote()),
+                proptest::collection::vec(st::signed(st::batch()), 0..3)
+            )
+                .prop_map(|(v, b)| Message::Skip(Box::new(v), None, b)),
+            (
+                st::skip_certificate(),
+                proptest::collection::vec(st::signed(st::batch()), 0..3)
+            )
+                .prop_map(|(c, b)| Message::ViewCertificate(Box::new(c), b)),
             st::block().prop_map(|b| Message::Decided(Box::new(b))),
             any::<u64>().prop_map(|from| Message::SyncRequest { from }),
             vec(st::block(), 0..3).prop_map(Message::SyncResponse),
