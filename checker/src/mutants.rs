@@ -77,7 +77,7 @@ pub const CATALOGUE: &[Mutant] = &[
     },
     Mutant {
         name: "drop-batch-on-skip",
-        about: "a new primary after a skip clears only its own batch",
+        about: "a new primary after a skip clears only its own batch, and verifiers do not check the reported batches",
         mutation: Mutation::DropBatchOnSkip,
         scenario: "crash",
         property: "N2",

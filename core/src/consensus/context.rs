@@ -109,7 +109,9 @@ pub enum Mutation {
     IgnoreOwnSecurity,
     /// A proposal from a node that is not the round's primary is accepted.
     AcceptWrongPrimary,
-    /// A new primary after a skip clears only its own batch, dropping the others'.
+    /// A new primary after a skip clears only its own batch, dropping the others', and
+    /// verifiers do not check that a block after a skip carries the batches its skip
+    /// certificate reports.
     DropBatchOnSkip,
     /// A block commits without the endorsement of a touched area's node.
     CommitWithoutTouchedArea,
