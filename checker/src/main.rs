@@ -109,6 +109,9 @@ enum Command {
         /// Where counterexamples are written as JSON.
         #[arg(long, default_value = "counterexamples")]
         out: PathBuf,
+        /// Walk with a seeded bug of the catalogue (or a pending one) in every node.
+        #[arg(long)]
+        mutant: Option<String>,
         #[command(flatten)]
         bounds: BoundArgs,
     },
@@ -287,12 +290,24 @@ fn run_cli() -> anyhow::Result<bool> {
             runs,
             json,
             out,
+            mutant,
             bounds,
         } => {
             let s = scenarios(&scenario)?.remove(0);
+            let mutation = match mutant {
+                Some(name) => Some(
+                    CATALOGUE
+                        .iter()
+                        .chain(mutants::PENDING)
+                        .find(|m| m.name == name)
+                        .ok_or_else(|| anyhow::anyhow!("no seeded bug is called {name:?}"))?
+                        .mutation,
+                ),
+                None => None,
+            };
             let opts = Options {
                 bounds: bounds.bounds(&s),
-                mutation: None,
+                mutation,
                 strategy: Strategy::Dfs,
                 threads: 1,
                 stop_at: None,
