@@ -300,6 +300,11 @@ pub struct NodeAgent {
     pub watch: BTreeSet<NodeId>,
     /// This actor's place in the model (its transitions are remembered under it).
     pub key: usize,
+    /// Inputs the node takes, in order, right after its first start (not after a recovery):
+    /// a scenario that begins after bid collection delivers its bids, closes its gate and
+    /// hands it every other member's batch here, so the search spends its states on what
+    /// follows. The inputs go through the core's `step` like any other.
+    pub prefix: Vec<Input>,
 }
 
 /// What a scripted participant appeals, once it has the reply that makes the claim.
@@ -325,6 +330,9 @@ pub struct ParticipantAgent {
     pub bid: SignedBid,
     /// Its appeal, if any.
     pub appeal: Option<AppealPlan>,
+    /// Whether its home node already took the bid in its start-up prefix (then the
+    /// participant sends nothing at its start).
+    pub bid_in_prefix: bool,
 }
 
 /// An actor of the model.
@@ -563,6 +571,7 @@ impl Actor for Agent {
                     }
                     None => (NodeState::new(), Arc::default()),
                 };
+                let first_start = storage.is_none();
                 let mut state = Cow::Owned(AgentState::Node(Arc::new(NodeView {
                     node,
                     store: Mirror(store),
@@ -570,10 +579,23 @@ impl Actor for Agent {
                     hash: HashCache::default(),
                 })));
                 n.step(&mut state, Input::Start, None, o);
+                if first_start {
+                    for input in &n.prefix {
+                        let wire = match input {
+                            Input::Message { msg, .. } => {
+                                Some(Wire::new(Msg::Node(msg.clone())).hash)
+                            }
+                            _ => None,
+                        };
+                        n.step(&mut state, input.clone(), wire, o);
+                    }
+                }
                 state.into_owned()
             }
             Agent::Participant(p) => {
-                o.send(p.home, Wire::new(Msg::Bid(p.bid.clone())));
+                if !p.bid_in_prefix {
+                    o.send(p.home, Wire::new(Msg::Bid(p.bid.clone())));
+                }
                 AgentState::Participant(ParticipantView { appealed: false })
             }
         }

@@ -91,29 +91,29 @@ pub const CATALOGUE: &[Mutant] = &[
         property: "V9",
         strategy: Strategy::Bfs,
     },
-];
-
-/// Seeded bugs the search does not yet catch within its time budget: breaking a lock needs a
-/// view change at n = 3 after a lock, deeper than the searches above reach in minutes. They
-/// are kept (run them with `mutants --only NAME`) and are not part of the catalogue's test.
-pub const PENDING: &[Mutant] = &[
-    Mutant {
-        name: "ignore-lock",
-        about: "a locked node endorses a different block in the same view",
-        mutation: Mutation::IgnoreLock,
-        scenario: "lock",
-        property: "S2",
-        strategy: Strategy::Dfs,
-    },
     Mutant {
         name: "new-primary-ignores-lock",
-        about: "a new primary proposes afresh, ignoring the lock in the skip certificate",
+        about: "a new primary proposes afresh, ignoring the lock in the skip certificate, and verifiers do not check it",
         mutation: Mutation::NewPrimaryIgnoresLock,
         scenario: "lock",
         property: "S2",
-        strategy: Strategy::Dfs,
+        strategy: Strategy::Bfs,
     },
 ];
+
+/// Seeded bugs the search does not yet catch within its time budget. `ignore-lock` matters
+/// only when a block other than the locked one is proposed in the same view: a revision after
+/// a lock (a late missing-batch objection), about 20 steps deep in `crash`, too deep for a
+/// breadth-first search and not yet met by depth-first search or random walks in minutes. It is
+/// kept (run it with `mutants --only ignore-lock`) and is not part of the catalogue's test.
+pub const PENDING: &[Mutant] = &[Mutant {
+    name: "ignore-lock",
+    about: "a locked node endorses a different block (a later revision) in the same view",
+    mutation: Mutation::IgnoreLock,
+    scenario: "crash",
+    property: "S2",
+    strategy: Strategy::Dfs,
+}];
 
 /// What the search found for one mutant.
 #[derive(Clone, Debug)]

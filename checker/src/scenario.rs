@@ -9,17 +9,21 @@ use tieline_core::clearing::{
     COEFFICIENT_SCALE, Cleared, Clearing, ClearingError, ClearingInput, Cut, CutTerm, CutVariable,
     VerifyError, rule_for,
 };
-use tieline_core::consensus::{ConstraintList, Context, Mutation, NoGridModel, SecurityCheck};
+use tieline_core::consensus::{
+    ConstraintList, Context, Effect, Input, Message, Mutation, NoGridModel, NodeState,
+    SecurityCheck, Timer,
+};
 use tieline_core::crypto::{
     Digest, PublicKey, SignatureScheme, Signed, SymbolicScheme, SymbolicSigner,
 };
 use tieline_core::genesis::{ClearingRule, Genesis};
-use tieline_core::market::{Bid, BidStep, Side, SignedBid};
+use tieline_core::market::{Bid, BidStep, Side, SignedBatch, SignedBid};
 use tieline_core::sample::{SampleConsortium, sample_product};
 use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
 
 use crate::model::{
-    Agent, AppealPlan, History, Model, NodeAgent, ParticipantAgent, Topology, record_in, record_out,
+    Agent, AppealPlan, History, Model, NOW, NodeAgent, ParticipantAgent, Topology, record_in,
+    record_out,
 };
 use crate::properties;
 
@@ -85,6 +89,12 @@ pub struct Scenario {
     pub bounds: Bounds,
     /// The search bounds for CI (smaller or equal).
     pub ci_bounds: Bounds,
+    /// Whether the search starts after bid collection: every scripted bid taken by its home
+    /// node, every gate closed and every batch delivered to every member, in that order, each
+    /// through the core's `step` (see [`NodeAgent::prefix`]). Scenarios about what follows
+    /// collection (locks, equivocation, impostors, joint signatures) then spend no states on
+    /// the order in which batches arrive; `crash` keeps collection in the search.
+    pub after_collection: bool,
 }
 
 /// The model's configuration: what every property may read.
@@ -285,6 +295,7 @@ impl Scenario {
                 max_revision: 1,
                 max_crashes: 1,
             },
+            after_collection: false,
         }
     }
 
@@ -329,10 +340,11 @@ impl Scenario {
                 max_revision: 0,
                 max_crashes: 0,
             },
+            after_collection: true,
         }
     }
 
-    /// n = 3 under zonal coupling: node 2's private grid limits the flow over tie line 1 to
+    /// n = 2 under zonal coupling: node 2's private grid limits the flow over tie line 1 to
     /// 40 MWh; a seller at node 1 and a buyer at node 2 want 100 MWh, so node 2 objects with a
     /// cut and the primary must revise before the block commits.
     pub fn negotiate() -> Scenario {
@@ -349,7 +361,7 @@ impl Scenario {
         };
         Scenario {
             name: "negotiate",
-            about: "n=3, zonal coupling: a security objection with a cut forces a revision before the commit",
+            about: "n=2, zonal coupling: a security objection with a cut forces a revision before the commit",
             genesis,
             faults: BTreeMap::new(),
             security: BTreeMap::from([(
@@ -387,16 +399,17 @@ impl Scenario {
                 max_revision: 1,
                 max_crashes: 0,
             },
+            after_collection: false,
         }
     }
 
-    /// n = 3: a participant appeals that its receipted bid is missing from the result; the
+    /// n = 2: a participant appeals that its receipted bid is missing from the result; the
     /// primary upholds or rejects it, records it, and the home node tells the participant.
     pub fn appeal() -> Scenario {
         let genesis = Self::base(2);
         Scenario {
             name: "appeal",
-            about: "n=3: a participant's appeal is upheld or rejected, recorded in the block, and the participant told",
+            about: "n=2: a participant's appeal is upheld or rejected, recorded in the block, and the participant told",
             genesis,
             faults: BTreeMap::new(),
             security: BTreeMap::new(),
@@ -420,6 +433,7 @@ impl Scenario {
                 max_revision: 1,
                 max_crashes: 0,
             },
+            after_collection: false,
         }
     }
 
@@ -447,6 +461,7 @@ impl Scenario {
                 max_revision: 0,
                 max_crashes: 0,
             },
+            after_collection: true,
         }
     }
 
@@ -470,6 +485,7 @@ impl Scenario {
                 max_revision: 0,
                 max_crashes: 0,
             },
+            after_collection: true,
             ..Self::crash()
         }
     }
@@ -509,6 +525,7 @@ impl Scenario {
                 max_revision: 0,
                 max_crashes: 0,
             },
+            after_collection: true,
             ..Self::crash()
         }
     }
@@ -531,6 +548,69 @@ impl Scenario {
             timestamp: Timestamp(1_767_225_060_000 + s.participant as u64),
         };
         Signed::sign(bid, signer(p.public_key).as_ref())
+    }
+
+    /// The bids and the gate closure of the member whose context is `ctx`: the first inputs
+    /// of its start-up prefix.
+    fn collection(&self, ctx: &Context) -> Vec<Input> {
+        self.scripts
+            .iter()
+            .filter(|s| self.genesis.participants[s.participant].home == ctx.me)
+            .map(|s| Input::Bid(self.bid(s)))
+            .chain([Input::Timer(Timer::Gate(1))])
+            .collect()
+    }
+
+    /// Each node actor's start-up prefix (empty unless the scenario starts after collection),
+    /// and the ghost history that records the batches the prefixes hand over.
+    fn prefixes(&self, contexts: &[Context]) -> (Vec<Vec<Input>>, History) {
+        let mut history = History::default();
+        if !self.after_collection {
+            return (vec![Vec::new(); contexts.len()], history);
+        }
+        // Each actor's own batch, from a scratch run of its start and collection through the
+        // core: the actor's real run signs the same batch (the core is deterministic).
+        let mut batches: BTreeMap<NodeId, SignedBatch> = BTreeMap::new();
+        for ctx in contexts {
+            let mut node = NodeState::new();
+            let mut effects = node.step(ctx, NOW, Input::Start);
+            for input in self.collection(ctx) {
+                effects.extend(node.step(ctx, NOW, input));
+            }
+            let batch = effects
+                .into_iter()
+                .find_map(|e| match e {
+                    Effect::Broadcast(Message::Batch(b)) => Some(b),
+                    _ => None,
+                })
+                .expect("a gate closure broadcasts the node's batch");
+            let first = batches.entry(ctx.me).or_insert_with(|| batch.clone());
+            assert_eq!(
+                *first, batch,
+                "twins of member {} sign different batches",
+                ctx.me.0
+            );
+        }
+        let prefixes = contexts
+            .iter()
+            .enumerate()
+            .map(|(i, ctx)| {
+                let mut prefix = self.collection(ctx);
+                for (&home, b) in &batches {
+                    history
+                        .held
+                        .insert((i, b.body.height, home, b.body_digest()));
+                    if home != ctx.me {
+                        prefix.push(Input::Message {
+                            from: home,
+                            msg: Message::Batch(b.clone()),
+                        });
+                    }
+                }
+                prefix
+            })
+            .collect();
+        (prefixes, history)
     }
 
     /// The stateright model of this scenario, with every node running `mutation` (if any),
@@ -587,6 +667,7 @@ impl Scenario {
             topology.member_of.push(None);
         }
         let topology = Arc::new(topology);
+        let (mut prefixes, history) = self.prefixes(&contexts);
         // Remembered transitions are keyed by the actor's context: this model's and its own.
         let model_key = NEXT_MODEL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 8;
         let mut actors: Vec<Agent> = contexts
@@ -598,6 +679,7 @@ impl Scenario {
                     topology: topology.clone(),
                     watch: faulty.clone(),
                     key: model_key | i,
+                    prefix: std::mem::take(&mut prefixes[i]),
                 }))
             })
             .collect();
@@ -610,6 +692,7 @@ impl Scenario {
                 chain_id,
                 bid: self.bid(s),
                 appeal: s.appeal,
+                bid_in_prefix: self.after_collection,
             })));
         }
         let setup = Setup {
@@ -627,7 +710,7 @@ impl Scenario {
                 .collect(),
             crashes: self.max_crashes > 0,
         };
-        let mut model = ActorModel::new(setup, History::default())
+        let mut model = ActorModel::new(setup, history)
             .actors(actors)
             .init_network(Network::new_unordered_duplicating([]))
             .max_crashes(self.max_crashes)
