@@ -15,7 +15,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use stateright::actor::{Actor, ActorModel, Envelope, Id, Out, model_timeout};
-use tieline_core::block::{Appeal, AppealClaim, Block};
+use tieline_core::block::{Appeal, AppealClaim, Block, QuorumCertificate, Vote, VoteKind};
 use tieline_core::consensus::{Context, Effect, Input, Message, NodeState, Record, Reply, Timer};
 use tieline_core::crypto::{Digest, Signed, Signer};
 use tieline_core::market::{SignedBatch, SignedBid};
@@ -216,6 +216,17 @@ impl Hash for Mirror {
     fn hash<H: Hasher>(&self, _: &mut H) {}
 }
 
+/// The signed votes a certificate carries.
+pub fn certificate_votes(
+    chain_id: Digest,
+    c: &QuorumCertificate,
+) -> impl Iterator<Item = Signed<Vote>> + '_ {
+    c.signatures.iter().map(move |s| Signed {
+        body: c.vote_of(chain_id, s.voter),
+        signature: s.signature,
+    })
+}
+
 /// A management node as the model sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeView {
@@ -226,7 +237,7 @@ pub struct NodeView {
     /// Every signed vote (proposal stamps included) of a faulty member delivered to the node
     /// at its height: a ghost for the equivocation property S4, volatile like the node's own
     /// memory.
-    pub received_votes: BTreeSet<Signed<tieline_core::block::Vote>>,
+    pub received_votes: BTreeSet<Signed<Vote>>,
     hash: HashCache,
 }
 
@@ -446,17 +457,20 @@ impl NodeAgent {
     fn compute(&self, before: &NodeView, input: Input) -> Transition {
         let mut view = before.clone();
         if let Input::Message { msg, .. } = &input {
-            let stamp = match msg {
-                Message::Proposal(p) => Some(&p.stamp),
-                Message::Vote(v) => Some(v),
-                _ => None,
+            let votes = match msg {
+                Message::Proposal(p) => vec![p.stamp.clone()],
+                Message::Vote(v) => vec![v.clone()],
+                Message::Endorsed(c) if c.kind == VoteKind::Endorse => {
+                    certificate_votes(self.ctx.chain_id, c).collect()
+                }
+                _ => vec![],
             };
-            let watched = |v: &&Signed<tieline_core::block::Vote>| {
-                v.body.height == view.node.height && self.watch.contains(&v.body.voter)
-            };
-            if let Some(v) = stamp.filter(watched) {
-                view.received_votes.insert(v.clone());
-            }
+            let height = view.node.height;
+            view.received_votes.extend(
+                votes
+                    .into_iter()
+                    .filter(|v| v.body.height == height && self.watch.contains(&v.body.voter)),
+            );
         }
         let effects = view.node.step(&self.ctx, NOW, input);
         if effects.is_empty() && view == *before {

@@ -6,15 +6,16 @@
 //! and fault skip are `always` over bounded runs ("the bound was reached, or every live node
 //! decided") plus `sometimes` reachability.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use stateright::actor::ActorModelAction;
 use stateright::{Expectation, Model as _};
 use tieline_core::audit::{AuditSummary, verify_block};
-use tieline_core::block::Vote;
 use tieline_core::block::{
-    AppealClaim, AppealResolution, Block, BlockBody, BlockHeader, ObjectionReason, VoteKind,
+    AppealClaim, AppealResolution, Block, BlockBody, BlockHeader, ObjectionReason,
+    QuorumCertificate, Vote, VoteKind,
 };
 use tieline_core::clearing::{COEFFICIENT_SCALE, CUT_TOLERANCE, Cleared, ClearingInput};
 use tieline_core::consensus::content::{
@@ -27,7 +28,7 @@ use tieline_core::crypto::{Digest, Signed};
 use tieline_core::market::SignedBid;
 use tieline_core::units::NodeId;
 
-use crate::model::{Model, Msg, NodeView, State, Store};
+use crate::model::{Model, Msg, NodeView, State, Store, certificate_votes};
 use crate::scenario::{Scenario, Setup};
 
 /// A checker property: its spec id, its name in reports, and its predicate.
@@ -205,23 +206,48 @@ fn bodies(state: &State) -> BTreeMap<Digest, (&BlockHeader, &BlockBody)> {
     out
 }
 
-/// Every signed vote on the network: votes and proposal stamps, with the sender's actor.
-fn signed_votes(state: &State) -> impl Iterator<Item = (usize, &Signed<Vote>)> {
-    sent(state).filter_map(|(i, m)| match m {
-        Msg::Node(Message::Vote(v)) => Some((i, v)),
-        Msg::Node(Message::Proposal(p)) => Some((i, &p.stamp)),
-        _ => None,
-    })
+/// Every signed vote in the system, with the actor it was found at: votes and proposal stamps
+/// on the network, the votes of every certificate on the network (a primary's own vote travels
+/// only inside the certificates it gathers), and the votes in every node's log.
+fn signed_votes<'a>(model: &Model, state: &'a State) -> Vec<(usize, Cow<'a, Signed<Vote>>)> {
+    let chain_id = model.cfg.chain_id;
+    let mut out = Vec::new();
+    let mut certificate = |i: usize, c: &QuorumCertificate| {
+        out.extend(certificate_votes(chain_id, c).map(|v| (i, Cow::Owned(v))));
+    };
+    let mut borrowed = Vec::new();
+    for (i, m) in sent(state) {
+        match m {
+            Msg::Node(Message::Vote(v)) => borrowed.push((i, v)),
+            Msg::Node(Message::Proposal(p)) => borrowed.push((i, &p.stamp)),
+            Msg::Node(Message::Endorsed(c)) => certificate(i, c),
+            Msg::Node(Message::Decided(b)) => certificate(i, &b.certificate),
+            Msg::Node(Message::SyncResponse(bs)) => {
+                bs.iter().for_each(|b| certificate(i, &b.certificate))
+            }
+            _ => {}
+        }
+    }
+    for (i, a) in state.actor_states.iter().enumerate() {
+        if let Some(v) = a.node() {
+            for r in &v.store.0.records {
+                if let Record::Vote(v) = r {
+                    borrowed.push((i, v));
+                }
+            }
+        }
+    }
+    out.extend(borrowed.into_iter().map(|(i, v)| (i, Cow::Borrowed(v))));
+    out
 }
 
-/// The endorse votes of correct members, with the endorser.
-fn correct_endorsements<'a>(
-    model: &'a Model,
-    state: &'a State,
-) -> impl Iterator<Item = &'a Vote> + 'a {
-    signed_votes(state)
-        .map(|(_, v)| &v.body)
-        .filter(move |v| v.kind == VoteKind::Endorse && !model.cfg.faulty.contains(&v.voter))
+/// The endorse votes of correct members.
+fn correct_endorsements(model: &Model, state: &State) -> Vec<Vote> {
+    signed_votes(model, state)
+        .into_iter()
+        .map(|(_, v)| v.into_owned().body)
+        .filter(|v| v.kind == VoteKind::Endorse && !model.cfg.faulty.contains(&v.voter))
+        .collect()
 }
 
 /// The committed nonces before height `h` on the chain `blocks`.
@@ -443,7 +469,7 @@ fn s1(model: &Model, state: &State) -> bool {
 fn certificates(model: &Model, state: &State) -> BTreeSet<(VoteKind, u64, u32, u32, Digest)> {
     let g = &model.cfg.genesis;
     let mut voters: BTreeMap<(VoteKind, u64, u32, u32, Digest), BTreeSet<NodeId>> = BTreeMap::new();
-    for (_, v) in signed_votes(state) {
+    for (_, v) in signed_votes(model, state) {
         let b = &v.body;
         if b.kind != VoteKind::Propose {
             voters
@@ -484,7 +510,7 @@ fn s2(model: &Model, state: &State) -> bool {
 /// crash (its signed votes and proposals stay on the network).
 fn s3(model: &Model, state: &State) -> bool {
     let mut slots: BTreeMap<(NodeId, VoteKind, u64, u32, u32), Digest> = BTreeMap::new();
-    for (_, v) in signed_votes(state) {
+    for (_, v) in signed_votes(model, state) {
         let b = &v.body;
         if model.cfg.faulty.contains(&b.voter) {
             continue;
@@ -572,7 +598,7 @@ fn s4_reached(model: &Model, state: &State) -> bool {
 fn v1(model: &Model, state: &State) -> bool {
     let g = &model.cfg.genesis;
     let props = proposals(state);
-    let endorsed_right = correct_endorsements(model, state).all(|v| {
+    let endorsed_right = correct_endorsements(model, state).iter().all(|v| {
         props
             .get(&(v.view, v.revision, v.block))
             .is_some_and(|p| p.stamp.body.voter == g.primary(v.height, v.view))
@@ -655,7 +681,7 @@ fn v4(model: &Model, state: &State) -> bool {
             batches.entry((b.body.home, b.body.height)).or_insert(b);
         }
     }
-    correct_endorsements(model, state).all(|v| {
+    correct_endorsements(model, state).iter().all(|v| {
         let Some(p) = props.get(&(v.view, v.revision, v.block)) else {
             return true;
         };
@@ -745,6 +771,7 @@ fn v5_rejected(model: &Model, state: &State) -> bool {
 fn endorsed<'a>(model: &'a Model, state: &'a State) -> Vec<(NodeId, &'a Proposal)> {
     let props = proposals(state);
     let mut out: Vec<(NodeId, &Proposal)> = correct_endorsements(model, state)
+        .iter()
         .filter_map(|v| {
             props
                 .get(&(v.view, v.revision, v.block))
@@ -952,14 +979,15 @@ fn l3_reached(model: &Model, state: &State) -> bool {
 /// L4: a block a correct node decided without voting to commit it (it caught up from a peer)
 /// passes the audit against the node's own chain.
 fn l4(model: &Model, state: &State) -> bool {
-    let committers = commit_voters(state);
+    let committers = commit_voters(model, state);
     v2_blocks(model, state, |member, b| {
         !committers.contains(&(member, b.digest()))
     })
 }
 
-fn commit_voters(state: &State) -> BTreeSet<(NodeId, Digest)> {
-    signed_votes(state)
+fn commit_voters(model: &Model, state: &State) -> BTreeSet<(NodeId, Digest)> {
+    signed_votes(model, state)
+        .into_iter()
         .filter(|(_, v)| v.body.kind == VoteKind::Commit)
         .map(|(_, v)| (v.body.voter, v.body.block))
         .collect()
@@ -995,7 +1023,7 @@ fn v2_blocks(model: &Model, state: &State, pick: impl Fn(NodeId, &Block) -> bool
 }
 
 fn l4_reached(model: &Model, state: &State) -> bool {
-    let committers = commit_voters(state);
+    let committers = commit_voters(model, state);
     correct(model, state).any(|c| {
         c.store
             .blocks
@@ -1098,6 +1126,18 @@ fn n3(model: &Model, state: &State) -> bool {
                 &|r| matches!(r, Record::Batch(x) if x == b),
                 b.body.height,
             ),
+            // The primary's own vote in the certificate it hands on, and its lock.
+            Msg::Node(Message::Endorsed(c)) => {
+                let me = setup.member_of[src];
+                certificate_votes(setup.chain_id, c)
+                    .filter(|v| Some(v.body.voter) == me)
+                    .all(|v| logged(src, &|r| matches!(r, Record::Vote(x) if *x == v), c.height))
+                    && logged(
+                        src,
+                        &|r| matches!(r, Record::Lock(x, _) if **c == *x),
+                        c.height,
+                    )
+            }
             Msg::Node(Message::Skip(s, ..)) => {
                 logged(
                     src,

@@ -105,6 +105,14 @@ pub fn describe(msg: &Msg) -> String {
                 }
             ),
             Message::Vote(v) => format!("vote {}", vote(v)),
+            Message::Endorsed(c) => format!(
+                "endorsement certificate for {} at h{} v{} r{} signed by {:?}",
+                short(&c.block),
+                c.height,
+                c.view,
+                c.revision,
+                c.signers().map(|n| n.0).collect::<Vec<_>>()
+            ),
             Message::Objection(o, _) => {
                 let reason = match &o.body.reason {
                     ObjectionReason::Security { cuts } => format!("security, {} cuts", cuts.len()),

@@ -69,15 +69,15 @@ fn failures(o: &run::Outcome) -> Vec<String> {
 /// checker/README.md), kept visible in every report.
 const KNOWN_NOT_REACHED: &[&str] = &["V5: an appeal upheld, recorded and told"];
 
-/// The small scenarios (`joint` starts after bid collection), exhaustively at their CI bounds: every property holds and every
-/// `sometimes` property is reached (but the known open ones).
+/// The scenarios whose search ends within seconds, exhaustively at their CI bounds: every
+/// property holds and every `sometimes` property is reached (but the known open ones).
 #[test]
 fn unmutated_protocol_passes_the_small_scenarios_exhaustively() {
-    for name in ["appeal", "negotiate", "joint"] {
+    for name in ["appeal", "negotiate", "joint", "impostor", "byzantine"] {
         let s = Scenario::named(name).unwrap();
         let o = run::check(&s, &opts(&s));
         assert!(o.exhaustive);
-        assert!(o.unique_states > 100, "{name}: {} states", o.unique_states);
+        assert!(o.unique_states > 10, "{name}: {} states", o.unique_states);
         let failed: Vec<String> = failures(&o)
             .into_iter()
             .filter(|f| !KNOWN_NOT_REACHED.iter().any(|k| f.starts_with(k)))
@@ -86,11 +86,12 @@ fn unmutated_protocol_passes_the_small_scenarios_exhaustively() {
     }
 }
 
-/// The large scenarios, by seeded random walks within their bounds (their exhaustive search
-/// takes minutes; `tieline-check check` runs it): no `always` property is violated.
+/// The scenarios with a view change, by seeded random walks within their bounds (their search
+/// is not exhaustive within minutes; `tieline-check check` runs it): no `always` property is
+/// violated.
 #[test]
 fn unmutated_protocol_passes_random_walks_of_the_large_scenarios() {
-    for name in ["crash", "byzantine", "impostor", "lock"] {
+    for name in ["crash", "lock"] {
         let s = Scenario::named(name).unwrap();
         let o = run::simulate(&s, &opts(&s), 7, 12);
         let violated: Vec<_> = o

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use tieline_core::block::{ObjectionReason, SkipVote, Vote, VoteKind};
+use tieline_core::block::{
+    ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind, VoteSignature,
+};
 use tieline_core::consensus::sim::{Cluster, Event};
 use tieline_core::consensus::{
     Context, Effect, Input, Message, NoGridModel, NodeState, Proposal, Record, SecurityCheck, Timer,
@@ -172,16 +174,26 @@ fn a_valid_proposal_is_endorsed_after_the_vote_is_persisted() {
         |e| matches!(e, Effect::Persist(Record::Vote(v)) if v.body.kind == VoteKind::Endorse),
     )
     .unwrap();
-    let sent = position(
-        &effects,
-        |e| matches!(e, Effect::Broadcast(Message::Vote(v)) if v.body.kind == VoteKind::Endorse),
-    )
-    .unwrap();
+    let primary = r.s.genesis.primary(1, 0);
+    let sent = position(&effects, |e| {
+        matches!(e, Effect::Send { to, msg: Message::Vote(v) } if v.body.kind == VoteKind::Endorse && *to == primary)
+    })
+    .expect("the endorsement goes to the primary");
     assert!(persisted < sent, "N3: persist before send");
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast(Message::Vote(_)))),
+        "verification results go to the primary only"
+    );
     assert_eq!(state.proposal.as_ref(), Some(&p));
     // The same proposal again changes nothing.
     let again = state.step(&ctx, NOW, r.by_primary(Message::Proposal(Box::new(p))));
-    assert!(!again.iter().any(|e| matches!(e, Effect::Broadcast(_))));
+    assert!(
+        !again
+            .iter()
+            .any(|e| matches!(e, Effect::Broadcast(_) | Effect::Send { .. }))
+    );
 }
 
 #[test]
@@ -230,11 +242,13 @@ fn a_tampered_clearing_result_gets_an_invalid_objection_naming_it() {
         ObjectionReason::Invalid { detail } => assert!(detail.contains("price"), "{detail}"),
         other => panic!("{other:?}"),
     }
-    assert!(
-        !effects
-            .iter()
-            .any(|e| matches!(e, Effect::Broadcast(Message::Vote(_))))
-    );
+    assert!(!effects.iter().any(|e| matches!(
+        e,
+        Effect::Send {
+            msg: Message::Vote(_),
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -292,10 +306,9 @@ fn an_endorsement_quorum_locks_and_a_commit_quorum_decides() {
     // All four: locked (persisted with its proposal) before the commit vote goes out.
     let e2 = state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[2], &p));
     let locked = position(&e2, |e| matches!(e, Effect::Persist(Record::Lock(..)))).unwrap();
-    let commit = position(
-        &e2,
-        |e| matches!(e, Effect::Broadcast(Message::Vote(v)) if v.body.kind == VoteKind::Commit),
-    )
+    let commit = position(&e2, |e| {
+        matches!(e, Effect::Send { msg: Message::Vote(v), .. } if v.body.kind == VoteKind::Commit)
+    })
     .unwrap();
     assert!(locked < commit);
     assert_eq!(
@@ -323,6 +336,106 @@ fn an_endorsement_quorum_locks_and_a_commit_quorum_decides() {
         }
     )));
     assert!(e3.iter().any(|e| matches!(e, Effect::Prune { below: 2 })));
+}
+
+#[test]
+fn the_primary_gathers_endorsements_and_hands_the_certificate_to_all() {
+    let r = Rig::at_proposal();
+    let i = r.primary();
+    let ctx = r.c.nodes[i].ctx.clone();
+    let mut state = r.c.nodes[i].state.clone();
+    let p = r.proposal();
+    // The primary endorsed its own proposal when it proposed; two more make a quorum of three,
+    // and the block touches every area, so the fourth is needed too (D12).
+    let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
+    state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[0], &p));
+    state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[1], &p));
+    assert!(state.lock.is_none());
+    let e = state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[2], &p));
+    let locked = position(&e, |e| matches!(e, Effect::Persist(Record::Lock(..)))).unwrap();
+    let relayed = e
+        .iter()
+        .position(|e| matches!(e, Effect::Broadcast(Message::Endorsed(c)) if c.block == p.stamp.body.block && c.signatures.len() == 4))
+        .expect("the certificate goes to every member");
+    assert!(locked < relayed);
+    // The primary's own commit vote is logged and counted, not sent.
+    assert!(
+        e.iter().any(
+            |e| matches!(e, Effect::Persist(Record::Vote(v)) if v.body.kind == VoteKind::Commit)
+        )
+    );
+    assert!(!e.iter().any(|e| matches!(
+        e,
+        Effect::Send {
+            msg: Message::Vote(_),
+            ..
+        }
+    )));
+    // Commit votes complete the commit certificate: the primary decides and sends the block.
+    state.step(&ctx, NOW, r.vote(VoteKind::Commit, others[0], &p));
+    state.step(&ctx, NOW, r.vote(VoteKind::Commit, others[1], &p));
+    let e = state.step(&ctx, NOW, r.vote(VoteKind::Commit, others[2], &p));
+    assert!(e.iter().any(|e| matches!(e, Effect::Decide(_))));
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, Effect::Broadcast(Message::Decided(_))))
+    );
+}
+
+#[test]
+fn a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_verifies() {
+    let r = Rig::at_proposal();
+    let (_, ctx, mut state) = r.verifier();
+    let p = r.proposal();
+    state.step(
+        &ctx,
+        NOW,
+        r.by_primary(Message::Proposal(Box::new(p.clone()))),
+    );
+    let (view, revision) = p.round();
+    let certificate = QuorumCertificate {
+        kind: VoteKind::Endorse,
+        height: 1,
+        view,
+        revision,
+        block: p.stamp.body.block,
+        signatures: (0..4)
+            .map(|j| {
+                let v = Vote {
+                    kind: VoteKind::Endorse,
+                    chain_id: r.s.genesis.chain_id(),
+                    height: 1,
+                    view,
+                    revision,
+                    block: p.stamp.body.block,
+                    voter: r.s.genesis.members[j].id,
+                };
+                VoteSignature {
+                    voter: v.voter,
+                    signature: Signed::sign(v, &r.s.members[j]).signature,
+                }
+            })
+            .collect(),
+    };
+    // One signature swapped for another voter's: that vote does not count, and three
+    // remaining do not include every touched area, so no lock.
+    let mut forged = certificate.clone();
+    forged.signatures[0].signature = forged.signatures[1].signature;
+    let mut bad = state.clone();
+    bad.step(&ctx, NOW, r.by_primary(Message::Endorsed(Box::new(forged))));
+    assert!(bad.lock.is_none());
+    // The real certificate: locked, and the commit vote goes to the primary.
+    let e = state.step(
+        &ctx,
+        NOW,
+        r.by_primary(Message::Endorsed(Box::new(certificate))),
+    );
+    assert_eq!(
+        state.lock.as_ref().map(|l| l.certificate.block),
+        Some(p.stamp.body.block)
+    );
+    let primary = r.s.genesis.primary(1, 0);
+    assert!(e.iter().any(|e| matches!(e, Effect::Send { to, msg: Message::Vote(v) } if *to == primary && v.body.kind == VoteKind::Commit)));
 }
 
 #[test]
@@ -417,11 +530,13 @@ fn skip_votes_form_a_certificate_that_opens_the_next_view() {
         NOW,
         r.by_primary(Message::Proposal(Box::new(r.proposal()))),
     );
-    assert!(
-        !late
-            .iter()
-            .any(|e| matches!(e, Effect::Broadcast(Message::Vote(_))))
-    );
+    assert!(!late.iter().any(|e| matches!(
+        e,
+        Effect::Send {
+            msg: Message::Vote(_),
+            ..
+        }
+    )));
 
     // A node still voting to skip view 0 is sent the certificate, and catches up with it.
     let lagging = others[2];

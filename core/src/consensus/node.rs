@@ -291,6 +291,9 @@ impl NodeState {
 
     fn on_start(&mut self, out: &mut Out<'_>) {
         let ctx = out.ctx;
+        // A node on a new chain has nothing to catch up on (L4): it learns that it is behind,
+        // if ever, from the first message of a later height.
+        let restarted = *self != NodeState::new();
         if !self.gate_closed {
             out.push(Effect::SetTimer {
                 timer: Timer::Gate(self.height),
@@ -312,9 +315,11 @@ impl NodeState {
                 )));
             }
         }
-        out.push(Effect::Broadcast(Message::SyncRequest {
-            from: self.height,
-        }));
+        if restarted {
+            out.push(Effect::Broadcast(Message::SyncRequest {
+                from: self.height,
+            }));
+        }
     }
 
     fn arm_view_timer(&self, out: &mut Out<'_>) {
@@ -480,6 +485,7 @@ impl NodeState {
             Message::Batch(b) => self.on_batch(out, from, b),
             Message::Proposal(p) => self.on_proposal(out, from, *p),
             Message::Vote(v) => self.on_vote(out, from, v),
+            Message::Endorsed(cert) => self.on_endorsed(out, from, *cert),
             Message::Objection(o, batch) => self.on_objection(out, from, *o, batch.map(|b| *b)),
             Message::Appeal { appeal, via } => self.on_forwarded_appeal(out, from, *appeal, via),
             Message::Skip(v, locked, batches) => {
@@ -1123,15 +1129,41 @@ impl NodeState {
     // ----- votes and certificates (spec S1-S3, D11, D12) -----
 
     fn on_vote(&mut self, out: &mut Out<'_>, from: NodeId, v: Signed<Vote>) {
+        if v.body.voter != from {
+            return;
+        }
+        self.accept_vote(out, from, v);
+    }
+
+    /// D11: the round's primary relays the endorsement certificate it formed; each of its
+    /// votes is checked and counted as if it had come from its voter, so the node forms the
+    /// same certificate itself (and notes any equivocation among the votes, S4).
+    fn on_endorsed(&mut self, out: &mut Out<'_>, from: NodeId, cert: QuorumCertificate) {
+        if cert.kind != VoteKind::Endorse {
+            return;
+        }
+        let chain_id = out.ctx.chain_id;
+        for s in &cert.signatures {
+            let v = Signed {
+                body: cert.vote_of(chain_id, s.voter),
+                signature: s.signature,
+            };
+            self.accept_vote(out, from, v);
+        }
+    }
+
+    /// Checks a vote (its chain, height, voter and signature) and counts it; `from` is the
+    /// peer it came from (its voter, or the primary relaying a certificate).
+    fn accept_vote(&mut self, out: &mut Out<'_>, from: NodeId, v: Signed<Vote>) {
         let ctx = out.ctx;
         let b = &v.body;
-        if b.voter != from || b.chain_id != ctx.chain_id || b.kind == VoteKind::Propose {
+        if b.chain_id != ctx.chain_id || b.kind == VoteKind::Propose {
             return;
         }
         if !self.current(out, from, b.height) {
             return;
         }
-        let Some(key) = Self::member_key(ctx, from) else {
+        let Some(key) = Self::member_key(ctx, b.voter) else {
             return;
         };
         if v.verify(ctx.scheme.as_ref(), &key).is_err() {
@@ -1246,6 +1278,13 @@ impl NodeState {
             certificate.clone(),
             Box::new(p.clone()),
         )));
+        // The primary gathered the endorsements; it hands the certificate to every member so
+        // that they lock too (paper step 4: the primary distributes the verified result).
+        if ctx.genesis.primary(self.height, view) == ctx.me {
+            out.push(Effect::Broadcast(Message::Endorsed(Box::new(
+                certificate.clone(),
+            ))));
+        }
         self.lock = Some(Lock {
             certificate,
             proposal: p,
@@ -1253,8 +1292,8 @@ impl NodeState {
         self.cast_vote(out, VoteKind::Commit, view, revision, digest);
     }
 
-    /// S3, N3: signs this node's one vote of `kind` in the round, logs it, sends it to all and
-    /// counts it. Returns false if the node already voted in that slot.
+    /// S3, N3: signs this node's one vote of `kind` in the round, logs it, sends it to the
+    /// round's primary and counts it. Returns false if the node already voted in that slot.
     fn cast_vote(
         &mut self,
         out: &mut Out<'_>,
@@ -1278,7 +1317,15 @@ impl NodeState {
         });
         self.voted.insert(slot, block);
         out.persist_vote(&vote);
-        out.push(Effect::Broadcast(Message::Vote(vote.clone())));
+        // Verification results go to the round's primary (paper steps 3-4), which gathers the
+        // certificates and hands them on (`Endorsed`, `Decided`).
+        let primary = out.ctx.genesis.primary(self.height, view);
+        if primary != out.ctx.me {
+            out.push(Effect::Send {
+                to: primary,
+                msg: Message::Vote(vote.clone()),
+            });
+        }
         self.count_vote(out, &vote);
         true
     }

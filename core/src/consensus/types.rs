@@ -48,8 +48,12 @@ pub enum Message {
     Batch(SignedBatch),
     /// The primary's proposal (step 4).
     Proposal(Box<Proposal>),
-    /// An `Endorse` or `Commit` vote, sent to every member.
+    /// An `Endorse` or `Commit` vote, sent to the round's primary (paper step 3: each member
+    /// returns its verification result to the primary).
     Vote(Signed<Vote>),
+    /// The endorsement certificate the round's primary gathered, sent to every member so that
+    /// it locks on the block and votes to commit.
+    Endorsed(Box<QuorumCertificate>),
     /// An objection to a proposal, sent to the primary; a `MissingBatch` objection carries the
     /// objector's batch.
     Objection(Box<Signed<Objection>>, Option<Box<SignedBatch>>),

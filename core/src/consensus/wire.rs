@@ -138,6 +138,10 @@ impl Canonical for Message {
                 out.push(9);
                 encode_seq(blocks, out);
             }
+            Message::Endorsed(c) => {
+                out.push(10);
+                c.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -169,6 +173,7 @@ impl Canonical for Message {
             9 => Message::SyncResponse(
                 decode_seq(r, MAX_SYNC_BLOCKS as usize).map_err(|e| e.within("blocks"))?,
             ),
+            10 => Message::Endorsed(boxed::<QuorumCertificate>(r, "certificate")?),
             value => return Err(invalid(value)),
         })
     }
@@ -796,6 +801,7 @@ mod tests {
             st::block().prop_map(|b| Message::Decided(Box::new(b))),
             any::<u64>().prop_map(|from| Message::SyncRequest { from }),
             vec(st::block(), 0..3).prop_map(Message::SyncResponse),
+            st::qc().prop_map(|c| Message::Endorsed(Box::new(c))),
         ]
     }
 
