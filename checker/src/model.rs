@@ -15,7 +15,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
 use stateright::actor::{Actor, ActorModel, Envelope, Id, Out, model_timeout};
-use tieline_core::block::{Appeal, AppealClaim, Block, QuorumCertificate, Vote, VoteKind};
+use tieline_core::block::{Appeal, AppealClaim, Block, Vote, VoteKind};
 use tieline_core::consensus::{Context, Effect, Input, Message, NodeState, Record, Reply, Timer};
 use tieline_core::crypto::{Digest, Signed, Signer};
 use tieline_core::market::{SignedBatch, SignedBid};
@@ -214,17 +214,6 @@ impl PartialEq for Mirror {
 impl Eq for Mirror {}
 impl Hash for Mirror {
     fn hash<H: Hasher>(&self, _: &mut H) {}
-}
-
-/// The signed votes a certificate carries.
-pub fn certificate_votes(
-    chain_id: Digest,
-    c: &QuorumCertificate,
-) -> impl Iterator<Item = Signed<Vote>> + '_ {
-    c.signatures.iter().map(move |s| Signed {
-        body: c.vote_of(chain_id, s.voter),
-        signature: s.signature,
-    })
 }
 
 /// A management node as the model sees it.
@@ -461,7 +450,7 @@ impl NodeAgent {
                 Message::Proposal(p) => vec![p.stamp.clone()],
                 Message::Vote(v) => vec![v.clone()],
                 Message::Endorsed(c) if c.kind == VoteKind::Endorse => {
-                    certificate_votes(self.ctx.chain_id, c).collect()
+                    c.signed_votes(self.ctx.chain_id).collect()
                 }
                 _ => vec![],
             };

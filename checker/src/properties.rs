@@ -28,7 +28,7 @@ use tieline_core::crypto::{Digest, Signed};
 use tieline_core::market::SignedBid;
 use tieline_core::units::NodeId;
 
-use crate::model::{Model, Msg, NodeView, State, Store, certificate_votes};
+use crate::model::{Model, Msg, NodeView, State, Store};
 use crate::scenario::{Scenario, Setup};
 
 /// A checker property: its spec id, its name in reports, and its predicate.
@@ -211,33 +211,31 @@ fn bodies(state: &State) -> BTreeMap<Digest, (&BlockHeader, &BlockBody)> {
 /// only inside the certificates it gathers), and the votes in every node's log.
 fn signed_votes<'a>(model: &Model, state: &'a State) -> Vec<(usize, Cow<'a, Signed<Vote>>)> {
     let chain_id = model.cfg.chain_id;
-    let mut out = Vec::new();
-    let mut certificate = |i: usize, c: &QuorumCertificate| {
-        out.extend(certificate_votes(chain_id, c).map(|v| (i, Cow::Owned(v))));
+    let owned = |i: usize, c: &QuorumCertificate| {
+        c.signed_votes(chain_id)
+            .map(move |v| (i, Cow::Owned(v)))
+            .collect::<Vec<_>>()
     };
-    let mut borrowed = Vec::new();
+    let mut out = Vec::new();
     for (i, m) in sent(state) {
         match m {
-            Msg::Node(Message::Vote(v)) => borrowed.push((i, v)),
-            Msg::Node(Message::Proposal(p)) => borrowed.push((i, &p.stamp)),
-            Msg::Node(Message::Endorsed(c)) => certificate(i, c),
-            Msg::Node(Message::Decided(b)) => certificate(i, &b.certificate),
+            Msg::Node(Message::Vote(v)) => out.push((i, Cow::Borrowed(v))),
+            Msg::Node(Message::Proposal(p)) => out.push((i, Cow::Borrowed(&p.stamp))),
+            Msg::Node(Message::Endorsed(c)) => out.extend(owned(i, c)),
+            Msg::Node(Message::Decided(b)) => out.extend(owned(i, &b.certificate)),
             Msg::Node(Message::SyncResponse(bs)) => {
-                bs.iter().for_each(|b| certificate(i, &b.certificate))
+                out.extend(bs.iter().flat_map(|b| owned(i, &b.certificate)))
             }
             _ => {}
         }
     }
     for (i, a) in state.actor_states.iter().enumerate() {
-        if let Some(v) = a.node() {
-            for r in &v.store.0.records {
-                if let Record::Vote(v) = r {
-                    borrowed.push((i, v));
-                }
-            }
-        }
+        let records = a.node().map_or(&[][..], |v| &v.store.0.records);
+        out.extend(records.iter().filter_map(|r| match r {
+            Record::Vote(v) => Some((i, Cow::Borrowed(v))),
+            _ => None,
+        }));
     }
-    out.extend(borrowed.into_iter().map(|(i, v)| (i, Cow::Borrowed(v))));
     out
 }
 
@@ -1129,7 +1127,7 @@ fn n3(model: &Model, state: &State) -> bool {
             // The primary's own vote in the certificate it hands on, and its lock.
             Msg::Node(Message::Endorsed(c)) => {
                 let me = setup.member_of[src];
-                certificate_votes(setup.chain_id, c)
+                c.signed_votes(setup.chain_id)
                     .filter(|v| Some(v.body.voter) == me)
                     .all(|v| logged(src, &|r| matches!(r, Record::Vote(x) if *x == v), c.height))
                     && logged(

@@ -460,6 +460,14 @@ impl QuorumCertificate {
         }
     }
 
+    /// The signed votes the certificate carries, one per signer (not checked here).
+    pub fn signed_votes(&self, chain_id: Digest) -> impl Iterator<Item = Signed<Vote>> + '_ {
+        self.signatures.iter().map(move |s| Signed {
+            body: self.vote_of(chain_id, s.voter),
+            signature: s.signature,
+        })
+    }
+
     /// The round (view, revision), ordered as the protocol orders rounds.
     pub fn round(&self) -> (u32, u32) {
         (self.view, self.revision)

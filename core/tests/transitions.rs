@@ -71,6 +71,17 @@ impl Rig {
         )
     }
 
+    /// The verifier, after it took the primary's proposal `p`.
+    fn verifier_holding(&self, p: &Proposal) -> (usize, Context, NodeState) {
+        let (i, ctx, mut state) = self.verifier();
+        state.step(
+            &ctx,
+            NOW,
+            self.by_primary(Message::Proposal(Box::new(p.clone()))),
+        );
+        (i, ctx, state)
+    }
+
     fn proposal(&self) -> Proposal {
         self.c.nodes[self.primary()]
             .state
@@ -94,7 +105,8 @@ impl Rig {
         p
     }
 
-    fn vote(&self, kind: VoteKind, voter: usize, p: &Proposal) -> Input {
+    /// Member `voter`'s signed vote of `kind` for `p`.
+    fn signed_vote(&self, kind: VoteKind, voter: usize, p: &Proposal) -> Signed<Vote> {
         let (view, revision) = p.round();
         let v = Vote {
             kind,
@@ -105,9 +117,14 @@ impl Rig {
             block: p.stamp.body.block,
             voter: self.s.genesis.members[voter].id,
         };
+        Signed::sign(v, &self.s.members[voter])
+    }
+
+    fn vote(&self, kind: VoteKind, voter: usize, p: &Proposal) -> Input {
+        let v = self.signed_vote(kind, voter, p);
         Input::Message {
-            from: v.voter,
-            msg: Message::Vote(Signed::sign(v, &self.s.members[voter])),
+            from: v.body.voter,
+            msg: Message::Vote(v),
         }
     }
 }
@@ -288,13 +305,8 @@ fn a_proposal_without_the_nodes_batch_gets_a_missing_batch_objection_with_the_ba
 #[test]
 fn an_endorsement_quorum_locks_and_a_commit_quorum_decides() {
     let r = Rig::at_proposal();
-    let (i, ctx, mut state) = r.verifier();
     let p = r.proposal();
-    state.step(
-        &ctx,
-        NOW,
-        r.by_primary(Message::Proposal(Box::new(p.clone()))),
-    );
+    let (i, ctx, mut state) = r.verifier_holding(&p);
     let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
     // Two of four endorsements: below the quorum of three.
     state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[0], &p));
@@ -385,13 +397,8 @@ fn the_primary_gathers_endorsements_and_hands_the_certificate_to_all() {
 #[test]
 fn a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_verifies() {
     let r = Rig::at_proposal();
-    let (_, ctx, mut state) = r.verifier();
     let p = r.proposal();
-    state.step(
-        &ctx,
-        NOW,
-        r.by_primary(Message::Proposal(Box::new(p.clone()))),
-    );
+    let (_, ctx, mut state) = r.verifier_holding(&p);
     let (view, revision) = p.round();
     let certificate = QuorumCertificate {
         kind: VoteKind::Endorse,
@@ -401,18 +408,10 @@ fn a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_ve
         block: p.stamp.body.block,
         signatures: (0..4)
             .map(|j| {
-                let v = Vote {
-                    kind: VoteKind::Endorse,
-                    chain_id: r.s.genesis.chain_id(),
-                    height: 1,
-                    view,
-                    revision,
-                    block: p.stamp.body.block,
-                    voter: r.s.genesis.members[j].id,
-                };
+                let v = r.signed_vote(VoteKind::Endorse, j, &p);
                 VoteSignature {
-                    voter: v.voter,
-                    signature: Signed::sign(v, &r.s.members[j]).signature,
+                    voter: v.body.voter,
+                    signature: v.signature,
                 }
             })
             .collect(),
@@ -441,13 +440,8 @@ fn a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_ve
 #[test]
 fn a_vote_with_a_bad_signature_or_from_another_voter_is_ignored() {
     let r = Rig::at_proposal();
-    let (i, ctx, mut state) = r.verifier();
     let p = r.proposal();
-    state.step(
-        &ctx,
-        NOW,
-        r.by_primary(Message::Proposal(Box::new(p.clone()))),
-    );
+    let (i, ctx, mut state) = r.verifier_holding(&p);
     let j = (i + 2) % 4;
     let Input::Message {
         msg: Message::Vote(mut v),

@@ -1142,12 +1142,7 @@ impl NodeState {
         if cert.kind != VoteKind::Endorse {
             return;
         }
-        let chain_id = out.ctx.chain_id;
-        for s in &cert.signatures {
-            let v = Signed {
-                body: cert.vote_of(chain_id, s.voter),
-                signature: s.signature,
-            };
+        for v in cert.signed_votes(out.ctx.chain_id) {
             self.accept_vote(out, from, v);
         }
     }
