@@ -14,7 +14,7 @@ use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 
-use stateright::actor::{Actor, ActorModel, Envelope, Id, Out, model_timeout};
+use stateright::actor::{Actor, ActorModel, Envelope, Id, Network, Out, model_timeout};
 use tieline_core::block::{Appeal, AppealClaim, Block, Vote, VoteKind};
 use tieline_core::consensus::{Context, Effect, Input, Message, NodeState, Record, Reply, Timer};
 use tieline_core::crypto::{Digest, Signed, Signer};
@@ -144,6 +144,115 @@ pub enum Msg {
     Appeal(Signed<Appeal>),
     /// A node's answer to a participant.
     Reply(Reply),
+}
+
+/// Where the slowest node stands: the lowest (height, view) of any node actor, correct or
+/// faulty, up or crashed (a crashed node comes back at the height and view its storage holds,
+/// which are those of its last state), and whether every node at that height is in that view.
+/// A node's height and view never fall, so neither does the floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Floor {
+    /// The lowest height.
+    pub height: u64,
+    /// The lowest view at that height.
+    pub view: u32,
+    /// Whether every node at that height is in that view.
+    pub level: bool,
+}
+
+impl Floor {
+    /// The floor of `state`.
+    pub fn of(state: &State) -> Floor {
+        let at = |v: &NodeView| {
+            let stored = v.store.0.next_height();
+            if stored < v.node.height {
+                (stored, 0)
+            } else {
+                (v.node.height, v.node.view)
+            }
+        };
+        let nodes = || state.actor_states.iter().filter_map(|a| a.node()).map(at);
+        let (height, view) = nodes().min().unwrap_or((0, 0));
+        Floor {
+            height,
+            view,
+            level: nodes().all(|(h, v)| h != height || v == view),
+        }
+    }
+}
+
+impl Msg {
+    /// Whether the message can still change a node. It cannot, for good, if it is about a
+    /// height every node has left, or about a view every node at its height has left (the
+    /// core acts on nothing of a height or view it has left, spec 2.7), except:
+    /// - a skip vote for a view the recipient has left is answered with the certificate that
+    ///   opened the recipient's view, which is news to a node behind it, so it is dead only if
+    ///   every node at its height is in the same later view;
+    /// - a sync request is answered by any node ahead of the height it asks for;
+    /// - a message between a participant and its home node (bids, appeals, replies).
+    pub fn live(&self, floor: Floor) -> bool {
+        let Msg::Node(m) = self else {
+            return true;
+        };
+        let (height, view) = match m {
+            Message::Batch(b) => (b.body.height, None),
+            Message::Proposal(p) => (p.height(), Some(p.round().0)),
+            Message::Vote(v) => (v.body.height, Some(v.body.view)),
+            Message::Endorsed(c) => (c.height, Some(c.view)),
+            Message::Objection(o, _) => (o.body.height, Some(o.body.view)),
+            Message::Appeal { appeal, .. } => (appeal.body.height, None),
+            Message::Skip(v, ..) if floor.level => (v.body.height, Some(v.body.view)),
+            Message::Skip(v, ..) => (v.body.height, None),
+            Message::ViewCertificate(c, _) => (c.height, Some(c.view)),
+            Message::Decided(b) => (b.header.height, None),
+            Message::SyncResponse(blocks) => match blocks.iter().map(|b| b.header.height).max() {
+                Some(h) => (h, None),
+                None => return true,
+            },
+            Message::SyncRequest { .. } => return true,
+        };
+        match view {
+            Some(v) => (height, v) >= (floor.height, floor.view),
+            None => height >= floor.height,
+        }
+    }
+}
+
+/// The messages on the network that can still change a node (see [`Msg::live`]), with every
+/// message to or from a participant.
+pub fn live_messages(state: &State) -> impl Iterator<Item = Envelope<&Wire>> {
+    let floor = Floor::of(state);
+    state
+        .network
+        .iter_all()
+        .filter(move |e| e.msg.msg().live(floor))
+}
+
+/// The state the search remembers in place of `state`: the same state without the messages
+/// no node can act on any more, and without the network's note of the last message delivered.
+///
+/// Two states with one representative have the same future: the dead messages' deliveries
+/// are no-ops in both, every other step does the same in both, and a message once dead stays
+/// dead. Every property reads the network through [`live_messages`] only, so it gives the
+/// same answer on both states too. The search therefore explores one of them, and checks
+/// each property on every state it explores, with no loss. In `lock` this folds together the
+/// many ways the messages of a decided height can have been sent, which otherwise multiply
+/// the states after it.
+pub fn representative(state: &State) -> State {
+    let mut s = state.clone();
+    let floor = Floor::of(state);
+    if let Network::UnorderedDuplicating(set, last) = &state.network {
+        if last.is_some() || set.iter().any(|e| !e.msg.msg().live(floor)) {
+            s.network = Network::UnorderedDuplicating(
+                set.iter()
+                    .filter(|e| e.msg.msg().live(floor))
+                    .cloned()
+                    .collect(),
+                None,
+            );
+        }
+    }
+    s
 }
 
 /// A message on the wire: shared, so copying a state copies no message, and hashed once.
@@ -454,14 +563,16 @@ impl NodeAgent {
                 }
                 _ => vec![],
             };
-            let height = view.node.height;
-            view.received_votes.extend(
-                votes
-                    .into_iter()
-                    .filter(|v| v.body.height == height && self.watch.contains(&v.body.voter)),
-            );
+            let (height, at) = (view.node.height, view.node.view);
+            view.received_votes.extend(votes.into_iter().filter(|v| {
+                v.body.height == height && v.body.view >= at && self.watch.contains(&v.body.voter)
+            }));
         }
         let effects = view.node.step(&self.ctx, NOW, input);
+        // Like the node, the ghost forgets what belongs to heights and views the node left.
+        let (height, at) = (view.node.height, view.node.view);
+        view.received_votes
+            .retain(|v| v.body.height == height && v.body.view >= at);
         if effects.is_empty() && view == *before {
             return None;
         }

@@ -28,7 +28,7 @@ use tieline_core::crypto::{Digest, Signed};
 use tieline_core::market::SignedBid;
 use tieline_core::units::NodeId;
 
-use crate::model::{Model, Msg, NodeView, State, Store};
+use crate::model::{Floor, Model, Msg, NodeView, State, Store, live_messages, representative};
 use crate::scenario::{Scenario, Setup};
 
 /// A checker property: its spec id, its name in reports, and its predicate.
@@ -89,7 +89,7 @@ pub fn catalogue() -> Vec<PropertyDef> {
         },
         PropertyDef {
             id: "L4",
-            name: "L4: a node decided a block it did not vote to commit (caught up)",
+            name: "L4: a node decided a block whose certificate lacks its vote (caught up)",
             expectation: Sometimes,
             condition: l4_reached,
             applies: |s| s.max_crashes > 0,
@@ -175,12 +175,13 @@ fn node_views(state: &State) -> impl Iterator<Item = &NodeView> {
     state.actor_states.iter().filter_map(|s| s.node())
 }
 
-/// Every message ever sent, with its sender's actor index.
+/// Every message ever sent that a node can still act on (see [`representative`]), with its
+/// sender's actor index. A message about a height every node has left is no longer seen: the
+/// properties checked it in every state up to the last one in which it was live, and no vote,
+/// proposal or certificate for that height can be sent after (only its decided block again,
+/// which is in the stores).
 fn sent(state: &State) -> impl Iterator<Item = (usize, &Msg)> {
-    state
-        .network
-        .iter_all()
-        .map(|e| (usize::from(e.src), e.msg.msg()))
+    live_messages(state).map(|e| (usize::from(e.src), e.msg.msg()))
 }
 
 fn proposals(state: &State) -> BTreeMap<(u32, u32, Digest), &Proposal> {
@@ -194,13 +195,24 @@ fn proposals(state: &State) -> BTreeMap<(u32, u32, Digest), &Proposal> {
     out
 }
 
-/// Block bodies by digest, from every proposal on the network.
+/// Block bodies by digest, from every proposal on the network and every block a node locked
+/// on (in its log) or decided.
 fn bodies(state: &State) -> BTreeMap<Digest, (&BlockHeader, &BlockBody)> {
     let mut out = BTreeMap::new();
     for (_, m) in sent(state) {
         if let Msg::Node(Message::Proposal(p)) = m {
             out.entry(p.stamp.body.block)
                 .or_insert((&p.header, &p.body));
+        }
+    }
+    for v in node_views(state) {
+        for r in &v.store.0.records {
+            if let Record::Lock(qc, p) = r {
+                out.entry(qc.block).or_insert((&p.header, &p.body));
+            }
+        }
+        for b in &v.store.0.blocks {
+            out.entry(b.digest()).or_insert((&b.header, &b.body));
         }
     }
     out
@@ -409,17 +421,7 @@ fn at_bound(model: &Model, state: &State) -> bool {
 }
 
 fn same_state(a: &State, b: &State) -> bool {
-    use stateright::actor::Network;
-    let networks = match (&a.network, &b.network) {
-        (Network::UnorderedDuplicating(x, _), Network::UnorderedDuplicating(y, _)) => x == y,
-        (x, y) => x == y,
-    };
-    networks
-        && a.actor_states == b.actor_states
-        && a.timers_set == b.timers_set
-        && a.actor_storages == b.actor_storages
-        && a.crashed == b.crashed
-        && a.history == b.history
+    representative(a) == representative(b)
 }
 
 /// Whether some delivery or timer (not a crash or a recovery) changes the state within the
@@ -596,10 +598,14 @@ fn s4_reached(model: &Model, state: &State) -> bool {
 fn v1(model: &Model, state: &State) -> bool {
     let g = &model.cfg.genesis;
     let props = proposals(state);
+    let floor = Floor::of(state);
     let endorsed_right = correct_endorsements(model, state).iter().all(|v| {
-        props
-            .get(&(v.view, v.revision, v.block))
-            .is_some_and(|p| p.stamp.body.voter == g.primary(v.height, v.view))
+        match props.get(&(v.view, v.revision, v.block)) {
+            Some(p) => p.stamp.body.voter == g.primary(v.height, v.view),
+            // A vote in a node's log for a round every node has left: it was checked while
+            // the proposal it endorses was live.
+            None => (v.height, v.view) < (floor.height, floor.view),
+        }
     });
     endorsed_right
         && correct(model, state).all(|c| {
@@ -977,18 +983,17 @@ fn l3_reached(model: &Model, state: &State) -> bool {
 /// L4: a block a correct node decided without voting to commit it (it caught up from a peer)
 /// passes the audit against the node's own chain.
 fn l4(model: &Model, state: &State) -> bool {
-    let committers = commit_voters(model, state);
-    v2_blocks(model, state, |member, b| {
-        !committers.contains(&(member, b.digest()))
-    })
+    v2_blocks(model, state, caught_up)
 }
 
-fn commit_voters(model: &Model, state: &State) -> BTreeSet<(NodeId, Digest)> {
-    signed_votes(model, state)
-        .into_iter()
-        .filter(|(_, v)| v.body.kind == VoteKind::Commit)
-        .map(|(_, v)| (v.body.voter, v.body.block))
-        .collect()
+/// Whether `member` decided `block` by catching up: its commit certificate has no vote of the
+/// member (a node that decides from its own tally is in the certificate it formed).
+fn caught_up(member: NodeId, block: &Block) -> bool {
+    !block
+        .certificate
+        .signatures
+        .iter()
+        .any(|s| s.voter == member)
 }
 
 fn v2_blocks(model: &Model, state: &State, pick: impl Fn(NodeId, &Block) -> bool) -> bool {
@@ -1021,13 +1026,7 @@ fn v2_blocks(model: &Model, state: &State, pick: impl Fn(NodeId, &Block) -> bool
 }
 
 fn l4_reached(model: &Model, state: &State) -> bool {
-    let committers = commit_voters(model, state);
-    correct(model, state).any(|c| {
-        c.store
-            .blocks
-            .iter()
-            .any(|b| !committers.contains(&(c.member, b.digest())))
-    })
+    correct(model, state).any(|c| c.store.blocks.iter().any(|b| caught_up(c.member, b)))
 }
 
 // ----- no loss -----

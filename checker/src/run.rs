@@ -5,12 +5,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use stateright::actor::{ActorModelAction, Network};
+use stateright::actor::ActorModelAction;
 use stateright::report::{ReportData, ReportDiscovery, Reporter};
 use stateright::{Checker, Expectation, HasDiscoveries, Model as _, Path};
 use tieline_core::consensus::{Mutation, Timer};
 
-use crate::model::{Model, State, Wire};
+use crate::model::{Model, State, Wire, representative};
 use crate::properties;
 use crate::scenario::{Bounds, Scenario};
 
@@ -90,18 +90,6 @@ impl Outcome {
     pub fn rate(&self) -> f64 {
         self.total_states as f64 / self.seconds.max(1e-9)
     }
-}
-
-/// States that differ only in the network's record of the last delivered message are the
-/// same state for the protocol; the search keeps one of them.
-fn representative(s: &State) -> State {
-    let mut s = s.clone();
-    if let Network::UnorderedDuplicating(set, last) = &s.network {
-        if last.is_some() {
-            s.network = Network::UnorderedDuplicating(set.clone(), None);
-        }
-    }
-    s
 }
 
 /// Prints a progress line every few seconds on long runs.

@@ -578,6 +578,94 @@ fn skip_votes_form_a_certificate_that_opens_the_next_view() {
 }
 
 #[test]
+fn a_node_acts_on_nothing_of_a_view_it_has_left() {
+    let r = Rig::at_proposal();
+    let p = r.proposal();
+    let (i, ctx, mut state) = r.verifier();
+    let mut log = r.c.nodes[i].store.records.clone();
+    let mut step = |state: &mut NodeState, input: Input| {
+        let effects = state.step(&ctx, NOW, input);
+        log.extend(effects.iter().filter_map(|e| match e {
+            Effect::Persist(rec) => Some(rec.clone()),
+            _ => None,
+        }));
+        effects
+    };
+    step(
+        &mut state,
+        r.by_primary(Message::Proposal(Box::new(p.clone()))),
+    );
+    let others: Vec<usize> = (0..4).filter(|&j| j != i && j != r.primary()).collect();
+    step(&mut state, r.vote(VoteKind::Endorse, others[0], &p));
+    assert!(state.votes.keys().any(|k| k.1 == 0));
+    assert!(state.seen.keys().any(|k| k.2 == 0));
+
+    // Skip votes from the node itself and two others open view 1.
+    step(&mut state, Input::Timer(Timer::View(1, 0)));
+    for &j in &others {
+        let v = SkipVote {
+            chain_id: r.s.genesis.chain_id(),
+            height: 1,
+            view: 0,
+            voter: r.s.genesis.members[j].id,
+            lock: None,
+            held: Vec::new(),
+        };
+        step(
+            &mut state,
+            Input::Message {
+                from: v.voter,
+                msg: Message::Skip(Box::new(Signed::sign(v, &r.s.members[j])), None, Vec::new()),
+            },
+        );
+    }
+    assert_eq!(state.view, 1);
+    // The tallies, the votes noted for equivocation and the skip votes of view 0 are gone.
+    assert!(state.votes.keys().all(|k| k.1 >= 1));
+    assert!(state.seen.keys().all(|k| k.2 >= 1));
+    assert!(state.skips.keys().all(|&v| v >= 1));
+
+    // View 0's proposal, votes and endorsement certificate change nothing and send nothing,
+    // even when they would have completed a certificate.
+    let before = state.clone();
+    let certificate = QuorumCertificate {
+        kind: VoteKind::Endorse,
+        height: 1,
+        view: 0,
+        revision: 0,
+        block: p.stamp.body.block,
+        signatures: [r.primary(), others[0], others[1]]
+            .iter()
+            .map(|&j| VoteSignature {
+                voter: r.s.genesis.members[j].id,
+                signature: r.signed_vote(VoteKind::Endorse, j, &p).signature,
+            })
+            .collect(),
+    };
+    for input in [
+        r.by_primary(Message::Proposal(Box::new(p.clone()))),
+        r.vote(VoteKind::Endorse, others[1], &p),
+        r.vote(VoteKind::Commit, others[0], &p),
+        r.by_primary(Message::Endorsed(Box::new(certificate))),
+    ] {
+        let effects = step(&mut state, input);
+        assert!(effects.is_empty(), "{effects:?}");
+        assert!(state == before);
+    }
+
+    // A restart forgets them too, though its own view-0 votes stay in its log (S3).
+    assert!(
+        log.iter()
+            .any(|rec| matches!(rec, Record::Vote(v) if v.body.view == 0))
+    );
+    let restored = NodeState::restore(&ctx, &r.c.nodes[i].store.blocks, log);
+    assert_eq!(restored.view, 1);
+    assert_eq!(restored.votes, state.votes);
+    assert!(restored.seen.keys().all(|k| k.2 >= 1));
+    assert_eq!(restored.skips, state.skips);
+}
+
+#[test]
 fn sync_requests_are_served_and_only_valid_blocks_are_decided() {
     let r = Rig::at_proposal();
     let mut c = r.c;

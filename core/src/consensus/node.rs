@@ -212,10 +212,13 @@ impl NodeState {
                 Record::Vote(v) => {
                     let b = &v.body;
                     s.voted.insert((b.kind, b.view, b.revision), b.block);
-                    s.votes
-                        .entry((b.kind, b.view, b.revision, b.block))
-                        .or_default()
-                        .insert(b.voter, v.signature);
+                    // A proposal's stamp is logged as a vote but counts toward no certificate.
+                    if b.kind != VoteKind::Propose {
+                        s.votes
+                            .entry((b.kind, b.view, b.revision, b.block))
+                            .or_default()
+                            .insert(b.voter, v.signature);
+                    }
                 }
                 Record::Lock(certificate, proposal) => {
                     s.lock = Some(Lock {
@@ -241,6 +244,7 @@ impl NodeState {
                 }
             }
         }
+        s.forget_earlier_views();
         s
     }
 
@@ -813,10 +817,11 @@ impl NodeState {
         if p.stamp.verify(ctx.scheme.as_ref(), &key).is_err() {
             return;
         }
-        self.note_vote(out, &p.stamp);
+        // A node acts on nothing of a view it has left (spec 2.7).
         if view < self.view {
             return;
         }
+        self.note_vote(out, &p.stamp);
         // L1: a proposal for a later view carries the skip certificate that opened it.
         if view > 0 {
             let Some(cert) = p.justification.as_ref() else {
@@ -1155,7 +1160,7 @@ impl NodeState {
         if b.chain_id != ctx.chain_id || b.kind == VoteKind::Propose {
             return;
         }
-        if !self.current(out, from, b.height) {
+        if !self.current(out, from, b.height) || b.view < self.view {
             return;
         }
         let Some(key) = Self::member_key(ctx, b.voter) else {
@@ -1623,6 +1628,7 @@ impl NodeState {
         out.push(Effect::Persist(Record::SkipCertificate(cert.clone())));
         out.push(Effect::CancelTimer(Timer::View(self.height, self.view)));
         self.view = view;
+        self.forget_earlier_views();
         self.justification = Some(cert);
         self.proposal = None;
         self.own = None;
@@ -1631,6 +1637,18 @@ impl NodeState {
         if self.primary(ctx) == ctx.me {
             self.propose(out, 0);
         }
+    }
+
+    /// A node in view v acts on nothing of an earlier view but a skip vote (answered with the
+    /// certificate that opened v): it drops the votes it counted, the votes it noted for
+    /// equivocation (evidence already found is kept) and the skip votes of earlier views.
+    /// Nothing is lost: a block committed in an earlier view reaches the node as `Decided` or
+    /// by sync, and a block locked there is proposed again in v (S2).
+    fn forget_earlier_views(&mut self) {
+        let view = self.view;
+        self.votes.retain(|k, _| k.1 >= view);
+        self.seen.retain(|k, _| k.2 >= view);
+        self.skips.retain(|&w, _| w >= view);
     }
 
     // ----- appeals (paper step 5; spec V5) -----
