@@ -148,16 +148,14 @@ pub enum Msg {
 
 /// Where the slowest node stands: the lowest (height, view) of any node actor, correct or
 /// faulty, up or crashed (a crashed node comes back at the height and view its storage holds,
-/// which are those of its last state), and whether every node at that height is in that view.
-/// A node's height and view never fall, so neither does the floor.
+/// which are those of its last state). A node's height and view never fall, so neither does
+/// the floor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Floor {
     /// The lowest height.
     pub height: u64,
     /// The lowest view at that height.
     pub view: u32,
-    /// Whether every node at that height is in that view.
-    pub level: bool,
 }
 
 impl Floor {
@@ -171,13 +169,14 @@ impl Floor {
                 (v.node.height, v.node.view)
             }
         };
-        let nodes = || state.actor_states.iter().filter_map(|a| a.node()).map(at);
-        let (height, view) = nodes().min().unwrap_or((0, 0));
-        Floor {
-            height,
-            view,
-            level: nodes().all(|(h, v)| h != height || v == view),
-        }
+        let (height, view) = state
+            .actor_states
+            .iter()
+            .filter_map(|a| a.node())
+            .map(at)
+            .min()
+            .unwrap_or((0, 0));
+        Floor { height, view }
     }
 }
 
@@ -186,8 +185,8 @@ impl Msg {
     /// height every node has left, or about a view every node at its height has left (the
     /// core acts on nothing of a height or view it has left, spec 2.7), except:
     /// - a skip vote for a view the recipient has left is answered with the certificate that
-    ///   opened the recipient's view, which is news to a node behind it, so it is dead only if
-    ///   every node at its height is in the same later view;
+    ///   opened the recipient's view, which is news to its sender if the sender is behind the
+    ///   recipient then: it may be later, so the vote is dead only once its height is left;
     /// - a sync request is answered by any node ahead of the height it asks for;
     /// - a message between a participant and its home node (bids, appeals, replies).
     pub fn live(&self, floor: Floor) -> bool {
@@ -201,7 +200,6 @@ impl Msg {
             Message::Endorsed(c) => (c.height, Some(c.view)),
             Message::Objection(o, _) => (o.body.height, Some(o.body.view)),
             Message::Appeal { appeal, .. } => (appeal.body.height, None),
-            Message::Skip(v, ..) if floor.level => (v.body.height, Some(v.body.view)),
             Message::Skip(v, ..) => (v.body.height, None),
             Message::ViewCertificate(c, _) => (c.height, Some(c.view)),
             Message::Decided(b) => (b.header.height, None),

@@ -176,10 +176,10 @@ fn node_views(state: &State) -> impl Iterator<Item = &NodeView> {
 }
 
 /// Every message ever sent that a node can still act on (see [`representative`]), with its
-/// sender's actor index. A message about a height every node has left is no longer seen: the
-/// properties checked it in every state up to the last one in which it was live, and no vote,
-/// proposal or certificate for that height can be sent after (only its decided block again,
-/// which is in the stores).
+/// sender's actor index. A message about a height, or a view of it, that every node has left is
+/// no longer seen: the properties checked it in every state in which it was live, and no vote,
+/// proposal or certificate of that height or view can be sent after (only its decided block
+/// again, which is in the stores; a node's own votes stay in its log until the height ends).
 fn sent(state: &State) -> impl Iterator<Item = (usize, &Msg)> {
     live_messages(state).map(|e| (usize::from(e.src), e.msg.msg()))
 }
