@@ -1,6 +1,7 @@
 //! The spec's protocol properties (spec part 2, 2.12) as named predicates over the model's
-//! global state: every node's state and storage, the messages on the network (in a lossless
-//! duplicating network every message ever sent stays there), and the ghost history.
+//! global state: every node's state and storage, the messages on the network that a node can
+//! still act on (in a lossless duplicating network every message ever sent stays there; see
+//! `model::representative` for why the dead ones are not read), and the ghost history.
 //!
 //! Each property carries the id of the spec property it checks. Safety is `always`; liveness
 //! and fault skip are `always` over bounded runs ("the bound was reached, or every live node
