@@ -1,4 +1,4 @@
-//! The spec's protocol properties (spec part 2, 2.12) as named predicates over the model's
+//! The spec's protocol properties (spec part 2, 2.13) as named predicates over the model's
 //! global state: every node's state and storage, the messages on the network that a node can
 //! still act on (in a lossless duplicating network every message ever sent stays there; see
 //! `model::representative` for why the dead ones are not read), and the ghost history.
