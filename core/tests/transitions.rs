@@ -120,6 +120,26 @@ impl Rig {
         Signed::sign(v, &self.s.members[voter])
     }
 
+    /// Member `voter`'s signed vote to skip view 0 at height 1, holding nothing and unlocked.
+    fn skip(&self, voter: usize) -> Input {
+        let v = SkipVote {
+            chain_id: self.s.genesis.chain_id(),
+            height: 1,
+            view: 0,
+            voter: self.s.genesis.members[voter].id,
+            lock: None,
+            held: Vec::new(),
+        };
+        Input::Message {
+            from: v.voter,
+            msg: Message::Skip(
+                Box::new(Signed::sign(v, &self.s.members[voter])),
+                None,
+                Vec::new(),
+            ),
+        }
+    }
+
     fn vote(&self, kind: VoteKind, voter: usize, p: &Proposal) -> Input {
         let v = self.signed_vote(kind, voter, p);
         Input::Message {
@@ -492,23 +512,9 @@ fn skip_votes_form_a_certificate_that_opens_the_next_view() {
     .unwrap();
     assert!(persisted < sent);
     let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
-    let skip = |j: usize| {
-        let v = SkipVote {
-            chain_id: r.s.genesis.chain_id(),
-            height: 1,
-            view: 0,
-            voter: r.s.genesis.members[j].id,
-            lock: None,
-            held: Vec::new(),
-        };
-        Input::Message {
-            from: v.voter,
-            msg: Message::Skip(Box::new(Signed::sign(v, &r.s.members[j])), None, Vec::new()),
-        }
-    };
-    state.step(&ctx, NOW, skip(others[0]));
+    state.step(&ctx, NOW, r.skip(others[0]));
     assert_eq!(state.view, 0);
-    let effects = state.step(&ctx, NOW, skip(others[1]));
+    let effects = state.step(&ctx, NOW, r.skip(others[1]));
     assert_eq!(state.view, 1);
     assert!(effects.iter().any(|e| matches!(e, Effect::Persist(Record::SkipCertificate(c)) if c.view == 0 && c.votes.len() == 3)));
     assert!(effects.iter().any(|e| matches!(
@@ -534,26 +540,7 @@ fn skip_votes_form_a_certificate_that_opens_the_next_view() {
 
     // A node still voting to skip view 0 is sent the certificate, and catches up with it.
     let lagging = others[2];
-    let v = SkipVote {
-        chain_id: r.s.genesis.chain_id(),
-        height: 1,
-        view: 0,
-        voter: r.s.genesis.members[lagging].id,
-        lock: None,
-        held: Vec::new(),
-    };
-    let effects = state.step(
-        &ctx,
-        NOW,
-        Input::Message {
-            from: v.voter,
-            msg: Message::Skip(
-                Box::new(Signed::sign(v, &r.s.members[lagging])),
-                None,
-                Vec::new(),
-            ),
-        },
-    );
+    let effects = state.step(&ctx, NOW, r.skip(lagging));
     let cert = effects
         .iter()
         .find_map(|e| match e {
@@ -603,21 +590,7 @@ fn a_node_acts_on_nothing_of_a_view_it_has_left() {
     // Skip votes from the node itself and two others open view 1.
     step(&mut state, Input::Timer(Timer::View(1, 0)));
     for &j in &others {
-        let v = SkipVote {
-            chain_id: r.s.genesis.chain_id(),
-            height: 1,
-            view: 0,
-            voter: r.s.genesis.members[j].id,
-            lock: None,
-            held: Vec::new(),
-        };
-        step(
-            &mut state,
-            Input::Message {
-                from: v.voter,
-                msg: Message::Skip(Box::new(Signed::sign(v, &r.s.members[j])), None, Vec::new()),
-            },
-        );
+        step(&mut state, r.skip(j));
     }
     assert_eq!(state.view, 1);
     // The tallies, the votes noted for equivocation and the skip votes of view 0 are gone.
