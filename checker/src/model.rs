@@ -237,20 +237,26 @@ pub fn live_messages(state: &State) -> impl Iterator<Item = Envelope<&Wire>> {
 /// many ways the messages of a decided height can have been sent, which otherwise multiply
 /// the states after it.
 pub fn representative(state: &State) -> State {
-    let mut s = state.clone();
     let floor = Floor::of(state);
-    if let Network::UnorderedDuplicating(set, last) = &state.network {
-        if last.is_some() || set.iter().any(|e| !e.msg.msg().live(floor)) {
-            s.network = Network::UnorderedDuplicating(
-                set.iter()
-                    .filter(|e| e.msg.msg().live(floor))
-                    .cloned()
-                    .collect(),
-                None,
-            );
+    // Built field by field, so that the network is copied once (the search calls this for
+    // every state it generates).
+    let network = match &state.network {
+        Network::UnorderedDuplicating(set, _) => {
+            let mut set = set.clone();
+            set.retain(|e| e.msg.msg().live(floor));
+            Network::UnorderedDuplicating(set, None)
         }
+        other => other.clone(),
+    };
+    State {
+        actor_states: state.actor_states.clone(),
+        network,
+        timers_set: state.timers_set.clone(),
+        random_choices: state.random_choices.clone(),
+        crashed: state.crashed.clone(),
+        history: state.history.clone(),
+        actor_storages: state.actor_storages.clone(),
     }
-    s
 }
 
 /// A message on the wire: shared, so copying a state copies no message, and hashed once.
@@ -800,23 +806,53 @@ impl Actor for Agent {
 /// Ghost history of the whole run, kept beside the actors (spec N2): which batches a node held
 /// when it voted to skip a view. It is built from the messages alone, not from what the node
 /// reports in its vote, so N2 checks the report too.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct History {
+///
+/// Shared and hashed once: most steps leave it as it is, and every state carries it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History(Arc<Ghost>);
+
+/// What the ghost history holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ghost {
     /// (actor, height, home, batch digest) for every batch a node actor has received or sent.
     pub held: BTreeSet<(usize, u64, NodeId, Digest)>,
     /// (actor, height, view): the (home, batch digest) of every batch the actor held when it
     /// first sent its skip vote for that view. Only correct actors are recorded.
     pub at_skip: BTreeMap<(usize, u64, u32), BTreeSet<(NodeId, Digest)>>,
+    hash: HashCache,
+}
+
+impl std::ops::Deref for History {
+    type Target = Ghost;
+    fn deref(&self) -> &Ghost {
+        &self.0
+    }
+}
+
+impl Hash for History {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash.get(|h| {
+            self.0.held.hash(h);
+            self.0.at_skip.hash(h);
+        }));
+    }
 }
 
 impl History {
+    /// The history, to change (copied if shared; its hash is recomputed after).
+    pub fn edit(&mut self) -> &mut Ghost {
+        let g = Arc::make_mut(&mut self.0);
+        g.hash = HashCache::default();
+        g
+    }
+
     fn hold(&self, actor: usize, b: &SignedBatch) -> Option<History> {
         let key = (actor, b.body.height, b.body.home, b.body_digest());
         if self.held.contains(&key) {
             return None;
         }
         let mut h = self.clone();
-        h.held.insert(key);
+        h.edit().held.insert(key);
         Some(h)
     }
 }
@@ -847,7 +883,7 @@ pub fn record_out(setup: &Setup, h: &History, env: Envelope<&Wire>) -> Option<Hi
                 .map(|&(_, _, home, d)| (home, d))
                 .collect();
             let mut h = h.clone();
-            h.at_skip.insert(key, held);
+            h.edit().at_skip.insert(key, held);
             Some(h)
         }
         _ => None,

@@ -598,6 +598,7 @@ impl Scenario {
                 let mut prefix = self.collection(ctx);
                 for (&home, b) in &batches {
                     history
+                        .edit()
                         .held
                         .insert((i, b.body.height, home, b.body_digest()));
                     if home != ctx.me {
