@@ -4,15 +4,17 @@
 use std::sync::Arc;
 
 use tieline_core::block::{
-    ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind, VoteSignature,
+    Objection, ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind, VoteSignature,
 };
+use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
 use tieline_core::consensus::{
     Context, Effect, Input, Message, NoGridModel, NodeState, Proposal, Record, SecurityCheck, Timer,
 };
 use tieline_core::crypto::Signed;
-use tieline_core::sample::SampleConsortium;
-use tieline_core::units::{NodeId, Price, Timestamp};
+use tieline_core::genesis::ClearingRule;
+use tieline_core::sample::{SampleConsortium, sample_product};
+use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
 
 const NOW: Timestamp = Timestamp(1_767_225_700_000);
 
@@ -26,7 +28,17 @@ impl Rig {
     /// batch has arrived; the primary of (1, 0) has just broadcast its proposal, which nobody
     /// has received yet.
     fn at_proposal() -> Rig {
-        let s = SampleConsortium::new(4, 2);
+        Self::at_proposal_of(SampleConsortium::new(4, 2))
+    }
+
+    /// The same, under zonal coupling: the rule that honours negotiated cuts.
+    fn at_proposal_zonal() -> Rig {
+        let mut s = SampleConsortium::new(4, 2);
+        s.genesis.clearing.rule = ClearingRule::ZonalCoupling;
+        Self::at_proposal_of(s)
+    }
+
+    fn at_proposal_of(s: SampleConsortium) -> Rig {
         let open: Vec<Arc<dyn SecurityCheck>> = (0..4)
             .map(|_| Arc::new(NoGridModel) as Arc<dyn SecurityCheck>)
             .collect();
@@ -138,6 +150,53 @@ impl Rig {
                 Vec::new(),
             ),
         }
+    }
+
+    /// Member `objector`'s signed security objection to `p`, with one cut the outcome already
+    /// honours (so the next revision verifies).
+    fn security_objection(&self, objector: usize, p: &Proposal) -> Input {
+        let (view, revision) = p.round();
+        let cut = Cut {
+            product: sample_product(1),
+            label: 1,
+            terms: vec![CutTerm {
+                variable: CutVariable::TieFlow(TieLineId(1)),
+                coefficient: COEFFICIENT_SCALE,
+            }],
+            limit: Quantity(1_000_000 * Quantity::SCALE),
+        };
+        let o = Objection {
+            chain_id: self.s.genesis.chain_id(),
+            height: 1,
+            view,
+            revision,
+            block: p.stamp.body.block,
+            objector: self.s.genesis.members[objector].id,
+            reason: ObjectionReason::Security { cuts: vec![cut] },
+        };
+        Input::Message {
+            from: o.objector,
+            msg: Message::Objection(Box::new(Signed::sign(o, &self.s.members[objector])), None),
+        }
+    }
+
+    /// Every member's endorsement of `p`, as the certificate its primary relays.
+    fn endorsement_certificate(&self, p: &Proposal) -> Input {
+        let (view, revision) = p.round();
+        let certificate = QuorumCertificate {
+            kind: VoteKind::Endorse,
+            height: 1,
+            view,
+            revision,
+            block: p.stamp.body.block,
+            signatures: (0..4)
+                .map(|j| VoteSignature {
+                    voter: self.s.genesis.members[j].id,
+                    signature: self.signed_vote(VoteKind::Endorse, j, p).signature,
+                })
+                .collect(),
+        };
+        self.by_primary(Message::Endorsed(Box::new(certificate)))
     }
 
     fn vote(&self, kind: VoteKind, voter: usize, p: &Proposal) -> Input {
@@ -636,6 +695,86 @@ fn a_node_acts_on_nothing_of_a_view_it_has_left() {
     assert_eq!(restored.votes, state.votes);
     assert!(restored.seen.keys().all(|k| k.2 >= 1));
     assert_eq!(restored.skips, state.skips);
+}
+
+/// The revision the primary broadcast among `effects`, if any.
+fn proposed(effects: &[Effect]) -> Option<Proposal> {
+    effects.iter().find_map(|e| match e {
+        Effect::Broadcast(Message::Proposal(p)) => Some((**p).clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_locked_primary_proposes_nothing_new_in_its_view() {
+    let r = Rig::at_proposal_zonal();
+    let i = r.primary();
+    let ctx = r.c.nodes[i].ctx.clone();
+    let mut state = r.c.nodes[i].state.clone();
+    let p = r.proposal();
+    let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
+    let objection = r.security_objection(others[0], &p);
+    // Unlocked, the primary takes the objection's new cut into revision 1.
+    let mut unlocked = state.clone();
+    let e = unlocked.step(&ctx, NOW, objection.clone());
+    assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
+    // Locked, a late objection is neither logged nor answered: the quorum that endorsed
+    // revision 0 may already be committing it (S2).
+    for &j in &others {
+        state.step(&ctx, NOW, r.vote(VoteKind::Endorse, j, &p));
+    }
+    assert!(state.lock.is_some());
+    let before = state.clone();
+    let e = state.step(&ctx, NOW, objection);
+    assert!(e.is_empty(), "{e:?}");
+    assert!(state == before);
+}
+
+#[test]
+fn a_restarted_node_acts_on_nothing_of_a_revision_it_has_moved_past() {
+    let r = Rig::at_proposal_zonal();
+    let p0 = r.proposal();
+    // The primary's revision 1, after another member's objection.
+    let objector = (r.primary() + 2) % 4;
+    let mut primary = r.c.nodes[r.primary()].state.clone();
+    let e = primary.step(
+        &r.c.nodes[r.primary()].ctx,
+        NOW,
+        r.security_objection(objector, &p0),
+    );
+    let p1 = proposed(&e).expect("revision 1");
+    // The verifier endorses revision 0, then revision 1, and logs both votes.
+    let (i, ctx, mut state) = r.verifier();
+    assert_ne!(i, objector);
+    let mut log = r.c.nodes[i].store.records.clone();
+    for p in [&p0, &p1] {
+        let e = state.step(&ctx, NOW, r.by_primary(Message::Proposal(Box::new(p.clone()))));
+        log.extend(e.into_iter().filter_map(|e| match e {
+            Effect::Persist(rec) => Some(rec),
+            _ => None,
+        }));
+    }
+    assert!(state.voted.contains_key(&(VoteKind::Endorse, 0, 1)));
+    // Running or restarted from its log, revision 0's proposal and certificate (a duplicate
+    // and a late relay) move it back to nothing: no vote, no lock. Before this rule a
+    // restarted node, which holds no proposal in memory, took revision 0 again, locked on it
+    // and voted to commit it beside its endorsement of revision 1 (S2).
+    let restored = NodeState::restore(&ctx, &r.c.nodes[i].store.blocks, log);
+    for mut node in [state, restored] {
+        let before = node.clone();
+        for input in [
+            r.by_primary(Message::Proposal(Box::new(p0.clone()))),
+            r.endorsement_certificate(&p0),
+        ] {
+            let e = node.step(&ctx, NOW, input);
+            assert!(
+                !e.iter().any(|e| matches!(e, Effect::Persist(_) | Effect::Send { .. })),
+                "{e:?}"
+            );
+        }
+        assert!(node.lock.is_none());
+        assert_eq!(node.voted, before.voted);
+    }
 }
 
 #[test]

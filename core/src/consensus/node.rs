@@ -701,6 +701,14 @@ impl NodeState {
             .filter(|_| self.view > 0 && !mutated!(ctx, NewPrimaryIgnoresLock))
             .and_then(|j| j.highest_lock())
             .map(|l| l.block);
+        // S2: a primary locked in its view proposes nothing new in it (an endorsement quorum
+        // may already be committing the block), nor a revision below one it has signed (a
+        // restarted primary has no proposal in memory, only its stamps in the log).
+        if self.lock.as_ref().is_some_and(|l| l.certificate.view == self.view)
+            || self.signed_later_revision(VoteKind::Propose, self.view, revision)
+        {
+            return;
+        }
         let (header, body, revision) = match locked {
             // S2: after a skip, a block that may have been committed is proposed again as it is.
             Some(digest) => {
@@ -860,6 +868,7 @@ impl NodeState {
             .proposal
             .as_ref()
             .is_some_and(|cur| cur.round() >= (view, revision))
+            || self.signed_later_revision(VoteKind::Endorse, view, revision)
         {
             return;
         }
@@ -894,6 +903,18 @@ impl NodeState {
         for kind in [VoteKind::Endorse, VoteKind::Commit] {
             self.try_certificate(out, kind, view, revision, digest);
         }
+    }
+
+    /// Whether this node has signed a vote of `kind` in a later revision of `view` than
+    /// `revision`: it then acts on nothing of `revision` (spec 2.6). A running node knows it
+    /// from the proposal it holds; a restarted one from the votes in its log.
+    fn signed_later_revision(&self, kind: VoteKind, view: u32, revision: u32) -> bool {
+        revision < u32::MAX
+            && self
+                .voted
+                .range((kind, view, revision + 1)..=(kind, view, u32::MAX))
+                .next()
+                .is_some()
     }
 
     /// Checks a proposal for the current round: `Err` if it is invalid, `Ok(Some(..))` with an
@@ -1078,6 +1099,7 @@ impl NodeState {
             || current.round() != (b.view, b.revision)
             || current.stamp.body.block != b.block
             || !fresh
+            || self.lock.as_ref().is_some_and(|l| l.certificate.view == self.view)
             || b.revision >= ctx.genesis.max_revisions + MAX_FALLBACK_LEVELS
             || self.negotiation.objections.len() >= MAX_OBJECTIONS
         {
