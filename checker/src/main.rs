@@ -38,9 +38,19 @@ struct BoundArgs {
     /// Override the most crashes in a run.
     #[arg(long)]
     max_crashes: Option<u32>,
+    /// Start the search after bid collection, as `lock` does (bids taken, gates closed and
+    /// batches delivered through the core before the search), whatever the scenario's default.
+    #[arg(long)]
+    after_collection: bool,
 }
 
 impl BoundArgs {
+    /// The scenario as these options shape it.
+    fn shape(&self, mut s: Scenario) -> Scenario {
+        s.after_collection |= self.after_collection;
+        s
+    }
+
     fn bounds(&self, s: &Scenario) -> Bounds {
         let base = if self.ci { s.ci_bounds } else { s.bounds };
         Bounds {
@@ -250,6 +260,7 @@ fn run_cli() -> anyhow::Result<bool> {
             let mut docs = Vec::new();
             let mut ok = true;
             for s in scenarios(&scenario)? {
+                let s = bounds.shape(s);
                 let opts = Options {
                     bounds: bounds.bounds(&s),
                     mutation: None,
@@ -276,7 +287,7 @@ fn run_cli() -> anyhow::Result<bool> {
             addr,
             bounds,
         } => {
-            let s = scenarios(&scenario)?.remove(0);
+            let s = bounds.shape(scenarios(&scenario)?.remove(0));
             println!("Serving the Explorer for {} on http://{addr}", s.name);
             let model = s.model(bounds.bounds(&s), None);
             use stateright::Model as _;
@@ -293,7 +304,7 @@ fn run_cli() -> anyhow::Result<bool> {
             mutant,
             bounds,
         } => {
-            let s = scenarios(&scenario)?.remove(0);
+            let s = bounds.shape(scenarios(&scenario)?.remove(0));
             let mutation = match mutant {
                 Some(name) => Some(
                     CATALOGUE

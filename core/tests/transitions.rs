@@ -748,7 +748,11 @@ fn a_restarted_node_acts_on_nothing_of_a_revision_it_has_moved_past() {
     assert_ne!(i, objector);
     let mut log = r.c.nodes[i].store.records.clone();
     for p in [&p0, &p1] {
-        let e = state.step(&ctx, NOW, r.by_primary(Message::Proposal(Box::new(p.clone()))));
+        let e = state.step(
+            &ctx,
+            NOW,
+            r.by_primary(Message::Proposal(Box::new(p.clone()))),
+        );
         log.extend(e.into_iter().filter_map(|e| match e {
             Effect::Persist(rec) => Some(rec),
             _ => None,
@@ -768,7 +772,8 @@ fn a_restarted_node_acts_on_nothing_of_a_revision_it_has_moved_past() {
         ] {
             let e = node.step(&ctx, NOW, input);
             assert!(
-                !e.iter().any(|e| matches!(e, Effect::Persist(_) | Effect::Send { .. })),
+                !e.iter()
+                    .any(|e| matches!(e, Effect::Persist(_) | Effect::Send { .. })),
                 "{e:?}"
             );
         }

@@ -704,7 +704,10 @@ impl NodeState {
         // S2: a primary locked in its view proposes nothing new in it (an endorsement quorum
         // may already be committing the block), nor a revision below one it has signed (a
         // restarted primary has no proposal in memory, only its stamps in the log).
-        if self.lock.as_ref().is_some_and(|l| l.certificate.view == self.view)
+        if self
+            .lock
+            .as_ref()
+            .is_some_and(|l| l.certificate.view == self.view)
             || self.signed_later_revision(VoteKind::Propose, self.view, revision)
         {
             return;
@@ -1099,7 +1102,10 @@ impl NodeState {
             || current.round() != (b.view, b.revision)
             || current.stamp.body.block != b.block
             || !fresh
-            || self.lock.as_ref().is_some_and(|l| l.certificate.view == self.view)
+            || self
+                .lock
+                .as_ref()
+                .is_some_and(|l| l.certificate.view == self.view)
             || b.revision >= ctx.genesis.max_revisions + MAX_FALLBACK_LEVELS
             || self.negotiation.objections.len() >= MAX_OBJECTIONS
         {
