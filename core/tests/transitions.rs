@@ -180,23 +180,23 @@ impl Rig {
         }
     }
 
-    /// Every member's endorsement of `p`, as the certificate its primary relays.
-    fn endorsement_certificate(&self, p: &Proposal) -> Input {
+    /// The endorsement certificate of `p` signed by members `voters`.
+    fn endorsement_certificate(&self, p: &Proposal, voters: &[usize]) -> QuorumCertificate {
         let (view, revision) = p.round();
-        let certificate = QuorumCertificate {
+        QuorumCertificate {
             kind: VoteKind::Endorse,
             height: 1,
             view,
             revision,
             block: p.stamp.body.block,
-            signatures: (0..4)
-                .map(|j| VoteSignature {
+            signatures: voters
+                .iter()
+                .map(|&j| VoteSignature {
                     voter: self.s.genesis.members[j].id,
                     signature: self.signed_vote(VoteKind::Endorse, j, p).signature,
                 })
                 .collect(),
-        };
-        self.by_primary(Message::Endorsed(Box::new(certificate)))
+        }
     }
 
     fn vote(&self, kind: VoteKind, voter: usize, p: &Proposal) -> Input {
@@ -206,6 +206,14 @@ impl Rig {
             msg: Message::Vote(v),
         }
     }
+}
+
+/// The records among `effects` that the node persists.
+fn persisted(effects: &[Effect]) -> impl Iterator<Item = Record> + '_ {
+    effects.iter().filter_map(|e| match e {
+        Effect::Persist(rec) => Some(rec.clone()),
+        _ => None,
+    })
 }
 
 fn position(effects: &[Effect], f: impl Fn(&Effect) -> bool) -> Option<usize> {
@@ -478,23 +486,7 @@ fn a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_ve
     let r = Rig::at_proposal();
     let p = r.proposal();
     let (_, ctx, mut state) = r.verifier_holding(&p);
-    let (view, revision) = p.round();
-    let certificate = QuorumCertificate {
-        kind: VoteKind::Endorse,
-        height: 1,
-        view,
-        revision,
-        block: p.stamp.body.block,
-        signatures: (0..4)
-            .map(|j| {
-                let v = r.signed_vote(VoteKind::Endorse, j, &p);
-                VoteSignature {
-                    voter: v.body.voter,
-                    signature: v.signature,
-                }
-            })
-            .collect(),
-    };
+    let certificate = r.endorsement_certificate(&p, &[0, 1, 2, 3]);
     // One signature swapped for another voter's: that vote does not count, and three
     // remaining do not include every touched area, so no lock.
     let mut forged = certificate.clone();
@@ -631,10 +623,7 @@ fn a_node_acts_on_nothing_of_a_view_it_has_left() {
     let mut log = r.c.nodes[i].store.records.clone();
     let mut step = |state: &mut NodeState, input: Input| {
         let effects = state.step(&ctx, NOW, input);
-        log.extend(effects.iter().filter_map(|e| match e {
-            Effect::Persist(rec) => Some(rec.clone()),
-            _ => None,
-        }));
+        log.extend(persisted(&effects));
         effects
     };
     step(
@@ -660,20 +649,7 @@ fn a_node_acts_on_nothing_of_a_view_it_has_left() {
     // View 0's proposal, votes and endorsement certificate change nothing and send nothing,
     // even when they would have completed a certificate.
     let before = state.clone();
-    let certificate = QuorumCertificate {
-        kind: VoteKind::Endorse,
-        height: 1,
-        view: 0,
-        revision: 0,
-        block: p.stamp.body.block,
-        signatures: [r.primary(), others[0], others[1]]
-            .iter()
-            .map(|&j| VoteSignature {
-                voter: r.s.genesis.members[j].id,
-                signature: r.signed_vote(VoteKind::Endorse, j, &p).signature,
-            })
-            .collect(),
-    };
+    let certificate = r.endorsement_certificate(&p, &[r.primary(), others[0], others[1]]);
     for input in [
         r.by_primary(Message::Proposal(Box::new(p.clone()))),
         r.vote(VoteKind::Endorse, others[1], &p),
@@ -753,10 +729,7 @@ fn a_restarted_node_acts_on_nothing_of_a_revision_it_has_moved_past() {
             NOW,
             r.by_primary(Message::Proposal(Box::new(p.clone()))),
         );
-        log.extend(e.into_iter().filter_map(|e| match e {
-            Effect::Persist(rec) => Some(rec),
-            _ => None,
-        }));
+        log.extend(persisted(&e));
     }
     assert!(state.voted.contains_key(&(VoteKind::Endorse, 0, 1)));
     // Running or restarted from its log, revision 0's proposal and certificate (a duplicate
@@ -768,7 +741,9 @@ fn a_restarted_node_acts_on_nothing_of_a_revision_it_has_moved_past() {
         let before = node.clone();
         for input in [
             r.by_primary(Message::Proposal(Box::new(p0.clone()))),
-            r.endorsement_certificate(&p0),
+            r.by_primary(Message::Endorsed(Box::new(
+                r.endorsement_certificate(&p0, &[0, 1, 2, 3]),
+            ))),
         ] {
             let e = node.step(&ctx, NOW, input);
             assert!(
@@ -868,11 +843,7 @@ fn restore_rebuilds_pool_votes_lock_and_view_from_the_log() {
     let p = r.proposal();
     let mut log: Vec<Record> = r.c.nodes[i].store.records.clone();
     let run = |state: &mut NodeState, input: Input, log: &mut Vec<Record>| {
-        for e in state.step(&ctx, NOW, input) {
-            if let Effect::Persist(rec) = e {
-                log.push(rec);
-            }
-        }
+        log.extend(persisted(&state.step(&ctx, NOW, input)));
     };
     run(
         &mut state,

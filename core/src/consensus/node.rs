@@ -704,10 +704,7 @@ impl NodeState {
         // S2: a primary locked in its view proposes nothing new in it (an endorsement quorum
         // may already be committing the block), nor a revision below one it has signed (a
         // restarted primary has no proposal in memory, only its stamps in the log).
-        if self
-            .lock
-            .as_ref()
-            .is_some_and(|l| l.certificate.view == self.view)
+        if self.locked_in_view()
             || self.signed_later_revision(VoteKind::Propose, self.view, revision)
         {
             return;
@@ -908,6 +905,14 @@ impl NodeState {
         }
     }
 
+    /// Whether this node is locked on a block of its current view: as that view's primary it
+    /// then proposes nothing new in it (spec 2.6, S2).
+    fn locked_in_view(&self) -> bool {
+        self.lock
+            .as_ref()
+            .is_some_and(|l| l.certificate.view == self.view)
+    }
+
     /// Whether this node has signed a vote of `kind` in a later revision of `view` than
     /// `revision`: it then acts on nothing of `revision` (spec 2.6). A running node knows it
     /// from the proposal it holds; a restarted one from the votes in its log.
@@ -1102,10 +1107,7 @@ impl NodeState {
             || current.round() != (b.view, b.revision)
             || current.stamp.body.block != b.block
             || !fresh
-            || self
-                .lock
-                .as_ref()
-                .is_some_and(|l| l.certificate.view == self.view)
+            || self.locked_in_view()
             || b.revision >= ctx.genesis.max_revisions + MAX_FALLBACK_LEVELS
             || self.negotiation.objections.len() >= MAX_OBJECTIONS
         {
