@@ -10,5 +10,6 @@ pub mod mutants;
 pub mod properties;
 pub mod run;
 pub mod scenario;
+pub mod search;
 pub mod spec;
 pub mod trace;

@@ -72,9 +72,13 @@ enum Command {
         /// Depth-first search (the default; exhaustive with little memory).
         #[arg(long, conflicts_with = "bfs")]
         dfs: bool,
-        /// Breadth-first search.
+        /// Breadth-first search (stateright's).
         #[arg(long)]
         bfs: bool,
+        /// Stateright's own depth-first search (with the dead-message fold as its symmetry)
+        /// instead of the checker's: a cross-check of the checker's search.
+        #[arg(long, conflicts_with = "bfs")]
+        stateright: bool,
         /// Worker threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
@@ -251,6 +255,7 @@ fn run_cli() -> anyhow::Result<bool> {
             scenario,
             dfs: _,
             bfs,
+            stateright,
             threads,
             json,
             out,
@@ -264,7 +269,13 @@ fn run_cli() -> anyhow::Result<bool> {
                 let opts = Options {
                     bounds: bounds.bounds(&s),
                     mutation: None,
-                    strategy: if bfs { Strategy::Bfs } else { Strategy::Dfs },
+                    strategy: if bfs {
+                        Strategy::Bfs
+                    } else if stateright {
+                        Strategy::StaterightDfs
+                    } else {
+                        Strategy::Dfs
+                    },
                     threads,
                     stop_at: None,
                     quiet: false,

@@ -259,6 +259,16 @@ pub fn representative(state: &State) -> State {
     }
 }
 
+/// Drops from `state`, in place, what [`representative`] leaves out: the search's own way to
+/// the representative of a successor it owns (no second copy of the network).
+pub fn reduce(state: &mut State) {
+    let floor = Floor::of(state);
+    if let Network::UnorderedDuplicating(set, last) = &mut state.network {
+        set.retain(|e| e.msg.msg().live(floor));
+        *last = None;
+    }
+}
+
 /// A message on the wire: shared, so copying a state copies no message, and hashed once.
 #[derive(Clone)]
 pub struct Wire {

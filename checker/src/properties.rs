@@ -425,9 +425,28 @@ fn same_state(a: &State, b: &State) -> bool {
     representative(a) == representative(b)
 }
 
+thread_local! {
+    /// Whether the state whose properties are being evaluated can go on, as the search that
+    /// computed its successors found (see [`with_progress`]).
+    static PROGRESS: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Evaluates properties in `f` knowing whether the state can go on (some delivery or timer
+/// changes it within the bounds): the search computed the successors already, and L2 then
+/// reads this answer instead of computing them again.
+pub fn with_progress<R>(progress: bool, f: impl FnOnce() -> R) -> R {
+    PROGRESS.with(|p| p.set(Some(progress)));
+    let r = f();
+    PROGRESS.with(|p| p.set(None));
+    r
+}
+
 /// Whether some delivery or timer (not a crash or a recovery) changes the state within the
 /// bounds.
 fn can_progress(model: &Model, state: &State) -> bool {
+    if let Some(known) = PROGRESS.with(std::cell::Cell::get) {
+        return known;
+    }
     let mut actions = Vec::new();
     model.actions(state, &mut actions);
     let (timers, rest): (Vec<_>, Vec<_>) = actions

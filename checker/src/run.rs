@@ -13,13 +13,17 @@ use tieline_core::consensus::{Mutation, Timer};
 use crate::model::{Model, State, Wire, representative};
 use crate::properties;
 use crate::scenario::{Bounds, Scenario};
+use crate::search::{self, SearchOptions};
 
 /// How to search.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
-    /// Depth first: little memory, the exhaustive mode.
+    /// Depth first, the checker's own search (`search.rs`): the exhaustive mode.
     Dfs,
-    /// Breadth first.
+    /// Stateright's depth-first search, with the dead-message fold as its symmetry: kept to
+    /// cross-check the checker's own search.
+    StaterightDfs,
+    /// Stateright's breadth-first search (no fold).
     Bfs,
 }
 
@@ -152,6 +156,30 @@ pub struct Options {
 
 /// Checks a scenario exhaustively within its bounds.
 pub fn check(scenario: &Scenario, opts: &Options) -> Outcome {
+    let start = Instant::now();
+    if opts.strategy == Strategy::Dfs {
+        let model = scenario.model(opts.bounds, opts.mutation);
+        let r = search::search(
+            &model,
+            &SearchOptions {
+                threads: opts.threads,
+                timeout: opts.timeout,
+                stop_at: opts.stop_at,
+            },
+        );
+        let seconds = start.elapsed().as_secs_f64();
+        let mut o = outcome(
+            scenario.name,
+            model,
+            r.total,
+            r.unique,
+            r.max_depth,
+            seconds,
+            r.discoveries,
+        );
+        o.exhaustive = r.exhaustive;
+        return o;
+    }
     let model = scenario.model(opts.bounds, opts.mutation);
     let kept = scenario.model(opts.bounds, opts.mutation);
     let mut builder = model.checker().threads(opts.threads.max(1));
@@ -166,9 +194,8 @@ pub fn check(scenario: &Scenario, opts: &Options) -> Outcome {
         quiet: opts.quiet,
         last: Instant::now(),
     };
-    let start = Instant::now();
     let (total, unique, depth, paths) = match opts.strategy {
-        Strategy::Dfs => {
+        Strategy::Dfs | Strategy::StaterightDfs => {
             let c = builder
                 .symmetry_fn(representative)
                 .spawn_dfs()
