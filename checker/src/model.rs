@@ -18,7 +18,7 @@ use stateright::actor::{Actor, ActorModel, Envelope, Id, Network, Out, model_tim
 use tieline_core::block::{Appeal, AppealClaim, Block, Vote, VoteKind};
 use tieline_core::consensus::{Context, Effect, Input, Message, NodeState, Record, Reply, Timer};
 use tieline_core::crypto::{Digest, Signed, Signer};
-use tieline_core::market::{SignedBatch, SignedBid};
+use tieline_core::market::SignedBid;
 use tieline_core::units::{NodeId, ParticipantId, Timestamp};
 
 use crate::scenario::Setup;
@@ -28,9 +28,9 @@ use crate::scenario::Setup;
 pub const NOW: Timestamp = Timestamp(1_767_225_700_000);
 
 /// The model's actor system.
-pub type Model = ActorModel<Agent, Setup, History>;
+pub type Model = ActorModel<Agent, Setup, ()>;
 /// One global state of the model.
-pub type State = stateright::actor::ActorModelState<Agent, History>;
+pub type State = stateright::actor::ActorModelState<Agent, ()>;
 
 /// A hash computed once: the value it belongs to is immutable once shared (it is reset
 /// whenever the value is copied or changed), and it is invisible to equality.
@@ -80,6 +80,11 @@ pub struct Store {
     /// How often the node recovered from this storage: the model's own count, which bounds
     /// the crashes of a run; the node never reads it.
     pub recoveries: u32,
+    /// A ghost for N2, which the node never reads: for each (height, view) the node voted to
+    /// skip, the (home, digest) of every batch in its log when it first signed that vote. The
+    /// log is what the node holds durably (a batch counts only once persisted, spec N3), so a
+    /// vote that reports less, or a restart that forgets a logged batch, shows in N2.
+    pub at_skip: BTreeMap<(u64, u32), BTreeSet<(NodeId, Digest)>>,
     hash: HashCache,
 }
 
@@ -89,6 +94,7 @@ impl Hash for Store {
             self.blocks.hash(h);
             self.records.hash(h);
             self.recoveries.hash(h);
+            self.at_skip.hash(h);
         }));
     }
 }
@@ -608,7 +614,24 @@ impl NodeAgent {
         for e in effects {
             match e {
                 Effect::Persist(r) => {
-                    Store::edit(&mut view.store.0).append(r);
+                    let store = Store::edit(&mut view.store.0);
+                    if let Record::Skip(v) = &r {
+                        let held = store
+                            .records
+                            .iter()
+                            .filter_map(|x| match x {
+                                Record::Batch(b) if b.body.height == v.body.height => {
+                                    Some((b.body.home, b.body_digest()))
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                        store
+                            .at_skip
+                            .entry((v.body.height, v.body.view))
+                            .or_insert(held);
+                    }
+                    store.append(r);
                     saved = true;
                 }
                 Effect::Decide(b) => {
@@ -810,92 +833,5 @@ impl Actor for Agent {
             Agent::Node(n) => format!("node {}", n.ctx.me.0),
             Agent::Participant(p) => format!("participant {}", p.id.0),
         }
-    }
-}
-
-/// Ghost history of the whole run, kept beside the actors (spec N2): which batches a node held
-/// when it voted to skip a view. It is built from the messages alone, not from what the node
-/// reports in its vote, so N2 checks the report too.
-///
-/// Shared and hashed once: most steps leave it as it is, and every state carries it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct History(Arc<Ghost>);
-
-/// What the ghost history holds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Ghost {
-    /// (actor, height, home, batch digest) for every batch a node actor has received or sent.
-    pub held: BTreeSet<(usize, u64, NodeId, Digest)>,
-    /// (actor, height, view): the (home, batch digest) of every batch the actor held when it
-    /// first sent its skip vote for that view. Only correct actors are recorded.
-    pub at_skip: BTreeMap<(usize, u64, u32), BTreeSet<(NodeId, Digest)>>,
-    hash: HashCache,
-}
-
-impl std::ops::Deref for History {
-    type Target = Ghost;
-    fn deref(&self) -> &Ghost {
-        &self.0
-    }
-}
-
-impl Hash for History {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0.hash.get(|h| {
-            self.0.held.hash(h);
-            self.0.at_skip.hash(h);
-        }));
-    }
-}
-
-impl History {
-    /// The history, to change (copied if shared; its hash is recomputed after).
-    pub fn edit(&mut self) -> &mut Ghost {
-        let g = Arc::make_mut(&mut self.0);
-        g.hash = HashCache::default();
-        g
-    }
-
-    fn hold(&self, actor: usize, b: &SignedBatch) -> Option<History> {
-        let key = (actor, b.body.height, b.body.home, b.body_digest());
-        if self.held.contains(&key) {
-            return None;
-        }
-        let mut h = self.clone();
-        h.edit().held.insert(key);
-        Some(h)
-    }
-}
-
-/// Records the batches a node receives.
-pub fn record_in(_: &Setup, h: &History, env: Envelope<&Wire>) -> Option<History> {
-    match env.msg.msg() {
-        Msg::Node(Message::Batch(b)) => h.hold(usize::from(env.dst), b),
-        _ => None,
-    }
-}
-
-/// Records the batch a node sends as its own, and the batches it held when it first votes to
-/// skip a view.
-pub fn record_out(setup: &Setup, h: &History, env: Envelope<&Wire>) -> Option<History> {
-    let src = usize::from(env.src);
-    match env.msg.msg() {
-        Msg::Node(Message::Batch(b)) => h.hold(src, b),
-        Msg::Node(Message::Skip(v, ..)) if setup.is_correct_node(src) => {
-            let key = (src, v.body.height, v.body.view);
-            if h.at_skip.contains_key(&key) {
-                return None;
-            }
-            let held = h
-                .held
-                .iter()
-                .filter(|(a, ht, _, _)| *a == src && *ht == key.1)
-                .map(|&(_, _, home, d)| (home, d))
-                .collect();
-            let mut h = h.clone();
-            h.edit().at_skip.insert(key, held);
-            Some(h)
-        }
-        _ => None,
     }
 }

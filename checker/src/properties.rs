@@ -1080,15 +1080,18 @@ fn n1(model: &Model, state: &State) -> bool {
     })
 }
 
-/// N2: a block built in view v > 0 carries every batch that a correct node held when it voted
-/// to skip view v - 1, if that vote is in the block's skip certificate (a faulty home's batch
-/// counts by its home).
+/// N2: a block built in view v > 0 carries every batch that a correct node held (in its log)
+/// when it voted to skip view v - 1, if that vote is in the block's skip certificate (a faulty
+/// home's batch counts by its home).
 fn n2(model: &Model, state: &State) -> bool {
-    let h = &state.history;
-    if h.at_skip.is_empty() {
+    let setup = &model.cfg;
+    let at_skip: BTreeMap<usize, &Store> = correct(model, state)
+        .filter(|c| !c.store.at_skip.is_empty())
+        .map(|c| (c.index, c.store))
+        .collect();
+    if at_skip.is_empty() {
         return true;
     }
-    let setup = &model.cfg;
     correct(model, state).all(|c| {
         c.store.blocks.iter().all(|b| {
             let Some(cert) = &b.body.process.skip_certificate else {
@@ -1098,7 +1101,7 @@ fn n2(model: &Model, state: &State) -> bool {
             cert.voters().all(|voter| {
                 (0..setup.member_of.len())
                     .filter(|&a| setup.member_of[a] == Some(voter) && setup.is_correct_node(a))
-                    .filter_map(|a| h.at_skip.get(&(a, cert.height, cert.view)))
+                    .filter_map(|a| at_skip.get(&a)?.at_skip.get(&(cert.height, cert.view)))
                     .flatten()
                     .all(|&(home, digest)| {
                         batches.iter().any(|x| {

@@ -21,10 +21,7 @@ use tieline_core::market::{Bid, BidStep, Side, SignedBatch, SignedBid};
 use tieline_core::sample::{SampleConsortium, sample_product};
 use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
 
-use crate::model::{
-    Agent, AppealPlan, History, Model, NOW, NodeAgent, ParticipantAgent, Topology, record_in,
-    record_out,
-};
+use crate::model::{Agent, AppealPlan, Model, NOW, NodeAgent, ParticipantAgent, Topology};
 use crate::properties;
 
 /// How far the search goes. A state beyond a bound is not explored.
@@ -561,12 +558,10 @@ impl Scenario {
             .collect()
     }
 
-    /// Each node actor's start-up prefix (empty unless the scenario starts after collection),
-    /// and the ghost history that records the batches the prefixes hand over.
-    fn prefixes(&self, contexts: &[Context]) -> (Vec<Vec<Input>>, History) {
-        let mut history = History::default();
+    /// Each node actor's start-up prefix (empty unless the scenario starts after collection).
+    fn prefixes(&self, contexts: &[Context]) -> Vec<Vec<Input>> {
         if !self.after_collection {
-            return (vec![Vec::new(); contexts.len()], history);
+            return vec![Vec::new(); contexts.len()];
         }
         // Each actor's own batch, from a scratch run of its start and collection through the
         // core: the actor's real run signs the same batch (the core is deterministic).
@@ -591,16 +586,11 @@ impl Scenario {
                 ctx.me.0
             );
         }
-        let prefixes = contexts
+        contexts
             .iter()
-            .enumerate()
-            .map(|(i, ctx)| {
+            .map(|ctx| {
                 let mut prefix = self.collection(ctx);
                 for (&home, b) in &batches {
-                    history
-                        .edit()
-                        .held
-                        .insert((i, b.body.height, home, b.body_digest()));
                     if home != ctx.me {
                         prefix.push(Input::Message {
                             from: home,
@@ -610,8 +600,7 @@ impl Scenario {
                 }
                 prefix
             })
-            .collect();
-        (prefixes, history)
+            .collect()
     }
 
     /// The stateright model of this scenario, with every node running `mutation` (if any),
@@ -668,7 +657,7 @@ impl Scenario {
             topology.member_of.push(None);
         }
         let topology = Arc::new(topology);
-        let (mut prefixes, history) = self.prefixes(&contexts);
+        let mut prefixes = self.prefixes(&contexts);
         // Remembered transitions are keyed by the actor's context: this model's and its own.
         let model_key = NEXT_MODEL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 8;
         let mut actors: Vec<Agent> = contexts
@@ -711,12 +700,10 @@ impl Scenario {
                 .collect(),
             crashes: self.max_crashes > 0,
         };
-        let mut model = ActorModel::new(setup, history)
+        let mut model = ActorModel::new(setup, ())
             .actors(actors)
             .init_network(Network::new_unordered_duplicating([]))
             .max_crashes(self.max_crashes)
-            .record_msg_in(record_in)
-            .record_msg_out(record_out)
             .within_boundary(properties::within_boundary);
         for p in properties::catalogue() {
             if (p.applies)(self) {
