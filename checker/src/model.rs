@@ -65,12 +65,10 @@ impl fmt::Debug for HashCache {
 
 /// What a node has made durable: it survives a crash.
 ///
-/// The log keeps records grouped by kind (bids, batches, votes, skip votes, skip certificates,
-/// locks, appeals, objections) and, inside a group, in the order written, except that batches,
-/// votes, skip votes and skip certificates are ordered by their height, home, round or view:
-/// `NodeState::restore` gives the same state for any order that keeps the relative order of
-/// records it does not treat alike, and the model then does not tell apart states whose logs
-/// differ only in the order that unrelated messages happened to arrive.
+/// The log is kept sorted by the core's [`Record::restore_key`] (the order written among equal
+/// keys): `NodeState::restore` gives the same state for any order that keeps the relative
+/// order of records it does not treat alike, and the model then does not tell apart states
+/// whose logs differ only in the order that unrelated messages happened to arrive.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Store {
     /// Committed blocks, in height order.
@@ -99,25 +97,6 @@ impl Hash for Store {
     }
 }
 
-/// Where a record sits in the model's log: its group, then its place inside the group.
-fn log_key(r: &Record) -> (u8, u64, u64, u64) {
-    match r {
-        Record::Bid { .. } => (0, 0, 0, 0),
-        Record::Batch(b) => (1, b.body.height, u64::from(b.body.home.0), 0),
-        Record::Vote(v) => (
-            2,
-            v.body.height,
-            (v.body.kind as u64) << 32 | u64::from(v.body.view),
-            u64::from(v.body.revision),
-        ),
-        Record::Skip(v) => (3, v.body.height, u64::from(v.body.view), 0),
-        Record::SkipCertificate(c) => (4, c.height, u64::from(c.view), 0),
-        Record::Lock(..) => (5, 0, 0, 0),
-        Record::Appeal { .. } => (6, 0, 0, 0),
-        Record::Objection(..) => (7, 0, 0, 0),
-    }
-}
-
 impl Store {
     /// The next height this store's owner has to decide.
     pub fn next_height(&self) -> u64 {
@@ -131,10 +110,10 @@ impl Store {
         s
     }
 
-    /// Appends a record at its place in the log.
+    /// Appends a record at its place in the log (see [`Record::restore_key`]).
     fn append(&mut self, r: Record) {
-        let k = log_key(&r);
-        let at = self.records.partition_point(|x| log_key(x) <= k);
+        let k = r.restore_key();
+        let at = self.records.partition_point(|x| x.restore_key() <= k);
         self.records.insert(at, r);
     }
 }
@@ -187,37 +166,14 @@ impl Floor {
 }
 
 impl Msg {
-    /// Whether the message can still change a node. It cannot, for good, if it is about a
-    /// height every node has left, or about a view every node at its height has left (the
-    /// core acts on nothing of a height or view it has left, spec 2.7), except:
-    /// - a skip vote for a view the recipient has left is answered with the certificate that
-    ///   opened the recipient's view, which is news to its sender if the sender is behind the
-    ///   recipient then: it may be later, so the vote is dead only once its height is left;
-    /// - a sync request is answered by any node ahead of the height it asks for;
-    /// - a message between a participant and its home node (bids, appeals, replies).
+    /// Whether the message can still change a node: whether the slowest node may still act on
+    /// it, as the core says ([`Message::concerns`], spec 2.7; every node is at or ahead of the
+    /// floor, and a message the slowest node may not act on is of a height or view every node
+    /// has left). A message between a participant and its home node is always live.
     pub fn live(&self, floor: Floor) -> bool {
-        let Msg::Node(m) = self else {
-            return true;
-        };
-        let (height, view) = match m {
-            Message::Batch(b) => (b.body.height, None),
-            Message::Proposal(p) => (p.height(), Some(p.round().0)),
-            Message::Vote(v) => (v.body.height, Some(v.body.view)),
-            Message::Endorsed(c) => (c.height, Some(c.view)),
-            Message::Objection(o, _) => (o.body.height, Some(o.body.view)),
-            Message::Appeal { appeal, .. } => (appeal.body.height, None),
-            Message::Skip(v, ..) => (v.body.height, None),
-            Message::ViewCertificate(c, _) => (c.height, Some(c.view)),
-            Message::Decided(b) => (b.header.height, None),
-            Message::SyncResponse(blocks) => match blocks.iter().map(|b| b.header.height).max() {
-                Some(h) => (h, None),
-                None => return true,
-            },
-            Message::SyncRequest { .. } => return true,
-        };
-        match view {
-            Some(v) => (height, v) >= (floor.height, floor.view),
-            None => height >= floor.height,
+        match self {
+            Msg::Node(m) => m.concerns(floor.height, floor.view),
+            _ => true,
         }
     }
 }
@@ -260,7 +216,7 @@ pub fn representative(state: &State) -> State {
         timers_set: state.timers_set.clone(),
         random_choices: state.random_choices.clone(),
         crashed: state.crashed.clone(),
-        history: state.history.clone(),
+        history: (),
         actor_storages: state.actor_storages.clone(),
     }
 }

@@ -165,6 +165,7 @@ pub fn check(scenario: &Scenario, opts: &Options) -> Outcome {
                 threads: opts.threads,
                 timeout: opts.timeout,
                 stop_at: opts.stop_at,
+                progress: (!opts.quiet).then(|| scenario.name.to_owned()),
             },
         );
         let seconds = start.elapsed().as_secs_f64();

@@ -41,6 +41,8 @@ pub struct SearchOptions {
     pub timeout: Option<Duration>,
     /// Stop at the first discovery of this property.
     pub stop_at: Option<&'static str>,
+    /// A name to print progress lines under (to stderr, every 10 s); none: quiet.
+    pub progress: Option<String>,
 }
 
 /// What a search found.
@@ -211,9 +213,26 @@ pub fn search(model: &Model, opts: &SearchOptions) -> SearchResult {
             }
         }
     }
+    let start = Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| worker(&shared));
+        let workers: Vec<_> = (0..threads)
+            .map(|_| scope.spawn(|| worker(&shared)))
+            .collect();
+        let mut last = Instant::now();
+        while workers.iter().any(|w| !w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+            if let Some(name) = &opts.progress {
+                if last.elapsed() >= Duration::from_secs(10) {
+                    last = Instant::now();
+                    eprintln!(
+                        "  {name}: {} states ({} unique), depth {}, {:.0}s",
+                        shared.total.load(Ordering::Relaxed),
+                        shared.visited.len(),
+                        shared.max_depth.load(Ordering::Relaxed),
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+            }
         }
     });
     let exhaustive = !shared.stop.load(Ordering::Relaxed);

@@ -16,4 +16,6 @@ pub mod wire;
 pub use context::Mutation;
 pub use context::{ConstraintList, Context, NoGridModel, SecurityCheck, cut_value};
 pub use node::{Lock, MAX_FALLBACK_LEVELS, ManagementNode, Negotiation, NodeState, VerifiedBids};
-pub use types::{Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply, Timer};
+pub use types::{
+    Effect, Input, MAX_SYNC_BLOCKS, Message, Position, Proposal, Record, Reply, RestoreKey, Timer,
+};

@@ -238,6 +238,14 @@ impl NodeState {
                 }
                 Record::Appeal { appeal, via } => s.appeals.push((appeal, via)),
                 Record::Objection(o, batch) => {
+                    // The objector's batch stays held after its view ends, as it does in a
+                    // running node's memory; the objection itself counts only in its view.
+                    if let Some(b) = batch
+                        .as_ref()
+                        .filter(|b| b.body.home == o.body.objector && b.body.height == s.height)
+                    {
+                        s.batches.insert(b.body.home, b.clone());
+                    }
                     if o.body.view == s.view {
                         s.accept_objection(o, batch);
                     }

@@ -88,6 +88,60 @@ pub enum Message {
     SyncResponse(Vec<Block>),
 }
 
+/// Where a message belongs in the protocol: the height it is about and, for a message of one
+/// round, its view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// The height.
+    pub height: u64,
+    /// The view, for proposals, votes, endorsement certificates, objections and view
+    /// certificates; none for messages about the height as a whole.
+    pub view: Option<u32>,
+}
+
+impl Message {
+    /// The height (and view) this message is about; none for a sync request (any node ahead
+    /// of its height answers it) and for an empty sync response.
+    pub fn position(&self) -> Option<Position> {
+        let at = |height, view| Some(Position { height, view });
+        match self {
+            Message::Batch(b) => at(b.body.height, None),
+            Message::Proposal(p) => at(p.height(), Some(p.round().0)),
+            Message::Vote(v) => at(v.body.height, Some(v.body.view)),
+            Message::Endorsed(c) => at(c.height, Some(c.view)),
+            Message::Objection(o, _) => at(o.body.height, Some(o.body.view)),
+            Message::Appeal { appeal, .. } => at(appeal.body.height, None),
+            // Answered with a view certificate by a node in a later view of its height (2.7).
+            Message::Skip(v, ..) => at(v.body.height, None),
+            Message::ViewCertificate(c, _) => at(c.height, Some(c.view)),
+            Message::Decided(b) => at(b.header.height, None),
+            Message::SyncResponse(blocks) => blocks
+                .iter()
+                .map(|b| b.header.height)
+                .max()
+                .and_then(|h| at(h, None)),
+            Message::SyncRequest { .. } => None,
+        }
+    }
+
+    /// Whether a node whose next height to decide is `height` and whose view is `view` may
+    /// still act on this message. It does not on a message of a height it has left, nor on one
+    /// of a view it has left (spec 2.7), but for a skip vote, which it answers until it leaves
+    /// the height; a sync request is answered by any node ahead of it. A node's height and
+    /// view never fall, even across a restart (they are rebuilt from its stored blocks and
+    /// skip certificates), so a message no node may act on stays so: it is dead.
+    pub fn concerns(&self, height: u64, view: u32) -> bool {
+        match self.position() {
+            None => true,
+            Some(Position {
+                height: h,
+                view: Some(v),
+            }) => (h, v) >= (height, view),
+            Some(Position { height: h, .. }) => h >= height,
+        }
+    }
+}
+
 /// The state machine's timers. Each names the height (and view) it was set for, so a timer
 /// that fires after the node moved on is ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -175,7 +229,53 @@ pub enum Record {
     Objection(Signed<Objection>, Option<SignedBatch>),
 }
 
+/// Where a record sits in a log that [`super::NodeState::restore`] reads: its group (bids,
+/// batches, votes, skip votes, skip certificates, locks, appeals, objections), then its place
+/// inside the group. `restore` gives the same state for any order of the log that keeps the
+/// relative order of records with equal keys: it treats records with different keys alike
+/// whatever their order (a batch is keyed by its home, a vote by its slot, a skip vote or skip
+/// certificate by its view; within the other groups the order written is kept). A runtime may
+/// therefore keep its log sorted by this key, and the model checker does, so that logs that
+/// differ only in the order unrelated messages arrived are one state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RestoreKey {
+    /// The record's kind, in the order restore reads them.
+    pub group: u8,
+    /// The height, for batches, votes, skip votes and skip certificates (0 for the others).
+    pub height: u64,
+    /// The home of a batch, the kind and view of a vote, or the view of a skip vote or
+    /// certificate (0 for the others).
+    pub slot: u64,
+    /// The revision of a vote (0 for the others).
+    pub revision: u64,
+}
+
 impl Record {
+    /// The record's [`RestoreKey`].
+    pub fn restore_key(&self) -> RestoreKey {
+        let key = |group, height, slot, revision| RestoreKey {
+            group,
+            height,
+            slot,
+            revision,
+        };
+        match self {
+            Record::Bid { .. } => key(0, 0, 0, 0),
+            Record::Batch(b) => key(1, b.body.height, u64::from(b.body.home.0), 0),
+            Record::Vote(v) => key(
+                2,
+                v.body.height,
+                (v.body.kind as u64) << 32 | u64::from(v.body.view),
+                u64::from(v.body.revision),
+            ),
+            Record::Skip(v) => key(3, v.body.height, u64::from(v.body.view), 0),
+            Record::SkipCertificate(c) => key(4, c.height, u64::from(c.view), 0),
+            Record::Lock(..) => key(5, 0, 0, 0),
+            Record::Appeal { .. } => key(6, 0, 0, 0),
+            Record::Objection(..) => key(7, 0, 0, 0),
+        }
+    }
+
     /// The height the record belongs to; records below the next height to decide can be
     /// pruned once a block is decided.
     pub fn height(&self) -> u64 {
