@@ -112,7 +112,7 @@ fn unmutated_protocol_passes_random_walks_of_crash() {
 /// Every seeded bug of the catalogue is caught by the property the catalogue names.
 #[test]
 fn every_seeded_bug_is_caught_by_its_property() {
-    assert!(CATALOGUE.len() >= 8);
+    assert!(CATALOGUE.len() >= 14);
     let names: BTreeSet<&str> = CATALOGUE.iter().map(|m| m.name).collect();
     assert_eq!(names.len(), CATALOGUE.len(), "mutant names are unique");
     let ids: BTreeSet<&str> = properties::catalogue().iter().map(|p| p.id).collect();

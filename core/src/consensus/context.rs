@@ -115,6 +115,18 @@ pub enum Mutation {
     DropBatchOnSkip,
     /// A block commits without the endorsement of a touched area's node.
     CommitWithoutTouchedArea,
+    /// A restarted node forgets its lock: restore skips the lock records of its log.
+    ForgetLockOnRestart,
+    /// A node that receives two conflicting votes of one voter in one slot keeps no evidence.
+    UnrecordedEquivocation,
+    /// A skip vote leaves out the voter's lock.
+    SkipVoteHidesLock,
+    /// A primary locked in its view still revises for a late objection.
+    ReviseAfterLock,
+    /// Skip votes are sent but never logged.
+    SkipVoteUnlogged,
+    /// A bid is receipted without being logged.
+    ReceiptBeforePersist,
 }
 
 /// Everything a node's transitions read but never change.

@@ -220,6 +220,7 @@ impl NodeState {
                             .insert(b.voter, v.signature);
                     }
                 }
+                Record::Lock(..) if mutated!(ctx, ForgetLockOnRestart) => {}
                 Record::Lock(certificate, proposal) => {
                     s.lock = Some(Lock {
                         certificate,
@@ -407,11 +408,13 @@ impl NodeState {
                     .entry(height)
                     .or_default()
                     .push((sb.clone(), receipt.clone()));
-                out.push(Effect::Persist(Record::Bid {
-                    bid: sb.clone(),
-                    receipt: receipt.clone(),
-                    height,
-                }));
+                if !mutated!(ctx, ReceiptBeforePersist) {
+                    out.push(Effect::Persist(Record::Bid {
+                        bid: sb.clone(),
+                        receipt: receipt.clone(),
+                        height,
+                    }));
+                }
                 out.push(Effect::Reply {
                     to: sb.body.participant,
                     reply: Reply::Receipt(receipt),
@@ -602,7 +605,9 @@ impl NodeState {
             None => {
                 self.seen.insert(key, v.clone());
             }
-            Some(first) if first.body.block != b.block => {
+            Some(first)
+                if first.body.block != b.block && !mutated!(out.ctx, UnrecordedEquivocation) =>
+            {
                 let e = Evidence {
                     first: first.clone(),
                     second: v.clone(),
@@ -712,7 +717,7 @@ impl NodeState {
         // S2: a primary locked in its view proposes nothing new in it (an endorsement quorum
         // may already be committing the block), nor a revision below one it has signed (a
         // restarted primary has no proposal in memory, only its stamps in the log).
-        if self.locked_in_view()
+        if (self.locked_in_view() && !mutated!(ctx, ReviseAfterLock))
             || self.signed_later_revision(VoteKind::Propose, self.view, revision)
         {
             return;
@@ -1115,7 +1120,7 @@ impl NodeState {
             || current.round() != (b.view, b.revision)
             || current.stamp.body.block != b.block
             || !fresh
-            || self.locked_in_view()
+            || (self.locked_in_view() && !mutated!(ctx, ReviseAfterLock))
             || b.revision >= ctx.genesis.max_revisions + MAX_FALLBACK_LEVELS
             || self.negotiation.objections.len() >= MAX_OBJECTIONS
         {
@@ -1515,14 +1520,20 @@ impl NodeState {
                     height: self.height,
                     view,
                     voter: ctx.me,
-                    lock: self.lock.as_ref().map(|l| l.certificate.clone()),
+                    lock: self
+                        .lock
+                        .as_ref()
+                        .filter(|_| !mutated!(ctx, SkipVoteHidesLock))
+                        .map(|l| l.certificate.clone()),
                     held: self.batches.keys().copied().collect(),
                 });
                 self.skips
                     .entry(view)
                     .or_default()
                     .insert(ctx.me, v.clone());
-                out.push(Effect::Persist(Record::Skip(v.clone())));
+                if !mutated!(ctx, SkipVoteUnlogged) {
+                    out.push(Effect::Persist(Record::Skip(v.clone())));
+                }
                 v
             }
         };
