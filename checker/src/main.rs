@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tieline_checker::mutants::{self, CATALOGUE};
 use tieline_checker::run::{self, Options, Outcome, Strategy};
 use tieline_checker::scenario::{Bounds, Scenario};
+use tieline_checker::search::collision_probability;
 use tieline_checker::trace;
 
 #[derive(Parser)]
@@ -177,13 +178,14 @@ fn report(out: &Outcome, json: bool, dir: &std::path::Path) -> anyhow::Result<se
         }
     };
     log(format!(
-        "{}: {} unique / {} total states, depth {}, {:.1} s, {:.0} states/s{}",
+        "{}: {} unique / {} total states, depth {}, {:.1} s, {:.0} states/s, fingerprint collision p = {:.1e}{}",
         out.name,
         out.unique_states,
         out.total_states,
         out.max_depth,
         out.seconds,
         out.rate(),
+        collision_probability(out.unique_states),
         if out.exhaustive {
             ", exhaustive"
         } else {
@@ -227,6 +229,7 @@ fn report(out: &Outcome, json: bool, dir: &std::path::Path) -> anyhow::Result<se
         "max_depth": out.max_depth,
         "seconds": (out.seconds * 1000.0).round() / 1000.0,
         "states_per_second": out.rate().round(),
+        "collision_probability": collision_probability(out.unique_states),
         "exhaustive": out.exhaustive,
         "properties": out.properties.iter().map(|p| serde_json::json!({
             "id": p.id,

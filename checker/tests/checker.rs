@@ -93,6 +93,37 @@ fn unmutated_protocol_passes_every_scenario_but_crash_exhaustively() {
     }
 }
 
+/// The checker's own search against stateright's DFS with the dead-message fold as its
+/// symmetry (the reference it replaces): the same distinct and total states and the same
+/// verdict for every property, on the scenarios small enough for CI.
+#[test]
+fn own_search_matches_stateright() {
+    for name in ["appeal", "negotiate", "joint", "impostor"] {
+        let s = Scenario::named(name).unwrap();
+        let ours = run::check(&s, &opts(&s));
+        let reference = run::check(
+            &s,
+            &Options {
+                strategy: Strategy::StaterightDfs,
+                ..opts(&s)
+            },
+        );
+        assert!(ours.exhaustive && reference.exhaustive, "{name}");
+        assert_eq!(
+            (ours.unique_states, ours.total_states),
+            (reference.unique_states, reference.total_states),
+            "{name}"
+        );
+        let verdicts = |o: &run::Outcome| {
+            o.properties
+                .iter()
+                .map(|p| (p.name, p.status))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(verdicts(&ours), verdicts(&reference), "{name}");
+    }
+}
+
 /// `crash`, by seeded random walks within its bounds (its search is not exhaustive within
 /// minutes; `tieline-check check` runs it): no `always` property is violated.
 #[test]
