@@ -243,6 +243,7 @@ impl Scenario {
         vec![
             Self::crash(),
             Self::byzantine(),
+            Self::byzantine_skip(),
             Self::negotiate(),
             Self::appeal(),
             Self::impostor(),
@@ -341,6 +342,26 @@ impl Scenario {
         }
     }
 
+    /// n = 4, f = 1, byzantine, with a view change: the view-0 primary runs as twins as in
+    /// `byzantine` (equivocating as primary, voting twice as a verifier, and both twins voting
+    /// to skip), and the honest nodes, some locked in view 0, skip to view 1, whose primary
+    /// must propose any block that may have been committed (S2 under byzantine quorums).
+    pub fn byzantine_skip() -> Scenario {
+        let bounds = Bounds {
+            max_height: 1,
+            max_view: 1,
+            max_revision: 0,
+            max_crashes: 0,
+        };
+        Scenario {
+            name: "byzantine-skip",
+            about: "n=4, f=1 byzantine: a skip away from the equivocating view-0 primary (twins) keeps every block that may have been committed",
+            bounds,
+            ci_bounds: bounds,
+            ..Self::byzantine()
+        }
+    }
+
     /// n = 2 under zonal coupling: node 2's private grid limits the flow over tie line 1 to
     /// 40 MWh; a seller at node 1 and a buyer at node 2 want 100 MWh, so node 2 objects with a
     /// cut and the primary must revise before the block commits.
@@ -400,13 +421,16 @@ impl Scenario {
         }
     }
 
-    /// n = 2: a participant appeals that its receipted bid is missing from the result; the
-    /// primary upholds or rejects it, records it, and the home node tells the participant.
+    /// n = 3, f = 1: a participant appeals that its receipted bid is missing from the result;
+    /// the primary upholds or rejects it, records it, and the home node tells the participant.
+    /// Its home is not the primary, and a block needs no endorsement of the home's area (the
+    /// bid does not trade), so a block can commit while the home's batch is still on its way:
+    /// the appeal is then upheld, and the bid cleared through it (V5's upheld branch).
     pub fn appeal() -> Scenario {
-        let genesis = Self::base(2);
+        let genesis = Self::base(3);
         Scenario {
             name: "appeal",
-            about: "n=2: a participant's appeal is upheld or rejected, recorded in the block, and the participant told",
+            about: "n=3, f=1: a participant's appeal is upheld (its home's batch misses the block) or rejected, recorded in the block, and the participant told",
             genesis,
             faults: BTreeMap::new(),
             security: BTreeMap::new(),
@@ -421,13 +445,13 @@ impl Scenario {
             bounds: Bounds {
                 max_height: 1,
                 max_view: 0,
-                max_revision: 2,
+                max_revision: 1,
                 max_crashes: 0,
             },
             ci_bounds: Bounds {
                 max_height: 1,
                 max_view: 0,
-                max_revision: 1,
+                max_revision: 0,
                 max_crashes: 0,
             },
             after_collection: false,
