@@ -611,6 +611,28 @@ mod faults {
         })
     }
 
+    /// One random step of a faulty run: a network or crash choice, or a participant's bid for
+    /// the height its home is at.
+    fn random_step(s: &SampleConsortium, c: &mut Cluster, kind: u8, x: u32, nonce: &mut u64) {
+        match choice(kind, x) {
+            Some(ch) => {
+                c.apply_choice(ch, 1);
+            }
+            None => {
+                let i = x as usize % s.participants.len();
+                let home = s.genesis.participants[i].home;
+                let h = c
+                    .nodes
+                    .iter()
+                    .find(|n| n.ctx.me == home)
+                    .map(|n| n.state.height)
+                    .unwrap();
+                *nonce += 1;
+                c.submit(s.bid(i, h, *nonce));
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
@@ -625,18 +647,7 @@ mod faults {
             c.start();
             let mut nonce = 0u64;
             for (kind, x) in steps {
-                match choice(kind, x) {
-                    Some(ch) => {
-                        c.apply_choice(ch, 1);
-                    }
-                    None => {
-                        let i = x as usize % s.participants.len();
-                        let home = s.genesis.participants[i].home;
-                        let h = c.nodes.iter().find(|n| n.ctx.me == home).map(|n| n.state.height).unwrap();
-                        nonce += 1;
-                        c.submit(s.bid(i, h, nonce));
-                    }
-                }
+                random_step(&s, &mut c, kind, x, &mut nonce);
                 for n in &c.nodes {
                     let mut sorted = n.store.records.clone();
                     sorted.sort_by_key(Record::restore_key);
@@ -666,19 +677,7 @@ mod faults {
             c.start();
             let mut nonce = 0u64;
             for (kind, x) in steps {
-                match choice(kind, x) {
-                    Some(ch) => {
-                        c.apply_choice(ch, 1);
-                    }
-                    None => {
-                        // A participant bids for the height its home is at.
-                        let i = x as usize % s.participants.len();
-                        let home = s.genesis.participants[i].home;
-                        let h = c.nodes.iter().find(|n| n.ctx.me == home).map(|n| n.state.height).unwrap();
-                        nonce += 1;
-                        c.submit(s.bid(i, h, nonce));
-                    }
-                }
+                random_step(&s, &mut c, kind, x, &mut nonce);
                 prop_assert_eq!(c.disagreement(), None);
                 for (n, a) in c.nodes.iter().zip(auditors.iter_mut()) {
                     while (a.next_height() as usize) <= n.store.blocks.len() {
