@@ -9,7 +9,8 @@ use tieline_core::block::{
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
 use tieline_core::consensus::{
-    Context, Effect, Input, Message, NoGridModel, NodeState, Proposal, Record, SecurityCheck, Timer,
+    Context, Effect, Input, MAX_SYNC_BLOCKS, Message, NoGridModel, NodeState, Proposal, Record,
+    SecurityCheck, Timer,
 };
 use tieline_core::crypto::Signed;
 use tieline_core::genesis::ClearingRule;
@@ -834,6 +835,45 @@ fn sync_requests_are_served_and_only_valid_blocks_are_decided() {
             }
         )));
     }
+}
+
+/// L4, MAX_SYNC_BLOCKS: a sync response is a bounded chunk. A node far ahead serves at most
+/// `MAX_SYNC_BLOCKS` blocks from the height asked for, and up to its last block when fewer
+/// remain; a request for a height it has not decided is not answered.
+#[test]
+fn sync_responses_are_chunks_of_at_most_max_sync_blocks() {
+    let r = Rig::at_proposal();
+    let ctx = r.c.nodes[1].ctx.clone();
+    let mut ahead = NodeState::new();
+    ahead.height = 2 * MAX_SYNC_BLOCKS + 4;
+    let served = |ahead: &mut NodeState, first: u64| {
+        ahead
+            .step(
+                &ctx,
+                NOW,
+                Input::Message {
+                    from: NodeId(1),
+                    msg: Message::SyncRequest { from: first },
+                },
+            )
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::ServeBlocks {
+                    from, to_height, ..
+                } => Some((from, to_height)),
+                _ => None,
+            })
+    };
+    assert_eq!(served(&mut ahead, 1), Some((1, MAX_SYNC_BLOCKS)));
+    assert_eq!(
+        served(&mut ahead, MAX_SYNC_BLOCKS + 1),
+        Some((MAX_SYNC_BLOCKS + 1, 2 * MAX_SYNC_BLOCKS))
+    );
+    assert_eq!(
+        served(&mut ahead, 2 * MAX_SYNC_BLOCKS + 1),
+        Some((2 * MAX_SYNC_BLOCKS + 1, 2 * MAX_SYNC_BLOCKS + 3))
+    );
+    assert_eq!(served(&mut ahead, 2 * MAX_SYNC_BLOCKS + 4), None);
 }
 
 #[test]
