@@ -199,26 +199,9 @@ pub fn live_messages(state: &State) -> impl Iterator<Item = Envelope<&Wire>> {
 /// many ways the messages of a decided height can have been sent, which otherwise multiply
 /// the states after it.
 pub fn representative(state: &State) -> State {
-    let floor = Floor::of(state);
-    // Built field by field, so that the network is copied once (the search calls this for
-    // every state it generates).
-    let network = match &state.network {
-        Network::UnorderedDuplicating(set, _) => {
-            let mut set = set.clone();
-            set.retain(|e| e.msg.msg().live(floor));
-            Network::UnorderedDuplicating(set, None)
-        }
-        other => other.clone(),
-    };
-    State {
-        actor_states: state.actor_states.clone(),
-        network,
-        timers_set: state.timers_set.clone(),
-        random_choices: state.random_choices.clone(),
-        crashed: state.crashed.clone(),
-        history: (),
-        actor_storages: state.actor_storages.clone(),
-    }
+    let mut s = state.clone();
+    reduce(&mut s);
+    s
 }
 
 /// Drops from `state`, in place, what [`representative`] leaves out: the search's own way to

@@ -1,7 +1,8 @@
 //! The spec's protocol properties (spec part 2, 2.13) as named predicates over the model's
 //! global state: every node's state and storage, the messages on the network that a node can
 //! still act on (in a lossless duplicating network every message ever sent stays there; see
-//! `model::representative` for why the dead ones are not read), and the ghost history.
+//! `model::representative` for why the dead ones are not read), with N2's ghost in the
+//! model's storage (the batches each node held at its skip votes).
 //!
 //! Each property carries the id of the spec property it checks. Safety is `always`; liveness
 //! and fault skip are `always` over bounded runs ("the bound was reached, or every live node
