@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use tieline_core::block::{
-    Objection, ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind, VoteSignature,
+    MAX_EVIDENCE, Objection, ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind,
+    VoteSignature,
 };
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
@@ -12,7 +13,7 @@ use tieline_core::consensus::{
     Context, Effect, Input, MAX_SYNC_BLOCKS, Message, NoGridModel, NodeState, Proposal, Record,
     SecurityCheck, Timer,
 };
-use tieline_core::crypto::Signed;
+use tieline_core::crypto::{Digest, Signed};
 use tieline_core::genesis::ClearingRule;
 use tieline_core::sample::{SampleConsortium, sample_product};
 use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
@@ -835,6 +836,49 @@ fn sync_requests_are_served_and_only_valid_blocks_are_decided() {
             }
         )));
     }
+}
+
+/// S4, MAX_EVIDENCE: a node keeps evidence of every equivocation it sees up to the bound and no
+/// more; each new piece is reported once (`Effect::Evidence`).
+#[test]
+fn equivocation_evidence_is_kept_up_to_max_evidence() {
+    let r = Rig::at_proposal();
+    let (_, ctx, mut state) = r.verifier();
+    let voter = (r.primary() + 2) % 4;
+    let mut reported = 0;
+    for revision in 0..=MAX_EVIDENCE as u32 {
+        for block in [1u8, 2] {
+            let v = Vote {
+                kind: VoteKind::Endorse,
+                chain_id: r.s.genesis.chain_id(),
+                height: 1,
+                view: 0,
+                revision,
+                block: Digest([block; 32]),
+                voter: r.s.genesis.members[voter].id,
+            };
+            let effects = state.step(
+                &ctx,
+                NOW,
+                Input::Message {
+                    from: v.voter,
+                    msg: Message::Vote(Signed::sign(v, &r.s.members[voter])),
+                },
+            );
+            reported += effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Evidence(_)))
+                .count();
+        }
+    }
+    assert_eq!(state.evidence.len(), MAX_EVIDENCE);
+    assert_eq!(reported, MAX_EVIDENCE);
+    assert!(
+        state
+            .evidence
+            .iter()
+            .all(|e| e.offender() == r.s.genesis.members[voter].id)
+    );
 }
 
 /// L4, MAX_SYNC_BLOCKS: a sync response is a bounded chunk. A node far ahead serves at most
