@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use tieline_core::block::{
-    MAX_EVIDENCE, Objection, ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind,
-    VoteSignature,
+    Appeal, AppealClaim, MAX_APPEALS, MAX_EVIDENCE, Objection, ObjectionReason, QuorumCertificate,
+    SkipVote, Vote, VoteKind, VoteSignature,
 };
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
@@ -879,6 +879,50 @@ fn equivocation_evidence_is_kept_up_to_max_evidence() {
             .iter()
             .all(|e| e.offender() == r.s.genesis.members[voter].id)
     );
+}
+
+/// V5, MAX_APPEALS: a node keeps at most `MAX_APPEALS` forwarded appeals for a height; one more
+/// is neither logged nor kept.
+#[test]
+fn forwarded_appeals_are_kept_up_to_max_appeals() {
+    let r = Rig::at_proposal();
+    let primary = r.primary();
+    let ctx = r.c.nodes[primary].ctx.clone();
+    let mut state = r.c.nodes[primary].state.clone();
+    let participant = &r.s.genesis.participants[0];
+    let appeal = |bid: u8| {
+        Signed::sign(
+            Appeal {
+                chain_id: r.s.genesis.chain_id(),
+                participant: participant.id,
+                height: 1,
+                claim: AppealClaim::Misallocated {
+                    bid: Digest([bid; 32]),
+                },
+            },
+            &r.s.participants[0],
+        )
+    };
+    let forward = |state: &mut NodeState, a: Signed<Appeal>| {
+        state.step(
+            &ctx,
+            NOW,
+            Input::Message {
+                from: participant.home,
+                msg: Message::Appeal {
+                    appeal: Box::new(a),
+                    via: participant.home,
+                },
+            },
+        )
+    };
+    let kept = forward(&mut state, appeal(1));
+    assert!(persisted(&kept).any(|rec| matches!(rec, Record::Appeal { .. })));
+    let filler = state.appeals[0].clone();
+    state.appeals.resize(MAX_APPEALS, filler);
+    let refused = forward(&mut state, appeal(2));
+    assert!(persisted(&refused).next().is_none(), "{refused:?}");
+    assert_eq!(state.appeals.len(), MAX_APPEALS);
 }
 
 /// L4, MAX_SYNC_BLOCKS: a sync response is a bounded chunk. A node far ahead serves at most
