@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use tieline_core::block::{
-    Appeal, AppealClaim, MAX_APPEALS, MAX_EVIDENCE, Objection, ObjectionReason, QuorumCertificate,
-    SkipVote, Vote, VoteKind, VoteSignature,
+    Appeal, AppealClaim, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS, Objection, ObjectionReason,
+    QuorumCertificate, SkipVote, Vote, VoteKind, VoteSignature,
 };
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
@@ -702,6 +702,39 @@ fn a_locked_primary_proposes_nothing_new_in_its_view() {
         state.step(&ctx, NOW, r.vote(VoteKind::Endorse, j, &p));
     }
     assert!(state.lock.is_some());
+    let before = state.clone();
+    let e = state.step(&ctx, NOW, objection);
+    assert!(e.is_empty(), "{e:?}");
+    assert!(state == before);
+}
+
+/// L3, MAX_OBJECTIONS: a primary takes at most `MAX_OBJECTIONS` objections into the negotiation
+/// of a view; one more is neither logged nor answered with a revision.
+#[test]
+fn a_primary_takes_objections_up_to_max_objections() {
+    let r = Rig::at_proposal_zonal();
+    let i = r.primary();
+    let ctx = r.c.nodes[i].ctx.clone();
+    let mut state = r.c.nodes[i].state.clone();
+    let p = r.proposal();
+    let objection = r.security_objection((i + 1) % 4, &p);
+    let Input::Message {
+        msg: Message::Objection(filler, _),
+        ..
+    } = &objection
+    else {
+        unreachable!()
+    };
+    state
+        .negotiation
+        .objections
+        .resize(MAX_OBJECTIONS - 1, (**filler).clone());
+    // Below the bound the objection's new cut is taken into revision 1.
+    let mut below = state.clone();
+    let e = below.step(&ctx, NOW, objection.clone());
+    assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
+    // At the bound it changes nothing.
+    state.negotiation.objections.push((**filler).clone());
     let before = state.clone();
     let e = state.step(&ctx, NOW, objection);
     assert!(e.is_empty(), "{e:?}");
