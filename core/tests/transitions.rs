@@ -10,8 +10,8 @@ use tieline_core::block::{
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
 use tieline_core::consensus::{
-    Context, Effect, Input, MAX_SYNC_BLOCKS, Message, NoGridModel, NodeState, Proposal, Record,
-    SecurityCheck, Timer,
+    Context, Effect, Input, MAX_FALLBACK_LEVELS, MAX_SYNC_BLOCKS, Message, NoGridModel, NodeState,
+    Proposal, Record, SecurityCheck, Timer,
 };
 use tieline_core::crypto::{Digest, Signed};
 use tieline_core::genesis::ClearingRule;
@@ -735,6 +735,33 @@ fn a_primary_takes_objections_up_to_max_objections() {
     assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
     // At the bound it changes nothing.
     state.negotiation.objections.push((**filler).clone());
+    let before = state.clone();
+    let e = state.step(&ctx, NOW, objection);
+    assert!(e.is_empty(), "{e:?}");
+    assert!(state == before);
+}
+
+/// L3, MAX_FALLBACK_LEVELS: negotiation ends at `max_revisions + MAX_FALLBACK_LEVELS`. A primary
+/// answers an objection to the revision below that bound, and none to a revision at it.
+#[test]
+fn negotiation_ends_at_the_last_fallback_level() {
+    let r = Rig::at_proposal_zonal();
+    let i = r.primary();
+    let ctx = r.c.nodes[i].ctx.clone();
+    let last = r.s.genesis.max_revisions + MAX_FALLBACK_LEVELS;
+    // The primary's current proposal, as if negotiation had reached `revision`; objections
+    // refer to it by round and digest.
+    let at = |revision: u32| {
+        let mut state = r.c.nodes[i].state.clone();
+        let own = state.own.as_mut().expect("the primary proposed");
+        own.stamp.body.revision = revision;
+        let p = own.clone();
+        (state, r.security_objection((i + 1) % 4, &p))
+    };
+    let (mut below, objection) = at(last - 1);
+    let e = below.step(&ctx, NOW, objection);
+    assert!(persisted(&e).any(|rec| matches!(rec, Record::Objection(..))));
+    let (mut state, objection) = at(last);
     let before = state.clone();
     let e = state.step(&ctx, NOW, objection);
     assert!(e.is_empty(), "{e:?}");
