@@ -75,6 +75,16 @@ impl Rig {
         self.index(self.s.genesis.primary(1, 0))
     }
 
+    /// The primary of (1, 0), its context and its state.
+    fn primary_node(&self) -> (usize, Context, NodeState) {
+        let i = self.primary();
+        (
+            i,
+            self.c.nodes[i].ctx.clone(),
+            self.c.nodes[i].state.clone(),
+        )
+    }
+
     /// A verifier (not the primary) and its context and state.
     fn verifier(&self) -> (usize, Context, NodeState) {
         let i = (self.primary() + 1) % 4;
@@ -216,6 +226,14 @@ fn persisted(effects: &[Effect]) -> impl Iterator<Item = Record> + '_ {
         Effect::Persist(rec) => Some(rec.clone()),
         _ => None,
     })
+}
+
+/// Asserts that `input` changes nothing: no effect, and the same state after.
+fn assert_ignored(ctx: &Context, state: &mut NodeState, input: Input) {
+    let before = state.clone();
+    let e = state.step(ctx, NOW, input);
+    assert!(e.is_empty(), "{e:?}");
+    assert!(*state == before);
 }
 
 fn position(effects: &[Effect], f: impl Fn(&Effect) -> bool) -> Option<usize> {
@@ -686,9 +704,7 @@ fn proposed(effects: &[Effect]) -> Option<Proposal> {
 #[test]
 fn a_locked_primary_proposes_nothing_new_in_its_view() {
     let r = Rig::at_proposal_zonal();
-    let i = r.primary();
-    let ctx = r.c.nodes[i].ctx.clone();
-    let mut state = r.c.nodes[i].state.clone();
+    let (i, ctx, mut state) = r.primary_node();
     let p = r.proposal();
     let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
     let objection = r.security_objection(others[0], &p);
@@ -702,10 +718,7 @@ fn a_locked_primary_proposes_nothing_new_in_its_view() {
         state.step(&ctx, NOW, r.vote(VoteKind::Endorse, j, &p));
     }
     assert!(state.lock.is_some());
-    let before = state.clone();
-    let e = state.step(&ctx, NOW, objection);
-    assert!(e.is_empty(), "{e:?}");
-    assert!(state == before);
+    assert_ignored(&ctx, &mut state, objection);
 }
 
 /// L3, MAX_OBJECTIONS: a primary takes at most `MAX_OBJECTIONS` objections into the negotiation
@@ -713,9 +726,7 @@ fn a_locked_primary_proposes_nothing_new_in_its_view() {
 #[test]
 fn a_primary_takes_objections_up_to_max_objections() {
     let r = Rig::at_proposal_zonal();
-    let i = r.primary();
-    let ctx = r.c.nodes[i].ctx.clone();
-    let mut state = r.c.nodes[i].state.clone();
+    let (i, ctx, mut state) = r.primary_node();
     let p = r.proposal();
     let objection = r.security_objection((i + 1) % 4, &p);
     let Input::Message {
@@ -735,10 +746,7 @@ fn a_primary_takes_objections_up_to_max_objections() {
     assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
     // At the bound it changes nothing.
     state.negotiation.objections.push((**filler).clone());
-    let before = state.clone();
-    let e = state.step(&ctx, NOW, objection);
-    assert!(e.is_empty(), "{e:?}");
-    assert!(state == before);
+    assert_ignored(&ctx, &mut state, objection);
 }
 
 /// L3, MAX_FALLBACK_LEVELS: negotiation ends at `max_revisions + MAX_FALLBACK_LEVELS`. A primary
@@ -746,13 +754,12 @@ fn a_primary_takes_objections_up_to_max_objections() {
 #[test]
 fn negotiation_ends_at_the_last_fallback_level() {
     let r = Rig::at_proposal_zonal();
-    let i = r.primary();
-    let ctx = r.c.nodes[i].ctx.clone();
+    let (i, ctx, primary) = r.primary_node();
     let last = r.s.genesis.max_revisions + MAX_FALLBACK_LEVELS;
     // The primary's current proposal, as if negotiation had reached `revision`; objections
     // refer to it by round and digest.
     let at = |revision: u32| {
-        let mut state = r.c.nodes[i].state.clone();
+        let mut state = primary.clone();
         let own = state.own.as_mut().expect("the primary proposed");
         own.stamp.body.revision = revision;
         let p = own.clone();
@@ -762,10 +769,7 @@ fn negotiation_ends_at_the_last_fallback_level() {
     let e = below.step(&ctx, NOW, objection);
     assert!(persisted(&e).any(|rec| matches!(rec, Record::Objection(..))));
     let (mut state, objection) = at(last);
-    let before = state.clone();
-    let e = state.step(&ctx, NOW, objection);
-    assert!(e.is_empty(), "{e:?}");
-    assert!(state == before);
+    assert_ignored(&ctx, &mut state, objection);
 }
 
 #[test]
@@ -946,9 +950,7 @@ fn equivocation_evidence_is_kept_up_to_max_evidence() {
 #[test]
 fn forwarded_appeals_are_kept_up_to_max_appeals() {
     let r = Rig::at_proposal();
-    let primary = r.primary();
-    let ctx = r.c.nodes[primary].ctx.clone();
-    let mut state = r.c.nodes[primary].state.clone();
+    let (_, ctx, mut state) = r.primary_node();
     let participant = &r.s.genesis.participants[0];
     let appeal = |bid: u8| {
         Signed::sign(
