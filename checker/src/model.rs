@@ -110,6 +110,19 @@ impl Store {
         s
     }
 
+    /// N2's ghost: the batches in the log at `height` when the node first votes to skip `view`.
+    fn note_skip(&mut self, height: u64, view: u32) {
+        let held = self
+            .records
+            .iter()
+            .filter_map(|x| match x {
+                Record::Batch(b) if b.body.height == height => Some((b.body.home, b.body_digest())),
+                _ => None,
+            })
+            .collect();
+        self.at_skip.entry((height, view)).or_insert(held);
+    }
+
     /// Appends a record at its place in the log (see [`Record::restore_key`]).
     fn append(&mut self, r: Record) {
         let k = r.restore_key();
@@ -555,20 +568,7 @@ impl NodeAgent {
                 Effect::Persist(r) => {
                     let store = Store::edit(&mut view.store.0);
                     if let Record::Skip(v) = &r {
-                        let held = store
-                            .records
-                            .iter()
-                            .filter_map(|x| match x {
-                                Record::Batch(b) if b.body.height == v.body.height => {
-                                    Some((b.body.home, b.body_digest()))
-                                }
-                                _ => None,
-                            })
-                            .collect();
-                        store
-                            .at_skip
-                            .entry((v.body.height, v.body.view))
-                            .or_insert(held);
+                        store.note_skip(v.body.height, v.body.view);
                     }
                     store.append(r);
                     saved = true;

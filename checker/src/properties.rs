@@ -1087,11 +1087,12 @@ fn n1(model: &Model, state: &State) -> bool {
 /// home's batch counts by its home).
 fn n2(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
-    let at_skip: BTreeMap<usize, &Store> = correct(model, state)
+    // What each correct member's actors held at their skip votes, by member.
+    let held: Vec<(NodeId, &Store)> = correct(model, state)
         .filter(|c| !c.store.at_skip.is_empty())
-        .map(|c| (c.index, c.store))
+        .map(|c| (c.member, c.store))
         .collect();
-    if at_skip.is_empty() {
+    if held.is_empty() {
         return true;
     }
     correct(model, state).all(|c| {
@@ -1101,9 +1102,9 @@ fn n2(model: &Model, state: &State) -> bool {
             };
             let batches = &b.body.process.batches;
             cert.voters().all(|voter| {
-                (0..setup.member_of.len())
-                    .filter(|&a| setup.member_of[a] == Some(voter) && setup.is_correct_node(a))
-                    .filter_map(|a| at_skip.get(&a)?.at_skip.get(&(cert.height, cert.view)))
+                held.iter()
+                    .filter(|(m, _)| *m == voter)
+                    .filter_map(|(_, s)| s.at_skip.get(&(cert.height, cert.view)))
                     .flatten()
                     .all(|&(home, digest)| {
                         batches.iter().any(|x| {

@@ -9,7 +9,7 @@
 //! so neither the expansion nor the properties see them again. The argument that this keeps
 //! every verdict is the one for the fold (checker/README.md, "Dead messages are dropped"):
 //! a state and its representative have the same successors up to representatives, and every
-//! property gives them the same answer. `search_matches_stateright` in the tests checks that
+//! property gives them the same answer. `own_search_matches_stateright` in the tests checks that
 //! both searches reach the same number of distinct states and the same verdicts.
 //!
 //! Each distinct state's properties are evaluated once, after its successors are computed, so

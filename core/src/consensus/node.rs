@@ -241,10 +241,7 @@ impl NodeState {
                 Record::Objection(o, batch) => {
                     // The objector's batch stays held after its view ends, as it does in a
                     // running node's memory; the objection itself counts only in its view.
-                    if let Some(b) = batch
-                        .as_ref()
-                        .filter(|b| b.body.home == o.body.objector && b.body.height == s.height)
-                    {
+                    if let Some(b) = s.objectors_batch(&o, batch.as_ref()) {
                         s.batches.insert(b.body.home, b.clone());
                     }
                     if o.body.view == s.view {
@@ -1133,6 +1130,23 @@ impl NodeState {
         }
     }
 
+    /// The batch a `MissingBatch` objection carries, if it is the one the objection names:
+    /// the objector's own, for this height.
+    fn objectors_batch<'b>(
+        &self,
+        o: &Signed<Objection>,
+        batch: Option<&'b SignedBatch>,
+    ) -> Option<&'b SignedBatch> {
+        let ObjectionReason::MissingBatch { batch: digest } = &o.body.reason else {
+            return None;
+        };
+        batch.filter(|b| {
+            b.body_digest() == *digest
+                && b.body.home == o.body.objector
+                && b.body.height == self.height
+        })
+    }
+
     /// Adds what an objection asks for to the negotiation: new cuts, or the objector's own
     /// batch. Returns whether anything changed.
     fn accept_objection(&mut self, o: Signed<Objection>, batch: Option<SignedBatch>) -> bool {
@@ -1147,25 +1161,24 @@ impl NodeState {
                 self.negotiation.cuts.extend(new);
                 any
             }
-            ObjectionReason::MissingBatch { batch: digest } => match batch {
-                Some(b)
-                    if b.body_digest() == *digest
-                        && b.body.home == o.body.objector
-                        && b.body.height == self.height =>
-                {
-                    // New to the primary, or held but missing from its current proposal
-                    // (the batch arrived after it proposed): either way the next revision
-                    // carries it.
-                    let carried = self
-                        .own
-                        .as_ref()
-                        .is_some_and(|p| p.body.process.batches.contains(&b));
-                    let changed = self.batches.get(&b.body.home) != Some(&b) || !carried;
-                    self.batches.insert(b.body.home, b);
-                    changed
+            ObjectionReason::MissingBatch { .. } => {
+                match self.objectors_batch(&o, batch.as_ref()) {
+                    Some(b) => {
+                        let b = b.clone();
+                        // New to the primary, or held but missing from its current proposal
+                        // (the batch arrived after it proposed): either way the next revision
+                        // carries it.
+                        let carried = self
+                            .own
+                            .as_ref()
+                            .is_some_and(|p| p.body.process.batches.contains(&b));
+                        let changed = self.batches.get(&b.body.home) != Some(&b) || !carried;
+                        self.batches.insert(b.body.home, b);
+                        changed
+                    }
+                    None => false,
                 }
-                _ => false,
-            },
+            }
             ObjectionReason::Invalid { .. } => false,
         };
         if changed {
