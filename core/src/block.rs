@@ -279,6 +279,27 @@ pub enum AppealResolution {
     RejectedOutcomeStands,
 }
 
+impl std::fmt::Display for AppealResolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppealResolution::Upheld { revision } => {
+                write!(f, "upheld: revision {revision} corrects the result")
+            }
+            AppealResolution::RejectedAlreadyIncluded => {
+                write!(f, "rejected: the bid was in the result already")
+            }
+            AppealResolution::RejectedUnverifiable => write!(
+                f,
+                "rejected: the bid or receipt does not verify, or does not match the appellant or height"
+            ),
+            AppealResolution::RejectedOutcomeStands => write!(
+                f,
+                "rejected: the clearing was recomputed by the rule and the outcome stands"
+            ),
+        }
+    }
+}
+
 impl Canonical for AppealResolution {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {

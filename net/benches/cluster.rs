@@ -21,7 +21,7 @@ use tieline_core::crypto::{Ed25519, SignatureScheme, Signer};
 use tieline_core::encoding::Tagged;
 use tieline_core::genesis::Timing;
 use tieline_core::market::SignedBid;
-use tieline_net::cluster::{ClusterSpec, LocalCluster};
+use tieline_net::cluster::{ClusterMarket, ClusterSpec, LocalCluster};
 use tieline_net::participant::ParticipantClient;
 use tieline_net::transport::{Client, TransportConfig};
 
@@ -102,6 +102,7 @@ async fn committed(c: &ParticipantClient) -> u64 {
 async fn run_size(bin: &Path, size: u64, rounds: u64, chunk: usize, gate_ms: u64) -> SizeResult {
     let dir = std::env::temp_dir().join(format!("tieline-bench-{}-{size}", std::process::id()));
     let spec = ClusterSpec {
+        market: ClusterMarket::Sample,
         members: 4,
         participants_per_member: PARTICIPANTS_PER_MEMBER,
         timing: Timing {

@@ -1,8 +1,10 @@
 //! A local consortium of management nodes, each a separate `tieline node` process on
 //! loopback: what the demo, the end-to-end tests and the cluster benchmark run.
 //!
-//! The consortium is the deterministic sample one ([`SampleConsortium`], public demo keys) with
-//! members on free loopback ports and the timers asked for. Every file lives in one directory,
+//! The consortium is the deterministic sample one ([`SampleConsortium`], public demo keys), or
+//! the three-area RTS-GMLC grid consortium of `data/rts-gmlc/` with each member's private area
+//! model ([`ClusterMarket::RtsGmlc`]), with members on free loopback ports and the timers asked
+//! for. Every file lives in one directory,
 //! removed when the cluster is dropped; every child process is killed when the cluster is
 //! dropped, and each child also exits on its own when its standard input closes, so no node
 //! outlives the program that started it, even one killed with `kill -9`.
@@ -21,6 +23,7 @@ use tieline_core::clearing::rule_for;
 use tieline_core::crypto::Ed25519;
 use tieline_core::encoding::Tagged;
 use tieline_core::genesis::{Genesis, Timing};
+use tieline_core::grid::{GridConsortium, GridConsortiumOptions};
 use tieline_core::sample::SampleConsortium;
 
 use crate::node::DATABASE_FILE;
@@ -30,12 +33,33 @@ use crate::storage::{Storage, StorageError};
 /// How long a node gets to stop after SIGTERM before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The RTS-GMLC case as shipped in `data/rts-gmlc/` (MATPOWER format).
+pub const RTS_GMLC_CASE: &str = include_str!("../../data/rts-gmlc/case_RTS_GMLC.m");
+
+/// Which consortium a local cluster runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterMarket {
+    /// The sample consortium of [`ClusterSpec::members`] members and
+    /// [`ClusterSpec::participants_per_member`] participants each, uniform price, no grid.
+    Sample,
+    /// The three-area RTS-GMLC consortium (`data/rts-gmlc/`): zonal coupling, 144 participants,
+    /// each member checking its own area's grid privately (spec 3.8). Ratings in percent.
+    RtsGmlc {
+        /// Tie-line capacities, percent of their ratings.
+        tie_rating_percent: u32,
+        /// Ratings of the lines inside the areas, percent of the case's (below 100: stressed).
+        line_rating_percent: u32,
+    },
+}
+
 /// The shape of a local consortium.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
-    /// Management nodes.
+    /// The consortium.
+    pub market: ClusterMarket,
+    /// Management nodes (sample market only).
     pub members: usize,
-    /// Participants per member.
+    /// Participants per member (sample market only).
     pub participants_per_member: usize,
     /// The consensus timers.
     pub timing: Timing,
@@ -46,6 +70,7 @@ pub struct ClusterSpec {
 impl Default for ClusterSpec {
     fn default() -> Self {
         Self {
+            market: ClusterMarket::Sample,
             members: 4,
             participants_per_member: 4,
             timing: Timing {
@@ -62,8 +87,11 @@ impl Default for ClusterSpec {
 pub struct LocalCluster {
     /// Where everything lives.
     pub dir: PathBuf,
-    /// The sample consortium, with the loopback addresses and timers of this cluster.
+    /// The consortium's genesis and keys, with the loopback addresses and timers of this
+    /// cluster.
     pub consortium: SampleConsortium,
+    /// The grid consortium (its offers and area files), for [`ClusterMarket::RtsGmlc`].
+    pub grid: Option<Arc<GridConsortium>>,
     /// Its genesis.
     pub genesis: Arc<Genesis>,
     bin: PathBuf,
@@ -87,8 +115,31 @@ impl LocalCluster {
     /// on drop unless [`LocalCluster::keep`]); `bin` is the `tieline` binary. No node runs yet.
     pub fn create(dir: &Path, bin: &Path, spec: &ClusterSpec) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let mut consortium = SampleConsortium::new(spec.members, spec.participants_per_member);
-        let ports = free_ports(spec.members)?;
+        let (mut consortium, grid) = match spec.market {
+            ClusterMarket::Sample => (
+                SampleConsortium::new(spec.members, spec.participants_per_member),
+                None,
+            ),
+            ClusterMarket::RtsGmlc {
+                tie_rating_percent,
+                line_rating_percent,
+            } => {
+                let options = GridConsortiumOptions {
+                    line_rating_percent,
+                    ..GridConsortiumOptions::rts_gmlc(tie_rating_percent)
+                };
+                let grid = GridConsortium::from_case(RTS_GMLC_CASE, &options)
+                    .map_err(|e| io::Error::other(format!("the RTS-GMLC consortium: {e}")))?;
+                let sample = SampleConsortium {
+                    genesis: grid.genesis.clone(),
+                    members: grid.members.clone(),
+                    participants: grid.participants.clone(),
+                };
+                (sample, Some(grid))
+            }
+        };
+        let members = consortium.genesis.members.len();
+        let ports = free_ports(members)?;
         for (m, port) in consortium.genesis.members.iter_mut().zip(&ports) {
             m.address = format!("127.0.0.1:{port}");
         }
@@ -106,20 +157,27 @@ impl LocalCluster {
             if !key.exists() {
                 crate::keyfile::write(&key, signer).map_err(io::Error::other)?;
             }
-            fs::write(
-                node_dir.join("node.toml"),
-                format!(
-                    "genesis = \"../genesis.toml\"\nkey = \"node.key\"\ndata_dir = \"data\"\nlog_level = \"{}\"\n",
-                    spec.log_level
-                ),
-            )?;
+            let mut config = format!(
+                "genesis = \"../genesis.toml\"\nkey = \"node.key\"\ndata_dir = \"data\"\nlog_level = \"{}\"\n",
+                spec.log_level
+            );
+            if let Some(file) = grid.as_ref().and_then(|g| g.area_files.get(i)) {
+                fs::write(node_dir.join(&file.file_name), &file.text)?;
+                config.push_str(&format!("area_model = \"{}\"\n", file.file_name));
+            }
+            fs::write(node_dir.join("node.toml"), config)?;
         }
         Ok(Self {
             dir: dir.to_path_buf(),
             genesis: Arc::new(consortium.genesis.clone()),
+            grid: grid.map(|mut g| {
+                // The bids are signed for this cluster's chain.
+                g.genesis = consortium.genesis.clone();
+                Arc::new(g)
+            }),
             consortium,
             bin: bin.to_path_buf(),
-            children: (0..spec.members).map(|_| None).collect(),
+            children: (0..members).map(|_| None).collect(),
             keep: false,
         })
     }

@@ -1,8 +1,19 @@
-//! `tieline demo`: a local consortium of 4 management nodes, each its own process on
-//! loopback, with built-in participants bidding every round. The primary of one round is
-//! killed with SIGKILL right after the previous round commits; the next primary commits that
-//! round in view 1 (the fault skip); the killed node restarts and catches up; at the end every
-//! node stops gracefully and every node's stored chain is audited offline.
+//! `tieline demo`: the paper's whole trade process on a local consortium, each management node
+//! its own process on loopback over QUIC.
+//!
+//! By default ([`DemoMarket::Grid`]) the consortium is the RTS-GMLC system as three countries
+//! (`data/rts-gmlc/`): 144 participants (every generator and every loaded bus) bid each round,
+//! the primary clears by zonal coupling, every member re-runs the clearing and checks its own
+//! area's grid privately (lines at 70% of their ratings, tie lines at 20%: a stressed grid), so
+//! members object with cuts and the primary revises until every touched area co-signs. A
+//! participant appeals a round's preliminary result and gets the resolution recorded in the
+//! block. The primary of one round is killed with SIGKILL right after the previous round
+//! commits; the next primary commits that round in view 1 (the fault skip); the killed node
+//! restarts and catches up; at the end every node stops gracefully, every node's stored chain
+//! is audited offline, and a report for a regulator is written.
+//!
+//! [`DemoMarket::Simple`] is the earlier demo: four members, sample participants bidding
+//! continuously, uniform price, no grid.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,17 +23,41 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use tieline_core::block::Block;
+use tieline_core::block::{AppealClaim, AppealResolution, Block, ObjectionReason};
 use tieline_core::consensus::Reply;
 use tieline_core::consensus::wire::NodeStatus;
 use tieline_core::crypto::Digest;
-use tieline_net::cluster::{self, ClusterSpec, LocalCluster};
+use tieline_core::crypto::Signed;
+use tieline_core::genesis::{Genesis, Timing};
+use tieline_core::units::Quantity;
+use tieline_net::cluster::{self, ClusterMarket, ClusterSpec, LocalCluster};
 use tieline_net::participant::ParticipantClient;
+
+/// Which market the demo runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoMarket {
+    /// RTS-GMLC as three countries: zonal coupling, private grid checks, objections, cuts,
+    /// revisions and an appeal.
+    Grid,
+    /// Four members, sample participants, uniform price, no grid.
+    Simple,
+}
+
+/// The grid demo's stress: tie lines at this percentage of their ratings...
+const GRID_TIE_RATING: u32 = 20;
+/// ...and the lines inside the areas at this one, so that every area's check cuts.
+const GRID_LINE_RATING: u32 = 70;
+/// The round in which a participant appeals.
+const APPEAL_HEIGHT: u64 = 2;
 
 /// How the demo runs.
 pub struct DemoOptions {
     /// Print the summary as JSON instead of text.
     pub json: bool,
+    /// The market.
+    pub market: DemoMarket,
+    /// Where to write the report (HTML).
+    pub report: PathBuf,
     /// Rounds (heights) to commit in all.
     pub rounds: u64,
     /// Keep the files here.
@@ -33,21 +68,28 @@ pub struct DemoOptions {
 
 /// What the demo shows.
 pub struct DemoSummary {
+    grid: bool,
     rounds_committed: u64,
     fault_skips: u64,
     caught_up: bool,
     audit_ok: bool,
     agree: bool,
+    revisions: u64,
+    objections: u64,
+    appeals_recorded: u64,
 }
 
 impl DemoSummary {
     /// Whether everything the demo shows held.
     pub fn ok(&self) -> bool {
+        let negotiated = !self.grid
+            || (self.objections >= 1 && self.revisions >= 1 && self.appeals_recorded >= 1);
         self.audit_ok
             && self.agree
             && self.caught_up
             && self.fault_skips >= 1
             && self.rounds_committed > KILL_HEIGHT
+            && negotiated
     }
 }
 
@@ -86,9 +128,24 @@ pub async fn run(options: DemoOptions) -> Result<DemoSummary> {
             false,
         ),
     };
-    let spec = ClusterSpec {
-        log_level: "warn,tieline_net::node=info".into(),
-        ..ClusterSpec::default()
+    let spec = match options.market {
+        DemoMarket::Simple => ClusterSpec {
+            log_level: "warn,tieline_net::node=info".into(),
+            ..ClusterSpec::default()
+        },
+        DemoMarket::Grid => ClusterSpec {
+            market: ClusterMarket::RtsGmlc {
+                tie_rating_percent: GRID_TIE_RATING,
+                line_rating_percent: GRID_LINE_RATING,
+            },
+            timing: Timing {
+                gate_ms: 700,
+                batch_wait_ms: 300,
+                view_timeout_ms: 1_500,
+            },
+            log_level: "warn,tieline_net::node=info".into(),
+            ..ClusterSpec::default()
+        },
     };
     let mut cluster = LocalCluster::create(&dir, &options.bin, &spec)
         .with_context(|| format!("cannot set up the demo in {}", dir.display()))?;
@@ -114,6 +171,8 @@ pub async fn run(options: DemoOptions) -> Result<DemoSummary> {
 #[derive(Default)]
 struct Feed {
     receipted: Mutex<BTreeMap<Digest, u64>>,
+    /// Each participant's last receipted bid and its height, by participant index.
+    by_participant: Mutex<BTreeMap<usize, (Digest, u64)>>,
     rejected: AtomicU64,
     stop: AtomicBool,
 }
@@ -133,20 +192,31 @@ async fn scenario(
 ) -> Result<DemoSummary> {
     let n = cluster.len();
     let g = cluster.genesis.clone();
+    let grid = cluster.grid.clone();
     if !options.json {
         let ports: Vec<&str> = g
             .members
             .iter()
             .map(|m| m.address.rsplit(':').next().unwrap_or(""))
             .collect();
-        println!(
-            "Tieline demo: {n} management nodes, each its own process, on 127.0.0.1 ports {}; {} participants; {} clearing; gate {} ms, view timeout {} ms",
-            ports.join(", "),
-            g.participants.len(),
-            g.clearing.rule.name(),
-            g.timing.gate_ms,
-            g.timing.view_timeout_ms,
-        );
+        match &grid {
+            Some(_) => println!(
+                "Tieline demo: the RTS-GMLC system as {n} countries, one management node each (its own process, QUIC on 127.0.0.1 ports {}); {} participants (every generator and loaded bus); {} clearing; each member checks its own area's grid privately (lines at {GRID_LINE_RATING}% of their ratings, tie lines at {GRID_TIE_RATING}%); gate {} ms, view timeout {} ms",
+                ports.join(", "),
+                g.participants.len(),
+                g.clearing.rule.name(),
+                g.timing.gate_ms,
+                g.timing.view_timeout_ms,
+            ),
+            None => println!(
+                "Tieline demo: {n} management nodes, each its own process, on 127.0.0.1 ports {}; {} participants; {} clearing; gate {} ms, view timeout {} ms",
+                ports.join(", "),
+                g.participants.len(),
+                g.clearing.rule.name(),
+                g.timing.gate_ms,
+                g.timing.view_timeout_ms,
+            ),
+        }
     }
     let rounds = options.rounds.max(KILL_HEIGHT + 2);
     cluster.start_all().context("cannot start the nodes")?;
@@ -170,7 +240,7 @@ async fn scenario(
     })
     .await?;
 
-    // Participants bid continuously; a node that is down is skipped.
+    // Participants bid (paper step 3, collection); a node that is down is skipped.
     let feed = Arc::new(Feed::default());
     let down: Arc<Vec<AtomicBool>> = Arc::new((0..n).map(|_| AtomicBool::new(false)).collect());
     let homes: Vec<usize> = g
@@ -178,45 +248,29 @@ async fn scenario(
         .iter()
         .map(|p| g.members.iter().position(|m| m.id == p.home).unwrap_or(0))
         .collect();
-    let feeder = {
-        let (feed, down, clients) = (feed.clone(), down.clone(), clients.clone());
-        let consortium_bids: Vec<_> = (0..clients.len()).collect();
-        let sample = Arc::new(SampleBids::from(&*cluster));
-        tokio::spawn(async move {
-            let mut nonce = 0u64;
-            while !feed.stop.load(Ordering::Relaxed) {
-                nonce += 1;
-                let mut tasks = Vec::new();
-                for &k in &consortium_bids {
-                    if down[homes[k]].load(Ordering::Relaxed) {
-                        continue;
-                    }
-                    let (c, feed, sample) = (clients[k].clone(), feed.clone(), sample.clone());
-                    tasks.push(tokio::spawn(async move {
-                        let bid = sample.bid(k, nonce);
-                        let id = bid.body.id();
-                        if let Ok(replies) = c.submit(vec![bid]).await {
-                            match replies.first() {
-                                Some(Reply::Receipt(r)) => {
-                                    feed.receipted
-                                        .lock()
-                                        .expect("feed lock")
-                                        .insert(id, r.body.height);
-                                }
-                                _ => {
-                                    feed.rejected.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                    }));
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
-                tokio::time::sleep(BID_INTERVAL).await;
-            }
-        })
+    let source = match &grid {
+        Some(grid) => BidSource::Grid(grid.clone()),
+        None => BidSource::Sample(Box::new(SampleBids::from(&*cluster))),
     };
+    let feeder = tokio::spawn(feed_bids(
+        source,
+        clients.clone(),
+        watchers.clone(),
+        homes,
+        down.clone(),
+        feed.clone(),
+    ));
+    if !options.json && grid.is_some() {
+        println!(
+            "  each round: collection (every participant bids to its home node) -> clearing (the primary) -> verification (every member re-runs the clearing and its own grid check) -> objection with cuts -> revision -> joint signatures of the touched areas -> commit"
+        );
+    }
+
+    // A participant appeals a round's preliminary result (paper step 5).
+    let mut appeal = None;
+    if grid.is_some() {
+        appeal = Some(appeal_once(&g, &clients, &feed, log).await?);
+    }
 
     // Kill the primary of KILL_HEIGHT right after KILL_HEIGHT - 1 commits.
     let victim = g
@@ -244,7 +298,7 @@ async fn scenario(
         KILL_HEIGHT - 1
     ));
 
-    // The next primary commits the round in view 1.
+    // The next primary commits the round in view 1 (paper step 2, fault skip).
     let survivor = (victim + 1) % n;
     let mut skip_header = None;
     wait_until(
@@ -265,7 +319,7 @@ async fn scenario(
     let skip_text = match &skip_header {
         Some(h) => format!(
             "height {KILL_HEIGHT} committed by {} in view {} after {:.2}s: fault skip of {victim_name}",
-            g.member(h.primary).map_or("?".into(), |m| m.name.clone()),
+            member_name(&g, h.primary),
             h.view,
             killed_at.elapsed().as_secs_f64()
         ),
@@ -336,10 +390,11 @@ async fn scenario(
         true
     })
     .await?;
-    for c in &clients {
-        c.close().await;
-    }
+    // Stop the nodes first (each empty gate would commit another empty round), then drop
+    // the participants' connections.
     let stopped_cleanly = cluster.stop_all();
+    drop(watchers);
+    drop(clients);
     log.event(format!(
         "stopped every node gracefully{}",
         if stopped_cleanly {
@@ -354,6 +409,7 @@ async fn scenario(
     let mut node_reports = Vec::new();
     let mut audit_ok = true;
     let mut longest: Vec<Block> = Vec::new();
+    let mut longest_encoded: Vec<Vec<u8>> = Vec::new();
     for i in 0..n {
         let chain = cluster
             .stored_chain(i)
@@ -361,7 +417,7 @@ async fn scenario(
         let (audit, blocks) = match cluster::audit_blocks(&g, &chain) {
             Ok((s, blocks)) => (
                 format!(
-                    "ok: {} blocks, {} signatures verified",
+                    "ok: {} blocks, {} signatures verified, every clearing re-run",
                     s.blocks, s.signatures
                 ),
                 blocks,
@@ -389,6 +445,7 @@ async fn scenario(
         }
         if blocks.len() > longest.len() {
             longest = blocks;
+            longest_encoded = chain.clone();
         }
         chains.push(chain);
     }
@@ -403,17 +460,36 @@ async fn scenario(
     let receipted = feed.receipted.lock().expect("feed lock").clone();
     let lost = receipted.keys().filter(|id| !on_chain.contains(id)).count();
     let trades: usize = longest.iter().map(|b| b.body.trades.len()).sum();
+    let stories: Vec<RoundStory> = longest.iter().map(|b| RoundStory::of(&g, b)).collect();
+    let revisions: u64 = stories.iter().map(|r| u64::from(r.revision)).sum();
+    let objections: u64 = stories.iter().map(|r| r.objections.len() as u64).sum();
+    let cuts: u64 = stories.iter().map(|r| r.cuts as u64).sum();
+    let appeals: Vec<&AppealStory> = stories.iter().flat_map(|r| &r.appeals).collect();
+
+    // The regulator's report.
+    let report = std::fs::write(
+        &options.report,
+        tieline_net::report::render(&g, &longest_encoded),
+    )
+    .map(|()| options.report.display().to_string())
+    .with_context(|| format!("cannot write the report to {}", options.report.display()));
     let summary = DemoSummary {
+        grid: grid.is_some(),
         rounds_committed,
         fault_skips,
         caught_up,
         audit_ok,
         agree,
+        revisions,
+        objections,
+        appeals_recorded: appeals.len() as u64,
     };
     if options.json {
         println!(
             "{}",
             json!({
+                "market": if grid.is_some() { "rts-gmlc" } else { "simple" },
+                "rule": g.clearing.rule.name(),
                 "rounds_committed": rounds_committed,
                 "fault_skips": fault_skips,
                 "caught_up": caught_up,
@@ -422,46 +498,27 @@ async fn scenario(
                 "bids_receipted": receipted.len(),
                 "receipted_bids_on_chain": receipted.len() - lost,
                 "trades": trades,
+                "revisions": revisions,
+                "objections": objections,
+                "cuts": cuts,
+                "appeals": appeals.iter().map(|a| a.json()).collect::<Vec<_>>(),
+                "appeal_sent": appeal.as_ref().map(|a| json!({
+                    "participant": a.participant, "height": a.height, "recorded": a.recorded,
+                })),
+                "rounds": stories.iter().map(RoundStory::json).collect::<Vec<_>>(),
+                "report": report.as_ref().ok(),
                 "seconds": log.start.elapsed().as_secs_f64(),
                 "nodes": node_reports,
             })
         );
     } else {
-        println!("rounds:");
-        for b in &longest {
-            let bids: usize = b
-                .body
-                .process
-                .batches
-                .iter()
-                .map(|x| x.body.bids.len())
-                .sum();
-            let primary = g
-                .member(b.header.primary)
-                .map_or("?".into(), |m| m.name.clone());
-            let note = if b.header.view > 0 {
-                let skipped: Vec<String> = b
-                    .body
-                    .process
-                    .skipped
-                    .iter()
-                    .filter_map(|id| g.member(*id).map(|m| m.name.clone()))
-                    .collect();
-                format!("  <- fault skip: {} was down", skipped.join(", "))
-            } else {
-                String::new()
-            };
-            println!(
-                "  height {:>2}  primary {:<11} view {}  {:>3} bids  {:>3} trades{note}",
-                b.header.height,
-                primary,
-                b.header.view,
-                bids,
-                b.body.trades.len()
-            );
+        println!("rounds (as the paper names the steps):");
+        for r in &stories {
+            r.print(g.clearing.rule.name(), grid.is_some());
         }
         println!(
-            "summary: {rounds_committed} rounds committed by all {n} nodes, {fault_skips} fault skip(s), restarted node caught up: {}, chains agree: {}, audit: {}, {}/{} receipted bids on chain, {trades} trades, {:.1} s",
+            "summary: {rounds_committed} rounds committed by all {n} nodes, {fault_skips} fault skip(s), {revisions} revision(s) after {objections} objection(s) with {cuts} cut(s), {} appeal(s) recorded, restarted node caught up: {}, chains agree: {}, audit: {}, {}/{} receipted bids on chain, {trades} trades, {:.1} s",
+            appeals.len(),
             if caught_up { "yes" } else { "NO" },
             if agree { "yes" } else { "NO" },
             if audit_ok { "ok" } else { "FAILED" },
@@ -469,8 +526,422 @@ async fn scenario(
             receipted.len(),
             log.start.elapsed().as_secs_f64()
         );
+        match &report {
+            Ok(path) => {
+                println!("report for a regulator: {path} (open it in a browser; it works offline)")
+            }
+            Err(e) => println!("report: {e:#}"),
+        }
     }
+    report?;
     Ok(summary)
+}
+
+fn member_name(g: &Genesis, id: tieline_core::units::NodeId) -> String {
+    g.member(id)
+        .map_or_else(|| format!("node {id}"), |m| m.name.clone())
+}
+
+/// A product as its delivery period, e.g. `2026-01-01 01:00:00 UTC +60 min`.
+fn product_name(p: &tieline_core::market::Product) -> String {
+    format!(
+        "{} +{} min",
+        tieline_net::report::utc(p.delivery_start),
+        p.delivery_minutes
+    )
+}
+
+fn area_name(g: &Genesis, id: tieline_core::units::AreaId) -> String {
+    g.area(id)
+        .map_or_else(|| format!("area {id}"), |a| a.name.clone())
+}
+
+/// What one committed block tells of its round.
+struct RoundStory {
+    height: u64,
+    primary: String,
+    view: u32,
+    revision: u32,
+    skipped: Vec<String>,
+    skip_votes: usize,
+    batches: usize,
+    bids: usize,
+    trades: usize,
+    /// (objector, what it said).
+    objections: Vec<(String, String)>,
+    cuts: usize,
+    appeals: Vec<AppealStory>,
+    /// (product, area, price per MWh).
+    prices: Vec<(String, String, String)>,
+    /// (product, tie line, from area, to area, flow MWh in that direction, its capacity MWh).
+    flows: Vec<(String, u32, String, String, String, String)>,
+    signers: Vec<String>,
+    block: String,
+}
+
+/// An appeal recorded in a block.
+struct AppealStory {
+    height: u64,
+    participant: u32,
+    claim: &'static str,
+    resolution: String,
+    upheld: bool,
+}
+
+impl AppealStory {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "height": self.height, "participant": self.participant, "claim": self.claim,
+            "resolution": self.resolution, "upheld": self.upheld,
+        })
+    }
+}
+
+impl RoundStory {
+    fn of(g: &Genesis, b: &Block) -> Self {
+        let p = &b.body.process;
+        let outcome = &p.clearing.outcome;
+        Self {
+            height: b.header.height,
+            primary: member_name(g, b.header.primary),
+            view: b.header.view,
+            revision: b.header.revision,
+            skipped: p.skipped.iter().map(|id| member_name(g, *id)).collect(),
+            skip_votes: p.skip_certificate.as_ref().map_or(0, |c| c.votes.len()),
+            batches: p.batches.len(),
+            bids: p.batches.iter().map(|x| x.body.bids.len()).sum(),
+            trades: b.body.trades.len(),
+            objections: p
+                .objections
+                .iter()
+                .map(|o| {
+                    let what = match &o.body.reason {
+                        ObjectionReason::Security { cuts } => format!(
+                            "revision {} overloads its grid; it sends {} cut(s), one per line and direction",
+                            o.body.revision,
+                            cuts.len()
+                        ),
+                        ObjectionReason::MissingBatch { .. } => {
+                            format!("its batch is missing from revision {}", o.body.revision)
+                        }
+                        ObjectionReason::Invalid { detail } => {
+                            format!("revision {} is invalid: {detail}", o.body.revision)
+                        }
+                    };
+                    (member_name(g, o.body.objector), what)
+                })
+                .collect(),
+            cuts: p.clearing.cuts.len(),
+            appeals: p
+                .appeals
+                .iter()
+                .map(|a| AppealStory {
+                    height: b.header.height,
+                    participant: a.appeal.body.participant.0,
+                    claim: match a.appeal.body.claim {
+                        AppealClaim::Omitted { .. } => "omitted bid",
+                        AppealClaim::Misallocated { .. } => "disputed allocation",
+                    },
+                    resolution: a.resolution.to_string(),
+                    upheld: matches!(a.resolution, AppealResolution::Upheld { .. }),
+                })
+                .collect(),
+            prices: outcome
+                .area_prices
+                .iter()
+                .map(|a| {
+                    (
+                        product_name(&a.product),
+                        area_name(g, a.area),
+                        a.price.to_string(),
+                    )
+                })
+                .collect(),
+            flows: outcome
+                .flows
+                .iter()
+                .filter_map(|f| {
+                    let t = g.tie_line(f.tie_line)?;
+                    let (from, to, flow, cap) = if f.flow.0 < 0 {
+                        (t.to, t.from, Quantity(-f.flow.0), t.capacity_backward)
+                    } else {
+                        (t.from, t.to, f.flow, t.capacity_forward)
+                    };
+                    Some((
+                        product_name(&f.product),
+                        f.tie_line.0.into(),
+                        area_name(g, from),
+                        area_name(g, to),
+                        flow.to_string(),
+                        cap.to_string(),
+                    ))
+                })
+                .collect(),
+            signers: b
+                .certificate
+                .signatures
+                .iter()
+                .map(|s| member_name(g, s.voter))
+                .collect(),
+            block: b.digest().to_hex(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "height": self.height, "primary": self.primary, "view": self.view,
+            "revision": self.revision, "skipped": self.skipped, "bids": self.bids,
+            "trades": self.trades,
+            "objections": self.objections.iter().map(|(who, what)| json!({"objector": who, "reason": what})).collect::<Vec<_>>(),
+            "cuts": self.cuts,
+            "appeals": self.appeals.iter().map(AppealStory::json).collect::<Vec<_>>(),
+            "prices": self.prices.iter().map(|(product, a, p)| json!({"product": product, "area": a, "price": p})).collect::<Vec<_>>(),
+            "flows": self.flows.iter().map(|(product, id, from, to, flow, cap)| json!({"product": product, "tie_line": id, "from": from, "to": to, "flow_mwh": flow, "capacity_mwh": cap})).collect::<Vec<_>>(),
+            "signers": self.signers, "block": self.block,
+        })
+    }
+
+    fn print(&self, rule: &str, grid: bool) {
+        println!(
+            "  height {:>2}  primary {}, view {}, block {}",
+            self.height,
+            self.primary,
+            self.view,
+            &self.block[..16]
+        );
+        if self.view > 0 {
+            println!(
+                "    fault skip     {} skipped with a certificate of {} skip votes; the next primary in rotation proposed",
+                self.skipped.join(", "),
+                self.skip_votes
+            );
+        }
+        println!(
+            "    collection     {} bids in {} batches",
+            self.bids, self.batches
+        );
+        println!(
+            "    clearing       {rule} by {}, re-run by every verifier",
+            self.primary
+        );
+        for (who, what) in &self.objections {
+            println!("    objection      {who}: {what}");
+        }
+        if self.revision > 0 {
+            println!(
+                "    revision       {} revision(s); the committed one honours {} cut(s)",
+                self.revision, self.cuts
+            );
+        } else if grid {
+            println!("    verification   every member's grid check passed revision 0");
+        } else {
+            println!("    verification   every verifier accepted revision 0");
+        }
+        for a in &self.appeals {
+            println!(
+                "    appeal         participant {} ({}): {}",
+                a.participant, a.claim, a.resolution
+            );
+        }
+        println!(
+            "    joint sigs     commit certificate signed by {}",
+            self.signers.join(", ")
+        );
+        println!("    commit         {} trades", self.trades);
+        let mut products: Vec<&String> = self.prices.iter().map(|(p, _, _)| p).collect();
+        products.dedup();
+        for product in products {
+            let prices: Vec<String> = self
+                .prices
+                .iter()
+                .filter(|(p, _, _)| p == product)
+                .map(|(_, a, price)| format!("{a} {price}"))
+                .collect();
+            let flows: Vec<String> = self
+                .flows
+                .iter()
+                .filter(|(p, ..)| p == product)
+                .map(|(_, id, from, to, flow, cap)| format!("#{id} {from}->{to} {flow} of {cap}"))
+                .collect();
+            println!("    {product}  prices per MWh: {}", prices.join(", "));
+            if !flows.is_empty() {
+                println!(
+                    "    {:width$}  tie-line flows, MWh: {}",
+                    "",
+                    flows.join("; "),
+                    width = product.len()
+                );
+            }
+        }
+    }
+}
+
+/// What the appellant got.
+struct AppealSent {
+    participant: u32,
+    height: u64,
+    recorded: bool,
+}
+
+/// A participant of the second member disputes the allocation of its bid of
+/// [`APPEAL_HEIGHT`] (or a later round) while the round is in progress, and reads the
+/// resolution recorded in the committed block.
+async fn appeal_once(
+    g: &Genesis,
+    clients: &[Arc<ParticipantClient>],
+    feed: &Feed,
+    log: &Log,
+) -> Result<AppealSent> {
+    let home = g.members[1.min(g.members.len() - 1)].id;
+    let k = g
+        .participants
+        .iter()
+        .position(|p| p.home == home)
+        .context("the appellant's home has participants")?;
+    let c = &clients[k];
+    let participant = g.participants[k].id;
+    for _ in 0..3 {
+        let mut bid = None;
+        wait_until(PHASE_LIMIT, "the appellant's receipt", || {
+            let found = feed
+                .by_participant
+                .lock()
+                .expect("feed lock")
+                .get(&k)
+                .copied()
+                .filter(|(_, h)| *h >= APPEAL_HEIGHT);
+            bid = found;
+            async move { found.is_some() }
+        })
+        .await?;
+        let (id, height) = bid.expect("found");
+        let appeal = tieline_core::block::Appeal {
+            chain_id: g.chain_id(),
+            participant,
+            height,
+            claim: AppealClaim::Misallocated { bid: id },
+        };
+        match c.appeal(Signed::sign(appeal, c.signer())).await? {
+            Reply::AppealForwarded { height } => {
+                log.event(format!(
+                    "appeal: participant {participant} disputes the allocation of its bid {} in round {height}; its home node {} forwarded it to every member",
+                    &id.to_hex()[..12],
+                    member_name(g, home)
+                ));
+                let process = c.committed_process(height, PHASE_LIMIT).await?;
+                let record = process.appeals_of(participant).last();
+                log.event(match record {
+                    Some(r) => format!(
+                        "appeal resolved in block {} (height {height}, revision {}): {}",
+                        &process.header.digest().to_hex()[..16],
+                        process.header.revision,
+                        r.resolution
+                    ),
+                    None => format!("appeal not recorded in height {height}; appealing again"),
+                });
+                if record.is_some() {
+                    return Ok(AppealSent {
+                        participant: participant.0,
+                        height,
+                        recorded: true,
+                    });
+                }
+            }
+            other => log.event(format!("appeal refused ({other:?}); appealing again")),
+        }
+        let next = c.status().await?.height;
+        wait_until(PHASE_LIMIT, "the next round", || async {
+            c.status().await.is_ok_and(|s| s.height > next)
+        })
+        .await?;
+    }
+    Ok(AppealSent {
+        participant: participant.0,
+        height: 0,
+        recorded: false,
+    })
+}
+
+/// Where the demo's bids come from.
+enum BidSource {
+    /// The sample consortium's crossing bids, one per participant every [`BID_INTERVAL`].
+    Sample(Box<SampleBids>),
+    /// Every grid participant's offer or demand bid, once per round.
+    Grid(Arc<tieline_core::grid::GridConsortium>),
+}
+
+/// Submits bids until told to stop, recording receipts; participants of a node marked down
+/// do not bid.
+async fn feed_bids(
+    source: BidSource,
+    clients: Vec<Arc<ParticipantClient>>,
+    watchers: Vec<Arc<ParticipantClient>>,
+    homes: Vec<usize>,
+    down: Arc<Vec<AtomicBool>>,
+    feed: Arc<Feed>,
+) {
+    let mut tick = 0u64;
+    // Submissions run on their own: one that waits for a node that was just killed (until the
+    // request times out) does not hold back the bids of the next round.
+    let mut tasks = tokio::task::JoinSet::new();
+    while !feed.stop.load(Ordering::Relaxed) {
+        let bids: Vec<(usize, tieline_core::market::SignedBid)> = match &source {
+            BidSource::Sample(sample) => {
+                tick += 1;
+                (0..clients.len())
+                    .map(|k| (k, sample.bid(k, tick)))
+                    .collect()
+            }
+            BidSource::Grid(grid) => {
+                // The round in progress at any live node; each round's bids once.
+                let mut height = 0;
+                for (i, w) in watchers.iter().enumerate() {
+                    if !down[i].load(Ordering::Relaxed) {
+                        if let Some(s) = status(w).await {
+                            height = height.max(s.height);
+                        }
+                    }
+                }
+                if height <= tick {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+                tick = height;
+                grid.bids(height).into_iter().enumerate().collect()
+            }
+        };
+        for (k, bid) in bids {
+            if down[homes[k]].load(Ordering::Relaxed) {
+                continue;
+            }
+            let (c, feed) = (clients[k].clone(), feed.clone());
+            tasks.spawn(async move {
+                let id = bid.body.id();
+                if let Ok(replies) = c.submit(vec![bid]).await {
+                    match replies.first() {
+                        Some(Reply::Receipt(r)) => {
+                            feed.receipted
+                                .lock()
+                                .expect("feed lock")
+                                .insert(id, r.body.height);
+                            feed.by_participant
+                                .lock()
+                                .expect("feed lock")
+                                .insert(k, (id, r.body.height));
+                        }
+                        _ => {
+                            feed.rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        if matches!(source, BidSource::Sample(_)) {
+            tokio::time::sleep(BID_INTERVAL).await;
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    tasks.join_all().await;
 }
 
 /// The demo's bids: the sample consortium's crossing bids, one per participant and tick.

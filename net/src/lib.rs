@@ -11,5 +11,6 @@ pub mod cluster;
 pub mod keyfile;
 pub mod node;
 pub mod participant;
+pub mod report;
 pub mod storage;
 pub mod transport;

@@ -7,13 +7,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use tieline_core::block::{AppealClaim, AppealResolution};
 use tieline_core::consensus::Reply;
-use tieline_core::crypto::{PublicKey, Signed, Signer};
+use tieline_core::crypto::{Digest, PublicKey, Signed, Signer};
+use tieline_core::encoding::Tagged;
 use tieline_core::genesis::{
     Area, ClearingParams, ClearingRule, FaultKind, FaultModel, Genesis, Member, Participant,
     TieLine, Timing,
 };
-use tieline_core::market::{Bid, BidStep, Product, Settlement, Side, Term};
+use tieline_core::market::{
+    Bid, BidStep, Product, Settlement, Side, SignedBid, SignedReceipt, Term,
+};
 use tieline_core::units::{
     AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp,
 };
@@ -70,12 +74,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Appeal the preliminary result of the round in progress to your home node (the paper's
+    /// step 5): prints the node's receipt of the appeal and, once the round commits, the
+    /// resolution recorded in the block.
+    Appeal(AppealArgs),
     /// Export a (stopped) node's stored chain to a chain file.
     Export {
         /// The node's data directory.
         #[arg(long)]
         data_dir: PathBuf,
         /// The chain file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a self-contained HTML audit report of a chain (re-running the audit): verdict,
+    /// rounds, negotiations, prices, tie-line flows and signatures.
+    Report {
+        /// The consortium's genesis file (TOML).
+        #[arg(long)]
+        genesis: PathBuf,
+        /// An exported chain file.
+        #[arg(
+            long,
+            conflicts_with = "data_dir",
+            required_unless_present = "data_dir"
+        )]
+        chain: Option<PathBuf>,
+        /// A node's data directory (the node must be stopped).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The HTML file to write.
         #[arg(long)]
         out: PathBuf,
     },
@@ -92,6 +120,13 @@ enum Command {
         /// Keep the cluster's files in this directory instead of a temporary one.
         #[arg(long)]
         keep: Option<PathBuf>,
+        /// The market: the RTS-GMLC grid consortium, or the simple sample one.
+        #[arg(long, value_enum, default_value_t = demo::DemoMarket::Grid)]
+        market: demo::DemoMarket,
+        /// Where to write the HTML report of the chain (default: tieline-demo-report.html in
+        /// the system's temporary directory).
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
@@ -240,6 +275,29 @@ struct BidArgs {
     /// Bid as this participant id instead of the key's (the node checks the signature).
     #[arg(long)]
     as_participant: Option<u32>,
+    /// Keep the signed bid and its receipt in this file (JSON), the evidence of an appeal
+    /// (`tieline appeal --omitted FILE`).
+    #[arg(long)]
+    save: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("claim").required(true).args(["omitted", "disputes"])))]
+struct AppealArgs {
+    #[command(flatten)]
+    who: ParticipantArgs,
+    /// Claim that a receipted bid was left out: the file `tieline bid --save` wrote.
+    #[arg(long)]
+    omitted: Option<PathBuf>,
+    /// Dispute the allocation of one of your bids in the round: its id (hex).
+    #[arg(long)]
+    disputes: Option<String>,
+    /// The round appealed (default: the home node's round in progress).
+    #[arg(long)]
+    height: Option<u64>,
+    /// Seconds to wait for the round to commit (0: do not wait).
+    #[arg(long, default_value_t = 60)]
+    wait: u64,
 }
 
 #[derive(Args)]
@@ -279,6 +337,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node(args) => node(args),
         Command::Bid(args) => runtime()?.block_on(bid(args)),
         Command::Query(args) => runtime()?.block_on(query(args)),
+        Command::Appeal(args) => runtime()?.block_on(appeal(args)),
         Command::Status(args) => runtime()?.block_on(status(args)),
         Command::Audit {
             genesis,
@@ -300,9 +359,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("exported {} blocks to {}", decoded.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { json, rounds, keep } => {
+        Command::Report {
+            genesis,
+            chain,
+            data_dir,
+            out,
+        } => report(&genesis, chain.as_deref(), data_dir.as_deref(), &out),
+        Command::Demo {
+            json,
+            rounds,
+            keep,
+            market,
+            report,
+        } => {
             let options = demo::DemoOptions {
                 json,
+                market,
+                report: report
+                    .unwrap_or_else(|| std::env::temp_dir().join("tieline-demo-report.html")),
                 rounds,
                 keep,
                 bin: std::env::current_exe().context("cannot locate the tieline binary")?,
@@ -637,10 +711,13 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
     };
     let id = body.id();
     let signed = Signed::sign(body, c.signer());
-    let replies = c.submit(vec![signed]).await?;
+    let replies = c.submit(vec![signed.clone()]).await?;
     c.close().await;
     match replies.into_iter().next() {
         Some(Reply::Receipt(r)) => {
+            if let Some(path) = &a.save {
+                save_evidence(path, &signed, &r)?;
+            }
             if a.who.json {
                 println!(
                     "{}",
@@ -671,6 +748,142 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
         }
         other => bail!("unexpected answer: {other:?}"),
     }
+}
+
+/// Writes a signed bid and its receipt as JSON (canonical bytes in hex), refusing to overwrite.
+fn save_evidence(path: &Path, bid: &SignedBid, receipt: &SignedReceipt) -> Result<()> {
+    let text = serde_json::json!({
+        "bid": hex::encode(bid.to_canonical_bytes()),
+        "receipt": hex::encode(receipt.to_canonical_bytes()),
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("--save {}: cannot create the file", path.display()))?;
+    std::io::Write::write_all(&mut f, format!("{text:#}\n").as_bytes())
+        .with_context(|| format!("--save {}", path.display()))
+}
+
+/// Reads what [`save_evidence`] wrote.
+fn read_evidence(path: &Path) -> Result<(SignedBid, SignedReceipt)> {
+    let what = || format!("--omitted {}", path.display());
+    let text = std::fs::read_to_string(path).with_context(what)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", what()))?;
+    let field = |name: &str| -> Result<Vec<u8>> {
+        let s = v[name]
+            .as_str()
+            .ok_or_else(|| anyhow!("{}: no `{name}` string", what()))?;
+        hex::decode(s).with_context(|| format!("{}: `{name}` is not hex", what()))
+    };
+    let bid = SignedBid::from_canonical_bytes(&field("bid")?)
+        .map_err(|e| anyhow!("{}: `bid`: {e}", what()))?;
+    let receipt = SignedReceipt::from_canonical_bytes(&field("receipt")?)
+        .map_err(|e| anyhow!("{}: `receipt`: {e}", what()))?;
+    Ok((bid, receipt))
+}
+
+async fn appeal(a: AppealArgs) -> Result<ExitCode> {
+    let (genesis, c) = client(&a.who)?;
+    let Some(participant) = c.participant else {
+        bail!("the key is not an admitted participant: only a participant may appeal");
+    };
+    let claim = match (&a.omitted, &a.disputes) {
+        (Some(path), _) => {
+            let (bid, receipt) = read_evidence(path)?;
+            AppealClaim::Omitted {
+                bid: Box::new(bid),
+                receipt,
+            }
+        }
+        (None, Some(id)) => AppealClaim::Misallocated {
+            bid: Digest::from_hex(id).map_err(|e| anyhow!("--disputes `{id}`: {e}"))?,
+        },
+        (None, None) => bail!("give --omitted FILE or --disputes BID"),
+    };
+    let height = match a.height {
+        Some(h) => h,
+        None => c.status().await?.height,
+    };
+    let body = tieline_core::block::Appeal {
+        chain_id: genesis.chain_id(),
+        participant,
+        height,
+        claim,
+    };
+    let reply = c.appeal(Signed::sign(body, c.signer())).await?;
+    let json = a.who.json;
+    let forwarded = match reply {
+        Reply::AppealForwarded { height } => height,
+        Reply::AppealRejected { reason } => {
+            c.close().await;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"status": "refused", "reason": reason})
+                );
+            } else {
+                println!("refused: {reason}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        other => bail!("unexpected answer: {other:?}"),
+    };
+    if !json {
+        println!(
+            "receipt: node {} forwarded the appeal on height {forwarded} to every member",
+            c.node()
+        );
+    }
+    if a.wait == 0 {
+        c.close().await;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"status": "forwarded", "height": forwarded})
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let process = c
+        .committed_process(forwarded, Duration::from_secs(a.wait))
+        .await;
+    c.close().await;
+    let process = process?;
+    let block = process.header.digest().to_hex();
+    let record = process.appeals_of(participant).last();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "status": if record.is_some() { "recorded" } else { "not recorded" },
+                "height": forwarded,
+                "block": block,
+                "revision": process.header.revision,
+                "resolution": record.map(|r| r.resolution.to_string()),
+                "upheld": record.map(|r| matches!(r.resolution, AppealResolution::Upheld { .. })),
+            })
+        );
+    } else {
+        match record {
+            Some(r) => println!(
+                "recorded in block {} (height {forwarded}, revision {}; commit certificate verified): {}",
+                &block[..16],
+                process.header.revision,
+                r.resolution
+            ),
+            None => println!(
+                "not recorded in block {} (height {forwarded}): negotiation had closed or the primary changed; appeal again on the next round",
+                &block[..16]
+            ),
+        }
+    }
+    Ok(if record.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn query(a: QueryArgs) -> Result<ExitCode> {
@@ -788,4 +1001,31 @@ fn audit(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+// ----- report -----
+
+/// Writes the HTML audit report; fails (exit 1) if the audit does, after writing the report.
+fn report(
+    genesis: &Path,
+    chain: Option<&Path>,
+    data_dir: Option<&Path>,
+    out: &Path,
+) -> Result<ExitCode> {
+    let genesis = read_genesis(genesis)?;
+    let blocks = match (chain, data_dir) {
+        (Some(c), _) => chainfile::read_chain(c)?,
+        (None, Some(d)) => cluster::stored_chain(d)
+            .with_context(|| format!("cannot read the node database in {}", d.display()))?,
+        (None, None) => bail!("give --chain or --data-dir"),
+    };
+    let audited = tieline_net::report::audit(&genesis, &blocks);
+    let html = tieline_net::report::render_audited(&genesis, &audited);
+    std::fs::write(out, html).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("{}", out.display());
+    Ok(if audited.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

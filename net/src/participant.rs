@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tieline_core::block::Appeal;
 use tieline_core::consensus::Reply;
 use tieline_core::consensus::wire::{
-    CertifiedTrades, NodeStatus, ProofError, Request, RequestFailure, Response, TradeReport,
+    CertifiedProcess, CertifiedTrades, NodeStatus, ProofError, Request, RequestFailure, Response,
+    TradeReport,
 };
-use tieline_core::crypto::{Ed25519, Ed25519Signer, PublicKey, Signer};
+use tieline_core::crypto::{Ed25519, Ed25519Signer, PublicKey, Signed, Signer};
 use tieline_core::encoding::{DecodeError, Tagged};
 use tieline_core::genesis::Genesis;
 use tieline_core::market::SignedBid;
@@ -66,6 +68,16 @@ pub enum ClientError {
     BadReceipt {
         /// The bid's position in the request.
         index: usize,
+    },
+    /// The home node did not commit the height in time.
+    #[error("node {node} had not committed height {height} after {waited:?}")]
+    NotCommitted {
+        /// The node.
+        node: NodeId,
+        /// The height waited for.
+        height: u64,
+        /// How long.
+        waited: Duration,
     },
     /// Certified trades do not verify.
     #[error("the node's answer does not verify: {0}")]
@@ -136,6 +148,11 @@ impl ParticipantClient {
         })
     }
 
+    /// The node this client talks to.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
     /// The participant's signer.
     pub fn signer(&self) -> &Ed25519Signer {
         &self.signer
@@ -195,6 +212,50 @@ impl ParticipantClient {
                 Ok(replies)
             }
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Submits a signed appeal (spec 2.8); returns the home node's reply: forwarded (its
+    /// receipt of the appeal) or rejected with the reason.
+    pub async fn appeal(&self, appeal: Signed<Appeal>) -> Result<Reply, ClientError> {
+        match self.ask(&Request::SubmitAppeal(Box::new(appeal))).await? {
+            Response::Replies(mut replies) if replies.len() == 1 => Ok(replies.remove(0)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The committed block of `height`'s process data (its appeals with their resolutions),
+    /// verified against its certified header with nothing but the genesis.
+    pub async fn process(&self, height: u64) -> Result<CertifiedProcess, ClientError> {
+        match self.ask(&Request::QueryProcess { height }).await? {
+            Response::Process(p) if p.header.height == height => {
+                p.verify(&self.genesis, &self.scheme)?;
+                Ok(*p)
+            }
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Waits until the home node has committed `height` (polling its status), then returns
+    /// that block's verified process data; gives up after `limit`.
+    pub async fn committed_process(
+        &self,
+        height: u64,
+        limit: Duration,
+    ) -> Result<CertifiedProcess, ClientError> {
+        let start = std::time::Instant::now();
+        loop {
+            if self.status().await?.height > height {
+                return self.process(height).await;
+            }
+            if start.elapsed() >= limit {
+                return Err(ClientError::NotCommitted {
+                    node: self.node,
+                    height,
+                    waited: limit,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -14,8 +14,8 @@
 //! genesis), or ask the node's status.
 
 use crate::block::{
-    Appeal, AppealResolution, Block, BlockHeader, Objection, QuorumCertificate, SkipCertificate,
-    SkipVote, Vote, VoteKind,
+    Appeal, AppealRecord, AppealResolution, Block, BlockHeader, Objection, ProcessData,
+    QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind,
 };
 use crate::consensus::{MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply};
 use crate::crypto::{SignatureScheme, Signed};
@@ -436,6 +436,13 @@ pub enum Request {
     },
     /// The node's committed height, current view and last header.
     Status,
+    /// The committed block of `height`'s process data (batches, appeals with their
+    /// resolutions, objections, cuts) with its certified header: how a participant reads the
+    /// resolution of its appeal (spec 2.8).
+    QueryProcess {
+        /// The height.
+        height: u64,
+    },
 }
 
 impl Canonical for Request {
@@ -454,6 +461,10 @@ impl Canonical for Request {
                 from_height.encode(out);
             }
             Request::Status => out.push(3),
+            Request::QueryProcess { height } => {
+                out.push(4);
+                height.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -466,6 +477,9 @@ impl Canonical for Request {
                 from_height: field(r, "from_height")?,
             },
             3 => Request::Status,
+            4 => Request::QueryProcess {
+                height: field(r, "height")?,
+            },
             value => return Err(invalid(value)),
         })
     }
@@ -548,6 +562,74 @@ pub enum ProofError {
     /// The participant is not in the genesis.
     #[error("participant {0} is not admitted")]
     UnknownParticipant(ParticipantId),
+    /// The process data is not what the header commits to.
+    #[error("the process data of height {height} does not match its header's process hash")]
+    ProcessHash {
+        /// The header's height.
+        height: u64,
+    },
+}
+
+/// A committed block's header, commit certificate and process data: what a home node answers
+/// to [`Request::QueryProcess`], and what a participant checks an appeal's recorded
+/// resolution against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertifiedProcess {
+    /// The header.
+    pub header: BlockHeader,
+    /// The commit certificate over the header.
+    pub certificate: QuorumCertificate,
+    /// The block's process data.
+    pub process: ProcessData,
+}
+crate::canonical_struct!(CertifiedProcess {
+    header,
+    certificate,
+    process
+});
+
+impl CertifiedProcess {
+    /// The certified process data of `block`.
+    pub fn from_block(block: &Block) -> Self {
+        Self {
+            header: block.header.clone(),
+            certificate: block.certificate.clone(),
+            process: block.body.process.clone(),
+        }
+    }
+
+    /// What a participant checks, trusting nothing but the genesis: the certificate is a valid
+    /// commit certificate for the header (a quorum of members; spec D11, D18) and the process
+    /// data is the one the header commits to (D16).
+    pub fn verify(
+        &self,
+        genesis: &Genesis,
+        scheme: &dyn SignatureScheme,
+    ) -> Result<(), ProofError> {
+        let height = self.header.height;
+        let chain_id = genesis.chain_id();
+        if self.header.chain_id != chain_id {
+            return Err(ProofError::WrongChain { height });
+        }
+        let c = &self.certificate;
+        if c.kind != VoteKind::Commit || c.height != height || c.block != self.header.digest() {
+            return Err(ProofError::CertificateTarget { height });
+        }
+        c.verify(genesis, chain_id, scheme, &[])
+            .map_err(|reason| ProofError::Certificate { height, reason })?;
+        if crate::crypto::digest_of(&self.process) != self.header.process_hash {
+            return Err(ProofError::ProcessHash { height });
+        }
+        Ok(())
+    }
+
+    /// The recorded appeals of `participant` in this block.
+    pub fn appeals_of(&self, participant: ParticipantId) -> impl Iterator<Item = &AppealRecord> {
+        self.process
+            .appeals
+            .iter()
+            .filter(move |a| a.appeal.body.participant == participant)
+    }
 }
 
 impl CertifiedTrades {
@@ -708,6 +790,8 @@ pub enum Response {
     Status(NodeStatus),
     /// The request was refused.
     Failed(RequestFailure),
+    /// A committed block's process data with its certified header.
+    Process(Box<CertifiedProcess>),
 }
 
 impl Canonical for Response {
@@ -729,6 +813,10 @@ impl Canonical for Response {
                 out.push(3);
                 f.encode(out);
             }
+            Response::Process(p) => {
+                out.push(4);
+                p.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -737,6 +825,7 @@ impl Canonical for Response {
             1 => Response::Trades(field(r, "trades")?),
             2 => Response::Status(field(r, "status")?),
             3 => Response::Failed(field(r, "failure")?),
+            4 => Response::Process(boxed(r, "process")?),
             value => return Err(invalid(value)),
         })
     }
@@ -870,6 +959,7 @@ mod tests {
             st::signed(st::appeal()).prop_map(|a| Request::SubmitAppeal(Box::new(a))),
             any::<u64>().prop_map(|from_height| Request::QueryTrades { from_height }),
             Just(Request::Status),
+            any::<u64>().prop_map(|height| Request::QueryProcess { height }),
         ]
     }
 
@@ -918,6 +1008,13 @@ mod tests {
                 kind: FailureKind::Forbidden,
                 detail
             })),
+            (st::header(), st::qc(), st::body()).prop_map(|(header, certificate, body)| {
+                Response::Process(Box::new(CertifiedProcess {
+                    header,
+                    certificate,
+                    process: body.process,
+                }))
+            }),
         ]
     }
 
@@ -1064,5 +1161,55 @@ mod tests {
             certified.verify(&s.genesis, &scheme, other),
             Err(ProofError::NotMine { .. })
         ));
+    }
+
+    /// A participant reads an appeal's resolution from certified process data (spec 2.8):
+    /// what the simulated cluster committed verifies; altered process data, a certificate of
+    /// another block or a short quorum, and another chain's header are caught.
+    #[test]
+    fn participant_verifies_certified_process_data_and_catches_forgeries() {
+        let s = SampleConsortium::new(4, 2);
+        let security: Vec<Arc<dyn SecurityCheck>> =
+            (0..4).map(|_| Arc::new(NoGridModel) as _).collect();
+        let mut cluster = Cluster::from_sample(&s, security);
+        cluster.start();
+        for i in 0..8 {
+            cluster.input(i / 2, Input::Bid(s.bid(i, 1, 1)));
+        }
+        assert!(cluster.run_until(100_000, |c| c.min_height() >= 2));
+        let scheme = Ed25519::default();
+        let block = cluster.nodes[0].store.blocks[0].clone();
+        let certified = CertifiedProcess::from_block(&block);
+        let bytes = Response::Process(Box::new(certified.clone())).to_canonical_bytes();
+        let Response::Process(answer) = Response::from_canonical_bytes(&bytes).unwrap() else {
+            panic!("process data");
+        };
+        answer.verify(&s.genesis, &scheme).unwrap();
+        assert_eq!(answer.appeals_of(s.genesis.participants[0].id).count(), 0);
+
+        let mut forged = certified.clone();
+        forged.process.skipped.push(NodeId(1));
+        assert_eq!(
+            forged.verify(&s.genesis, &scheme),
+            Err(ProofError::ProcessHash { height: 1 })
+        );
+        let mut forged = certified.clone();
+        forged.certificate = cluster.nodes[0].store.blocks[1].certificate.clone();
+        assert_eq!(
+            forged.verify(&s.genesis, &scheme),
+            Err(ProofError::CertificateTarget { height: 1 })
+        );
+        let mut forged = certified.clone();
+        forged.certificate.signatures.truncate(1);
+        assert!(matches!(
+            forged.verify(&s.genesis, &scheme),
+            Err(ProofError::Certificate { .. })
+        ));
+        let mut forged = certified;
+        forged.header.chain_id = crate::crypto::sha256(&[b"another chain"]);
+        assert_eq!(
+            forged.verify(&s.genesis, &scheme),
+            Err(ProofError::WrongChain { height: 1 })
+        );
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tieline_core::block::Block;
 use tieline_core::consensus::wire::{
-    CertifiedTrades, FailureKind, MAX_QUERY_BLOCKS, Request, RequestFailure, Response, TradeReport,
+    CertifiedProcess, CertifiedTrades, FailureKind, MAX_QUERY_BLOCKS, Request, RequestFailure,
+    Response, TradeReport,
 };
 use tieline_core::consensus::{Input, Message};
 use tieline_core::encoding::Tagged;
@@ -172,6 +173,22 @@ fn request(
             respond(reply, &Response::Status(status));
             None
         }
+        Request::QueryProcess { height } => {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = shared.query_slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let storage = shared.storage.clone();
+                let answer =
+                    tokio::task::spawn_blocking(move || query_process(&storage, height)).await;
+                match answer {
+                    Ok(response) => respond(reply, &response),
+                    Err(e) => refuse(reply, FailureKind::Internal, e.to_string()),
+                }
+            });
+            None
+        }
         Request::QueryTrades { from_height } => {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -190,6 +207,29 @@ fn request(
             });
             None
         }
+    }
+}
+
+/// The committed block of `height`'s process data with its certified header.
+fn query_process(storage: &crate::storage::Storage, height: u64) -> Response {
+    let failed = |kind, detail: String| Response::Failed(RequestFailure { kind, detail });
+    let committed = storage.last_height().unwrap_or(0);
+    if height == 0 || height > committed {
+        return failed(
+            FailureKind::Unavailable,
+            format!("height {height} is not committed here (committed: {committed})"),
+        );
+    }
+    match storage.blocks(height, height) {
+        Ok(stored) => match stored.first().map(|(_, b)| Block::from_canonical_bytes(b)) {
+            Some(Ok(b)) => Response::Process(Box::new(CertifiedProcess::from_block(&b))),
+            Some(Err(e)) => failed(FailureKind::Internal, format!("stored block {height}: {e}")),
+            None => failed(
+                FailureKind::Internal,
+                format!("block {height} is not stored"),
+            ),
+        },
+        Err(e) => failed(FailureKind::Internal, e.to_string()),
     }
 }
 
