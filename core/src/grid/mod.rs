@@ -10,6 +10,7 @@
 
 pub mod consortium;
 pub mod matpower;
+pub mod network;
 pub mod offers;
 pub mod ptdf;
 pub mod security;
@@ -17,6 +18,7 @@ pub mod split;
 
 pub use consortium::{AreaFile, GridConsortium, GridConsortiumError, GridConsortiumOptions};
 pub use matpower::{Branch, Bus, Case, GenCost, Generator, MatpowerError};
+pub use network::{Network, NetworkLine};
 pub use offers::{Offer, OfferError, OfferSource, case_offers};
 pub use ptdf::{GridError, Ptdf, line_limit_cuts};
 pub use security::{AreaModel, AreaModelError, LineFlow};

@@ -23,12 +23,19 @@ use crate::genesis::Genesis;
 use crate::market::{Bid, Product, Settlement, Side};
 use crate::units::{AreaId, Quantity, TieLineId};
 
-use super::{Case, GridError, MatpowerError, Ptdf};
+use super::network::Network;
+use super::{Case, GridError, MatpowerError};
 
 /// The label of a cut that excludes a bid the area's model cannot place (no bus, or a bus the
 /// model does not have). Line cuts are labelled `2 * branch` (forward) and `2 * branch + 1`
 /// (backward), with `branch` the row of the branch in the area file, counted from 0.
 pub const UNLOCATED_BID_LABEL: u32 = u32::MAX;
+
+/// The first label of the cuts that balance a connected component of the area's network:
+/// component `k` (in the order of its first bus in the area file, from 0) gets
+/// `BALANCE_LABEL + 2 * k` (a surplus: its net injection at most zero) and
+/// `BALANCE_LABEL + 2 * k + 1` (a deficit: at least zero).
+pub const BALANCE_LABEL: u32 = 1 << 31;
 
 /// A line counts as overloaded when its DC flow exceeds its limit by more than this, in kWh:
 /// float noise of the flow computation, far below a kWh.
@@ -49,6 +56,16 @@ pub enum AreaModelError {
     /// A bus number appears twice in the area file.
     #[error("bus {0} appears twice in the area file")]
     DuplicateBus(u32),
+    /// A bus has no in-service branch and no tie line: nothing can flow to or from it.
+    #[error(
+        "bus {bus} of area {area} has no in-service branch and no tie line: nothing can flow to or from it"
+    )]
+    IsolatedBus {
+        /// The bus.
+        bus: u32,
+        /// The area.
+        area: AreaId,
+    },
     /// A tie line touching the area does not land at one of its buses.
     #[error("tie line {tie_line}: {reason}")]
     TieLine {
@@ -59,16 +76,15 @@ pub enum AreaModelError {
     },
 }
 
-/// A rated branch of the area: its PTDF row and its rating.
-#[derive(Clone)]
+/// A rated branch of the area: its line in the network and its rating.
+#[derive(Clone, Copy)]
 struct RatedLine {
     /// The branch's row in the area file (from 0).
     branch: u32,
+    /// Its index in [`Network::lines`].
+    line: usize,
     /// The rating (MATPOWER `rateA`), MW.
     rating_mw: f64,
-    /// MW on the branch (positive from its `from` bus) per MW injected at each bus (columns as
-    /// in `AreaModel::columns`) and withdrawn at the reference bus.
-    factors: Vec<f64>,
 }
 
 /// A tie line landing in the area: where, and the sign of its flow as an injection there.
@@ -91,8 +107,9 @@ struct Landing {
 #[derive(Clone)]
 pub struct AreaModel {
     area: AreaId,
-    /// Bus number -> column of the PTDF rows.
+    /// Bus number -> its position in the network.
     columns: BTreeMap<u32, usize>,
+    network: std::sync::Arc<Network>,
     lines: Vec<RatedLine>,
     landings: Vec<Landing>,
 }
@@ -143,22 +160,22 @@ impl AreaModel {
         if let Some(b) = case.buses.iter().find(|b| !seen.insert(b.id)) {
             return Err(AreaModelError::DuplicateBus(b.id));
         }
-        let ptdf = Ptdf::compute(case)?;
-        let columns: BTreeMap<u32, usize> = ptdf
+        let network = Network::new(case)?;
+        let columns: BTreeMap<u32, usize> = network
             .buses
             .iter()
             .enumerate()
             .map(|(c, &b)| (b, c))
             .collect();
-        let lines = ptdf
-            .branches
+        let lines = network
+            .lines
             .iter()
-            .zip(ptdf.factors)
-            .filter(|(b, _)| case.branches[**b].rate_a > 0.0)
-            .map(|(&b, factors)| RatedLine {
-                branch: b as u32,
-                rating_mw: case.branches[b].rate_a,
-                factors,
+            .enumerate()
+            .filter(|(_, l)| case.branches[l.branch].rate_a > 0.0)
+            .map(|(k, l)| RatedLine {
+                branch: l.branch as u32,
+                line: k,
+                rating_mw: case.branches[l.branch].rate_a,
             })
             .collect();
         let mut landings = Vec::new();
@@ -188,9 +205,25 @@ impl AreaModel {
                 sign,
             });
         }
+        // A bus nothing can reach: no branch in service and no tie line.
+        let mut reached = vec![false; network.buses.len()];
+        for l in &network.lines {
+            reached[l.from] = true;
+            reached[l.to] = true;
+        }
+        for l in &landings {
+            reached[l.column] = true;
+        }
+        if let Some(k) = reached.iter().position(|r| !r) {
+            return Err(AreaModelError::IsolatedBus {
+                bus: network.buses[k],
+                area,
+            });
+        }
         Ok(AreaModel {
             area,
             columns,
+            network: std::sync::Arc::new(network),
             lines,
             landings,
         })
@@ -201,6 +234,12 @@ impl AreaModel {
         self.area
     }
 
+    /// How many connected components the area's own network has (each balanced by its own
+    /// bids and tie flows).
+    pub fn components(&self) -> usize {
+        self.network.components()
+    }
+
     /// The DC flow of every rated line for every physical product of the input, on the
     /// outcome. Bids the model cannot place are left out.
     pub fn line_flows(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<LineFlow> {
@@ -208,11 +247,12 @@ impl AreaModel {
         let mut out = Vec::new();
         for product in physical_products(input) {
             let injection = self.injections(input, cleared, &accepted, product).0;
+            let angles = self.network.angles(&injection);
             for line in &self.lines {
                 out.push(LineFlow {
                     product,
                     branch: line.branch,
-                    flow_kwh: flow(line, &injection),
+                    flow_kwh: self.network.flow(&self.network.lines[line.line], &angles),
                     limit: line_limit(line, product),
                 });
             }
@@ -278,12 +318,57 @@ impl AreaModel {
         sign: f64,
         direction: u32,
     ) -> Cut {
+        let mut factors = vec![0.0; self.columns.len()];
+        for (k, f) in self.network.ptdf_row(&self.network.lines[line.line]) {
+            factors[k] = f;
+        }
+        Cut {
+            product,
+            label: 2 * line.branch + direction,
+            terms: self.terms(input, product, |c| sign * factors[c]),
+            limit: line_limit(line, product),
+        }
+    }
+
+    /// The cut that balances connected component `component`: its net injection at most zero
+    /// (`sign` +1, a surplus) or at least zero (`sign` -1, a deficit).
+    fn balance_cut(
+        &self,
+        input: &ClearingInput<'_>,
+        product: Product,
+        component: usize,
+        sign: f64,
+    ) -> Cut {
+        let of = &self.network.component_of;
+        Cut {
+            product,
+            label: BALANCE_LABEL + 2 * component as u32 + u32::from(sign < 0.0),
+            terms: self.terms(
+                input,
+                product,
+                |c| {
+                    if of[c] == component { sign } else { 0.0 }
+                },
+            ),
+            limit: Quantity::ZERO,
+        }
+    }
+
+    /// A cut's terms: every placed bid of the area and product with the weight of its bus, and
+    /// every tie line landing in the area with the weight of its landing bus times its sign,
+    /// each rounded to the nearest millionth, zero terms left out.
+    fn terms(
+        &self,
+        input: &ClearingInput<'_>,
+        product: Product,
+        weight: impl Fn(usize) -> f64,
+    ) -> Vec<CutTerm> {
         let scale = COEFFICIENT_SCALE as f64;
         let mut terms: Vec<CutTerm> = self
             .bids(input, product)
             .filter_map(|&(id, bid)| {
                 let c = self.column(bid)?;
-                let coefficient = (sign * line.factors[c] * scale).round() as i64;
+                let coefficient = (weight(c) * scale).round() as i64;
                 (coefficient != 0).then_some(CutTerm {
                     variable: CutVariable::Bid(id),
                     coefficient,
@@ -291,25 +376,21 @@ impl AreaModel {
             })
             .collect();
         terms.extend(self.landings.iter().filter_map(|l| {
-            let coefficient = (sign * l.sign * line.factors[l.column] * scale).round() as i64;
+            let coefficient = (l.sign * weight(l.column) * scale).round() as i64;
             (coefficient != 0).then_some(CutTerm {
                 variable: CutVariable::TieFlow(l.tie_line),
                 coefficient,
             })
         }));
-        Cut {
-            product,
-            label: 2 * line.branch + direction,
-            terms,
-            limit: line_limit(line, product),
-        }
+        terms
     }
 }
 
 impl SecurityCheck for AreaModel {
     /// For each physical product: if an accepted bid of the area cannot be placed, a cut that
     /// excludes it (and nothing else for the product, whose flows are then unknown); otherwise
-    /// one cut per rated line and direction whose DC flow exceeds the line's limit.
+    /// one cut per connected component that does not balance, and one per rated line and
+    /// direction whose DC flow exceeds the line's limit.
     fn check(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<Cut> {
         let accepted = accepted(cleared);
         let mut cuts = Vec::new();
@@ -335,8 +416,19 @@ impl SecurityCheck for AreaModel {
                 cuts.extend(excluded);
                 continue;
             }
+            // Each connected component balances through its own bids and tie flows.
+            let mut imbalance = vec![0.0; self.network.components()];
+            for (k, x) in injection.iter().enumerate() {
+                imbalance[self.network.component_of[k]] += x;
+            }
+            for (component, &x) in imbalance.iter().enumerate() {
+                if x.abs() > OVERLOAD_EPSILON_KWH {
+                    cuts.push(self.balance_cut(input, product, component, x.signum()));
+                }
+            }
+            let angles = self.network.angles(&injection);
             for line in &self.lines {
-                let f = flow(line, &injection);
+                let f = self.network.flow(&self.network.lines[line.line], &angles);
                 let limit = line_limit(line, product).0 as f64 + OVERLOAD_EPSILON_KWH;
                 for (sign, direction) in [(1.0, 0), (-1.0, 1)] {
                     if sign * f > limit {
@@ -374,15 +466,6 @@ fn net_injection(bid: &Bid, accepted: i64) -> i64 {
         Side::Sell => accepted,
         Side::Buy => -accepted,
     }
-}
-
-fn flow(line: &RatedLine, injection: &[f64]) -> f64 {
-    line.factors
-        .iter()
-        .zip(injection)
-        .filter(|(_, x)| **x != 0.0)
-        .map(|(a, x)| a * x)
-        .sum()
 }
 
 /// The line's rating times the product's delivery period, to the nearest kWh.
