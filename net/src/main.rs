@@ -78,6 +78,10 @@ enum Command {
     /// step 5): prints the node's receipt of the appeal and, once the round commits, the
     /// resolution recorded in the block.
     Appeal(AppealArgs),
+    /// Run any MATPOWER case as a consortium: one member per area (or zone), tie lines between
+    /// them, every generator and loaded bus bidding, and one negotiation through the real
+    /// consensus in memory with each member checking its own area's grid privately.
+    Grid(GridArgs),
     /// Export a (stopped) node's stored chain to a chain file.
     Export {
         /// The node's data directory.
@@ -300,6 +304,41 @@ struct AppealArgs {
     wait: u64,
 }
 
+/// Which bus column makes the members of `tieline grid`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SplitArg {
+    /// The bus `area` column (7th).
+    Area,
+    /// The bus `zone` column (11th).
+    Zone,
+}
+
+#[derive(Args)]
+struct GridArgs {
+    /// The MATPOWER case (version 2).
+    #[arg(long)]
+    case: PathBuf,
+    /// One member per area or per zone.
+    #[arg(long, value_enum, default_value = "area")]
+    split: SplitArg,
+    /// Tie-line capacities, percent of their ratings (rateA; a tie without a rating is
+    /// unlimited: it gets the case's installed generation).
+    #[arg(long, default_value_t = 100)]
+    tie_rating: u32,
+    /// Ratings of the lines inside the areas, percent of the case's (below 100: stressed).
+    #[arg(long, default_value_t = 100)]
+    line_rating: u32,
+    /// Chord segments per quadratic (polynomial) cost.
+    #[arg(long, default_value_t = tieline_core::grid::DEFAULT_POLYNOMIAL_SEGMENTS)]
+    segments: u32,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+    /// Also write the genesis, each member's area file and key, and offers.csv here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
 #[derive(Args)]
 struct QueryArgs {
     #[command(flatten)]
@@ -338,6 +377,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bid(args) => runtime()?.block_on(bid(args)),
         Command::Query(args) => runtime()?.block_on(query(args)),
         Command::Appeal(args) => runtime()?.block_on(appeal(args)),
+        Command::Grid(args) => grid(args),
         Command::Status(args) => runtime()?.block_on(status(args)),
         Command::Audit {
             genesis,
@@ -884,6 +924,43 @@ async fn appeal(a: AppealArgs) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn grid(a: GridArgs) -> Result<ExitCode> {
+    use tieline_net::gridcase;
+    if a.tie_rating == 0 || a.line_rating == 0 || a.segments == 0 {
+        bail!("--tie-rating, --line-rating and --segments must be positive");
+    }
+    let text = std::fs::read_to_string(&a.case)
+        .with_context(|| format!("cannot read the case {}", a.case.display()))?;
+    let options = gridcase::GridOptions {
+        split: match a.split {
+            SplitArg::Area => tieline_core::grid::SplitColumn::Area,
+            SplitArg::Zone => tieline_core::grid::SplitColumn::Zone,
+        },
+        tie_rating_percent: a.tie_rating,
+        line_rating_percent: a.line_rating,
+        polynomial_segments: a.segments,
+    };
+    let what = || format!("{}", a.case.display());
+    let (c, setup) = gridcase::consortium(&text, &options).with_context(what)?;
+    if let Some(dir) = &a.out {
+        gridcase::write_out(&c, dir)?;
+    }
+    let report = gridcase::negotiate(&c, setup).with_context(what)?;
+    if a.json {
+        println!("{}", report.json());
+    } else {
+        report.print();
+        if let Some(dir) = &a.out {
+            println!(
+                "wrote the genesis, {} area files with the members' (public sample) keys, and offers.csv to {}",
+                c.area_files.len(),
+                dir.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn query(a: QueryArgs) -> Result<ExitCode> {

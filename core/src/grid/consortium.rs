@@ -21,9 +21,10 @@ use crate::market::{Bid, SignedBid};
 use crate::sample::{sample_product, sample_seed};
 use crate::units::{AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp};
 
+use super::offers::DEFAULT_POLYNOMIAL_SEGMENTS;
 use super::offers::{Offer, OfferError, OfferSource, case_offers};
 use super::security::{AreaModel, AreaModelError};
-use super::split::{Split, SplitError, TieBranch, derate_lines, split_by_area};
+use super::split::{Split, SplitColumn, SplitError, TieBranch, derate_lines, split_by};
 use super::{Case, MatpowerError};
 
 /// Why a consortium cannot be made from a case.
@@ -67,6 +68,10 @@ pub struct GridConsortiumOptions {
     pub price_cap: Price,
     /// Member `k` listens on `127.0.0.1:(first_port + k)`.
     pub first_port: u16,
+    /// Which bus column makes the areas: one member per MATPOWER area or per zone.
+    pub split: SplitColumn,
+    /// How many chord segments a polynomial (quadratic) cost becomes ([`super::offers`]).
+    pub polynomial_segments: u32,
 }
 
 impl GridConsortiumOptions {
@@ -83,6 +88,8 @@ impl GridConsortiumOptions {
             price_floor: Price(-500 * Price::SCALE),
             price_cap: Price(3_000 * Price::SCALE),
             first_port: 7301,
+            split: SplitColumn::Area,
+            polynomial_segments: DEFAULT_POLYNOMIAL_SEGMENTS,
         }
     }
 
@@ -136,14 +143,40 @@ impl GridConsortium {
         options: &GridConsortiumOptions,
     ) -> Result<Self, GridConsortiumError> {
         let case = Case::parse(text)?;
-        let Split { areas, ties } = split_by_area(text)?;
+        let Split { areas, ties } = split_by(text, options.split)?;
         let params = options.clearing();
-        let offers = case_offers(&case, &params, DELIVERY_MINUTES)?;
+        let mut offers = case_offers(
+            &case,
+            &params,
+            DELIVERY_MINUTES,
+            options.polynomial_segments,
+        )?;
+        if options.split == SplitColumn::Zone {
+            // Offers name their bus's group: its zone in a split by zone.
+            let zone: BTreeMap<u32, u32> = case.buses.iter().map(|b| (b.id, b.zone)).collect();
+            for o in &mut offers {
+                o.area = zone.get(&o.bus).copied().unwrap_or(o.area);
+            }
+        }
         let hours = f64::from(DELIVERY_MINUTES) / 60.0;
+        // A tie branch without a rating (unlimited in MATPOWER) can carry at most what every
+        // generator of the case together produces: that is its capacity.
+        let installed: f64 = case
+            .generators
+            .iter()
+            .filter(|g| g.in_service)
+            .map(|g| g.pmax.max(0.0))
+            .sum();
         let capacity = |mw: f64| {
-            Quantity::from_f64(mw * f64::from(options.tie_rating_percent) / 100.0 * hours)
-                .unwrap_or(Quantity(i64::MAX))
+            let mw = if mw.is_finite() {
+                mw * f64::from(options.tie_rating_percent) / 100.0
+            } else {
+                installed
+            };
+            Quantity::from_f64(mw * hours).unwrap_or(Quantity(i64::MAX))
         };
+        let group = options.split.name();
+        let lower = group.to_lowercase();
         let area_id = |a: u32| AreaId(a as u16);
         let member_signers: Vec<Ed25519Signer> = (0..areas.len())
             .map(|i| Ed25519Signer::from_seed(sample_seed("member", i)))
@@ -162,7 +195,7 @@ impl GridConsortium {
                 .iter()
                 .map(|a| Area {
                     id: area_id(a.area),
-                    name: format!("Area {}", a.area),
+                    name: format!("{group} {}", a.area),
                 })
                 .collect(),
             members: areas
@@ -171,7 +204,7 @@ impl GridConsortium {
                 .enumerate()
                 .map(|(k, (a, s))| Member {
                     id: NodeId(k as u16 + 1),
-                    name: format!("Exchange of area {}", a.area),
+                    name: format!("Exchange of {lower} {}", a.area),
                     area: area_id(a.area),
                     public_key: s.public_key(),
                     address: format!("127.0.0.1:{}", options.first_port + k as u16),
@@ -224,7 +257,7 @@ impl GridConsortium {
             .map(|a| {
                 Ok(AreaFile {
                     area: area_id(a.area),
-                    file_name: format!("area-{}.m", a.area),
+                    file_name: format!("{lower}-{}.m", a.area),
                     text: if options.line_rating_percent == 100 {
                         a.text
                     } else {
@@ -348,5 +381,86 @@ impl GridConsortium {
             ));
         }
         out
+    }
+}
+
+/// Why a negotiation in memory did not end with a committed block.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum NegotiationError {
+    /// A member's area model cannot be built from its area file.
+    #[error("{0}")]
+    AreaModel(#[from] AreaModelError),
+    /// A home node refused a participant's bid.
+    #[error("participant {participant}'s bid was refused: {reply}")]
+    BidRefused {
+        /// The participant.
+        participant: ParticipantId,
+        /// The home node's reply.
+        reply: String,
+    },
+    /// The members had not all committed within the event budget.
+    #[error("the negotiation did not end within {0} simulated events")]
+    Unfinished(usize),
+    /// Two members committed different blocks (a protocol bug).
+    #[error("members {1} and {2} committed different blocks at height {0}")]
+    Disagreement(u64, NodeId, NodeId),
+}
+
+impl GridConsortium {
+    /// One round through the real consensus in memory ([`crate::consensus::sim::Cluster`]):
+    /// every participant bids once for height 1, every member checks proposals with its own
+    /// area model, and the round runs until every member has committed height 1 (at most
+    /// `max_events` simulated events). Returns the committed block.
+    pub fn negotiate(&self, max_events: usize) -> Result<Block, NegotiationError> {
+        self.negotiate_with(self.security_checks()?, max_events)
+    }
+
+    /// [`GridConsortium::negotiate`] with each member's check given (in member order), for a
+    /// caller that wraps them (to time them, for instance).
+    pub fn negotiate_with(
+        &self,
+        checks: Vec<Arc<dyn SecurityCheck>>,
+        max_events: usize,
+    ) -> Result<Block, NegotiationError> {
+        use crate::consensus::Reply;
+        use crate::consensus::sim::Cluster;
+        let signers: Vec<Arc<dyn Signer>> = self
+            .members
+            .iter()
+            .map(|k| Arc::new(k.clone()) as Arc<dyn Signer>)
+            .collect();
+        let scheme = Arc::new(crate::crypto::Ed25519::with_known_keys(
+            self.genesis.public_keys(),
+        ));
+        let mut cluster = Cluster::new(
+            &self.genesis,
+            signers,
+            scheme,
+            crate::clearing::rule_for(self.genesis.clearing.rule),
+            checks,
+        );
+        cluster.start();
+        for bid in self.bids(1) {
+            let participant = bid.body.participant;
+            match cluster.submit(bid) {
+                Some(Reply::Receipt(_)) => {}
+                other => {
+                    return Err(NegotiationError::BidRefused {
+                        participant,
+                        reply: format!("{other:?}"),
+                    });
+                }
+            }
+        }
+        let done = cluster.run_until(max_events, |cl| {
+            cl.nodes.iter().all(|n| !n.store.blocks.is_empty())
+        });
+        if !done {
+            return Err(NegotiationError::Unfinished(max_events));
+        }
+        if let Some((h, a, b)) = cluster.disagreement() {
+            return Err(NegotiationError::Disagreement(h, a, b));
+        }
+        Ok(cluster.nodes[0].store.blocks[0].clone())
     }
 }

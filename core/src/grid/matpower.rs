@@ -40,6 +40,8 @@ pub struct Bus {
     pub pd: f64,
     /// Area number.
     pub area: u32,
+    /// Loss zone number (the area's when the row has no zone column).
+    pub zone: u32,
 }
 
 /// A generator (MATPOWER `gen` row).
@@ -222,6 +224,7 @@ impl Case {
                     kind: r[1] as u8,
                     pd: r[2],
                     area: r[6] as u32,
+                    zone: r.get(10).map_or(r[6] as u32, |&z| z as u32),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

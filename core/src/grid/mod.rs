@@ -16,10 +16,15 @@ pub mod ptdf;
 pub mod security;
 pub mod split;
 
-pub use consortium::{AreaFile, GridConsortium, GridConsortiumError, GridConsortiumOptions};
+pub use consortium::{
+    AreaFile, GridConsortium, GridConsortiumError, GridConsortiumOptions, NegotiationError,
+};
 pub use matpower::{Branch, Bus, Case, GenCost, Generator, MatpowerError};
 pub use network::{Network, NetworkLine};
-pub use offers::{Offer, OfferError, OfferSource, case_offers};
+pub use offers::{DEFAULT_POLYNOMIAL_SEGMENTS, Offer, OfferError, OfferSource, case_offers};
 pub use ptdf::{GridError, Ptdf, line_limit_cuts};
 pub use security::{AreaModel, AreaModelError, LineFlow};
-pub use split::{AreaCase, Split, SplitError, TieBranch, TieOrigin, derate_lines, split_by_area};
+pub use split::{
+    AreaCase, Split, SplitColumn, SplitError, TieBranch, TieOrigin, derate_lines, split_by,
+    split_by_area,
+};

@@ -8,7 +8,11 @@
 //!   `[Pmin, Pmax]`: piecewise-linear costs (model 1) by their breakpoints, interpolated at
 //!   `Pmin` and `Pmax` if they lie between breakpoints, then replaced by their lower convex
 //!   envelope (a non-convex curve cannot be a merit order); linear polynomial costs (model 2 of
-//!   degree at most 1, or with zero higher coefficients) as one segment. Its minimum output
+//!   degree at most 1, or with zero higher coefficients) as one segment; polynomial costs of
+//!   higher degree (most public cases are quadratic) as the chord curve of
+//!   [`DEFAULT_POLYNOMIAL_SEGMENTS`] segments (an option): breakpoints equally spaced over
+//!   `[Pmin, Pmax]`, the cost evaluated exactly at each, then as a piecewise-linear curve.
+//!   Its minimum output
 //!   `Pmin * h` is offered at the price floor (it must run: a committed unit is dispatched at
 //!   least to its minimum, as in a DC optimal power flow); each segment of the curve above it
 //!   is a step at the segment's slope rounded to the nearest tick, for the kWh between its
@@ -35,8 +39,10 @@ pub enum OfferError {
     /// The generator has no cost row.
     #[error("generator row {0} has no cost row")]
     NoCost(usize),
-    /// The cost is not linear in the output (a quadratic cost cannot be a step curve exactly).
-    #[error("generator row {0}: polynomial cost of degree above 1")]
+    /// A polynomial cost of degree above 1 with no segments to approximate it by.
+    #[error(
+        "generator row {0}: polynomial cost of degree above 1 and no segments to approximate it"
+    )]
     NotPiecewiseLinear(usize),
     /// The cost curve does not cover the generator's range.
     #[error("generator row {row}: {reason}")]
@@ -127,14 +133,40 @@ fn lower_envelope(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     hull
 }
 
-/// The cost curve of a generator on `[pmin, pmax]`, as breakpoints (MW, currency/h).
-fn curve(row: usize, cost: &GenCost, pmin: f64, pmax: f64) -> Result<Vec<(f64, f64)>, OfferError> {
+/// How many chord segments a polynomial cost of degree above 1 becomes, unless asked
+/// otherwise.
+pub const DEFAULT_POLYNOMIAL_SEGMENTS: u32 = 20;
+
+/// The cost curve of a generator on `[pmin, pmax]`, as breakpoints (MW, currency/h); a
+/// polynomial of degree above 1 as its chord curve of `segments` equal segments.
+fn curve(
+    row: usize,
+    cost: &GenCost,
+    pmin: f64,
+    pmax: f64,
+    segments: u32,
+) -> Result<Vec<(f64, f64)>, OfferError> {
     let bad = |reason: String| OfferError::Curve { row, reason };
     match cost {
         GenCost::Polynomial(c) => {
             let n = c.len();
             if c.iter().take(n.saturating_sub(2)).any(|&a| a != 0.0) {
-                return Err(OfferError::NotPiecewiseLinear(row));
+                if segments == 0 {
+                    return Err(OfferError::NotPiecewiseLinear(row));
+                }
+                // Horner's rule, highest coefficient first, as MATPOWER lists them.
+                let at = |p: f64| c.iter().fold(0.0, |acc, &a| acc * p + a);
+                let step = (pmax - pmin) / f64::from(segments);
+                return Ok((0..=segments)
+                    .map(|k| {
+                        let p = if k == segments {
+                            pmax
+                        } else {
+                            pmin + step * f64::from(k)
+                        };
+                        (p, at(p))
+                    })
+                    .collect());
             }
             let slope = if n >= 2 { c[n - 2] } else { 0.0 };
             let at = |p: f64| slope * p + c.last().copied().unwrap_or(0.0);
@@ -180,11 +212,13 @@ fn on_tick(x: f64, params: &ClearingParams) -> Option<Price> {
 
 /// The offers of every in-service generator with positive `Pmax` (in `mpc.gen` order), then
 /// the demand bids of every bus with non-zero demand (in `mpc.bus` order), for a delivery
-/// period of `minutes`.
+/// period of `minutes`, polynomial costs of degree above 1 as chord curves of
+/// `polynomial_segments` segments (0 refuses them).
 pub fn case_offers(
     case: &Case,
     params: &ClearingParams,
     minutes: u32,
+    polynomial_segments: u32,
 ) -> Result<Vec<Offer>, OfferError> {
     let hours = f64::from(minutes) / 60.0;
     let area_of = |bus: u32| {
@@ -200,7 +234,13 @@ pub fn case_offers(
             continue;
         }
         let cost = case.costs.get(i).ok_or(OfferError::NoCost(row))?;
-        let points = lower_envelope(&curve(row, cost, g.pmin.max(0.0), g.pmax)?);
+        let points = lower_envelope(&curve(
+            row,
+            cost,
+            g.pmin.max(0.0),
+            g.pmax,
+            polynomial_segments,
+        )?);
         let what = || format!("generator row {row}");
         let mut steps: Vec<BidStep> = Vec::new();
         let must_run = Quantity(kwh(points[0].0, hours));
@@ -300,7 +340,7 @@ mod tests {
             "1 0 0 0 0 1 100 1 40 10",
             "1 0 0 4 10 100 20 350 30 550 40 850",
         );
-        let o = case_offers(&c, &params(), 60).unwrap();
+        let o = case_offers(&c, &params(), 60, 0).unwrap();
         assert_eq!(o.len(), 3, "a generator, a demand, a negative demand");
         let g = &o[0];
         assert_eq!(
@@ -326,7 +366,7 @@ mod tests {
         );
         // Half an hour halves every quantity; a linear polynomial is one step.
         let c = case("1 0 0 0 0 1 100 1 40 0", "2 0 0 2 14.5 0");
-        let o = case_offers(&c, &params(), 30).unwrap();
+        let o = case_offers(&c, &params(), 30, 0).unwrap();
         assert_eq!(
             o[0].steps,
             vec![BidStep {
@@ -335,11 +375,52 @@ mod tests {
             }]
         );
         assert_eq!(o[0].must_run, Quantity::ZERO);
-        // A quadratic cost is refused.
+        // A quadratic cost is refused without segments to approximate it by.
         let c = case("1 0 0 0 0 1 100 1 40 0", "2 0 0 3 0.1 14.5 0");
         assert_eq!(
-            case_offers(&c, &params(), 60),
+            case_offers(&c, &params(), 60, 0),
             Err(OfferError::NotPiecewiseLinear(1))
         );
+    }
+
+    /// A quadratic cost becomes its chord curve: the cost exact at every breakpoint, the
+    /// slopes rising (convex), each step the chord's slope on the tick.
+    #[test]
+    fn a_quadratic_cost_becomes_its_chord_curve_exact_at_the_breakpoints() {
+        // 0.1 P^2 + 14.5 P + 7 over [10, 50] MW, 4 segments of 10 MW.
+        let c = case("1 0 0 0 0 1 100 1 50 10", "2 0 0 3 0.1 14.5 7");
+        let cost = |p: f64| 0.1 * p * p + 14.5 * p + 7.0;
+        for segments in [4u32, 20] {
+            let o = case_offers(&c, &params(), 60, segments).unwrap();
+            let g = &o[0];
+            assert_eq!(g.must_run, Quantity(10_000));
+            assert_eq!(g.fixed_cost, cost(10.0));
+            assert_eq!(g.steps.len(), 1 + segments as usize, "{:?}", g.steps);
+            let width = 40.0 / f64::from(segments);
+            let mut at = 10.0;
+            let mut total = g.fixed_cost;
+            for (k, s) in g.steps[1..].iter().enumerate() {
+                let chord = (cost(at + width) - cost(at)) / width;
+                assert_eq!(s.price, on_tick(chord, &params()).unwrap(), "segment {k}");
+                assert_eq!(s.quantity, Quantity((width * 1000.0).round() as i64));
+                at += width;
+                total += s.price.to_f64() * s.quantity.to_f64();
+                // Exact at the breakpoint, up to the tick rounding of the slopes so far.
+                let slack = 0.5e-4 * (at - 10.0);
+                assert!(
+                    (total - cost(at)).abs() <= slack + 1e-9,
+                    "{total} vs {}",
+                    cost(at)
+                );
+            }
+            assert!(
+                g.steps[1..].windows(2).all(|w| w[0].price < w[1].price),
+                "convex"
+            );
+        }
+        // Pmin = Pmax: only the must-run step.
+        let c = case("1 0 0 0 0 1 100 1 30 30", "2 0 0 3 0.1 14.5 7");
+        let o = case_offers(&c, &params(), 60, 20).unwrap();
+        assert_eq!(o[0].steps.len(), 1);
     }
 }

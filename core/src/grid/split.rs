@@ -32,9 +32,6 @@ pub enum SplitError {
         /// What is wrong.
         reason: String,
     },
-    /// A tie branch has no rating, so the tie line would have no capacity.
-    #[error("branch row {0} joins two areas but has no rating (rateA is 0)")]
-    UnratedTie(usize),
     /// A DC line joins two buses of one area.
     #[error("DC line row {0} lies within one area")]
     DcLineWithinArea(usize),
@@ -157,8 +154,43 @@ const BRANCH_HEADER: &str =
     "branch data\n%\tfbus\ttbus\tr\tx\tb\trateA\trateB\trateC\tratio\tangle\tstatus\t...";
 const COST_HEADER: &str = "generator cost data\n%\t1\tstartup\tshutdown\tn\tx1\ty1\t...\txn\tyn\n%\t2\tstartup\tshutdown\tn\tc(n-1)\t...\tc0";
 
+/// Which bus column makes the consortium's areas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SplitColumn {
+    /// The bus `area` column (7th): one member per MATPOWER area.
+    #[default]
+    Area,
+    /// The bus `zone` column (11th): one member per loss zone (PEGASE's zones are countries).
+    Zone,
+}
+
+impl SplitColumn {
+    /// The column's index in a `mpc.bus` row.
+    pub fn index(self) -> usize {
+        match self {
+            SplitColumn::Area => 6,
+            SplitColumn::Zone => 10,
+        }
+    }
+
+    /// The column's name, as the areas are named ("Area 3", "Zone 3").
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitColumn::Area => "Area",
+            SplitColumn::Zone => "Zone",
+        }
+    }
+}
+
 /// Splits the text of a whole-system case by the bus `area` column.
 pub fn split_by_area(text: &str) -> Result<Split, SplitError> {
+    split_by(text, SplitColumn::Area)
+}
+
+/// Splits the text of a whole-system case by a bus column. A tie branch without a rating
+/// (`rateA` 0, unlimited in MATPOWER) gets an infinite capacity here (the consortium bounds
+/// it, see [`crate::grid::GridConsortium`]).
+pub fn split_by(text: &str, column: SplitColumn) -> Result<Split, SplitError> {
     // Parsing the whole case first checks every number the split does not read itself.
     super::Case::parse(text)?;
     let name = text
@@ -189,7 +221,10 @@ pub fn split_by_area(text: &str) -> Result<Split, SplitError> {
 
     let mut area_of: BTreeMap<u32, u32> = BTreeMap::new();
     for (i, b) in buses.iter().enumerate() {
-        area_of.insert(value(b, 0, "bus", i)? as u32, value(b, 6, "bus", i)? as u32);
+        area_of.insert(
+            value(b, 0, "bus", i)? as u32,
+            value(b, column.index(), "bus", i)? as u32,
+        );
     }
     let area_at = |bus: f64, field: &'static str, i: usize| {
         area_of.get(&(bus as u32)).copied().ok_or(SplitError::Row {
@@ -208,9 +243,7 @@ pub fn split_by_area(text: &str) -> Result<Split, SplitError> {
             internal.entry(a).or_default().push(br.clone());
         } else if value(br, 10, "branch", i)? > 0.0 {
             let rating = value(br, 5, "branch", i)?;
-            if rating <= 0.0 {
-                return Err(SplitError::UnratedTie(i + 1));
-            }
+            let rating = if rating > 0.0 { rating } else { f64::INFINITY };
             ties.push(TieBranch {
                 origin: TieOrigin::Branch(i),
                 from_bus: from as u32,
@@ -260,6 +293,7 @@ pub fn split_by_area(text: &str) -> Result<Split, SplitError> {
             None => {
                 let listed = area_refs
                     .iter()
+                    .filter(|_| column == SplitColumn::Area)
                     .find(|r| {
                         r.first().and_then(|a| a.parse::<f64>().ok()) == Some(f64::from(area))
                     })
@@ -287,8 +321,8 @@ pub fn split_by_area(text: &str) -> Result<Split, SplitError> {
         };
         let branch_rows = internal.remove(&area).unwrap_or_default();
         let mut text = format!(
-            "function mpc = {name}_area{area}\n\
-             %{upper}_AREA{area}  Area {area} of {name}: its buses, the generators at them with\n\
+            "function mpc = {name}_{lower}{area}\n\
+             %{upper}_{label_upper}{area}  {label} {area} of {name}: its buses, the generators at them with\n\
              %   their costs, and the branches with both ends in the area, rows as in the source.\n\
              %   Tie lines to other areas are not here: they are scheduled exchanges (transport\n\
              %   model) in the consortium's genesis, which names their landing buses. Bus\n\
@@ -296,6 +330,9 @@ pub fn split_by_area(text: &str) -> Result<Split, SplitError> {
              %\n\
              %   The header of the source case follows, unchanged.\n",
             upper = name.to_uppercase(),
+            label = column.name(),
+            lower = column.name().to_lowercase(),
+            label_upper = column.name().to_uppercase(),
         );
         for line in &preamble {
             text.push_str(line);
