@@ -462,8 +462,16 @@ mod tests {
         let derated = Case::parse(&derate_lines(&s.areas[1].text, 70).unwrap()).unwrap();
         assert_eq!(derated.branches[0].rate_a, 31.5);
         assert_eq!(derated.buses, two.buses);
-        // An unrated tie branch has no capacity to schedule.
+        // An unrated tie branch is unlimited (MATPOWER's rateA 0): an infinite capacity, which
+        // the consortium bounds by the installed generation.
         let unrated = TWO_AREAS.replace(" 2 3 0 0.1 0 30", " 2 3 0 0.1 0 0");
-        assert_eq!(split_by_area(&unrated), Err(SplitError::UnratedTie(3)));
+        let s = split_by_area(&unrated).unwrap();
+        assert!(s.ties.iter().any(|t| t.forward_mw.is_infinite()));
+        // A split by zone reads the 11th column, which these rows do not have: the error
+        // names the matrix, the row and what is missing.
+        let err = split_by(TWO_AREAS, SplitColumn::Zone)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("`mpc.bus` row 1:"), "{err}");
     }
 }
