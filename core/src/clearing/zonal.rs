@@ -202,8 +202,16 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
         .map(|r| r.as_ref().map_or(0.0, |r| duals.dual(r.clone()).max(0.0)))
         .collect();
 
-    // Snap to bounds by reduced cost; what is marginal keeps its rounded value.
-    let delta = pool::cut_price_tolerance(&input.params).0 as f64 / price_scale / 4.0;
+    // Snap to bounds by reduced cost; what is marginal keeps its rounded value. Limit prices
+    // lie on the tick, so without cuts a quarter tick tells the marginal classes (those at
+    // the zone price) from the others, however many classes lie within a few ticks of it (a
+    // large case's chord curves); with cuts, the rounding of their coefficients moves the
+    // local prices by up to the cut price tolerance.
+    let delta = if market.cuts.is_empty() {
+        input.params.price_tick.0 as f64 / price_scale / 4.0
+    } else {
+        pool::cut_price_tolerance(&input.params).0 as f64 / price_scale / 4.0
+    };
     let offset = |coefs: &Vec<(usize, i64)>| {
         coefs
             .iter()
