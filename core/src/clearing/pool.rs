@@ -579,6 +579,25 @@ impl<'i, 'a> Market<'i, 'a> {
         lhs
     }
 
+    /// Which of the market's cuts are slack by more than [`CUT_TOLERANCE`] at these awards
+    /// and flows: their shadow prices must be zero (complementary slackness, 3.5).
+    pub(crate) fn slack_cuts(&self, flat: &[i64], flows: &[i64]) -> Vec<bool> {
+        if self.cuts.is_empty() {
+            return Vec::new();
+        }
+        let mut bid_injection = vec![0i128; self.bids.len()];
+        for row in &self.rows {
+            let x = i128::from(flat[row.flat()]);
+            bid_injection[row.bid()] += if row.sell() { x } else { -x };
+        }
+        let tol = i128::from(CUT_TOLERANCE.0) * FINE;
+        self.cut_sides(&bid_injection, flows)
+            .iter()
+            .zip(&self.cuts)
+            .map(|(&lhs, &c)| lhs < i128::from(self.input.cuts[c].limit.0) * FINE - tol)
+            .collect()
+    }
+
     /// Cuts hold within [`CUT_TOLERANCE`]; shadow prices are non-negative, and zero for a cut
     /// slack by more than the tolerance.
     fn check_cuts(

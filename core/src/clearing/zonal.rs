@@ -265,9 +265,19 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
             left -= x;
         }
     }
+    // A cut the rounded solution leaves slack by more than the tolerance has no shadow price,
+    // however small the solver's (an interior point's duals of nearly binding cuts).
+    let slack = market.slack_cuts(flat, &flows);
     let mu = mu_f
         .iter()
-        .map(|&m| (m * price_scale).round().max(0.0) as i64)
+        .enumerate()
+        .map(|(k, &m)| {
+            if slack.get(k).copied().unwrap_or(false) {
+                0
+            } else {
+                (m * price_scale).round().max(0.0) as i64
+            }
+        })
         .collect();
     Ok((flows, mu))
 }
