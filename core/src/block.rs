@@ -768,6 +768,13 @@ crate::canonical_struct!(ProcessData {
 });
 crate::tagged!(ProcessData, 0x0205, "process-data", 1 << 30);
 
+impl ProcessData {
+    /// How many bids its batches carry.
+    pub fn bid_count(&self) -> usize {
+        self.batches.iter().map(|b| b.body.bids.len()).sum()
+    }
+}
+
 /// The trades and the process data.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BlockBody {

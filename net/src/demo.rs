@@ -199,24 +199,24 @@ async fn scenario(
             .iter()
             .map(|m| m.address.rsplit(':').next().unwrap_or(""))
             .collect();
-        match &grid {
-            Some(_) => println!(
-                "Tieline demo: the RTS-GMLC system as {n} countries, one management node each (its own process, QUIC on 127.0.0.1 ports {}); {} participants (every generator and loaded bus); {} clearing; each member checks its own area's grid privately (lines at {GRID_LINE_RATING}% of their ratings, tie lines at {GRID_TIE_RATING}%); gate {} ms, view timeout {} ms",
+        let what = match &grid {
+            Some(_) => format!(
+                "the RTS-GMLC system as {n} countries, one management node each (its own process, QUIC on 127.0.0.1 ports {}); {} participants (every generator and loaded bus); {} clearing; each member checks its own area's grid privately (lines at {GRID_LINE_RATING}% of their ratings, tie lines at {GRID_TIE_RATING}%)",
                 ports.join(", "),
                 g.participants.len(),
                 g.clearing.rule.name(),
-                g.timing.gate_ms,
-                g.timing.view_timeout_ms,
             ),
-            None => println!(
-                "Tieline demo: {n} management nodes, each its own process, on 127.0.0.1 ports {}; {} participants; {} clearing; gate {} ms, view timeout {} ms",
+            None => format!(
+                "{n} management nodes, each its own process, on 127.0.0.1 ports {}; {} participants; {} clearing",
                 ports.join(", "),
                 g.participants.len(),
                 g.clearing.rule.name(),
-                g.timing.gate_ms,
-                g.timing.view_timeout_ms,
             ),
-        }
+        };
+        println!(
+            "Tieline demo: {what}; gate {} ms, view timeout {} ms",
+            g.timing.gate_ms, g.timing.view_timeout_ms,
+        );
     }
     let rounds = options.rounds.max(KILL_HEIGHT + 2);
     cluster.start_all().context("cannot start the nodes")?;
@@ -609,7 +609,7 @@ impl RoundStory {
             skipped: p.skipped.iter().map(|id| member_name(g, *id)).collect(),
             skip_votes: p.skip_certificate.as_ref().map_or(0, |c| c.votes.len()),
             batches: p.batches.len(),
-            bids: p.batches.iter().map(|x| x.body.bids.len()).sum(),
+            bids: p.bid_count(),
             trades: b.body.trades.len(),
             objections: p
                 .objections

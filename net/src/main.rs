@@ -57,19 +57,8 @@ enum Command {
     /// Verify a chain offline against its genesis, re-running each block's clearing: an
     /// exported chain file or a (stopped) node's data directory.
     Audit {
-        /// The consortium's genesis file (TOML).
-        #[arg(long)]
-        genesis: PathBuf,
-        /// An exported chain file.
-        #[arg(
-            long,
-            conflicts_with = "data_dir",
-            required_unless_present = "data_dir"
-        )]
-        chain: Option<PathBuf>,
-        /// A node's data directory (the node must be stopped).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        source: ChainArgs,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -94,26 +83,16 @@ enum Command {
     /// Write a self-contained HTML audit report of a chain (re-running the audit): verdict,
     /// rounds, negotiations, prices, tie-line flows and signatures.
     Report {
-        /// The consortium's genesis file (TOML).
-        #[arg(long)]
-        genesis: PathBuf,
-        /// An exported chain file.
-        #[arg(
-            long,
-            conflicts_with = "data_dir",
-            required_unless_present = "data_dir"
-        )]
-        chain: Option<PathBuf>,
-        /// A node's data directory (the node must be stopped).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        source: ChainArgs,
         /// The HTML file to write.
         #[arg(long)]
         out: PathBuf,
     },
-    /// Run a local consortium of 4 management nodes (separate processes on loopback) with
-    /// built-in participants: trading rounds, a crashed primary skipped, a restarted node
-    /// catching up, and an audit of every node's chain.
+    /// The paper's whole trade process on a local consortium (each node its own process, QUIC
+    /// on loopback): RTS-GMLC as three countries with private grid checks, objections, cuts,
+    /// revisions and an appeal; a primary killed and skipped; the restarted node catching up;
+    /// every chain audited and an HTML report written.
     Demo {
         /// Print the summary as one JSON document on stdout.
         #[arg(long)]
@@ -132,6 +111,38 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+}
+
+/// A chain to read offline, with its genesis.
+#[derive(Args)]
+struct ChainArgs {
+    /// The consortium's genesis file (TOML).
+    #[arg(long)]
+    genesis: PathBuf,
+    /// An exported chain file.
+    #[arg(
+        long,
+        conflicts_with = "data_dir",
+        required_unless_present = "data_dir"
+    )]
+    chain: Option<PathBuf>,
+    /// A node's data directory (the node must be stopped).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl ChainArgs {
+    /// The genesis and the encoded blocks.
+    fn read(&self) -> Result<(Genesis, Vec<Vec<u8>>)> {
+        let genesis = read_genesis(&self.genesis)?;
+        let blocks = match (&self.chain, &self.data_dir) {
+            (Some(c), _) => chainfile::read_chain(c)?,
+            (None, Some(d)) => cluster::stored_chain(d)
+                .with_context(|| format!("cannot read the node database in {}", d.display()))?,
+            (None, None) => bail!("give --chain or --data-dir"),
+        };
+        Ok((genesis, blocks))
+    }
 }
 
 #[derive(Args)]
@@ -379,12 +390,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Appeal(args) => runtime()?.block_on(appeal(args)),
         Command::Grid(args) => grid(args),
         Command::Status(args) => runtime()?.block_on(status(args)),
-        Command::Audit {
-            genesis,
-            chain,
-            data_dir,
-            json,
-        } => audit(&genesis, chain.as_deref(), data_dir.as_deref(), json),
+        Command::Audit { source, json } => audit(&source, json),
         Command::Export { data_dir, out } => {
             let blocks = cluster::stored_chain(&data_dir)?;
             let decoded = blocks
@@ -399,12 +405,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("exported {} blocks to {}", decoded.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report {
-            genesis,
-            chain,
-            data_dir,
-            out,
-        } => report(&genesis, chain.as_deref(), data_dir.as_deref(), &out),
+        Command::Report { source, out } => report(&source, &out),
         Command::Demo {
             json,
             rounds,
@@ -1034,19 +1035,8 @@ async fn status(a: ParticipantArgs) -> Result<ExitCode> {
 
 // ----- audit -----
 
-fn audit(
-    genesis: &Path,
-    chain: Option<&Path>,
-    data_dir: Option<&Path>,
-    json: bool,
-) -> Result<ExitCode> {
-    let genesis = read_genesis(genesis)?;
-    let blocks = match (chain, data_dir) {
-        (Some(c), _) => chainfile::read_chain(c)?,
-        (None, Some(d)) => cluster::stored_chain(d)
-            .with_context(|| format!("cannot read the node database in {}", d.display()))?,
-        (None, None) => bail!("give --chain or --data-dir"),
-    };
+fn audit(source: &ChainArgs, json: bool) -> Result<ExitCode> {
+    let (genesis, blocks) = source.read()?;
     match cluster::audit_blocks(&genesis, &blocks) {
         Err(e) => {
             if json {
@@ -1083,19 +1073,8 @@ fn audit(
 // ----- report -----
 
 /// Writes the HTML audit report; fails (exit 1) if the audit does, after writing the report.
-fn report(
-    genesis: &Path,
-    chain: Option<&Path>,
-    data_dir: Option<&Path>,
-    out: &Path,
-) -> Result<ExitCode> {
-    let genesis = read_genesis(genesis)?;
-    let blocks = match (chain, data_dir) {
-        (Some(c), _) => chainfile::read_chain(c)?,
-        (None, Some(d)) => cluster::stored_chain(d)
-            .with_context(|| format!("cannot read the node database in {}", d.display()))?,
-        (None, None) => bail!("give --chain or --data-dir"),
-    };
+fn report(source: &ChainArgs, out: &Path) -> Result<ExitCode> {
+    let (genesis, blocks) = source.read()?;
     let audited = tieline_net::report::audit(&genesis, &blocks);
     let html = tieline_net::report::render_audited(&genesis, &audited);
     std::fs::write(out, html).with_context(|| format!("cannot write {}", out.display()))?;

@@ -593,13 +593,7 @@ impl<'g> Renderer<'g> {
             );
             match &r.block {
                 Ok(b) => {
-                    let bids: usize = b
-                        .body
-                        .process
-                        .batches
-                        .iter()
-                        .map(|x| x.body.bids.len())
-                        .sum();
+                    let bids = b.body.process.bid_count();
                     put!(
                         out,
                         "<td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{bids}</td><td class=\"num\">{}</td><td><code>{}</code></td></tr>\n",
@@ -968,7 +962,7 @@ impl<'g> Renderer<'g> {
                 ""
             }
         );
-        let bids: usize = p.batches.iter().map(|x| x.body.bids.len()).sum();
+        let bids = p.bid_count();
         let homes: Vec<String> = p
             .batches
             .iter()

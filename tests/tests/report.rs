@@ -280,13 +280,7 @@ fn report_of_a_negotiated_chain_is_self_contained_and_traceable() {
             let name = &g.member(o.body.objector).unwrap().name;
             assert!(story.contains(name.as_str()), "round {h}: objector {name}");
         }
-        let bids: usize = b
-            .body
-            .process
-            .batches
-            .iter()
-            .map(|x| x.body.bids.len())
-            .sum();
+        let bids = b.body.process.bid_count();
         assert!(
             text.contains(&format!("{bids} in ")),
             "round {h}: bid count"

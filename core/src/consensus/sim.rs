@@ -420,19 +420,28 @@ impl Cluster {
         s: &crate::sample::SampleConsortium,
         security: Vec<Arc<dyn SecurityCheck>>,
     ) -> Self {
-        let signers: Vec<Arc<dyn Signer>> = s
-            .members
+        Self::with_keys(&s.genesis, &s.members, security)
+    }
+
+    /// A cluster of `genesis` whose members sign with `members` (real ed25519 keys, in member
+    /// order), clearing by the genesis's rule and checking with `security` (one per member).
+    pub fn with_keys(
+        genesis: &Genesis,
+        members: &[crate::crypto::Ed25519Signer],
+        security: Vec<Arc<dyn SecurityCheck>>,
+    ) -> Self {
+        let signers: Vec<Arc<dyn Signer>> = members
             .iter()
             .map(|k| Arc::new(k.clone()) as Arc<dyn Signer>)
             .collect();
         let scheme = Arc::new(crate::crypto::Ed25519::with_known_keys(
-            s.genesis.public_keys(),
+            genesis.public_keys(),
         ));
         Cluster::new(
-            &s.genesis,
+            genesis,
             signers,
             scheme,
-            crate::clearing::rule_for(s.genesis.clearing.rule),
+            crate::clearing::rule_for(genesis.clearing.rule),
             security,
         )
     }

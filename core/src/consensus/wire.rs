@@ -570,6 +570,23 @@ pub enum ProofError {
     },
 }
 
+/// The header is of this chain and the certificate is a commit certificate for it (its
+/// signatures are checked by the caller, with the members it requires).
+fn commit_target(
+    genesis: &Genesis,
+    header: &BlockHeader,
+    c: &QuorumCertificate,
+) -> Result<(), ProofError> {
+    let height = header.height;
+    if header.chain_id != genesis.chain_id() {
+        return Err(ProofError::WrongChain { height });
+    }
+    if c.kind != VoteKind::Commit || c.height != height || c.block != header.digest() {
+        return Err(ProofError::CertificateTarget { height });
+    }
+    Ok(())
+}
+
 /// A committed block's header, commit certificate and process data: what a home node answers
 /// to [`Request::QueryProcess`], and what a participant checks an appeal's recorded
 /// resolution against.
@@ -607,15 +624,9 @@ impl CertifiedProcess {
         scheme: &dyn SignatureScheme,
     ) -> Result<(), ProofError> {
         let height = self.header.height;
-        let chain_id = genesis.chain_id();
-        if self.header.chain_id != chain_id {
-            return Err(ProofError::WrongChain { height });
-        }
-        let c = &self.certificate;
-        if c.kind != VoteKind::Commit || c.height != height || c.block != self.header.digest() {
-            return Err(ProofError::CertificateTarget { height });
-        }
-        c.verify(genesis, chain_id, scheme, &[])
+        commit_target(genesis, &self.header, &self.certificate)?;
+        self.certificate
+            .verify(genesis, genesis.chain_id(), scheme, &[])
             .map_err(|reason| ProofError::Certificate { height, reason })?;
         if crate::crypto::digest_of(&self.process) != self.header.process_hash {
             return Err(ProofError::ProcessHash { height });
@@ -645,13 +656,8 @@ impl CertifiedTrades {
     ) -> Result<(), ProofError> {
         let height = self.header.height;
         let chain_id = genesis.chain_id();
-        if self.header.chain_id != chain_id {
-            return Err(ProofError::WrongChain { height });
-        }
+        commit_target(genesis, &self.header, &self.certificate)?;
         let c = &self.certificate;
-        if c.kind != VoteKind::Commit || c.height != height || c.block != self.header.digest() {
-            return Err(ProofError::CertificateTarget { height });
-        }
         let area: AreaId = genesis
             .participant(participant)
             .ok_or(ProofError::UnknownParticipant(participant))?

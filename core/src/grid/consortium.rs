@@ -424,21 +424,7 @@ impl GridConsortium {
     ) -> Result<Block, NegotiationError> {
         use crate::consensus::Reply;
         use crate::consensus::sim::Cluster;
-        let signers: Vec<Arc<dyn Signer>> = self
-            .members
-            .iter()
-            .map(|k| Arc::new(k.clone()) as Arc<dyn Signer>)
-            .collect();
-        let scheme = Arc::new(crate::crypto::Ed25519::with_known_keys(
-            self.genesis.public_keys(),
-        ));
-        let mut cluster = Cluster::new(
-            &self.genesis,
-            signers,
-            scheme,
-            crate::clearing::rule_for(self.genesis.clearing.rule),
-            checks,
-        );
+        let mut cluster = Cluster::with_keys(&self.genesis, &self.members, checks);
         cluster.start();
         for bid in self.bids(1) {
             let participant = bid.body.participant;
