@@ -389,6 +389,79 @@ fn omitted_bid(s: &SampleConsortium, index: usize) -> (SignedBid, Signed<BidRece
     (bid, receipt)
 }
 
+/// V5: a receipted bid that an earlier block already carried cannot be appealed as omitted
+/// at a later height: the claim is rejected as already included, and nothing is cleared twice.
+#[test]
+fn an_omitted_claim_for_a_bid_already_on_the_chain_is_rejected_as_included() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    let i = 0;
+    let bid = s.bid(i, 1, 1000);
+    let Some(Reply::Receipt(receipt)) = c.submit(bid.clone()) else {
+        panic!("a receipt");
+    };
+    for k in 1..s.participants.len() {
+        assert!(matches!(
+            c.submit(s.bid(k, 1, 1000 + k as u64)),
+            Some(Reply::Receipt(_))
+        ));
+    }
+    assert!(c.run_until(50_000, decided(1)));
+    assert!(
+        c.nodes[0].store.blocks[0]
+            .body
+            .process
+            .batches
+            .iter()
+            .any(|b| b.body.bids.contains(&bid)),
+        "the bid is on the chain at height 1"
+    );
+    let home = s.genesis.participants[i].home;
+    let hi = c.nodes.iter().position(|n| n.ctx.me == home).unwrap();
+    let appeal = Signed::sign(
+        Appeal {
+            chain_id: s.genesis.chain_id(),
+            participant: s.genesis.participants[i].id,
+            height: 2,
+            claim: AppealClaim::Omitted {
+                bid: Box::new(bid.clone()),
+                receipt,
+            },
+        },
+        &s.participants[i],
+    );
+    let effects = c.input(hi, Input::Appeal(appeal));
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::Reply {
+            reply: Reply::AppealForwarded { height: 2 },
+            ..
+        }
+    )));
+    bid_round(&s, &mut c, 2);
+    assert!(c.run_until(50_000, decided(2)));
+    assert_agree_and_audit(&s, &c);
+    let b = &c.nodes[0].store.blocks[1];
+    let recorded: Vec<AppealResolution> = b
+        .body
+        .process
+        .appeals
+        .iter()
+        .map(|a| a.resolution)
+        .collect();
+    assert_eq!(recorded, vec![AppealResolution::RejectedAlreadyIncluded]);
+    assert!(!b.body.trades.iter().any(|t| t.bid == bid.body.id()));
+    assert!(
+        !b.body
+            .process
+            .rejections
+            .iter()
+            .any(|r| r.bid == bid.body.id()),
+        "not a candidate at all: nothing to reject as a duplicate"
+    );
+}
+
 #[test]
 fn appeals_are_resolved_by_the_primary_and_recorded() {
     let s = SampleConsortium::new(4, 2);

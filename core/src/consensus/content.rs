@@ -147,14 +147,16 @@ pub fn select_bids<'a>(
 /// How an appeal resolves against the body's batches and the appeals before it (spec V5):
 /// an `Omitted` claim is upheld if its receipt is the home node's signature for this bid, the
 /// bid is valid and signed and names the appellant, the receipt's height is not above this
-/// height, and the bid is not already in the body; a `Misallocated` claim about a cleared bid
-/// stands rejected, because every node recomputes the clearing (V7).
+/// height, and the bid is neither in the body nor on the chain already (its nonce above the
+/// participant's committed nonce); a `Misallocated` claim about a cleared bid stands rejected,
+/// because every node recomputes the clearing (V7).
 pub fn resolve_appeal(
     genesis: &Genesis,
     chain_id: &Digest,
     scheme: &dyn SignatureScheme,
     height: u64,
     included: &BTreeSet<Digest>,
+    committed: &CommittedNonces,
     appeal: &Signed<crate::block::Appeal>,
 ) -> AppealResolution {
     let a = &appeal.body;
@@ -175,7 +177,11 @@ pub fn resolve_appeal(
             });
             if !verifiable {
                 AppealResolution::RejectedUnverifiable
-            } else if included.contains(&bid.body.id()) {
+            } else if included.contains(&bid.body.id())
+                || committed
+                    .get(&a.participant)
+                    .is_some_and(|&n| bid.body.nonce <= n)
+            {
                 AppealResolution::RejectedAlreadyIncluded
             } else {
                 AppealResolution::Upheld { revision: 0 }
@@ -355,8 +361,15 @@ impl ContentRules<'_> {
             a.appeal
                 .verify(self.scheme, &participant.public_key)
                 .map_err(|e| AuditFailure::Process(format!("appeal {i}: {e}")))?;
-            let expected =
-                resolve_appeal(g, &self.chain_id, self.scheme, height, &included, &a.appeal);
+            let expected = resolve_appeal(
+                g,
+                &self.chain_id,
+                self.scheme,
+                height,
+                &included,
+                self.committed,
+                &a.appeal,
+            );
             let consistent = match (expected, a.resolution) {
                 (AppealResolution::Upheld { .. }, AppealResolution::Upheld { revision: r }) => {
                     r <= revision

@@ -661,6 +661,7 @@ impl NodeState {
                     ctx.scheme.as_ref(),
                     self.height,
                     &included,
+                    &self.committed_nonces,
                     appeal,
                 ) {
                     AppealResolution::Upheld { .. } => {
