@@ -112,6 +112,13 @@ pub fn catalogue() -> Vec<PropertyDef> {
             applies: |s| !s.security.is_empty(),
         },
         PropertyDef {
+            id: "L3",
+            name: "L3: decided by the fallback past the revision bound",
+            expectation: Sometimes,
+            condition: l3_fallback_reached,
+            applies: |s| !s.security.is_empty() && s.genesis.max_revisions == 0,
+        },
+        PropertyDef {
             id: "V5",
             name: "V5: an appeal upheld, recorded and told",
             expectation: Sometimes,
@@ -999,6 +1006,18 @@ fn l3_reached(model: &Model, state: &State) -> bool {
             .blocks
             .iter()
             .any(|b| b.header.revision == 1 && !b.body.process.objections.is_empty())
+    })
+}
+
+/// L3's bound: a correct node decided a block built by the fallback (a revision past
+/// `max_revisions`) after an objection.
+fn l3_fallback_reached(model: &Model, state: &State) -> bool {
+    let bound = model.cfg.genesis.max_revisions;
+    correct(model, state).any(|c| {
+        c.store
+            .blocks
+            .iter()
+            .any(|b| b.header.revision > bound && !b.body.process.objections.is_empty())
     })
 }
 

@@ -245,6 +245,7 @@ impl Scenario {
             Self::byzantine(),
             Self::byzantine_skip(),
             Self::negotiate(),
+            Self::fallback(),
             Self::appeal(),
             Self::impostor(),
             Self::lock(),
@@ -419,6 +420,20 @@ impl Scenario {
             },
             after_collection: false,
         }
+    }
+
+    /// `negotiate` at the revision bound: the genesis allows no negotiation revision
+    /// (`max_revisions` 0), so node 2's objection sends the round straight into the fallback
+    /// (L3), whose first level keeps the earlier-submitted half of the bids; the block it
+    /// commits overloads nothing. Every fallback level up to the bound is explored.
+    pub fn fallback() -> Scenario {
+        let mut s = Self::negotiate();
+        s.name = "fallback";
+        s.about = "n=2, zonal coupling, max_revisions 0: an objection sends the round into the fallback, which cuts the later bid and commits";
+        s.genesis.max_revisions = 0;
+        s.bounds.max_revision = 2;
+        s.ci_bounds.max_revision = 1;
+        s
     }
 
     /// n = 3, f = 1: a participant appeals that its receipted bid is missing from the result;

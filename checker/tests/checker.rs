@@ -72,6 +72,7 @@ fn unmutated_protocol_passes_every_scenario_but_crash_and_byzantine_skip_exhaust
     for name in [
         "appeal",
         "negotiate",
+        "fallback",
         "joint",
         "impostor",
         "byzantine",
@@ -91,7 +92,7 @@ fn unmutated_protocol_passes_every_scenario_but_crash_and_byzantine_skip_exhaust
 /// verdict for every property, on the scenarios small enough for CI.
 #[test]
 fn own_search_matches_stateright() {
-    for name in ["appeal", "negotiate", "joint", "impostor"] {
+    for name in ["appeal", "negotiate", "fallback", "joint", "impostor"] {
         let s = Scenario::named(name).unwrap();
         let ours = run::check(&s, &opts(&s));
         let reference = run::check(
