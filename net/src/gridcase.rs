@@ -38,7 +38,7 @@ pub struct GridOptions {
 pub struct MemberSummary {
     /// The member's name.
     pub name: String,
-    /// Buses, in-service branches, generators and connected components of its area.
+    /// Buses of its area.
     pub buses: usize,
     /// In-service branches inside the area.
     pub branches: usize,
@@ -48,7 +48,7 @@ pub struct MemberSummary {
     pub components: usize,
     /// Participants homed at the member.
     pub participants: usize,
-    /// Checks it ran, and their total time in seconds.
+    /// Security checks it ran.
     pub checks: u64,
     /// Total time of its checks, seconds.
     pub check_seconds: f64,
