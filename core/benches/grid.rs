@@ -8,13 +8,11 @@
 //! `cargo bench -p tieline-core --bench grid` (release). Repetitions with `GRID_RUNS`
 //! (default 5); the median wall time is printed.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tieline_core::clearing::{Cleared, ClearingInput, rule_for};
+use tieline_core::clearing::{Cleared, ClearingInput};
 use tieline_core::consensus::SecurityCheck;
 use tieline_core::consensus::sim::Cluster;
-use tieline_core::crypto::{Ed25519, Signer};
 use tieline_core::grid::{GridConsortium, GridConsortiumOptions};
 
 const RTS_GMLC: &str = include_str!("../../data/rts-gmlc/case_RTS_GMLC.m");
@@ -37,22 +35,10 @@ fn reference(tie: u32, lines: u32) -> f64 {
 /// One negotiation of height 1: (wall time from the first bid to the last member's commit,
 /// the committed block).
 fn negotiate(c: &GridConsortium) -> (Duration, tieline_core::block::Block) {
-    let signers: Vec<Arc<dyn Signer>> = c
-        .members
-        .iter()
-        .map(|k| Arc::new(k.clone()) as Arc<dyn Signer>)
-        .collect();
-    let scheme = Arc::new(Ed25519::with_known_keys(c.genesis.public_keys()));
     let checks = c.security_checks().expect("the area files are valid");
     let bids = c.bids(1);
     let started = Instant::now();
-    let mut cluster = Cluster::new(
-        &c.genesis,
-        signers,
-        scheme,
-        rule_for(c.genesis.clearing.rule),
-        checks,
-    );
+    let mut cluster = Cluster::with_keys(&c.genesis, &c.members, checks);
     cluster.start();
     for b in bids {
         cluster.submit(b);

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tieline_core::audit::audit_chain;
-use tieline_core::block::{Appeal, AppealClaim, AppealResolution, RejectionReason, VoteKind};
+use tieline_core::block::{
+    Appeal, AppealClaim, AppealResolution, Block, RejectionReason, VoteKind,
+};
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
 use tieline_core::consensus::{
@@ -389,6 +391,16 @@ fn omitted_bid(s: &SampleConsortium, index: usize) -> (SignedBid, Signed<BidRece
     (bid, receipt)
 }
 
+/// The resolutions a block records, in order.
+fn resolutions(b: &Block) -> Vec<AppealResolution> {
+    b.body
+        .process
+        .appeals
+        .iter()
+        .map(|a| a.resolution)
+        .collect()
+}
+
 /// V5: a receipted bid that an earlier block already carried cannot be appealed as omitted
 /// at a later height: the claim is rejected as already included, and nothing is cleared twice.
 #[test]
@@ -443,14 +455,10 @@ fn an_omitted_claim_for_a_bid_already_on_the_chain_is_rejected_as_included() {
     assert!(c.run_until(50_000, decided(2)));
     assert_agree_and_audit(&s, &c);
     let b = &c.nodes[0].store.blocks[1];
-    let recorded: Vec<AppealResolution> = b
-        .body
-        .process
-        .appeals
-        .iter()
-        .map(|a| a.resolution)
-        .collect();
-    assert_eq!(recorded, vec![AppealResolution::RejectedAlreadyIncluded]);
+    assert_eq!(
+        resolutions(b),
+        vec![AppealResolution::RejectedAlreadyIncluded]
+    );
     assert!(!b.body.trades.iter().any(|t| t.bid == bid.body.id()));
     assert!(
         !b.body
@@ -511,13 +519,7 @@ fn appeals_are_resolved_by_the_primary_and_recorded() {
     assert_agree_and_audit(&s, &c);
     let b = &c.nodes[0].store.blocks[0];
     assert!(b.header.revision >= 1);
-    let res: Vec<AppealResolution> = b
-        .body
-        .process
-        .appeals
-        .iter()
-        .map(|a| a.resolution)
-        .collect();
+    let res = resolutions(b);
     assert!(matches!(res[0], AppealResolution::Upheld { revision } if revision >= 1));
     assert_eq!(res[1], AppealResolution::RejectedOutcomeStands);
     assert!(

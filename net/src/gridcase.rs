@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde_json::json;
-use tieline_core::block::Block;
 use tieline_core::clearing::{Cleared, ClearingInput, Cut};
 use tieline_core::consensus::SecurityCheck;
 use tieline_core::grid::{AreaModel, Case, GridConsortium, GridConsortiumOptions, SplitColumn};
@@ -85,8 +84,6 @@ pub struct GridReport {
     pub setup_seconds: f64,
     /// The committed block's hash.
     pub block: String,
-    /// The committed block.
-    pub committed: Block,
 }
 
 impl GridReport {
@@ -298,7 +295,6 @@ pub fn negotiate(c: &GridConsortium, setup_seconds: f64) -> Result<GridReport> {
         seconds,
         setup_seconds,
         block: block.digest().to_hex(),
-        committed: block,
     })
 }
 

@@ -5,20 +5,19 @@
 //! well-formed, self-contained HTML with every block traceable; a tampered chain's report says
 //! where the audit failed.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use scraper::{Html, Selector};
 use tieline_core::block::{Appeal, AppealClaim, Block};
-use tieline_core::clearing::rule_for;
 use tieline_core::consensus::sim::Cluster;
 use tieline_core::consensus::{Input, Reply};
-use tieline_core::crypto::{Ed25519, Signed, Signer};
+use tieline_core::crypto::Signed;
 use tieline_core::encoding::Tagged;
 use tieline_core::grid::{GridConsortium, GridConsortiumOptions};
 use tieline_core::units::Quantity;
 use tieline_net::report;
 
-const RTS_GMLC: &str = include_str!("../../data/rts-gmlc/case_RTS_GMLC.m");
+use tieline_net::cluster::RTS_GMLC_CASE as RTS_GMLC;
 
 /// A chain name with markup in it: the report must show it as text.
 const CHAIN_NAME: &str = "RTS-GMLC <script>alert('x')</script> & \"co\"";
@@ -47,17 +46,9 @@ fn build_chain() -> Chain {
         },
     )
     .expect("the shipped case makes a consortium");
-    let signers: Vec<Arc<dyn Signer>> = c
-        .members
-        .iter()
-        .map(|k| Arc::new(k.clone()) as Arc<dyn Signer>)
-        .collect();
-    let scheme = Arc::new(Ed25519::with_known_keys(c.genesis.public_keys()));
-    let mut cluster = Cluster::new(
+    let mut cluster = Cluster::with_keys(
         &c.genesis,
-        signers,
-        scheme,
-        rule_for(c.genesis.clearing.rule),
+        &c.members,
         c.security_checks().expect("the area models load"),
     );
     cluster.start();

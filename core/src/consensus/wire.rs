@@ -1114,20 +1114,26 @@ mod tests {
         assert!(Message::from_canonical_bytes(&[]).is_err());
     }
 
-    /// A participant verifies its trades against the certified header of a block committed by
-    /// the simulated cluster, and catches a forged trade or a forged certificate (spec D5).
-    #[test]
-    fn participant_verifies_certified_trades_and_catches_forgeries() {
+    /// A sample consortium of 4 members and 8 participants, each bidding once for height 1,
+    /// run by the simulated cluster until every member has committed `heights` blocks.
+    fn committed(heights: u64) -> (SampleConsortium, Cluster) {
         let s = SampleConsortium::new(4, 2);
         let security: Vec<Arc<dyn SecurityCheck>> =
             (0..4).map(|_| Arc::new(NoGridModel) as _).collect();
         let mut cluster = Cluster::from_sample(&s, security);
         cluster.start();
         for i in 0..8 {
-            let home = i / 2;
-            cluster.input(home, Input::Bid(s.bid(i, 1, 1)));
+            cluster.input(i / 2, Input::Bid(s.bid(i, 1, 1)));
         }
-        assert!(cluster.run_until(100_000, |c| c.min_height() >= 1));
+        assert!(cluster.run_until(100_000, |c| c.min_height() >= heights));
+        (s, cluster)
+    }
+
+    /// A participant verifies its trades against the certified header of a block committed by
+    /// the simulated cluster, and catches a forged trade or a forged certificate (spec D5).
+    #[test]
+    fn participant_verifies_certified_trades_and_catches_forgeries() {
+        let (s, cluster) = committed(1);
         let block = cluster.nodes[0].store.blocks[0].clone();
         let scheme = Ed25519::default();
         let who = block.body.trades[0].participant;
@@ -1174,15 +1180,7 @@ mod tests {
     /// another block or a short quorum, and another chain's header are caught.
     #[test]
     fn participant_verifies_certified_process_data_and_catches_forgeries() {
-        let s = SampleConsortium::new(4, 2);
-        let security: Vec<Arc<dyn SecurityCheck>> =
-            (0..4).map(|_| Arc::new(NoGridModel) as _).collect();
-        let mut cluster = Cluster::from_sample(&s, security);
-        cluster.start();
-        for i in 0..8 {
-            cluster.input(i / 2, Input::Bid(s.bid(i, 1, 1)));
-        }
-        assert!(cluster.run_until(100_000, |c| c.min_height() >= 2));
+        let (s, cluster) = committed(2);
         let scheme = Ed25519::default();
         let block = cluster.nodes[0].store.blocks[0].clone();
         let certified = CertifiedProcess::from_block(&block);

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tieline_core::block::Block;
-use tieline_core::clearing::{COEFFICIENT_SCALE, CUT_TOLERANCE, Cut, CutVariable, rule_for};
+use tieline_core::clearing::{COEFFICIENT_SCALE, CUT_TOLERANCE, Cut, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
 use tieline_core::consensus::{Reply, SecurityCheck};
-use tieline_core::crypto::{Digest, Ed25519, Signer, sha256};
+use tieline_core::crypto::{Digest, Ed25519, sha256};
 use tieline_core::grid::{Case, GridConsortium, GridConsortiumOptions};
 use tieline_core::market::Side;
 use tieline_core::units::{NodeId, TieLineId};
@@ -44,19 +44,7 @@ pub struct Negotiated {
 /// Every participant bids once for height 1, and the cluster runs until every member has
 /// committed it; every member checks its grid with its entry of `checks`.
 pub fn negotiate(c: &GridConsortium, checks: Vec<Arc<dyn SecurityCheck>>) -> Negotiated {
-    let signers: Vec<Arc<dyn Signer>> = c
-        .members
-        .iter()
-        .map(|k| Arc::new(k.clone()) as Arc<dyn Signer>)
-        .collect();
-    let scheme = Arc::new(Ed25519::with_known_keys(c.genesis.public_keys()));
-    let mut cluster = Cluster::new(
-        &c.genesis,
-        signers,
-        scheme,
-        rule_for(c.genesis.clearing.rule),
-        checks,
-    );
+    let mut cluster = Cluster::with_keys(&c.genesis, &c.members, checks);
     cluster.start();
     for bid in c.bids(1) {
         let reply = cluster.submit(bid);
