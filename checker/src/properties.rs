@@ -414,17 +414,19 @@ fn decided(setup: &Setup, n: &NodeState) -> bool {
     n.height > setup.bounds.max_height
 }
 
-/// Whether a run has reached a bound: a live correct node in the last view can go on only by
-/// voting to skip it (its view timer is armed), or a revision at the bound was voted on.
+/// Whether a run has reached a bound: a live correct node can go on only by voting to skip
+/// the last view (its view timer is armed, and the core says its next skip vote is for that
+/// view: it is in it, or it voted to skip every view before it and its next primary is
+/// silent), or a revision at the bound was voted on.
 fn at_bound(model: &Model, state: &State) -> bool {
     let b = model.cfg.bounds;
     correct(model, state).any(|c| {
         let n = &c.view.node;
         let skip_next = !c.crashed
-            && n.view == b.max_view
+            && n.next_skip_view(c.member) == b.max_view
             && state.timers_set.get(c.index).is_some_and(|t| {
                 t.iter()
-                    .any(|t| *t == tieline_core::consensus::Timer::View(n.height, b.max_view))
+                    .any(|t| *t == tieline_core::consensus::Timer::View(n.height, n.view))
             });
         skip_next || n.voted.keys().any(|k| k.2 >= b.max_revision)
     })

@@ -20,7 +20,11 @@ use tieline_core::sample::{SampleConsortium, sample_product};
 use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
 
 fn open() -> Vec<Arc<dyn SecurityCheck>> {
-    (0..4)
+    open_for(4)
+}
+
+fn open_for(members: usize) -> Vec<Arc<dyn SecurityCheck>> {
+    (0..members)
         .map(|_| Arc::new(NoGridModel) as Arc<dyn SecurityCheck>)
         .collect()
 }
@@ -245,6 +249,31 @@ fn crashed_primary_is_skipped_and_its_round_committed_by_the_next() {
     // The crashed primary's area sat the view out: none of its trades are in the block.
     let area = s.genesis.member(p0).unwrap().area;
     assert!(b.body.trades.iter().all(|t| t.area != area));
+}
+
+#[test]
+fn two_crashed_primaries_in_a_row_are_skipped_by_escalating_skip_votes() {
+    // Seven members tolerate two faults. The primaries of views 0 and 1 are both down, so
+    // nobody gathers the skip votes for view 0: the others' timers fire again and they vote
+    // to skip view 1 as well, to the primary of view 2, which opens view 2 and commits.
+    let s = SampleConsortium::new(7, 1);
+    let mut c = Cluster::from_sample(&s, open_for(7));
+    c.start();
+    bid_round(&s, &mut c, 1);
+    let down: Vec<NodeId> = (0..2).map(|v| s.genesis.primary(1, v)).collect();
+    for p in &down {
+        let i = c.nodes.iter().position(|n| n.ctx.me == *p).unwrap();
+        c.crash(i);
+    }
+    assert!(c.run_until(200_000, decided(1)));
+    assert_agree_and_audit(&s, &c);
+    let b = &c.longest_chain()[0];
+    assert_eq!(b.header.view, 2);
+    assert_eq!(b.header.primary, s.genesis.primary(1, 2));
+    assert_eq!(b.body.process.skipped, down);
+    let cert = b.body.process.skip_certificate.as_ref().unwrap();
+    assert_eq!(cert.view, 1);
+    assert!(!cert.voters().any(|v| down.contains(&v)));
 }
 
 #[test]

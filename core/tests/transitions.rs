@@ -575,13 +575,21 @@ fn a_vote_with_a_bad_signature_or_from_another_voter_is_ignored() {
 fn skip_votes_form_a_certificate_that_opens_the_next_view() {
     let r = Rig::at_proposal();
     let (i, ctx, mut state) = r.verifier();
+    // The verifier is the primary of view 1: it gathers the skip votes for view 0.
+    assert_eq!(r.s.genesis.primary(1, 1), r.s.genesis.members[i].id);
     let effects = state.step(&ctx, NOW, Input::Timer(Timer::View(1, 0)));
-    let persisted = position(&effects, |e| matches!(e, Effect::Persist(Record::Skip(_)))).unwrap();
-    let sent = position(&effects, |e| {
-        matches!(e, Effect::Broadcast(Message::Skip(..)))
-    })
-    .unwrap();
-    assert!(persisted < sent);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Persist(Record::Skip(_)))));
+    assert!(
+        !effects.iter().any(|e| matches!(
+            e,
+            Effect::Broadcast(_)
+                | Effect::Send {
+                    msg: Message::Skip(..),
+                    ..
+                }
+        )),
+        "the next view's primary keeps its own skip vote"
+    );
     let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
     state.step(&ctx, NOW, r.skip(others[0]));
     assert_eq!(state.view, 0);
@@ -633,6 +641,60 @@ fn skip_votes_form_a_certificate_that_opens_the_next_view() {
         },
     );
     assert_eq!(behind.view, 1);
+}
+
+#[test]
+fn skip_votes_go_to_the_next_primary_and_escalate_while_it_stays_silent() {
+    let r = Rig::at_proposal();
+    let g = &r.s.genesis;
+    // A node that is not the primary of view 1.
+    let i = (0..4)
+        .find(|&j| g.members[j].id != g.primary(1, 1) && g.members[j].id != g.primary(1, 0))
+        .unwrap();
+    let ctx = r.c.nodes[i].ctx.clone();
+    let mut state = r.c.nodes[i].state.clone();
+    let effects = state.step(&ctx, NOW, Input::Timer(Timer::View(1, 0)));
+    let persisted = position(&effects, |e| matches!(e, Effect::Persist(Record::Skip(v)) if v.body.view == 0)).unwrap();
+    let sent = position(&effects, |e| {
+        matches!(e, Effect::Send { to, msg: Message::Skip(v, ..) } if *to == g.primary(1, 1) && v.body.view == 0)
+    })
+    .expect("the skip vote for view 0 goes to the primary of view 1");
+    assert!(persisted < sent);
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Broadcast(_))));
+    // It is not the primary of view 1: skip votes of others for view 0 do not move it.
+    let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
+    for &j in &others {
+        state.step(&ctx, NOW, r.skip(j));
+    }
+    assert_eq!(state.view, 0);
+    assert_eq!(state.skips.get(&0).map(|m| m.len()), Some(1));
+    // The timer fires again: the primary of view 1 may be down, so the node also votes to
+    // skip view 1, to the primary of view 2, and re-sends its vote for view 0.
+    assert_eq!(state.next_skip_view(ctx.me), 1);
+    let effects = state.step(&ctx, NOW, Input::Timer(Timer::View(1, 0)));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Persist(Record::Skip(v)) if v.body.view == 1)));
+    for (view, to) in [(0, g.primary(1, 1)), (1, g.primary(1, 2))] {
+        assert!(
+            to == g.members[i].id
+                || effects.iter().any(|e| matches!(e, Effect::Send { to: t, msg: Message::Skip(v, ..) } if *t == to && v.body.view == view)),
+            "skip vote for view {view} to {to:?}"
+        );
+    }
+    assert_eq!(state.view, 0);
+    // Having voted to skip views 0 and 1, it endorses in neither.
+    let late = state.step(
+        &ctx,
+        NOW,
+        r.by_primary(Message::Proposal(Box::new(r.proposal()))),
+    );
+    assert!(!late.iter().any(|e| matches!(
+        e,
+        Effect::Send {
+            msg: Message::Vote(_),
+            ..
+        }
+    )));
+    assert_eq!(state.next_skip_view(ctx.me), 2);
 }
 
 #[test]

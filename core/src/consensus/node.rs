@@ -317,13 +317,7 @@ impl NodeState {
                     after_ms: ctx.genesis.timing.batch_wait_ms,
                 });
             }
-            if let Some(v) = self.skips.get(&self.view).and_then(|m| m.get(&ctx.me)) {
-                out.push(Effect::Broadcast(Message::Skip(
-                    Box::new(v.clone()),
-                    self.locked_proposal(),
-                    self.held_batches(&v.body.held),
-                )));
-            }
+            self.send_skip_votes(out);
         }
         if restarted {
             out.push(Effect::Broadcast(Message::SyncRequest {
@@ -864,12 +858,7 @@ impl NodeState {
                 self.enter_view(out, view, cert.clone());
             }
         }
-        if view != self.view
-            || self
-                .skips
-                .get(&view)
-                .is_some_and(|m| m.contains_key(&ctx.me))
-        {
+        if view != self.view || self.skipped(ctx, view) {
             return;
         }
         if !self.gate_closed {
@@ -1313,11 +1302,7 @@ impl NodeState {
     fn lock_on(&mut self, out: &mut Out<'_>, certificate: QuorumCertificate, p: Proposal) {
         let ctx = out.ctx;
         let (view, revision) = certificate.round();
-        if self
-            .skips
-            .get(&view)
-            .is_some_and(|m| m.contains_key(&ctx.me))
-        {
+        if self.skipped(ctx, view) {
             return;
         }
         if self
@@ -1522,43 +1507,84 @@ impl NodeState {
 
     // ----- fault skip (paper step 2; spec L1, L2, S2) -----
 
-    /// The view lasted too long: vote to skip its primary, reporting the highest lock.
+    /// The view lasted too long: vote to skip its primary, reporting the highest lock. The
+    /// vote goes to the primary of the next view only, which gathers the certificate and opens
+    /// the view with its proposal (HotStuff's new-view messages). If the timer fires again
+    /// before then, that primary may be down too: the node votes to skip the next view as
+    /// well, and so on (PBFT's escalation), each vote to the primary of the view after it.
     fn skip_view(&mut self, out: &mut Out<'_>) {
         let ctx = out.ctx;
-        let view = self.view;
-        let vote = match self.skips.get(&view).and_then(|m| m.get(&ctx.me)) {
-            Some(v) => v.clone(),
-            None => {
-                let v = out.sign(SkipVote {
-                    chain_id: ctx.chain_id,
-                    height: self.height,
-                    view,
-                    voter: ctx.me,
-                    lock: self
-                        .lock
-                        .as_ref()
-                        .filter(|_| !mutated!(ctx, SkipVoteHidesLock))
-                        .map(|l| l.certificate.clone()),
-                    held: self.batches.keys().copied().collect(),
-                });
-                self.skips
-                    .entry(view)
-                    .or_default()
-                    .insert(ctx.me, v.clone());
-                if !mutated!(ctx, SkipVoteUnlogged) {
-                    out.push(Effect::Persist(Record::Skip(v.clone())));
-                }
-                v
+        let target = self.next_skip_view(ctx.me);
+        if !self.skips.get(&target).is_some_and(|m| m.contains_key(&ctx.me)) {
+            let v = out.sign(SkipVote {
+                chain_id: ctx.chain_id,
+                height: self.height,
+                view: target,
+                voter: ctx.me,
+                lock: self
+                    .lock
+                    .as_ref()
+                    .filter(|_| !mutated!(ctx, SkipVoteHidesLock))
+                    .map(|l| l.certificate.clone()),
+                held: self.batches.keys().copied().collect(),
+            });
+            self.skips
+                .entry(target)
+                .or_default()
+                .insert(ctx.me, v.clone());
+            if !mutated!(ctx, SkipVoteUnlogged) {
+                out.push(Effect::Persist(Record::Skip(v)));
             }
-        };
-        let batches = self.held_batches(&vote.body.held);
-        out.push(Effect::Broadcast(Message::Skip(
-            Box::new(vote),
-            self.locked_proposal(),
-            batches,
-        )));
-        self.arm_view_timer(out);
-        self.try_skip_certificate(out, view);
+        }
+        self.send_skip_votes(out);
+        out.push(Effect::SetTimer {
+            timer: Timer::View(self.height, self.view),
+            after_ms: Self::view_timeout(ctx, target + 1),
+        });
+        self.try_skip_certificate(out, target);
+    }
+
+    /// The view the next firing of this node's view timer votes to skip: its current view,
+    /// or, once it voted to skip that one, the view after the highest it voted to skip (below
+    /// `MAX_VIEW`). The model checker reads it to tell a run that can go on only past its
+    /// view bound.
+    pub fn next_skip_view(&self, me: NodeId) -> u32 {
+        self.skips
+            .range(self.view..)
+            .rev()
+            .find(|(_, m)| m.contains_key(&me))
+            .map_or(self.view, |(&w, _)| {
+                (w + 1).min(crate::block::MAX_VIEW - 1)
+            })
+    }
+
+    /// Whether this node voted to skip `view` or a later view: it then votes in `view` no more.
+    fn skipped(&self, ctx: &Context, view: u32) -> bool {
+        self.skips
+            .range(view..)
+            .any(|(_, m)| m.contains_key(&ctx.me))
+    }
+
+    /// Sends each of this node's skip votes for its current or a later view to the primary of
+    /// the view after it, with the locked proposal and the batches the vote reports.
+    fn send_skip_votes(&self, out: &mut Out<'_>) {
+        let ctx = out.ctx;
+        for (&w, m) in self.skips.range(self.view..) {
+            let Some(v) = m.get(&ctx.me) else {
+                continue;
+            };
+            let to = ctx.genesis.primary(self.height, w + 1);
+            if to != ctx.me {
+                out.push(Effect::Send {
+                    to,
+                    msg: Message::Skip(
+                        Box::new(v.clone()),
+                        self.locked_proposal(),
+                        self.held_batches(&v.body.held),
+                    ),
+                });
+            }
+        }
     }
 
     fn on_skip(
@@ -1589,6 +1615,10 @@ impl NodeState {
                     ),
                 });
             }
+            return;
+        }
+        // Skip votes for a view are gathered by the primary of the view after it alone.
+        if ctx.genesis.primary(self.height, b.view.saturating_add(1)) != ctx.me {
             return;
         }
         let Some(key) = Self::member_key(ctx, from) else {

@@ -105,6 +105,13 @@ impl Cluster {
         clearing: &'static dyn Clearing,
         security: Vec<Arc<dyn SecurityCheck>>,
     ) -> Self {
+        assert!(
+            signers.len() == genesis.n() && security.len() == genesis.n(),
+            "a cluster of {} members needs as many signers and security checks, not {} and {}",
+            genesis.n(),
+            signers.len(),
+            security.len()
+        );
         let genesis = Arc::new(genesis.clone());
         let nodes = genesis
             .members
