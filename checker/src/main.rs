@@ -43,12 +43,17 @@ struct BoundArgs {
     /// batches delivered through the core before the search), whatever the scenario's default.
     #[arg(long)]
     after_collection: bool,
+    /// Take a crash and the recovery as two steps, with states in between where the node is
+    /// down, instead of one (the cross-check of that reduction; slower).
+    #[arg(long)]
+    two_step_crash: bool,
 }
 
 impl BoundArgs {
     /// The scenario as these options shape it.
     fn shape(&self, mut s: Scenario) -> Scenario {
         s.after_collection |= self.after_collection;
+        s.two_step_crash |= self.two_step_crash;
         s
     }
 

@@ -16,7 +16,9 @@ use std::sync::{Arc, OnceLock};
 
 use stateright::actor::{Actor, ActorModel, Envelope, Id, Network, Out, model_timeout};
 use tieline_core::block::{Appeal, AppealClaim, Block, Vote, VoteKind};
-use tieline_core::consensus::{Context, Effect, Input, Message, NodeState, Record, Reply, Timer};
+use tieline_core::consensus::{
+    Context, Effect, Input, Message, NodeState, Place, Record, Reply, Timer,
+};
 use tieline_core::crypto::{Digest, Signed, Signer};
 use tieline_core::market::SignedBid;
 use tieline_core::units::{NodeId, ParticipantId, Timestamp};
@@ -27,10 +29,109 @@ use crate::scenario::Setup;
 /// any time), so the clock never needs to move.
 pub const NOW: Timestamp = Timestamp(1_767_225_700_000);
 
-/// The model's actor system.
-pub type Model = ActorModel<Agent, Setup, ()>;
+/// The actor system as stateright builds it.
+pub type Actors = ActorModel<Agent, Setup, ()>;
 /// One global state of the model.
 pub type State = stateright::actor::ActorModelState<Agent, ()>;
+/// One step of the model.
+pub type Action = stateright::actor::ActorModelAction<Wire, Timer, ()>;
+
+/// The model: stateright's actor system, with a crash and the recovery from storage taken as
+/// one step when `Setup::atomic_restart` is set (checker/README.md, "A crash and its recovery
+/// are one step", argues that every property keeps its verdict). The action `Crash(i)` then
+/// crashes node `i` and recovers it at once; no state has a node down, and `Recover` is never
+/// offered. Everything else is the actor system's own.
+pub struct Model {
+    actors: Actors,
+    properties: Vec<stateright::Property<Model>>,
+}
+
+impl Model {
+    /// The actor system `actors` with `properties`.
+    pub fn new(actors: Actors, properties: Vec<stateright::Property<Model>>) -> Self {
+        Model { actors, properties }
+    }
+
+    /// Whether management node actor `i` may still crash in `state`: the crash budget is not
+    /// spent (each recovery counts, and each node down).
+    pub fn may_crash(&self, state: &State, i: usize) -> bool {
+        let spent: u32 = state
+            .actor_storages
+            .iter()
+            .flatten()
+            .map(|s| s.recoveries)
+            .sum::<u32>()
+            + state.crashed.iter().filter(|c| **c).count() as u32;
+        spent < self.cfg.bounds.max_crashes
+            && self.cfg.member_of.get(i).copied().flatten().is_some()
+            && !state.crashed.get(i).copied().unwrap_or(false)
+    }
+}
+
+impl std::ops::Deref for Model {
+    type Target = Actors;
+    fn deref(&self) -> &Actors {
+        &self.actors
+    }
+}
+
+impl stateright::Model for Model {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        self.actors.init_states()
+    }
+
+    fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        self.actors.actions(state, actions);
+        if self.cfg.atomic_restart {
+            // Only management nodes crash (a participant's crash is outside the bounds).
+            actions.retain(|a| match a {
+                Action::Recover(_) => false,
+                Action::Crash(id) => self.may_crash(state, usize::from(*id)),
+                _ => true,
+            });
+        }
+    }
+
+    fn next_state(&self, state: &State, action: Action) -> Option<State> {
+        match action {
+            Action::Crash(id) if self.cfg.atomic_restart => {
+                let down = self.actors.next_state(state, Action::Crash(id))?;
+                self.actors.next_state(&down, Action::Recover(id))
+            }
+            a => self.actors.next_state(state, a),
+        }
+    }
+
+    fn format_action(&self, action: &Action) -> String {
+        self.actors.format_action(action)
+    }
+
+    fn format_step(&self, state: &State, action: Action) -> Option<String> {
+        self.actors.format_step(state, action)
+    }
+
+    fn as_svg(&self, path: stateright::Path<State, Action>) -> Option<String> {
+        self.actors.as_svg(path)
+    }
+
+    fn properties(&self) -> Vec<stateright::Property<Self>> {
+        self.properties
+            .iter()
+            .map(|p| stateright::Property {
+                expectation: p.expectation.clone(),
+                name: p.name,
+                condition: p.condition,
+            })
+            .collect()
+    }
+
+    fn within_boundary(&self, state: &State) -> bool {
+        stateright::Model::within_boundary(&self.actors, state)
+    }
+}
 
 /// A hash computed once: the value it belongs to is immutable once shared (it is reset
 /// whenever the value is copied or changed), and it is invisible to equality.
@@ -144,61 +245,78 @@ pub enum Msg {
     Reply(Reply),
 }
 
-/// Where the slowest node stands: the lowest (height, view) of any node actor, correct or
-/// faulty, up or crashed (a crashed node comes back at the height and view its storage holds,
-/// which are those of its last state). A node's height and view never fall, so neither does
-/// the floor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Floor {
-    /// The lowest height.
-    pub height: u64,
-    /// The lowest view at that height.
-    pub view: u32,
-}
-
-impl Floor {
-    /// The floor of `state`.
-    pub fn of(state: &State) -> Floor {
-        let at = |v: &NodeView| {
-            let stored = v.store.0.next_height();
-            if stored < v.node.height {
-                (stored, 0)
-            } else {
-                (v.node.height, v.node.view)
-            }
-        };
-        let (height, view) = state
-            .actor_states
-            .iter()
-            .filter_map(|a| a.node())
-            .map(at)
-            .min()
-            .unwrap_or((0, 0));
-        Floor { height, view }
+/// Where a node actor stands for the liveness of messages: its height and view, or, if its
+/// storage is behind its memory, the stored height at view 0 (a crash brings it back there).
+/// A node's height and view never fall, even across a crash (it is rebuilt from its stored
+/// blocks and skip certificates).
+fn place(v: &NodeView) -> Place {
+    let stored = v.store.0.next_height();
+    if stored < v.node.height {
+        Place {
+            height: stored,
+            view: 0,
+        }
+    } else {
+        Place {
+            height: v.node.height,
+            view: v.node.view,
+        }
     }
 }
 
-impl Msg {
-    /// Whether the message can still change a node: whether the slowest node may still act on
-    /// it, as the core says ([`Message::concerns`], spec 2.7; every node is at or ahead of the
-    /// floor, and a message the slowest node may not act on is of a height or view every node
-    /// has left). A message between a participant and its home node is always live.
-    pub fn live(&self, floor: Floor) -> bool {
-        match self {
-            Msg::Node(m) => m.concerns(floor.height, floor.view),
+/// Where each actor stands (none for a participant), and the floor: the lowest place of any
+/// node actor, correct or faulty, up or crashed. Neither ever falls.
+pub struct Places {
+    /// Per actor.
+    pub actors: Vec<Option<Place>>,
+    /// The slowest node's place.
+    pub floor: Place,
+}
+
+impl Places {
+    /// The places of `state`.
+    pub fn of(state: &State) -> Places {
+        let actors: Vec<Option<Place>> = state
+            .actor_states
+            .iter()
+            .map(|a| a.node().map(place))
+            .collect();
+        let floor = actors
+            .iter()
+            .flatten()
+            .min()
+            .copied()
+            .unwrap_or(Place { height: 0, view: 0 });
+        Places { actors, floor }
+    }
+
+    /// Whether the message `msg` from actor `src` to actor `dst` can still change a node, as the core says
+    /// ([`Message::live`], spec 2.7). A participant's bid or appeal, and a node's reply to a
+    /// participant, are always live, but for the refusal of a bid: a participant acts only on
+    /// a receipt, and no property reads a refusal, so a refusal changes nothing once sent.
+    pub fn live(&self, src: Id, dst: Id, msg: &Wire) -> bool {
+        match msg.msg() {
+            Msg::Node(m) => {
+                let at = |id: Id| self.actors.get(usize::from(id)).copied().flatten();
+                match (at(src), at(dst)) {
+                    (Some(from), Some(to)) => m.live(from, to, self.floor),
+                    _ => true,
+                }
+            }
+            Msg::Reply(Reply::BidRejected { .. }) => false,
             _ => true,
         }
     }
 }
 
-/// The messages on the network that can still change a node (see [`Msg::live`]), with every
-/// message to or from a participant.
+/// The messages on the network that can still change a node (see [`Places::live`]), with
+/// every message to or from a participant but a bid's refusal.
 pub fn live_messages(state: &State) -> impl Iterator<Item = Envelope<&Wire>> {
-    let floor = Floor::of(state);
+    let places = Places::of(state);
     state
         .network
         .iter_all()
-        .filter(move |e| e.msg.msg().live(floor))
+        .filter(move |e| places.live(e.src, e.dst, e.msg))
 }
 
 /// The state the search remembers in place of `state`: the same state without the messages
@@ -220,9 +338,9 @@ pub fn representative(state: &State) -> State {
 /// Drops from `state`, in place, what [`representative`] leaves out: the search's own way to
 /// the representative of a successor it owns (no second copy of the network).
 pub fn reduce(state: &mut State) {
-    let floor = Floor::of(state);
+    let places = Places::of(state);
     if let Network::UnorderedDuplicating(set, last) = &mut state.network {
-        set.retain(|e| e.msg.msg().live(floor));
+        set.retain(|e| places.live(e.src, e.dst, &e.msg));
         *last = None;
     }
 }

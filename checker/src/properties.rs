@@ -30,7 +30,9 @@ use tieline_core::crypto::{Digest, Signed};
 use tieline_core::market::SignedBid;
 use tieline_core::units::NodeId;
 
-use crate::model::{Floor, Model, Msg, NodeView, State, Store, live_messages, representative};
+use crate::model::{
+    Action, Model, Msg, NodeView, Places, State, Store, live_messages, representative,
+};
 use crate::scenario::{Scenario, Setup};
 
 /// A checker property: its spec id, its name in reports, and its predicate.
@@ -416,13 +418,15 @@ fn decided(setup: &Setup, n: &NodeState) -> bool {
 
 /// Whether a run has reached a bound: a live correct node can go on only by voting to skip
 /// the last view (its view timer is armed, and the core says its next skip vote is for that
-/// view: it is in it, or it voted to skip every view before it and its next primary is
-/// silent), or a revision at the bound was voted on.
-fn at_bound(model: &Model, state: &State) -> bool {
+/// view: it is in it, or it voted to skip every view before it and their primaries are
+/// silent), or a revision at the bound was voted on. `down` is a node taken as down (see
+/// [`l2`]).
+fn at_bound(model: &Model, state: &State, down: Option<usize>) -> bool {
     let b = model.cfg.bounds;
     correct(model, state).any(|c| {
         let n = &c.view.node;
         let skip_next = !c.crashed
+            && Some(c.index) != down
             && n.next_skip_view(c.member) == b.max_view
             && state.timers_set.get(c.index).is_some_and(|t| {
                 t.iter()
@@ -437,46 +441,60 @@ fn same_state(a: &State, b: &State) -> bool {
 }
 
 thread_local! {
-    /// Whether the state whose properties are being evaluated can go on, as the search that
-    /// computed its successors found (see [`with_progress`]).
-    static PROGRESS: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    /// The actors that can go on in the state whose properties are being evaluated, as the
+    /// search that computed its successors found (see [`with_progress`]).
+    static PROGRESS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
-/// Evaluates properties in `f` knowing whether the state can go on (some delivery or timer
-/// changes it within the bounds): the search computed the successors already, and L2 then
-/// reads this answer instead of computing them again.
-pub fn with_progress<R>(progress: bool, f: impl FnOnce() -> R) -> R {
-    PROGRESS.with(|p| p.set(Some(progress)));
+/// Evaluates properties in `f` knowing which actors can go on in the state (bit i: some
+/// delivery to actor i or timer of actor i changes the state within the bounds): the search
+/// computed the successors already, and L2 then reads this answer instead of computing them
+/// again.
+pub fn with_progress<R>(movers: u64, f: impl FnOnce() -> R) -> R {
+    PROGRESS.with(|p| p.set(Some(movers)));
     let r = f();
     PROGRESS.with(|p| p.set(None));
     r
 }
 
-/// Whether some delivery or timer (not a crash or a recovery) changes the state within the
-/// bounds.
-fn can_progress(model: &Model, state: &State) -> bool {
+/// The actor whose step `action` is, for a delivery or a timer (a crash, a recovery or a drop
+/// is no step of a running actor).
+pub fn mover(action: &Action) -> Option<usize> {
+    match action {
+        ActorModelAction::Deliver { dst, .. } => Some(usize::from(*dst)),
+        ActorModelAction::Timeout(id, _) => Some(usize::from(*id)),
+        _ => None,
+    }
+}
+
+/// The bit of actor `i` in a set of movers.
+pub fn bit(i: usize) -> u64 {
+    1u64.checked_shl(i as u32).unwrap_or(0)
+}
+
+/// The actors some delivery or timer of which (not a crash or a recovery) changes the state
+/// within the bounds.
+fn movers(model: &Model, state: &State) -> u64 {
     if let Some(known) = PROGRESS.with(std::cell::Cell::get) {
         return known;
     }
     let mut actions = Vec::new();
     model.actions(state, &mut actions);
-    let (timers, rest): (Vec<_>, Vec<_>) = actions
-        .into_iter()
-        .partition(|a| matches!(a, ActorModelAction::Timeout(..)));
-    for a in timers.into_iter().chain(rest) {
-        if matches!(
-            a,
-            ActorModelAction::Crash(_) | ActorModelAction::Recover(_) | ActorModelAction::Drop(_)
-        ) {
+    let mut movers = 0;
+    for a in actions {
+        let Some(i) = mover(&a) else {
+            continue;
+        };
+        if movers & bit(i) != 0 {
             continue;
         }
         if let Some(next) = model.next_state(state, a) {
             if stateright::Model::within_boundary(model, &next) && !same_state(&next, state) {
-                return true;
+                movers |= bit(i);
             }
         }
     }
-    false
+    movers
 }
 
 // ----- safety -----
@@ -629,7 +647,7 @@ fn s4_reached(model: &Model, state: &State) -> bool {
 fn v1(model: &Model, state: &State) -> bool {
     let g = &model.cfg.genesis;
     let props = proposals(state);
-    let floor = Floor::of(state);
+    let floor = Places::of(state).floor;
     let endorsed_right = correct_endorsements(model, state).iter().all(|v| {
         match props.get(&(v.view, v.revision, v.block)) {
             Some(p) => p.stamp.body.voter == g.primary(v.height, v.view),
@@ -956,21 +974,35 @@ fn l1(model: &Model, state: &State) -> bool {
 fn l1_reached(model: &Model, state: &State) -> bool {
     let g = &model.cfg.genesis;
     let p0 = g.primary(1, 0);
-    let down = model
-        .cfg
-        .member_of
-        .iter()
-        .enumerate()
-        .any(|(i, m)| *m == Some(p0) && state.crashed.get(i).copied().unwrap_or(false));
+    let down = model.cfg.member_of.iter().enumerate().any(|(i, m)| {
+        *m == Some(p0)
+            && (state.crashed.get(i).copied().unwrap_or(false)
+                || state
+                    .actor_storages
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.recoveries > 0))
+    });
     down && correct(model, state).any(|c| c.store.blocks.iter().any(|b| b.header.view == 1))
 }
 
 /// L2: within the bounds, a run that can go no further has reached a bound or every live
-/// correct node has decided.
+/// correct node has decided. With a crash and its recovery taken as one step (see
+/// [`Model`]), no state has a node down, so L2 is also checked as if each node that may still
+/// crash were down here: the others must go on without it (the verdict of the state in which
+/// it crashed and stayed down; checker/README.md argues it).
 fn l2(model: &Model, state: &State) -> bool {
-    let setup = &model.cfg;
-    let done = correct(model, state).all(|c| c.crashed || decided(setup, &c.view.node));
-    done || at_bound(model, state) || can_progress(model, state)
+    let movers = movers(model, state);
+    let l2_with = |down: Option<usize>| {
+        let done = correct(model, state)
+            .all(|c| c.crashed || Some(c.index) == down || decided(&model.cfg, &c.view.node));
+        done || at_bound(model, state, down) || movers & !down.map_or(0, bit) != 0
+    };
+    l2_with(None)
+        && (!model.cfg.atomic_restart
+            || (0..state.actor_states.len())
+                .filter(|&i| model.may_crash(state, i))
+                .all(|i| l2_with(Some(i))))
 }
 
 fn all_decided(model: &Model, state: &State) -> bool {

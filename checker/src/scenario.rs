@@ -92,6 +92,10 @@ pub struct Scenario {
     /// collection (locks, equivocation, impostors, joint signatures) then spend no states on
     /// the order in which batches arrive; `crash` keeps collection in the search.
     pub after_collection: bool,
+    /// Whether a crash and the recovery are two steps, with states in between where the node
+    /// is down (the actor system's own crashes), instead of one (the default; see [`Model`]):
+    /// the cross-check of that reduction.
+    pub two_step_crash: bool,
 }
 
 /// The model's configuration: what every property may read.
@@ -117,6 +121,8 @@ pub struct Setup {
     pub security: BTreeMap<NodeId, Arc<dyn SecurityCheck>>,
     /// Whether nodes may crash.
     pub crashes: bool,
+    /// Whether a crash and the recovery from storage are one step (see [`Model`]).
+    pub atomic_restart: bool,
 }
 
 impl Setup {
@@ -295,6 +301,7 @@ impl Scenario {
                 max_crashes: 1,
             },
             after_collection: false,
+            two_step_crash: false,
         }
     }
 
@@ -340,6 +347,7 @@ impl Scenario {
                 max_crashes: 0,
             },
             after_collection: true,
+            two_step_crash: false,
         }
     }
 
@@ -419,6 +427,7 @@ impl Scenario {
                 max_crashes: 0,
             },
             after_collection: false,
+            two_step_crash: false,
         }
     }
 
@@ -470,6 +479,7 @@ impl Scenario {
                 max_crashes: 0,
             },
             after_collection: false,
+            two_step_crash: false,
         }
     }
 
@@ -498,6 +508,7 @@ impl Scenario {
                 max_crashes: 0,
             },
             after_collection: true,
+            two_step_crash: false,
         }
     }
 
@@ -522,6 +533,7 @@ impl Scenario {
                 max_crashes: 0,
             },
             after_collection: true,
+            two_step_crash: false,
             ..Self::crash()
         }
     }
@@ -562,6 +574,7 @@ impl Scenario {
                 max_crashes: 0,
             },
             after_collection: true,
+            two_step_crash: false,
             ..Self::crash()
         }
     }
@@ -738,17 +751,22 @@ impl Scenario {
                 .filter(|(m, _)| !self.faults.contains_key(m))
                 .collect(),
             crashes: self.max_crashes > 0,
+            atomic_restart: !self.two_step_crash,
         };
-        let mut model = ActorModel::new(setup, ())
+        let actors = ActorModel::new(setup, ())
             .actors(actors)
             .init_network(Network::new_unordered_duplicating([]))
             .max_crashes(self.max_crashes)
             .within_boundary(properties::within_boundary);
-        for p in properties::catalogue() {
-            if (p.applies)(self) {
-                model = model.property(p.expectation, p.name, p.condition);
-            }
-        }
-        model
+        let checked = properties::catalogue()
+            .into_iter()
+            .filter(|p| (p.applies)(self))
+            .map(|p| stateright::Property {
+                expectation: p.expectation,
+                name: p.name,
+                condition: p.condition,
+            })
+            .collect();
+        Model::new(actors, checked)
     }
 }

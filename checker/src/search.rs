@@ -22,15 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use stateright::actor::ActorModelAction;
 use stateright::{Expectation, Model as _, Path};
-use tieline_core::consensus::Timer;
 
-use crate::model::{Model, State, Wire, reduce, representative};
+use crate::model::{Model, State, reduce, representative};
 use crate::properties;
 
 /// An action of the model.
-pub type Action = ActorModelAction<Wire, Timer, ()>;
+pub use crate::model::Action;
 
 /// How a search runs.
 #[derive(Clone, Debug)]
@@ -342,7 +340,7 @@ fn worker(shared: &Shared<'_>) {
         }
         shared.max_depth.fetch_max(entry.depth, Ordering::Relaxed);
         // Successors first: whether the run can go on (L2) is read from them.
-        let mut progress = false;
+        let mut movers = 0u64;
         actions.clear();
         model.actions(&entry.state, &mut actions);
         let mut children = Vec::new();
@@ -356,21 +354,16 @@ fn worker(shared: &Shared<'_>) {
             shared.total.fetch_add(1, Ordering::Relaxed);
             reduce(&mut next);
             let fp = fingerprint(&next);
-            if fp != entry.fingerprint
-                && !matches!(
-                    action,
-                    ActorModelAction::Crash(_)
-                        | ActorModelAction::Recover(_)
-                        | ActorModelAction::Drop(_)
-                )
-            {
-                progress = true;
+            if fp != entry.fingerprint {
+                if let Some(i) = properties::mover(&action) {
+                    movers |= properties::bit(i);
+                }
             }
             if shared.visited.insert(fp) {
                 children.push((next, fp, action));
             }
         }
-        properties::with_progress(progress, || {
+        properties::with_progress(movers, || {
             for (i, p) in props.iter().enumerate() {
                 if found[i] {
                     continue;

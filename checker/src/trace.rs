@@ -199,7 +199,11 @@ pub fn steps(model: &Model, path: &Path<State, ActorModelAction<Wire, Timer, ()>
                 kind: "crash",
                 actor: actor_name(model, *id),
                 from: None,
-                what: "crashes (loses all it did not store)".to_owned(),
+                what: if model.cfg.atomic_restart {
+                    "crashes (loses all it did not store) and recovers from its storage".to_owned()
+                } else {
+                    "crashes (loses all it did not store)".to_owned()
+                },
             },
             ActorModelAction::Recover(id) => Step {
                 kind: "recover",

@@ -578,7 +578,11 @@ fn skip_votes_form_a_certificate_that_opens_the_next_view() {
     // The verifier is the primary of view 1: it gathers the skip votes for view 0.
     assert_eq!(r.s.genesis.primary(1, 1), r.s.genesis.members[i].id);
     let effects = state.step(&ctx, NOW, Input::Timer(Timer::View(1, 0)));
-    assert!(effects.iter().any(|e| matches!(e, Effect::Persist(Record::Skip(_)))));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Persist(Record::Skip(_))))
+    );
     assert!(
         !effects.iter().any(|e| matches!(
             e,
@@ -654,7 +658,11 @@ fn skip_votes_go_to_the_next_primary_and_escalate_while_it_stays_silent() {
     let ctx = r.c.nodes[i].ctx.clone();
     let mut state = r.c.nodes[i].state.clone();
     let effects = state.step(&ctx, NOW, Input::Timer(Timer::View(1, 0)));
-    let persisted = position(&effects, |e| matches!(e, Effect::Persist(Record::Skip(v)) if v.body.view == 0)).unwrap();
+    let persisted = position(
+        &effects,
+        |e| matches!(e, Effect::Persist(Record::Skip(v)) if v.body.view == 0),
+    )
+    .unwrap();
     let sent = position(&effects, |e| {
         matches!(e, Effect::Send { to, msg: Message::Skip(v, ..) } if *to == g.primary(1, 1) && v.body.view == 0)
     })
@@ -672,7 +680,11 @@ fn skip_votes_go_to_the_next_primary_and_escalate_while_it_stays_silent() {
     // skip view 1, to the primary of view 2, and re-sends its vote for view 0.
     assert_eq!(state.next_skip_view(ctx.me), 1);
     let effects = state.step(&ctx, NOW, Input::Timer(Timer::View(1, 0)));
-    assert!(effects.iter().any(|e| matches!(e, Effect::Persist(Record::Skip(v)) if v.body.view == 1)));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Persist(Record::Skip(v)) if v.body.view == 1))
+    );
     for (view, to) in [(0, g.primary(1, 1)), (1, g.primary(1, 2))] {
         assert!(
             to == g.members[i].id

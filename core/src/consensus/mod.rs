@@ -17,5 +17,6 @@ pub use context::Mutation;
 pub use context::{ConstraintList, Context, NoGridModel, SecurityCheck, cut_value};
 pub use node::{Lock, MAX_FALLBACK_LEVELS, ManagementNode, Negotiation, NodeState, VerifiedBids};
 pub use types::{
-    Effect, Input, MAX_SYNC_BLOCKS, Message, Position, Proposal, Record, Reply, RestoreKey, Timer,
+    Effect, Input, MAX_SYNC_BLOCKS, Message, Place, Position, Proposal, Record, Reply, RestoreKey,
+    Timer,
 };

@@ -1515,7 +1515,11 @@ impl NodeState {
     fn skip_view(&mut self, out: &mut Out<'_>) {
         let ctx = out.ctx;
         let target = self.next_skip_view(ctx.me);
-        if !self.skips.get(&target).is_some_and(|m| m.contains_key(&ctx.me)) {
+        if !self
+            .skips
+            .get(&target)
+            .is_some_and(|m| m.contains_key(&ctx.me))
+        {
             let v = out.sign(SkipVote {
                 chain_id: ctx.chain_id,
                 height: self.height,
@@ -1553,9 +1557,7 @@ impl NodeState {
             .range(self.view..)
             .rev()
             .find(|(_, m)| m.contains_key(&me))
-            .map_or(self.view, |(&w, _)| {
-                (w + 1).min(crate::block::MAX_VIEW - 1)
-            })
+            .map_or(self.view, |(&w, _)| (w + 1).min(crate::block::MAX_VIEW - 1))
     }
 
     /// Whether this node voted to skip `view` or a later view: it then votes in `view` no more.
@@ -1604,7 +1606,13 @@ impl NodeState {
             return;
         }
         if b.view < self.view {
-            // L2: the sender lags behind in views; show it how this node got ahead.
+            // L2: the sender lags behind in views; show it how this node got ahead. Only a
+            // vote for the view just before this one is answered: the certificate that opened
+            // this view is for that view, and a sender further behind escalates its votes
+            // until one reaches a node in the view after it (2.7).
+            if b.view + 1 != self.view {
+                return;
+            }
             if let Some(cert) = &self.justification {
                 let reported: Vec<NodeId> = cert.reported_homes().into_iter().collect();
                 out.push(Effect::Send {

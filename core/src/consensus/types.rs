@@ -88,6 +88,15 @@ pub enum Message {
     SyncResponse(Vec<Block>),
 }
 
+/// Where a node stands: the next height it has to decide and its view there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Place {
+    /// The next height to decide.
+    pub height: u64,
+    /// The view at that height.
+    pub view: u32,
+}
+
 /// Where a message belongs in the protocol: the height it is about and, for a message of one
 /// round, its view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -111,7 +120,7 @@ impl Message {
             Message::Endorsed(c) => at(c.height, Some(c.view)),
             Message::Objection(o, _) => at(o.body.height, Some(o.body.view)),
             Message::Appeal { appeal, .. } => at(appeal.body.height, None),
-            // Answered with a view certificate by a node in a later view of its height (2.7).
+            // Answered with a view certificate by a node in the next view (2.7).
             Message::Skip(v, ..) => at(v.body.height, None),
             Message::ViewCertificate(c, _) => at(c.height, Some(c.view)),
             Message::Decided(b) => at(b.header.height, None),
@@ -121,6 +130,34 @@ impl Message {
                 .max()
                 .and_then(|h| at(h, None)),
             Message::SyncRequest { .. } => None,
+        }
+    }
+
+    /// Whether this message, sent by a node now at `from` to a node now at `to`, may still
+    /// change a node, when the slowest node is at `floor`. A skip vote and a view certificate
+    /// change their recipient alone (spec 2.7): a view certificate while the recipient has not
+    /// left its height and view; a skip vote while the recipient may count it (it has not
+    /// left the vote's view) or answer it with news (it is in the view after the vote's, and
+    /// the sender is still at or before the vote's view). Every other message may change any
+    /// node that has not left its height or view ([`Message::concerns`], at the floor). A
+    /// node's height and view never fall, even across a restart, so a message that is not
+    /// live stays so: it is dead.
+    pub fn live(&self, from: Place, to: Place, floor: Place) -> bool {
+        match self {
+            Message::Skip(v, ..) => {
+                let (h, w) = (v.body.height, v.body.view);
+                match to.height.cmp(&h) {
+                    std::cmp::Ordering::Less => true,
+                    std::cmp::Ordering::Greater => false,
+                    std::cmp::Ordering::Equal => {
+                        to.view <= w
+                            || (u64::from(to.view) == u64::from(w) + 1
+                                && (from.height, from.view) <= (h, w))
+                    }
+                }
+            }
+            Message::ViewCertificate(c, _) => (to.height, to.view) <= (c.height, c.view),
+            _ => self.concerns(floor.height, floor.view),
         }
     }
 
