@@ -224,7 +224,21 @@ pub fn run(
     quiet: bool,
     timeout: Option<std::time::Duration>,
 ) -> Verdict {
+    run_shaped(m, ci, threads, quiet, timeout, |_| {})
+}
+
+/// [`run`], with the scenario shaped by `shape` first (for example, crashes in two steps, to
+/// cross-check a reduction).
+pub fn run_shaped(
+    m: &Mutant,
+    ci: bool,
+    threads: usize,
+    quiet: bool,
+    timeout: Option<std::time::Duration>,
+    shape: impl FnOnce(&mut Scenario),
+) -> Verdict {
     let mut scenario = Scenario::named(m.scenario).expect("a named scenario");
+    shape(&mut scenario);
     let mut bounds = if ci {
         scenario.ci_bounds
     } else {

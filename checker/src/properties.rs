@@ -232,7 +232,9 @@ fn bodies(state: &State) -> BTreeMap<Digest, (&BlockHeader, &BlockBody)> {
 
 /// Every signed vote in the system, with the actor it was found at: votes and proposal stamps
 /// on the network, the votes of every certificate on the network (a primary's own vote travels
-/// only inside the certificates it gathers), and the votes in every node's log.
+/// only inside the certificates it gathers), the votes in every node's log, and the votes of
+/// the commit certificate of every block a node stored (a sync response carries blocks from
+/// its sender's store, so its votes stay visible here after it dies).
 fn signed_votes<'a>(model: &Model, state: &'a State) -> Vec<(usize, Cow<'a, Signed<Vote>>)> {
     let chain_id = model.cfg.chain_id;
     let owned = |i: usize, c: &QuorumCertificate| {
@@ -254,11 +256,16 @@ fn signed_votes<'a>(model: &Model, state: &'a State) -> Vec<(usize, Cow<'a, Sign
         }
     }
     for (i, a) in state.actor_states.iter().enumerate() {
-        let records = a.node().map_or(&[][..], |v| &v.store.0.records);
-        out.extend(records.iter().filter_map(|r| match r {
+        let Some(v) = a.node() else {
+            continue;
+        };
+        out.extend(v.store.0.records.iter().filter_map(|r| match r {
             Record::Vote(v) => Some((i, Cow::Borrowed(v))),
             _ => None,
         }));
+        for b in &v.store.0.blocks {
+            out.extend(owned(i, &b.certificate));
+        }
     }
     out
 }

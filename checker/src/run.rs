@@ -137,6 +137,7 @@ impl Reporter<Model> for Progress {
 }
 
 /// What a run looks for.
+#[derive(Clone)]
 pub struct Options {
     /// The search bounds.
     pub bounds: Bounds,

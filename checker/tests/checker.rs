@@ -118,6 +118,74 @@ fn own_search_matches_stateright() {
     }
 }
 
+fn verdicts(o: &run::Outcome) -> Vec<(&'static str, Status)> {
+    o.properties.iter().map(|p| (p.name, p.status)).collect()
+}
+
+/// The fold of dead messages (the core's `Message::live`) against stateright's breadth-first
+/// search, which folds nothing: the same verdict for every property on the scenarios small
+/// enough for CI, and on the slice of `crash` after collection in view 0.
+#[test]
+fn folding_dead_messages_keeps_every_verdict() {
+    let mut slice = Scenario::named("crash").unwrap();
+    slice.after_collection = true;
+    let mut cases: Vec<(Scenario, Options)> = ["negotiate", "fallback", "joint", "impostor"]
+        .into_iter()
+        .map(|name| {
+            let s = Scenario::named(name).unwrap();
+            let o = opts(&s);
+            (s, o)
+        })
+        .collect();
+    let mut o = opts(&slice);
+    o.bounds.max_view = 0;
+    cases.push((slice, o));
+    for (s, o) in cases {
+        let folded = run::check(&s, &o);
+        let unfolded = run::check(
+            &s,
+            &Options {
+                strategy: Strategy::Bfs,
+                ..o.clone()
+            },
+        );
+        assert!(folded.exhaustive && unfolded.exhaustive, "{}", s.name);
+        assert!(
+            folded.unique_states < unfolded.unique_states,
+            "{}: the fold folds ({} against {})",
+            s.name,
+            folded.unique_states,
+            unfolded.unique_states
+        );
+        assert_eq!(verdicts(&folded), verdicts(&unfolded), "{}", s.name);
+    }
+}
+
+/// A crash and its recovery as one step against the actor system's two (with states where
+/// the node is down): the same verdicts on the slice of `crash` after collection in view 0,
+/// and every catalogue mutant of `crash` caught by the same property both ways.
+#[test]
+fn atomic_restart_keeps_every_verdict() {
+    let mut one = Scenario::named("crash").unwrap();
+    one.after_collection = true;
+    let mut two = one.clone();
+    two.two_step_crash = true;
+    let mut o = opts(&one);
+    o.bounds.max_view = 0;
+    let (a, b) = (run::check(&one, &o), run::check(&two, &o));
+    assert!(a.exhaustive && b.exhaustive);
+    assert!(a.unique_states < b.unique_states);
+    assert_eq!(verdicts(&a), verdicts(&b));
+    for m in CATALOGUE.iter().filter(|m| m.scenario == "crash") {
+        let two_step = mutants::run_shaped(m, true, 1, true, None, |s| s.two_step_crash = true);
+        assert!(
+            two_step.caught,
+            "{} was not caught by {} with crashes in two steps",
+            m.name, m.property
+        );
+    }
+}
+
 /// `crash` and `byzantine-skip`, by seeded random walks within their bounds (their searches are
 /// not exhaustive within minutes; `tieline-check check` runs them): no `always` property is
 /// violated.

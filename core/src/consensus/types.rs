@@ -134,11 +134,12 @@ impl Message {
     }
 
     /// Whether this message, sent by a node now at `from` to a node now at `to`, may still
-    /// change a node, when the slowest node is at `floor`. A skip vote and a view certificate
-    /// change their recipient alone (spec 2.7): a view certificate while the recipient has not
-    /// left its height and view; a skip vote while the recipient may count it (it has not
-    /// left the vote's view) or answer it with news (it is in the view after the vote's, and
-    /// the sender is still at or before the vote's view). Every other message may change any
+    /// change a node, when the slowest node is at `floor`. A skip vote, a view certificate and
+    /// a sync response change their recipient alone (spec 2.7, 2.9): a view certificate while
+    /// the recipient has not left its height and view; a skip vote while the recipient may
+    /// count it (it has not left the vote's view) or answer it with news (it is in the view
+    /// after the vote's, and the sender is still at or before the vote's view); a sync
+    /// response while the recipient has not decided all its blocks. Every other message may change any
     /// node that has not left its height or view ([`Message::concerns`], at the floor). A
     /// node's height and view never fall, even across a restart, so a message that is not
     /// live stays so: it is dead.
@@ -157,6 +158,12 @@ impl Message {
                 }
             }
             Message::ViewCertificate(c, _) => (to.height, to.view) <= (c.height, c.view),
+            // Committed blocks change only their recipient, while it has one of their heights
+            // left to decide (or asks for more after a full response).
+            Message::SyncResponse(blocks) => {
+                blocks.len() as u64 >= MAX_SYNC_BLOCKS
+                    || blocks.iter().any(|b| b.header.height >= to.height)
+            }
             _ => self.concerns(floor.height, floor.view),
         }
     }
