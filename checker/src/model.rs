@@ -30,9 +30,16 @@ use crate::scenario::Setup;
 pub const NOW: Timestamp = Timestamp(1_767_225_700_000);
 
 /// The actor system as stateright builds it.
-pub type Actors = ActorModel<Agent, Setup, ()>;
+pub type Actors = ActorModel<Agent, Setup, Ceiling>;
 /// One global state of the model.
-pub type State = stateright::actor::ActorModelState<Agent, ()>;
+pub type State = stateright::actor::ActorModelState<Agent, Ceiling>;
+
+/// The highest next height to decide that any node can reach within the search's bounds
+/// (`max_height + 1`), kept in every state as stateright's message history, into which the
+/// model records nothing: it never changes, and the fold of dead messages reads it
+/// ([`Places`]) where no model is at hand (stateright's `symmetry_fn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ceiling(pub u64);
 /// One step of the model.
 pub type Action = stateright::actor::ActorModelAction<Wire, Timer, ()>;
 
@@ -40,7 +47,9 @@ pub type Action = stateright::actor::ActorModelAction<Wire, Timer, ()>;
 /// one step when `Setup::atomic_restart` is set (checker/README.md, "A crash and its recovery
 /// are one step", argues that every property keeps its verdict). The action `Crash(i)` then
 /// crashes node `i` and recovers it at once; no state has a node down, and `Recover` is never
-/// offered. Everything else is the actor system's own.
+/// offered. A scenario may also make one node miss every decided block (`Setup::misses_decided`:
+/// those deliveries are not offered), a lossy link for that one message. Everything else is the
+/// actor system's own.
 pub struct Model {
     actors: Actors,
     properties: Vec<stateright::Property<Model>>,
@@ -85,6 +94,12 @@ impl stateright::Model for Model {
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
         self.actors.actions(state, actions);
+        if let Some(deaf) = self.cfg.misses_decided {
+            actions.retain(|a| {
+                !matches!(a, Action::Deliver { dst, msg, .. }
+                    if usize::from(*dst) == deaf && matches!(msg.msg(), Msg::Node(Message::Decided(_))))
+            });
+        }
         if self.cfg.atomic_restart {
             // Only management nodes crash (a participant's crash is outside the bounds).
             actions.retain(|a| match a {
@@ -265,12 +280,15 @@ fn place(v: &NodeView) -> Place {
 }
 
 /// Where each actor stands (none for a participant), and the floor: the lowest place of any
-/// node actor, correct or faulty, up or crashed. Neither ever falls.
+/// node actor, correct or faulty, up or crashed. Neither ever falls. The ceiling is the highest
+/// next height to decide any node can reach within the bounds (`max_height + 1`).
 pub struct Places {
     /// Per actor.
     pub actors: Vec<Option<Place>>,
     /// The slowest node's place.
     pub floor: Place,
+    /// The highest next height within the bounds.
+    pub ceiling: u64,
 }
 
 impl Places {
@@ -287,7 +305,11 @@ impl Places {
             .min()
             .copied()
             .unwrap_or(Place { height: 0, view: 0 });
-        Places { actors, floor }
+        Places {
+            actors,
+            floor,
+            ceiling: state.history.0,
+        }
     }
 
     /// Whether the message `msg` from actor `src` to actor `dst` can still change a node, as the core says
@@ -299,7 +321,7 @@ impl Places {
             Msg::Node(m) => {
                 let at = |id: Id| self.actors.get(usize::from(id)).copied().flatten();
                 match (at(src), at(dst)) {
-                    (Some(from), Some(to)) => m.live(from, to, self.floor),
+                    (Some(from), Some(to)) => m.live(from, to, self.floor, self.ceiling),
                     _ => true,
                 }
             }

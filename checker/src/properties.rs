@@ -96,7 +96,7 @@ pub fn catalogue() -> Vec<PropertyDef> {
             name: "L4: a node decided a block whose certificate lacks its vote (caught up)",
             expectation: Sometimes,
             condition: l4_reached,
-            applies: |s| s.max_crashes > 0,
+            applies: |s| s.max_crashes > 0 || s.misses_decided.is_some(),
         },
         PropertyDef {
             id: "S4",

@@ -21,7 +21,7 @@ use tieline_core::market::{Bid, BidStep, Side, SignedBatch, SignedBid};
 use tieline_core::sample::{SampleConsortium, sample_product};
 use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
 
-use crate::model::{Agent, AppealPlan, Model, NOW, NodeAgent, ParticipantAgent, Topology};
+use crate::model::{Agent, AppealPlan, Ceiling, Model, NOW, NodeAgent, ParticipantAgent, Topology};
 use crate::properties;
 
 /// How far the search goes. A state beyond a bound is not explored.
@@ -96,6 +96,9 @@ pub struct Scenario {
     /// is down (the actor system's own crashes), instead of one (the default; see [`Model`]):
     /// the cross-check of that reduction.
     pub two_step_crash: bool,
+    /// A member whose actor never receives a decided block (`Decided`): a lossy link for that
+    /// one message, so it must catch up by asking (spec L4).
+    pub misses_decided: Option<NodeId>,
 }
 
 /// The model's configuration: what every property may read.
@@ -123,6 +126,8 @@ pub struct Setup {
     pub crashes: bool,
     /// Whether a crash and the recovery from storage are one step (see [`Model`]).
     pub atomic_restart: bool,
+    /// The actor that never receives a decided block, if any.
+    pub misses_decided: Option<usize>,
 }
 
 impl Setup {
@@ -256,6 +261,7 @@ impl Scenario {
             Self::impostor(),
             Self::lock(),
             Self::joint(),
+            Self::catch_up(),
         ]
     }
 
@@ -302,6 +308,7 @@ impl Scenario {
             },
             after_collection: false,
             two_step_crash: false,
+            misses_decided: None,
         }
     }
 
@@ -348,6 +355,7 @@ impl Scenario {
             },
             after_collection: true,
             two_step_crash: false,
+            misses_decided: None,
         }
     }
 
@@ -428,6 +436,7 @@ impl Scenario {
             },
             after_collection: false,
             two_step_crash: false,
+            misses_decided: None,
         }
     }
 
@@ -480,6 +489,7 @@ impl Scenario {
             },
             after_collection: false,
             two_step_crash: false,
+            misses_decided: None,
         }
     }
 
@@ -509,6 +519,7 @@ impl Scenario {
             },
             after_collection: true,
             two_step_crash: false,
+            misses_decided: None,
         }
     }
 
@@ -534,7 +545,20 @@ impl Scenario {
             },
             after_collection: true,
             two_step_crash: false,
+            misses_decided: None,
             ..Self::crash()
+        }
+    }
+
+    /// n = 3, f = 1: node 1 never receives a decided block (a lossy link for that message), so
+    /// it learns the block only by asking: its skip vote for the decided height reaches a node
+    /// that decided it, which answers with the block (spec L4, 2.9).
+    pub fn catch_up() -> Scenario {
+        Scenario {
+            name: "catch-up",
+            about: "n=3, f=1: node 1 never receives a decided block and catches up by its skip vote; no crashes",
+            misses_decided: Some(NodeId(1)),
+            ..Self::lock()
         }
     }
 
@@ -575,6 +599,7 @@ impl Scenario {
             },
             after_collection: true,
             two_step_crash: false,
+            misses_decided: None,
             ..Self::crash()
         }
     }
@@ -752,8 +777,9 @@ impl Scenario {
                 .collect(),
             crashes: self.max_crashes > 0,
             atomic_restart: !self.two_step_crash,
+            misses_decided: self.misses_decided.map(|m| topology.actors_of(m)[0].into()),
         };
-        let actors = ActorModel::new(setup, ())
+        let actors = ActorModel::new(setup, Ceiling(bounds.max_height + 1))
             .actors(actors)
             .init_network(Network::new_unordered_duplicating([]))
             .max_crashes(self.max_crashes)

@@ -318,6 +318,31 @@ fn restarted_node_catches_up_and_its_receipted_bids_are_not_lost() {
 }
 
 #[test]
+fn a_node_that_missed_the_decided_block_catches_up_through_its_skip_vote() {
+    // L4: a node never receives the decided block, nor anything of a later height but the
+    // blocks it is sent. Its view timer fires, its skip vote for the decided height
+    // reaches a node that decided it, and the answer carries the block.
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    bid_round(&s, &mut c, 1);
+    let deaf = s.genesis.members[3].id;
+    assert!(deaf != s.genesis.primary(1, 0) && deaf != s.genesis.primary(1, 1));
+    let i = c.nodes.iter().position(|n| n.ctx.me == deaf).unwrap();
+    let lost = |e: &Event| match e {
+        Event::Deliver { to, msg, .. } if *to == deaf => {
+            matches!(msg, Message::Decided(_))
+                || (!matches!(msg, Message::SyncResponse(_))
+                    && msg.position().is_some_and(|p| p.height > 1))
+        }
+        _ => false,
+    };
+    assert!(c.run_filtered(200_000, lost, |c| !c.nodes[i].store.blocks.is_empty()));
+    assert_agree_and_audit(&s, &c);
+    assert!(c.nodes[i].state.height > 1);
+}
+
+#[test]
 fn new_primary_reproposes_the_highest_lock() {
     let s = SampleConsortium::new(4, 2);
     let mut c = Cluster::from_sample(&s, open());

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use tieline_core::block::{
-    Appeal, AppealClaim, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS, Objection, ObjectionReason,
-    QuorumCertificate, SkipVote, Vote, VoteKind, VoteSignature,
+    Appeal, AppealClaim, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS, MAX_VIEW, Objection,
+    ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind, VoteSignature,
 };
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
@@ -707,6 +707,36 @@ fn skip_votes_go_to_the_next_primary_and_escalate_while_it_stays_silent() {
         }
     )));
     assert_eq!(state.next_skip_view(ctx.me), 2);
+}
+
+/// MAX_VIEW: escalation stops at the last view a skip certificate can open, and each firing
+/// re-sends two votes at most (the current view's and the latest).
+#[test]
+fn escalating_skip_votes_stop_below_max_view() {
+    let r = Rig::at_proposal();
+    let (_, ctx, mut state) = r.verifier();
+    let mut sent = 0;
+    for _ in 0..MAX_VIEW + 8 {
+        let effects = state.step(&ctx, NOW, Input::Timer(Timer::View(1, 0)));
+        sent = effects
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Effect::Send {
+                        msg: Message::Skip(..),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(sent <= 2);
+    }
+    assert_eq!(state.view, 0);
+    assert_eq!(state.next_skip_view(ctx.me), MAX_VIEW - 1);
+    assert_eq!(state.skips.keys().next_back().copied(), Some(MAX_VIEW - 1));
+    assert_eq!(state.skips.len() as u32, MAX_VIEW);
+    assert!(sent >= 1);
 }
 
 #[test]

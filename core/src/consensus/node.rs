@@ -1567,14 +1567,28 @@ impl NodeState {
             .any(|(_, m)| m.contains_key(&ctx.me))
     }
 
-    /// Sends each of this node's skip votes for its current or a later view to the primary of
-    /// the view after it, with the locked proposal and the batches the vote reports.
+    /// Sends this node's skip vote for its current view and its latest one (the votes for the
+    /// views between are superseded by the latest: its certificate skips them all), each to
+    /// the primary of the view after it, with the locked proposal and the batches the vote
+    /// reports.
     fn send_skip_votes(&self, out: &mut Out<'_>) {
         let ctx = out.ctx;
-        for (&w, m) in self.skips.range(self.view..) {
-            let Some(v) = m.get(&ctx.me) else {
-                continue;
-            };
+        let mine = |w: &u32| {
+            self.skips
+                .get(w)
+                .and_then(|m| m.get(&ctx.me))
+                .map(|v| (*w, v))
+        };
+        let latest = self
+            .skips
+            .range(self.view..)
+            .rev()
+            .find_map(|(w, _)| mine(w));
+        let current = mine(&self.view);
+        let votes = current
+            .into_iter()
+            .chain(latest.filter(|l| Some(l.0) != current.map(|c| c.0)));
+        for (w, v) in votes {
             let to = ctx.genesis.primary(self.height, w + 1);
             if to != ctx.me {
                 out.push(Effect::Send {
@@ -1600,6 +1614,12 @@ impl NodeState {
         let ctx = out.ctx;
         let b = &v.body;
         if b.voter != from || b.chain_id != ctx.chain_id {
+            return;
+        }
+        if b.height < self.height {
+            // L4: the sender is stuck at a height this node decided (it missed the decided
+            // block, and no message of a later height told it): answer with the blocks.
+            self.on_sync_request(out, from, b.height);
             return;
         }
         if !self.current(out, from, b.height) {

@@ -138,18 +138,27 @@ impl Message {
     /// a sync response change their recipient alone (spec 2.7, 2.9): a view certificate while
     /// the recipient has not left its height and view; a skip vote while the recipient may
     /// count it (it has not left the vote's view) or answer it with news (it is in the view
-    /// after the vote's, and the sender is still at or before the vote's view); a sync
-    /// response while the recipient has not decided all its blocks. Every other message may change any
-    /// node that has not left its height or view ([`Message::concerns`], at the floor). A
-    /// node's height and view never fall, even across a restart, so a message that is not
-    /// live stays so: it is dead.
-    pub fn live(&self, from: Place, to: Place, floor: Place) -> bool {
+    /// after the vote's, and the sender is still at or before the vote's view), or, if the
+    /// recipient decided the vote's height, while the sender has not (it is answered with the
+    /// blocks); a sync
+    /// response while the recipient has not decided all its blocks. A sync request changes
+    /// no node, and is answered with blocks below the answering node's height, so it lives
+    /// while such an answer could still be news to its sender: while some node may get above
+    /// the height it asks from, and its sender has heights below that left to decide.
+    /// `ceiling` is the highest next height to decide that any node can reach (`u64::MAX`
+    /// outside a bounded search). Every other message may change any node that has not left
+    /// its height or view ([`Message::concerns`], at the floor). A node's height and view
+    /// never fall, even across a restart, so a message that is not live stays so: it is
+    /// dead.
+    pub fn live(&self, from: Place, to: Place, floor: Place, ceiling: u64) -> bool {
         match self {
+            Message::SyncRequest { from: first } => *first < ceiling && from.height < ceiling,
             Message::Skip(v, ..) => {
                 let (h, w) = (v.body.height, v.body.view);
                 match to.height.cmp(&h) {
                     std::cmp::Ordering::Less => true,
-                    std::cmp::Ordering::Greater => false,
+                    // Answered with the blocks from h, news while the sender has not left h.
+                    std::cmp::Ordering::Greater => from.height <= h,
                     std::cmp::Ordering::Equal => {
                         to.view <= w
                             || (u64::from(to.view) == u64::from(w) + 1
