@@ -179,8 +179,8 @@ impl Message {
 
     /// Whether a node whose next height to decide is `height` and whose view is `view` may
     /// still act on this message. It does not on a message of a height it has left, nor on one
-    /// of a view it has left (spec 2.7), but for a skip vote, which it answers until it leaves
-    /// the height; a sync request is answered by any node ahead of it. A node's height and
+    /// of a view it has left (spec 2.7), but for a skip vote, which it answers (see
+    /// [`Message::live`]); a sync request is answered by any node ahead of it. A node's height and
     /// view never fall, even across a restart (they are rebuilt from its stored blocks and
     /// skip certificates), so a message no node may act on stays so: it is dead.
     pub fn concerns(&self, height: u64, view: u32) -> bool {
