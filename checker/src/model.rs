@@ -526,6 +526,9 @@ pub struct NodeAgent {
     /// hands it every other member's batch here, so the search spends its states on what
     /// follows. The inputs go through the core's `step` like any other.
     pub prefix: Vec<Input>,
+    /// Messages a lying byzantine member sends at its first start, to the members named,
+    /// besides what its correct code sends (empty for every other node).
+    pub lies: Vec<(NodeId, Message)>,
 }
 
 /// What a scripted participant appeals, once it has the reply that makes the claim.
@@ -818,6 +821,11 @@ impl Actor for Agent {
                             _ => None,
                         };
                         n.step(&mut state, input.clone(), wire, o);
+                    }
+                    for (to, msg) in &n.lies {
+                        for &id in n.topology.actors_of(*to) {
+                            o.send(id, Wire::new(Msg::Node(msg.clone())));
+                        }
                     }
                 }
                 state.into_owned()

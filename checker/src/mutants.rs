@@ -167,6 +167,24 @@ pub const CATALOGUE: &[Mutant] = &[
         strategy: Strategy::Bfs,
         slice: Slice::Whole,
     },
+    Mutant {
+        name: "unverified-view-certificate",
+        about: "a node enters the view a view certificate opens without verifying it, so a byzantine member's forged certificate moves it",
+        mutation: Mutation::UnverifiedViewCertificate,
+        scenario: "liar",
+        property: "L1",
+        strategy: Strategy::Bfs,
+        slice: Slice::Whole,
+    },
+    Mutant {
+        name: "unverified-skip-lock",
+        about: "the next primary counts a skip vote whose lock certificate it does not verify, so a byzantine member's unprovable lock enters the skip certificate",
+        mutation: Mutation::UnverifiedSkipLock,
+        scenario: "liar",
+        property: "L1",
+        strategy: Strategy::Bfs,
+        slice: Slice::Whole,
+    },
 ];
 
 /// Seeded bugs no scenario exposes, each masked by another rule of the protocol (kept, and run

@@ -5,6 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use stateright::actor::{ActorModel, Id, Network};
+use tieline_core::block::{
+    QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind, VoteSignature,
+};
 use tieline_core::clearing::{
     COEFFICIENT_SCALE, Cleared, Clearing, ClearingError, ClearingInput, Cut, CutTerm, CutVariable,
     VerifyError, rule_for,
@@ -48,6 +51,11 @@ pub enum Fault {
     /// A node that believes the rotation makes it the primary of view 0 (its genesis has
     /// another rotation period under the real chain id).
     Impostor,
+    /// A node that runs the member's correct code and, at its start, also lies as a voter and
+    /// a verifier (see [`Scenario::lies`]): a skip vote whose lock certificate it cannot show
+    /// (only its own signature), and to every other member a view certificate it did not
+    /// gather (the others' skip votes signed by itself).
+    Liar,
 }
 
 /// What a scripted participant does.
@@ -262,6 +270,7 @@ impl Scenario {
             Self::lock(),
             Self::joint(),
             Self::catch_up(),
+            Self::liar(),
         ]
     }
 
@@ -523,6 +532,19 @@ impl Scenario {
         }
     }
 
+    /// n = 4, f = 1: member 4 runs correct code but also lies as a voter and a verifier (a
+    /// skip vote whose lock it cannot show, a view certificate it did not gather); views 0
+    /// and 1, so that the lies could move an honest node to view 1 or onto a false lock.
+    pub fn liar() -> Scenario {
+        Scenario {
+            name: "liar",
+            about: "n=4, f=1 byzantine: member 4 sends a skip vote with a lock it cannot show and a forged view certificate",
+            genesis: Self::base(4),
+            faults: BTreeMap::from([(NodeId(4), vec![Fault::Liar])]),
+            ..Self::lock()
+        }
+    }
+
     /// n = 3, f = 1, no bids and no crashes: views 0 and 1, so that a lock taken in view 0
     /// must survive the skip to view 1 (spec S2).
     pub fn lock() -> Scenario {
@@ -680,6 +702,66 @@ impl Scenario {
             .collect()
     }
 
+    /// What a liar (`ctx.me`) sends at its start, besides what its correct code sends: to the
+    /// primary of view 1, a skip vote for view 0 of height 1 whose lock is an endorsement
+    /// certificate for a block nobody proposed, signed by the liar alone; to every other
+    /// member, a view certificate for view 0 whose votes claim to be the others' skip votes
+    /// but are signed by the liar. Honest nodes must be moved by neither (L1, S2).
+    fn lies(&self, ctx: &Context, genesis: &Genesis) -> Vec<(NodeId, Message)> {
+        let chain_id = genesis.chain_id();
+        let (height, view) = (1, 0);
+        let fake = tieline_core::crypto::sha256(&[b"a block nobody proposed"]);
+        let vote = Vote {
+            kind: VoteKind::Endorse,
+            chain_id,
+            height,
+            view,
+            revision: 0,
+            block: fake,
+            voter: ctx.me,
+        };
+        let lock = QuorumCertificate {
+            kind: VoteKind::Endorse,
+            height,
+            view,
+            revision: 0,
+            block: fake,
+            signatures: vec![VoteSignature {
+                voter: ctx.me,
+                signature: Signed::sign(vote, ctx.signer.as_ref()).signature,
+            }],
+        };
+        let skip = |voter: NodeId, lock: Option<QuorumCertificate>| {
+            Signed::sign(
+                SkipVote {
+                    chain_id,
+                    height,
+                    view,
+                    voter,
+                    lock,
+                    held: Vec::new(),
+                },
+                ctx.signer.as_ref(),
+            )
+        };
+        let mut lies = vec![(
+            genesis.primary(height, view + 1),
+            Message::Skip(Box::new(skip(ctx.me, Some(lock))), None, Vec::new()),
+        )];
+        let forged = SkipCertificate {
+            height,
+            view,
+            votes: genesis.members.iter().map(|m| skip(m.id, None)).collect(),
+        };
+        for m in genesis.members.iter().filter(|m| m.id != ctx.me) {
+            lies.push((
+                m.id,
+                Message::ViewCertificate(Box::new(forged.clone()), Vec::new()),
+            ));
+        }
+        lies
+    }
+
     /// The stateright model of this scenario, with every node running `mutation` (if any),
     /// bounded by `bounds`.
     pub fn model(&self, bounds: Bounds, mutation: Option<Mutation>) -> Model {
@@ -709,7 +791,7 @@ impl Scenario {
                     check.clone(),
                 );
                 match fault {
-                    Fault::Twin => {}
+                    Fault::Twin | Fault::Liar => {}
                     Fault::TamperedClearing => ctx.clearing = &TAMPERED_UNIFORM,
                     Fault::Impostor => {
                         // A rotation period of 2 makes members[0] the primary of (1, 0).
@@ -741,12 +823,22 @@ impl Scenario {
             .into_iter()
             .enumerate()
             .map(|(i, ctx)| {
+                let liar = self
+                    .faults
+                    .get(&ctx.me)
+                    .is_some_and(|f| f.contains(&Fault::Liar));
+                let lies = if liar {
+                    self.lies(&ctx, &genesis)
+                } else {
+                    Vec::new()
+                };
                 Agent::Node(Box::new(NodeAgent {
                     ctx,
                     topology: topology.clone(),
                     watch: faulty.clone(),
                     key: model_key | i,
                     prefix: std::mem::take(&mut prefixes[i]),
+                    lies,
                 }))
             })
             .collect();

@@ -192,7 +192,9 @@ fn atomic_restart_keeps_every_verdict() {
 /// violated.
 #[test]
 fn unmutated_protocol_passes_random_walks_of_crash_and_byzantine_skip() {
-    for name in ["crash", "byzantine-skip"] {
+    // `liar` is exhaustive in about 20 s in a release build, too long for CI's debug build:
+    // walks here, and its two catalogue mutants are caught at CI bounds.
+    for name in ["crash", "byzantine-skip", "liar"] {
         let s = Scenario::named(name).unwrap();
         let o = run::simulate(&s, &opts(&s), 7, 12);
         let violated: Vec<_> = o

@@ -127,6 +127,10 @@ pub enum Mutation {
     SkipVoteUnlogged,
     /// A bid is receipted without being logged.
     ReceiptBeforePersist,
+    /// A node enters the view a view certificate opens without verifying the certificate.
+    UnverifiedViewCertificate,
+    /// The next primary counts a skip vote without verifying the lock certificate it carries.
+    UnverifiedSkipLock,
 }
 
 /// Everything a node's transitions read but never change.
