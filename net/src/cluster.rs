@@ -100,10 +100,32 @@ pub struct LocalCluster {
 }
 
 /// Free UDP ports on the loopback address (free when asked; the nodes bind them next).
+///
+/// They are taken below Linux's ephemeral range (32768-60999), from a start that differs from
+/// run to run: a port the system hands out for `127.0.0.1:0` is one it may hand out again to
+/// the next socket bound that way, such as a client of the same demo, before the node that
+/// was given it has started and bound it. Falls back to the system's choice if that range is
+/// full.
 fn free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let sockets: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<io::Result<_>>()?;
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut sockets: Vec<UdpSocket> = Vec::with_capacity(n);
+    for k in 0..SPAN {
+        if sockets.len() == n {
+            break;
+        }
+        let port = LOW + (seed.wrapping_add(k.wrapping_mul(7_919))) % SPAN;
+        if let Ok(s) = UdpSocket::bind(("127.0.0.1", port as u16)) {
+            sockets.push(s);
+        }
+    }
+    while sockets.len() < n {
+        sockets.push(UdpSocket::bind("127.0.0.1:0")?);
+    }
     sockets
         .iter()
         .map(|s| s.local_addr().map(|a| a.port()))
