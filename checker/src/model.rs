@@ -64,17 +64,21 @@ impl Model {
     /// Whether management node actor `i` may still crash in `state`: the crash budget is not
     /// spent (each recovery counts, and each node down).
     pub fn may_crash(&self, state: &State, i: usize) -> bool {
-        let spent: u32 = state
-            .actor_storages
-            .iter()
-            .flatten()
-            .map(|s| s.recoveries)
-            .sum::<u32>()
-            + state.crashed.iter().filter(|c| **c).count() as u32;
-        spent < self.cfg.bounds.max_crashes
+        crashes_spent(state) < self.cfg.bounds.max_crashes
             && self.cfg.member_of.get(i).copied().flatten().is_some()
             && !state.crashed.get(i).copied().unwrap_or(false)
     }
+}
+
+/// The crashes of a run so far: every recovery from storage, and every node down.
+pub fn crashes_spent(state: &State) -> u32 {
+    state
+        .actor_storages
+        .iter()
+        .flatten()
+        .map(|s| s.recoveries)
+        .sum::<u32>()
+        + state.crashed.iter().filter(|c| **c).count() as u32
 }
 
 impl std::ops::Deref for Model {

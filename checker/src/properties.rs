@@ -391,13 +391,7 @@ fn carried(body: &BlockBody) -> Vec<&SignedBid> {
 /// beyond the view bound; a node that would time out there has reached the bound).
 pub fn within_boundary(setup: &Setup, state: &State) -> bool {
     let b = setup.bounds;
-    let crashes: u32 = state
-        .actor_storages
-        .iter()
-        .flatten()
-        .map(|s| s.recoveries)
-        .sum::<u32>()
-        + state.crashed.iter().filter(|c| **c).count() as u32;
+    let crashes = crate::model::crashes_spent(state);
     // Only management nodes crash: a participant's crash adds states and no behaviour.
     let participant_down = state
         .crashed
