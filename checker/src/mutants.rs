@@ -185,6 +185,15 @@ pub const CATALOGUE: &[Mutant] = &[
         strategy: Strategy::Bfs,
         slice: Slice::Whole,
     },
+    Mutant {
+        name: "foreign-objection-batch",
+        about: "a primary accepts a missing-batch objection whose batch is not its objector's own of the height (the liar's batch for height 2 moves it to revise)",
+        mutation: Mutation::ForeignObjectionBatch,
+        scenario: "liar",
+        property: "V10",
+        strategy: Strategy::Bfs,
+        slice: Slice::Whole,
+    },
 ];
 
 /// Seeded bugs no scenario exposes, each masked by another rule of the protocol (kept, and run

@@ -77,6 +77,7 @@ pub fn catalogue() -> Vec<PropertyDef> {
         always("V7", v7),
         always("V8", v8),
         always("V9", v9),
+        always("V10", v10),
         always("L1", l1),
         always("L2", l2),
         always("L3", l3),
@@ -903,6 +904,32 @@ fn v8(model: &Model, state: &State) -> bool {
         .iter()
         .all(|(_, p)| check(&p.header, &p.body))
         && correct(model, state).all(|c| c.store.blocks.iter().all(|b| check(&b.header, &b.body)))
+}
+
+/// V10: every proposal a correct primary holds as its own is moved only by objections the
+/// rules accept: each of its batches is for its height, and each missing-batch objection it
+/// records names a batch of the objector's own that the proposal carries (a member cannot
+/// make a correct primary revise with another home's batch or one of another height).
+fn v10(model: &Model, state: &State) -> bool {
+    correct(model, state).all(|c| {
+        let Some(p) = &c.view.node.own else {
+            return true;
+        };
+        memo(10, p.stamp.body.block, NodeId(0), || {
+            let process = &p.body.process;
+            process
+                .batches
+                .iter()
+                .all(|b| b.body.height == p.header.height && b.body.chain_id == model.cfg.chain_id)
+                && process.objections.iter().all(|o| match &o.body.reason {
+                    ObjectionReason::MissingBatch { batch } => process
+                        .batches
+                        .iter()
+                        .any(|b| b.body.home == o.body.objector && b.body_digest() == *batch),
+                    _ => true,
+                })
+        })
+    })
 }
 
 /// V9: a committed block's commit certificate, and every endorsement certificate a correct

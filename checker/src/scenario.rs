@@ -6,21 +6,22 @@ use std::sync::{Arc, Mutex};
 
 use stateright::actor::{ActorModel, Id, Network};
 use tieline_core::block::{
-    QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind, VoteSignature,
+    Objection, ObjectionReason, QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind,
+    VoteSignature,
 };
 use tieline_core::clearing::{
     COEFFICIENT_SCALE, Cleared, Clearing, ClearingError, ClearingInput, Cut, CutTerm, CutVariable,
     VerifyError, rule_for,
 };
 use tieline_core::consensus::{
-    ConstraintList, Context, Effect, Input, Message, Mutation, NoGridModel, NodeState,
+    ConstraintList, Context, Effect, Input, Message, Mutation, NoGridModel, NodeState, Proposal,
     SecurityCheck, Timer,
 };
 use tieline_core::crypto::{
     Digest, PublicKey, SignatureScheme, Signed, SymbolicScheme, SymbolicSigner,
 };
 use tieline_core::genesis::{ClearingRule, Genesis};
-use tieline_core::market::{Bid, BidStep, Side, SignedBatch, SignedBid};
+use tieline_core::market::{Bid, BidBatch, BidStep, Side, SignedBatch, SignedBid};
 use tieline_core::sample::{SampleConsortium, sample_product};
 use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
 
@@ -53,8 +54,9 @@ pub enum Fault {
     Impostor,
     /// A node that runs the member's correct code and, at its start, also lies as a voter and
     /// a verifier (see [`Scenario::lies`]): a skip vote whose lock certificate it cannot show
-    /// (only its own signature), and to every other member a view certificate it did not
-    /// gather (the others' skip votes signed by itself).
+    /// (only its own signature), to every other member a view certificate it did not gather
+    /// (the others' skip votes signed by itself), and to the primary two missing-batch
+    /// objections carrying batches that are not its own batch of the height.
     Liar,
 }
 
@@ -538,9 +540,19 @@ impl Scenario {
     pub fn liar() -> Scenario {
         Scenario {
             name: "liar",
-            about: "n=4, f=1 byzantine: member 4 sends a skip vote with a lock it cannot show and a forged view certificate",
+            about: "n=4, f=1 byzantine: member 4 sends a skip vote with a lock it cannot show, a forged view certificate and objections with batches not its own",
             genesis: Self::base(4),
             faults: BTreeMap::from([(NodeId(4), vec![Fault::Liar])]),
+            // Revision 1 is in the bounds so that a primary moved by the liar's objections
+            // would be seen (V10); a correct one never revises here.
+            bounds: Bounds {
+                max_revision: 1,
+                ..Self::lock().bounds
+            },
+            ci_bounds: Bounds {
+                max_revision: 1,
+                ..Self::lock().ci_bounds
+            },
             ..Self::lock()
         }
     }
@@ -702,12 +714,37 @@ impl Scenario {
             .collect()
     }
 
+    /// The proposal the primary of view 0 makes right after collection, from a scratch run of
+    /// its start-up prefix through the core (the actor's real run makes the same proposal: the
+    /// core is deterministic). None if the scenario starts before collection.
+    fn first_proposal(&self, contexts: &[Context], prefixes: &[Vec<Input>]) -> Option<Proposal> {
+        let primary = self.genesis.primary(1, 0);
+        let i = contexts.iter().position(|c| c.me == primary)?;
+        let ctx = &contexts[i];
+        let mut node = NodeState::new();
+        let mut effects = node.step(ctx, NOW, Input::Start);
+        for input in &prefixes[i] {
+            effects.extend(node.step(ctx, NOW, input.clone()));
+        }
+        effects.into_iter().find_map(|e| match e {
+            Effect::Broadcast(Message::Proposal(p)) => Some(*p),
+            _ => None,
+        })
+    }
+
     /// What a liar (`ctx.me`) sends at its start, besides what its correct code sends: to the
     /// primary of view 1, a skip vote for view 0 of height 1 whose lock is an endorsement
     /// certificate for a block nobody proposed, signed by the liar alone; to every other
     /// member, a view certificate for view 0 whose votes claim to be the others' skip votes
-    /// but are signed by the liar. Honest nodes must be moved by neither (L1, S2).
-    fn lies(&self, ctx: &Context, genesis: &Genesis) -> Vec<(NodeId, Message)> {
+    /// but are signed by the liar; and to the primary of view 0, two missing-batch objections
+    /// to its first proposal (`first`), one carrying another home's batch, one carrying a batch
+    /// the liar signed for height 2. Honest nodes must be moved by none of them (L1, S2, V10).
+    fn lies(
+        &self,
+        ctx: &Context,
+        genesis: &Genesis,
+        first: Option<&Proposal>,
+    ) -> Vec<(NodeId, Message)> {
         let chain_id = genesis.chain_id();
         let (height, view) = (1, 0);
         let fake = tieline_core::crypto::sha256(&[b"a block nobody proposed"]);
@@ -757,6 +794,45 @@ impl Scenario {
             lies.push((
                 m.id,
                 Message::ViewCertificate(Box::new(forged.clone()), Vec::new()),
+            ));
+        }
+        let Some(first) = first.filter(|p| p.stamp.body.voter != ctx.me) else {
+            return lies;
+        };
+        let another_homes = first
+            .body
+            .process
+            .batches
+            .iter()
+            .find(|b| b.body.home != ctx.me)
+            .cloned();
+        let later_height = Signed::sign(
+            BidBatch {
+                chain_id,
+                height: height + 1,
+                home: ctx.me,
+                bids: Vec::new(),
+            },
+            ctx.signer.as_ref(),
+        );
+        for batch in another_homes.into_iter().chain([later_height]) {
+            let objection = Signed::sign(
+                Objection {
+                    chain_id,
+                    height,
+                    view,
+                    revision: 0,
+                    block: first.stamp.body.block,
+                    objector: ctx.me,
+                    reason: ObjectionReason::MissingBatch {
+                        batch: batch.body_digest(),
+                    },
+                },
+                ctx.signer.as_ref(),
+            );
+            lies.push((
+                first.stamp.body.voter,
+                Message::Objection(Box::new(objection), Some(Box::new(batch))),
             ));
         }
         lies
@@ -817,6 +893,7 @@ impl Scenario {
         }
         let topology = Arc::new(topology);
         let mut prefixes = self.prefixes(&contexts);
+        let first = self.first_proposal(&contexts, &prefixes);
         // Remembered transitions are keyed by the actor's context: this model's and its own.
         let model_key = NEXT_MODEL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 8;
         let mut actors: Vec<Agent> = contexts
@@ -828,7 +905,7 @@ impl Scenario {
                     .get(&ctx.me)
                     .is_some_and(|f| f.contains(&Fault::Liar));
                 let lies = if liar {
-                    self.lies(&ctx, &genesis)
+                    self.lies(&ctx, &genesis, first.as_ref())
                 } else {
                     Vec::new()
                 };

@@ -821,6 +821,56 @@ fn a_locked_primary_proposes_nothing_new_in_its_view() {
     assert_ignored(&ctx, &mut state, objection);
 }
 
+/// V10: a missing-batch objection moves the primary only with the objector's own batch of the
+/// height: another home's batch, or the objector's batch for another height, is ignored.
+#[test]
+fn a_primary_is_not_moved_by_an_objection_carrying_a_batch_not_its_objectors_own() {
+    let r = Rig::at_proposal();
+    let (i, ctx, mut state) = r.primary_node();
+    let p = r.proposal();
+    let j = (i + 1) % 4;
+    let objector = r.s.genesis.members[j].id;
+    let another_homes = p
+        .body
+        .process
+        .batches
+        .iter()
+        .find(|b| b.body.home != objector)
+        .expect("the proposal carries another home's batch")
+        .clone();
+    let later_height = Signed::sign(
+        tieline_core::market::BidBatch {
+            chain_id: r.s.genesis.chain_id(),
+            height: 2,
+            home: objector,
+            bids: Vec::new(),
+        },
+        &r.s.members[j],
+    );
+    for batch in [another_homes, later_height] {
+        let (view, revision) = p.round();
+        let o = Objection {
+            chain_id: r.s.genesis.chain_id(),
+            height: 1,
+            view,
+            revision,
+            block: p.stamp.body.block,
+            objector,
+            reason: ObjectionReason::MissingBatch {
+                batch: batch.body_digest(),
+            },
+        };
+        let input = Input::Message {
+            from: objector,
+            msg: Message::Objection(
+                Box::new(Signed::sign(o, &r.s.members[j])),
+                Some(Box::new(batch)),
+            ),
+        };
+        assert_ignored(&ctx, &mut state, input);
+    }
+}
+
 /// L3, MAX_OBJECTIONS: a primary takes at most `MAX_OBJECTIONS` objections into the negotiation
 /// of a view; one more is neither logged nor answered with a revision.
 #[test]

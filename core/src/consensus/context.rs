@@ -131,6 +131,9 @@ pub enum Mutation {
     UnverifiedViewCertificate,
     /// The next primary counts a skip vote without verifying the lock certificate it carries.
     UnverifiedSkipLock,
+    /// A primary accepts a missing-batch objection whose batch is not its objector's own batch
+    /// of the height (another home's, or of another height).
+    ForeignObjectionBatch,
 }
 
 /// Everything a node's transitions read but never change.

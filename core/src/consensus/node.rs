@@ -241,11 +241,11 @@ impl NodeState {
                 Record::Objection(o, batch) => {
                     // The objector's batch stays held after its view ends, as it does in a
                     // running node's memory; the objection itself counts only in its view.
-                    if let Some(b) = s.objectors_batch(&o, batch.as_ref()) {
+                    if let Some(b) = s.objectors_batch(ctx, &o, batch.as_ref()) {
                         s.batches.insert(b.body.home, b.clone());
                     }
                     if o.body.view == s.view {
-                        s.accept_objection(o, batch);
+                        s.accept_objection(ctx, o, batch);
                     }
                 }
             }
@@ -1114,7 +1114,7 @@ impl NodeState {
             return;
         }
         let next = b.revision + 1;
-        if self.accept_objection(o.clone(), batch.clone()) {
+        if self.accept_objection(ctx, o.clone(), batch.clone()) {
             out.push(Effect::Persist(Record::Objection(o, batch)));
             self.propose(out, next);
         }
@@ -1124,22 +1124,30 @@ impl NodeState {
     /// the objector's own, for this height.
     fn objectors_batch<'b>(
         &self,
+        ctx: &Context,
         o: &Signed<Objection>,
         batch: Option<&'b SignedBatch>,
     ) -> Option<&'b SignedBatch> {
         let ObjectionReason::MissingBatch { batch: digest } = &o.body.reason else {
             return None;
         };
+        // V10: only the objector's own batch of this height; a member cannot move the primary
+        // with another home's batch or a batch of another height.
         batch.filter(|b| {
             b.body_digest() == *digest
-                && b.body.home == o.body.objector
-                && b.body.height == self.height
+                && ((b.body.home == o.body.objector && b.body.height == self.height)
+                    || mutated!(ctx, ForeignObjectionBatch))
         })
     }
 
     /// Adds what an objection asks for to the negotiation: new cuts, or the objector's own
     /// batch. Returns whether anything changed.
-    fn accept_objection(&mut self, o: Signed<Objection>, batch: Option<SignedBatch>) -> bool {
+    fn accept_objection(
+        &mut self,
+        ctx: &Context,
+        o: Signed<Objection>,
+        batch: Option<SignedBatch>,
+    ) -> bool {
         let changed = match &o.body.reason {
             ObjectionReason::Security { cuts } => {
                 let new: Vec<Cut> = cuts
@@ -1152,7 +1160,7 @@ impl NodeState {
                 any
             }
             ObjectionReason::MissingBatch { .. } => {
-                match self.objectors_batch(&o, batch.as_ref()) {
+                match self.objectors_batch(ctx, &o, batch.as_ref()) {
                     Some(b) => {
                         let b = b.clone();
                         // New to the primary, or held but missing from its current proposal
