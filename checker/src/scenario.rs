@@ -58,6 +58,12 @@ pub enum Fault {
     /// (the others' skip votes signed by itself), and to the primary two missing-batch
     /// objections carrying batches that are not its own batch of the height.
     Liar,
+    /// A primary that runs the member's correct code (it proposes revision 0 and gathers its
+    /// certificates) and, at its start, also offers every other member a revision 1 of that
+    /// proposal, justified by an objection of its own that carries a second batch of its own
+    /// (see [`Scenario::reviser_lies`]), with its own endorsement of it: nodes locked on
+    /// revision 0 are offered another block in the same view.
+    Reviser,
 }
 
 /// What a scripted participant does.
@@ -273,6 +279,7 @@ impl Scenario {
             Self::joint(),
             Self::catch_up(),
             Self::liar(),
+            Self::late_revision(),
         ]
     }
 
@@ -367,6 +374,45 @@ impl Scenario {
             after_collection: true,
             two_step_crash: false,
             misses_decided: None,
+        }
+    }
+
+    /// n = 4, f = 1, byzantine: the view-0 primary proposes revision 0 and gathers its
+    /// certificates as a correct primary does, and also offers revision 1 of its proposal,
+    /// justified by an objection of its own with a second batch of its own, and endorses it:
+    /// nodes locked on revision 0 are offered another block in the same view, and must not
+    /// endorse it (spec 2.6, S2).
+    pub fn late_revision() -> Scenario {
+        let genesis = Self::base(4);
+        let primary = genesis.primary(1, 0);
+        let home_of_primary = genesis
+            .participants
+            .iter()
+            .position(|p| p.home == primary)
+            .expect("the primary is a home node");
+        let bounds = Bounds {
+            max_height: 1,
+            max_view: 0,
+            max_revision: 1,
+            max_crashes: 0,
+        };
+        Scenario {
+            name: "late-revision",
+            about: "n=4, f=1 byzantine: the view-0 primary also offers revision 1 of its proposal, justified by its own objection, to nodes that may have locked on revision 0",
+            faults: BTreeMap::from([(primary, vec![Fault::Reviser])]),
+            // Only the primary's own participant bids, so that its batch has a bid to leave
+            // out; the other members' batches are empty.
+            scripts: vec![Script {
+                participant: home_of_primary,
+                side: Side::Sell,
+                price: 40,
+                mwh: 10,
+                appeal: None,
+            }],
+            bounds,
+            ci_bounds: bounds,
+            genesis,
+            ..Self::byzantine()
         }
     }
 
@@ -720,15 +766,97 @@ impl Scenario {
     fn first_proposal(&self, contexts: &[Context], prefixes: &[Vec<Input>]) -> Option<Proposal> {
         let primary = self.genesis.primary(1, 0);
         let i = contexts.iter().position(|c| c.me == primary)?;
-        let ctx = &contexts[i];
+        Self::last_proposal(&contexts[i], &prefixes[i])
+    }
+
+    /// The last proposal a node with context `ctx` makes in a scratch run of its start and
+    /// `prefix` through the core.
+    fn last_proposal(ctx: &Context, prefix: &[Input]) -> Option<Proposal> {
         let mut node = NodeState::new();
         let mut effects = node.step(ctx, NOW, Input::Start);
-        for input in &prefixes[i] {
+        for input in prefix {
             effects.extend(node.step(ctx, NOW, input.clone()));
         }
-        effects.into_iter().find_map(|e| match e {
+        effects.into_iter().rev().find_map(|e| match e {
             Effect::Broadcast(Message::Proposal(p)) => Some(*p),
             _ => None,
+        })
+    }
+
+    /// What a reviser (see [`Fault::Reviser`]) sends at its start besides what its correct
+    /// code sends: to every other member, the revision 1 that its core makes in a scratch run
+    /// of its start-up prefix followed by [`Self::self_objection`], and its endorsement of it.
+    fn reviser_lies(ctx: &Context, prefix: &[Input], genesis: &Genesis) -> Vec<(NodeId, Message)> {
+        let objection =
+            Self::self_objection(ctx, prefix).expect("a reviser's batch has a bid to leave out");
+        let mut scratch = prefix.to_vec();
+        scratch.push(objection);
+        let revised = Self::last_proposal(ctx, &scratch).expect("the objection makes a revision");
+        let (view, revision) = revised.round();
+        let endorsement = Signed::sign(
+            Vote {
+                kind: VoteKind::Endorse,
+                chain_id: ctx.chain_id,
+                height: revised.header.height,
+                view,
+                revision,
+                block: revised.stamp.body.block,
+                voter: ctx.me,
+            },
+            ctx.signer.as_ref(),
+        );
+        genesis
+            .members
+            .iter()
+            .filter(|m| m.id != ctx.me)
+            .flat_map(|m| {
+                [
+                    (m.id, Message::Proposal(Box::new(revised.clone()))),
+                    (m.id, Message::Vote(endorsement.clone())),
+                ]
+            })
+            .collect()
+    }
+
+    /// A missing-batch objection of the member's own to the proposal its start-up prefix
+    /// makes, carrying a second batch of its own for the height with its last bid left out (a
+    /// home node equivocating on its batch), which the core takes into revision 1. None if its
+    /// batch has no bid to leave out.
+    fn self_objection(ctx: &Context, prefix: &[Input]) -> Option<Input> {
+        let first = Self::last_proposal(ctx, prefix)?;
+        let own = first
+            .body
+            .process
+            .batches
+            .iter()
+            .find(|b| b.body.home == ctx.me)?;
+        let mut bids = own.body.bids.clone();
+        bids.pop()?;
+        let other = Signed::sign(
+            BidBatch {
+                bids,
+                ..own.body.clone()
+            },
+            ctx.signer.as_ref(),
+        );
+        let (view, revision) = first.round();
+        let objection = Signed::sign(
+            Objection {
+                chain_id: ctx.chain_id,
+                height: first.header.height,
+                view,
+                revision,
+                block: first.stamp.body.block,
+                objector: ctx.me,
+                reason: ObjectionReason::MissingBatch {
+                    batch: other.body_digest(),
+                },
+            },
+            ctx.signer.as_ref(),
+        );
+        Some(Input::Message {
+            from: ctx.me,
+            msg: Message::Objection(Box::new(objection), Some(Box::new(other))),
         })
     }
 
@@ -848,6 +976,7 @@ impl Scenario {
         // Actors: one per member (several for a twinned member), then the participants.
         let mut topology = Topology::default();
         let mut contexts: Vec<Context> = Vec::new();
+        let mut actor_faults: Vec<Fault> = Vec::new();
         let faulty: BTreeSet<NodeId> = self.faults.keys().copied().collect();
         let mut security: BTreeMap<NodeId, Arc<dyn SecurityCheck>> = BTreeMap::new();
         for m in &genesis.members {
@@ -867,7 +996,7 @@ impl Scenario {
                     check.clone(),
                 );
                 match fault {
-                    Fault::Twin | Fault::Liar => {}
+                    Fault::Twin | Fault::Liar | Fault::Reviser => {}
                     Fault::TamperedClearing => ctx.clearing = &TAMPERED_UNIFORM,
                     Fault::Impostor => {
                         // A rotation period of 2 makes members[0] the primary of (1, 0).
@@ -877,6 +1006,7 @@ impl Scenario {
                     }
                 }
                 ctx.mutation = mutation;
+                actor_faults.push(fault);
                 let id = Id::from(contexts.len());
                 topology.member_actors.entry(m.id).or_default().push(id);
                 topology.member_of.push(Some(m.id));
@@ -894,6 +1024,15 @@ impl Scenario {
         let topology = Arc::new(topology);
         let mut prefixes = self.prefixes(&contexts);
         let first = self.first_proposal(&contexts, &prefixes);
+        let revisions: Vec<Vec<(NodeId, Message)>> = actor_faults
+            .iter()
+            .zip(&contexts)
+            .zip(&prefixes)
+            .map(|((fault, ctx), prefix)| match fault {
+                Fault::Reviser => Self::reviser_lies(ctx, prefix, &genesis),
+                _ => Vec::new(),
+            })
+            .collect();
         // Remembered transitions are keyed by the actor's context: this model's and its own.
         let model_key = NEXT_MODEL.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 8;
         let mut actors: Vec<Agent> = contexts
@@ -904,11 +1043,12 @@ impl Scenario {
                     .faults
                     .get(&ctx.me)
                     .is_some_and(|f| f.contains(&Fault::Liar));
-                let lies = if liar {
+                let mut lies = if liar {
                     self.lies(&ctx, &genesis, first.as_ref())
                 } else {
                     Vec::new()
                 };
+                lies.extend(revisions[i].iter().cloned());
                 Agent::Node(Box::new(NodeAgent {
                     ctx,
                     topology: topology.clone(),

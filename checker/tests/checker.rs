@@ -78,6 +78,7 @@ fn unmutated_protocol_passes_every_scenario_but_crash_and_byzantine_skip_exhaust
         "byzantine",
         "lock",
         "catch-up",
+        "late-revision",
     ] {
         let s = Scenario::named(name).unwrap();
         let o = run::check(&s, &opts(&s));
