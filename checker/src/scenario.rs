@@ -839,25 +839,31 @@ impl Scenario {
             },
             ctx.signer.as_ref(),
         );
-        let (view, revision) = first.round();
+        Some(Input::Message {
+            from: ctx.me,
+            msg: Self::missing_batch_objection(ctx, &first, other),
+        })
+    }
+
+    /// Member `ctx.me`'s signed missing-batch objection to proposal `p`, carrying `batch`
+    /// (whatever batch it is: a lie is the caller's).
+    fn missing_batch_objection(ctx: &Context, p: &Proposal, batch: SignedBatch) -> Message {
+        let (view, revision) = p.round();
         let objection = Signed::sign(
             Objection {
                 chain_id: ctx.chain_id,
-                height: first.header.height,
+                height: p.header.height,
                 view,
                 revision,
-                block: first.stamp.body.block,
+                block: p.stamp.body.block,
                 objector: ctx.me,
                 reason: ObjectionReason::MissingBatch {
-                    batch: other.body_digest(),
+                    batch: batch.body_digest(),
                 },
             },
             ctx.signer.as_ref(),
         );
-        Some(Input::Message {
-            from: ctx.me,
-            msg: Message::Objection(Box::new(objection), Some(Box::new(other))),
-        })
+        Message::Objection(Box::new(objection), Some(Box::new(batch)))
     }
 
     /// What a liar (`ctx.me`) sends at its start, besides what its correct code sends: to the
@@ -944,23 +950,9 @@ impl Scenario {
             ctx.signer.as_ref(),
         );
         for batch in another_homes.into_iter().chain([later_height]) {
-            let objection = Signed::sign(
-                Objection {
-                    chain_id,
-                    height,
-                    view,
-                    revision: 0,
-                    block: first.stamp.body.block,
-                    objector: ctx.me,
-                    reason: ObjectionReason::MissingBatch {
-                        batch: batch.body_digest(),
-                    },
-                },
-                ctx.signer.as_ref(),
-            );
             lies.push((
                 first.stamp.body.voter,
-                Message::Objection(Box::new(objection), Some(Box::new(batch))),
+                Self::missing_batch_objection(ctx, first, batch),
             ));
         }
         lies
