@@ -276,6 +276,26 @@ fn two_crashed_primaries_in_a_row_are_skipped_by_escalating_skip_votes() {
     assert!(!cert.voters().any(|v| down.contains(&v)));
 }
 
+/// L1, N2: a primary that is down from the start never sends its batch; the next primary
+/// proposes with the batches the skip certificate reports instead of waiting for every
+/// member's (every other fault-skip test takes its primary down after its gate closed).
+#[test]
+fn a_primary_down_from_the_start_is_skipped_without_its_batch() {
+    let s = SampleConsortium::new(4, 1);
+    let mut c = Cluster::from_sample(&s, open());
+    let p0 = s.genesis.primary(1, 0);
+    let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
+    c.crash(i0);
+    c.start();
+    bid_round(&s, &mut c, 1);
+    assert!(c.run_until(50_000, decided(1)));
+    assert_eq!(c.disagreement(), None);
+    let b = &c.longest_chain()[0];
+    assert_eq!(b.header.view, 1);
+    assert!(b.body.process.batches.iter().all(|x| x.body.home != p0));
+    assert_eq!(b.body.process.batches.len(), 3);
+}
+
 #[test]
 fn restarted_node_catches_up_and_its_receipted_bids_are_not_lost() {
     let s = SampleConsortium::new(4, 2);

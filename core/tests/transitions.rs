@@ -871,6 +871,54 @@ fn a_primary_is_not_moved_by_an_objection_carrying_a_batch_not_its_objectors_own
     }
 }
 
+/// L4: a message of a later height tells a node it is behind; it asks the sender for the
+/// blocks from its own height (a cargo-mutants survivor: within the checker's bounds catch-up
+/// always came through a decided block or an answered skip vote).
+#[test]
+fn a_message_of_a_later_height_makes_the_node_ask_its_sender_for_blocks() {
+    let r = Rig::at_proposal();
+    let (_, ctx, mut state) = r.verifier();
+    let mut p = r.proposal();
+    p.header.height = 2;
+    p.stamp.body.height = 2;
+    let sender = p.stamp.body.voter;
+    let e = state.step(&ctx, NOW, r.by_primary(Message::Proposal(Box::new(p))));
+    assert!(
+        e.iter().any(|x| matches!(x, Effect::Send { to, msg: Message::SyncRequest { from: 1 } } if *to == sender)),
+        "{e:?}"
+    );
+}
+
+/// N2, N3: a batch for the next height that arrives before the node moves on is kept and
+/// logged, so the node has it when that height opens (a cargo-mutants survivor: the checker's
+/// bounds end at the height after the one they decide).
+#[test]
+fn a_batch_for_the_next_height_is_kept_and_logged() {
+    let r = Rig::at_proposal();
+    let (i, ctx, mut state) = r.verifier();
+    let j = (i + 1) % 4;
+    let home = r.s.genesis.members[j].id;
+    let early = Signed::sign(
+        tieline_core::market::BidBatch {
+            chain_id: r.s.genesis.chain_id(),
+            height: 2,
+            home,
+            bids: Vec::new(),
+        },
+        &r.s.members[j],
+    );
+    let e = state.step(
+        &ctx,
+        NOW,
+        Input::Message {
+            from: home,
+            msg: Message::Batch(early.clone()),
+        },
+    );
+    assert_eq!(state.early_batches.get(&home), Some(&early));
+    assert!(persisted(&e).any(|rec| matches!(rec, Record::Batch(b) if b == early)));
+}
+
 /// L3, MAX_OBJECTIONS: a primary takes at most `MAX_OBJECTIONS` objections into the negotiation
 /// of a view; one more is neither logged nor answered with a revision.
 #[test]
