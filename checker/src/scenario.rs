@@ -724,12 +724,7 @@ impl Scenario {
         // core: the actor's real run signs the same batch (the core is deterministic).
         let mut batches: BTreeMap<NodeId, SignedBatch> = BTreeMap::new();
         for ctx in contexts {
-            let mut node = NodeState::new();
-            let mut effects = node.step(ctx, NOW, Input::Start);
-            for input in self.collection(ctx) {
-                effects.extend(node.step(ctx, NOW, input));
-            }
-            let batch = effects
+            let batch = Self::scratch_run(ctx, &self.collection(ctx))
                 .into_iter()
                 .find_map(|e| match e {
                     Effect::Broadcast(Message::Batch(b)) => Some(b),
@@ -769,26 +764,37 @@ impl Scenario {
         Self::last_proposal(&contexts[i], &prefixes[i])
     }
 
-    /// The last proposal a node with context `ctx` makes in a scratch run of its start and
-    /// `prefix` through the core.
-    fn last_proposal(ctx: &Context, prefix: &[Input]) -> Option<Proposal> {
+    /// The effects of a scratch run, through the core, of a new node with context `ctx` that
+    /// starts and then takes `inputs`: what the model's actor does at its first start (the
+    /// core is deterministic).
+    fn scratch_run(ctx: &Context, inputs: &[Input]) -> Vec<Effect> {
         let mut node = NodeState::new();
         let mut effects = node.step(ctx, NOW, Input::Start);
-        for input in prefix {
+        for input in inputs {
             effects.extend(node.step(ctx, NOW, input.clone()));
         }
-        effects.into_iter().rev().find_map(|e| match e {
-            Effect::Broadcast(Message::Proposal(p)) => Some(*p),
-            _ => None,
-        })
+        effects
+    }
+
+    /// The last proposal a node with context `ctx` makes in a scratch run of its start and
+    /// `prefix`.
+    fn last_proposal(ctx: &Context, prefix: &[Input]) -> Option<Proposal> {
+        Self::scratch_run(ctx, prefix)
+            .into_iter()
+            .rev()
+            .find_map(|e| match e {
+                Effect::Broadcast(Message::Proposal(p)) => Some(*p),
+                _ => None,
+            })
     }
 
     /// What a reviser (see [`Fault::Reviser`]) sends at its start besides what its correct
     /// code sends: to every other member, the revision 1 that its core makes in a scratch run
     /// of its start-up prefix followed by [`Self::self_objection`], and its endorsement of it.
     fn reviser_lies(ctx: &Context, prefix: &[Input], genesis: &Genesis) -> Vec<(NodeId, Message)> {
+        let first = Self::last_proposal(ctx, prefix).expect("the reviser proposes revision 0");
         let objection =
-            Self::self_objection(ctx, prefix).expect("a reviser's batch has a bid to leave out");
+            Self::self_objection(ctx, &first).expect("a reviser's batch has a bid to leave out");
         let mut scratch = prefix.to_vec();
         scratch.push(objection);
         let revised = Self::last_proposal(ctx, &scratch).expect("the objection makes a revision");
@@ -818,12 +824,11 @@ impl Scenario {
             .collect()
     }
 
-    /// A missing-batch objection of the member's own to the proposal its start-up prefix
-    /// makes, carrying a second batch of its own for the height with its last bid left out (a
-    /// home node equivocating on its batch), which the core takes into revision 1. None if its
-    /// batch has no bid to leave out.
-    fn self_objection(ctx: &Context, prefix: &[Input]) -> Option<Input> {
-        let first = Self::last_proposal(ctx, prefix)?;
+    /// A missing-batch objection of the member's own to its proposal `first`, carrying a second
+    /// batch of its own for the height with its last bid left out (a home node equivocating on
+    /// its batch), which the core takes into revision 1. None if its batch has no bid to leave
+    /// out.
+    fn self_objection(ctx: &Context, first: &Proposal) -> Option<Input> {
         let own = first
             .body
             .process
@@ -841,7 +846,7 @@ impl Scenario {
         );
         Some(Input::Message {
             from: ctx.me,
-            msg: Self::missing_batch_objection(ctx, &first, other),
+            msg: Self::missing_batch_objection(ctx, first, other),
         })
     }
 
