@@ -203,6 +203,15 @@ pub const CATALOGUE: &[Mutant] = &[
         strategy: Strategy::Bfs,
         slice: Slice::Whole,
     },
+    Mutant {
+        name: "stale-appeal-resolution",
+        about: "a primary keeps an appeal's earlier resolution when a later revision's batches change it: the seller's bid, upheld while its home's batch was missing, is carried again by the batch the home's objection brings in, and the verifier objects Invalid to the revision (the view is lost)",
+        mutation: Mutation::StaleAppealResolution,
+        scenario: "late-appeal",
+        property: "V2",
+        strategy: Strategy::Bfs,
+        slice: Slice::Whole,
+    },
 ];
 
 /// Seeded bugs no scenario exposes, each masked by another rule of the protocol (kept, and run

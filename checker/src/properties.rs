@@ -126,7 +126,10 @@ pub fn catalogue() -> Vec<PropertyDef> {
             name: "V5: an appeal upheld, recorded and told",
             expectation: Sometimes,
             condition: v5_upheld,
-            applies: |s| s.scripts.iter().any(|p| p.appeal.is_some()),
+            // A block commits with an omitted bid upheld only if a quorum without the bid's
+            // home endorses it: with two members the home must endorse, and it objects to its
+            // missing batch first.
+            applies: |s| s.scripts.iter().any(|p| p.appeal.is_some()) && s.genesis.n() >= 3,
         },
         PropertyDef {
             id: "V5",
@@ -134,6 +137,17 @@ pub fn catalogue() -> Vec<PropertyDef> {
             expectation: Sometimes,
             condition: v5_rejected,
             applies: |s| s.scripts.iter().any(|p| p.appeal.is_some()),
+        },
+        PropertyDef {
+            id: "V5",
+            name: "V5: an appeal past the revision bound is not recorded, and its participant told",
+            expectation: Sometimes,
+            condition: v5_unrecorded,
+            // Revisions that record no appeal are within the bounds.
+            applies: |s| {
+                s.scripts.iter().any(|p| p.appeal.is_some())
+                    && s.bounds.max_revision >= s.genesis.max_revisions
+            },
         },
         PropertyDef {
             id: "L2",
@@ -668,9 +682,39 @@ fn v1(model: &Model, state: &State) -> bool {
 }
 
 /// V2: every block a correct node commits passes the audit (D15-D22, the content rules and a
-/// re-run of its clearing), given the node's own chain before it.
+/// re-run of its clearing), given the node's own chain before it; and every body a correct
+/// primary proposes passes the same content rules.
 fn v2(model: &Model, state: &State) -> bool {
-    v2_blocks(model, state, |_, _| true)
+    v2_blocks(model, state, |_, _| true) && v2_proposed(model, state)
+}
+
+/// V2 before the commit: a correct primary proposes only bodies the rules accept (the checks
+/// every verifier and the audit make of a body, D19-D22 and V1-V9, but the members' private
+/// grid checks), so no correct verifier objects `Invalid` to it and no view is lost to a
+/// proposal of the primary's own making.
+fn v2_proposed(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    correct(model, state).all(|c| {
+        let Some(p) = &c.view.node.own else {
+            return true;
+        };
+        memo(11, p.stamp.body.block, NodeId(0), || {
+            let committed = nonces_for(model, state, &p.header);
+            let scheme = setup.scheme.clone();
+            let mut check = |sb: &SignedBid, key: &tieline_core::crypto::PublicKey| {
+                sb.verify(scheme.as_ref(), key).is_ok()
+            };
+            rules(setup, &committed)
+                .verify_body(
+                    p.header.height,
+                    p.header.revision,
+                    &p.body,
+                    &mut check,
+                    true,
+                )
+                .is_ok()
+        })
+    })
 }
 
 /// V3: a bid is receipted once, and no bid is cleared twice on a correct node's chain.
@@ -820,6 +864,19 @@ fn v5_upheld(model: &Model, state: &State) -> bool {
 
 fn v5_rejected(model: &Model, state: &State) -> bool {
     appeal_told(model, state, false)
+}
+
+/// An appeal that met the revision bound: a correct node committed a block that records no
+/// appeal, and the home told the participant that its appeal was not recorded (the scripted
+/// appeals are valid, so a refusal at the home is not this).
+fn v5_unrecorded(model: &Model, state: &State) -> bool {
+    let told = sent(state).any(|(_, m)| matches!(m, Msg::Reply(Reply::AppealRejected { .. })));
+    told && correct(model, state).any(|c| {
+        c.store
+            .blocks
+            .iter()
+            .any(|b| b.body.process.appeals.is_empty())
+    })
 }
 
 /// The proposals correct nodes endorsed, once each.

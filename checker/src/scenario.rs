@@ -280,6 +280,7 @@ impl Scenario {
             Self::catch_up(),
             Self::liar(),
             Self::late_revision(),
+            Self::late_appeal(),
         ]
     }
 
@@ -508,6 +509,27 @@ impl Scenario {
         s.genesis.max_revisions = 0;
         s.bounds.max_revision = 2;
         s.ci_bounds.max_revision = 1;
+        s
+    }
+
+    /// `negotiate` with an appeal where the revision bound meets it: the genesis allows one
+    /// negotiation revision (`max_revisions` 1), so the primary records appeals in revision 0
+    /// only (a revision records new appeals while it is below `max_revisions`, spec 2.8). The
+    /// seller, whose home is not the primary, appeals that its receipted bid is missing as soon
+    /// as it holds the receipt. An appeal that reaches the primary before revision 0 is
+    /// recorded there (upheld if the home's batch missed it, which the home's missing-batch
+    /// objection then brings in too; rejected as included otherwise); one that arrives later
+    /// meets the bound: revision 1, forced by node 2's security objection, and any fallback
+    /// revision after it record nothing new, and the home tells the participant after the
+    /// commit that its appeal was not recorded. Its bid is not lost either way (N1, V3).
+    pub fn late_appeal() -> Scenario {
+        let mut s = Self::negotiate();
+        s.name = "late-appeal";
+        s.about = "n=2, zonal coupling, max_revisions 1: the seller's appeal is recorded in revision 0 or, arriving later, meets the revision bound and is told it was not recorded";
+        s.genesis.max_revisions = 1;
+        s.scripts[0].appeal = Some(AppealPlan::Omitted);
+        s.bounds.max_revision = 2;
+        s.ci_bounds.max_revision = 2;
         s
     }
 

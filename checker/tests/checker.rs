@@ -79,6 +79,7 @@ fn unmutated_protocol_passes_every_scenario_but_crash_and_byzantine_skip_exhaust
         "lock",
         "catch-up",
         "late-revision",
+        "late-appeal",
     ] {
         let s = Scenario::named(name).unwrap();
         let o = run::check(&s, &opts(&s));

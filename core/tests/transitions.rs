@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use tieline_core::block::{
-    Appeal, AppealClaim, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS, MAX_VIEW, Objection,
-    ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind, VoteSignature,
+    Appeal, AppealClaim, AppealResolution, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS, MAX_VIEW,
+    Objection, ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind, VoteSignature,
 };
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
@@ -869,6 +869,119 @@ fn a_primary_is_not_moved_by_an_objection_carrying_a_batch_not_its_objectors_own
         };
         assert_ignored(&ctx, &mut state, input);
     }
+}
+
+/// V5, V2: a primary resolves the appeals it recorded in earlier revisions again in each
+/// revision. An omitted bid is upheld while its home's batch is missing; once the home's
+/// missing-batch objection brings the batch in, the batch carries the bid and the appeal is
+/// rejected as already included, which is what every verifier and the audit recompute, so the
+/// revision is endorsed (the model checker's `late-appeal` found the revision that kept the
+/// stale resolution objected to as invalid, and the view lost).
+#[test]
+fn an_appeal_upheld_while_its_batch_was_missing_is_resolved_again_when_the_batch_arrives() {
+    let r = Rig::at_proposal();
+    let (i, ctx, mut primary) = r.primary_node();
+    let j = (i + 1) % 4;
+    let home = r.s.genesis.members[j].id;
+    // The home's batch has not reached the primary.
+    let batch = primary.batches.remove(&home).expect("every batch arrived");
+    let bid = batch.body.bids[0].clone();
+    let participant =
+        r.s.genesis
+            .participants
+            .iter()
+            .position(|p| p.id == bid.body.participant)
+            .unwrap();
+    let receipt = Signed::sign(
+        tieline_core::market::BidReceipt {
+            chain_id: r.s.genesis.chain_id(),
+            bid: bid.body.id(),
+            participant: bid.body.participant,
+            home,
+            height: 1,
+            received_at: NOW,
+        },
+        &r.s.members[j],
+    );
+    let appeal = Signed::sign(
+        Appeal {
+            chain_id: r.s.genesis.chain_id(),
+            participant: bid.body.participant,
+            height: 1,
+            claim: AppealClaim::Omitted {
+                bid: Box::new(bid.clone()),
+                receipt,
+            },
+        },
+        &r.s.participants[participant],
+    );
+    let e = primary.step(
+        &ctx,
+        NOW,
+        Input::Message {
+            from: home,
+            msg: Message::Appeal {
+                appeal: Box::new(appeal),
+                via: home,
+            },
+        },
+    );
+    let upheld = proposed(&e).expect("the appeal is recorded in revision 1");
+    assert_eq!(upheld.round(), (0, 1));
+    assert!(
+        upheld
+            .body
+            .process
+            .batches
+            .iter()
+            .all(|b| b.body.home != home),
+        "revision 1 lacks the home's batch"
+    );
+    assert_eq!(
+        upheld.body.process.appeals[0].resolution,
+        AppealResolution::Upheld { revision: 1 }
+    );
+    // The home objects to its missing batch, attaching it.
+    let o = Objection {
+        chain_id: r.s.genesis.chain_id(),
+        height: 1,
+        view: 0,
+        revision: 1,
+        block: upheld.stamp.body.block,
+        objector: home,
+        reason: ObjectionReason::MissingBatch {
+            batch: batch.body_digest(),
+        },
+    };
+    let e = primary.step(
+        &ctx,
+        NOW,
+        Input::Message {
+            from: home,
+            msg: Message::Objection(
+                Box::new(Signed::sign(o, &r.s.members[j])),
+                Some(Box::new(batch)),
+            ),
+        },
+    );
+    let revised = proposed(&e).expect("the objection brings revision 2");
+    assert_eq!(revised.round(), (0, 2));
+    assert_eq!(
+        revised.body.process.appeals[0].resolution,
+        AppealResolution::RejectedAlreadyIncluded
+    );
+    // The home, holding every batch, endorses revision 2.
+    let (_, vctx, mut verifier) = r.verifier();
+    assert_eq!(vctx.me, home);
+    let e = verifier.step(
+        &vctx,
+        NOW,
+        r.by_primary(Message::Proposal(Box::new(revised))),
+    );
+    assert!(
+        e.iter().any(|x| matches!(x, Effect::Send { msg: Message::Vote(v), .. } if v.body.kind == VoteKind::Endorse)),
+        "{e:?}"
+    );
 }
 
 /// L4: a message of a later height tells a node it is behind; it asks the sender for the

@@ -134,6 +134,10 @@ pub enum Mutation {
     /// A primary accepts a missing-batch objection whose batch is not its objector's own batch
     /// of the height (another home's, or of another height).
     ForeignObjectionBatch,
+    /// A primary keeps the resolution it recorded for an appeal in an earlier revision when a
+    /// later revision's batches change what the rules give (an omitted bid upheld, then
+    /// brought in by its home's missing-batch objection).
+    StaleAppealResolution,
 }
 
 /// Everything a node's transitions read but never change.

@@ -630,17 +630,48 @@ impl NodeState {
             batches.retain(|b| b.body.home == ctx.me);
         }
         // V5: appeals are resolved in arrival order against the batches and earlier upheld
-        // appeals; an upheld appeal names the revision that first clears it.
+        // appeals, as every verifier and the audit resolve them; an upheld appeal names the
+        // revision that first clears it. Appeals recorded in earlier revisions are resolved
+        // again against this revision's batches: an omitted bid upheld while its home's batch
+        // was missing is included by the batch once a missing-batch objection brings it in,
+        // and its appeal is then rejected as already included. New appeals are recorded while
+        // revisions remain below `max_revisions` (L3).
         let mut included: BTreeSet<Digest> = batches
             .iter()
             .flat_map(|b| b.body.bids.iter().map(|sb| sb.body.id()))
             .collect();
-        for a in &self.negotiation.appeals {
+        let (height, committed) = (self.height, &self.committed_nonces);
+        let mut resolve = |appeal: &Signed<Appeal>, earlier: Option<AppealResolution>| {
+            let resolution = match resolve_appeal(
+                &ctx.genesis,
+                &ctx.chain_id,
+                ctx.scheme.as_ref(),
+                height,
+                &included,
+                committed,
+                appeal,
+            ) {
+                AppealResolution::Upheld { .. } => match earlier {
+                    Some(AppealResolution::Upheld { revision: first }) => {
+                        AppealResolution::Upheld { revision: first }
+                    }
+                    _ => AppealResolution::Upheld { revision },
+                },
+                other => other,
+            };
+            let resolution = match earlier {
+                Some(kept) if mutated!(ctx, StaleAppealResolution) => kept,
+                _ => resolution,
+            };
             if let (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) =
-                (&a.resolution, &a.appeal.body.claim)
+                (&resolution, &appeal.body.claim)
             {
                 included.insert(bid.body.id());
             }
+            resolution
+        };
+        for a in &mut self.negotiation.appeals {
+            a.resolution = resolve(&a.appeal, Some(a.resolution));
         }
         if revision < ctx.genesis.max_revisions {
             for (appeal, via) in &self.appeals {
@@ -649,23 +680,7 @@ impl NodeState {
                 {
                     continue;
                 }
-                let resolution = match resolve_appeal(
-                    &ctx.genesis,
-                    &ctx.chain_id,
-                    ctx.scheme.as_ref(),
-                    self.height,
-                    &included,
-                    &self.committed_nonces,
-                    appeal,
-                ) {
-                    AppealResolution::Upheld { .. } => {
-                        if let AppealClaim::Omitted { bid, .. } = &appeal.body.claim {
-                            included.insert(bid.body.id());
-                        }
-                        AppealResolution::Upheld { revision }
-                    }
-                    other => other,
-                };
+                let resolution = resolve(appeal, None);
                 self.negotiation.appeals.push(AppealRecord {
                     appeal: appeal.clone(),
                     via: *via,
