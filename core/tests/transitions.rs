@@ -984,6 +984,72 @@ fn an_appeal_upheld_while_its_batch_was_missing_is_resolved_again_when_the_batch
     );
 }
 
+/// L1, 2.5: the primary of a later view proposes as soon as it holds the batches the skip
+/// certificate reports; it does not wait for every member's batch, as a view-0 primary does
+/// (a home it lacks may be the one that failed). Here the certificate reports a batch the new
+/// primary lacks, so it cannot propose on entering the view; when that batch arrives it
+/// proposes, without the batch of another home that no vote reported (a cargo-mutants
+/// survivor: a primary of a later view that waited for every batch was caught by no test).
+#[test]
+fn a_primary_of_a_later_view_proposes_once_it_holds_the_reported_batches() {
+    let r = Rig::at_proposal();
+    let next = r.index(r.s.genesis.primary(1, 1));
+    let ctx = r.c.nodes[next].ctx.clone();
+    let mut state = r.c.nodes[next].state.clone();
+    let others: Vec<usize> = (0..4).filter(|&j| j != next).collect();
+    let (reported, unreported) = (
+        r.s.genesis.members[others[0]].id,
+        r.s.genesis.members[others[1]].id,
+    );
+    // Two other homes' batches have not reached it.
+    let late = state
+        .batches
+        .remove(&reported)
+        .expect("every batch arrived");
+    state
+        .batches
+        .remove(&unreported)
+        .expect("every batch arrived");
+    // A quorum of the others votes to skip view 0, each reporting that it holds the first
+    // home's batch (without attaching it).
+    for &j in &others {
+        let v = SkipVote {
+            chain_id: r.s.genesis.chain_id(),
+            height: 1,
+            view: 0,
+            voter: r.s.genesis.members[j].id,
+            lock: None,
+            held: vec![reported],
+        };
+        let e = state.step(
+            &ctx,
+            NOW,
+            Input::Message {
+                from: v.voter,
+                msg: Message::Skip(Box::new(Signed::sign(v, &r.s.members[j])), None, Vec::new()),
+            },
+        );
+        assert!(proposed(&e).is_none(), "{e:?}");
+    }
+    assert_eq!(state.view, 1);
+    // The reported batch arrives: it proposes now, without the unreported one.
+    let e = state.step(
+        &ctx,
+        NOW,
+        Input::Message {
+            from: reported,
+            msg: Message::Batch(late),
+        },
+    );
+    let p = proposed(&e).expect("the view-1 primary proposes");
+    assert_eq!(p.round(), (1, 0));
+    let homes: Vec<NodeId> = p.body.process.batches.iter().map(|b| b.body.home).collect();
+    assert!(
+        homes.contains(&reported) && !homes.contains(&unreported),
+        "{homes:?}"
+    );
+}
+
 /// L4: a message of a later height tells a node it is behind; it asks the sender for the
 /// blocks from its own height (a cargo-mutants survivor: within the checker's bounds catch-up
 /// always came through a decided block or an answered skip vote).
