@@ -8,9 +8,10 @@
 //! and fault skip are `always` over bounded runs ("the bound was reached, or every live node
 //! decided") plus `sometimes` reachability.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::rc::Rc;
 
 use stateright::actor::ActorModelAction;
 use stateright::{Expectation, Model as _};
@@ -31,7 +32,7 @@ use tieline_core::market::SignedBid;
 use tieline_core::units::NodeId;
 
 use crate::model::{
-    Action, Model, Msg, NodeView, Places, State, Store, live_messages, representative,
+    Action, Model, Msg, NodeView, Places, State, Store, Wire, live_messages, representative,
 };
 use crate::scenario::{Scenario, Setup};
 
@@ -208,18 +209,50 @@ fn node_views(state: &State) -> impl Iterator<Item = &NodeView> {
 /// proposal or certificate of that height or view can be sent after (only its decided block
 /// again, which is in the stores; a node's own votes stay in its log until the height ends).
 fn sent(state: &State) -> impl Iterator<Item = (usize, &Msg)> {
-    live_messages(state).map(|e| (usize::from(e.src), e.msg.msg()))
+    sent_wires(state).map(|(i, w)| (i, w.msg()))
 }
 
-fn proposals(state: &State) -> BTreeMap<(u32, u32, Digest), &Proposal> {
-    let mut out = BTreeMap::new();
-    for (_, m) in sent(state) {
-        if let Msg::Node(Message::Proposal(p)) = m {
-            let (v, r) = p.round();
-            out.entry((v, r, p.stamp.body.block)).or_insert(p.as_ref());
-        }
+/// [`sent`], with each message as it travels (shared).
+fn sent_wires(state: &State) -> impl Iterator<Item = (usize, &Wire)> {
+    // A representative holds live messages only: its network needs no filter.
+    let all = evaluating(state);
+    let (every, live) = if all {
+        (Some(state.network.iter_all()), None)
+    } else {
+        (None, Some(live_messages(state)))
+    };
+    every
+        .into_iter()
+        .flatten()
+        .chain(live.into_iter().flatten())
+        .map(|e| (usize::from(e.src), e.msg))
+}
+
+/// Every proposal on the network, by round and block digest (kept as its message, shared).
+fn proposals(state: &State) -> Rc<BTreeMap<(u32, u32, Digest), Wire>> {
+    shared(
+        state,
+        |s| &mut s.proposals,
+        || {
+            let mut out = BTreeMap::new();
+            for (_, w) in sent_wires(state) {
+                if let Msg::Node(Message::Proposal(p)) = w.msg() {
+                    let (v, r) = p.round();
+                    out.entry((v, r, p.stamp.body.block))
+                        .or_insert_with(|| w.clone());
+                }
+            }
+            out
+        },
+    )
+}
+
+/// The proposal a message of [`proposals`] carries.
+fn proposal(w: &Wire) -> &Proposal {
+    match w.msg() {
+        Msg::Node(Message::Proposal(p)) => p,
+        _ => unreachable!("proposals() keeps proposals only"),
     }
-    out
 }
 
 /// Block bodies by digest, from every proposal on the network and every block a node locked
@@ -238,8 +271,11 @@ fn bodies(state: &State) -> BTreeMap<Digest, (&BlockHeader, &BlockBody)> {
                 out.entry(qc.block).or_insert((&p.header, &p.body));
             }
         }
+        // The digest as the block's certificate names it: V2 checks that it is the header's,
+        // and it needs no hashing in every state.
         for b in &v.store.0.blocks {
-            out.entry(b.digest()).or_insert((&b.header, &b.body));
+            out.entry(b.certificate.block)
+                .or_insert((&b.header, &b.body));
         }
     }
     out
@@ -250,48 +286,60 @@ fn bodies(state: &State) -> BTreeMap<Digest, (&BlockHeader, &BlockBody)> {
 /// only inside the certificates it gathers), the votes in every node's log, and the votes of
 /// the commit certificate of every block a node stored (a sync response carries blocks from
 /// its sender's store, so its votes stay visible here after it dies).
-fn signed_votes<'a>(model: &Model, state: &'a State) -> Vec<(usize, Cow<'a, Signed<Vote>>)> {
-    let chain_id = model.cfg.chain_id;
-    let owned = |i: usize, c: &QuorumCertificate| {
-        c.signed_votes(chain_id)
-            .map(move |v| (i, Cow::Owned(v)))
-            .collect::<Vec<_>>()
-    };
-    let mut out = Vec::new();
-    for (i, m) in sent(state) {
-        match m {
-            Msg::Node(Message::Vote(v)) => out.push((i, Cow::Borrowed(v))),
-            Msg::Node(Message::Proposal(p)) => out.push((i, Cow::Borrowed(&p.stamp))),
-            Msg::Node(Message::Endorsed(c)) => out.extend(owned(i, c)),
-            Msg::Node(Message::Decided(b)) => out.extend(owned(i, &b.certificate)),
-            Msg::Node(Message::SyncResponse(bs)) => {
-                out.extend(bs.iter().flat_map(|b| owned(i, &b.certificate)))
+fn signed_votes(model: &Model, state: &State) -> Rc<Vec<(usize, Signed<Vote>)>> {
+    shared(
+        state,
+        |s| &mut s.votes,
+        || {
+            let chain_id = model.cfg.chain_id;
+            let mut out = Vec::new();
+            let mut owned = |i: usize, c: &QuorumCertificate| {
+                out.extend(c.signed_votes(chain_id).map(|v| (i, v)));
+            };
+            let mut borrowed = Vec::new();
+            for (i, m) in sent(state) {
+                match m {
+                    Msg::Node(Message::Vote(v)) => borrowed.push((i, v)),
+                    Msg::Node(Message::Proposal(p)) => borrowed.push((i, &p.stamp)),
+                    Msg::Node(Message::Endorsed(c)) => owned(i, c),
+                    Msg::Node(Message::Decided(b)) => owned(i, &b.certificate),
+                    Msg::Node(Message::SyncResponse(bs)) => {
+                        bs.iter().for_each(|b| owned(i, &b.certificate))
+                    }
+                    _ => {}
+                }
             }
-            _ => {}
-        }
-    }
-    for (i, a) in state.actor_states.iter().enumerate() {
-        let Some(v) = a.node() else {
-            continue;
-        };
-        out.extend(v.store.0.records.iter().filter_map(|r| match r {
-            Record::Vote(v) => Some((i, Cow::Borrowed(v))),
-            _ => None,
-        }));
-        for b in &v.store.0.blocks {
-            out.extend(owned(i, &b.certificate));
-        }
-    }
-    out
+            for (i, a) in state.actor_states.iter().enumerate() {
+                let Some(v) = a.node() else {
+                    continue;
+                };
+                borrowed.extend(v.store.0.records.iter().filter_map(|r| match r {
+                    Record::Vote(v) => Some((i, v)),
+                    _ => None,
+                }));
+                for b in &v.store.0.blocks {
+                    owned(i, &b.certificate);
+                }
+            }
+            out.extend(borrowed.into_iter().map(|(i, v)| (i, v.clone())));
+            out
+        },
+    )
 }
 
 /// The endorse votes of correct members.
-fn correct_endorsements(model: &Model, state: &State) -> Vec<Vote> {
-    signed_votes(model, state)
-        .into_iter()
-        .map(|(_, v)| v.into_owned().body)
-        .filter(|v| v.kind == VoteKind::Endorse && !model.cfg.faulty.contains(&v.voter))
-        .collect()
+fn correct_endorsements(model: &Model, state: &State) -> Rc<Vec<Vote>> {
+    shared(
+        state,
+        |s| &mut s.endorsements,
+        || {
+            signed_votes(model, state)
+                .iter()
+                .map(|(_, v)| v.body.clone())
+                .filter(|v| v.kind == VoteKind::Endorse && !model.cfg.faulty.contains(&v.voter))
+                .collect()
+        },
+    )
 }
 
 /// The committed nonces before height `h` on the chain `blocks`.
@@ -325,6 +373,10 @@ thread_local! {
     /// Verdicts on block contents, which depend only on the block (its digest) and the
     /// checking member: memoised, since the same block appears in many states.
     static VERDICTS: RefCell<HashMap<(u8, Digest, NodeId), bool>> = RefCell::new(HashMap::new());
+    /// Verdicts on quorum certificates (V9), by a hash of the certificate and the header.
+    static CERTIFICATES: RefCell<HashMap<u64, bool>> = RefCell::new(HashMap::new());
+    /// The members whose signatures a block needs beyond the quorum (D12), by block digest.
+    static REQUIRED: RefCell<HashMap<Digest, Vec<NodeId>>> = RefCell::new(HashMap::new());
 }
 
 fn memo(kind: u8, digest: Digest, member: NodeId, f: impl FnOnce() -> bool) -> bool {
@@ -462,15 +514,70 @@ thread_local! {
     static PROGRESS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
-/// Evaluates properties in `f` knowing which actors can go on in the state (bit i: some
-/// delivery to actor i or timer of actor i changes the state within the bounds): the search
-/// computed the successors already, and L2 then reads this answer instead of computing them
-/// again.
-pub fn with_progress<R>(movers: u64, f: impl FnOnce() -> R) -> R {
+/// Evaluates the properties of `state`, a representative (its network holds live messages
+/// only), in `f`, knowing which actors can go on in it (bit i: some delivery to actor i or
+/// timer of actor i changes the state within the bounds): the search computed the successors
+/// already, and L2 then reads this answer instead of computing them again. What several
+/// properties derive from the state (its signed votes, the correct endorsements) is computed
+/// once for all of them ([`Shared`]).
+pub fn with_progress<R>(state: &State, movers: u64, f: impl FnOnce() -> R) -> R {
     PROGRESS.with(|p| p.set(Some(movers)));
+    SHARED.with(|s| {
+        *s.borrow_mut() = Some(Shared {
+            state: std::ptr::from_ref(state) as usize,
+            ..Shared::default()
+        })
+    });
     let r = f();
     PROGRESS.with(|p| p.set(None));
+    SHARED.with(|s| *s.borrow_mut() = None);
     r
+}
+
+/// What the properties of the state being evaluated share (see [`with_progress`]): the
+/// state's address, and what was derived from it so far.
+#[derive(Default)]
+struct Shared {
+    state: usize,
+    votes: Option<Rc<Vec<(usize, Signed<Vote>)>>>,
+    endorsements: Option<Rc<Vec<Vote>>>,
+    proposals: Option<Rc<BTreeMap<(u32, u32, Digest), Wire>>>,
+    endorsed: Option<Rc<Vec<(NodeId, Wire)>>>,
+}
+
+thread_local! {
+    static SHARED: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+/// Whether `state` is the representative [`with_progress`] is evaluating.
+fn evaluating(state: &State) -> bool {
+    SHARED.with(|s| {
+        s.borrow()
+            .as_ref()
+            .is_some_and(|s| s.state == std::ptr::from_ref(state) as usize)
+    })
+}
+
+/// `make()`, computed once per evaluated state and kept in the `slot` of [`Shared`]; computed
+/// afresh for any other state.
+fn shared<T>(
+    state: &State,
+    slot: impl Fn(&mut Shared) -> &mut Option<Rc<T>>,
+    make: impl FnOnce() -> T,
+) -> Rc<T> {
+    if !evaluating(state) {
+        return Rc::new(make());
+    }
+    if let Some(v) = SHARED.with(|s| s.borrow_mut().as_mut().and_then(|s| slot(s).clone())) {
+        return v;
+    }
+    let v = Rc::new(make());
+    SHARED.with(|s| {
+        if let Some(s) = s.borrow_mut().as_mut() {
+            *slot(s) = Some(v.clone());
+        }
+    });
+    v
 }
 
 /// The actor whose step `action` is, for a delivery or a timer (a crash, a recovery or a drop
@@ -534,7 +641,7 @@ fn s1(model: &Model, state: &State) -> bool {
 fn certificates(model: &Model, state: &State) -> BTreeSet<(VoteKind, u64, u32, u32, Digest)> {
     let g = &model.cfg.genesis;
     let mut voters: BTreeMap<(VoteKind, u64, u32, u32, Digest), BTreeSet<NodeId>> = BTreeMap::new();
-    for (_, v) in signed_votes(model, state) {
+    for (_, v) in signed_votes(model, state).iter() {
         let b = &v.body;
         if b.kind != VoteKind::Propose {
             voters
@@ -547,11 +654,20 @@ fn certificates(model: &Model, state: &State) -> BTreeSet<(VoteKind, u64, u32, u
     voters
         .into_iter()
         .filter(|(k, signers)| {
-            let required = bodies
-                .get(&k.4)
-                .map(|(_, body)| body.required_signers(g))
-                .unwrap_or_default();
-            signers.len() >= g.quorum() && required.iter().all(|r| signers.contains(r))
+            if signers.len() < g.quorum() {
+                return false;
+            }
+            let Some((_, body)) = bodies.get(&k.4) else {
+                return true;
+            };
+            // The touched areas' members depend only on the block: memoised by its digest.
+            let required = REQUIRED.with(|m| {
+                m.borrow_mut()
+                    .entry(k.4)
+                    .or_insert_with(|| body.required_signers(g))
+                    .clone()
+            });
+            required.iter().all(|r| signers.contains(r))
         })
         .map(|(k, _)| k)
         .collect()
@@ -575,7 +691,7 @@ fn s2(model: &Model, state: &State) -> bool {
 /// crash (its signed votes and proposals stay on the network).
 fn s3(model: &Model, state: &State) -> bool {
     let mut slots: BTreeMap<(NodeId, VoteKind, u64, u32, u32), Digest> = BTreeMap::new();
-    for (_, v) in signed_votes(model, state) {
+    for (_, v) in signed_votes(model, state).iter() {
         let b = &v.body;
         if model.cfg.faulty.contains(&b.voter) {
             continue;
@@ -665,7 +781,7 @@ fn v1(model: &Model, state: &State) -> bool {
     let props = proposals(state);
     let floor = Places::of(state).floor;
     let endorsed_right = correct_endorsements(model, state).iter().all(|v| {
-        match props.get(&(v.view, v.revision, v.block)) {
+        match props.get(&(v.view, v.revision, v.block)).map(proposal) {
             Some(p) => p.stamp.body.voter == g.primary(v.height, v.view),
             // A vote in a node's log for a round every node has left: it was checked while
             // the proposal it endorses was live.
@@ -781,7 +897,7 @@ fn v4(model: &Model, state: &State) -> bool {
         }
     }
     correct_endorsements(model, state).iter().all(|v| {
-        let Some(p) = props.get(&(v.view, v.revision, v.block)) else {
+        let Some(p) = props.get(&(v.view, v.revision, v.block)).map(proposal) else {
             return true;
         };
         if p.header.view != v.view || p.header.revision != v.revision {
@@ -880,26 +996,33 @@ fn v5_unrecorded(model: &Model, state: &State) -> bool {
 }
 
 /// The proposals correct nodes endorsed, once each.
-fn endorsed<'a>(model: &'a Model, state: &'a State) -> Vec<(NodeId, &'a Proposal)> {
-    let props = proposals(state);
-    let mut out: Vec<(NodeId, &Proposal)> = correct_endorsements(model, state)
-        .iter()
-        .filter_map(|v| {
-            props
-                .get(&(v.view, v.revision, v.block))
-                .map(|p| (v.voter, *p))
-        })
-        .collect();
-    out.sort_by_key(|(n, p)| (*n, p.stamp.body.block));
-    out.dedup_by_key(|(n, p)| (*n, p.stamp.body.block));
-    out
+fn endorsed(model: &Model, state: &State) -> Rc<Vec<(NodeId, Wire)>> {
+    shared(
+        state,
+        |s| &mut s.endorsed,
+        || {
+            let props = proposals(state);
+            let mut out: Vec<(NodeId, Wire)> = correct_endorsements(model, state)
+                .iter()
+                .filter_map(|v| {
+                    props
+                        .get(&(v.view, v.revision, v.block))
+                        .map(|w| (v.voter, w.clone()))
+                })
+                .collect();
+            out.sort_by_key(|(n, w)| (*n, proposal(w).stamp.body.block));
+            out.dedup_by_key(|(n, w)| (*n, proposal(w).stamp.body.block));
+            out
+        },
+    )
 }
 
 /// V6: a correct node endorses a block only if its outcome and trades are what the agreed
 /// rule gives on the included bids with the accepted cuts.
 fn v6(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
-    endorsed(model, state).iter().all(|(_, p)| {
+    endorsed(model, state).iter().all(|(_, w)| {
+        let p = proposal(w);
         memo(6, p.stamp.body.block, NodeId(0), || {
             let committed = nonces_for(model, state, &p.header);
             with_clearing(setup, &p.header, &p.body, &committed, |input, cleared| {
@@ -913,7 +1036,8 @@ fn v6(model: &Model, state: &State) -> bool {
 /// (every cut it would raise is already accepted in the block).
 fn v7(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
-    endorsed(model, state).iter().all(|(who, p)| {
+    endorsed(model, state).iter().all(|(who, w)| {
+        let p = proposal(w);
         let Some(check) = setup.security.get(who) else {
             return true;
         };
@@ -933,8 +1057,10 @@ fn v7(model: &Model, state: &State) -> bool {
 /// objection recorded in it, and the outcome honours every cut.
 fn v8(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
-    let check = |header: &BlockHeader, body: &BlockBody| {
-        memo(8, header.digest(), NodeId(0), || {
+    // Memoised by the block's digest as its stamp or certificate names it (V2 checks that a
+    // stored block's certificate is for its header), not recomputed in every state.
+    let check = |digest: Digest, header: &BlockHeader, body: &BlockBody| {
+        memo(8, digest, NodeId(0), || {
             let p = &body.process;
             let objected = p.clearing.cuts.iter().all(|cut| {
                 p.objections.iter().any(|o| {
@@ -959,8 +1085,14 @@ fn v8(model: &Model, state: &State) -> bool {
     };
     endorsed(model, state)
         .iter()
-        .all(|(_, p)| check(&p.header, &p.body))
-        && correct(model, state).all(|c| c.store.blocks.iter().all(|b| check(&b.header, &b.body)))
+        .map(|(_, w)| proposal(w))
+        .all(|p| check(p.stamp.body.block, &p.header, &p.body))
+        && correct(model, state).all(|c| {
+            c.store
+                .blocks
+                .iter()
+                .all(|b| check(b.certificate.block, &b.header, &b.body))
+        })
 }
 
 /// V10: every proposal a correct primary holds as its own is moved only by objections the
@@ -994,26 +1126,42 @@ fn v10(model: &Model, state: &State) -> bool {
 fn v9(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
     let g = &setup.genesis;
-    let ok = |qc: &tieline_core::block::QuorumCertificate, body: &BlockBody| {
-        qc.verify(
-            g,
-            setup.chain_id,
-            setup.scheme.as_ref(),
-            &body.required_signers(g),
-        )
-        .is_ok()
-    };
+    // A certificate's verdict depends only on it and the block it certifies, which the
+    // header names (it commits to the body): memoised by a hash of both, since the same
+    // certificate is in many states.
+    let ok =
+        |qc: &tieline_core::block::QuorumCertificate, header: &BlockHeader, body: &BlockBody| {
+            let mut h = DefaultHasher::new();
+            (qc, header).hash(&mut h);
+            let key = h.finish();
+            if let Some(v) = CERTIFICATES.with(|m| m.borrow().get(&key).copied()) {
+                return v;
+            }
+            let v = qc
+                .verify(
+                    g,
+                    setup.chain_id,
+                    setup.scheme.as_ref(),
+                    &body.required_signers(g),
+                )
+                .is_ok();
+            CERTIFICATES.with(|m| m.borrow_mut().insert(key, v));
+            v
+        };
     correct(model, state).all(|c| {
-        c.store.blocks.iter().all(|b| ok(&b.certificate, &b.body))
+        c.store
+            .blocks
+            .iter()
+            .all(|b| ok(&b.certificate, &b.header, &b.body))
             && c.store.records.iter().all(|r| match r {
-                Record::Lock(qc, p) => ok(qc, &p.body),
+                Record::Lock(qc, p) => ok(qc, &p.header, &p.body),
                 _ => true,
             })
             && c.view
                 .node
                 .lock
                 .as_ref()
-                .is_none_or(|l| ok(&l.certificate, &l.proposal.body))
+                .is_none_or(|l| ok(&l.certificate, &l.proposal.header, &l.proposal.body))
     })
 }
 
@@ -1098,7 +1246,7 @@ fn all_decided(model: &Model, state: &State) -> bool {
 /// level) of the valid bids.
 fn l3(model: &Model, state: &State) -> bool {
     let g = &model.cfg.genesis;
-    proposals(state).values().all(|p| {
+    proposals(state).values().map(proposal).all(|p| {
         let r = p.header.revision;
         if r > g.max_revisions + MAX_FALLBACK_LEVELS {
             return false;

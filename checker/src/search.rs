@@ -363,7 +363,7 @@ fn worker(shared: &Shared<'_>) {
                 children.push((next, fp, action));
             }
         }
-        properties::with_progress(movers, || {
+        properties::with_progress(&entry.state, movers, || {
             for (i, p) in props.iter().enumerate() {
                 if found[i] {
                     continue;
