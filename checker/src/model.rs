@@ -393,6 +393,11 @@ impl Wire {
     pub fn msg(&self) -> &Msg {
         &self.msg
     }
+
+    /// The message's 64-bit hash, computed once when it was wrapped.
+    pub fn hash64(&self) -> u64 {
+        self.hash
+    }
 }
 
 impl PartialEq for Wire {

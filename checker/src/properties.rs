@@ -229,7 +229,7 @@ fn sent_wires(state: &State) -> impl Iterator<Item = (usize, &Wire)> {
 }
 
 /// Every proposal on the network, by round and block digest (kept as its message, shared).
-fn proposals(state: &State) -> Rc<BTreeMap<(u32, u32, Digest), Wire>> {
+fn proposals(state: &State) -> Rc<Proposals> {
     shared(
         state,
         |s| &mut s.proposals,
@@ -286,7 +286,7 @@ fn bodies(state: &State) -> BTreeMap<Digest, (&BlockHeader, &BlockBody)> {
 /// only inside the certificates it gathers), the votes in every node's log, and the votes of
 /// the commit certificate of every block a node stored (a sync response carries blocks from
 /// its sender's store, so its votes stay visible here after it dies).
-fn signed_votes(model: &Model, state: &State) -> Rc<Vec<(usize, Signed<Vote>)>> {
+fn signed_votes(model: &Model, state: &State) -> Rc<Votes> {
     shared(
         state,
         |s| &mut s.votes,
@@ -534,14 +534,19 @@ pub fn with_progress<R>(state: &State, movers: u64, f: impl FnOnce() -> R) -> R 
     r
 }
 
+/// Signed votes, each with the actor it was found at ([`signed_votes`]).
+type Votes = Vec<(usize, Signed<Vote>)>;
+/// Proposals by round and block digest, as their messages ([`proposals`]).
+type Proposals = BTreeMap<(u32, u32, Digest), Wire>;
+
 /// What the properties of the state being evaluated share (see [`with_progress`]): the
 /// state's address, and what was derived from it so far.
 #[derive(Default)]
 struct Shared {
     state: usize,
-    votes: Option<Rc<Vec<(usize, Signed<Vote>)>>>,
+    votes: Option<Rc<Votes>>,
     endorsements: Option<Rc<Vec<Vote>>>,
-    proposals: Option<Rc<BTreeMap<(u32, u32, Digest), Wire>>>,
+    proposals: Option<Rc<Proposals>>,
     endorsed: Option<Rc<Vec<(NodeId, Wire)>>>,
 }
 

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use stateright::actor::Network;
 use stateright::{Expectation, Model as _, Path};
 
 use crate::model::{Model, State, reduce, representative};
@@ -160,9 +161,56 @@ struct Shared<'a> {
     stop_at: Option<&'static str>,
 }
 
-fn fingerprint(s: &State) -> u64 {
+/// A state's 64-bit fingerprint: the same fields as stateright's `Hash` of the state, with its
+/// sets hashed order-free, as the wrapping sum of their elements' hashes, which needs no
+/// sorted buffer (stateright sorts the elements' hashes at every successor). An envelope's
+/// hash mixes its message's hash, computed once when the message was wrapped, with its sender
+/// and recipient (splitmix64's finaliser); a timer's is its SipHash. Equal states have equal
+/// fingerprints; distinct states share one with probability about 2^-64 per pair, as before.
+pub fn fingerprint(s: &State) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn set_hash(items: impl Iterator<Item = u64>, h: &mut DefaultHasher) {
+        let (mut sum, mut n) = (0u64, 0u64);
+        for item in items {
+            sum = sum.wrapping_add(item);
+            n += 1;
+        }
+        h.write_u64(sum);
+        h.write_u64(n);
+    }
     let mut h = DefaultHasher::new();
-    s.hash(&mut h);
+    s.actor_states.hash(&mut h);
+    s.history.hash(&mut h);
+    for t in &s.timers_set {
+        set_hash(
+            t.iter().map(|timer| {
+                let mut e = DefaultHasher::new();
+                timer.hash(&mut e);
+                e.finish()
+            }),
+            &mut h,
+        );
+    }
+    s.random_choices.hash(&mut h);
+    match &s.network {
+        Network::UnorderedDuplicating(set, last) => {
+            set_hash(
+                set.iter().map(|e| {
+                    let ends = (usize::from(e.src) as u64) << 32 | usize::from(e.dst) as u64;
+                    mix(e.msg.hash64() ^ mix(ends.wrapping_add(0x9e37_79b9_7f4a_7c15)))
+                }),
+                &mut h,
+            );
+            last.hash(&mut h);
+        }
+        other => other.hash(&mut h),
+    }
+    s.crashed.hash(&mut h);
+    s.actor_storages.hash(&mut h);
     h.finish()
 }
 
