@@ -794,6 +794,11 @@ fn a_node_acts_on_nothing_of_a_view_it_has_left() {
 }
 
 /// The revision the primary broadcast among `effects`, if any.
+/// Member `from`'s message `msg`, as a node receives it.
+fn message(from: NodeId, msg: Message) -> Input {
+    Input::Message { from, msg }
+}
+
 fn proposed(effects: &[Effect]) -> Option<Proposal> {
     effects.iter().find_map(|e| match e {
         Effect::Broadcast(Message::Proposal(p)) => Some((**p).clone()),
@@ -915,17 +920,11 @@ fn an_appeal_upheld_while_its_batch_was_missing_is_resolved_again_when_the_batch
         },
         &r.s.participants[participant],
     );
-    let e = primary.step(
-        &ctx,
-        NOW,
-        Input::Message {
-            from: home,
-            msg: Message::Appeal {
-                appeal: Box::new(appeal),
-                via: home,
-            },
-        },
-    );
+    let appeal = Message::Appeal {
+        appeal: Box::new(appeal),
+        via: home,
+    };
+    let e = primary.step(&ctx, NOW, message(home, appeal));
     let upheld = proposed(&e).expect("the appeal is recorded in revision 1");
     assert_eq!(upheld.round(), (0, 1));
     assert!(
@@ -953,17 +952,11 @@ fn an_appeal_upheld_while_its_batch_was_missing_is_resolved_again_when_the_batch
             batch: batch.body_digest(),
         },
     };
-    let e = primary.step(
-        &ctx,
-        NOW,
-        Input::Message {
-            from: home,
-            msg: Message::Objection(
-                Box::new(Signed::sign(o, &r.s.members[j])),
-                Some(Box::new(batch)),
-            ),
-        },
+    let objection = Message::Objection(
+        Box::new(Signed::sign(o, &r.s.members[j])),
+        Some(Box::new(batch)),
     );
+    let e = primary.step(&ctx, NOW, message(home, objection));
     let revised = proposed(&e).expect("the objection brings revision 2");
     assert_eq!(revised.round(), (0, 2));
     assert_eq!(
@@ -1021,26 +1014,14 @@ fn a_primary_of_a_later_view_proposes_once_it_holds_the_reported_batches() {
             lock: None,
             held: vec![reported],
         };
-        let e = state.step(
-            &ctx,
-            NOW,
-            Input::Message {
-                from: v.voter,
-                msg: Message::Skip(Box::new(Signed::sign(v, &r.s.members[j])), None, Vec::new()),
-            },
-        );
+        let voter = v.voter;
+        let skip = Message::Skip(Box::new(Signed::sign(v, &r.s.members[j])), None, Vec::new());
+        let e = state.step(&ctx, NOW, message(voter, skip));
         assert!(proposed(&e).is_none(), "{e:?}");
     }
     assert_eq!(state.view, 1);
     // The reported batch arrives: it proposes now, without the unreported one.
-    let e = state.step(
-        &ctx,
-        NOW,
-        Input::Message {
-            from: reported,
-            msg: Message::Batch(late),
-        },
-    );
+    let e = state.step(&ctx, NOW, message(reported, Message::Batch(late)));
     let p = proposed(&e).expect("the view-1 primary proposes");
     assert_eq!(p.round(), (1, 0));
     let homes: Vec<NodeId> = p.body.process.batches.iter().map(|b| b.body.home).collect();
