@@ -427,6 +427,32 @@ fn a_proposal_without_the_nodes_batch_gets_a_missing_batch_objection_with_the_ba
     );
 }
 
+/// D11: a vote counts only for its own chain. Endorsements that every member signed, but for
+/// another chain's block of the same digest, are not counted, so no certificate forms from
+/// them (a cargo-mutants survivor: a vote was refused only when it was both of another chain
+/// and a `Propose`).
+#[test]
+fn votes_of_another_chain_are_not_counted() {
+    let r = Rig::at_proposal();
+    let p = r.proposal();
+    let (i, ctx, mut state) = r.verifier_holding(&p);
+    for j in (0..4).filter(|&j| j != i) {
+        let mut v = r.signed_vote(VoteKind::Endorse, j, &p).body;
+        v.chain_id = Digest([7; 32]);
+        let vote = Signed::sign(v, &r.s.members[j]);
+        state.step(&ctx, NOW, message(vote.body.voter, Message::Vote(vote)));
+    }
+    assert!(
+        state.lock.is_none(),
+        "votes of another chain formed a certificate"
+    );
+    // The same votes of this chain lock it.
+    for j in (0..4).filter(|&j| j != i) {
+        state.step(&ctx, NOW, r.vote(VoteKind::Endorse, j, &p));
+    }
+    assert!(state.lock.is_some());
+}
+
 #[test]
 fn an_endorsement_quorum_locks_and_a_commit_quorum_decides() {
     let r = Rig::at_proposal();
