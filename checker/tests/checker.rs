@@ -164,6 +164,68 @@ fn folding_dead_messages_keeps_every_verdict() {
     }
 }
 
+/// The fold of dead messages loses no node state: on the scenarios small enough for CI, the
+/// states the search reaches with the fold (stateright's DFS with the fold as its symmetry)
+/// and without it (stateright's BFS) have the same set of node parts (every actor's state,
+/// timers and storage, and who is down), the network left out. The fold's argument says a
+/// dead message's delivery changes no node; this checks it on every state, beyond the
+/// verdicts. `FOLD_SCENARIOS=lock` (a comma-separated list) checks other scenarios instead
+/// (`lock`: about 60 s in a release build).
+#[test]
+fn folding_dead_messages_keeps_every_node_state() {
+    use stateright::{Checker, Model as _};
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    use std::sync::{Arc, Mutex};
+    use tieline_checker::model::{Model, State, representative};
+
+    fn nodes_of(model: Model, fold: bool) -> BTreeSet<u64> {
+        let seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let sink = Arc::clone(&seen);
+        let visit = move |path: stateright::Path<State, tieline_checker::model::Action>| {
+            let s = path.last_state();
+            let mut h = DefaultHasher::new();
+            (
+                &s.actor_states,
+                &s.timers_set,
+                &s.actor_storages,
+                &s.crashed,
+            )
+                .hash(&mut h);
+            sink.lock().unwrap().insert(h.finish());
+        };
+        let builder = model.checker().threads(1).visitor(visit);
+        if fold {
+            builder
+                .symmetry_fn(representative)
+                .spawn_dfs()
+                .join()
+                .assert_properties();
+        } else {
+            builder.spawn_bfs().join().assert_properties();
+        }
+        let set = seen.lock().unwrap().clone();
+        set
+    }
+    let names: Vec<String> = std::env::var("FOLD_SCENARIOS").map_or_else(
+        |_| {
+            ["negotiate", "fallback", "joint", "impostor", "late-appeal"]
+                .map(String::from)
+                .to_vec()
+        },
+        |v| v.split(',').map(String::from).collect(),
+    );
+    for name in &names {
+        let s = Scenario::named(name).unwrap();
+        let folded = nodes_of(s.model(s.ci_bounds, None), true);
+        let unfolded = nodes_of(s.model(s.ci_bounds, None), false);
+        assert!(folded.len() > 10, "{name}");
+        assert_eq!(
+            folded, unfolded,
+            "{name}: node states with and without the fold"
+        );
+    }
+}
+
 /// A crash and its recovery as one step against the actor system's two (with states where
 /// the node is down): the same verdicts on the slice of `crash` after collection in view 0,
 /// and every catalogue mutant of `crash` caught by the same property both ways.
