@@ -203,8 +203,7 @@ fn folding_dead_messages_keeps_every_node_state() {
         } else {
             builder.spawn_bfs().join().assert_properties();
         }
-        let set = seen.lock().unwrap().clone();
-        set
+        seen.lock().unwrap().clone()
     }
     let names: Vec<String> = std::env::var("FOLD_SCENARIOS").map_or_else(
         |_| {
