@@ -398,6 +398,14 @@ fn rules<'a>(setup: &'a Setup, committed: &'a CommittedNonces) -> ContentRules<'
     }
 }
 
+/// The bid-signature check of the content rules, with the scenario's signature scheme.
+fn bid_signatures(
+    setup: &Setup,
+) -> impl FnMut(&SignedBid, &tieline_core::crypto::PublicKey) -> bool + use<> {
+    let scheme = setup.scheme.clone();
+    move |sb, key| sb.verify(scheme.as_ref(), key).is_ok()
+}
+
 /// Runs `f` on the clearing input and proposed result of a body.
 fn with_clearing<R>(
     setup: &Setup,
@@ -406,10 +414,7 @@ fn with_clearing<R>(
     committed: &CommittedNonces,
     f: impl FnOnce(&ClearingInput<'_>, &Cleared) -> R,
 ) -> R {
-    let scheme = setup.scheme.clone();
-    let mut check = |sb: &SignedBid, key: &tieline_core::crypto::PublicKey| {
-        sb.verify(scheme.as_ref(), key).is_ok()
-    };
+    let mut check = bid_signatures(setup);
     let selection = select_bids(
         &setup.genesis,
         &setup.chain_id,
@@ -821,10 +826,7 @@ fn v2_proposed(model: &Model, state: &State) -> bool {
         };
         memo(11, p.stamp.body.block, NodeId(0), || {
             let committed = nonces_for(model, state, &p.header);
-            let scheme = setup.scheme.clone();
-            let mut check = |sb: &SignedBid, key: &tieline_core::crypto::PublicKey| {
-                sb.verify(scheme.as_ref(), key).is_ok()
-            };
+            let mut check = bid_signatures(setup);
             rules(setup, &committed)
                 .verify_body(
                     p.header.height,
@@ -1321,10 +1323,7 @@ fn v2_blocks(model: &Model, state: &State, pick: impl Fn(NodeId, &Block) -> bool
                 memo(2, b.digest(), NodeId(0), || {
                     let committed = nonces_before(&c.store.blocks, b.header.height);
                     let prev = i.checked_sub(1).map(|j| &c.store.blocks[j].header);
-                    let scheme = setup.scheme.clone();
-                    let mut check = |sb: &SignedBid, key: &tieline_core::crypto::PublicKey| {
-                        sb.verify(scheme.as_ref(), key).is_ok()
-                    };
+                    let mut check = bid_signatures(setup);
                     verify_block(
                         &rules(setup, &committed),
                         prev,
