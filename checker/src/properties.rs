@@ -20,7 +20,7 @@ use tieline_core::block::{
     AppealClaim, AppealResolution, Block, BlockBody, BlockHeader, ObjectionReason,
     QuorumCertificate, Vote, VoteKind,
 };
-use tieline_core::clearing::{COEFFICIENT_SCALE, CUT_TOLERANCE, Cleared, ClearingInput};
+use tieline_core::clearing::{Cleared, ClearingInput};
 use tieline_core::consensus::content::{
     CommittedNonces, ContentRules, advance_nonces, select_bids, unavailable_areas,
 };
@@ -1082,11 +1082,10 @@ fn v8(model: &Model, state: &State) -> bool {
             let committed = nonces_for(model, state, header);
             objected
                 && with_clearing(setup, header, body, &committed, |input, cleared| {
-                    p.clearing.cuts.iter().all(|cut| {
-                        cut_value(cut, input, cleared)
-                            <= (i128::from(cut.limit.0) + i128::from(CUT_TOLERANCE.0))
-                                * i128::from(COEFFICIENT_SCALE)
-                    })
+                    p.clearing
+                        .cuts
+                        .iter()
+                        .all(|cut| cut.honoured_by(cut_value(cut, input, cleared)))
                 })
         })
     };

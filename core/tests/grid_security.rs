@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use grid_common::*;
 use proptest::prelude::*;
 use tieline_core::clearing::{
-    COEFFICIENT_SCALE, Cleared, ClearingInput, ClearingOutcome, CutVariable, StepAward, TieFlow,
+    COEFFICIENT_SCALE, CUT_TOLERANCE, Cleared, ClearingInput, ClearingOutcome, CutVariable,
+    StepAward, TieFlow,
 };
 use tieline_core::consensus::{SecurityCheck, cut_value};
 use tieline_core::crypto::Digest;
@@ -110,7 +111,7 @@ proptest! {
         let cuts = model.check(&input, &cleared);
         prop_assume!(!cuts.is_empty(), "a secure schedule raises no cut");
         for cut in &cuts {
-            prop_assert!(cut_value(cut, &input, &cleared) > i128::from(cut.limit.0) * i128::from(COEFFICIENT_SCALE));
+            prop_assert!(!cut.honoured_by(cut_value(cut, &input, &cleared)));
         }
         let case = Case::parse(RTS_GMLC).unwrap();
         for share in &feasible {
@@ -192,6 +193,87 @@ fn an_overloaded_line_gives_one_cut_per_direction_over_the_areas_bids_and_tie_li
     // A secure outcome passes: nothing accepted, nothing flows.
     let idle = Cleared::default();
     assert!(model.check(&input, &idle).is_empty());
+}
+
+/// C20, L3: the check raises only cuts the outcome does not honour as the clearing's
+/// verification measures them (`Cut::honoured_by`, within `CUT_TOLERANCE`). A line whose DC flow
+/// exceeds its limit by less than the tolerance raises nothing: the clearing may leave it so,
+/// and a cut it already honours, raised again, would add nothing, so the primary would not
+/// revise and the view would be lost (found on PEGASE 9241 by zone, where it was).
+#[test]
+fn a_line_over_its_limit_by_less_than_the_cut_tolerance_raises_nothing() {
+    let c = rts(100);
+    let model = AreaModel::from_matpower(&c.area_files[0].text, AreaId(1), &c.genesis).unwrap();
+    let bids = area1_bids(&c);
+    let refs: Vec<(Digest, &Bid)> = bids.iter().map(|(d, b)| (*d, b)).collect();
+    let input = ClearingInput::new(&c.genesis, refs, &[], &BTreeSet::new());
+    let cleared_at = |scale: f64| {
+        let share: Vec<f64> = bids
+            .iter()
+            .map(|(_, b)| if b.side == Side::Sell { scale } else { 0.0 })
+            .collect();
+        Cleared {
+            outcome: outcome(&c, &bids, &share).0,
+            trades: vec![],
+        }
+    };
+    // The line most overloaded (relative to its limit) when every generator runs flat out.
+    let full = cleared_at(1.0);
+    let worst = model
+        .line_flows(&input, &full)
+        .into_iter()
+        .filter(|f| f.limit.0 > 0)
+        .max_by(|a, b| {
+            (a.flow_kwh.abs() / a.limit.0 as f64).total_cmp(&(b.flow_kwh.abs() / b.limit.0 as f64))
+        })
+        .unwrap();
+    assert!(worst.flow_kwh.abs() > worst.limit.0 as f64);
+    let over = |scale: f64| {
+        let f = model
+            .line_flows(&input, &cleared_at(scale))
+            .into_iter()
+            .find(|f| f.branch == worst.branch)
+            .unwrap();
+        f.flow_kwh.abs() - f.limit.0 as f64
+    };
+    // Scale every output down until that line is over its limit by a few kWh, less than the
+    // tolerance (bisection on the scale; the overload grows with it).
+    let tolerance = CUT_TOLERANCE.0 as f64;
+    let (mut lo, mut hi) = (0.0, 1.0);
+    let mut scale = 1.0;
+    for _ in 0..80 {
+        scale = (lo + hi) / 2.0;
+        let x = over(scale);
+        if x > 0.6 * tolerance {
+            hi = scale;
+        } else if x < 0.2 * tolerance {
+            lo = scale;
+        } else {
+            break;
+        }
+    }
+    let x = over(scale);
+    assert!(
+        x > 1.0 && x < 0.6 * tolerance,
+        "the line is {x} kWh over its limit"
+    );
+    let cleared = cleared_at(scale);
+    let cuts = model.check(&input, &cleared);
+    assert!(
+        cuts.iter().all(|cut| cut.label / 2 != worst.branch),
+        "a line {x} kWh over its limit, within the cut tolerance, raised a cut"
+    );
+    for cut in &cuts {
+        assert!(!cut.honoured_by(cut_value(cut, &input, &cleared)));
+    }
+    // Over by more than the tolerance (the outcome at full output), it raises its cut, which
+    // that outcome does not honour.
+    let cuts = model.check(&input, &full);
+    assert!(cuts.iter().any(|cut| cut.label / 2 == worst.branch));
+    assert!(
+        cuts.iter()
+            .all(|cut| !cut.honoured_by(cut_value(cut, &input, &full)))
+    );
 }
 
 #[test]

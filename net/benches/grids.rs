@@ -122,6 +122,8 @@ fn main() {
             tie_rating_percent: s.tie,
             line_rating_percent: 100,
             polynomial_segments: tieline_core::grid::DEFAULT_POLYNOMIAL_SEGMENTS,
+            // `tieline grid`'s default: PEGASE 9241 by zone needs 34 revisions.
+            max_revisions: 64,
         };
         let (c, setup) = gridcase::consortium(&text, &options).expect("a consortium");
         let dir = tmp.join(s.key);

@@ -30,6 +30,8 @@ pub struct GridOptions {
     pub line_rating_percent: u32,
     /// Chord segments per quadratic cost.
     pub polynomial_segments: u32,
+    /// Negotiation revisions before the fallback (the genesis's `max_revisions`).
+    pub max_revisions: u32,
 }
 
 /// One member's area, as the command reports it (sizes only: the model stays private).
@@ -198,6 +200,7 @@ pub fn consortium(text: &str, options: &GridOptions) -> Result<(GridConsortium, 
             split: options.split,
             line_rating_percent: options.line_rating_percent,
             polynomial_segments: options.polynomial_segments,
+            max_revisions: options.max_revisions,
             ..GridConsortiumOptions::rts_gmlc(options.tie_rating_percent)
         },
     )?;

@@ -342,6 +342,11 @@ struct GridArgs {
     /// Chord segments per quadratic (polynomial) cost.
     #[arg(long, default_value_t = tieline_core::grid::DEFAULT_POLYNOMIAL_SEGMENTS)]
     segments: u32,
+    /// Negotiation revisions before the fallback (the genesis's `max_revisions`, 1 to 64):
+    /// each revision adds the cuts of the lines the last one overloaded; PEGASE 9241 by zone
+    /// (24 members) needs 34.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=64))]
+    max_revisions: u32,
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
@@ -942,6 +947,7 @@ fn grid(a: GridArgs) -> Result<ExitCode> {
         tie_rating_percent: a.tie_rating,
         line_rating_percent: a.line_rating,
         polynomial_segments: a.segments,
+        max_revisions: a.max_revisions,
     };
     let what = || format!("{}", a.case.display());
     let (c, setup) = gridcase::consortium(&text, &options).with_context(what)?;

@@ -196,6 +196,20 @@ crate::canonical_struct!(Cut {
     limit
 });
 
+impl Cut {
+    /// Whether a left-hand side `value` (in millionths of a kWh: coefficients times kWh, as
+    /// [`crate::consensus::cut_value`] computes it) honours the cut: at most its limit plus
+    /// [`CUT_TOLERANCE`], which absorbs the rounding of a solution to whole kWh. This is the
+    /// one test of a cut: the clearing's verification (3.5, V8) and a member's security check
+    /// (C20: it objects only with cuts the outcome does not honour) both use it, so a cut that
+    /// a verified outcome honours is never raised again.
+    pub fn honoured_by(&self, value: i128) -> bool {
+        value
+            <= (i128::from(self.limit.0) + i128::from(CUT_TOLERANCE.0))
+                * i128::from(COEFFICIENT_SCALE)
+    }
+}
+
 /// The rule and the outcome it produced, as recorded in a block's process data.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClearingRecord {

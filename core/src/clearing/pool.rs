@@ -614,7 +614,7 @@ impl<'i, 'a> Market<'i, 'a> {
         for (k, &c) in self.cuts.iter().enumerate() {
             let cut = &self.input.cuts[c];
             let limit = i128::from(cut.limit.0) * FINE;
-            if lhs[k] > limit + tol {
+            if !cut.honoured_by(lhs[k]) {
                 return Err(mismatch(
                     format!(
                         "cut {c} (label {}) for {}",

@@ -16,7 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::clearing::{COEFFICIENT_SCALE, Cleared, ClearingInput, Cut, CutTerm, CutVariable};
+use crate::clearing::{
+    COEFFICIENT_SCALE, CUT_TOLERANCE, Cleared, ClearingInput, Cut, CutTerm, CutVariable,
+};
 use crate::consensus::SecurityCheck;
 use crate::crypto::Digest;
 use crate::genesis::Genesis;
@@ -37,8 +39,9 @@ pub const UNLOCATED_BID_LABEL: u32 = u32::MAX;
 /// `BALANCE_LABEL + 2 * k + 1` (a deficit: at least zero).
 pub const BALANCE_LABEL: u32 = 1 << 31;
 
-/// A line counts as overloaded when its DC flow exceeds its limit by more than this, in kWh:
-/// float noise of the flow computation, far below a kWh.
+/// Float noise of the flow computation, far below a kWh: a line whose DC flow exceeds its
+/// limit by more than this (or an island whose imbalance does) is a candidate for a cut, which
+/// is raised only if the outcome does not honour it (`Cut::honoured_by`).
 pub const OVERLOAD_EPSILON_KWH: f64 = 1e-3;
 
 /// Why an area model cannot be built.
@@ -390,7 +393,8 @@ impl SecurityCheck for AreaModel {
     /// For each physical product: if an accepted bid of the area cannot be placed, a cut that
     /// excludes it (and nothing else for the product, whose flows are then unknown); otherwise
     /// one cut per connected component that does not balance, and one per rated line and
-    /// direction whose DC flow exceeds the line's limit.
+    /// direction whose DC flow exceeds the line's limit, each raised only if the outcome does
+    /// not honour it within [`CUT_TOLERANCE`] (`Cut::honoured_by`, the clearing's own test).
     fn check(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<Cut> {
         let accepted = accepted(cleared);
         let mut cuts = Vec::new();
@@ -416,6 +420,10 @@ impl SecurityCheck for AreaModel {
                 cuts.extend(excluded);
                 continue;
             }
+            // A cut is raised only if the outcome does not honour it, as the clearing's
+            // verification measures it (`Cut::honoured_by`): a cut the proposal honours within
+            // the tolerance is never raised again, so every objection adds a cut (L3).
+            let values = CutValues::new(self, input, cleared, &accepted, product);
             // Each connected component balances through its own bids and tie flows.
             let mut imbalance = vec![0.0; self.network.components()];
             for (k, x) in injection.iter().enumerate() {
@@ -423,21 +431,92 @@ impl SecurityCheck for AreaModel {
             }
             for (component, &x) in imbalance.iter().enumerate() {
                 if x.abs() > OVERLOAD_EPSILON_KWH {
-                    cuts.push(self.balance_cut(input, product, component, x.signum()));
+                    let cut = self.balance_cut(input, product, component, x.signum());
+                    if !cut.honoured_by(values.of(&cut)) {
+                        cuts.push(cut);
+                    }
                 }
             }
+            // The float flow finds the candidates: rounding a cut's coefficients moves its
+            // side by at most half a millionth of every injection it names, so a line whose
+            // flow is below its limit plus the tolerance by more than that has an honoured cut.
+            let rounding = 0.5 * values.magnitude / COEFFICIENT_SCALE as f64;
             let angles = self.network.angles(&injection);
             for line in &self.lines {
                 let f = self.network.flow(&self.network.lines[line.line], &angles);
                 let limit = line_limit(line, product).0 as f64 + OVERLOAD_EPSILON_KWH;
                 for (sign, direction) in [(1.0, 0), (-1.0, 1)] {
-                    if sign * f > limit {
-                        cuts.push(self.line_cut(input, product, line, sign, direction));
+                    if sign * f > limit + CUT_TOLERANCE.0 as f64 - rounding {
+                        let cut = self.line_cut(input, product, line, sign, direction);
+                        if !cut.honoured_by(values.of(&cut)) {
+                            cuts.push(cut);
+                        }
                     }
                 }
             }
         }
         cuts
+    }
+}
+
+/// The values a cut of the area names, for one product: each of the area's bids' net
+/// injection and each landing tie line's flow, in kWh.
+struct CutValues {
+    bids: BTreeMap<Digest, i128>,
+    ties: BTreeMap<TieLineId, i128>,
+    /// The sum of their magnitudes.
+    magnitude: f64,
+}
+
+impl CutValues {
+    fn new(
+        model: &AreaModel,
+        input: &ClearingInput<'_>,
+        cleared: &Cleared,
+        accepted: &BTreeMap<Digest, i64>,
+        product: Product,
+    ) -> Self {
+        let bids: BTreeMap<Digest, i128> = model
+            .bids(input, product)
+            .map(|&(id, bid)| {
+                let net = net_injection(bid, accepted.get(&id).copied().unwrap_or(0));
+                (id, i128::from(net))
+            })
+            .collect();
+        let mut ties = BTreeMap::new();
+        for f in cleared
+            .outcome
+            .flows
+            .iter()
+            .filter(|f| f.product == product)
+        {
+            *ties.entry(f.tie_line).or_insert(0) += i128::from(f.flow.0);
+        }
+        let magnitude = bids
+            .values()
+            .chain(ties.values())
+            .map(|v| v.abs() as f64)
+            .sum();
+        CutValues {
+            bids,
+            ties,
+            magnitude,
+        }
+    }
+
+    /// The cut's left-hand side, in millionths of a kWh (as `consensus::cut_value` computes
+    /// it on the whole outcome).
+    fn of(&self, cut: &Cut) -> i128 {
+        cut.terms
+            .iter()
+            .map(|t| {
+                let x = match t.variable {
+                    CutVariable::Bid(id) => self.bids.get(&id).copied().unwrap_or(0),
+                    CutVariable::TieFlow(line) => self.ties.get(&line).copied().unwrap_or(0),
+                };
+                i128::from(t.coefficient) * x
+            })
+            .sum()
     }
 }
 
