@@ -19,7 +19,7 @@ use std::fmt;
 use crate::clearing::{
     COEFFICIENT_SCALE, CUT_TOLERANCE, Cleared, ClearingInput, Cut, CutTerm, CutVariable,
 };
-use crate::consensus::SecurityCheck;
+use crate::consensus::{CutValues, SecurityCheck};
 use crate::crypto::Digest;
 use crate::genesis::Genesis;
 use crate::market::{Bid, Product, Settlement, Side};
@@ -397,6 +397,10 @@ impl SecurityCheck for AreaModel {
     /// not honour it within [`CUT_TOLERANCE`] (`Cut::honoured_by`, the clearing's own test).
     fn check(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<Cut> {
         let accepted = accepted(cleared);
+        // A cut is raised only if the outcome does not honour it, as the clearing's
+        // verification measures it (`Cut::honoured_by`): a cut the proposal honours within
+        // the tolerance is never raised again, so every objection adds a cut (L3).
+        let values = CutValues::new(input, cleared);
         let mut cuts = Vec::new();
         for product in physical_products(input) {
             let (injection, unlocated) = self.injections(input, cleared, &accepted, product);
@@ -420,10 +424,17 @@ impl SecurityCheck for AreaModel {
                 cuts.extend(excluded);
                 continue;
             }
-            // A cut is raised only if the outcome does not honour it, as the clearing's
-            // verification measures it (`Cut::honoured_by`): a cut the proposal honours within
-            // the tolerance is never raised again, so every objection adds a cut (L3).
-            let values = CutValues::new(self, input, cleared, &accepted, product);
+            // Rounding a cut's coefficients moves its side by at most half a millionth of
+            // every injection it names: the bids of the area and the landing tie lines.
+            let magnitude: f64 = self
+                .bids(input, product)
+                .map(|(id, _)| values.bid(id, product).abs() as f64)
+                .chain(
+                    self.landings
+                        .iter()
+                        .map(|l| values.tie(l.tie_line, product).abs() as f64),
+                )
+                .sum();
             // Each connected component balances through its own bids and tie flows.
             let mut imbalance = vec![0.0; self.network.components()];
             for (k, x) in injection.iter().enumerate() {
@@ -437,10 +448,9 @@ impl SecurityCheck for AreaModel {
                     }
                 }
             }
-            // The float flow finds the candidates: rounding a cut's coefficients moves its
-            // side by at most half a millionth of every injection it names, so a line whose
-            // flow is below its limit plus the tolerance by more than that has an honoured cut.
-            let rounding = 0.5 * values.magnitude / COEFFICIENT_SCALE as f64;
+            // The float flow finds the candidates: a line whose flow is below its limit plus
+            // the tolerance by more than the rounding has an honoured cut.
+            let rounding = 0.5 * magnitude / COEFFICIENT_SCALE as f64;
             let angles = self.network.angles(&injection);
             for line in &self.lines {
                 let f = self.network.flow(&self.network.lines[line.line], &angles);
@@ -456,67 +466,6 @@ impl SecurityCheck for AreaModel {
             }
         }
         cuts
-    }
-}
-
-/// The values a cut of the area names, for one product: each of the area's bids' net
-/// injection and each landing tie line's flow, in kWh.
-struct CutValues {
-    bids: BTreeMap<Digest, i128>,
-    ties: BTreeMap<TieLineId, i128>,
-    /// The sum of their magnitudes.
-    magnitude: f64,
-}
-
-impl CutValues {
-    fn new(
-        model: &AreaModel,
-        input: &ClearingInput<'_>,
-        cleared: &Cleared,
-        accepted: &BTreeMap<Digest, i64>,
-        product: Product,
-    ) -> Self {
-        let bids: BTreeMap<Digest, i128> = model
-            .bids(input, product)
-            .map(|&(id, bid)| {
-                let net = net_injection(bid, accepted.get(&id).copied().unwrap_or(0));
-                (id, i128::from(net))
-            })
-            .collect();
-        let mut ties = BTreeMap::new();
-        for f in cleared
-            .outcome
-            .flows
-            .iter()
-            .filter(|f| f.product == product)
-        {
-            *ties.entry(f.tie_line).or_insert(0) += i128::from(f.flow.0);
-        }
-        let magnitude = bids
-            .values()
-            .chain(ties.values())
-            .map(|v| v.abs() as f64)
-            .sum();
-        CutValues {
-            bids,
-            ties,
-            magnitude,
-        }
-    }
-
-    /// The cut's left-hand side, in millionths of a kWh (as `consensus::cut_value` computes
-    /// it on the whole outcome).
-    fn of(&self, cut: &Cut) -> i128 {
-        cut.terms
-            .iter()
-            .map(|t| {
-                let x = match t.variable {
-                    CutVariable::Bid(id) => self.bids.get(&id).copied().unwrap_or(0),
-                    CutVariable::TieFlow(line) => self.ties.get(&line).copied().unwrap_or(0),
-                };
-                i128::from(t.coefficient) * x
-            })
-            .sum()
     }
 }
 
