@@ -572,6 +572,33 @@ fn a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_ve
     assert!(e.iter().any(|e| matches!(e, Effect::Send { to, msg: Message::Vote(v) } if *to == primary && v.body.kind == VoteKind::Commit)));
 }
 
+/// S2, V9: a certificate counts only for the block it names. A valid endorsement quorum for
+/// another block of the same round (an equivocating primary's other proposal) does not lock a
+/// node on the proposal it holds: it holds no proposal with that digest.
+#[test]
+fn an_endorsement_certificate_for_another_block_of_the_round_does_not_lock_the_held_proposal() {
+    let r = Rig::at_proposal();
+    let p = r.proposal();
+    let (_, ctx, mut state) = r.verifier_holding(&p);
+    let mut other = p.clone();
+    other.stamp.body.block = Digest([7; 32]);
+    assert_eq!(other.round(), p.round());
+    let certificate = r.endorsement_certificate(&other, &[0, 1, 2, 3]);
+    state.step(
+        &ctx,
+        NOW,
+        r.by_primary(Message::Endorsed(Box::new(certificate))),
+    );
+    assert!(
+        state.lock.is_none(),
+        "locked on {:?} with a certificate for another block",
+        state.lock.as_ref().map(|l| l.proposal.stamp.body.block)
+    );
+    // (Its own proposal's certificate locks it, as in
+    // a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_verifies;
+    // here the voters would have signed two blocks in one slot, which is equivocation.)
+}
+
 #[test]
 fn a_vote_with_a_bad_signature_or_from_another_voter_is_ignored() {
     let r = Rig::at_proposal();
