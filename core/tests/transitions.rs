@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use tieline_core::block::{
-    Appeal, AppealClaim, AppealResolution, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS, MAX_VIEW,
-    Objection, ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind, VoteSignature,
+    Appeal, AppealClaim, AppealResolution, Block, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS,
+    MAX_VIEW, Objection, ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind,
+    VoteSignature,
 };
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
@@ -597,6 +598,53 @@ fn an_endorsement_certificate_for_another_block_of_the_round_does_not_lock_the_h
     // (Its own proposal's certificate locks it, as in
     // a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_verifies;
     // here the voters would have signed two blocks in one slot, which is equivocation.)
+}
+
+/// 2.9, S1: a node decides a block it endorsed, received by sync, only if the block's commit
+/// certificate verifies; a forged certificate for that very block is refused.
+#[test]
+fn a_synced_block_the_node_endorsed_is_decided_only_with_a_valid_commit_certificate() {
+    let r = Rig::at_proposal();
+    let p = r.proposal();
+    let (_, ctx, mut state) = r.verifier_holding(&p);
+    let (view, revision) = p.round();
+    let certificate = QuorumCertificate {
+        kind: VoteKind::Commit,
+        height: 1,
+        view,
+        revision,
+        block: p.stamp.body.block,
+        signatures: (0..4)
+            .map(|j| VoteSignature {
+                voter: r.s.genesis.members[j].id,
+                signature: r.signed_vote(VoteKind::Commit, j, &p).signature,
+            })
+            .collect(),
+    };
+    let block = |certificate: QuorumCertificate| Block {
+        header: p.header.clone(),
+        body: p.body.clone(),
+        certificate,
+    };
+    let peer = r.s.genesis.members[1].id;
+    let mut forged = certificate.clone();
+    forged.signatures[0].signature = forged.signatures[1].signature;
+    let e = state.step(
+        &ctx,
+        NOW,
+        message(peer, Message::SyncResponse(vec![block(forged)])),
+    );
+    assert!(
+        !e.iter().any(|e| matches!(e, Effect::Decide(_))),
+        "decided a block whose commit certificate does not verify"
+    );
+    assert_eq!(state.height, 1);
+    let e = state.step(
+        &ctx,
+        NOW,
+        message(peer, Message::SyncResponse(vec![block(certificate)])),
+    );
+    assert!(e.iter().any(|e| matches!(e, Effect::Decide(_))));
 }
 
 #[test]
