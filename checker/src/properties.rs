@@ -25,7 +25,7 @@ use tieline_core::consensus::content::{
     CommittedNonces, ContentRules, advance_nonces, select_bids, unavailable_areas,
 };
 use tieline_core::consensus::{
-    MAX_FALLBACK_LEVELS, Message, NodeState, Proposal, Record, Reply, cut_value,
+    CutValues, MAX_FALLBACK_LEVELS, Message, NodeState, Proposal, Record, Reply,
 };
 use tieline_core::crypto::{Digest, Signed};
 use tieline_core::market::SignedBid;
@@ -1082,10 +1082,11 @@ fn v8(model: &Model, state: &State) -> bool {
             let committed = nonces_for(model, state, header);
             objected
                 && with_clearing(setup, header, body, &committed, |input, cleared| {
+                    let values = CutValues::new(input, cleared);
                     p.clearing
                         .cuts
                         .iter()
-                        .all(|cut| cut.honoured_by(cut_value(cut, input, cleared)))
+                        .all(|cut| cut.honoured_by(values.of(cut)))
                 })
         })
     };

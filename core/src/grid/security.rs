@@ -246,10 +246,10 @@ impl AreaModel {
     /// The DC flow of every rated line for every physical product of the input, on the
     /// outcome. Bids the model cannot place are left out.
     pub fn line_flows(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<LineFlow> {
-        let accepted = accepted(cleared);
+        let values = CutValues::new(input, cleared);
         let mut out = Vec::new();
         for product in physical_products(input) {
-            let injection = self.injections(input, cleared, &accepted, product).0;
+            let injection = self.injections(input, &values, product).0;
             let angles = self.network.angles(&injection);
             for line in &self.lines {
                 out.push(LineFlow {
@@ -263,33 +263,24 @@ impl AreaModel {
         out
     }
 
-    /// The net injection (kWh) at each bus for `product`, and the area's bids of the product
-    /// the model cannot place.
+    /// The net injection (kWh) at each bus for `product`, from the outcome's `values`, and
+    /// the area's bids of the product the model cannot place.
     fn injections<'b>(
         &self,
         input: &ClearingInput<'b>,
-        cleared: &Cleared,
-        accepted: &BTreeMap<Digest, i64>,
+        values: &CutValues,
         product: Product,
     ) -> (Vec<f64>, Vec<(Digest, &'b Bid)>) {
         let mut injection = vec![0.0; self.columns.len()];
         let mut unlocated = Vec::new();
         for &(id, bid) in self.bids(input, product) {
-            let net = net_injection(bid, accepted.get(&id).copied().unwrap_or(0));
             match self.column(bid) {
-                Some(c) => injection[c] += net as f64,
+                Some(c) => injection[c] += values.bid(&id, product) as f64,
                 None => unlocated.push((id, bid)),
             }
         }
         for l in &self.landings {
-            let f = cleared
-                .outcome
-                .flows
-                .iter()
-                .filter(|f| f.product == product && f.tie_line == l.tie_line)
-                .map(|f| f.flow.0)
-                .sum::<i64>();
-            injection[l.column] += l.sign * f as f64;
+            injection[l.column] += l.sign * values.tie(l.tie_line, product) as f64;
         }
         (injection, unlocated)
     }
@@ -396,17 +387,16 @@ impl SecurityCheck for AreaModel {
     /// direction whose DC flow exceeds the line's limit, each raised only if the outcome does
     /// not honour it within [`CUT_TOLERANCE`] (`Cut::honoured_by`, the clearing's own test).
     fn check(&self, input: &ClearingInput<'_>, cleared: &Cleared) -> Vec<Cut> {
-        let accepted = accepted(cleared);
         // A cut is raised only if the outcome does not honour it, as the clearing's
         // verification measures it (`Cut::honoured_by`): a cut the proposal honours within
         // the tolerance is never raised again, so every objection adds a cut (L3).
         let values = CutValues::new(input, cleared);
         let mut cuts = Vec::new();
         for product in physical_products(input) {
-            let (injection, unlocated) = self.injections(input, cleared, &accepted, product);
+            let (injection, unlocated) = self.injections(input, &values, product);
             let excluded: Vec<Cut> = unlocated
                 .iter()
-                .filter(|(id, _)| accepted.get(id).is_some_and(|&q| q != 0))
+                .filter(|(id, _)| values.bid(id, product) != 0)
                 .map(|&(id, bid)| Cut {
                     product,
                     label: UNLOCATED_BID_LABEL,
@@ -469,15 +459,6 @@ impl SecurityCheck for AreaModel {
     }
 }
 
-/// The accepted kWh of every bid with something accepted.
-fn accepted(cleared: &Cleared) -> BTreeMap<Digest, i64> {
-    let mut out = BTreeMap::new();
-    for a in &cleared.outcome.awards {
-        *out.entry(a.bid).or_insert(0) += a.quantity.0;
-    }
-    out
-}
-
 /// The physical products of the input's bids, in order.
 fn physical_products(input: &ClearingInput<'_>) -> BTreeSet<Product> {
     input
@@ -486,14 +467,6 @@ fn physical_products(input: &ClearingInput<'_>) -> BTreeSet<Product> {
         .map(|(_, b)| b.product)
         .filter(|p| p.settlement == Settlement::Physical)
         .collect()
-}
-
-/// A bid's net injection: its accepted kWh, positive for a sale, negative for a purchase.
-fn net_injection(bid: &Bid, accepted: i64) -> i64 {
-    match bid.side {
-        Side::Sell => accepted,
-        Side::Buy => -accepted,
-    }
 }
 
 /// The line's rating times the product's delivery period, to the nearest kWh.
