@@ -128,6 +128,7 @@ fn areas(n: u16) -> Vec<Area> {
         .map(|i| Area {
             id: AreaId(i),
             name: format!("A{i}"),
+            eic: None,
         })
         .collect()
 }

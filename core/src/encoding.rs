@@ -95,6 +95,9 @@ pub enum DecodeErrorKind {
     /// A string is not UTF-8.
     #[error("string is not valid UTF-8")]
     InvalidUtf8,
+    /// A value breaks its type's own rule (for example an EIC's check character).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl DecodeError {

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Digest, Ed25519, PublicKey, digest_of};
+use crate::eic::Eic;
 use crate::units::{AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId};
 
 /// Most management nodes a consortium may have.
@@ -30,10 +31,13 @@ pub struct Area {
     pub id: AreaId,
     /// A readable name.
     pub name: String,
+    /// The bidding zone's Energy Identification Code, if it has one (spec D23).
+    pub eic: Option<Eic>,
 }
 crate::canonical_struct!(Area {
     id,
-    name: str(MAX_NAME_LEN)
+    name: str(MAX_NAME_LEN),
+    eic,
 });
 
 /// A management node: a country's power exchange or dispatch centre; a bookkeeper.
@@ -49,6 +53,8 @@ pub struct Member {
     pub public_key: PublicKey,
     /// Where peers reach it: `host:port`.
     pub address: String,
+    /// The party's Energy Identification Code, if it has one (spec D23).
+    pub eic: Option<Eic>,
 }
 crate::canonical_struct!(Member {
     id,
@@ -56,6 +62,7 @@ crate::canonical_struct!(Member {
     area,
     public_key,
     address: str(MAX_NAME_LEN),
+    eic,
 });
 
 /// An admitted market participant (a subject node), attached to exactly one home node.
@@ -71,6 +78,8 @@ pub struct Participant {
     pub area: AreaId,
     /// The key it signs bids and appeals with.
     pub public_key: PublicKey,
+    /// The party's Energy Identification Code, if it has one (spec D23).
+    pub eic: Option<Eic>,
 }
 crate::canonical_struct!(Participant {
     id,
@@ -78,6 +87,7 @@ crate::canonical_struct!(Participant {
     home,
     area,
     public_key,
+    eic,
 });
 
 /// A tie line: a scheduled exchange between two areas with a capacity in each direction
@@ -357,6 +367,9 @@ impl Genesis {
                 ));
             }
         }
+        unique_eics("areas", self.areas.iter().map(|a| a.eic))?;
+        unique_eics("members", self.members.iter().map(|m| m.eic))?;
+        unique_eics("participants", self.participants.iter().map(|p| p.eic))?;
         let n = self.members.len();
         if n == 0 || n > MAX_MEMBERS {
             return Err(field_err(
@@ -544,6 +557,25 @@ fn check_name(field: &str, s: &str) -> Result<(), GenesisError> {
     Ok(())
 }
 
+/// D23: no two entries of a list share an EIC (a document names each by it).
+fn unique_eics(
+    list: &str,
+    eics: impl Iterator<Item = Option<Eic>>,
+) -> Result<(), GenesisError> {
+    let mut seen = std::collections::BTreeMap::new();
+    for (i, eic) in eics.enumerate() {
+        if let Some(e) = eic {
+            if let Some(first) = seen.insert(e, i) {
+                return Err(field_err(
+                    format!("{list}[{i}].eic"),
+                    format!("{e} is also {list}[{first}]'s"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_address(field: &str, s: &str) -> Result<(), GenesisError> {
     check_name(field, s)?;
     let ok = s
@@ -629,6 +661,8 @@ struct ClearingFile {
 struct AreaFile {
     id: AreaId,
     name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    eic: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -639,6 +673,8 @@ struct MemberFile {
     area: AreaId,
     public_key: String,
     address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    eic: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -649,6 +685,8 @@ struct ParticipantFile {
     home: NodeId,
     area: AreaId,
     public_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    eic: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -672,6 +710,11 @@ fn parse_key(field: &str, s: &str) -> Result<PublicKey, GenesisError> {
         return Err(field_err(field, "not a usable ed25519 public key"));
     }
     Ok(key)
+}
+
+fn parse_eic(field: &str, s: Option<&str>) -> Result<Option<Eic>, GenesisError> {
+    s.map(|s| Eic::parse(s).map_err(|e| field_err(field, e.to_string())))
+        .transpose()
 }
 
 impl GenesisFile {
@@ -709,6 +752,7 @@ impl GenesisFile {
             .map(|(i, m)| {
                 Ok(Member {
                     public_key: parse_key(&format!("members[{i}].public_key"), &m.public_key)?,
+                    eic: parse_eic(&format!("members[{i}].eic"), m.eic.as_deref())?,
                     id: m.id,
                     name: m.name,
                     area: m.area,
@@ -723,6 +767,7 @@ impl GenesisFile {
             .map(|(i, p)| {
                 Ok(Participant {
                     public_key: parse_key(&format!("participants[{i}].public_key"), &p.public_key)?,
+                    eic: parse_eic(&format!("participants[{i}].eic"), p.eic.as_deref())?,
                     id: p.id,
                     name: p.name,
                     home: p.home,
@@ -756,11 +801,15 @@ impl GenesisFile {
             areas: self
                 .areas
                 .into_iter()
-                .map(|a| Area {
-                    id: a.id,
-                    name: a.name,
+                .enumerate()
+                .map(|(i, a)| {
+                    Ok(Area {
+                        eic: parse_eic(&format!("areas[{i}].eic"), a.eic.as_deref())?,
+                        id: a.id,
+                        name: a.name,
+                    })
                 })
-                .collect(),
+                .collect::<Result<Vec<_>, GenesisError>>()?,
             members,
             participants,
             tie_lines,
@@ -816,6 +865,7 @@ impl GenesisFile {
                 .map(|a| AreaFile {
                     id: a.id,
                     name: a.name.clone(),
+                    eic: a.eic.map(|e| e.to_string()),
                 })
                 .collect(),
             members: g
@@ -827,6 +877,7 @@ impl GenesisFile {
                     area: m.area,
                     public_key: m.public_key.to_hex(),
                     address: m.address.clone(),
+                    eic: m.eic.map(|e| e.to_string()),
                 })
                 .collect(),
             participants: g
@@ -838,6 +889,7 @@ impl GenesisFile {
                     home: p.home,
                     area: p.area,
                     public_key: p.public_key.to_hex(),
+                    eic: p.eic.map(|e| e.to_string()),
                 })
                 .collect(),
             tie_lines: g

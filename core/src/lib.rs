@@ -13,6 +13,7 @@ pub mod block;
 pub mod clearing;
 pub mod consensus;
 pub mod crypto;
+pub mod eic;
 pub mod encoding;
 pub mod genesis;
 pub mod grid;

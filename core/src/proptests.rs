@@ -524,6 +524,7 @@ fn genesis() -> impl Strategy<Value = Genesis> {
                     .map(|(id, name)| Area {
                         id: AreaId(id),
                         name,
+                        eic: None,
                     })
                     .collect(),
                 members: members
@@ -534,6 +535,7 @@ fn genesis() -> impl Strategy<Value = Genesis> {
                         area: AreaId(area),
                         public_key,
                         address,
+                        eic: None,
                     })
                     .collect(),
                 participants: participants
@@ -544,6 +546,7 @@ fn genesis() -> impl Strategy<Value = Genesis> {
                         home: NodeId(home),
                         area: AreaId(area),
                         public_key,
+                        eic: None,
                     })
                     .collect(),
                 tie_lines: ties

@@ -64,6 +64,7 @@ impl SampleConsortium {
             .map(|i| Area {
                 id: AreaId(i as u16 + 1),
                 name: format!("Area {}", i + 1),
+                eic: None,
             })
             .collect();
         let genesis_members = member_signers
@@ -75,6 +76,7 @@ impl SampleConsortium {
                 area: AreaId(i as u16 + 1),
                 public_key: s.public_key(),
                 address: format!("127.0.0.1:{}", 7100 + i),
+                eic: None,
             })
             .collect();
         let participants = participant_signers
@@ -88,6 +90,7 @@ impl SampleConsortium {
                     home: NodeId(home as u16 + 1),
                     area: AreaId(home as u16 + 1),
                     public_key: s.public_key(),
+                    eic: None,
                 }
             })
             .collect();

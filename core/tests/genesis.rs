@@ -177,3 +177,32 @@ fn bad_genesis_errors_name_the_field() {
     let err = Genesis::from_toml(&good.replace("rotation_period", "rotation_periodd")).unwrap_err();
     assert!(err.to_string().contains("rotation_periodd"), "{err}");
 }
+
+/// D23: areas, members and participants may carry an EIC; a bad or repeated code is refused
+/// naming the field, and a good one survives the round trip and changes the chain id.
+#[test]
+fn eic_codes_are_checked_and_kept() {
+    let mut s = SampleConsortium::new(4, 2).genesis;
+    let plain_id = s.chain_id();
+    s.areas[0].eic = Some("10YBE----------2".parse().unwrap());
+    s.members[0].eic = Some("10X1001A1001A450".parse().unwrap());
+    s.participants[0].eic = Some("10YFR-RTE------C".parse().unwrap());
+    let text = s.to_toml();
+    assert!(text.contains("eic = \"10YBE----------2\""), "{text}");
+    let back = Genesis::from_toml(&text).unwrap();
+    assert_eq!(back, s);
+    assert_ne!(back.chain_id(), plain_id);
+    let (f, r) = field_error(&text.replace("10YBE----------2", "10YBE----------3"));
+    assert_eq!(f, "areas[0].eic");
+    assert!(r.contains("check character"), "{r}");
+    let (f, r) = field_error(&text.replace("10X1001A1001A450", "10X1001A1001A45"));
+    assert_eq!(f, "members[0].eic");
+    assert!(r.contains("16 characters"), "{r}");
+    let (f, r) = field_error(&text.replace("10YFR-RTE------C", "10YFR-RTE------c"));
+    assert_eq!(f, "participants[0].eic");
+    assert!(r.contains("character 16"), "{r}");
+    s.areas[1].eic = s.areas[0].eic;
+    let (f, r) = field_error(&s.to_toml());
+    assert_eq!(f, "areas[1].eic");
+    assert!(r.contains("areas[0]"), "{r}");
+}

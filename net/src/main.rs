@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tieline_core::block::{AppealClaim, AppealResolution};
 use tieline_core::consensus::Reply;
 use tieline_core::crypto::{Digest, PublicKey, Signed, Signer};
+use tieline_core::eic::Eic;
 use tieline_core::encoding::Tagged;
 use tieline_core::genesis::{
     Area, ClearingParams, ClearingRule, FaultKind, FaultModel, Genesis, Member, Participant,
@@ -153,15 +154,17 @@ struct GenesisArgs {
     /// The consortium's name.
     #[arg(long, default_value = "tieline")]
     name: String,
-    /// An area: `ID=NAME` (repeat).
+    /// An area: `ID=NAME[@EIC]`, EIC the bidding zone's Energy Identification Code
+    /// (repeat).
     #[arg(long = "area", required = true)]
     areas: Vec<String>,
-    /// A management node, in rotation order: `area=ID,address=HOST:PORT,key=KEY[,name=NAME]`
-    /// where KEY is a key file or a public key in hex (repeat; ids are 1, 2, ...).
+    /// A management node, in rotation order:
+    /// `area=ID,address=HOST:PORT,key=KEY[,name=NAME][,eic=EIC]` where KEY is a key file or a
+    /// public key in hex (repeat; ids are 1, 2, ...).
     #[arg(long = "member", required = true)]
     members: Vec<String>,
-    /// A participant: `home=NODE,key=KEY[,id=ID][,name=NAME]` (repeat; trades in its home
-    /// node's area; ids default to 1000, 1001, ...).
+    /// A participant: `home=NODE,key=KEY[,id=ID][,name=NAME][,eic=EIC]` (repeat; trades in
+    /// its home node's area; ids default to 1000, 1001, ...).
     #[arg(long = "participant")]
     participants: Vec<String>,
     /// A tie line: `from=AREA,to=AREA,capacity=MWH[,backward=MWH]` (repeat).
@@ -529,6 +532,19 @@ fn number<T: std::str::FromStr>(flag: &str, what: &str, v: &str) -> Result<T> {
         .map_err(|_| anyhow!("--{flag}: `{what}` must be a number, found `{v}`"))
 }
 
+/// An EIC given to `--{flag}` (spec D24): checked here so the error names the flag.
+fn eic(flag: &str, s: &str, code: &str) -> Result<Eic> {
+    Eic::parse(code).map_err(|e| anyhow!("--{flag} `{s}`: eic: {e}"))
+}
+
+fn optional_eic(flag: &str, s: &str, pairs: &[(&str, &str)]) -> Result<Option<Eic>> {
+    pairs
+        .iter()
+        .find(|(k, _)| *k == "eic")
+        .map(|(_, v)| eic(flag, s, v))
+        .transpose()
+}
+
 /// A public key given as a key file or as hex.
 fn public_key(flag: &str, v: &str) -> Result<PublicKey> {
     let path = Path::new(v);
@@ -546,10 +562,15 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
         .map(|s| {
             let (id, name) = s
                 .split_once('=')
-                .ok_or_else(|| anyhow!("--area `{s}`: expected ID=NAME"))?;
+                .ok_or_else(|| anyhow!("--area `{s}`: expected ID=NAME[@EIC]"))?;
+            let (name, eic) = match name.rsplit_once('@') {
+                Some((name, code)) => (name, Some(eic("area", s, code)?)),
+                None => (name, None),
+            };
             Ok(Area {
                 id: AreaId(number("area", "ID", id)?),
                 name: name.to_string(),
+                eic,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -558,7 +579,7 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let p = pairs("member", s, &["area", "address", "key", "name"])?;
+            let p = pairs("member", s, &["area", "address", "key", "name", "eic"])?;
             Ok(Member {
                 id: NodeId(i as u16 + 1),
                 name: p
@@ -568,6 +589,7 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
                 area: AreaId(number("member", "area", get("member", s, &p, "area")?)?),
                 public_key: public_key("member", get("member", s, &p, "key")?)?,
                 address: get("member", s, &p, "address")?.to_string(),
+                eic: optional_eic("member", s, &p)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -576,7 +598,7 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let p = pairs("participant", s, &["home", "key", "id", "name"])?;
+            let p = pairs("participant", s, &["home", "key", "id", "name", "eic"])?;
             let home = NodeId(number(
                 "participant",
                 "home",
@@ -600,6 +622,7 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
                 home,
                 area,
                 public_key: public_key("participant", get("participant", s, &p, "key")?)?,
+                eic: optional_eic("participant", s, &p)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;

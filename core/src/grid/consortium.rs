@@ -196,6 +196,7 @@ impl GridConsortium {
                 .map(|a| Area {
                     id: area_id(a.area),
                     name: format!("{group} {}", a.area),
+                    eic: None,
                 })
                 .collect(),
             members: areas
@@ -208,6 +209,7 @@ impl GridConsortium {
                     area: area_id(a.area),
                     public_key: s.public_key(),
                     address: format!("127.0.0.1:{}", options.first_port + k as u16),
+                    eic: None,
                 })
                 .collect(),
             participants: offers
@@ -223,6 +225,7 @@ impl GridConsortium {
                     home: home[&o.area],
                     area: area_id(o.area),
                     public_key: s.public_key(),
+                    eic: None,
                 })
                 .collect(),
             tie_lines: ties

@@ -51,6 +51,7 @@ impl Book {
                 .map(|i| Area {
                     id: AreaId(i),
                     name: format!("A{i}"),
+                    eic: None,
                 })
                 .collect(),
             lines: vec![],
