@@ -419,6 +419,7 @@ fn with_clearing<R>(
         &setup.genesis,
         &setup.chain_id,
         &body.process,
+        header.height,
         header.revision,
         committed,
         &mut check,

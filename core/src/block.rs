@@ -89,12 +89,15 @@ pub enum RejectionReason {
     Invalid,
     /// The same bid appeared earlier in the block.
     Duplicate,
+    /// The gate schedule clears the bid's delivery period at another height (spec N4).
+    OutsideGate,
 }
 crate::canonical_enum!(RejectionReason {
     AreaUnavailable = 0,
     Fallback = 1,
     Invalid = 2,
     Duplicate = 3,
+    OutsideGate = 4,
 });
 
 /// A recorded rejection of one bid.

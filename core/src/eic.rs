@@ -39,7 +39,9 @@ pub enum EicError {
         found: char,
     },
     /// The check character does not match.
-    #[error("`{code}`: the check character is `{found}`, the first 15 characters give `{expected}`")]
+    #[error(
+        "`{code}`: the check character is `{found}`, the first 15 characters give `{expected}`"
+    )]
     Check {
         /// The code.
         code: String,
@@ -51,10 +53,7 @@ pub enum EicError {
 }
 
 fn value(c: u8) -> Option<u32> {
-    ALPHABET
-        .iter()
-        .position(|&a| a == c)
-        .map(|v| v as u32)
+    ALPHABET.iter().position(|&a| a == c).map(|v| v as u32)
 }
 
 /// The check character of an EIC's first 15 characters, if they are all valid; `-` (36) is
@@ -184,7 +183,11 @@ mod tests {
         );
         assert!(matches!(
             Eic::parse("10ybe----------2").unwrap_err(),
-            EicError::Character { position: 3, found: 'y', .. }
+            EicError::Character {
+                position: 3,
+                found: 'y',
+                ..
+            }
         ));
         assert_eq!(
             Eic::parse("10YBE----------3").unwrap_err().to_string(),
@@ -192,11 +195,19 @@ mod tests {
         );
         assert!(matches!(
             Eic::parse("10YBE----------é").unwrap_err(),
-            EicError::Character { position: 16, found: 'é', .. }
+            EicError::Character {
+                position: 16,
+                found: 'é',
+                ..
+            }
         ));
         assert!(matches!(
             Eic::parse("10YBE-----------").unwrap_err(),
-            EicError::Character { position: 16, found: '-', .. }
+            EicError::Character {
+                position: 16,
+                found: '-',
+                ..
+            }
         ));
     }
 

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{Digest, Ed25519, PublicKey, digest_of};
 use crate::eic::Eic;
-use crate::units::{AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId};
+use crate::schedule::GateSchedule;
+use crate::units::{AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp};
 
 /// Most management nodes a consortium may have.
 pub const MAX_MEMBERS: usize = 64;
@@ -165,21 +166,38 @@ impl FaultModel {
     }
 }
 
-/// The consensus timers, in milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The consensus timers, in milliseconds, and when gates close.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Timing {
-    /// How long after a height opens its gate closes and home nodes send their batches.
+    /// Without a schedule: how long after a height opens its gate closes and home nodes send
+    /// their batches (each height is its own auction of the bids that arrived while it was
+    /// open). With a schedule: 0, unused.
     pub gate_ms: u64,
     /// How long the primary waits after its gate closes for missing batches.
     pub batch_wait_ms: u64,
     /// How long a node waits in a view before voting to skip its primary; doubles per view.
     pub view_timeout_ms: u64,
+    /// A daily gate-closure schedule: height h clears one delivery day and its gate closes at
+    /// a fixed local time the day before (spec D24, N4).
+    pub schedule: Option<GateSchedule>,
 }
 crate::canonical_struct!(Timing {
     gate_ms,
     batch_wait_ms,
-    view_timeout_ms
+    view_timeout_ms,
+    schedule,
 });
+
+impl Timing {
+    /// How long after `now` the gate of `height`, opening now, closes: `gate_ms`, or with a
+    /// schedule the time left until the height's gate (0 if it has passed).
+    pub fn gate_after(&self, height: u64, now: Timestamp) -> u64 {
+        match &self.schedule {
+            None => self.gate_ms,
+            Some(s) => s.gate_of(height).0.saturating_sub(now.0),
+        }
+    }
+}
 
 /// The clearing rule the consortium agreed on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -489,13 +507,30 @@ impl Genesis {
             return Err(field_err("rotation_period", "must be at least 1 height"));
         }
         for (f, v) in [
-            ("timing.gate_ms", self.timing.gate_ms),
             ("timing.batch_wait_ms", self.timing.batch_wait_ms),
             ("timing.view_timeout_ms", self.timing.view_timeout_ms),
         ] {
             if v == 0 {
                 return Err(field_err(f, "must be at least 1 ms"));
             }
+        }
+        match &self.timing.schedule {
+            None if self.timing.gate_ms == 0 => {
+                return Err(field_err(
+                    "timing.gate_ms",
+                    "must be at least 1 ms (or give timing.schedule)",
+                ));
+            }
+            Some(_) if self.timing.gate_ms != 0 => {
+                return Err(field_err(
+                    "timing.gate_ms",
+                    "a schedule decides when gates close: leave gate_ms out",
+                ));
+            }
+            Some(s) => s
+                .validate()
+                .map_err(|(f, r)| field_err(format!("timing.schedule.{f}"), r))?,
+            None => {}
         }
         if self.max_revisions == 0 || self.max_revisions > MAX_REVISIONS_LIMIT {
             return Err(field_err(
@@ -558,10 +593,7 @@ fn check_name(field: &str, s: &str) -> Result<(), GenesisError> {
 }
 
 /// D23: no two entries of a list share an EIC (a document names each by it).
-fn unique_eics(
-    list: &str,
-    eics: impl Iterator<Item = Option<Eic>>,
-) -> Result<(), GenesisError> {
+fn unique_eics(list: &str, eics: impl Iterator<Item = Option<Eic>>) -> Result<(), GenesisError> {
     let mut seen = std::collections::BTreeMap::new();
     for (i, eic) in eics.enumerate() {
         if let Some(e) = eic {
@@ -642,9 +674,27 @@ struct FaultModelFile {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TimingFile {
+    #[serde(default, skip_serializing_if = "is_zero")]
     gate_ms: u64,
     batch_wait_ms: u64,
     view_timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<ScheduleFile>,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// `[timing.schedule]`: `zone = "Europe/Brussels"`, `gate = "12:00"` (local, the day before
+/// delivery), `resolution_minutes = 15`, `first_delivery_day = "2026-12-08"`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleFile {
+    zone: String,
+    gate: String,
+    resolution_minutes: u16,
+    first_delivery_day: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -822,6 +872,20 @@ impl GenesisFile {
                 gate_ms: self.timing.gate_ms,
                 batch_wait_ms: self.timing.batch_wait_ms,
                 view_timeout_ms: self.timing.view_timeout_ms,
+                schedule: self
+                    .timing
+                    .schedule
+                    .map(|s| {
+                        Ok::<_, GenesisError>(GateSchedule {
+                            gate_minute: GateSchedule::parse_time(&s.gate)
+                                .map_err(|r| field_err("timing.schedule.gate", r))?,
+                            first_delivery_day: GateSchedule::parse_day(&s.first_delivery_day)
+                                .map_err(|r| field_err("timing.schedule.first_delivery_day", r))?,
+                            zone: s.zone,
+                            resolution_minutes: s.resolution_minutes,
+                        })
+                    })
+                    .transpose()?,
             },
             max_revisions: self.max_revisions,
             clearing: ClearingParams {
@@ -852,6 +916,12 @@ impl GenesisFile {
                 gate_ms: g.timing.gate_ms,
                 batch_wait_ms: g.timing.batch_wait_ms,
                 view_timeout_ms: g.timing.view_timeout_ms,
+                schedule: g.timing.schedule.as_ref().map(|s| ScheduleFile {
+                    zone: s.zone.clone(),
+                    gate: GateSchedule::time_text(s.gate_minute),
+                    resolution_minutes: s.resolution_minutes,
+                    first_delivery_day: GateSchedule::day_text(s.first_delivery_day),
+                }),
             },
             clearing: ClearingFile {
                 rule: g.clearing.rule.name().into(),

@@ -20,6 +20,7 @@ pub mod grid;
 pub mod market;
 pub mod merkle;
 pub mod sample;
+pub mod schedule;
 pub mod units;
 
 #[cfg(test)]

@@ -177,6 +177,43 @@ pub enum BidError {
         /// The height whose batch is full.
         height: u64,
     },
+    /// The consortium's gate schedule opens no such delivery period (spec D24).
+    #[error("the delivery period is not one the gate schedule opens: {reason}")]
+    OffSchedule {
+        /// Why not.
+        reason: String,
+    },
+    /// The gate of the auction that clears the bid's delivery period has closed (spec N4).
+    #[error(
+        "the gate for this delivery period (height {height}) closed at {gate} ms since the epoch"
+    )]
+    GateClosed {
+        /// The height that clears the period.
+        height: u64,
+        /// When its gate closed.
+        gate: Timestamp,
+    },
+    /// The bid's auction is further ahead than a home node holds bids (spec N4).
+    #[error(
+        "the delivery period is cleared at height {height}; bids are taken for at most {ahead} heights after the open one, {open}"
+    )]
+    TooFarAhead {
+        /// The height that clears the period.
+        height: u64,
+        /// The open height.
+        open: u64,
+        /// How far ahead bids are taken.
+        ahead: u64,
+    },
+    /// The round that cleared the bid's delivery period committed without the bid: its home
+    /// node's batch was not in the block (spec N4). Its auction is over.
+    #[error(
+        "the round at height {height} committed without this bid (its home node's batch was not in the block); its delivery period's auction is over"
+    )]
+    MissedRound {
+        /// The round.
+        height: u64,
+    },
 }
 
 impl Bid {
@@ -210,6 +247,12 @@ impl Bid {
         }
         if self.product.delivery_minutes == 0 {
             return Err(BidError::EmptyDelivery);
+        }
+        if let Some(s) = &genesis.timing.schedule {
+            s.height_of(self.product.delivery_start, self.product.delivery_minutes)
+                .map_err(|e| BidError::OffSchedule {
+                    reason: e.to_string(),
+                })?;
         }
         if self.steps.is_empty() {
             return Err(BidError::NoSteps);

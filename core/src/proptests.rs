@@ -419,7 +419,8 @@ fn rejection() -> impl Strategy<Value = Rejection> {
             Just(RejectionReason::AreaUnavailable),
             Just(RejectionReason::Fallback),
             Just(RejectionReason::Invalid),
-            Just(RejectionReason::Duplicate)
+            Just(RejectionReason::Duplicate),
+            Just(RejectionReason::OutsideGate)
         ],
     )
         .prop_map(|(bid, reason)| Rejection { bid, reason })
@@ -574,6 +575,7 @@ fn genesis() -> impl Strategy<Value = Genesis> {
                     gate_ms: t[0],
                     batch_wait_ms: t[1],
                     view_timeout_ms: t[2],
+                    schedule: None,
                 },
                 max_revisions: maxr,
                 clearing: ClearingParams {

@@ -133,6 +133,7 @@ impl SampleConsortium {
                 gate_ms: 1_000,
                 batch_wait_ms: 500,
                 view_timeout_ms: 2_000,
+                schedule: None,
             },
             max_revisions: 4,
             clearing: ClearingParams {

@@ -112,6 +112,7 @@ async fn run_size(bin: &Path, size: u64, rounds: u64, chunk: usize, gate_ms: u64
             // not commit in view 0 (see the closing note of issue 7).
             batch_wait_ms: 2_000 + size / 5,
             view_timeout_ms: 20_000 + size / 2,
+            schedule: None,
         },
         log_level: std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
     };

@@ -77,6 +77,7 @@ impl Default for ClusterSpec {
                 gate_ms: 400,
                 batch_wait_ms: 200,
                 view_timeout_ms: 1_500,
+                schedule: None,
             },
             log_level: "info".into(),
         }
@@ -166,7 +167,7 @@ impl LocalCluster {
             m.address = format!("127.0.0.1:{port}");
         }
         consortium.genesis.chain_name = "tieline-local".into();
-        consortium.genesis.timing = spec.timing;
+        consortium.genesis.timing = spec.timing.clone();
         consortium
             .genesis
             .validate()

@@ -142,6 +142,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoSummary> {
                 gate_ms: 700,
                 batch_wait_ms: 300,
                 view_timeout_ms: 1_500,
+                schedule: None,
             },
             log_level: "warn,tieline_net::node=info".into(),
             ..ClusterSpec::default()

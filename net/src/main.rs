@@ -679,6 +679,7 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
             gate_ms: a.gate_ms,
             batch_wait_ms: a.batch_wait_ms,
             view_timeout_ms: a.view_timeout_ms,
+            schedule: None,
         },
         max_revisions: a.max_revisions,
         clearing: ClearingParams {

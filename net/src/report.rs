@@ -320,6 +320,7 @@ fn rejection_name(r: RejectionReason) -> &'static str {
         RejectionReason::Fallback => "cut by the negotiation fallback",
         RejectionReason::Invalid => "invalid",
         RejectionReason::Duplicate => "duplicate",
+        RejectionReason::OutsideGate => "outside its gate (another height clears its period)",
     }
 }
 

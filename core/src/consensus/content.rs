@@ -71,10 +71,19 @@ fn candidates(process: &ProcessData) -> impl Iterator<Item = (&SignedBid, NodeId
     batched.chain(appealed)
 }
 
-/// Which bids a body clears and which it rejects (spec V2, V3, L3): a bid is rejected as
+/// Whether a valid bid belongs to the round at `height` (spec N4): always without a gate
+/// schedule; with one, if this height clears its delivery period.
+fn in_round(genesis: &Genesis, bid: &Bid, height: u64) -> bool {
+    genesis.timing.schedule.as_ref().is_none_or(|s| {
+        s.height_of(bid.product.delivery_start, bid.product.delivery_minutes) == Ok(height)
+    })
+}
+
+/// Which bids a body clears and which it rejects (spec V2, V3, L3, N4): a bid is rejected as
 /// `Duplicate` if its id or its (participant, nonce) was seen earlier in the body or its nonce
 /// is not above the participant's committed nonce; as `Invalid` if it breaks a rule (D7), its
 /// signature fails, or its participant's home is not the node that vouches for it; as
+/// `OutsideGate` if a gate schedule clears its delivery period at another height; as
 /// `AreaUnavailable` if its area cannot trade in this view; and, in fallback revisions
 /// (revision `r` above the genesis bound `R`), all but the earliest-submitted
 /// `floor(n / 2^(r - R))` of the remaining `n` bids are rejected as `Fallback` (the paper:
@@ -83,6 +92,7 @@ pub fn select_bids<'a>(
     genesis: &Genesis,
     chain_id: &Digest,
     process: &'a ProcessData,
+    height: u64,
     revision: u32,
     committed: &CommittedNonces,
     check_signature: &mut BidSignatureCheck<'_>,
@@ -109,6 +119,8 @@ pub fn select_bids<'a>(
             });
             if !valid {
                 Some(RejectionReason::Invalid)
+            } else if !in_round(genesis, bid, height) {
+                Some(RejectionReason::OutsideGate)
             } else if unavailable.contains(&bid.area) {
                 Some(RejectionReason::AreaUnavailable)
             } else {
@@ -271,6 +283,7 @@ impl ContentRules<'_> {
                 g,
                 &self.chain_id,
                 &process,
+                plan.height,
                 plan.revision,
                 self.committed,
                 check_signature,
@@ -400,6 +413,7 @@ impl ContentRules<'_> {
             g,
             &self.chain_id,
             p,
+            height,
             revision,
             self.committed,
             check_signature,

@@ -21,8 +21,9 @@ use crate::block::{
 use crate::clearing::{Cleared, ClearingInput, Cut};
 use crate::crypto::{Digest, PublicKey, Signature, Signed};
 use crate::market::{
-    BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt,
+    Bid, BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt,
 };
+use crate::schedule::MAX_GATES_AHEAD;
 use crate::units::{NodeId, ParticipantId, Timestamp};
 
 /// Most fallback revisions after the genesis bound: enough to halve any batch set to nothing.
@@ -307,7 +308,7 @@ impl NodeState {
         if !self.gate_closed {
             out.push(Effect::SetTimer {
                 timer: Timer::Gate(self.height),
-                after_ms: ctx.genesis.timing.gate_ms,
+                after_ms: ctx.genesis.timing.gate_after(self.height, out.now),
             });
         } else {
             self.arm_view_timer(out);
@@ -365,11 +366,7 @@ impl NodeState {
                     nonce: bid.nonce,
                 });
             }
-            let height = if self.gate_closed {
-                self.height + 1
-            } else {
-                self.height
-            };
+            let height = self.height_for(ctx, bid, out.now)?;
             if self
                 .pool
                 .get(&height)
@@ -412,6 +409,39 @@ impl NodeState {
                 });
             }
         }
+    }
+
+    /// The height whose batch takes a new bid (spec N1, N4): without a schedule the open
+    /// height (the next once its gate closed); with one, the height that clears the bid's
+    /// delivery period, if its gate is still open and it is at most `MAX_GATES_AHEAD` heights
+    /// ahead. The bid rests in the pool until then.
+    fn height_for(&self, ctx: &Context, bid: &Bid, now: Timestamp) -> Result<u64, BidError> {
+        let open = if self.gate_closed {
+            self.height + 1
+        } else {
+            self.height
+        };
+        let Some(schedule) = &ctx.genesis.timing.schedule else {
+            return Ok(open);
+        };
+        let p = &bid.product;
+        let height = schedule
+            .height_of(p.delivery_start, p.delivery_minutes)
+            .map_err(|e| BidError::OffSchedule {
+                reason: e.to_string(),
+            })?;
+        let gate = schedule.gate_of(height);
+        if height < open || now >= gate {
+            return Err(BidError::GateClosed { height, gate });
+        }
+        if height > open + MAX_GATES_AHEAD {
+            return Err(BidError::TooFarAhead {
+                height,
+                open,
+                ahead: MAX_GATES_AHEAD,
+            });
+        }
+        Ok(height)
     }
 
     fn on_timer(&mut self, out: &mut Out<'_>, timer: Timer) {
@@ -1038,6 +1068,7 @@ impl NodeState {
             &ctx.genesis,
             &ctx.chain_id,
             &p.body.process,
+            self.height,
             revision,
             &self.committed_nonces,
             &mut check,
@@ -1458,10 +1489,23 @@ impl NodeState {
             .map(|a| (a.appeal.body.participant, a.resolution))
             .collect();
         out.push(Effect::Decide(Box::new(block.clone())));
-        // N1: receipted bids that this block does not carry go into the next batch.
+        // N1: receipted bids that this block does not carry go into the next batch; with a
+        // gate schedule their delivery period's auction is over, and the participant is told
+        // (N4).
         let pending = self.pool.remove(&h).unwrap_or_default();
         for (bid, receipt) in pending {
-            if !on_chain.contains(&bid.body.id()) {
+            if on_chain.contains(&bid.body.id()) {
+                continue;
+            }
+            if ctx.genesis.timing.schedule.is_some() {
+                out.push(Effect::Reply {
+                    to: bid.body.participant,
+                    reply: Reply::BidRejected {
+                        bid: bid.body.id(),
+                        reason: BidError::MissedRound { height: h },
+                    },
+                });
+            } else {
                 out.push(Effect::Persist(Record::Bid {
                     bid: bid.clone(),
                     receipt: receipt.clone(),
@@ -1524,7 +1568,7 @@ impl NodeState {
         out.push(Effect::CancelTimer(Timer::BatchWait(h)));
         out.push(Effect::SetTimer {
             timer: Timer::Gate(self.height),
-            after_ms: ctx.genesis.timing.gate_ms,
+            after_ms: ctx.genesis.timing.gate_after(self.height, out.now),
         });
     }
 

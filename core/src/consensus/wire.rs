@@ -306,6 +306,29 @@ impl Canonical for BidError {
                 out.push(9);
                 height.encode(out);
             }
+            BidError::OffSchedule { reason } => {
+                out.push(10);
+                encode_str(reason, out);
+            }
+            BidError::GateClosed { height, gate } => {
+                out.push(11);
+                height.encode(out);
+                gate.encode(out);
+            }
+            BidError::TooFarAhead {
+                height,
+                open,
+                ahead,
+            } => {
+                out.push(12);
+                height.encode(out);
+                open.encode(out);
+                ahead.encode(out);
+            }
+            BidError::MissedRound { height } => {
+                out.push(13);
+                height.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -347,6 +370,21 @@ impl Canonical for BidError {
             },
             8 => BidError::EmptyDelivery,
             9 => BidError::BatchFull {
+                height: field(r, "height")?,
+            },
+            10 => BidError::OffSchedule {
+                reason: decode_str(r, MAX_DETAIL_LEN).map_err(|e| e.within("reason"))?,
+            },
+            11 => BidError::GateClosed {
+                height: field(r, "height")?,
+                gate: field(r, "gate")?,
+            },
+            12 => BidError::TooFarAhead {
+                height: field(r, "height")?,
+                open: field(r, "open")?,
+                ahead: field(r, "ahead")?,
+            },
+            13 => BidError::MissedRound {
                 height: field(r, "height")?,
             },
             value => return Err(invalid(value)),
@@ -852,6 +890,7 @@ mod tests {
     use crate::encoding::Tagged;
     use crate::proptests as st;
     use crate::sample::SampleConsortium;
+    use crate::units::Timestamp;
     use proptest::collection::vec;
     use proptest::prelude::*;
     use std::sync::Arc;
@@ -915,6 +954,19 @@ mod tests {
                 .prop_map(|(step, reason)| BidError::BadStep { step, reason }),
             any::<u64>().prop_map(|height| BidError::BatchFull { height }),
             Just(BidError::EmptyDelivery),
+            "[a-z ]{0,20}".prop_map(|reason| BidError::OffSchedule { reason }),
+            (any::<u64>(), any::<u64>()).prop_map(|(height, g)| BidError::GateClosed {
+                height,
+                gate: Timestamp(g)
+            }),
+            (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(height, open, ahead)| {
+                BidError::TooFarAhead {
+                    height,
+                    open,
+                    ahead,
+                }
+            }),
+            any::<u64>().prop_map(|height| BidError::MissedRound { height }),
         ]
     }
 

@@ -250,6 +250,7 @@ impl GridConsortium {
                 gate_ms: 1_000,
                 batch_wait_ms: 500,
                 view_timeout_ms: 2_000,
+                schedule: None,
             },
             max_revisions: options.max_revisions,
             clearing: params,
