@@ -205,15 +205,6 @@ pub enum BidError {
         /// How far ahead bids are taken.
         ahead: u64,
     },
-    /// The round that cleared the bid's delivery period committed without the bid: its home
-    /// node's batch was not in the block (spec N4). Its auction is over.
-    #[error(
-        "the round at height {height} committed without this bid (its home node's batch was not in the block); its delivery period's auction is over"
-    )]
-    MissedRound {
-        /// The round.
-        height: u64,
-    },
 }
 
 impl Bid {

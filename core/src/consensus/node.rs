@@ -1489,23 +1489,12 @@ impl NodeState {
             .map(|a| (a.appeal.body.participant, a.resolution))
             .collect();
         out.push(Effect::Decide(Box::new(block.clone())));
-        // N1: receipted bids that this block does not carry go into the next batch; with a
-        // gate schedule their delivery period's auction is over, and the participant is told
-        // (N4).
+        // N1: receipted bids that this block does not carry go into the next batch. With a
+        // gate schedule their period's auction is over: the next block records them rejected
+        // as `OutsideGate` (N4), so the participant can read on the chain what became of them.
         let pending = self.pool.remove(&h).unwrap_or_default();
         for (bid, receipt) in pending {
-            if on_chain.contains(&bid.body.id()) {
-                continue;
-            }
-            if ctx.genesis.timing.schedule.is_some() {
-                out.push(Effect::Reply {
-                    to: bid.body.participant,
-                    reply: Reply::BidRejected {
-                        bid: bid.body.id(),
-                        reason: BidError::MissedRound { height: h },
-                    },
-                });
-            } else {
+            if !on_chain.contains(&bid.body.id()) {
                 out.push(Effect::Persist(Record::Bid {
                     bid: bid.clone(),
                     receipt: receipt.clone(),

@@ -325,10 +325,6 @@ impl Canonical for BidError {
                 open.encode(out);
                 ahead.encode(out);
             }
-            BidError::MissedRound { height } => {
-                out.push(13);
-                height.encode(out);
-            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -384,9 +380,7 @@ impl Canonical for BidError {
                 open: field(r, "open")?,
                 ahead: field(r, "ahead")?,
             },
-            13 => BidError::MissedRound {
-                height: field(r, "height")?,
-            },
+
             value => return Err(invalid(value)),
         })
     }
@@ -966,7 +960,6 @@ mod tests {
                     ahead,
                 }
             }),
-            any::<u64>().prop_map(|height| BidError::MissedRound { height }),
         ]
     }
 
