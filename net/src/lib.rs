@@ -8,6 +8,7 @@
 //! `tieline` command.
 
 pub mod chainfile;
+pub mod entsoe;
 pub mod cluster;
 pub mod gridcase;
 pub mod keyfile;
