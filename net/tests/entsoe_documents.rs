@@ -13,6 +13,7 @@ use tieline_core::consensus::Reply;
 use tieline_core::consensus::content::{BlockPlan, CommittedNonces};
 use tieline_core::crypto::{Digest, Signed};
 use tieline_core::encoding::Tagged;
+use tieline_core::genesis::ClearingRule;
 use tieline_core::market::{BidError, BidReceipt, Side};
 use tieline_core::sample::SampleConsortium;
 use tieline_core::units::{AreaId, NodeId, ParticipantId, Price, Quantity, Timestamp};
@@ -26,8 +27,12 @@ use tieline_net::entsoe::{
 
 const NS: &str = "urn:iec62325.351:tc57wg16:451-3:biddocument:7:1";
 
+/// Zonal coupling, so the tie line carries the exchange (the uniform-price rule pools all
+/// areas and schedules no flows).
 fn consortium() -> SampleConsortium {
-    SampleConsortium::new(2, 2)
+    let mut s = SampleConsortium::new(2, 2);
+    s.genesis.clearing.rule = ClearingRule::ZonalCoupling;
+    s
 }
 
 /// One `Bid_TimeSeries` with one hourly period starting at 01:00 on 2026-01-01.
@@ -531,7 +536,7 @@ fn bids_in_clear_into_documents_out() {
     let hash = block.header.digest().to_hex();
 
     // Prices: one series per area over the two contiguous hours, matching the block.
-    let prices = xml::parse(docs.prices.as_deref().expect("uniform price publishes prices")).unwrap();
+    let prices = xml::parse(docs.prices.as_deref().expect("zonal coupling publishes prices")).unwrap();
     assert_eq!(prices.name, "Publication_MarketDocument");
     assert_eq!(prices.first("type").unwrap().text, "A44");
     let mrid = &prices.first("mRID").unwrap().text;

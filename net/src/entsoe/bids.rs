@@ -479,7 +479,7 @@ fn read_series(
         }
         None => None,
     };
-    let mut domain = |name: &str, errs: &mut Errors| -> Option<AreaId> {
+    let domain = |name: &str, errs: &mut Errors| -> Option<AreaId> {
         let (scheme, code) = errs.coded(ts, base, name)?;
         match cx.parties.area_by_code(&scheme, &code) {
             Ok(a) => Some(a),
@@ -491,7 +491,7 @@ fn read_series(
     };
     let in_area = domain("in_Domain.mRID", errs);
     let out_area = domain("out_Domain.mRID", errs);
-    let area = match (in_area, out_area) {
+    let mut area = match (in_area, out_area) {
         (Some(a), Some(b)) if a == b => Some(a),
         (Some(a), Some(b)) => {
             errs.add(
@@ -504,6 +504,7 @@ fn read_series(
     };
     if let (Some(a), Some(p)) = (area, participant.and_then(|p| cx.genesis.participant(p))) {
         if p.area != a {
+            area = None;
             errs.add(
                 join(base, "in_Domain.mRID"),
                 format!(
