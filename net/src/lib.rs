@@ -8,8 +8,8 @@
 //! `tieline` command.
 
 pub mod chainfile;
-pub mod entsoe;
 pub mod cluster;
+pub mod entsoe;
 pub mod gridcase;
 pub mod keyfile;
 pub mod node;

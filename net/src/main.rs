@@ -1254,7 +1254,10 @@ fn documents(source: &ChainArgs, height: u64, out: &Path, member: Option<u16>) -
         println!("{}", p.display());
     }
     if docs.prices.is_none() {
-        eprintln!("note: the block records no area prices (the {} rule publishes none); no A44 document", genesis.clearing.rule.name());
+        eprintln!(
+            "note: the block records no area prices (the {} rule publishes none); no A44 document",
+            genesis.clearing.rule.name()
+        );
     }
     if docs.exchanges.is_none() {
         eprintln!("note: the block records no tie-line flows; no A09 document");

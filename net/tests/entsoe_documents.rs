@@ -138,7 +138,12 @@ fn a_bid_document_becomes_one_checked_bid_per_point() {
         1,
         1,
         &[
-            series("S1", "B74", "TL-A1", &[(1, "10", "40"), (2, "12.5", "41.25")]),
+            series(
+                "S1",
+                "B74",
+                "TL-A1",
+                &[(1, "10", "40"), (2, "12.5", "41.25")],
+            ),
             series_with("S2", "B74", "TL-A1", "PT15M", "A01", &[(3, "8", "39")]),
         ],
     );
@@ -166,7 +171,12 @@ fn a_bid_document_becomes_one_checked_bid_per_point() {
     let nonces: Vec<u64> = doc.bids.iter().map(|b| b.bid.nonce).collect();
     assert_eq!(nonces, vec![1_000, 1_001, 1_002]);
     // Need (B75) is a buy.
-    let buy = document(1001, 1, 1, &[series("B", "B75", "TL-A1", &[(1, "5", "70")])]);
+    let buy = document(
+        1001,
+        1,
+        1,
+        &[series("B", "B75", "TL-A1", &[(1, "5", "70")])],
+    );
     let doc = parse(&s, &parties, None, &buy).unwrap();
     assert_eq!(doc.bids[0].bid.side, Side::Buy);
 }
@@ -175,7 +185,10 @@ fn a_bid_document_becomes_one_checked_bid_per_point() {
 fn power_over_the_resolution_is_exact_energy() {
     assert_eq!(energy_of("10", 60), Ok(Quantity::parse("10").unwrap()));
     assert_eq!(energy_of("10", 30), Ok(Quantity::parse("5").unwrap()));
-    assert_eq!(energy_of("0.004", 15), Ok(Quantity::parse("0.001").unwrap()));
+    assert_eq!(
+        energy_of("0.004", 15),
+        Ok(Quantity::parse("0.001").unwrap())
+    );
     let e = energy_of("10.002", 15).unwrap_err();
     assert!(e.contains("2.5005") && e.contains("kWh"), "{e}");
     assert_eq!(mw_of(Quantity::parse("2").unwrap(), 15), "8");
@@ -187,18 +200,33 @@ fn a_missing_element_is_named_by_its_path() {
     let s = consortium();
     let parties = Parties::from_genesis(&s.genesis);
     let ts = series("S1", "B74", "TL-A1", &[(1, "10", "40")]).replace("<mRID>S1</mRID>", "");
-    let (path, reason) = only_error(parse(&s, &parties, Some(1000), &document(1000, 1, 1, &[ts])));
+    let (path, reason) = only_error(parse(
+        &s,
+        &parties,
+        Some(1000),
+        &document(1000, 1, 1, &[ts]),
+    ));
     assert_eq!(path, "Bid_TimeSeries[1]/mRID");
     assert_eq!(reason, "is missing");
 
     let ts = series("S1", "B74", "TL-A1", &[(1, "10", "40")])
         .replace("<price.amount>40</price.amount>", "");
-    let (path, reason) = only_error(parse(&s, &parties, Some(1000), &document(1000, 1, 1, &[ts])));
+    let (path, reason) = only_error(parse(
+        &s,
+        &parties,
+        Some(1000),
+        &document(1000, 1, 1, &[ts]),
+    ));
     assert_eq!(path, "Bid_TimeSeries[1]/Period[1]/Point[1]/price.amount");
     assert_eq!(reason, "is missing");
 
-    let text = document(1000, 1, 1, &[series("S1", "B74", "TL-A1", &[(1, "1", "40")])])
-        .replace("<type>A24</type>", "");
+    let text = document(
+        1000,
+        1,
+        1,
+        &[series("S1", "B74", "TL-A1", &[(1, "1", "40")])],
+    )
+    .replace("<type>A24</type>", "");
     assert_eq!(only_error(parse(&s, &parties, None, &text)).0, "type");
 }
 
@@ -209,7 +237,10 @@ fn a_bad_resolution_is_refused() {
     let ts = series_with("S1", "B74", "TL-A1", "PT7M", "A01", &[(1, "10", "40")]);
     let (path, reason) = only_error(parse(&s, &parties, None, &document(1000, 1, 1, &[ts])));
     assert_eq!(path, "Bid_TimeSeries[1]/Period[1]/resolution");
-    assert!(reason.contains("PT7M") && reason.contains("PT15M"), "{reason}");
+    assert!(
+        reason.contains("PT7M") && reason.contains("PT15M"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -246,7 +277,10 @@ fn an_unknown_domain_is_refused() {
     let paths: Vec<&str> = e.errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
-        ["Bid_TimeSeries[1]/in_Domain.mRID", "Bid_TimeSeries[1]/out_Domain.mRID"]
+        [
+            "Bid_TimeSeries[1]/in_Domain.mRID",
+            "Bid_TimeSeries[1]/out_Domain.mRID"
+        ]
     );
     assert!(e.errors[0].reason.contains("`TL-A9`") && e.errors[0].reason.contains("no area"));
 
@@ -261,17 +295,40 @@ fn an_unknown_domain_is_refused() {
 fn a_document_from_another_participant_is_refused() {
     let s = consortium();
     let parties = Parties::from_genesis(&s.genesis);
-    let text = document(1000, 1, 1, &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])]);
+    let text = document(
+        1000,
+        1,
+        1,
+        &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])],
+    );
     let (path, reason) = only_error(parse(&s, &parties, Some(1001), &text));
     assert_eq!(path, "sender_MarketParticipant.mRID");
-    assert!(reason.contains("sent by participant 1000") && reason.contains("you bid as participant 1001"), "{reason}");
+    assert!(
+        reason.contains("sent by participant 1000")
+            && reason.contains("you bid as participant 1001"),
+        "{reason}"
+    );
 
     // Unknown sender, and a receiver that is not the home node.
-    let text = document(4242, 1, 1, &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])]);
+    let text = document(
+        4242,
+        1,
+        1,
+        &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])],
+    );
     let e = parse(&s, &parties, None, &text).unwrap_err();
     assert_eq!(e.errors[0].path, "sender_MarketParticipant.mRID");
-    assert!(e.errors[0].reason.contains("no participant of this consortium"));
-    let text = document(1000, 2, 1, &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])]);
+    assert!(
+        e.errors[0]
+            .reason
+            .contains("no participant of this consortium")
+    );
+    let text = document(
+        1000,
+        2,
+        1,
+        &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])],
+    );
     let (path, reason) = only_error(parse(&s, &parties, None, &text));
     assert_eq!(path, "receiver_MarketParticipant.mRID");
     assert!(reason.contains("home node is 1"), "{reason}");
@@ -310,12 +367,22 @@ fn indivisible_block_and_linked_bids_are_refused() {
 fn wrong_namespace_and_broken_xml_are_refused() {
     let s = consortium();
     let parties = Parties::from_genesis(&s.genesis);
-    let text = document(1000, 1, 1, &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])])
-        .replace(NS, "urn:iec62325.351:tc57wg16:451-3:biddocument:6:0");
+    let text = document(
+        1000,
+        1,
+        1,
+        &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])],
+    )
+    .replace(NS, "urn:iec62325.351:tc57wg16:451-3:biddocument:6:0");
     let (path, reason) = only_error(parse(&s, &parties, None, &text));
     assert_eq!(path, "Bid_MarketDocument");
     assert!(reason.contains("biddocument:6:0"), "{reason}");
-    let (path, reason) = only_error(parse(&s, &parties, None, "<Bid_MarketDocument><mRID>x</Bid_MarketDocument>"));
+    let (path, reason) = only_error(parse(
+        &s,
+        &parties,
+        None,
+        "<Bid_MarketDocument><mRID>x</Bid_MarketDocument>",
+    ));
     assert_eq!(path, "/");
     assert!(reason.contains("XML") || reason.contains("end"), "{reason}");
 }
@@ -326,14 +393,29 @@ fn one_bad_point_refuses_the_whole_document() {
     let parties = Parties::from_genesis(&s.genesis);
     let good = series("GOOD", "B74", "TL-A1", &[(1, "10", "40"), (2, "10", "41")]);
     let bad = series("BAD", "B74", "TL-A1", &[(1, "10", "40"), (2, "-3", "41")]);
-    let e = parse(&s, &parties, Some(1000), &document(1000, 1, 1, &[good.clone(), bad])).unwrap_err();
+    let e = parse(
+        &s,
+        &parties,
+        Some(1000),
+        &document(1000, 1, 1, &[good.clone(), bad]),
+    )
+    .unwrap_err();
     assert_eq!(e.errors.len(), 1, "{e}");
-    assert_eq!(e.errors[0].path, "Bid_TimeSeries[2]/Period[1]/Point[2]/quantity");
+    assert_eq!(
+        e.errors[0].path,
+        "Bid_TimeSeries[2]/Period[1]/Point[2]/quantity"
+    );
     assert!(e.errors[0].reason.contains("not positive"));
     let shown = e.to_string();
     assert!(shown.contains("refused as a whole") && shown.contains("no bid was submitted"));
     // The same good series alone parses: the refusal above was the bad one's doing.
-    assert_eq!(parse(&s, &parties, Some(1000), &document(1000, 1, 1, &[good])).unwrap().bids.len(), 2);
+    assert_eq!(
+        parse(&s, &parties, Some(1000), &document(1000, 1, 1, &[good]))
+            .unwrap()
+            .bids
+            .len(),
+        2
+    );
 
     // The acknowledgement of a refused document rejects it fully and names each error.
     let ack = acknowledgement(
@@ -349,16 +431,34 @@ fn one_bad_point_refuses_the_whole_document() {
         root.namespace.as_deref(),
         Some("urn:iec62325.351:tc57wg16:451-1:acknowledgementdocument:7:0")
     );
-    assert_eq!(root.first("received_MarketDocument.mRID").unwrap().text, "DOC-1000");
-    assert_eq!(root.first("receiver_MarketParticipant.mRID").unwrap().text, "TL-P1000");
-    assert_eq!(root.first("sender_MarketParticipant.mRID").unwrap().text, "TL-N1");
+    assert_eq!(
+        root.first("received_MarketDocument.mRID").unwrap().text,
+        "DOC-1000"
+    );
+    assert_eq!(
+        root.first("receiver_MarketParticipant.mRID").unwrap().text,
+        "TL-P1000"
+    );
+    assert_eq!(
+        root.first("sender_MarketParticipant.mRID").unwrap().text,
+        "TL-N1"
+    );
     let reasons: Vec<(String, String)> = root
         .all("Reason")
-        .map(|r| (r.first("code").unwrap().text.clone(), r.first("text").unwrap().text.clone()))
+        .map(|r| {
+            (
+                r.first("code").unwrap().text.clone(),
+                r.first("text").unwrap().text.clone(),
+            )
+        })
         .collect();
     assert_eq!(reasons[0].0, "A02");
     assert_eq!(reasons[1].0, "A95");
-    assert!(reasons[1].1.starts_with("Bid_TimeSeries[2]/Period[1]/Point[2]/quantity:"));
+    assert!(
+        reasons[1]
+            .1
+            .starts_with("Bid_TimeSeries[2]/Period[1]/Point[2]/quantity:")
+    );
 }
 
 #[test]
@@ -398,7 +498,10 @@ fn the_acknowledgement_reports_each_bid_the_node_refused() {
         &parties,
         NodeId(1),
         &parties.participant(ParticipantId(1000)),
-        &AckInput::Submitted { document: &doc, replies: &all },
+        &AckInput::Submitted {
+            document: &doc,
+            replies: &all,
+        },
         Timestamp(T0),
     );
     let root = xml::parse(&ack).unwrap();
@@ -413,7 +516,10 @@ fn the_acknowledgement_reports_each_bid_the_node_refused() {
         &parties,
         NodeId(1),
         &parties.participant(ParticipantId(1000)),
-        &AckInput::Submitted { document: &doc, replies: &some },
+        &AckInput::Submitted {
+            document: &doc,
+            replies: &some,
+        },
         Timestamp(T0),
     );
     let root = xml::parse(&ack).unwrap();
@@ -421,12 +527,27 @@ fn the_acknowledgement_reports_each_bid_the_node_refused() {
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].first("mRID").unwrap().text, "S2");
     assert_eq!(rejected[0].first("version").unwrap().text, "1");
-    let codes: Vec<String> = rejected[0].all("Reason").map(|r| r.first("code").unwrap().text.clone()).collect();
+    let codes: Vec<String> = rejected[0]
+        .all("Reason")
+        .map(|r| r.first("code").unwrap().text.clone())
+        .collect();
     assert_eq!(codes, ["A21", "A95"]);
-    let why = &rejected[0].all("Reason").nth(1).unwrap().first("text").unwrap().text;
-    assert!(why.starts_with("Bid_TimeSeries[2]/Period[1]/Point[2]: node refused bid"), "{why}");
+    let why = &rejected[0]
+        .all("Reason")
+        .nth(1)
+        .unwrap()
+        .first("text")
+        .unwrap()
+        .text;
+    assert!(
+        why.starts_with("Bid_TimeSeries[2]/Period[1]/Point[2]: node refused bid"),
+        "{why}"
+    );
     assert!(why.contains("batch for height 7 is full"), "{why}");
-    assert_eq!(root.first("Reason").unwrap().first("code").unwrap().text, "A03");
+    assert_eq!(
+        root.first("Reason").unwrap().first("code").unwrap().text,
+        "A03"
+    );
 
     // Everything refused: A02, S1 fully rejected (A20).
     let none = [refused(0), refused(1), refused(2)];
@@ -434,13 +555,22 @@ fn the_acknowledgement_reports_each_bid_the_node_refused() {
         &parties,
         NodeId(1),
         &parties.participant(ParticipantId(1000)),
-        &AckInput::Submitted { document: &doc, replies: &none },
+        &AckInput::Submitted {
+            document: &doc,
+            replies: &none,
+        },
         Timestamp(T0),
     );
     let root = xml::parse(&ack).unwrap();
-    assert_eq!(root.first("Reason").unwrap().first("code").unwrap().text, "A02");
+    assert_eq!(
+        root.first("Reason").unwrap().first("code").unwrap().text,
+        "A02"
+    );
     let first = root.first("Rejected_TimeSeries").unwrap();
-    assert_eq!(first.first("Reason").unwrap().first("code").unwrap().text, "A20");
+    assert_eq!(
+        first.first("Reason").unwrap().first("code").unwrap().text,
+        "A20"
+    );
 }
 
 #[test]
@@ -449,24 +579,54 @@ fn eic_codes_map_both_ways_and_fallbacks_stay_accepted() {
     let mut parties = Parties::from_genesis(&s.genesis);
     assert_eq!(
         parties.area(AreaId(1)),
-        Code { scheme: "A02".into(), code: "TL-A1".into() }
+        Code {
+            scheme: "A02".into(),
+            code: "TL-A1".into()
+        }
     );
-    parties.set_eic(Entity::Area(AreaId(1)), "10YTL-AREA-1---Q").unwrap();
-    parties.set_eic(Entity::Participant(ParticipantId(1000)), "11XTL-P1000----X").unwrap();
-    assert!(parties.set_eic(Entity::Area(AreaId(2)), "10YTL-AREA-1---Q").is_err());
+    parties
+        .set_eic(Entity::Area(AreaId(1)), "10YTL-AREA-1---Q")
+        .unwrap();
+    parties
+        .set_eic(Entity::Participant(ParticipantId(1000)), "11XTL-P1000----X")
+        .unwrap();
+    assert!(
+        parties
+            .set_eic(Entity::Area(AreaId(2)), "10YTL-AREA-1---Q")
+            .is_err()
+    );
     assert!(parties.set_eic(Entity::Area(AreaId(2)), "short").is_err());
-    let eic_doc = document(1000, 1, 1, &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])])
-        .replace("codingScheme=\"A02\">TL-P1000", "codingScheme=\"A01\">11XTL-P1000----X")
-        .replace("codingScheme=\"A02\">TL-A1", "codingScheme=\"A01\">10YTL-AREA-1---Q");
+    let eic_doc = document(
+        1000,
+        1,
+        1,
+        &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])],
+    )
+    .replace(
+        "codingScheme=\"A02\">TL-P1000",
+        "codingScheme=\"A01\">11XTL-P1000----X",
+    )
+    .replace(
+        "codingScheme=\"A02\">TL-A1",
+        "codingScheme=\"A01\">10YTL-AREA-1---Q",
+    );
     let doc = parse(&s, &parties, Some(1000), &eic_doc).unwrap();
     assert_eq!(doc.bids[0].bid.area, AreaId(1));
     // The fallback codes still name the same entities.
-    let fallback = document(1000, 1, 1, &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])]);
+    let fallback = document(
+        1000,
+        1,
+        1,
+        &[series("S1", "B74", "TL-A1", &[(1, "10", "40")])],
+    );
     assert!(parse(&s, &parties, Some(1000), &fallback).is_ok());
     // An EIC given with the fallback's scheme is refused.
     let wrong = eic_doc.replace("codingScheme=\"A01\">10YTL", "codingScheme=\"A02\">10YTL");
     let e = parse(&s, &parties, Some(1000), &wrong).unwrap_err();
-    assert!(e.errors.iter().all(|e| e.reason.contains("scheme A01")), "{e}");
+    assert!(
+        e.errors.iter().all(|e| e.reason.contains("scheme A01")),
+        "{e}"
+    );
 }
 
 /// Clears the bids of `docs` (participant index, document) into a committed block at height 1.
@@ -484,7 +644,11 @@ fn clear(s: &SampleConsortium, docs: &[(usize, &BidDocument)]) -> Block {
         .map(|(m, bids)| s.batch(m, 1, bids))
         .collect();
     let body = s.body(
-        BlockPlan { height: 1, batches, ..BlockPlan::default() },
+        BlockPlan {
+            height: 1,
+            batches,
+            ..BlockPlan::default()
+        },
         &CommittedNonces::new(),
         true,
     );
@@ -512,13 +676,23 @@ fn round_trip() -> (SampleConsortium, Parties, Block) {
         1000,
         1,
         1,
-        &[series("SELL", "B74", "TL-A1", &[(1, "100", "30"), (2, "100", "30")])],
+        &[series(
+            "SELL",
+            "B74",
+            "TL-A1",
+            &[(1, "100", "30"), (2, "100", "30")],
+        )],
     );
     let buy = document(
         1002,
         2,
         2,
-        &[series("BUY", "B75", "TL-A2", &[(1, "60", "80"), (2, "40", "80")])],
+        &[series(
+            "BUY",
+            "B75",
+            "TL-A2",
+            &[(1, "60", "80"), (2, "40", "80")],
+        )],
     );
     let sell = parse(&s, &parties, Some(1000), &sell).unwrap();
     let buy = parse(&s, &parties, Some(1002), &buy).unwrap();
@@ -536,13 +710,21 @@ fn bids_in_clear_into_documents_out() {
     let hash = block.header.digest().to_hex();
 
     // Prices: one series per area over the two contiguous hours, matching the block.
-    let prices = xml::parse(docs.prices.as_deref().expect("zonal coupling publishes prices")).unwrap();
+    let prices = xml::parse(
+        docs.prices
+            .as_deref()
+            .expect("zonal coupling publishes prices"),
+    )
+    .unwrap();
     assert_eq!(prices.name, "Publication_MarketDocument");
     assert_eq!(prices.first("type").unwrap().text, "A44");
     let mrid = &prices.first("mRID").unwrap().text;
     assert!(mrid.starts_with("TL-H1-A44-") && hash.starts_with(&mrid["TL-H1-A44-".len()..]));
     assert!(mrid.len() <= 35);
-    assert_eq!(prices.first("sender_MarketParticipant.mRID").unwrap().text, "TL-N1");
+    assert_eq!(
+        prices.first("sender_MarketParticipant.mRID").unwrap().text,
+        "TL-N1"
+    );
     let series: Vec<_> = prices.all("TimeSeries").collect();
     assert_eq!(series.len(), 2);
     let o = &block.body.process.clearing.outcome;
@@ -563,7 +745,10 @@ fn bids_in_clear_into_documents_out() {
                 .iter()
                 .find(|p| p.area == area && p.product.delivery_start == start)
                 .expect("a price for the point");
-            assert_eq!(pt.first("price.amount").unwrap().text, expected.price.to_string());
+            assert_eq!(
+                pt.first("price.amount").unwrap().text,
+                expected.price.to_string()
+            );
         }
         let trace = &ts.first("Reason").unwrap().first("text").unwrap().text;
         assert!(trace.contains(&hash), "{trace}");
@@ -576,28 +761,63 @@ fn bids_in_clear_into_documents_out() {
         let root = xml::parse(text).unwrap();
         assert_eq!(root.name, "AllocationResult_MarketDocument");
         assert_eq!(root.first("type").unwrap().text, "A25");
-        assert_eq!(root.first("receiver_MarketParticipant.mRID").unwrap().text, format!("TL-P{p}"));
-        assert_eq!(root.first("subjectParty_MarketParticipant.mRID").unwrap().text, format!("TL-P{p}"));
-        assert!(root.first("Reason").unwrap().first("text").unwrap().text.contains(&hash));
-        let trades: Vec<_> = block.body.trades.iter().filter(|t| t.participant == *p).collect();
+        assert_eq!(
+            root.first("receiver_MarketParticipant.mRID").unwrap().text,
+            format!("TL-P{p}")
+        );
+        assert_eq!(
+            root.first("subjectParty_MarketParticipant.mRID")
+                .unwrap()
+                .text,
+            format!("TL-P{p}")
+        );
+        assert!(
+            root.first("Reason")
+                .unwrap()
+                .first("text")
+                .unwrap()
+                .text
+                .contains(&hash)
+        );
+        let trades: Vec<_> = block
+            .body
+            .trades
+            .iter()
+            .filter(|t| t.participant == *p)
+            .collect();
         let ts: Vec<_> = root.all("TimeSeries").collect();
         assert_eq!(ts.len(), trades.len());
         for (t, el) in trades.iter().zip(&ts) {
-            assert_eq!(el.first("marketAgreement.mRID").unwrap().text, t.bid.to_hex()[..32]);
+            assert_eq!(
+                el.first("marketAgreement.mRID").unwrap().text,
+                t.bid.to_hex()[..32]
+            );
             assert_eq!(
                 el.first("businessType").unwrap().text,
                 if t.side == Side::Sell { "A01" } else { "A04" }
             );
             let pt = el.first("Period").unwrap().first("Point").unwrap();
             assert_eq!(pt.first("quantity").unwrap().text, mw_of(t.quantity, 60));
-            assert_eq!(pt.first("amount_Price.amount").unwrap().text, t.price.to_string());
+            assert_eq!(
+                pt.first("amount_Price.amount").unwrap().text,
+                t.price.to_string()
+            );
         }
     }
     // The buyer got all it asked for: 60 then 40 MW.
     let buyer = xml::parse(&docs.allocations[1].1).unwrap();
     let q: Vec<String> = buyer
         .all("TimeSeries")
-        .map(|t| t.first("Period").unwrap().first("Point").unwrap().first("quantity").unwrap().text.clone())
+        .map(|t| {
+            t.first("Period")
+                .unwrap()
+                .first("Point")
+                .unwrap()
+                .first("quantity")
+                .unwrap()
+                .text
+                .clone()
+        })
         .collect();
     assert_eq!(q, ["60", "40"]);
 
@@ -607,11 +827,21 @@ fn bids_in_clear_into_documents_out() {
     let series: Vec<_> = ex.all("TimeSeries").collect();
     assert_eq!(series.len(), 2);
     let points = |ts: &xml::Element| -> Vec<String> {
-        ts.first("Period").unwrap().all("Point").map(|p| p.first("quantity").unwrap().text.clone()).collect()
+        ts.first("Period")
+            .unwrap()
+            .all("Point")
+            .map(|p| p.first("quantity").unwrap().text.clone())
+            .collect()
     };
     assert_eq!(series[0].first("out_Domain.mRID").unwrap().text, "TL-A1");
     assert_eq!(series[0].first("in_Domain.mRID").unwrap().text, "TL-A2");
-    assert_eq!(series[0].first("connectingLine_RegisteredResource.mRID").unwrap().text, "TL-L1");
+    assert_eq!(
+        series[0]
+            .first("connectingLine_RegisteredResource.mRID")
+            .unwrap()
+            .text,
+        "TL-L1"
+    );
     assert_eq!(points(series[0]), ["60", "40"]);
     assert_eq!(series[1].first("out_Domain.mRID").unwrap().text, "TL-A2");
     assert_eq!(points(series[1]), ["0", "0"]);
@@ -644,7 +874,11 @@ fn the_documents_command_writes_the_round_and_refuses_other_heights() {
             .unwrap()
     };
     let ok = run("1");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -652,7 +886,12 @@ fn the_documents_command_writes_the_round_and_refuses_other_heights() {
     names.sort();
     assert_eq!(
         names,
-        ["allocation-h1-p1000.xml", "allocation-h1-p1002.xml", "exchanges-h1.xml", "prices-h1.xml"]
+        [
+            "allocation-h1-p1000.xml",
+            "allocation-h1-p1002.xml",
+            "exchanges-h1.xml",
+            "prices-h1.xml"
+        ]
     );
     // The block's primary is the sender by default.
     let prices = std::fs::read_to_string(out.join("prices-h1.xml")).unwrap();
@@ -661,7 +900,10 @@ fn the_documents_command_writes_the_round_and_refuses_other_heights() {
     let missing = run("2");
     assert!(!missing.status.success());
     let err = String::from_utf8_lossy(&missing.stderr);
-    assert!(err.contains("height 2 is not committed: the chain has 1 blocks"), "{err}");
+    assert!(
+        err.contains("height 2 is not committed: the chain has 1 blocks"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -688,22 +930,43 @@ fn entsoe_py_reads_our_prices() {
     let path = std::env::temp_dir().join(format!("tieline-a44-{}.xml", std::process::id()));
     std::fs::write(&path, docs.prices.unwrap()).unwrap();
     let script = repo_root().join("tests/reference/entsoe/check_prices.py");
-    let out = Command::new("python3").arg(&script).arg(&path).output().unwrap();
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&path)
+        .output()
+        .unwrap();
     let _ = std::fs::remove_file(&path);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &block.body.process.clearing.outcome;
     let mut compared = 0;
     for area in [AreaId(1), AreaId(2)] {
-        let got = v[format!("TL-A{}", area.0)].as_array().expect("the area's prices");
+        let got = v[format!("TL-A{}", area.0)]
+            .as_array()
+            .expect("the area's prices");
         let mut expected: Vec<_> = o.area_prices.iter().filter(|p| p.area == area).collect();
         expected.sort_by_key(|p| p.product.delivery_start);
         assert_eq!(got.len(), expected.len(), "{v}");
         for (g, e) in got.iter().zip(expected) {
-            assert_eq!(g["start_ms"].as_u64(), Some(e.product.delivery_start.0), "{v}");
-            assert_eq!(g["minutes"].as_u64(), Some(u64::from(e.product.delivery_minutes)));
+            assert_eq!(
+                g["start_ms"].as_u64(),
+                Some(e.product.delivery_start.0),
+                "{v}"
+            );
+            assert_eq!(
+                g["minutes"].as_u64(),
+                Some(u64::from(e.product.delivery_minutes))
+            );
             let price = g["price"].as_f64().unwrap();
-            assert!((price - e.price.to_f64()).abs() < 1e-9, "{price} vs {}", e.price);
+            assert!(
+                (price - e.price.to_f64()).abs() < 1e-9,
+                "{price} vs {}",
+                e.price
+            );
             compared += 1;
         }
     }

@@ -57,7 +57,7 @@ pub fn acknowledgement(
     created: Timestamp,
 ) -> String {
     let received: &Received = match input {
-        AckInput::Refused(e) => &e.received,
+        AckInput::Refused(e) => e.received.as_ref(),
         AckInput::Submitted { document, .. } => &document.received,
     };
     let to = received.sender.clone().unwrap_or_else(|| receiver.clone());

@@ -89,7 +89,7 @@ pub struct Received {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DocumentErrors {
     /// What of the header could be read, for the acknowledgement.
-    pub received: Received,
+    pub received: Box<Received>,
     /// The errors, in document order.
     pub errors: Vec<DocumentError>,
 }
@@ -224,7 +224,7 @@ pub fn parse_bid_document(text: &str, cx: &BidContext<'_>) -> Result<BidDocument
         Err(e) => {
             errs.add("/", e);
             return Err(DocumentErrors {
-                received,
+                received: Box::new(received),
                 errors: errs.list,
             });
         }
@@ -233,7 +233,7 @@ pub fn parse_bid_document(text: &str, cx: &BidContext<'_>) -> Result<BidDocument
     match parsed {
         Some(doc) if errs.list.is_empty() => Ok(doc),
         _ => Err(DocumentErrors {
-            received,
+            received: Box::new(received),
             errors: errs.list,
         }),
     }
@@ -256,7 +256,9 @@ fn read(
         Some(ns) if ns.starts_with(NAMESPACE_PREFIX) => {}
         Some(ns) => errs.add(
             ROOT,
-            format!("namespace `{ns}` is not the IEC 62325-451-3 bid document 7.x ({NAMESPACE_PREFIX}N)"),
+            format!(
+                "namespace `{ns}` is not the IEC 62325-451-3 bid document 7.x ({NAMESPACE_PREFIX}N)"
+            ),
         ),
         None => errs.add(
             ROOT,
@@ -349,7 +351,9 @@ fn read(
             Ok(p) if Some(p) == participant || participant.is_none() => {}
             Ok(p) => errs.add(
                 "subject_MarketParticipant.mRID",
-                format!("participant {p} is not the sender: a participant submits its own bids only"),
+                format!(
+                    "participant {p} is not the sender: a participant submits its own bids only"
+                ),
             ),
             Err(e) => errs.add("subject_MarketParticipant.mRID", e),
         }
@@ -364,16 +368,7 @@ fn read(
     for (i, ts) in all_series.iter().enumerate() {
         let index = i + 1;
         let base = format!("Bid_TimeSeries[{index}]");
-        if let Some(s) = read_series(
-            ts,
-            index,
-            &base,
-            participant,
-            interval,
-            cx,
-            errs,
-            &mut bids,
-        ) {
+        if let Some(s) = read_series(ts, index, &base, participant, interval, cx, errs, &mut bids) {
             if !mrids.insert(s.mrid.clone()) {
                 errs.add(
                     join(&base, "mRID"),
@@ -439,8 +434,8 @@ pub fn resolution_minutes(s: &str) -> Result<u32, String> {
 
 /// The energy of `mw` megawatts held for `minutes`, exactly, in kWh.
 pub fn energy_of(mw: &str, minutes: u32) -> Result<Quantity, String> {
-    let raw = tieline_core::units::parse_decimal(mw, 6)
-        .map_err(|e| format!("{e} (a power in MW)"))?;
+    let raw =
+        tieline_core::units::parse_decimal(mw, 6).map_err(|e| format!("{e} (a power in MW)"))?;
     // raw is in 1e-6 MW; energy in kWh = raw * minutes / 60 / 1000.
     let num = raw * i128::from(minutes);
     let den = 60_000i128;
@@ -467,7 +462,10 @@ fn read_series(
     bids: &mut Vec<DocumentBid>,
 ) -> Option<BidSeries> {
     let mrid = errs.required(ts, base, "mRID").map(|e| e.text.clone());
-    let side = match errs.required(ts, base, "businessType").map(|e| e.text.as_str()) {
+    let side = match errs
+        .required(ts, base, "businessType")
+        .map(|e| e.text.as_str())
+    {
         Some("B74") => Some(Side::Sell),
         Some("B75") => Some(Side::Buy),
         Some(other) => {
@@ -520,7 +518,10 @@ fn read_series(
         if u.text != "MAW" {
             errs.add(
                 join(base, "quantity_Measurement_Unit.name"),
-                format!("`{}` is not MAW (megawatt), the only quantity unit taken", u.text),
+                format!(
+                    "`{}` is not MAW (megawatt), the only quantity unit taken",
+                    u.text
+                ),
             );
         }
     }
@@ -630,7 +631,9 @@ fn read_series(
                             if n > count {
                                 errs.add(
                                     join(&ptpath, "position"),
-                                    format!("position {n} is past the period's end ({count} steps)"),
+                                    format!(
+                                        "position {n} is past the period's end ({count} steps)"
+                                    ),
                                 );
                             }
                         }
@@ -660,14 +663,34 @@ fn read_series(
                 Some(p) => match Price::parse(&p.text) {
                     Ok(p) => Some(p),
                     Err(e) => {
-                        errs.add(join(&ptpath, "price.amount"), format!("{e} (a price in EUR/MWh)"));
+                        errs.add(
+                            join(&ptpath, "price.amount"),
+                            format!("{e} (a price in EUR/MWh)"),
+                        );
                         None
                     }
                 },
                 None => None,
             };
-            let (Some(pos), Some(quantity), Some(price), Some((start, m, _)), Some(side), Some(area), Some(p), Some(mrid)) =
-                (position, quantity, price, slots, side, area, participant, mrid.as_ref())
+            let (
+                Some(pos),
+                Some(quantity),
+                Some(price),
+                Some((start, m, _)),
+                Some(side),
+                Some(area),
+                Some(p),
+                Some(mrid),
+            ) = (
+                position,
+                quantity,
+                price,
+                slots,
+                side,
+                area,
+                participant,
+                mrid.as_ref(),
+            )
             else {
                 continue;
             };

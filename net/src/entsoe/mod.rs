@@ -263,7 +263,11 @@ fn lookup<K: Copy + Ord>(
     for (id, c) in map {
         let fb = fallback_code(entity(id));
         if c.code == code || fb == code {
-            let expected = if c.code == code { &c.scheme } else { FALLBACK_SCHEME };
+            let expected = if c.code == code {
+                &c.scheme
+            } else {
+                FALLBACK_SCHEME
+            };
             if scheme != expected {
                 return Err(format!(
                     "`{code}` is a {what} code of scheme {expected}, the document says codingScheme `{scheme}`"

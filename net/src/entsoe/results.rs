@@ -52,8 +52,7 @@ use super::xml::Writer;
 use super::{Parties, created_time, interval_time, mrid};
 
 /// The namespace of the publication document 7.3.
-pub const PUBLICATION_NAMESPACE: &str =
-    "urn:iec62325.351:tc57wg16:451-3:publicationdocument:7:3";
+pub const PUBLICATION_NAMESPACE: &str = "urn:iec62325.351:tc57wg16:451-3:publicationdocument:7:3";
 /// The namespace of the allocation result document 7.2.
 pub const ALLOCATION_NAMESPACE: &str =
     "urn:iec62325.351:tc57wg16:451-3:allocationresultdocument:7:2";
@@ -87,6 +86,9 @@ fn contract_type(term: Term) -> &'static str {
     }
 }
 
+/// Values per delivery period: (start, minutes, value).
+type Periods<T> = Vec<(Timestamp, u32, T)>;
+
 /// A run of contiguous delivery periods of one length: the start, the minutes and the values.
 struct Run<T> {
     start: Timestamp,
@@ -95,7 +97,7 @@ struct Run<T> {
 }
 
 /// Splits `(start, minutes, value)` items (any order) into runs of contiguous periods.
-fn runs<T: Clone>(mut items: Vec<(Timestamp, u32, T)>) -> Vec<Run<T>> {
+fn runs<T: Clone>(mut items: Periods<T>) -> Vec<Run<T>> {
     items.sort_by_key(|(s, m, _)| (*m, *s));
     let mut out: Vec<Run<T>> = Vec::new();
     for (start, minutes, v) in items {
@@ -198,7 +200,9 @@ pub fn result_documents(
     }
 }
 
-fn span<'a>(products: impl Iterator<Item = &'a tieline_core::market::Product>) -> Option<(Timestamp, Timestamp)> {
+fn span<'a>(
+    products: impl Iterator<Item = &'a tieline_core::market::Product>,
+) -> Option<(Timestamp, Timestamp)> {
     let mut span: Option<(Timestamp, Timestamp)> = None;
     for p in products {
         let end = Timestamp(p.delivery_start.0 + u64::from(p.delivery_minutes) * 60_000);
@@ -213,13 +217,16 @@ fn span<'a>(products: impl Iterator<Item = &'a tieline_core::market::Product>) -
 fn prices(h: &Header<'_>, block: &Block) -> Option<String> {
     let o = &block.body.process.clearing.outcome;
     let (start, end) = span(o.area_prices.iter().map(|p| &p.product))?;
-    let mut groups: BTreeMap<(AreaId, Term, Settlement), Vec<(Timestamp, u32, Price)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<(AreaId, Term, Settlement), Periods<Price>> = BTreeMap::new();
     for p in &o.area_prices {
         groups
             .entry((p.area, p.product.term, p.product.settlement))
             .or_default()
-            .push((p.product.delivery_start, p.product.delivery_minutes, p.price));
+            .push((
+                p.product.delivery_start,
+                p.product.delivery_minutes,
+                p.price,
+            ));
     }
     let mut w = Writer::new("Publication_MarketDocument", PUBLICATION_NAMESPACE);
     h.open(&mut w, "A44", "A44", 35);
@@ -273,7 +280,11 @@ fn allocations(h: &Header<'_>, genesis: &Genesis, block: &Block) -> Vec<(Partici
         w.text("receiver_MarketParticipant.marketRole.type", "A01");
         h.interval(&mut w, start, end);
         w.coded("domain.mRID", &area_code.scheme, &area_code.code);
-        w.coded("subjectParty_MarketParticipant.mRID", &who.scheme, &who.code);
+        w.coded(
+            "subjectParty_MarketParticipant.mRID",
+            &who.scheme,
+            &who.code,
+        );
         w.text("subjectParty_MarketParticipant.marketRole.type", "A01");
         let mut seen = BTreeSet::new();
         for t in trades {
@@ -324,7 +335,7 @@ fn allocations(h: &Header<'_>, genesis: &Genesis, block: &Block) -> Vec<(Partici
 fn exchanges(h: &Header<'_>, genesis: &Genesis, block: &Block) -> Option<String> {
     let o = &block.body.process.clearing.outcome;
     let (start, end) = span(o.flows.iter().map(|f| &f.product))?;
-    let mut groups: BTreeMap<(TieLineId, Term), Vec<(Timestamp, u32, Quantity)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(TieLineId, Term), Periods<Quantity>> = BTreeMap::new();
     for f in &o.flows {
         groups
             .entry((f.tie_line, f.product.term))
@@ -342,7 +353,11 @@ fn exchanges(h: &Header<'_>, genesis: &Genesis, block: &Block) -> Option<String>
         let line_code = h.parties.tie_line(line);
         for run in runs(items) {
             for forward in [true, false] {
-                let (from, to) = if forward { (t.from, t.to) } else { (t.to, t.from) };
+                let (from, to) = if forward {
+                    (t.from, t.to)
+                } else {
+                    (t.to, t.from)
+                };
                 let (out_code, in_code) = (h.parties.area(from), h.parties.area(to));
                 n += 1;
                 w.open("TimeSeries");

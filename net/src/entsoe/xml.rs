@@ -109,7 +109,9 @@ pub fn parse(text: &str) -> Result<Element, String> {
                             }
                         }
                     }
-                    Err(e) => return Err(format!("bad character reference near byte {position}: {e}")),
+                    Err(e) => {
+                        return Err(format!("bad character reference near byte {position}: {e}"));
+                    }
                 };
                 if let Some(top) = stack.last_mut() {
                     top.text.push_str(&ch);
@@ -120,12 +122,18 @@ pub fn parse(text: &str) -> Result<Element, String> {
         }
     }
     if !stack.is_empty() {
-        return Err(format!("the document ends inside <{}>", stack[stack.len() - 1].name));
+        return Err(format!(
+            "the document ends inside <{}>",
+            stack[stack.len() - 1].name
+        ));
     }
     root.ok_or_else(|| "the document has no root element".into())
 }
 
-fn start(e: &quick_xml::events::BytesStart<'_>, namespace: Option<String>) -> Result<Element, String> {
+fn start(
+    e: &quick_xml::events::BytesStart<'_>,
+    namespace: Option<String>,
+) -> Result<Element, String> {
     let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
     let mut attributes = Vec::new();
     for a in e.attributes() {
