@@ -9,6 +9,7 @@
 
 pub mod chainfile;
 pub mod cluster;
+pub mod entsoe;
 pub mod gridcase;
 pub mod keyfile;
 pub mod node;

@@ -90,6 +90,22 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write the IEC 62325-451 (ENTSO-E) result documents of a committed round after auditing
+    /// the chain: the A44 price publication, one A25 allocation result per participant with
+    /// trades, and the A09 tie-line exchange publication.
+    Documents {
+        #[command(flatten)]
+        source: ChainArgs,
+        /// The round (block height).
+        #[arg(long)]
+        height: u64,
+        /// The directory to write the documents to (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The member writing the documents, their sender (default: the block's primary).
+        #[arg(long)]
+        member: Option<u16>,
+    },
     /// The paper's whole trade process on a local consortium (each node its own process, QUIC
     /// on loopback): RTS-GMLC as three countries with private grid checks, objections, cuts,
     /// revisions and an appeal; a primary killed and skipped; the restarted node catching up;
@@ -266,12 +282,23 @@ struct BidArgs {
     #[command(flatten)]
     who: ParticipantArgs,
     /// `buy` or `sell`.
-    #[arg(long)]
-    side: String,
+    #[arg(long, required_unless_present = "document")]
+    side: Option<String>,
     /// A price-quantity step `PRICE@MWH` (repeat; prices falling for a buyer, rising for a
     /// seller).
-    #[arg(long = "step", required = true, allow_hyphen_values = true)]
+    #[arg(
+        long = "step",
+        required_unless_present = "document",
+        allow_hyphen_values = true
+    )]
     steps: Vec<String>,
+    /// Bid with an IEC 62325-451-3 Bid_MarketDocument (XML) instead of --side/--step: every
+    /// point of every time series becomes one bid; any error refuses the whole document.
+    #[arg(long, conflicts_with_all = ["side", "steps", "delivery_start", "save"])]
+    document: Option<PathBuf>,
+    /// With --document: write the Acknowledgement_MarketDocument here (default: print it).
+    #[arg(long, requires = "document")]
+    ack_out: Option<PathBuf>,
     /// Delivery start, in ms since the Unix epoch (default: the next full hour).
     #[arg(long)]
     delivery_start: Option<u64>,
@@ -414,6 +441,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { source, out } => report(&source, &out),
+        Command::Documents {
+            source,
+            height,
+            out,
+            member,
+        } => documents(&source, height, &out, member),
         Command::Demo {
             json,
             rounds,
@@ -726,6 +759,9 @@ fn now_ms() -> u64 {
 }
 
 async fn bid(a: BidArgs) -> Result<ExitCode> {
+    if let Some(path) = &a.document {
+        return bid_document(&a, path).await;
+    }
     let (genesis, c) = client(&a.who)?;
     let participant = match (a.as_participant, c.participant) {
         (Some(p), _) => ParticipantId(p),
@@ -735,7 +771,7 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
     let area = genesis
         .participant(participant)
         .map_or(AreaId(0), |p| p.area);
-    let side = match a.side.as_str() {
+    let side = match a.side.as_deref().unwrap_or("") {
         "buy" => Side::Buy,
         "sell" => Side::Sell,
         other => bail!("--side: `{other}` is not buy or sell"),
@@ -818,6 +854,96 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
         }
         other => bail!("unexpected answer: {other:?}"),
     }
+}
+
+/// `tieline bid --document`: parses and checks the whole document, signs every bid, submits
+/// them in one call, and writes the acknowledgement; a document with any error is refused
+/// before anything is sent (its acknowledgement says why).
+async fn bid_document(a: &BidArgs, path: &Path) -> Result<ExitCode> {
+    use tieline_net::entsoe::{self, AckInput, BidContext, Parties};
+    let (genesis, c) = client(&a.who)?;
+    let participant = match (a.as_participant, c.participant) {
+        (Some(p), _) => Some(ParticipantId(p)),
+        (None, p) => p,
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--document {}: cannot read the file", path.display()))?;
+    let parties = Parties::from_genesis(&genesis);
+    let now = now_ms();
+    let cx = BidContext {
+        genesis: &genesis,
+        parties: &parties,
+        participant,
+        first_nonce: now.saturating_mul(1000),
+        now: Timestamp(now),
+    };
+    let home = c.node();
+    let fallback_receiver = participant.map_or_else(
+        || entsoe::Code {
+            scheme: entsoe::FALLBACK_SCHEME.into(),
+            code: "unknown".into(),
+        },
+        |p| parties.participant(p),
+    );
+    let write_ack = |xml: &str| -> Result<()> {
+        match &a.ack_out {
+            Some(out) => std::fs::write(out, xml)
+                .with_context(|| format!("--ack-out {}: cannot write", out.display())),
+            None => {
+                print!("{xml}");
+                Ok(())
+            }
+        }
+    };
+    let document = match entsoe::parse_bid_document(&text, &cx) {
+        Ok(d) => d,
+        Err(errors) => {
+            c.close().await;
+            let ack = entsoe::acknowledgement(
+                &parties,
+                home,
+                &fallback_receiver,
+                &AckInput::Refused(&errors),
+                Timestamp(now_ms()),
+            );
+            write_ack(&ack)?;
+            eprintln!("{}: {errors}", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let signed: Vec<SignedBid> = document
+        .bids
+        .iter()
+        .map(|b| Signed::sign(b.bid.clone(), c.signer()))
+        .collect();
+    let replies = c.submit(signed).await;
+    c.close().await;
+    let replies = replies?;
+    let ack = entsoe::acknowledgement(
+        &parties,
+        home,
+        &fallback_receiver,
+        &AckInput::Submitted {
+            document: &document,
+            replies: &replies,
+        },
+        Timestamp(now_ms()),
+    );
+    write_ack(&ack)?;
+    let receipted = replies
+        .iter()
+        .filter(|r| matches!(r, Reply::Receipt(_)))
+        .count();
+    eprintln!(
+        "{}: {} bids submitted to node {home}, {receipted} receipted",
+        path.display(),
+        replies.len()
+    );
+    Ok(if receipted == replies.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Writes a signed bid and its receipt as JSON (canonical bytes in hex), refusing to overwrite.
@@ -1098,6 +1224,69 @@ fn audit(source: &ChainArgs, json: bool) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+// ----- documents -----
+
+/// Audits the chain as `audit` and `report` do, then writes the result documents of `height`.
+fn documents(source: &ChainArgs, height: u64, out: &Path, member: Option<u16>) -> Result<ExitCode> {
+    use tieline_net::entsoe::{Parties, result_documents};
+    use tieline_net::report::RoundStatus;
+    let (genesis, blocks) = source.read()?;
+    let audited = tieline_net::report::audit(&genesis, &blocks);
+    let committed = audited.rounds.len() as u64;
+    let round = height
+        .checked_sub(1)
+        .and_then(|i| audited.rounds.get(i as usize))
+        .ok_or_else(|| {
+            anyhow!("height {height} is not committed: the chain has {committed} blocks (heights 1 to {committed})")
+        })?;
+    let block = match (&round.status, &round.block) {
+        (RoundStatus::Verified, Ok(b)) => b,
+        (RoundStatus::Failed(reason), _) => {
+            bail!("the block at height {height} fails the audit: {reason}")
+        }
+        (RoundStatus::Unverified, _) => bail!(
+            "the block at height {height} is unverified: the audit failed at an earlier height (run tieline audit)"
+        ),
+        (_, Err(e)) => bail!("the block at height {height} does not decode: {e}"),
+    };
+    let sender = member.map_or(block.header.primary, NodeId);
+    if genesis.member(sender).is_none() {
+        bail!("--member {sender}: not a member of this consortium");
+    }
+    let parties = Parties::from_genesis(&genesis);
+    let docs = result_documents(&genesis, &parties, block, sender, Timestamp(now_ms()));
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut written = Vec::new();
+    let mut write = |name: String, xml: &str| -> Result<()> {
+        let path = out.join(name);
+        std::fs::write(&path, xml).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+        Ok(())
+    };
+    if let Some(x) = &docs.prices {
+        write(format!("prices-h{height}.xml"), x)?;
+    }
+    for (p, x) in &docs.allocations {
+        write(format!("allocation-h{height}-p{p}.xml"), x)?;
+    }
+    if let Some(x) = &docs.exchanges {
+        write(format!("exchanges-h{height}.xml"), x)?;
+    }
+    for p in &written {
+        println!("{}", p.display());
+    }
+    if docs.prices.is_none() {
+        eprintln!(
+            "note: the block records no area prices (the {} rule publishes none); no A44 document",
+            genesis.clearing.rule.name()
+        );
+    }
+    if docs.exchanges.is_none() {
+        eprintln!("note: the block records no tie-line flows; no A09 document");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 // ----- report -----
