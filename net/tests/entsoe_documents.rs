@@ -21,7 +21,7 @@ use tieline_net::entsoe::bids::energy_of;
 use tieline_net::entsoe::results::mw_of;
 use tieline_net::entsoe::xml;
 use tieline_net::entsoe::{
-    AckInput, BidContext, BidDocument, Code, DocumentErrors, Entity, Parties, acknowledgement,
+    AckInput, BidContext, BidDocument, Code, DocumentErrors, Parties, acknowledgement,
     parse_bid_document, result_documents,
 };
 
@@ -575,27 +575,26 @@ fn the_acknowledgement_reports_each_bid_the_node_refused() {
 
 #[test]
 fn eic_codes_map_both_ways_and_fallbacks_stay_accepted() {
-    let s = consortium();
-    let mut parties = Parties::from_genesis(&s.genesis);
+    let mut s = consortium();
     assert_eq!(
-        parties.area(AreaId(1)),
+        Parties::from_genesis(&s.genesis).area(AreaId(1)),
         Code {
             scheme: "A02".into(),
             code: "TL-A1".into()
         }
     );
-    parties
-        .set_eic(Entity::Area(AreaId(1)), "10YTL-AREA-1---Q")
-        .unwrap();
-    parties
-        .set_eic(Entity::Participant(ParticipantId(1000)), "11XTL-P1000----X")
-        .unwrap();
-    assert!(
-        parties
-            .set_eic(Entity::Area(AreaId(2)), "10YTL-AREA-1---Q")
-            .is_err()
+    // The genesis registers EICs (spec D23) for area 1 and participant 1000.
+    s.genesis.areas[0].eic = Some("10YTL-AREA-1---3".parse().unwrap());
+    s.genesis.participants[0].eic = Some("11XTL-P1000----D".parse().unwrap());
+    s.genesis.validate().unwrap();
+    let parties = Parties::from_genesis(&s.genesis);
+    assert_eq!(
+        parties.area(AreaId(1)),
+        Code {
+            scheme: "A01".into(),
+            code: "10YTL-AREA-1---3".into()
+        }
     );
-    assert!(parties.set_eic(Entity::Area(AreaId(2)), "short").is_err());
     let eic_doc = document(
         1000,
         1,
@@ -604,11 +603,11 @@ fn eic_codes_map_both_ways_and_fallbacks_stay_accepted() {
     )
     .replace(
         "codingScheme=\"A02\">TL-P1000",
-        "codingScheme=\"A01\">11XTL-P1000----X",
+        "codingScheme=\"A01\">11XTL-P1000----D",
     )
     .replace(
         "codingScheme=\"A02\">TL-A1",
-        "codingScheme=\"A01\">10YTL-AREA-1---Q",
+        "codingScheme=\"A01\">10YTL-AREA-1---3",
     );
     let doc = parse(&s, &parties, Some(1000), &eic_doc).unwrap();
     assert_eq!(doc.bids[0].bid.area, AreaId(1));

@@ -15,9 +15,9 @@
 //!
 //! ENTSO-E documents name parties and areas by a code and its `codingScheme`. [`Parties`] maps
 //! Tieline's areas, management nodes (members), participants and tie lines to codes and back.
-//! The genesis carries no EIC codes yet, so [`Parties::from_genesis`] gives every entity its
-//! *fallback* code (see [`FALLBACK_SCHEME`]); [`registered_eic`] is the one place where EIC
-//! codes will be read from the genesis once it carries them. Inbound documents are mapped back
+//! [`Parties::from_genesis`] names an entity by the EIC its genesis entry carries (spec D23;
+//! read in one place, [`registered_eic`]) and otherwise by its *fallback* code (see
+//! [`FALLBACK_SCHEME`]). Inbound documents are mapped back
 //! through the same struct and may use either an entity's EIC (scheme `A01`) or its fallback.
 //!
 //! # Times
@@ -88,11 +88,16 @@ pub enum Entity {
     TieLine(TieLineId),
 }
 
-/// EIC PLUG-IN POINT: the EIC the genesis registers for an entity. The genesis has no EIC
-/// fields yet, so this is `None` for everything; when core adds `eic: Option<Eic>` to areas,
-/// members and participants, read it here (and nowhere else).
-pub fn registered_eic(_genesis: &Genesis, _entity: Entity) -> Option<String> {
-    None
+/// The EIC the genesis registers for an entity (spec D23): areas, members and participants
+/// may carry one; tie lines have none in the genesis.
+pub fn registered_eic(genesis: &Genesis, entity: Entity) -> Option<String> {
+    let eic = match entity {
+        Entity::Area(a) => genesis.area(a)?.eic,
+        Entity::Node(n) => genesis.member(n)?.eic,
+        Entity::Participant(p) => genesis.participant(p)?.eic,
+        Entity::TieLine(_) => None,
+    };
+    eic.map(|e| e.to_string())
 }
 
 /// The fallback code of an entity (see [`FALLBACK_SCHEME`]).
@@ -149,48 +154,6 @@ impl Parties {
                 .iter()
                 .map(|t| (t.id, code(Entity::TieLine(t.id))))
                 .collect(),
-        }
-    }
-
-    /// Gives an entity an EIC (scheme `A01`) in place of its fallback code, e.g. from a
-    /// member's local registry; refuses a code that is not 16 characters of `A-Z`, `0-9`, `-`
-    /// or that another entity already has.
-    pub fn set_eic(&mut self, entity: Entity, eic: &str) -> Result<(), String> {
-        let well_formed = eic.len() == 16
-            && eic
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
-        if !well_formed {
-            return Err(format!(
-                "`{eic}` is not an EIC (16 characters of A-Z, 0-9 and -)"
-            ));
-        }
-        let taken = self
-            .areas
-            .values()
-            .chain(self.nodes.values())
-            .chain(self.participants.values())
-            .chain(self.tie_lines.values())
-            .any(|c| c.scheme == EIC_SCHEME && c.code == eic);
-        if taken {
-            return Err(format!("EIC `{eic}` is already given to another entity"));
-        }
-        let code = Code {
-            scheme: EIC_SCHEME.into(),
-            code: eic.into(),
-        };
-        let slot = match entity {
-            Entity::Area(a) => self.areas.get_mut(&a),
-            Entity::Node(n) => self.nodes.get_mut(&n),
-            Entity::Participant(p) => self.participants.get_mut(&p),
-            Entity::TieLine(t) => self.tie_lines.get_mut(&t),
-        };
-        match slot {
-            Some(s) => {
-                *s = code;
-                Ok(())
-            }
-            None => Err(format!("{entity:?} is not in the genesis")),
         }
     }
 
