@@ -686,7 +686,7 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
-/// `[timing.schedule]`: `zone = "Europe/Brussels"`, `gate = "12:00"` (local, the day before
+/// `[timing.schedule]`: `zone = "Europe/Brussels"`, `gate = "12:00"` (local `HH:MM[:SS]`, the day before
 /// delivery), `resolution_minutes = 15`, `first_delivery_day = "2026-12-08"`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -877,7 +877,7 @@ impl GenesisFile {
                     .schedule
                     .map(|s| {
                         Ok::<_, GenesisError>(GateSchedule {
-                            gate_minute: GateSchedule::parse_time(&s.gate)
+                            gate_second: GateSchedule::parse_time(&s.gate)
                                 .map_err(|r| field_err("timing.schedule.gate", r))?,
                             first_delivery_day: GateSchedule::parse_day(&s.first_delivery_day)
                                 .map_err(|r| field_err("timing.schedule.first_delivery_day", r))?,
@@ -918,7 +918,7 @@ impl GenesisFile {
                 view_timeout_ms: g.timing.view_timeout_ms,
                 schedule: g.timing.schedule.as_ref().map(|s| ScheduleFile {
                     zone: s.zone.clone(),
-                    gate: GateSchedule::time_text(s.gate_minute),
+                    gate: GateSchedule::time_text(s.gate_second),
                     resolution_minutes: s.resolution_minutes,
                     first_delivery_day: GateSchedule::day_text(s.first_delivery_day),
                 }),

@@ -35,8 +35,8 @@ const DAY_S: i64 = 86_400;
 pub struct GateSchedule {
     /// The IANA time zone the schedule is written in, e.g. `Europe/Brussels`.
     pub zone: String,
-    /// The gate time on the day before delivery, in minutes after local midnight.
-    pub gate_minute: u16,
+    /// The gate time on the day before delivery, in seconds after local midnight.
+    pub gate_second: u32,
     /// The length of every delivery period the schedule opens, in minutes (15, 30 or 60).
     pub resolution_minutes: u16,
     /// The delivery day of height 1, in days since 1970-01-01.
@@ -44,7 +44,7 @@ pub struct GateSchedule {
 }
 crate::canonical_struct!(GateSchedule {
     zone: str(64),
-    gate_minute,
+    gate_second,
     resolution_minutes,
     first_delivery_day,
 });
@@ -109,7 +109,7 @@ impl GateSchedule {
     /// Checks the fields (spec D6); the error says which is wrong and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.time_zone().map_err(|e| ("zone", e))?;
-        if self.gate_minute >= 24 * 60 {
+        if self.gate_second >= 24 * 3600 {
             return Err(("gate", "must be a time of day, before 24:00".into()));
         }
         if !RESOLUTIONS.contains(&self.resolution_minutes) {
@@ -144,11 +144,15 @@ impl GateSchedule {
     pub fn gate_of(&self, height: u64) -> Timestamp {
         let tz = self.time_zone().expect("validated");
         let day = self.delivery_day(height);
-        let (h, m) = (self.gate_minute / 60, self.gate_minute % 60);
+        let (h, m, sec) = (
+            self.gate_second / 3600,
+            self.gate_second / 60 % 60,
+            self.gate_second % 60,
+        );
         let gate = day
             .yesterday()
             .ok()
-            .and_then(|d| d.at(h as i8, m as i8, 0, 0).to_zoned(tz).ok())
+            .and_then(|d| d.at(h as i8, m as i8, sec as i8, 0).to_zoned(tz).ok())
             .and_then(|z| millis(&z));
         Timestamp(gate.unwrap_or(u64::MAX))
     }
@@ -240,20 +244,31 @@ impl GateSchedule {
             .ok_or_else(|| format!("`{text}` is out of range"))
     }
 
-    /// Parses `HH:MM` into minutes after midnight.
-    pub fn parse_time(text: &str) -> Result<u16, String> {
-        let bad = || format!("`{text}` is not a time of day HH:MM");
-        let (h, m) = text.split_once(':').ok_or_else(bad)?;
-        let (h, m): (u16, u16) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-        if h >= 24 || m >= 60 || text.len() != 5 {
+    /// Parses `HH:MM` or `HH:MM:SS` into seconds after midnight.
+    pub fn parse_time(text: &str) -> Result<u32, String> {
+        let bad = || format!("`{text}` is not a time of day HH:MM or HH:MM:SS");
+        let parts: Vec<&str> = text.split(':').collect();
+        if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.len() != 2) {
             return Err(bad());
         }
-        Ok(h * 60 + m)
+        let mut v = [0u32; 3];
+        for (slot, p) in v.iter_mut().zip(&parts) {
+            *slot = p.parse().map_err(|_| bad())?;
+        }
+        if v[0] >= 24 || v[1] >= 60 || v[2] >= 60 {
+            return Err(bad());
+        }
+        Ok(v[0] * 3600 + v[1] * 60 + v[2])
     }
 
-    /// Minutes after midnight as `HH:MM`.
-    pub fn time_text(minute: u16) -> String {
-        format!("{:02}:{:02}", minute / 60, minute % 60)
+    /// Seconds after midnight as `HH:MM`, or `HH:MM:SS` when the seconds are not zero.
+    pub fn time_text(second: u32) -> String {
+        let (h, m, s) = (second / 3600, second / 60 % 60, second % 60);
+        if s == 0 {
+            format!("{h:02}:{m:02}")
+        } else {
+            format!("{h:02}:{m:02}:{s:02}")
+        }
     }
 }
 
@@ -266,7 +281,7 @@ mod tests {
     fn sdac(first: &str) -> GateSchedule {
         let s = GateSchedule {
             zone: "Europe/Brussels".into(),
-            gate_minute: 12 * 60,
+            gate_second: 12 * 3600,
             resolution_minutes: 15,
             first_delivery_day: GateSchedule::parse_day(first).unwrap(),
         };
@@ -346,12 +361,12 @@ mod tests {
     fn a_gate_in_a_clock_change_gap_or_fold_resolves_compatibly() {
         // 02:30 does not exist on 29 March in Brussels and happens twice on 25 October.
         let s = GateSchedule {
-            gate_minute: 2 * 60 + 30,
+            gate_second: 2 * 3600 + 30 * 60,
             ..sdac("2026-03-30")
         };
         assert_eq!(s.gate_of(1), utc("2026-03-29T01:30:00Z"));
         let s = GateSchedule {
-            gate_minute: 2 * 60 + 30,
+            gate_second: 2 * 3600 + 30 * 60,
             ..sdac("2026-10-26")
         };
         assert_eq!(s.gate_of(1), utc("2026-10-25T00:30:00Z"));
@@ -420,14 +435,18 @@ mod tests {
         );
         assert_eq!(
             bad(GateSchedule {
-                gate_minute: 1440,
+                gate_second: 86_400,
                 ..s.clone()
             }),
             "gate"
         );
-        assert_eq!(GateSchedule::parse_time("12:00"), Ok(720));
+        assert_eq!(GateSchedule::parse_time("12:00"), Ok(43_200));
+        assert_eq!(GateSchedule::parse_time("12:00:07"), Ok(43_207));
+        assert_eq!(GateSchedule::time_text(43_207), "12:00:07");
+        assert_eq!(GateSchedule::time_text(43_200), "12:00");
         assert!(GateSchedule::parse_time("24:00").is_err());
         assert!(GateSchedule::parse_time("12:0").is_err());
+        assert!(GateSchedule::parse_time("12:00:60").is_err());
         assert_eq!(GateSchedule::day_text(s.first_delivery_day), "2026-12-01");
     }
 }

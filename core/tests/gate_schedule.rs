@@ -26,7 +26,7 @@ fn consortium() -> SampleConsortium {
     s.genesis.timing.gate_ms = 0;
     s.genesis.timing.schedule = Some(GateSchedule {
         zone: "Europe/Brussels".into(),
-        gate_minute: 12 * 60,
+        gate_second: 12 * 3600,
         resolution_minutes: 60,
         first_delivery_day: GateSchedule::parse_day("2026-01-01").unwrap(),
     });

@@ -206,3 +206,73 @@ fn eic_codes_are_checked_and_kept() {
     assert_eq!(f, "areas[1].eic");
     assert!(r.contains("areas[0]"), "{r}");
 }
+
+/// D24 and D6: a gate schedule reads and writes as `[timing.schedule]`, keeps its value and
+/// chain id, and every bad field is named.
+#[test]
+fn a_gate_schedule_round_trips_and_bad_fields_are_named() {
+    let mut g = SampleConsortium::new(4, 2).genesis;
+    g.timing.gate_ms = 0;
+    g.timing.schedule = Some(tieline_core::schedule::GateSchedule {
+        zone: "Europe/Brussels".into(),
+        gate_second: 12 * 3600,
+        resolution_minutes: 15,
+        first_delivery_day: tieline_core::schedule::GateSchedule::parse_day("2026-12-08").unwrap(),
+    });
+    g.validate().unwrap();
+    let text = g.to_toml();
+    for line in [
+        "[timing.schedule]",
+        "zone = \"Europe/Brussels\"",
+        "gate = \"12:00\"",
+        "resolution_minutes = 15",
+        "first_delivery_day = \"2026-12-08\"",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    assert!(!text.contains("gate_ms"), "{text}");
+    let back = Genesis::from_toml(&text).unwrap();
+    assert_eq!(back, g);
+    assert_eq!(back.chain_id(), g.chain_id());
+    let cases = [
+        (
+            "Europe/Brussels",
+            "Europe/Atlantis",
+            "timing.schedule.zone",
+            "IANA",
+        ),
+        (
+            "\"12:00\"",
+            "\"25:00\"",
+            "timing.schedule.gate",
+            "time of day",
+        ),
+        (
+            "resolution_minutes = 15",
+            "resolution_minutes = 20",
+            "timing.schedule.resolution_minutes",
+            "15, 30 or 60",
+        ),
+        (
+            "\"2026-12-08\"",
+            "\"2026-13-08\"",
+            "timing.schedule.first_delivery_day",
+            "YYYY-MM-DD",
+        ),
+        (
+            "[timing.schedule]",
+            "gate_ms = 1000\n\n[timing.schedule]",
+            "timing.gate_ms",
+            "leave gate_ms out",
+        ),
+    ];
+    for (from, to, field, reason) in cases {
+        let (f, r) = field_error(&text.replacen(from, to, 1));
+        assert_eq!(f, field, "{r}");
+        assert!(r.contains(reason), "{field}: {r}");
+    }
+    // Without a schedule, gate_ms is required to be positive.
+    let plain = SampleConsortium::new(4, 2).genesis.to_toml();
+    let (f, _) = field_error(&plain.replace("gate_ms = 1000", "gate_ms = 0"));
+    assert_eq!(f, "timing.gate_ms");
+}

@@ -19,6 +19,7 @@ use tieline_core::genesis::{
 use tieline_core::market::{
     Bid, BidStep, Product, Settlement, Side, SignedBid, SignedReceipt, Term,
 };
+use tieline_core::schedule::GateSchedule;
 use tieline_core::units::{
     AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp,
 };
@@ -204,9 +205,25 @@ struct GenesisArgs {
     /// Highest bid price.
     #[arg(long, default_value = "3000")]
     price_cap: String,
-    /// Gate closure after a height opens, in ms.
-    #[arg(long, default_value_t = 1000)]
-    gate_ms: u64,
+    /// Continuous rounds instead of a daily schedule: each height's gate closes this many ms
+    /// after it opens, and each height is its own auction of the bids that arrived meanwhile.
+    #[arg(long, conflicts_with_all = ["gate_at", "gate_zone", "resolution", "first_delivery_day"])]
+    gate_ms: Option<u64>,
+    /// The daily gate closure (default, the day-ahead market's): local time `HH:MM[:SS]` on the day
+    /// before delivery. Each height clears one delivery day; a bid rests at its home node
+    /// until its period's gate.
+    #[arg(long, default_value = "12:00")]
+    gate_at: String,
+    /// The schedule's IANA time zone.
+    #[arg(long, default_value = "Europe/Brussels")]
+    gate_zone: String,
+    /// The delivery periods the schedule opens, in minutes: 15, 30 or 60.
+    #[arg(long, default_value_t = 15)]
+    resolution: u16,
+    /// The delivery day of height 1, `YYYY-MM-DD` (default: the day whose gate is the next to
+    /// close).
+    #[arg(long)]
+    first_delivery_day: Option<String>,
     /// The primary's wait for missing batches, in ms.
     #[arg(long, default_value_t = 500)]
     batch_wait_ms: u64,
@@ -299,12 +316,14 @@ struct BidArgs {
     /// With --document: write the Acknowledgement_MarketDocument here (default: print it).
     #[arg(long, requires = "document")]
     ack_out: Option<PathBuf>,
-    /// Delivery start, in ms since the Unix epoch (default: the next full hour).
+    /// Delivery start: ms since the Unix epoch or a UTC time such as `2026-12-08T10:15Z`
+    /// (default: with a gate schedule, the first period of the delivery day whose gate closes
+    /// next; otherwise the next full hour).
     #[arg(long)]
-    delivery_start: Option<u64>,
-    /// Delivery length in minutes.
-    #[arg(long, default_value_t = 60)]
-    minutes: u32,
+    delivery_start: Option<String>,
+    /// Delivery length in minutes (default: the schedule's resolution, or 60).
+    #[arg(long)]
+    minutes: Option<u32>,
     /// `spot` or `medium-long-term`.
     #[arg(long, default_value = "spot")]
     term: String,
@@ -588,6 +607,33 @@ fn public_key(flag: &str, v: &str) -> Result<PublicKey> {
         .map_err(|_| anyhow!("--{flag}: key `{v}` is neither a key file nor 64 hex characters"))
 }
 
+/// The daily schedule `tieline genesis` writes unless `--gate-ms` is given (spec D24).
+fn gate_schedule(a: &GenesisArgs) -> Result<GateSchedule> {
+    let mut s = GateSchedule {
+        zone: a.gate_zone.clone(),
+        gate_second: GateSchedule::parse_time(&a.gate_at).map_err(|e| anyhow!("--gate-at: {e}"))?,
+        resolution_minutes: a.resolution,
+        first_delivery_day: 0,
+    };
+    if let Err((field, reason)) = s.validate() {
+        let flag = match field {
+            "zone" => "gate-zone",
+            "resolution_minutes" => "resolution",
+            _ => "gate-at",
+        };
+        bail!("--{flag}: {reason}");
+    }
+    s.first_delivery_day = match &a.first_delivery_day {
+        Some(day) => {
+            GateSchedule::parse_day(day).map_err(|e| anyhow!("--first-delivery-day: {e}"))?
+        }
+        // Counted from 1970-01-01 (day 0), the open height is the day whose gate closes next.
+        None => i32::try_from(s.open_height(Timestamp(now_ms())) - 1)
+            .map_err(|_| anyhow!("the clock is past the calendar's range"))?,
+    };
+    Ok(s)
+}
+
 fn genesis(a: GenesisArgs) -> Result<ExitCode> {
     let areas = a
         .areas
@@ -700,6 +746,10 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
     let price = |flag: &str, v: &str| Price::parse(v).map_err(|e| anyhow!("--{flag}: {e}"));
     let mut participants = participants;
     participants.sort_by_key(|p| p.id);
+    let schedule = match a.gate_ms {
+        Some(_) => None,
+        None => Some(gate_schedule(&a)?),
+    };
     let g = Genesis {
         chain_name: a.name,
         areas,
@@ -709,10 +759,10 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
         fault_model: FaultModel { kind, f },
         rotation_period: a.rotation_period,
         timing: Timing {
-            gate_ms: a.gate_ms,
+            gate_ms: a.gate_ms.unwrap_or(0),
             batch_wait_ms: a.batch_wait_ms,
             view_timeout_ms: a.view_timeout_ms,
-            schedule: None,
+            schedule,
         },
         max_revisions: a.max_revisions,
         clearing: ClearingParams {
@@ -735,6 +785,20 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
         g.participants.len(),
         g.chain_id()
     );
+    match &g.timing.schedule {
+        Some(s) => println!(
+            "gates: daily at {} {} for the next day's {}-minute periods; height 1 delivers on {}, its gate closes at {}",
+            GateSchedule::time_text(s.gate_second),
+            s.zone,
+            s.resolution_minutes,
+            GateSchedule::day_text(s.first_delivery_day),
+            tieline_net::report::utc(s.gate_of(1)),
+        ),
+        None => println!(
+            "gates: {} ms after each height opens (continuous rounds)",
+            g.timing.gate_ms
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -791,6 +855,17 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<_>>>()?;
     let now = now_ms();
     let hour = 3_600_000;
+    let schedule = genesis.timing.schedule.as_ref();
+    let delivery_start = match &a.delivery_start {
+        Some(text) => parse_instant(text).map_err(|e| anyhow!("--delivery-start: {e}"))?,
+        None => match schedule {
+            Some(s) => s.periods_of(s.open_height(Timestamp(now)))[0].0,
+            None => (now / hour + 1) * hour,
+        },
+    };
+    let minutes = a
+        .minutes
+        .unwrap_or(schedule.map_or(60, |s| u32::from(s.resolution_minutes)));
     let body = Bid {
         chain_id: genesis.chain_id(),
         participant,
@@ -798,8 +873,8 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
         bus: a.bus.map(BusId),
         side,
         product: Product {
-            delivery_start: Timestamp(a.delivery_start.unwrap_or((now / hour + 1) * hour)),
-            delivery_minutes: a.minutes,
+            delivery_start: Timestamp(delivery_start),
+            delivery_minutes: minutes,
             term: match a.term.as_str() {
                 "spot" => Term::Spot,
                 "medium-long-term" => Term::MediumLongTerm,
@@ -944,6 +1019,17 @@ async fn bid_document(a: &BidArgs, path: &Path) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// An instant given as ms since the Unix epoch or as an RFC 3339 / ISO 8601 UTC time.
+fn parse_instant(text: &str) -> Result<u64> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    let t: jiff::Timestamp = text.parse().map_err(|_| {
+        anyhow!("`{text}` is neither ms since the epoch nor a time like 2026-12-08T10:15Z")
+    })?;
+    u64::try_from(t.as_millisecond()).map_err(|_| anyhow!("`{text}` is before 1970"))
 }
 
 /// Writes a signed bid and its receipt as JSON (canonical bytes in hex), refusing to overwrite.
