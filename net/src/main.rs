@@ -330,7 +330,8 @@ struct BidArgs {
     /// `physical` or `financial`.
     #[arg(long, default_value = "physical")]
     settlement: String,
-    /// The bid's nonce (default: the current time in ms; must rise per participant).
+    /// The bid's nonce (default: the current time in ms times 1000, the scale `--document`
+    /// numbers its bids on; must rise per participant).
     #[arg(long)]
     nonce: Option<u64>,
     /// The bus, where the area's grid model needs one.
@@ -887,7 +888,7 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
             },
         },
         steps,
-        nonce: a.nonce.unwrap_or(now),
+        nonce: a.nonce.unwrap_or(now.saturating_mul(1000)),
         timestamp: Timestamp(now),
     };
     let id = body.id();
