@@ -1255,16 +1255,31 @@ async fn query(a: QueryArgs) -> Result<ExitCode> {
 }
 
 async fn status(a: ParticipantArgs) -> Result<ExitCode> {
-    let (_, c) = client(&a)?;
+    let (genesis, c) = client(&a)?;
     let s = c.status().await?;
     c.close().await;
     let committed = s.height - 1;
+    // Under a gate schedule: the delivery day and gate of the height being decided, and the
+    // height whose gate closes next (where a new bid goes).
+    let gates = genesis.timing.schedule.as_ref().map(|sch| {
+        let open = sch.open_height(Timestamp(now_ms())).max(s.height);
+        (
+            sch.delivery_day(s.height),
+            sch.gate_of(s.height),
+            open,
+            sch.delivery_day(open),
+            sch.gate_of(open),
+        )
+    });
     if a.json {
         println!(
             "{}",
             serde_json::json!({
                 "node": s.node.0, "committed": committed, "view": s.view,
                 "head": s.last.as_ref().map(|h| h.digest().to_hex()),
+                "delivery_day": gates.map(|g| g.0.to_string()), "gate_ms": gates.map(|g| g.1.0),
+                "open_height": gates.map(|g| g.2), "open_delivery_day": gates.map(|g| g.3.to_string()),
+                "open_gate_ms": gates.map(|g| g.4.0),
             })
         );
     } else {
@@ -1272,6 +1287,14 @@ async fn status(a: ParticipantArgs) -> Result<ExitCode> {
             "node {}: {} blocks committed, deciding height {} in view {}",
             s.node, committed, s.height, s.view
         );
+        if let Some((day, gate, open, open_day, open_gate)) = gates {
+            println!(
+                "height {} clears delivery day {day} (gate {}); new bids go to height {open}, delivery day {open_day}, gate {}",
+                s.height,
+                tieline_net::report::utc(gate),
+                tieline_net::report::utc(open_gate)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -377,16 +377,25 @@ struct Renderer<'g> {
     area_index: BTreeMap<AreaId, usize>,
 }
 
+fn with_eic(name: String, eic: Option<tieline_core::eic::Eic>) -> String {
+    match eic {
+        Some(e) => format!("{name} [EIC {e}]"),
+        None => name,
+    }
+}
+
 impl<'g> Renderer<'g> {
     fn new(g: &'g Genesis) -> Self {
         let area_index = g.areas.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
         Self { g, area_index }
     }
 
+    /// An area by name, with its EIC where the genesis gives one (spec D23).
     fn area_name(&self, id: AreaId) -> String {
-        self.g
-            .area(id)
-            .map_or_else(|| format!("area {id} (unknown)"), |a| a.name.clone())
+        self.g.area(id).map_or_else(
+            || format!("area {id} (unknown)"),
+            |a| with_eic(a.name.clone(), a.eic),
+        )
     }
 
     fn color(&self, id: AreaId) -> &'static str {
@@ -396,14 +405,14 @@ impl<'g> Renderer<'g> {
 
     fn member_name(&self, id: NodeId) -> String {
         match self.g.member(id) {
-            Some(m) => format!("{} (node {})", m.name, m.id),
+            Some(m) => with_eic(format!("{} (node {})", m.name, m.id), m.eic),
             None => format!("node {id} (not a member)"),
         }
     }
 
     fn participant_name(&self, id: ParticipantId) -> String {
         match self.g.participant(id) {
-            Some(p) => format!("{} (#{})", p.name, p.id),
+            Some(p) => with_eic(format!("{} (#{})", p.name, p.id), p.eic),
             None => format!("participant #{id} (not admitted)"),
         }
     }
@@ -1723,6 +1732,24 @@ mod tests {
         assert_eq!(
             utc(Timestamp(951_782_400_123)),
             "2000-02-29 00:00:00.123 UTC"
+        );
+    }
+
+    #[test]
+    fn names_carry_their_eic_where_the_genesis_gives_one() {
+        let mut g = tieline_core::sample::SampleConsortium::new(4, 1).genesis;
+        g.areas[0].eic = Some("10YBE----------2".parse().unwrap());
+        g.members[1].eic = Some("10X1001A1001A450".parse().unwrap());
+        let r = Renderer::new(&g);
+        assert_eq!(r.area_name(AreaId(1)), "Area 1 [EIC 10YBE----------2]");
+        assert_eq!(r.area_name(AreaId(2)), "Area 2");
+        assert_eq!(
+            r.member_name(NodeId(2)),
+            "Exchange 2 (node 2) [EIC 10X1001A1001A450]"
+        );
+        assert_eq!(
+            r.participant_name(ParticipantId(1000)),
+            "participant-1000 (#1000)"
         );
     }
 

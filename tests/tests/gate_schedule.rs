@@ -98,6 +98,17 @@ fn bids_for_one_period_submitted_apart_trade_at_its_gate() {
         .unwrap()
         .as_millis() as u64;
     assert!(now < gate.0, "the bids were receipted before the gate");
+    // `tieline status` names the open auction and its gate.
+    let out = Command::new(tieline_bin())
+        .args(["status", "--json", "--timeout", "3", "--genesis"])
+        .arg(c.dir.join("genesis.toml"))
+        .arg("--key")
+        .arg(dir.0.join("p0.key"))
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["open_height"], 1, "{status}");
+    assert_eq!(status["open_gate_ms"], gate.0, "{status}");
 
     // After the gate, height 1 commits with the trade.
     let deadline = std::time::Instant::now() + GATE_IN + Duration::from_secs(40);
