@@ -492,19 +492,22 @@ fn the_acknowledgement_reports_each_bid_the_node_refused() {
         bid: doc.bids[i].bid.id(),
         reason: BidError::BatchFull { height: 7 },
     };
+    let ack_of = |replies: &[Reply]| {
+        let ack = acknowledgement(
+            &parties,
+            NodeId(1),
+            &parties.participant(ParticipantId(1000)),
+            &AckInput::Submitted {
+                document: &doc,
+                replies,
+            },
+            Timestamp(T0),
+        );
+        xml::parse(&ack).unwrap()
+    };
     // All receipted: A01.
     let all = [receipt(0), receipt(1), receipt(2)];
-    let ack = acknowledgement(
-        &parties,
-        NodeId(1),
-        &parties.participant(ParticipantId(1000)),
-        &AckInput::Submitted {
-            document: &doc,
-            replies: &all,
-        },
-        Timestamp(T0),
-    );
-    let root = xml::parse(&ack).unwrap();
+    let root = ack_of(&all);
     assert!(root.first("Rejected_TimeSeries").is_none());
     let r = root.first("Reason").unwrap();
     assert_eq!(r.first("code").unwrap().text, "A01");
@@ -512,17 +515,7 @@ fn the_acknowledgement_reports_each_bid_the_node_refused() {
 
     // One of S2's two points refused: A03 overall, S2 rejected in part (A21) with the reason.
     let some = [receipt(0), receipt(1), refused(2)];
-    let ack = acknowledgement(
-        &parties,
-        NodeId(1),
-        &parties.participant(ParticipantId(1000)),
-        &AckInput::Submitted {
-            document: &doc,
-            replies: &some,
-        },
-        Timestamp(T0),
-    );
-    let root = xml::parse(&ack).unwrap();
+    let root = ack_of(&some);
     let rejected: Vec<_> = root.all("Rejected_TimeSeries").collect();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].first("mRID").unwrap().text, "S2");
@@ -551,17 +544,7 @@ fn the_acknowledgement_reports_each_bid_the_node_refused() {
 
     // Everything refused: A02, S1 fully rejected (A20).
     let none = [refused(0), refused(1), refused(2)];
-    let ack = acknowledgement(
-        &parties,
-        NodeId(1),
-        &parties.participant(ParticipantId(1000)),
-        &AckInput::Submitted {
-            document: &doc,
-            replies: &none,
-        },
-        Timestamp(T0),
-    );
-    let root = xml::parse(&ack).unwrap();
+    let root = ack_of(&none);
     assert_eq!(
         root.first("Reason").unwrap().first("code").unwrap().text,
         "A02"

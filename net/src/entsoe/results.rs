@@ -134,6 +134,23 @@ fn period<T>(w: &mut Writer, run: &Run<T>, mut point: impl FnMut(&mut Writer, &T
     w.close("Period");
 }
 
+/// Opens a publication's `TimeSeries` and writes its head: number, business type, the
+/// (in, out) domains and the contract type.
+fn series_head(
+    w: &mut Writer,
+    n: usize,
+    business: &str,
+    (in_domain, out_domain): (&super::Code, &super::Code),
+    term: Term,
+) {
+    w.open("TimeSeries");
+    w.text("mRID", &n.to_string());
+    w.text("businessType", business);
+    w.coded("in_Domain.mRID", &in_domain.scheme, &in_domain.code);
+    w.coded("out_Domain.mRID", &out_domain.scheme, &out_domain.code);
+    w.text("contract_MarketAgreement.type", contract_type(term));
+}
+
 fn reason(w: &mut Writer, code: &str, text: &str) {
     w.open("Reason");
     w.text("code", code);
@@ -236,12 +253,7 @@ fn prices(h: &Header<'_>, block: &Block) -> Option<String> {
         let code = h.parties.area(area);
         for run in runs(items) {
             n += 1;
-            w.open("TimeSeries");
-            w.text("mRID", &n.to_string());
-            w.text("businessType", "A62");
-            w.coded("in_Domain.mRID", &code.scheme, &code.code);
-            w.coded("out_Domain.mRID", &code.scheme, &code.code);
-            w.text("contract_MarketAgreement.type", contract_type(term));
+            series_head(&mut w, n, "A62", (&code, &code), term);
             w.text("currency_Unit.name", "EUR");
             w.text("price_Measure_Unit.name", "MWH");
             w.text("curveType", "A01");
@@ -360,12 +372,7 @@ fn exchanges(h: &Header<'_>, genesis: &Genesis, block: &Block) -> Option<String>
                 };
                 let (out_code, in_code) = (h.parties.area(from), h.parties.area(to));
                 n += 1;
-                w.open("TimeSeries");
-                w.text("mRID", &n.to_string());
-                w.text("businessType", "A06");
-                w.coded("in_Domain.mRID", &in_code.scheme, &in_code.code);
-                w.coded("out_Domain.mRID", &out_code.scheme, &out_code.code);
-                w.text("contract_MarketAgreement.type", contract_type(term));
+                series_head(&mut w, n, "A06", (&in_code, &out_code), term);
                 w.text("quantity_Measure_Unit.name", "MAW");
                 w.text("curveType", "A01");
                 w.coded(
