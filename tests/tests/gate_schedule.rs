@@ -1,14 +1,17 @@
 //! A day-ahead auction on a gate-closure schedule with real `tieline node` processes over QUIC
 //! (spec D24, N4): the issue's example. On a three-member consortium, a sell bid at 20 and a
 //! buy bid at 60 for the same delivery period, submitted with `tieline bid`'s defaults 92 ms
-//! apart to two home nodes, rest until that period's gate and trade in one round.
+//! apart to two home nodes, rest until that period's gate and trade in one round; an ENTSO-E
+//! bid document is acknowledged, and the round's result documents are written from a node's store.
 
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tieline_core::genesis::Timing;
 use tieline_core::schedule::GateSchedule;
+use tieline_core::units::Timestamp;
 use tieline_net::cluster::{ClusterSpec, LocalCluster};
+use tieline_net::entsoe::interval_time;
 use tieline_tests::{TempDir, tieline_bin};
 
 /// How far ahead of the test's start the first gate closes: long enough for three nodes to
@@ -61,6 +64,48 @@ fn bid(c: &LocalCluster, dir: &TempDir, index: usize, side: &str, step: &str) ->
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// An IEC 62325-451-3 bid document: participant `sender` offers 40 MW at 25 in the
+/// quarter-hours from `start` to `end` (two points), in its area `area` (fallback codes).
+fn bid_document(sender: u32, area: u16, start: Timestamp, end: Timestamp) -> String {
+    let (start, end) = (interval_time(start), interval_time(end));
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Bid_MarketDocument xmlns="urn:iec62325.351:tc57wg16:451-3:biddocument:7:1">
+  <mRID>DOC-{sender}</mRID>
+  <revisionNumber>1</revisionNumber>
+  <type>A24</type>
+  <sender_MarketParticipant.mRID codingScheme="A02">TL-P{sender}</sender_MarketParticipant.mRID>
+  <sender_MarketParticipant.marketRole.type>A01</sender_MarketParticipant.marketRole.type>
+  <receiver_MarketParticipant.mRID codingScheme="A02">TL-N1</receiver_MarketParticipant.mRID>
+  <receiver_MarketParticipant.marketRole.type>A11</receiver_MarketParticipant.marketRole.type>
+  <createdDateTime>2026-01-01T00:00:00Z</createdDateTime>
+  <period.timeInterval><start>{start}</start><end>{end}</end></period.timeInterval>
+  <domain.mRID codingScheme="A02">TL-A{area}</domain.mRID>
+  <subject_MarketParticipant.mRID codingScheme="A02">TL-P{sender}</subject_MarketParticipant.mRID>
+  <subject_MarketParticipant.marketRole.type>A01</subject_MarketParticipant.marketRole.type>
+  <Bid_TimeSeries>
+    <mRID>S1</mRID>
+    <auction.mRID>DA</auction.mRID>
+    <businessType>B74</businessType>
+    <in_Domain.mRID codingScheme="A02">TL-A{area}</in_Domain.mRID>
+    <out_Domain.mRID codingScheme="A02">TL-A{area}</out_Domain.mRID>
+    <quantity_Measurement_Unit.name>MAW</quantity_Measurement_Unit.name>
+    <currency_Unit.name>EUR</currency_Unit.name>
+    <price_Measurement_Unit.name>MWH</price_Measurement_Unit.name>
+    <divisible>A01</divisible>
+    <blockBid>A02</blockBid>
+    <Period>
+      <timeInterval><start>{start}</start><end>{end}</end></timeInterval>
+      <resolution>PT15M</resolution>
+      <Point><position>1</position><quantity>40</quantity><price.amount>25</price.amount></Point>
+      <Point><position>2</position><quantity>40</quantity><price.amount>25</price.amount></Point>
+    </Period>
+  </Bid_TimeSeries>
+</Bid_MarketDocument>
+"#
+    )
+}
+
 #[test]
 fn bids_for_one_period_submitted_apart_trade_at_its_gate() {
     let dir = TempDir::new("gate-schedule");
@@ -89,6 +134,38 @@ fn bids_for_one_period_submitted_apart_trade_at_its_gate() {
     let sell = bid(&c, &dir, 0, "sell", "20@10");
     std::thread::sleep(Duration::from_millis(92));
     let buy = bid(&c, &dir, 2, "buy", "60@10");
+    // Participant 1 (#1001, home 1) sends an ENTSO-E bid document: 40 MW offered at 25 in the
+    // day's second and third quarter-hours (10 MWh each), acknowledged by its home node.
+    let periods = c.genesis.timing.schedule.as_ref().unwrap().periods_of(1);
+    let doc = dir.0.join("bids.xml");
+    std::fs::write(&doc, bid_document(1001, 1, periods[1], periods[3])).unwrap();
+    let key1 = dir.0.join("p1.key");
+    tieline_net::keyfile::write(&key1, &c.consortium.participants[1]).unwrap();
+    let ack = dir.0.join("ack.xml");
+    let out = Command::new(tieline_bin())
+        .args(["bid", "--timeout", "5", "--genesis"])
+        .arg(c.dir.join("genesis.toml"))
+        .arg("--key")
+        .arg(&key1)
+        .arg("--document")
+        .arg(&doc)
+        .arg("--ack-out")
+        .arg(&ack)
+        .output()
+        .unwrap();
+    let ack = std::fs::read_to_string(&ack).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}{}{ack}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ack.contains("Acknowledgement_MarketDocument"), "{ack}");
+    assert!(ack.contains("<code>A01</code>"), "{ack}");
+    assert!(
+        ack.contains("<mRID>DOC-1001</mRID>") || ack.contains("DOC-1001"),
+        "{ack}"
+    );
     assert_eq!(sell["status"], "receipted", "{sell}");
     assert_eq!(buy["status"], "receipted", "{buy}");
     assert_eq!(sell["height"], 1, "{sell}");
@@ -142,4 +219,28 @@ fn bids_for_one_period_submitted_apart_trade_at_its_gate() {
     assert_eq!(trades[0]["side"], "sell", "{trades:?}");
     assert_eq!(trades[0]["quantity_mwh"], "10", "{trades:?}");
     c.stop_all();
+    // The round's result documents, from a stopped node's store, name the block.
+    let docs = dir.0.join("documents");
+    let out = Command::new(tieline_bin())
+        .args(["documents", "--height", "1", "--genesis"])
+        .arg(c.dir.join("genesis.toml"))
+        .arg("--data-dir")
+        .arg(c.node_dir(0).join("data"))
+        .arg("--out")
+        .arg(&docs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prices = std::fs::read_to_string(docs.join("prices-h1.xml")).unwrap();
+    assert!(prices.contains("<type>A44</type>"), "{prices}");
+    assert!(
+        prices.contains("<resolution>PT15M</resolution>"),
+        "{prices}"
+    );
+    let allocation = std::fs::read_to_string(docs.join("allocation-h1-p1000.xml")).unwrap();
+    assert!(allocation.contains("<type>A25</type>"), "{allocation}");
 }
