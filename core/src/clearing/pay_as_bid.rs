@@ -169,13 +169,30 @@ type Frontier = [Option<(usize, usize)>; 2];
 /// seller's lowest), then earlier submission, then smaller bid id.
 type Key = (i64, u64, [u8; 32]);
 
-/// One pass over proposed trades, tracking how much of every step they consume. The bids'
-/// prices, quantities, times and sides are copied into flat arrays once, so the walk, which
-/// visits bids in priority order and thus all over memory, touches compact data.
+/// What a trade repeats of its bid, per bid position, copied once in bid order.
+#[derive(Clone, Copy)]
+struct Meta {
+    participant: crate::units::ParticipantId,
+    area: crate::units::AreaId,
+    bus: Option<crate::units::BusId>,
+    /// Index into [`Walk::products`].
+    product: u32,
+}
+
+/// One pass over proposed trades, tracking how much of every step they consume. Everything
+/// the walk reads of a bid (prices, quantities, times, sides, the fields a trade repeats and
+/// the id) is copied into flat arrays once, in bid order, so the walk, which visits bids in
+/// priority order and thus all over memory, never touches the bids themselves.
 struct Walk<'w, 'a> {
     input: &'w ClearingInput<'a>,
     layout: &'w Layout,
     index: DigestMap<usize>,
+    /// The bid id per position.
+    ids: Vec<Digest>,
+    /// The trade fields per position.
+    meta: Vec<Meta>,
+    /// The distinct products, by the index [`Meta::product`] holds.
+    products: Vec<Product>,
     /// Limit price per flat step, negated for buyers: ascending is priority order.
     rank: Vec<i64>,
     /// Quantity per flat step.
@@ -198,9 +215,13 @@ struct Walk<'w, 'a> {
 impl<'w, 'a> Walk<'w, 'a> {
     fn new(input: &'w ClearingInput<'a>, layout: &'w Layout) -> Self {
         let n = layout.total();
+        let m = input.bids.len();
         let (mut rank, mut quantity) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut time, mut buys) = (Vec::new(), Vec::new());
-        for (_, bid) in &input.bids {
+        let (mut time, mut buys) = (Vec::with_capacity(m), Vec::with_capacity(m));
+        let (mut ids, mut meta) = (Vec::with_capacity(m), Vec::with_capacity(m));
+        let mut products: Vec<Product> = Vec::new();
+        let mut product_index: BTreeMap<Product, u32> = BTreeMap::new();
+        for (id, bid) in &input.bids {
             let buy = bid.side == Side::Buy;
             for step in &bid.steps {
                 rank.push(if buy { -step.price.0 } else { step.price.0 });
@@ -208,8 +229,22 @@ impl<'w, 'a> Walk<'w, 'a> {
             }
             time.push(bid.timestamp.0);
             buys.push(buy);
+            ids.push(*id);
+            let product = *product_index.entry(bid.product).or_insert_with(|| {
+                products.push(bid.product);
+                (products.len() - 1) as u32
+            });
+            meta.push(Meta {
+                participant: bid.participant,
+                area: bid.area,
+                bus: bid.bus,
+                product,
+            });
         }
         Self {
+            ids,
+            meta,
+            products,
             index: input
                 .bids
                 .iter()
@@ -233,8 +268,33 @@ impl<'w, 'a> Walk<'w, 'a> {
         (
             self.rank[self.layout.at(pos, step)],
             self.time[pos],
-            self.input.bids[pos].0.0,
+            self.ids[pos].0,
         )
+    }
+
+    /// Whether the step at (`a`, `sa`) comes after the one at (`b`, `sb`) in its side's
+    /// priority order: the order of [`Walk::key`], reading an id only on a tie.
+    fn behind(&self, (a, sa): (usize, usize), (b, sb): (usize, usize)) -> bool {
+        let ka = (self.rank[self.layout.at(a, sa)], self.time[a]);
+        let kb = (self.rank[self.layout.at(b, sb)], self.time[b]);
+        ka > kb || (ka == kb && self.ids[a].0 > self.ids[b].0)
+    }
+
+    /// The trade a bid's side of a match gives: `me` traded `quantity` at `price` with
+    /// `other`.
+    fn expected_trade(&self, me: usize, other: usize, quantity: Quantity, price: Price) -> Trade {
+        let m = &self.meta[me];
+        Trade {
+            bid: self.ids[me],
+            participant: m.participant,
+            side: if self.buys[me] { Side::Buy } else { Side::Sell },
+            area: m.area,
+            bus: m.bus,
+            product: self.products[m.product as usize],
+            quantity,
+            price,
+            counterparty: Some(self.meta[other].participant),
+        }
     }
 
     fn quantity(&self, pos: usize, step: usize) -> i64 {
@@ -278,8 +338,9 @@ impl<'w, 'a> Walk<'w, 'a> {
                 .index
                 .get(&s.bid)
                 .ok_or_else(|| mismatch(name(1, "bid"), format!("{:?}", s.bid), "a cleared bid"))?;
-            let (bid_b, bid_s) = (self.input.bids[pos_b].1, self.input.bids[pos_s].1);
-            if bid_b.side != Side::Buy || bid_s.side != Side::Sell || bid_b.product != bid_s.product
+            if !self.buys[pos_b]
+                || self.buys[pos_s]
+                || self.meta[pos_b].product != self.meta[pos_s].product
             {
                 return Err(mismatch(
                     name(0, "sides"),
@@ -304,22 +365,8 @@ impl<'w, 'a> Walk<'w, 'a> {
             previous = Some((pos_b, pos_s, b.price));
             // The buyer's trade is checked against the rule; the seller's must mirror it.
             self.consume(2 * k, pos_b, pos_s, b.quantity.0, b.price)?;
-            let expected =
-                |me: &crate::market::Bid, id: Digest, other: &crate::market::Bid| Trade {
-                    bid: id,
-                    participant: me.participant,
-                    side: me.side,
-                    area: me.area,
-                    bus: me.bus,
-                    product: me.product,
-                    quantity: b.quantity,
-                    price: b.price,
-                    counterparty: Some(other.participant),
-                };
-            for (i, t, exp) in [
-                (0, b, expected(bid_b, b.bid, bid_s)),
-                (1, s, expected(bid_s, s.bid, bid_b)),
-            ] {
+            for (i, t, me, other) in [(0, b, pos_b, pos_s), (1, s, pos_s, pos_b)] {
+                let exp = self.expected_trade(me, other, b.quantity, b.price);
                 if *t != exp {
                     return Err(mismatch(
                         name(i, "fields"),
@@ -343,7 +390,7 @@ impl<'w, 'a> Walk<'w, 'a> {
         price: Price,
     ) -> Result<(), ClearingMismatch> {
         let item = |what: &str| format!("trade {trade}: {what}");
-        let product = self.input.bids[pos_b].1.product;
+        let product = self.products[self.meta[pos_b].product as usize];
         // The earlier-submitted bid sets the price; the seller's on equal times.
         let earlier_is_buyer = self.time[pos_b] < self.time[pos_s];
         let mut left = q;
@@ -378,7 +425,7 @@ impl<'w, 'a> Walk<'w, 'a> {
             let last = self.last_of(product, trade)?;
             for (side, pos, step) in [(0, pos_b, sb), (1, pos_s, ss)] {
                 if let Some((lp, ls)) = last[side].filter(|&l| l != (pos, step)) {
-                    let behind = self.key(lp, ls) > self.key(pos, step);
+                    let behind = self.behind((lp, ls), (pos, step));
                     if behind || self.used[self.layout.at(lp, ls)] < self.quantity(lp, ls) {
                         return Err(mismatch(
                             item("priority"),
