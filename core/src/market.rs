@@ -218,8 +218,22 @@ impl Bid {
         self.steps.iter().map(|s| s.quantity).sum()
     }
 
-    /// Checks the bid against the consortium's rules (not its signature; spec D7).
+    /// Checks the bid against the consortium's rules (not its signature; spec D7), its
+    /// delivery period against the gate schedule included (D24).
     pub fn check(&self, genesis: &Genesis, chain_id: &Digest) -> Result<(), BidError> {
+        self.check_rules(genesis, chain_id)?;
+        if let Some(s) = &genesis.timing.schedule {
+            s.height_of(self.product.delivery_start, self.product.delivery_minutes)
+                .map_err(|e| BidError::OffSchedule {
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// [`Bid::check`] but for the gate schedule: for a caller that places the period itself
+    /// (the block rules do, once per round, spec N4).
+    pub fn check_rules(&self, genesis: &Genesis, chain_id: &Digest) -> Result<(), BidError> {
         if self.chain_id != *chain_id {
             return Err(BidError::WrongChain {
                 expected: *chain_id,
@@ -238,12 +252,6 @@ impl Bid {
         }
         if self.product.delivery_minutes == 0 {
             return Err(BidError::EmptyDelivery);
-        }
-        if let Some(s) = &genesis.timing.schedule {
-            s.height_of(self.product.delivery_start, self.product.delivery_minutes)
-                .map_err(|e| BidError::OffSchedule {
-                    reason: e.to_string(),
-                })?;
         }
         if self.steps.is_empty() {
             return Err(BidError::NoSteps);

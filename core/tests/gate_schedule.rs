@@ -269,19 +269,29 @@ fn a_bid_of_another_round_in_a_batch_is_rejected_as_outside_its_gate() {
     let sch = schedule(&s).clone();
     let here = bid(&s, 0, Side::Sell, 20, sch.periods_of(2)[3], 1);
     let later = bid(&s, 1, Side::Buy, 60, sch.periods_of(3)[3], 2);
+    // A half-hour period the hourly schedule does not open: invalid in any round (D7).
+    let mut off = bid(&s, 1, Side::Buy, 60, sch.periods_of(2)[5], 3).body;
+    off.product.delivery_minutes = 30;
+    let off = Signed::sign(off, &s.participants[1]);
     let plan = BlockPlan {
         height: 2,
-        batches: vec![s.batch(0, 2, vec![here.clone(), later.clone()])],
+        batches: vec![s.batch(0, 2, vec![here.clone(), later.clone(), off.clone()])],
         ..BlockPlan::default()
     };
     let body = s.body(plan, &Default::default(), true);
     assert_eq!(body.trades.len(), 0, "one seller alone does not trade");
     assert_eq!(
         body.process.rejections,
-        vec![Rejection {
-            bid: later.body.id(),
-            reason: RejectionReason::OutsideGate
-        }]
+        vec![
+            Rejection {
+                bid: later.body.id(),
+                reason: RejectionReason::OutsideGate
+            },
+            Rejection {
+                bid: off.body.id(),
+                reason: RejectionReason::Invalid
+            }
+        ]
     );
     // Without a schedule, every round takes every valid bid.
     let mut check = |_: &SignedBid, _: &tieline_core::crypto::PublicKey| true;
@@ -298,7 +308,7 @@ fn a_bid_of_another_round_in_a_batch_is_rejected_as_outside_its_gate() {
         &mut check,
     );
     assert_eq!(selection.rejections, vec![]);
-    assert_eq!(selection.bids.len(), 2);
+    assert_eq!(selection.bids.len(), 3);
 }
 
 /// N1 with N4: a round that commits without a home node's batch (the node was down at the

@@ -16,6 +16,7 @@ use crate::clearing::{Cleared, Clearing, ClearingError, ClearingInput, ClearingR
 use crate::crypto::{Digest, PublicKey, SignatureScheme, Signed};
 use crate::genesis::Genesis;
 use crate::market::{Bid, SignedBatch, SignedBid};
+use crate::schedule::GateSchedule;
 use crate::units::{AreaId, NodeId, ParticipantId};
 
 /// The highest nonce of each participant in committed blocks. A bid is replayed if its nonce
@@ -71,12 +72,54 @@ fn candidates(process: &ProcessData) -> impl Iterator<Item = (&SignedBid, NodeId
     batched.chain(appealed)
 }
 
-/// Whether a valid bid belongs to the round at `height` (spec N4): always without a gate
-/// schedule; with one, if this height clears its delivery period.
-fn in_round(genesis: &Genesis, bid: &Bid, height: u64) -> bool {
-    genesis.timing.schedule.as_ref().is_none_or(|s| {
-        s.height_of(bid.product.delivery_start, bid.product.delivery_minutes) == Ok(height)
-    })
+/// Where a bid's delivery period stands against one round (spec D24, N4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// The round clears it (always, without a gate schedule).
+    InRound,
+    /// No round does: the schedule does not open it (the bid is invalid, D7).
+    OffSchedule,
+    /// Another round does.
+    OtherRound,
+}
+
+/// The delivery periods a round clears under a gate schedule, computed once per round so
+/// that placing a bid is a search among the day's periods; only a bid outside them needs
+/// the calendar.
+struct RoundPeriods<'g> {
+    schedule: Option<&'g GateSchedule>,
+    height: u64,
+    starts: Vec<u64>,
+}
+
+impl<'g> RoundPeriods<'g> {
+    fn new(genesis: &'g Genesis, height: u64) -> Self {
+        let schedule = genesis.timing.schedule.as_ref();
+        let starts = schedule.map_or_else(Vec::new, |s| {
+            s.periods_of(height).into_iter().map(|t| t.0).collect()
+        });
+        Self {
+            schedule,
+            height,
+            starts,
+        }
+    }
+
+    fn place(&self, p: &crate::market::Product) -> Placement {
+        let Some(s) = self.schedule else {
+            return Placement::InRound;
+        };
+        if p.delivery_minutes == u32::from(s.resolution_minutes)
+            && self.starts.binary_search(&p.delivery_start.0).is_ok()
+        {
+            return Placement::InRound;
+        }
+        match s.height_of(p.delivery_start, p.delivery_minutes) {
+            Err(_) => Placement::OffSchedule,
+            Ok(h) if h == self.height => Placement::InRound,
+            Ok(_) => Placement::OtherRound,
+        }
+    }
 }
 
 /// Which bids a body clears and which it rejects (spec V2, V3, L3, N4): a bid is rejected as
@@ -98,6 +141,7 @@ pub fn select_bids<'a>(
     check_signature: &mut BidSignatureCheck<'_>,
 ) -> Selection<'a> {
     let unavailable = unavailable_areas(genesis, process.skip_certificate.as_ref());
+    let round = RoundPeriods::new(genesis, height);
     let mut seen_ids = BTreeSet::new();
     let mut seen_nonces = BTreeSet::new();
     let mut verdicts: Vec<(Digest, &'a Bid, Option<RejectionReason>)> = Vec::new();
@@ -112,14 +156,16 @@ pub fn select_bids<'a>(
         let verdict = if replay {
             Some(RejectionReason::Duplicate)
         } else {
+            let placement = round.place(&bid.product);
             let valid = genesis.participant(bid.participant).is_some_and(|p| {
                 p.home == home
-                    && bid.check(genesis, chain_id).is_ok()
+                    && placement != Placement::OffSchedule
+                    && bid.check_rules(genesis, chain_id).is_ok()
                     && check_signature(sb, &p.public_key)
             });
             if !valid {
                 Some(RejectionReason::Invalid)
-            } else if !in_round(genesis, bid, height) {
+            } else if placement == Placement::OtherRound {
                 Some(RejectionReason::OutsideGate)
             } else if unavailable.contains(&bid.area) {
                 Some(RejectionReason::AreaUnavailable)

@@ -352,7 +352,8 @@ impl NodeState {
                     this: ctx.me,
                 });
             }
-            bid.check(&ctx.genesis, &ctx.chain_id)?;
+            // The period against the schedule: `height_for`, below.
+            bid.check_rules(&ctx.genesis, &ctx.chain_id)?;
             sb.verify(ctx.scheme.as_ref(), &p.public_key)
                 .map_err(|_| BidError::BadSignature(p.id))?;
             let last = self
