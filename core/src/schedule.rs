@@ -24,6 +24,12 @@ use crate::units::Timestamp;
 /// until its gate; this bounds how much a node holds).
 pub const MAX_GATES_AHEAD: u64 = 14;
 
+/// How far a member's clock may run ahead of another's (spec N4): a proposal for a height
+/// arriving earlier than this before the height's gate, by the receiver's clock, is ignored,
+/// so that no primary can close the others' gates early. Members keep their clocks
+/// synchronised far closer (NTP).
+pub const MAX_CLOCK_SKEW_MS: u64 = 2_000;
+
 /// The resolutions a schedule may open, in minutes.
 pub const RESOLUTIONS: [u16; 3] = [15, 30, 60];
 

@@ -10,7 +10,7 @@ use tieline_core::audit::audit_chain;
 use tieline_core::block::{Rejection, RejectionReason};
 use tieline_core::consensus::content::{BlockPlan, select_bids};
 use tieline_core::consensus::sim::Cluster;
-use tieline_core::consensus::{NoGridModel, Reply, SecurityCheck};
+use tieline_core::consensus::{Effect, Input, Message, NoGridModel, Reply, SecurityCheck, Timer};
 use tieline_core::crypto::{Ed25519, Signed};
 use tieline_core::market::{Bid, BidError, BidStep, Product, Settlement, Side, SignedBid, Term};
 use tieline_core::sample::SampleConsortium;
@@ -349,4 +349,67 @@ fn a_bid_whose_batch_missed_its_round_is_recorded_rejected_in_the_next() {
     for n in &c.nodes {
         audit_chain(&s.genesis, &Ed25519::default(), &n.store.blocks).unwrap();
     }
+}
+
+/// N4: a proposal for a scheduled height that arrives well before its gate (a faulty primary
+/// proposing early) closes no gate and gets no vote: the auction stays open. Within
+/// `MAX_CLOCK_SKEW_MS` of the gate (a correct primary whose clock runs a little ahead) it is
+/// taken as usual.
+#[test]
+fn a_proposal_before_the_gate_does_not_close_the_auction() {
+    let s = consortium();
+    let sch = schedule(&s).clone();
+    let mut c = cluster(&s);
+    assert!(c.run_until(50_000, decided(1)));
+    let primary = s.genesis.primary(2, 0);
+    let p = c.nodes.iter().position(|n| n.ctx.me == primary).unwrap();
+    let v = (p + 1) % 3;
+    // The primary's gate and batch-wait timers fire an hour early (its clock is wrong, or it
+    // is faulty).
+    c.now = sch.gate_of(2).0 - 3_600_000;
+    c.input(p, Input::Timer(Timer::Gate(2)));
+    // It proposes with its own batch alone once its batch wait ends.
+    let effects = c.input(p, Input::Timer(Timer::BatchWait(2)));
+    let proposal = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Broadcast(m @ Message::Proposal(_)) => Some(m.clone()),
+            _ => None,
+        })
+        .expect("the primary proposes at its gate");
+    let early = c.input(
+        v,
+        Input::Message {
+            from: primary,
+            msg: proposal.clone(),
+        },
+    );
+    assert!(early.is_empty(), "{early:?}");
+    assert!(!c.nodes[v].state.gate_closed);
+    // A participant of the verifier can still bid for the day.
+    let home_of_v = s.genesis.members[v].id;
+    let k = s
+        .genesis
+        .participants
+        .iter()
+        .position(|q| q.home == home_of_v)
+        .unwrap();
+    assert_eq!(
+        receipt_height(c.submit(bid(&s, k, Side::Sell, 20, sch.periods_of(2)[0], 9))),
+        2
+    );
+    // A second before the gate, within the clock skew, the proposal closes the gate.
+    c.now = sch.gate_of(2).0 - 1_000;
+    let late = c.input(
+        v,
+        Input::Message {
+            from: primary,
+            msg: proposal,
+        },
+    );
+    assert!(c.nodes[v].state.gate_closed);
+    assert!(
+        late.iter()
+            .any(|e| matches!(e, Effect::Broadcast(Message::Batch(_))))
+    );
 }

@@ -23,7 +23,7 @@ use crate::crypto::{Digest, PublicKey, Signature, Signed};
 use crate::market::{
     Bid, BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt,
 };
-use crate::schedule::MAX_GATES_AHEAD;
+use crate::schedule::{MAX_CLOCK_SKEW_MS, MAX_GATES_AHEAD};
 use crate::units::{NodeId, ParticipantId, Timestamp};
 
 /// Most fallback revisions after the genesis bound: enough to halve any batch set to nothing.
@@ -443,6 +443,15 @@ impl NodeState {
             });
         }
         Ok(height)
+    }
+
+    /// Whether `now` is more than `MAX_CLOCK_SKEW_MS` before this height's scheduled gate.
+    fn before_gate(&self, ctx: &Context, now: Timestamp) -> bool {
+        ctx.genesis
+            .timing
+            .schedule
+            .as_ref()
+            .is_some_and(|s| now.0.saturating_add(MAX_CLOCK_SKEW_MS) < s.gate_of(self.height).0)
     }
 
     fn on_timer(&mut self, out: &mut Out<'_>, timer: Timer) {
@@ -905,6 +914,11 @@ impl NodeState {
             }
         }
         if view != self.view || self.skipped(ctx, view) {
+            return;
+        }
+        // N4: under a gate schedule, a proposal long before the gate (by this node's clock)
+        // must not close it: the auction stays open for every participant until its gate.
+        if !self.gate_closed && self.before_gate(ctx, out.now) {
             return;
         }
         if !self.gate_closed {
