@@ -474,6 +474,8 @@ async fn scenario(
     )
     .map(|()| options.report.display().to_string())
     .with_context(|| format!("cannot write the report to {}", options.report.display()));
+    // The market's own documents (ENTSO-E) of the last round with trades, beside the report.
+    let documents = result_documents_beside(&g, &longest, &options.report);
     let summary = DemoSummary {
         grid: grid.is_some(),
         rounds_committed,
@@ -508,6 +510,10 @@ async fn scenario(
                 })),
                 "rounds": stories.iter().map(RoundStory::json).collect::<Vec<_>>(),
                 "report": report.as_ref().ok(),
+                "documents": documents.as_ref().ok().map(|(h, paths)| json!({
+                    "height": h,
+                    "files": paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                })),
                 "seconds": log.start.elapsed().as_secs_f64(),
                 "nodes": node_reports,
             })
@@ -533,9 +539,54 @@ async fn scenario(
             }
             Err(e) => println!("report: {e:#}"),
         }
+        match &documents {
+            Ok((h, paths)) => println!(
+                "market documents of round {h} (ENTSO-E A44 prices, A25 allocations, A09 exchanges): {}",
+                paths
+                    .first()
+                    .and_then(|p| p.parent())
+                    .map_or_else(String::new, |d| d.display().to_string())
+            ),
+            Err(e) => println!("market documents: {e:#}"),
+        }
     }
     report?;
+    documents?;
     Ok(summary)
+}
+
+/// Writes the result documents of the chain's last round with trades into a directory beside
+/// `report`, named after it (`report-documents/`), sent by that round's primary.
+fn result_documents_beside(
+    g: &Genesis,
+    chain: &[Block],
+    report: &std::path::Path,
+) -> Result<(u64, Vec<PathBuf>)> {
+    use tieline_net::entsoe::{Parties, result_documents};
+    let block = chain
+        .iter()
+        .rev()
+        .find(|b| !b.body.trades.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("no round has trades"))?;
+    let stem = report
+        .file_stem()
+        .map_or_else(|| "report".into(), |s| s.to_string_lossy().into_owned());
+    let dir = report.with_file_name(format!("{stem}-documents"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let docs = result_documents(
+        g,
+        &Parties::from_genesis(g),
+        block,
+        block.header.primary,
+        tieline_core::units::Timestamp(now),
+    );
+    let height = block.header.height;
+    let paths = docs
+        .write(height, &dir)
+        .with_context(|| format!("cannot write the documents into {}", dir.display()))?;
+    Ok((height, paths))
 }
 
 fn member_name(g: &Genesis, id: tieline_core::units::NodeId) -> String {

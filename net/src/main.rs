@@ -1367,23 +1367,9 @@ fn documents(source: &ChainArgs, height: u64, out: &Path, member: Option<u16>) -
     }
     let parties = Parties::from_genesis(&genesis);
     let docs = result_documents(&genesis, &parties, block, sender, Timestamp(now_ms()));
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut written = Vec::new();
-    let mut write = |name: String, xml: &str| -> Result<()> {
-        let path = out.join(name);
-        std::fs::write(&path, xml).with_context(|| format!("cannot write {}", path.display()))?;
-        written.push(path);
-        Ok(())
-    };
-    if let Some(x) = &docs.prices {
-        write(format!("prices-h{height}.xml"), x)?;
-    }
-    for (p, x) in &docs.allocations {
-        write(format!("allocation-h{height}-p{p}.xml"), x)?;
-    }
-    if let Some(x) = &docs.exchanges {
-        write(format!("exchanges-h{height}.xml"), x)?;
-    }
+    let written = docs
+        .write(height, out)
+        .with_context(|| format!("cannot write the documents into {}", out.display()))?;
     for p in &written {
         println!("{}", p.display());
     }

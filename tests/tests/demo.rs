@@ -122,6 +122,40 @@ fn the_demo_shows_the_papers_whole_process_and_writes_the_report() {
     for r in rounds {
         assert!(html.contains(r["block"].as_str().unwrap()), "block of {r}");
     }
+    // The last round with trades as the market's own documents, beside the report: prices
+    // (A44) per area naming the round's block, and an exchange on a tie line (A09).
+    let docs = &d["documents"];
+    let height = docs["height"].as_u64().expect("a round's documents");
+    let round = rounds
+        .iter()
+        .find(|r| r["height"] == height)
+        .expect("the documents' round is on the chain");
+    let files: Vec<&str> = docs["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let prices = files
+        .iter()
+        .find(|f| f.ends_with(&format!("prices-h{height}.xml")))
+        .expect("an A44 document");
+    let xml = std::fs::read_to_string(prices).unwrap();
+    assert!(xml.contains("<type>A44</type>"), "{xml}");
+    assert!(
+        xml.contains(round["block"].as_str().unwrap()),
+        "the A44 names the block"
+    );
+    assert!(
+        files.iter().any(|f| f.contains("allocation-h")),
+        "{files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with(&format!("exchanges-h{height}.xml"))),
+        "{files:?}"
+    );
 }
 
 fn tieline(args: &[&str], genesis: &Path, key: &Path, what: &str) -> Output {

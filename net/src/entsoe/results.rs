@@ -189,6 +189,39 @@ impl Header<'_> {
     }
 }
 
+impl ResultDocuments {
+    /// Writes the documents into `dir` (created if missing) as `prices-h<H>.xml`,
+    /// `allocation-h<H>-p<P>.xml` and `exchanges-h<H>.xml`; returns the paths written.
+    pub fn write(
+        &self,
+        height: u64,
+        dir: &std::path::Path,
+    ) -> std::io::Result<Vec<std::path::PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let named = self
+            .prices
+            .iter()
+            .map(|x| (format!("prices-h{height}.xml"), x))
+            .chain(
+                self.allocations
+                    .iter()
+                    .map(|(p, x)| (format!("allocation-h{height}-p{p}.xml"), x)),
+            )
+            .chain(
+                self.exchanges
+                    .iter()
+                    .map(|x| (format!("exchanges-h{height}.xml"), x)),
+            );
+        let mut written = Vec::new();
+        for (name, xml) in named {
+            let path = dir.join(name);
+            std::fs::write(&path, xml)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
 /// The three kinds of result documents for a committed block, written by member `sender`.
 pub fn result_documents(
     genesis: &Genesis,
