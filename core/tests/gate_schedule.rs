@@ -7,12 +7,14 @@
 use std::sync::Arc;
 
 use tieline_core::audit::audit_chain;
-use tieline_core::block::{Rejection, RejectionReason};
-use tieline_core::consensus::content::{BlockPlan, select_bids};
+use tieline_core::block::{Appeal, AppealClaim, AppealResolution, Rejection, RejectionReason};
+use tieline_core::consensus::content::{BlockPlan, CommittedNonces, resolve_appeal, select_bids};
 use tieline_core::consensus::sim::Cluster;
 use tieline_core::consensus::{Effect, Input, Message, NoGridModel, Reply, SecurityCheck, Timer};
 use tieline_core::crypto::{Ed25519, Signed};
-use tieline_core::market::{Bid, BidError, BidStep, Product, Settlement, Side, SignedBid, Term};
+use tieline_core::market::{
+    Bid, BidError, BidReceipt, BidStep, Product, Settlement, Side, SignedBid, Term,
+};
 use tieline_core::sample::SampleConsortium;
 use tieline_core::schedule::{GateSchedule, MAX_GATES_AHEAD};
 use tieline_core::units::{Price, Quantity, Timestamp};
@@ -412,4 +414,106 @@ fn a_proposal_before_the_gate_does_not_close_the_auction() {
         late.iter()
             .any(|e| matches!(e, Effect::Broadcast(Message::Batch(_))))
     );
+}
+
+/// N4 with V3: bids rest in the order of their periods, not of their nonces. A participant
+/// that bids for the day after tomorrow (nonce 1) and then for tomorrow (nonce 2) has both
+/// cleared: the second is on the chain first, and the first is no replay of it.
+#[test]
+fn a_bid_for_a_later_day_with_a_lower_nonce_is_no_replay() {
+    let s = consortium();
+    let sch = schedule(&s).clone();
+    let mut c = cluster(&s);
+    assert!(c.run_until(50_000, decided(1)));
+    let (day2, day3) = (sch.periods_of(2)[6], sch.periods_of(3)[6]);
+    let later = bid(&s, 0, Side::Sell, 20, day3, 1);
+    assert_eq!(receipt_height(c.submit(later.clone())), 3);
+    assert_eq!(
+        receipt_height(c.submit(bid(&s, 0, Side::Sell, 20, day2, 2))),
+        2
+    );
+    assert_eq!(
+        receipt_height(c.submit(bid(&s, 2, Side::Buy, 60, day2, 3))),
+        2
+    );
+    assert_eq!(
+        receipt_height(c.submit(bid(&s, 2, Side::Buy, 60, day3, 4))),
+        3
+    );
+    assert!(c.run_until(400_000, decided(3)));
+    let blocks = &c.nodes[0].store.blocks;
+    assert_eq!(
+        blocks[1].body.trades.len(),
+        2,
+        "{:?}",
+        blocks[1].body.process.rejections
+    );
+    assert_eq!(blocks[2].body.process.rejections, vec![]);
+    assert!(
+        blocks[2]
+            .body
+            .trades
+            .iter()
+            .any(|t| t.bid == later.body.id())
+    );
+    // A bid for day 3 again, with a nonce the participant has used: refused at intake.
+    assert!(matches!(
+        refusal(c.submit(bid(&s, 0, Side::Sell, 21, sch.periods_of(4)[6], 2))),
+        BidError::ReplayedNonce { .. }
+    ));
+    for n in &c.nodes {
+        audit_chain(&s.genesis, &Ed25519::default(), &n.store.blocks).unwrap();
+    }
+}
+
+/// V5 with N4: under a gate schedule an omitted bid can be claimed only in its own round (the
+/// height its receipt names); there its participant's higher committed nonces (of bids for
+/// earlier days) do not make it "already included".
+#[test]
+fn an_omission_appeal_is_heard_in_the_bids_own_round_only() {
+    let s = consortium();
+    let sch = schedule(&s).clone();
+    let b = bid(&s, 0, Side::Sell, 20, sch.periods_of(3)[2], 1);
+    let home = s.genesis.participants[0].home;
+    let receipt = Signed::sign(
+        BidReceipt {
+            chain_id: s.genesis.chain_id(),
+            bid: b.body.id(),
+            participant: b.body.participant,
+            home,
+            height: 3,
+            received_at: Timestamp(0),
+        },
+        &s.members[0],
+    );
+    let appeal = |height: u64| {
+        Signed::sign(
+            Appeal {
+                chain_id: s.genesis.chain_id(),
+                participant: b.body.participant,
+                height,
+                claim: AppealClaim::Omitted {
+                    bid: Box::new(b.clone()),
+                    receipt: receipt.clone(),
+                },
+            },
+            &s.participants[0],
+        )
+    };
+    // The participant's bid for day 2 with nonce 5 is already on the chain.
+    let committed = CommittedNonces::from([(b.body.participant, 5)]);
+    let resolve = |height: u64| {
+        resolve_appeal(
+            &s.genesis,
+            &s.genesis.chain_id(),
+            &Ed25519::default(),
+            height,
+            &Default::default(),
+            &committed,
+            &appeal(height),
+        )
+    };
+    assert_eq!(resolve(3), AppealResolution::Upheld { revision: 0 });
+    assert_eq!(resolve(2), AppealResolution::RejectedUnverifiable);
+    assert_eq!(resolve(4), AppealResolution::RejectedUnverifiable);
 }

@@ -123,8 +123,11 @@ impl<'g> RoundPeriods<'g> {
 }
 
 /// Which bids a body clears and which it rejects (spec V2, V3, L3, N4): a bid is rejected as
-/// `Duplicate` if its id or its (participant, nonce) was seen earlier in the body or its nonce
-/// is not above the participant's committed nonce; as `Invalid` if it breaks a rule (D7), its
+/// `Duplicate` if its id or its (participant, nonce) was seen earlier in the body or (without a
+/// gate schedule) its nonce is not above the participant's committed nonce; under a schedule
+/// a bid can be cleared only in its own period's block (N4), so a replay of it elsewhere is
+/// `OutsideGate`, and bids for later days may carry lower nonces than bids already committed
+/// for earlier ones; as `Invalid` if it breaks a rule (D7), its
 /// signature fails, or its participant's home is not the node that vouches for it; as
 /// `OutsideGate` if a gate schedule clears its delivery period at another height; as
 /// `AreaUnavailable` if its area cannot trade in this view; and, in fallback revisions
@@ -150,9 +153,10 @@ pub fn select_bids<'a>(
         let id = bid.id();
         let replay = !seen_ids.insert(id)
             || !seen_nonces.insert((bid.participant, bid.nonce))
-            || committed
-                .get(&bid.participant)
-                .is_some_and(|&n| bid.nonce <= n);
+            || (round.schedule.is_none()
+                && committed
+                    .get(&bid.participant)
+                    .is_some_and(|&n| bid.nonce <= n));
         let verdict = if replay {
             Some(RejectionReason::Duplicate)
         } else {
@@ -205,7 +209,8 @@ pub fn select_bids<'a>(
 /// How an appeal resolves against the body's batches and the appeals before it (spec V5):
 /// an `Omitted` claim is upheld if its receipt is the home node's signature for this bid, the
 /// bid is valid and signed and names the appellant, the receipt's height is not above this
-/// height, and the bid is neither in the body nor on the chain already (its nonce above the
+/// height (under a gate schedule: is this height, the bid's only round, N4), and the bid is
+/// neither in the body nor (without a schedule) on the chain already (its nonce above the
 /// participant's committed nonce); a `Misallocated` claim about a cleared bid stands rejected,
 /// because every node recomputes the clearing (V7).
 pub fn resolve_appeal(
@@ -221,6 +226,8 @@ pub fn resolve_appeal(
     match &a.claim {
         AppealClaim::Omitted { bid, receipt } => {
             let r = &receipt.body;
+            // Under a gate schedule a bid's auction is its receipt's round only (N4).
+            let scheduled = genesis.timing.schedule.is_some();
             let verifiable = genesis.participant(a.participant).is_some_and(|p| {
                 let home_key = genesis.member(p.home).map(|m| m.public_key);
                 bid.body.participant == a.participant
@@ -228,7 +235,7 @@ pub fn resolve_appeal(
                     && r.chain_id == *chain_id
                     && r.bid == bid.body.id()
                     && r.home == p.home
-                    && r.height <= height
+                    && (r.height == height || (!scheduled && r.height < height))
                     && bid.body.check(genesis, chain_id).is_ok()
                     && bid.verify(scheme, &p.public_key).is_ok()
                     && home_key.is_some_and(|k| receipt.verify(scheme, &k).is_ok())
@@ -236,9 +243,10 @@ pub fn resolve_appeal(
             if !verifiable {
                 AppealResolution::RejectedUnverifiable
             } else if included.contains(&bid.body.id())
-                || committed
-                    .get(&a.participant)
-                    .is_some_and(|&n| bid.body.nonce <= n)
+                || (!scheduled
+                    && committed
+                        .get(&a.participant)
+                        .is_some_and(|&n| bid.body.nonce <= n))
             {
                 AppealResolution::RejectedAlreadyIncluded
             } else {
