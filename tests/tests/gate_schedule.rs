@@ -4,7 +4,8 @@
 //! apart to two home nodes, rest until that period's gate and trade in one round; an ENTSO-E
 //! bid document is acknowledged, and the round's result documents are written from a node's store.
 
-use std::process::Command;
+use std::ffi::OsStr;
+use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tieline_core::genesis::Timing;
@@ -33,28 +34,32 @@ fn schedule_closing_soon() -> GateSchedule {
     }
 }
 
-fn bid(c: &LocalCluster, dir: &TempDir, index: usize, side: &str, step: &str) -> serde_json::Value {
+/// Runs `tieline VERB --timeout 5 --genesis G --key K ARGS...` as participant `index` (its key
+/// written to `dir` on first use).
+fn participant_cmd(
+    c: &LocalCluster,
+    dir: &TempDir,
+    index: usize,
+    verb: &str,
+    args: &[&OsStr],
+) -> Output {
     let key = dir.0.join(format!("p{index}.key"));
     if !key.exists() {
         tieline_net::keyfile::write(&key, &c.consortium.participants[index]).unwrap();
     }
-    let out = Command::new(tieline_bin())
-        .args([
-            "bid",
-            "--json",
-            "--timeout",
-            "5",
-            "--side",
-            side,
-            "--step",
-            step,
-        ])
-        .arg("--genesis")
+    Command::new(tieline_bin())
+        .args([verb, "--timeout", "5", "--genesis"])
         .arg(c.dir.join("genesis.toml"))
         .arg("--key")
         .arg(&key)
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn bid(c: &LocalCluster, dir: &TempDir, index: usize, side: &str, step: &str) -> serde_json::Value {
+    let args = ["--json", "--side", side, "--step", step].map(OsStr::new);
+    let out = participant_cmd(c, dir, index, "bid", &args);
     assert!(
         out.status.success(),
         "{}{}",
@@ -139,20 +144,14 @@ fn bids_for_one_period_submitted_apart_trade_at_its_gate() {
     let periods = c.genesis.timing.schedule.as_ref().unwrap().periods_of(1);
     let doc = dir.0.join("bids.xml");
     std::fs::write(&doc, bid_document(1001, 1, periods[1], periods[3])).unwrap();
-    let key1 = dir.0.join("p1.key");
-    tieline_net::keyfile::write(&key1, &c.consortium.participants[1]).unwrap();
     let ack = dir.0.join("ack.xml");
-    let out = Command::new(tieline_bin())
-        .args(["bid", "--timeout", "5", "--genesis"])
-        .arg(c.dir.join("genesis.toml"))
-        .arg("--key")
-        .arg(&key1)
-        .arg("--document")
-        .arg(&doc)
-        .arg("--ack-out")
-        .arg(&ack)
-        .output()
-        .unwrap();
+    let args = [
+        OsStr::new("--document"),
+        doc.as_os_str(),
+        OsStr::new("--ack-out"),
+        ack.as_os_str(),
+    ];
+    let out = participant_cmd(&c, &dir, 1, "bid", &args);
     let ack = std::fs::read_to_string(&ack).unwrap_or_default();
     assert!(
         out.status.success(),
@@ -173,13 +172,7 @@ fn bids_for_one_period_submitted_apart_trade_at_its_gate() {
         .as_millis() as u64;
     assert!(now < gate.0, "the bids were receipted before the gate");
     // `tieline status` names the open auction and its gate.
-    let out = Command::new(tieline_bin())
-        .args(["status", "--json", "--timeout", "3", "--genesis"])
-        .arg(c.dir.join("genesis.toml"))
-        .arg("--key")
-        .arg(dir.0.join("p0.key"))
-        .output()
-        .unwrap();
+    let out = participant_cmd(&c, &dir, 0, "status", &[OsStr::new("--json")]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["open_height"], 1, "{status}");
     assert_eq!(status["open_gate_ms"], gate.0, "{status}");
@@ -187,13 +180,7 @@ fn bids_for_one_period_submitted_apart_trade_at_its_gate() {
     // After the gate, height 1 commits with the trade.
     let deadline = std::time::Instant::now() + GATE_IN + Duration::from_secs(40);
     let trades = loop {
-        let out = Command::new(tieline_bin())
-            .args(["query", "--json", "--timeout", "3", "--genesis"])
-            .arg(c.dir.join("genesis.toml"))
-            .arg("--key")
-            .arg(dir.0.join("p0.key"))
-            .output()
-            .unwrap();
+        let out = participant_cmd(&c, &dir, 0, "query", &[OsStr::new("--json")]);
         if out.status.success() {
             let blocks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
             if let Some(b) = blocks.iter().find(|b| b["height"] == 1) {
