@@ -222,13 +222,24 @@ impl Bid {
     /// delivery period against the gate schedule included (D24).
     pub fn check(&self, genesis: &Genesis, chain_id: &Digest) -> Result<(), BidError> {
         self.check_rules(genesis, chain_id)?;
-        if let Some(s) = &genesis.timing.schedule {
-            s.height_of(self.product.delivery_start, self.product.delivery_minutes)
-                .map_err(|e| BidError::OffSchedule {
-                    reason: e.to_string(),
-                })?;
-        }
-        Ok(())
+        self.scheduled_height(genesis).map(|_| ())
+    }
+
+    /// The height whose round clears the bid's delivery period under the genesis's gate
+    /// schedule (spec D24), `None` without a schedule, or why the schedule opens no such
+    /// period.
+    pub fn scheduled_height(&self, genesis: &Genesis) -> Result<Option<u64>, BidError> {
+        genesis
+            .timing
+            .schedule
+            .as_ref()
+            .map(|s| {
+                s.height_of(self.product.delivery_start, self.product.delivery_minutes)
+                    .map_err(|e| BidError::OffSchedule {
+                        reason: e.to_string(),
+                    })
+            })
+            .transpose()
     }
 
     /// [`Bid::check`] but for the gate schedule: for a caller that places the period itself

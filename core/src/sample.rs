@@ -181,6 +181,20 @@ impl SampleConsortium {
         height: u64,
         nonce: u64,
     ) -> SignedBid {
+        let timestamp = Timestamp(1_767_225_000_000 + height * 60_000 + nonce % 60_000);
+        self.bid_for(index, side, steps, sample_product(height), nonce, timestamp)
+    }
+
+    /// A signed bid by participant `index` for any product, made at `timestamp`.
+    pub fn bid_for(
+        &self,
+        index: usize,
+        side: Side,
+        steps: Vec<BidStep>,
+        product: Product,
+        nonce: u64,
+        timestamp: Timestamp,
+    ) -> SignedBid {
         let p = &self.genesis.participants[index];
         let bid = Bid {
             chain_id: self.genesis.chain_id(),
@@ -188,10 +202,10 @@ impl SampleConsortium {
             area: p.area,
             bus: None,
             side,
-            product: sample_product(height),
+            product,
             steps,
             nonce,
-            timestamp: Timestamp(1_767_225_000_000 + height * 60_000 + nonce % 60_000),
+            timestamp,
         };
         Signed::sign(bid, &self.participants[index])
     }

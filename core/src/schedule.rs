@@ -89,6 +89,13 @@ pub enum ScheduleError {
     OutOfRange(u64),
 }
 
+/// A [`Timestamp`] as a calendar instant, if the calendar reaches it.
+pub fn instant(t: Timestamp) -> Option<jiff::Timestamp> {
+    i64::try_from(t.0)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+}
+
 fn date_of_epoch_day(day: i64) -> Option<Date> {
     jiff::Timestamp::from_second(day * DAY_S)
         .ok()
@@ -191,11 +198,10 @@ impl GateSchedule {
             });
         }
         let tz = self.time_zone().expect("validated");
-        let instant = i64::try_from(start.0)
-            .ok()
-            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-            .ok_or(ScheduleError::OutOfRange(start.0))?;
-        let day = instant.to_zoned(tz).date();
+        let day = instant(start)
+            .ok_or(ScheduleError::OutOfRange(start.0))?
+            .to_zoned(tz)
+            .date();
         let (day_start, _) = self.day_bounds(day);
         let step = u64::from(self.resolution_minutes) * MINUTE_MS as u64;
         if (start.0 - day_start) % step != 0 {
@@ -218,10 +224,7 @@ impl GateSchedule {
     /// The height whose gate is the first after `now`: where a new bid can still go.
     pub fn open_height(&self, now: Timestamp) -> u64 {
         let tz = self.time_zone().expect("validated");
-        let Some(t) = i64::try_from(now.0)
-            .ok()
-            .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        else {
+        let Some(t) = instant(now) else {
             return u64::MAX;
         };
         // The delivery day after today's local date is the one whose gate is today; if that

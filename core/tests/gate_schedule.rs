@@ -13,7 +13,7 @@ use tieline_core::consensus::sim::Cluster;
 use tieline_core::consensus::{Effect, Input, Message, NoGridModel, Reply, SecurityCheck, Timer};
 use tieline_core::crypto::{Ed25519, Signed};
 use tieline_core::market::{
-    Bid, BidError, BidReceipt, BidStep, Product, Settlement, Side, SignedBid, Term,
+    BidError, BidReceipt, BidStep, Product, Settlement, Side, SignedBid, Term,
 };
 use tieline_core::sample::SampleConsortium;
 use tieline_core::schedule::{GateSchedule, MAX_GATES_AHEAD};
@@ -58,27 +58,17 @@ fn bid(
     start: Timestamp,
     nonce: u64,
 ) -> SignedBid {
-    let p = &s.genesis.participants[index];
-    let body = Bid {
-        chain_id: s.genesis.chain_id(),
-        participant: p.id,
-        area: p.area,
-        bus: None,
-        side,
-        product: Product {
-            delivery_start: start,
-            delivery_minutes: 60,
-            term: Term::Spot,
-            settlement: Settlement::Physical,
-        },
-        steps: vec![BidStep {
-            price: Price(price * Price::SCALE),
-            quantity: Quantity(10 * Quantity::SCALE),
-        }],
-        nonce,
-        timestamp: Timestamp(nonce),
+    let product = Product {
+        delivery_start: start,
+        delivery_minutes: 60,
+        term: Term::Spot,
+        settlement: Settlement::Physical,
     };
-    Signed::sign(body, &s.participants[index])
+    let step = BidStep {
+        price: Price(price * Price::SCALE),
+        quantity: Quantity(10 * Quantity::SCALE),
+    };
+    s.bid_for(index, side, vec![step], product, nonce, Timestamp(nonce))
 }
 
 fn receipt_height(reply: Option<Reply>) -> u64 {

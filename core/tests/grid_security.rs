@@ -11,7 +11,7 @@ use tieline_core::clearing::{
     COEFFICIENT_SCALE, CUT_TOLERANCE, Cleared, ClearingInput, ClearingOutcome, CutVariable,
     StepAward, TieFlow,
 };
-use tieline_core::consensus::{SecurityCheck, cut_value};
+use tieline_core::consensus::{CutValues, SecurityCheck};
 use tieline_core::crypto::Digest;
 use tieline_core::grid::{AreaModel, AreaModelError, Case};
 use tieline_core::market::{Bid, Settlement, Side};
@@ -111,7 +111,7 @@ proptest! {
         let cuts = model.check(&input, &cleared);
         prop_assume!(!cuts.is_empty(), "a secure schedule raises no cut");
         for cut in &cuts {
-            prop_assert!(!cut.honoured_by(cut_value(cut, &input, &cleared)));
+            prop_assert!(!cut.honoured_by(CutValues::new(&input, &cleared).of(cut)));
         }
         let case = Case::parse(RTS_GMLC).unwrap();
         for share in &feasible {
@@ -264,7 +264,7 @@ fn a_line_over_its_limit_by_less_than_the_cut_tolerance_raises_nothing() {
         "a line {x} kWh over its limit, within the cut tolerance, raised a cut"
     );
     for cut in &cuts {
-        assert!(!cut.honoured_by(cut_value(cut, &input, &cleared)));
+        assert!(!cut.honoured_by(CutValues::new(&input, &cleared).of(cut)));
     }
     // Over by more than the tolerance (the outcome at full output), it raises its cut, which
     // that outcome does not honour.
@@ -272,7 +272,7 @@ fn a_line_over_its_limit_by_less_than_the_cut_tolerance_raises_nothing() {
     assert!(cuts.iter().any(|cut| cut.label / 2 == worst.branch));
     assert!(
         cuts.iter()
-            .all(|cut| !cut.honoured_by(cut_value(cut, &input, &full)))
+            .all(|cut| !cut.honoured_by(CutValues::new(&input, &full).of(cut)))
     );
 }
 
@@ -304,7 +304,7 @@ fn a_bid_the_model_cannot_place_is_excluded_once_accepted() {
     for cut in &cuts {
         assert_eq!(cut.label, tieline_core::grid::security::UNLOCATED_BID_LABEL);
         assert_eq!(cut.limit, Quantity::ZERO);
-        assert!(cut_value(cut, &input, &cleared) > 0);
+        assert!(CutValues::new(&input, &cleared).of(cut) > 0);
     }
     // Not accepted, they need no cut.
     assert!(model.check(&input, &Cleared::default()).is_empty());

@@ -572,9 +572,7 @@ fn result_documents_beside(
         .file_stem()
         .map_or_else(|| "report".into(), |s| s.to_string_lossy().into_owned());
     let dir = report.with_file_name(format!("{stem}-documents"));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = crate::now_ms();
     let docs = result_documents(
         g,
         &Parties::from_genesis(g),

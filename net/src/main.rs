@@ -823,15 +823,24 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The first nonce of bids made at `now` ms: the time times 1000, so that the bids of one
+/// document (numbered from it) and later single bids keep rising per participant.
+fn nonce_base(now: u64) -> u64 {
+    now.saturating_mul(1000)
+}
+
+/// The participant a command acts as: `--as-participant`, else the key's own.
+fn acting_participant(a: &BidArgs, c: &ParticipantClient) -> Option<ParticipantId> {
+    a.as_participant.map(ParticipantId).or(c.participant)
+}
+
 async fn bid(a: BidArgs) -> Result<ExitCode> {
     if let Some(path) = &a.document {
         return bid_document(&a, path).await;
     }
     let (genesis, c) = client(&a.who)?;
-    let participant = match (a.as_participant, c.participant) {
-        (Some(p), _) => ParticipantId(p),
-        (None, Some(p)) => p,
-        (None, None) => bail!("the key is not an admitted participant; give --as-participant"),
+    let Some(participant) = acting_participant(&a, &c) else {
+        bail!("the key is not an admitted participant; give --as-participant");
     };
     let area = genesis
         .participant(participant)
@@ -888,7 +897,7 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
             },
         },
         steps,
-        nonce: a.nonce.unwrap_or(now.saturating_mul(1000)),
+        nonce: a.nonce.unwrap_or(nonce_base(now)),
         timestamp: Timestamp(now),
     };
     let id = body.id();
@@ -938,10 +947,7 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
 async fn bid_document(a: &BidArgs, path: &Path) -> Result<ExitCode> {
     use tieline_net::entsoe::{self, AckInput, BidContext, Parties};
     let (genesis, c) = client(&a.who)?;
-    let participant = match (a.as_participant, c.participant) {
-        (Some(p), _) => Some(ParticipantId(p)),
-        (None, p) => p,
-    };
+    let participant = acting_participant(a, &c);
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--document {}: cannot read the file", path.display()))?;
     let parties = Parties::from_genesis(&genesis);
@@ -950,7 +956,7 @@ async fn bid_document(a: &BidArgs, path: &Path) -> Result<ExitCode> {
         genesis: &genesis,
         parties: &parties,
         participant,
-        first_nonce: now.saturating_mul(1000),
+        first_nonce: nonce_base(now),
         now: Timestamp(now),
     };
     let home = c.node();

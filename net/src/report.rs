@@ -278,10 +278,7 @@ footer{color:#777;font-size:.85em;margin-top:32px}
 /// A timestamp as a UTC date and time, e.g. `2026-01-01 01:00:00 UTC` (milliseconds shown
 /// when there are any).
 pub fn utc(t: Timestamp) -> String {
-    let Some(ts) = i64::try_from(t.0)
-        .ok()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-    else {
+    let Some(ts) = tieline_core::schedule::instant(t) else {
         return format!("{} ms after the Unix epoch", t.0);
     };
     if t.0 % 1000 == 0 {

@@ -198,7 +198,7 @@ crate::canonical_struct!(Cut {
 
 impl Cut {
     /// Whether a left-hand side `value` (in millionths of a kWh: coefficients times kWh, as
-    /// [`crate::consensus::cut_value`] computes it) honours the cut: at most its limit plus
+    /// [`crate::consensus::CutValues::of`] computes it) honours the cut: at most its limit plus
     /// [`CUT_TOLERANCE`], which absorbs the rounding of a solution to whole kWh. This is the
     /// one test of a cut: the clearing's verification (3.5, V8) and a member's security check
     /// (C20: it objects only with cuts the outcome does not honour) both use it, so a cut that

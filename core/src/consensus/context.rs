@@ -55,11 +55,6 @@ impl SecurityCheck for ConstraintList {
     }
 }
 
-/// The left-hand side of a cut on an outcome, in millionths of the quantity unit.
-pub fn cut_value(cut: &Cut, input: &ClearingInput<'_>, cleared: &Cleared) -> i128 {
-    CutValues::new(input, cleared).of(cut)
-}
-
 /// What a cut's variables are worth on one outcome: each bid's net injection (its accepted
 /// quantity, positive for a sale, negative for a purchase) and each tie line's flow, by product.
 /// Built once, it evaluates any number of cuts in time linear in their terms.

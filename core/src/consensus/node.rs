@@ -422,15 +422,12 @@ impl NodeState {
         } else {
             self.height
         };
-        let Some(schedule) = &ctx.genesis.timing.schedule else {
+        let (Some(schedule), Some(height)) = (
+            ctx.genesis.timing.schedule.as_ref(),
+            bid.scheduled_height(&ctx.genesis)?,
+        ) else {
             return Ok(open);
         };
-        let p = &bid.product;
-        let height = schedule
-            .height_of(p.delivery_start, p.delivery_minutes)
-            .map_err(|e| BidError::OffSchedule {
-                reason: e.to_string(),
-            })?;
         let gate = schedule.gate_of(height);
         if height < open || now >= gate {
             return Err(BidError::GateClosed { height, gate });

@@ -255,10 +255,7 @@ pub fn created_time(t: Timestamp) -> String {
 }
 
 fn jiff_ts(t: Timestamp) -> jiff::Timestamp {
-    i64::try_from(t.0)
-        .ok()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    tieline_core::schedule::instant(t).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 /// Parses a UTC time `YYYY-MM-DDTHH:MM[:SS]Z` to a [`Timestamp`].
