@@ -428,6 +428,7 @@ fn with_clearing<R>(
     let input = ClearingInput::new(
         &setup.genesis,
         selection.bids,
+        selection.received,
         &body.process.clearing.cuts,
         &unavailable,
     );

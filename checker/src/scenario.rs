@@ -858,10 +858,13 @@ impl Scenario {
             .iter()
             .find(|b| b.body.home == ctx.me)?;
         let mut bids = own.body.bids.clone();
+        let mut received = own.body.received.clone();
         bids.pop()?;
+        received.pop()?;
         let other = Signed::sign(
             BidBatch {
                 bids,
+                received,
                 ..own.body.clone()
             },
             ctx.signer.as_ref(),
@@ -973,6 +976,7 @@ impl Scenario {
                 height: height + 1,
                 home: ctx.me,
                 bids: Vec::new(),
+                received: Vec::new(),
             },
             ctx.signer.as_ref(),
         );

@@ -146,6 +146,7 @@ fn main() {
         areas: &one,
         tie_lines: vec![],
         bids: ids.clone(),
+        received: bids.iter().map(|b| b.timestamp).collect(),
         cuts: &[],
     };
     measure("uniform-price", &UniformPrice, &input, uniform_steps, 5);
@@ -156,6 +157,7 @@ fn main() {
         areas: &one,
         tie_lines: vec![],
         bids: bids_pab.iter().map(|b| (b.id(), b)).collect(),
+        received: bids_pab.iter().map(|b| b.timestamp).collect(),
         cuts: &[],
     };
     measure("pay-as-bid", &PayAsBid, &input, pab_steps, 3);
@@ -183,6 +185,7 @@ fn main() {
             line(5, 1, 3, 500),
         ],
         bids: bids.iter().map(|b| (b.id(), b)).collect(),
+        received: bids.iter().map(|b| b.timestamp).collect(),
         cuts: &[],
     };
     measure("zonal-coupling", &ZonalCoupling, &input, zonal_steps, 2);

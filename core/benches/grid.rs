@@ -101,9 +101,17 @@ fn main() {
             .flat_map(|x| x.body.bids.iter())
             .map(|sb| (sb.body.id(), &sb.body))
             .collect();
+        let received = b
+            .body
+            .process
+            .batches
+            .iter()
+            .flat_map(|x| x.body.received.iter().copied())
+            .collect();
         let input = ClearingInput::new(
             &c.genesis,
             bids,
+            received,
             &b.body.process.clearing.cuts,
             &Default::default(),
         );

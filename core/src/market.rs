@@ -343,19 +343,41 @@ pub struct BidBatch {
     pub home: NodeId,
     /// The bids, in the order the home node received them.
     pub bids: Vec<SignedBid>,
+    /// When the home node received each bid (its receipt's `received_at`), one per bid in the
+    /// same order, never decreasing: the bids' priority among equals (spec C4).
+    pub received: Vec<Timestamp>,
 }
 crate::canonical_struct!(BidBatch {
     chain_id,
     height,
     home,
     bids: seq(MAX_BATCH_BIDS),
+    received: seq(MAX_BATCH_BIDS),
 });
 crate::tagged!(
     BidBatch,
     0x0103,
     "bid-batch",
-    64 + MAX_BATCH_BIDS * (Bid::MAX_ENCODED_LEN + 64)
+    64 + MAX_BATCH_BIDS * (Bid::MAX_ENCODED_LEN + 64 + 8)
 );
+
+impl BidBatch {
+    /// Why the batch is malformed, if it is: a receipt time missing or extra, or out of order
+    /// (spec D19). A malformed batch is refused whole; it is not its bids' fault.
+    pub fn malformed(&self) -> Option<String> {
+        if self.received.len() != self.bids.len() {
+            return Some(format!(
+                "{} receipt times for {} bids",
+                self.received.len(),
+                self.bids.len()
+            ));
+        }
+        self.received
+            .windows(2)
+            .position(|w| w[1] < w[0])
+            .map(|i| format!("receipt time of bid {} is before the previous bid's", i + 1))
+    }
+}
 
 /// A batch with its home node's signature.
 pub type SignedBatch = Signed<BidBatch>;

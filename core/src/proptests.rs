@@ -109,12 +109,14 @@ pub(crate) fn batch() -> impl Strategy<Value = BidBatch> {
         any::<u64>(),
         any::<u16>(),
         vec(signed(bid()), 0..3),
+        vec(any::<u64>(), 0..4),
     )
-        .prop_map(|(chain_id, height, home, bids)| BidBatch {
+        .prop_map(|(chain_id, height, home, bids, at)| BidBatch {
             chain_id,
             height,
             home: NodeId(home),
             bids,
+            received: at.into_iter().map(Timestamp).collect(),
         })
 }
 pub(crate) fn trade() -> impl Strategy<Value = Trade> {

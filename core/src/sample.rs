@@ -261,13 +261,22 @@ impl SampleConsortium {
         out
     }
 
-    /// Member `m`'s signed batch of `bids` for `height`.
+    /// Member `m`'s signed batch of `bids` for `height`. The sample's home node receives
+    /// each bid when it was made, or with the bid before it if that was made later.
     pub fn batch(&self, m: usize, height: u64, bids: Vec<SignedBid>) -> SignedBatch {
+        let received = bids
+            .iter()
+            .scan(Timestamp(0), |t, b| {
+                *t = (*t).max(b.body.timestamp);
+                Some(*t)
+            })
+            .collect();
         let batch = BidBatch {
             chain_id: self.genesis.chain_id(),
             height,
             home: self.genesis.members[m].id,
             bids,
+            received,
         };
         Signed::sign(batch, &self.members[m])
     }

@@ -105,7 +105,7 @@ proptest! {
         let model = AreaModel::from_matpower(&c.area_files[0].text, AreaId(1), &c.genesis).unwrap();
         let bids = area1_bids(&c);
         let refs: Vec<(Digest, &Bid)> = bids.iter().map(|(d, b)| (*d, b)).collect();
-        let input = ClearingInput::new(&c.genesis, refs, &[], &BTreeSet::new());
+        let input = ClearingInput::new(&c.genesis, refs.clone(), refs.iter().map(|(_, b)| b.timestamp).collect(), &[], &BTreeSet::new());
         let (o, _, _) = outcome(&c, &bids, &violating);
         let cleared = Cleared { outcome: o, trades: vec![] };
         let cuts = model.check(&input, &cleared);
@@ -155,7 +155,13 @@ fn an_overloaded_line_gives_one_cut_per_direction_over_the_areas_bids_and_tie_li
     let model = AreaModel::from_matpower(&c.area_files[0].text, AreaId(1), &c.genesis).unwrap();
     let bids = area1_bids(&c);
     let refs: Vec<(Digest, &Bid)> = bids.iter().map(|(d, b)| (*d, b)).collect();
-    let input = ClearingInput::new(&c.genesis, refs, &[], &BTreeSet::new());
+    let input = ClearingInput::new(
+        &c.genesis,
+        refs.clone(),
+        refs.iter().map(|(_, b)| b.timestamp).collect(),
+        &[],
+        &BTreeSet::new(),
+    );
     // Every generator at full output, no demand: area 1 exports everything.
     let share: Vec<f64> = bids
         .iter()
@@ -206,7 +212,13 @@ fn a_line_over_its_limit_by_less_than_the_cut_tolerance_raises_nothing() {
     let model = AreaModel::from_matpower(&c.area_files[0].text, AreaId(1), &c.genesis).unwrap();
     let bids = area1_bids(&c);
     let refs: Vec<(Digest, &Bid)> = bids.iter().map(|(d, b)| (*d, b)).collect();
-    let input = ClearingInput::new(&c.genesis, refs, &[], &BTreeSet::new());
+    let input = ClearingInput::new(
+        &c.genesis,
+        refs.clone(),
+        refs.iter().map(|(_, b)| b.timestamp).collect(),
+        &[],
+        &BTreeSet::new(),
+    );
     let cleared_at = |scale: f64| {
         let share: Vec<f64> = bids
             .iter()
@@ -290,7 +302,13 @@ fn a_bid_the_model_cannot_place_is_excluded_once_accepted() {
         bids[i].0 = bids[i].1.id();
     }
     let refs: Vec<(Digest, &Bid)> = bids.iter().map(|(d, b)| (*d, b)).collect();
-    let input = ClearingInput::new(&c.genesis, refs, &[], &BTreeSet::new());
+    let input = ClearingInput::new(
+        &c.genesis,
+        refs.clone(),
+        refs.iter().map(|(_, b)| b.timestamp).collect(),
+        &[],
+        &BTreeSet::new(),
+    );
     let mut share = vec![0.0; bids.len()];
     share[seller] = 0.5;
     share[buyer] = 0.5;
@@ -315,7 +333,13 @@ fn a_bid_the_model_cannot_place_is_excluded_once_accepted() {
         *d = b.id();
     }
     let refs: Vec<(Digest, &Bid)> = financial.iter().map(|(d, b)| (*d, b)).collect();
-    let input = ClearingInput::new(&c.genesis, refs, &[], &BTreeSet::new());
+    let input = ClearingInput::new(
+        &c.genesis,
+        refs.clone(),
+        refs.iter().map(|(_, b)| b.timestamp).collect(),
+        &[],
+        &BTreeSet::new(),
+    );
     assert!(model.line_flows(&input, &cleared).is_empty());
 }
 

@@ -950,6 +950,7 @@ fn a_primary_is_not_moved_by_an_objection_carrying_a_batch_not_its_objectors_own
             height: 2,
             home: objector,
             bids: Vec::new(),
+            received: Vec::new(),
         },
         &r.s.members[j],
     );
@@ -1165,6 +1166,7 @@ fn a_batch_for_the_next_height_is_kept_and_logged() {
             height: 2,
             home,
             bids: Vec::new(),
+            received: Vec::new(),
         },
         &r.s.members[j],
     );

@@ -23,7 +23,7 @@ pub use zonal::ZonalCoupling;
 use crate::crypto::Digest;
 use crate::genesis::{Area, ClearingParams, ClearingRule, Genesis, TieLine};
 use crate::market::{Bid, Product, Trade};
-use crate::units::{AreaId, BusId, Money, Price, Quantity, TieLineId};
+use crate::units::{AreaId, BusId, Money, Price, Quantity, TieLineId, Timestamp};
 
 /// Most step awards in one outcome.
 pub const MAX_AWARDS: usize = 2_000_000;
@@ -240,6 +240,10 @@ pub struct ClearingInput<'a> {
     /// The bids to clear with their ids, in canonical order (batches in member order, bids in
     /// batch order). Every bid here is valid (spec D7) and appears once.
     pub bids: Vec<(Digest, &'a Bid)>,
+    /// When each bid's home node received it (its signed receipt time, carried in the batch),
+    /// one per bid in the order of `bids`: the priority among equal bids (spec C4). The
+    /// bidder's own `Bid::timestamp` ranks nothing, so a back-dated bid gains nothing.
+    pub received: Vec<Timestamp>,
     /// The cuts from negotiation the outcome must honour.
     pub cuts: &'a [Cut],
 }
@@ -250,6 +254,7 @@ impl<'a> ClearingInput<'a> {
     pub fn new(
         genesis: &'a Genesis,
         bids: Vec<(Digest, &'a Bid)>,
+        received: Vec<Timestamp>,
         cuts: &'a [Cut],
         unavailable: &BTreeSet<AreaId>,
     ) -> Self {
@@ -270,8 +275,16 @@ impl<'a> ClearingInput<'a> {
             areas: &genesis.areas,
             tie_lines,
             bids,
+            received,
             cuts,
         }
+    }
+
+    /// The priority of the bid at `pos` among equal bids (spec C4): earlier receipt by its
+    /// home node first, then the smaller id. Neither is the bidder's to choose: the home node
+    /// stamps the receipt, and the id is the digest of the whole bid.
+    pub fn priority(&self, pos: usize) -> (Timestamp, Digest) {
+        (self.received[pos], self.bids[pos].0)
     }
 }
 

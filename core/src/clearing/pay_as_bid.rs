@@ -61,7 +61,7 @@ impl Clearing for PayAsBid {
                         Side::Sell => (step.price.0, &mut sells),
                     };
                     book.push(Entry {
-                        key: (price, bid.timestamp.0, id.0),
+                        key: (price, input.received[p].0, id.0),
                         pos: p,
                         step: s,
                     });
@@ -80,8 +80,7 @@ impl Clearing for PayAsBid {
                 flat[layout.at(b.pos, b.step)] += q;
                 flat[layout.at(s.pos, s.step)] += q;
                 let (bid_b, bid_s) = (input.bids[b.pos], input.bids[s.pos]);
-                let buyer_first =
-                    pool::priority(&bid_b.0, bid_b.1).0 < pool::priority(&bid_s.0, bid_s.1).0;
+                let buyer_first = input.received[b.pos] < input.received[s.pos];
                 let price = if buyer_first {
                     Price(-b.key.0)
                 } else {
@@ -197,7 +196,7 @@ struct Walk<'w, 'a> {
     rank: Vec<i64>,
     /// Quantity per flat step.
     quantity: Vec<i64>,
-    /// Submission time per bid position.
+    /// Receipt time per bid position.
     time: Vec<u64>,
     /// Whether the bid at a position buys.
     buys: Vec<bool>,
@@ -221,15 +220,15 @@ impl<'w, 'a> Walk<'w, 'a> {
         let (mut ids, mut meta) = (Vec::with_capacity(m), Vec::with_capacity(m));
         let mut products: Vec<Product> = Vec::new();
         let mut product_index: BTreeMap<Product, u32> = BTreeMap::new();
-        for (id, bid) in &input.bids {
+        for (&(id, bid), &received) in input.bids.iter().zip(&input.received) {
             let buy = bid.side == Side::Buy;
             for step in &bid.steps {
                 rank.push(if buy { -step.price.0 } else { step.price.0 });
                 quantity.push(step.quantity.0);
             }
-            time.push(bid.timestamp.0);
+            time.push(received.0);
             buys.push(buy);
-            ids.push(*id);
+            ids.push(id);
             let product = *product_index.entry(bid.product).or_insert_with(|| {
                 products.push(bid.product);
                 (products.len() - 1) as u32

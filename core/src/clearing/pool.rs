@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use crate::crypto::Digest;
 use crate::genesis::ClearingParams;
-use crate::market::{Bid, Product, Side, Trade};
+use crate::market::{Product, Side, Trade};
 use crate::units::{AreaId, BusId, Money, Price, Quantity, Timestamp};
 
 use super::{
@@ -76,11 +76,6 @@ impl Layout {
     pub(crate) fn total(&self) -> usize {
         self.offsets[self.offsets.len() - 1]
     }
-}
-
-/// A bid's priority among equals: earlier submission first, then the smaller id.
-pub(crate) fn priority(id: &Digest, bid: &Bid) -> (Timestamp, Digest) {
-    (bid.timestamp, *id)
 }
 
 /// A short label of a product for messages.
@@ -908,9 +903,8 @@ impl<'i, 'a> Market<'i, 'a> {
             let row = &self.rows[j];
             let i = row.bid();
             let p = self.bids[i];
-            let (id, bid) = self.input.bids[p];
             let x = flat[row.flat()];
-            let rank = (priority(&id, bid), p, self.step_of(row));
+            let rank = (self.input.priority(p), p, self.step_of(row));
             let key = (self.zone_of[i], row.sell(), row.price, self.signature[i]);
             let e = classes.entry(key).or_default();
             if x > 0 && e.0.is_none_or(|r| r < rank) {

@@ -56,7 +56,7 @@ impl Clearing for UniformPrice {
                             Side::Buy => -step.price.0,
                             Side::Sell => step.price.0,
                         },
-                        time: bid.timestamp.0,
+                        time: input.received[p].0,
                         id: id.0,
                         flat: layout.at(p, s),
                         quantity: step.quantity.0,

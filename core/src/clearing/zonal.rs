@@ -82,7 +82,7 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
     let mut index: BTreeMap<(usize, Side, i64, u32), usize> = BTreeMap::new();
     let mut classes: Vec<Class> = Vec::new();
     for (i, &p) in market.bids.iter().enumerate() {
-        let (id, bid) = input.bids[p];
+        let bid = input.bids[p].1;
         for (s, step) in bid.steps.iter().enumerate() {
             let key = (
                 market.zone_of[i],
@@ -101,11 +101,9 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
                 });
                 classes.len() - 1
             });
-            classes[c].steps.push((
-                pool::priority(&id, bid),
-                market.layout.at(p, s),
-                step.quantity.0,
-            ));
+            classes[c]
+                .steps
+                .push((input.priority(p), market.layout.at(p, s), step.quantity.0));
             classes[c].total += step.quantity.0;
         }
     }

@@ -17,7 +17,7 @@ use crate::crypto::{Digest, PublicKey, SignatureScheme, Signed};
 use crate::genesis::Genesis;
 use crate::market::{Bid, SignedBatch, SignedBid};
 use crate::schedule::GateSchedule;
-use crate::units::{AreaId, NodeId, ParticipantId};
+use crate::units::{AreaId, NodeId, ParticipantId, Timestamp};
 
 /// The highest nonce of each participant in committed blocks. A bid is replayed if its nonce
 /// is not above its participant's (spec V3).
@@ -47,25 +47,32 @@ pub fn unavailable_areas(genesis: &Genesis, skip: Option<&SkipCertificate>) -> B
 pub struct Selection<'a> {
     /// The bids to clear, with their ids, in canonical order.
     pub bids: Vec<(Digest, &'a Bid)>,
+    /// When each bid's home node received it, parallel to `bids` (spec C4).
+    pub received: Vec<Timestamp>,
     /// The rejected bids, in canonical order.
     pub rejections: Vec<Rejection>,
 }
 
 /// The candidate bids of a body: every bid of every batch (batches in member order, bids in
 /// batch order), then the bids of upheld `Omitted` appeals, each with the home node that
-/// vouches for it.
-fn candidates(process: &ProcessData) -> impl Iterator<Item = (&SignedBid, NodeId)> {
-    let batched = process
-        .batches
-        .iter()
-        .flat_map(|b| b.body.bids.iter().map(move |sb| (sb, b.body.home)));
+/// vouches for it and when that node received it (the batch's receipt time, or the appeal's
+/// receipt's).
+fn candidates(process: &ProcessData) -> impl Iterator<Item = (&SignedBid, NodeId, Timestamp)> {
+    let batched = process.batches.iter().flat_map(|b| {
+        let home = b.body.home;
+        b.body
+            .bids
+            .iter()
+            .zip(&b.body.received)
+            .map(move |(sb, &t)| (sb, home, t))
+    });
     let appealed =
         process
             .appeals
             .iter()
             .filter_map(|a| match (&a.resolution, &a.appeal.body.claim) {
                 (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, receipt }) => {
-                    Some((bid.as_ref(), receipt.body.home))
+                    Some((bid.as_ref(), receipt.body.home, receipt.body.received_at))
                 }
                 _ => None,
             });
@@ -131,9 +138,9 @@ impl<'g> RoundPeriods<'g> {
 /// signature fails, or its participant's home is not the node that vouches for it; as
 /// `OutsideGate` if a gate schedule clears its delivery period at another height; as
 /// `AreaUnavailable` if its area cannot trade in this view; and, in fallback revisions
-/// (revision `r` above the genesis bound `R`), all but the earliest-submitted
-/// `floor(n / 2^(r - R))` of the remaining `n` bids are rejected as `Fallback` (the paper:
-/// later-submitted trades are cut first).
+/// (revision `r` above the genesis bound `R`), all but the earliest-received
+/// `floor(n / 2^(r - R))` of the remaining `n` bids (by their home nodes' receipt times, then
+/// id, spec C4) are rejected as `Fallback` (the paper: later-submitted trades are cut first).
 pub fn select_bids<'a>(
     genesis: &Genesis,
     chain_id: &Digest,
@@ -147,8 +154,8 @@ pub fn select_bids<'a>(
     let round = RoundPeriods::new(genesis, height);
     let mut seen_ids = BTreeSet::new();
     let mut seen_nonces = BTreeSet::new();
-    let mut verdicts: Vec<(Digest, &'a Bid, Option<RejectionReason>)> = Vec::new();
-    for (sb, home) in candidates(process) {
+    let mut verdicts: Vec<(Digest, &'a Bid, Timestamp, Option<RejectionReason>)> = Vec::new();
+    for (sb, home, received) in candidates(process) {
         let bid = &sb.body;
         let id = bid.id();
         let replay = !seen_ids.insert(id)
@@ -177,29 +184,33 @@ pub fn select_bids<'a>(
                 None
             }
         };
-        verdicts.push((id, bid, verdict));
+        verdicts.push((id, bid, received, verdict));
     }
     if revision > genesis.max_revisions {
         let level = revision - genesis.max_revisions;
-        let mut live: Vec<(crate::units::Timestamp, Digest, usize)> = verdicts
+        let mut live: Vec<(Timestamp, Digest, usize)> = verdicts
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.2.is_none())
-            .map(|(i, v)| (v.1.timestamp, v.0, i))
+            .filter(|(_, v)| v.3.is_none())
+            .map(|(i, v)| (v.2, v.0, i))
             .collect();
         live.sort_unstable();
         let keep = if level >= 63 { 0 } else { live.len() >> level };
         for &(_, _, i) in &live[keep..] {
-            verdicts[i].2 = Some(RejectionReason::Fallback);
+            verdicts[i].3 = Some(RejectionReason::Fallback);
         }
     }
     let mut selection = Selection {
         bids: Vec::new(),
+        received: Vec::new(),
         rejections: Vec::new(),
     };
-    for (id, bid, verdict) in verdicts {
+    for (id, bid, received, verdict) in verdicts {
         match verdict {
-            None => selection.bids.push((id, bid)),
+            None => {
+                selection.bids.push((id, bid));
+                selection.received.push(received);
+            }
             Some(reason) => selection.rejections.push(Rejection { bid: id, reason }),
         }
     }
@@ -342,7 +353,13 @@ impl ContentRules<'_> {
                 self.committed,
                 check_signature,
             );
-            let input = ClearingInput::new(g, selection.bids, &process.clearing.cuts, &unavailable);
+            let input = ClearingInput::new(
+                g,
+                selection.bids,
+                selection.received,
+                &process.clearing.cuts,
+                &unavailable,
+            );
             (self.clearing.clear(&input)?, selection.rejections)
         };
         process.rejections = rejections;
@@ -391,6 +408,9 @@ impl ContentRules<'_> {
             batch
                 .verify(self.scheme, &g.members[index].public_key)
                 .map_err(|e| bad(format!("home node {}'s signature: {e}", b.home)))?;
+            if let Some(why) = b.malformed() {
+                return Err(bad(format!("home node {}'s batch: {why}", b.home)));
+            }
         }
         // D22 and V5: records are signed by whom they name; appeals resolve as the rules say.
         for (i, o) in p.objections.iter().enumerate() {
@@ -542,7 +562,13 @@ impl ContentRules<'_> {
             return Ok(());
         }
         let unavailable = unavailable_areas(g, p.skip_certificate.as_ref());
-        let input = ClearingInput::new(g, selection.bids, &p.clearing.cuts, &unavailable);
+        let input = ClearingInput::new(
+            g,
+            selection.bids,
+            selection.received,
+            &p.clearing.cuts,
+            &unavailable,
+        );
         let proposed = Cleared {
             outcome: p.clearing.outcome.clone(),
             trades: body.trades.clone(),
@@ -565,7 +591,7 @@ pub fn advance_nonces(committed: &mut CommittedNonces, body: &BlockBody) {
         .filter(|r| r.reason == RejectionReason::Invalid)
         .map(|r| r.bid)
         .collect();
-    for (sb, _) in candidates(&body.process) {
+    for (sb, _, _) in candidates(&body.process) {
         if invalid.contains(&sb.body.id()) {
             continue;
         }

@@ -484,21 +484,18 @@ impl NodeState {
     /// Gate closure: sign and send this node's batch for the height (spec N2).
     fn close_gate(&mut self, out: &mut Out<'_>) {
         let ctx = out.ctx;
-        let bids: Vec<SignedBid> = self
-            .pool
-            .get(&self.height)
-            .map(|v| {
-                v.iter()
-                    .take(MAX_BATCH_BIDS)
-                    .map(|(b, _)| b.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        // In the order received (a bid carried from a batch that missed its block was
+        // received before the height's own), the earliest first if the batch is full.
+        let mut pending: Vec<&(SignedBid, SignedReceipt)> =
+            self.pool.get(&self.height).into_iter().flatten().collect();
+        pending.sort_by_key(|(_, r)| r.body.received_at);
+        pending.truncate(MAX_BATCH_BIDS);
         let batch = out.sign(BidBatch {
             chain_id: ctx.chain_id,
             height: self.height,
             home: ctx.me,
-            bids,
+            bids: pending.iter().map(|(b, _)| b.clone()).collect(),
+            received: pending.iter().map(|(_, r)| r.body.received_at).collect(),
         });
         self.gate_closed = true;
         self.batches.insert(ctx.me, batch.clone());
@@ -587,6 +584,7 @@ impl NodeState {
         if body.chain_id != ctx.chain_id
             || body.height < self.height
             || body.height > self.height + 1
+            || body.malformed().is_some()
         {
             return false;
         }
@@ -1088,6 +1086,7 @@ impl NodeState {
         let input = ClearingInput::new(
             &ctx.genesis,
             selection.bids,
+            selection.received,
             &p.body.process.clearing.cuts,
             &unavailable,
         );

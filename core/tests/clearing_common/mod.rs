@@ -126,13 +126,15 @@ impl Book {
         });
     }
 
-    /// The clearing input.
+    /// The clearing input. The test market's home node receives each bid at the bid's own
+    /// timestamp, so a test sets a bid's priority (spec C4) through it.
     pub fn input(&self) -> ClearingInput<'_> {
         ClearingInput {
             params: self.params,
             areas: &self.areas,
             tie_lines: self.lines.clone(),
             bids: self.bids.iter().map(|b| (b.id(), b)).collect(),
+            received: self.bids.iter().map(|b| b.timestamp).collect(),
             cuts: &self.cuts,
         }
     }
