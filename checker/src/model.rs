@@ -770,6 +770,9 @@ impl NodeAgent {
                 }
                 // The evidence stays in the node's state until a block records it.
                 Effect::Evidence(_) => {}
+                // A registry change comes from an operator at the start (see `Scenario`),
+                // who does not wait for the answer.
+                Effect::Answer(_) => {}
             }
         }
         if saved {

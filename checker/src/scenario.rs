@@ -977,6 +977,7 @@ impl Scenario {
                 home: ctx.me,
                 bids: Vec::new(),
                 received: Vec::new(),
+                changes: Vec::new(),
             },
             ctx.signer.as_ref(),
         );

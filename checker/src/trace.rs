@@ -85,6 +85,8 @@ pub fn describe(msg: &Msg) -> String {
             Reply::Result { height, trades, .. } => {
                 format!("result of h{height}: {} trades", trades.len())
             }
+            Reply::ChangeAccepted { height, .. } => format!("change accepted for h{height}"),
+            Reply::ChangeRefused { reason, .. } => format!("change refused: {reason}"),
         },
         Msg::Node(m) => match m {
             Message::Batch(b) => format!(

@@ -1,6 +1,8 @@
 //! Chain audit: everything a regulator, a restarted node or a participant checks about a copy
 //! of the chain, with nothing but the genesis (spec D15-D22).
 
+use std::sync::Arc;
+
 use crate::block::{
     BLOCK_VERSION, Block, BlockBody, BlockHeader, CertificateError, MAX_VIEW, ProcessData, VoteKind,
 };
@@ -10,6 +12,7 @@ use crate::crypto::{Digest, SignatureScheme};
 use crate::encoding::{DecodeError, Tagged};
 use crate::genesis::Genesis;
 use crate::market::SignedBid;
+use crate::registry::Registry;
 use crate::units::{NodeId, Timestamp};
 
 /// What an audit found in a clean chain.
@@ -27,6 +30,8 @@ pub struct AuditSummary {
     pub fault_skips: u64,
     /// Negotiation revisions over all blocks.
     pub revisions: u64,
+    /// Registry changes that took effect (spec A5).
+    pub changes: u64,
     /// The digest of the last block, or the chain id for an empty chain.
     pub head: Digest,
 }
@@ -169,7 +174,8 @@ pub enum AuditFailure {
 /// Audits blocks one after another from height 1. The same checks serve a full audit, a
 /// restarted node re-verifying its store, and a node catching up.
 pub struct ChainAuditor<'a> {
-    genesis: &'a Genesis,
+    genesis: Arc<Genesis>,
+    registry: Registry,
     chain_id: Digest,
     scheme: &'a dyn SignatureScheme,
     clearing: &'a dyn Clearing,
@@ -196,7 +202,8 @@ impl<'a> ChainAuditor<'a> {
     ) -> Self {
         let chain_id = genesis.chain_id();
         Self {
-            genesis,
+            genesis: Arc::new(genesis.clone()),
+            registry: Registry::default(),
             chain_id,
             scheme,
             clearing,
@@ -217,8 +224,10 @@ impl<'a> ChainAuditor<'a> {
     /// Audits the next block.
     pub fn push(&mut self, block: &Block) -> Result<(), AuditError> {
         let height = self.next_height();
+        // Each block is judged by the registry the blocks before it left (spec A5).
+        let current = self.registry.genesis(&self.genesis);
         let rules = ContentRules {
-            genesis: self.genesis,
+            genesis: &current,
             chain_id: self.chain_id,
             scheme: self.scheme,
             clearing: self.clearing,
@@ -242,8 +251,27 @@ impl<'a> ChainAuditor<'a> {
         self.summary.blocks += 1;
         self.summary.head = block.digest();
         advance_nonces(&mut self.committed, &block.body);
+        let verdicts = self.registry.apply(
+            &self.genesis,
+            &self.chain_id,
+            self.scheme,
+            height,
+            &block.body.process.batches,
+        );
+        self.summary.changes += verdicts.iter().filter(|v| v.result.is_ok()).count() as u64;
         self.previous = Some(block.header.clone());
         Ok(())
+    }
+
+    /// The registry after the blocks audited so far: the participants and members' keys
+    /// for the next height (spec A5).
+    pub fn registry(&self) -> Arc<Genesis> {
+        self.registry.genesis(&self.genesis)
+    }
+
+    /// The participants revoked so far, with the height from which each is revoked.
+    pub fn revoked(&self) -> &std::collections::BTreeMap<crate::units::ParticipantId, u64> {
+        self.registry.revoked()
     }
 
     /// Decodes and audits the next block.

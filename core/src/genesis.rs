@@ -67,7 +67,7 @@ crate::canonical_struct!(Member {
 });
 
 /// An admitted market participant (a subject node), attached to exactly one home node.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Participant {
     /// The participant's id.
     pub id: ParticipantId,

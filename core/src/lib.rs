@@ -19,6 +19,7 @@ pub mod genesis;
 pub mod grid;
 pub mod market;
 pub mod merkle;
+pub mod registry;
 pub mod sample;
 pub mod schedule;
 pub mod units;

@@ -2,6 +2,7 @@
 
 use crate::crypto::{Digest, Signed};
 use crate::genesis::Genesis;
+use crate::registry::{MAX_BATCH_CHANGES, SignedChange};
 use crate::units::{AreaId, BusId, NodeId, ParticipantId, Price, Quantity, Timestamp};
 
 /// Most price-quantity steps in one bid.
@@ -126,6 +127,14 @@ pub enum BidError {
     /// The participant was not admitted.
     #[error("participant {0} is not admitted to this consortium")]
     UnknownParticipant(ParticipantId),
+    /// The participant was revoked (spec A2).
+    #[error("participant {participant} was revoked from height {height} and can no longer bid")]
+    Revoked {
+        /// The participant.
+        participant: ParticipantId,
+        /// The first height at which it was revoked.
+        height: u64,
+    },
     /// The bid is for another area than the participant's.
     #[error("participant {participant} trades in area {registered}, the bid names area {found}")]
     WrongArea {
@@ -346,6 +355,10 @@ pub struct BidBatch {
     /// When the home node received each bid (its receipt's `received_at`), one per bid in the
     /// same order, never decreasing: the bids' priority among equals (spec C4).
     pub received: Vec<Timestamp>,
+    /// Changes to the registry this home node sponsors (admissions, revocations, key
+    /// replacements; spec A1-A5), in the order it accepted them. They take effect from the
+    /// height after the block that carries the batch.
+    pub changes: Vec<SignedChange>,
 }
 crate::canonical_struct!(BidBatch {
     chain_id,
@@ -353,12 +366,14 @@ crate::canonical_struct!(BidBatch {
     home,
     bids: seq(MAX_BATCH_BIDS),
     received: seq(MAX_BATCH_BIDS),
+    changes: seq(MAX_BATCH_CHANGES),
 });
 crate::tagged!(
     BidBatch,
     0x0103,
     "bid-batch",
     64 + MAX_BATCH_BIDS * (Bid::MAX_ENCODED_LEN + 64 + 8)
+        + MAX_BATCH_CHANGES * <SignedChange as crate::encoding::Tagged>::MAX_ENCODED_LEN
 );
 
 impl BidBatch {

@@ -10,6 +10,7 @@ use crate::encoding::{Canonical, Reader, Tagged};
 use crate::genesis::*;
 use crate::market::*;
 use crate::merkle::InclusionProof;
+use crate::registry::{Party, PartySignature, RegistryChange, RegistryRecord, SignedChange};
 use crate::units::*;
 
 pub(crate) fn digest() -> impl Strategy<Value = Digest> {
@@ -110,14 +111,58 @@ pub(crate) fn batch() -> impl Strategy<Value = BidBatch> {
         any::<u16>(),
         vec(signed(bid()), 0..3),
         vec(any::<u64>(), 0..4),
+        vec(change(), 0..3),
     )
-        .prop_map(|(chain_id, height, home, bids, at)| BidBatch {
+        .prop_map(|(chain_id, height, home, bids, at, changes)| BidBatch {
             chain_id,
             height,
             home: NodeId(home),
             bids,
             received: at.into_iter().map(Timestamp).collect(),
+            changes,
         })
+}
+pub(crate) fn change() -> impl Strategy<Value = SignedChange> {
+    let participant = (
+        any::<u32>(),
+        name(),
+        any::<u16>(),
+        any::<u16>(),
+        public_key(),
+    )
+        .prop_map(|(id, name, home, area, public_key)| Participant {
+            id: ParticipantId(id),
+            name,
+            home: NodeId(home),
+            area: AreaId(area),
+            public_key,
+            eic: None,
+        });
+    let what = prop_oneof![
+        participant.prop_map(RegistryChange::Admit),
+        any::<u32>().prop_map(|p| RegistryChange::Revoke(ParticipantId(p))),
+        (any::<u32>(), public_key()).prop_map(|(p, key)| RegistryChange::ParticipantKey {
+            participant: ParticipantId(p),
+            key
+        }),
+        (any::<u16>(), public_key()).prop_map(|(m, key)| RegistryChange::MemberKey {
+            member: NodeId(m),
+            key
+        }),
+    ];
+    let by = prop_oneof![
+        any::<u16>().prop_map(|m| Party::Member(NodeId(m))),
+        any::<u32>().prop_map(|p| Party::Participant(ParticipantId(p))),
+    ];
+    (digest(), what, vec((by, signature()), 0..3)).prop_map(|(chain_id, change, sigs)| {
+        SignedChange {
+            record: RegistryRecord { chain_id, change },
+            signatures: sigs
+                .into_iter()
+                .map(|(by, signature)| PartySignature { by, signature })
+                .collect(),
+        }
+    })
 }
 pub(crate) fn trade() -> impl Strategy<Value = Trade> {
     (
@@ -661,6 +706,7 @@ round_trips! {
     decode_encode_block: Block = block();
     decode_encode_genesis: Genesis = genesis();
     decode_encode_inclusion_proof: InclusionProof = inclusion_proof();
+    decode_encode_change: SignedChange = change();
 }
 
 proptest! {
@@ -719,6 +765,8 @@ fn tags_are_distinct() {
         SkipCertificate::TAG.id,
         Evidence::TAG.id,
         InclusionProof::TAG.id,
+        RegistryRecord::TAG.id,
+        SignedChange::TAG.id,
     ];
     let tags: Vec<u16> = tags
         .into_iter()

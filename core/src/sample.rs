@@ -277,6 +277,7 @@ impl SampleConsortium {
             home: self.genesis.members[m].id,
             bids,
             received,
+            changes: Vec::new(),
         };
         Signed::sign(batch, &self.members[m])
     }

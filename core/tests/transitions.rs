@@ -951,6 +951,7 @@ fn a_primary_is_not_moved_by_an_objection_carrying_a_batch_not_its_objectors_own
             home: objector,
             bids: Vec::new(),
             received: Vec::new(),
+            changes: Vec::new(),
         },
         &r.s.members[j],
     );
@@ -1167,6 +1168,7 @@ fn a_batch_for_the_next_height_is_kept_and_logged() {
             home,
             bids: Vec::new(),
             received: Vec::new(),
+            changes: Vec::new(),
         },
         &r.s.members[j],
     );

@@ -4,6 +4,7 @@
 //! a clock, a file or the network: time comes in as `now`, messages and timers as inputs, and
 //! everything the node does goes out as an ordered list of effects.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::content::{
@@ -23,6 +24,7 @@ use crate::crypto::{Digest, PublicKey, Signature, Signed};
 use crate::market::{
     Bid, BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt,
 };
+use crate::registry::{ChangeError, MAX_BATCH_CHANGES, Registry, SignedChange};
 use crate::schedule::{MAX_CLOCK_SKEW_MS, MAX_GATES_AHEAD};
 use crate::units::{NodeId, ParticipantId, Timestamp};
 
@@ -120,6 +122,11 @@ pub struct NodeState {
     pub sync_from: Option<u64>,
     /// Bid signatures already verified.
     pub verified: VerifiedBids,
+    /// The participants and members' keys for `height`: the genesis with the changes of the
+    /// blocks before it applied (spec A1-A5).
+    pub registry: Registry,
+    /// Registry changes this node sponsors, by the height whose batch will carry them.
+    pub changes: BTreeMap<u64, Vec<SignedChange>>,
 }
 
 /// The effects of one step, with the context and time they were produced in.
@@ -174,6 +181,45 @@ impl NodeState {
             evidence: BTreeSet::new(),
             sync_from: None,
             verified: VerifiedBids::default(),
+            registry: Registry::default(),
+            changes: BTreeMap::new(),
+        }
+    }
+
+    /// The context as this node's registry stands: the genesis with the chain's changes
+    /// applied (spec A5), so every rule that reads a participant or a member's key reads the
+    /// current one. The context itself until the first change.
+    pub fn effective<'c>(&self, ctx: &'c Context) -> Cow<'c, Context> {
+        if self.registry.is_genesis() {
+            Cow::Borrowed(ctx)
+        } else {
+            Cow::Owned(Context {
+                genesis: self.registry.genesis(&ctx.genesis),
+                ..ctx.clone()
+            })
+        }
+    }
+
+    /// Applies the registry changes of a decided block (spec A5): they hold from the next
+    /// height. Batches of the next height already held are kept only if their home's key
+    /// still verifies them.
+    fn apply_changes(&mut self, ctx: &Context, block: &Block) {
+        let before = self.registry.clone();
+        let verdicts = self.registry.apply(
+            &ctx.genesis,
+            &ctx.chain_id,
+            ctx.scheme.as_ref(),
+            block.header.height,
+            &block.body.process.batches,
+        );
+        if verdicts.iter().any(|v| v.result.is_ok()) && self.registry != before {
+            let g = self.registry.genesis(&ctx.genesis);
+            for held in [&mut self.batches, &mut self.early_batches] {
+                held.retain(|home, b| {
+                    g.member(*home)
+                        .is_some_and(|m| b.verify(ctx.scheme.as_ref(), &m.public_key).is_ok())
+                });
+            }
         }
     }
 
@@ -187,9 +233,12 @@ impl NodeState {
         let mut s = NodeState::new();
         for block in chain {
             advance_nonces(&mut s.committed_nonces, &block.body);
+            s.apply_changes(ctx, block);
             s.height = block.header.height + 1;
             s.prev = Some(block.header.clone());
         }
+        let effective = s.effective(ctx);
+        let ctx = &*effective;
         for record in records {
             if record.height() < s.height {
                 continue;
@@ -239,6 +288,9 @@ impl NodeState {
                     }
                 }
                 Record::Appeal { appeal, via } => s.appeals.push((appeal, via)),
+                Record::Change { change, height } => {
+                    s.changes.entry(height).or_default().push(change);
+                }
                 Record::Objection(o, batch) => {
                     // The objector's batch stays held after its view ends, as it does in a
                     // running node's memory; the objection itself counts only in its view.
@@ -258,8 +310,9 @@ impl NodeState {
     /// One transition: the effects of `input` at time `now`, in the order the runtime must
     /// execute them.
     pub fn step(&mut self, ctx: &Context, now: Timestamp, input: Input) -> Vec<Effect> {
+        let ctx = self.effective(ctx);
         let mut out = Out {
-            ctx,
+            ctx: &ctx,
             now,
             effects: Vec::new(),
         };
@@ -267,6 +320,7 @@ impl NodeState {
             Input::Start => self.on_start(&mut out),
             Input::Bid(bid) => self.on_bid(&mut out, bid),
             Input::Appeal(appeal) => self.on_participant_appeal(&mut out, appeal),
+            Input::Change(change) => self.on_change(&mut out, change),
             Input::Timer(t) => self.on_timer(&mut out, t),
             Input::Message { from, msg } => self.on_message(&mut out, from, msg),
         }
@@ -341,6 +395,12 @@ impl NodeState {
         let bid = &sb.body;
         let id = bid.id();
         let verdict = (|| {
+            if let Some(height) = self.registry.revoked_at(bid.participant) {
+                return Err(BidError::Revoked {
+                    participant: bid.participant,
+                    height,
+                });
+            }
             let p = ctx
                 .genesis
                 .participant(bid.participant)
@@ -408,6 +468,67 @@ impl NodeState {
                     to: sb.body.participant,
                     reply: Reply::Receipt(receipt),
                 });
+            }
+        }
+    }
+
+    /// A registry change this node sponsors (spec A5): accepted only if it holds against the
+    /// registry with the changes already pending applied; logged before the answer, and
+    /// carried by the next batch this node signs.
+    fn on_change(&mut self, out: &mut Out<'_>, change: SignedChange) {
+        let ctx = out.ctx;
+        let id = change.id();
+        let height = if self.gate_closed {
+            self.height + 1
+        } else {
+            self.height
+        };
+        let verdict = (|| {
+            let sponsor = change.sponsor(&ctx.genesis).ok_or_else(|| {
+                ChangeError::Unknown(format!("no member sponsors it: {}", change.describe()))
+            })?;
+            if sponsor != ctx.me {
+                return Err(ChangeError::WrongCarrier {
+                    sponsor,
+                    carrier: ctx.me,
+                });
+            }
+            let pending: Vec<&SignedChange> = self.changes.values().flatten().collect();
+            if pending.contains(&&change) {
+                return Err(ChangeError::Invalid("the change is already pending".into()));
+            }
+            let mut staged = self.registry.clone();
+            for p in pending {
+                // A pending change that no longer holds will be refused in its block; the
+                // new one is judged as if the others took effect.
+                let _ = staged.apply_one(
+                    &ctx.genesis,
+                    &ctx.chain_id,
+                    ctx.scheme.as_ref(),
+                    ctx.me,
+                    self.height,
+                    p,
+                );
+            }
+            staged
+                .check(
+                    &ctx.genesis,
+                    &ctx.chain_id,
+                    ctx.scheme.as_ref(),
+                    ctx.me,
+                    &change,
+                )
+                .map(|_| ())
+        })();
+        match verdict {
+            Err(e) => out.push(Effect::Answer(Reply::ChangeRefused {
+                change: id,
+                reason: e.to_string(),
+            })),
+            Ok(()) => {
+                self.changes.entry(height).or_default().push(change.clone());
+                out.push(Effect::Persist(Record::Change { change, height }));
+                out.push(Effect::Answer(Reply::ChangeAccepted { change: id, height }));
             }
         }
     }
@@ -496,6 +617,11 @@ impl NodeState {
             home: ctx.me,
             bids: pending.iter().map(|(b, _)| b.clone()).collect(),
             received: pending.iter().map(|(_, r)| r.body.received_at).collect(),
+            changes: self
+                .changes
+                .get(&self.height)
+                .map(|c| c.iter().take(MAX_BATCH_CHANGES).cloned().collect())
+                .unwrap_or_default(),
         });
         self.gate_closed = true;
         self.batches.insert(ctx.me, batch.clone());
@@ -1500,6 +1626,25 @@ impl NodeState {
             .map(|a| (a.appeal.body.participant, a.resolution))
             .collect();
         out.push(Effect::Decide(Box::new(block.clone())));
+        self.apply_changes(ctx, &block);
+        // A change this node sponsors that the block does not carry (its batch was missing)
+        // goes into the next batch; one it carries is on the chain, applied or refused (A5).
+        let carried: BTreeSet<Digest> = block
+            .body
+            .process
+            .batches
+            .iter()
+            .flat_map(|b| b.body.changes.iter().map(SignedChange::id))
+            .collect();
+        for change in self.changes.remove(&h).unwrap_or_default() {
+            if !carried.contains(&change.id()) {
+                out.push(Effect::Persist(Record::Change {
+                    change: change.clone(),
+                    height: h + 1,
+                }));
+                self.changes.entry(h + 1).or_default().push(change);
+            }
+        }
         // N1: receipted bids that this block does not carry go into the next batch. With a
         // gate schedule their period's auction is over: the next block records them rejected
         // as `OutsideGate` (N4), so the participant can read on the chain what became of them.
@@ -1939,7 +2084,6 @@ impl NodeState {
 
     /// L4: committed blocks from a peer are decided after the same checks the audit makes.
     fn on_blocks(&mut self, out: &mut Out<'_>, from: NodeId, mut blocks: Vec<Block>) {
-        let ctx = out.ctx;
         let full = blocks.len() as u64 >= MAX_SYNC_BLOCKS;
         blocks.sort_by_key(|b| b.header.height);
         for block in blocks {
@@ -1951,6 +2095,9 @@ impl NodeState {
                 self.request_sync(out, from);
                 return;
             }
+            // Each block is judged by the registry its predecessors left (spec A5).
+            let effective = self.effective(out.ctx);
+            let ctx = &*effective;
             let digest = block.digest();
             let endorsed = self.voted.get(&(
                 VoteKind::Endorse,

@@ -235,6 +235,7 @@ impl Cluster {
                     }
                 }
                 Effect::Reply { to, reply } => self.replies.push((me, to, reply)),
+                Effect::Answer(_) => {}
                 Effect::Evidence(e) => self.evidence.push((me, *e)),
             }
         }
@@ -453,10 +454,13 @@ impl Cluster {
         )
     }
 
-    /// Submits a bid to its participant's home node; returns the home node's reply.
+    /// Submits a bid to its participant's home node (as the first member's registry knows
+    /// it); returns the home node's reply.
     pub fn submit(&mut self, bid: crate::market::SignedBid) -> Option<Reply> {
-        let home = self.nodes[0]
-            .ctx
+        let first = &self.nodes[0];
+        let home = first
+            .state
+            .effective(&first.ctx)
             .genesis
             .participant(bid.body.participant)
             .map(|p| p.home)?;
@@ -465,6 +469,20 @@ impl Cluster {
             .into_iter()
             .find_map(|e| match e {
                 Effect::Reply { reply, .. } => Some(reply),
+                _ => None,
+            })
+    }
+
+    /// Submits a registry change to member `i`; returns its answer.
+    pub fn submit_change(
+        &mut self,
+        i: usize,
+        change: crate::registry::SignedChange,
+    ) -> Option<Reply> {
+        self.input(i, Input::Change(change))
+            .into_iter()
+            .find_map(|e| match e {
+                Effect::Answer(reply) => Some(reply),
                 _ => None,
             })
     }

@@ -6,6 +6,7 @@ use crate::block::{
 };
 use crate::crypto::{Digest, Signed};
 use crate::market::{BidError, SignedBatch, SignedBid, SignedReceipt, Trade};
+use crate::registry::SignedChange;
 use crate::units::{NodeId, ParticipantId};
 
 /// Most blocks in one sync response.
@@ -245,6 +246,21 @@ pub enum Reply {
         /// The trades.
         trades: Vec<Trade>,
     },
+    /// A registry change is accepted: this node's batch for `height` carries it, and it
+    /// takes effect from `height + 1` once that block commits (spec A5).
+    ChangeAccepted {
+        /// The change's id.
+        change: Digest,
+        /// The height whose batch carries it.
+        height: u64,
+    },
+    /// A registry change is refused.
+    ChangeRefused {
+        /// The change's id.
+        change: Digest,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What the runtime must write to durable storage before it executes any later effect of the
@@ -280,6 +296,13 @@ pub enum Record {
     },
     /// An objection this primary accepted.
     Objection(Signed<Objection>, Option<SignedBatch>),
+    /// A registry change this node sponsors, pending for `height`'s batch (spec A5).
+    Change {
+        /// The change.
+        change: SignedChange,
+        /// The height whose batch will carry it.
+        height: u64,
+    },
 }
 
 /// Where a record sits in a log that [`super::NodeState::restore`] reads: its group (bids,
@@ -326,6 +349,7 @@ impl Record {
             Record::Lock(..) => key(5, 0, 0, 0),
             Record::Appeal { .. } => key(6, 0, 0, 0),
             Record::Objection(..) => key(7, 0, 0, 0),
+            Record::Change { .. } => key(8, 0, 0, 0),
         }
     }
 
@@ -341,6 +365,7 @@ impl Record {
             Record::SkipCertificate(c) => c.height,
             Record::Appeal { appeal, .. } => appeal.body.height,
             Record::Objection(o, _) => o.body.height,
+            Record::Change { height, .. } => *height,
         }
     }
 }
@@ -354,6 +379,8 @@ pub enum Input {
     Bid(SignedBid),
     /// A participant submitted an appeal.
     Appeal(Signed<Appeal>),
+    /// An operator submitted a registry change this node sponsors (spec A1-A5).
+    Change(SignedChange),
     /// A peer's message.
     Message {
         /// The authenticated sender.
@@ -412,6 +439,8 @@ pub enum Effect {
         /// The answer.
         reply: Reply,
     },
+    /// Answer the operator's request this step serves (a registry change).
+    Answer(Reply),
     /// Equivocation was detected; the evidence is kept and goes into the next block this node
     /// proposes.
     Evidence(Box<Evidence>),

@@ -226,6 +226,11 @@ impl Canonical for Record {
                 o.encode(out);
                 batch.encode(out);
             }
+            Record::Change { change, height } => {
+                out.push(8);
+                change.encode(out);
+                height.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -245,6 +250,10 @@ impl Canonical for Record {
                 via: field(r, "via")?,
             },
             7 => Record::Objection(field(r, "objection")?, field(r, "batch")?),
+            8 => Record::Change {
+                change: field(r, "change")?,
+                height: field(r, "height")?,
+            },
             value => return Err(invalid(value)),
         })
     }
@@ -325,6 +334,14 @@ impl Canonical for BidError {
                 open.encode(out);
                 ahead.encode(out);
             }
+            BidError::Revoked {
+                participant,
+                height,
+            } => {
+                out.push(13);
+                participant.encode(out);
+                height.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -380,6 +397,10 @@ impl Canonical for BidError {
                 open: field(r, "open")?,
                 ahead: field(r, "ahead")?,
             },
+            13 => BidError::Revoked {
+                participant: field(r, "participant")?,
+                height: field(r, "height")?,
+            },
 
             value => return Err(invalid(value)),
         })
@@ -421,6 +442,16 @@ impl Canonical for Reply {
                 block.encode(out);
                 encode_seq(trades, out);
             }
+            Reply::ChangeAccepted { change, height } => {
+                out.push(6);
+                change.encode(out);
+                height.encode(out);
+            }
+            Reply::ChangeRefused { change, reason } => {
+                out.push(7);
+                change.encode(out);
+                encode_str(reason, out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -444,6 +475,14 @@ impl Canonical for Reply {
                 height: field(r, "height")?,
                 block: field(r, "block")?,
                 trades: decode_seq(r, MAX_REPORTED_TRADES).map_err(|e| e.within("trades"))?,
+            },
+            6 => Reply::ChangeAccepted {
+                change: field(r, "change")?,
+                height: field(r, "height")?,
+            },
+            7 => Reply::ChangeRefused {
+                change: field(r, "change")?,
+                reason: decode_str(r, MAX_DETAIL_LEN).map_err(|e| e.within("reason"))?,
             },
             value => return Err(invalid(value)),
         })
@@ -938,6 +977,10 @@ mod tests {
             (st::digest(), st::digest())
                 .prop_map(|(expected, found)| BidError::WrongChain { expected, found }),
             any::<u32>().prop_map(|p| BidError::UnknownParticipant(ParticipantId(p))),
+            (any::<u32>(), any::<u64>()).prop_map(|(p, height)| BidError::Revoked {
+                participant: ParticipantId(p),
+                height,
+            }),
             (any::<u32>(), any::<u16>(), any::<u16>()).prop_map(|(p, a, b)| BidError::WrongArea {
                 participant: ParticipantId(p),
                 registered: AreaId(a),

@@ -342,7 +342,7 @@ impl Driver {
                     let bound = self.log.front().map_or(self.next_seq, |&(s, _)| s);
                     batch.prune_records_before = Some(bound);
                 }
-                Effect::Reply { reply, .. } if replies.is_some() => {
+                Effect::Reply { reply, .. } | Effect::Answer(reply) if replies.is_some() => {
                     if let Some(r) = replies.as_deref_mut() {
                         r.push(reply);
                     }
@@ -400,6 +400,7 @@ impl Driver {
             Effect::Reply { to, reply } => {
                 debug!(participant = %to, ?reply, "participant notice (available by query)");
             }
+            Effect::Answer(reply) => debug!(?reply, "answer to an operator's request"),
             Effect::Evidence(e) => {
                 self.metrics.evidence.inc();
                 warn!(offender = %e.offender(), height = e.first.body.height, "equivocation detected");
