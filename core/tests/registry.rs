@@ -241,9 +241,16 @@ fn after_a_key_rotation_the_old_key_is_refused_and_the_new_one_bids() {
         },
     );
     // The home node's countersignature alone is not enough: the old key must sign.
-    rotate.sign(Party::Member(p.home), &s.members[0]);
-    let reason = refused(c.submit_change(0, rotate.clone()));
+    let mut home_only = rotate.clone();
+    home_only.sign(Party::Member(p.home), &s.members[0]);
+    let reason = refused(c.submit_change(0, home_only));
     assert!(reason.contains("participant"), "{reason}");
+    // A key other than the current one is refused too.
+    let mut wrong = rotate.clone();
+    wrong.sign(Party::Participant(p.id), &new_key);
+    let reason = refused(c.submit_change(0, wrong));
+    assert!(reason.contains("participant"), "{reason}");
+    // Signed by the current key, the home node countersigns it as it accepts it.
     rotate.sign(Party::Participant(p.id), &s.participants[0]);
     assert_eq!(accepted(c.submit_change(0, rotate.clone())), 1);
     decide(&mut c, 1);

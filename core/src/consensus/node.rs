@@ -24,7 +24,9 @@ use crate::crypto::{Digest, PublicKey, Signature, Signed};
 use crate::market::{
     Bid, BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt,
 };
-use crate::registry::{ChangeError, MAX_BATCH_CHANGES, Registry, SignedChange};
+use crate::registry::{
+    ChangeError, MAX_BATCH_CHANGES, Party, Registry, RegistryChange, SignedChange,
+};
 use crate::schedule::{MAX_CLOCK_SKEW_MS, MAX_GATES_AHEAD};
 use crate::units::{NodeId, ParticipantId, Timestamp};
 
@@ -474,9 +476,20 @@ impl NodeState {
 
     /// A registry change this node sponsors (spec A5): accepted only if it holds against the
     /// registry with the changes already pending applied; logged before the answer, and
-    /// carried by the next batch this node signs.
-    fn on_change(&mut self, out: &mut Out<'_>, change: SignedChange) {
+    /// carried by the next batch this node signs. A participant's key replacement, signed by
+    /// the participant's current key, gets this home node's countersignature here (A3); an
+    /// admission or revocation must come signed by the home node's key (its operator's).
+    fn on_change(&mut self, out: &mut Out<'_>, mut change: SignedChange) {
         let ctx = out.ctx;
+        if let RegistryChange::ParticipantKey { participant, .. } = change.record.change {
+            let signed_by_participant = change
+                .signatures
+                .iter()
+                .any(|s| s.by == Party::Participant(participant));
+            if signed_by_participant && change.sponsor(&ctx.genesis) == Some(ctx.me) {
+                change.sign(Party::Member(ctx.me), ctx.signer.as_ref());
+            }
+        }
         let id = change.id();
         let height = if self.gate_closed {
             self.height + 1
