@@ -538,6 +538,11 @@ pub struct NodeAgent {
     /// Messages a lying byzantine member sends at its first start, to the members named,
     /// besides what its correct code sends (empty for every other node).
     pub lies: Vec<(NodeId, Message)>,
+    /// Inputs the node takes in the step that moves it to a height, after that step's own:
+    /// participants who bid as soon as their home node opens the round (how a scenario bids
+    /// at a later height, for instance a participant admitted on chain). Deterministic, so
+    /// they add no interleavings; not repeated after a recovery.
+    pub on_height: Vec<(u64, Input)>,
 }
 
 /// What a scripted participant appeals, once it has the reply that makes the claim.
@@ -665,6 +670,7 @@ impl NodeAgent {
         let Some((view, commands)) = transition else {
             return;
         };
+        let (from, to) = (before.node.height, view.node.height);
         for c in commands.iter() {
             match c {
                 Command::Send(id, w) => o.send(*id, w.clone()),
@@ -674,6 +680,11 @@ impl NodeAgent {
             }
         }
         *state = Cow::Owned(AgentState::Node(view));
+        for (h, input) in &self.on_height {
+            if from < *h && *h <= to {
+                self.step(state, input.clone(), None, o);
+            }
+        }
     }
 
     fn compute(&self, before: &NodeView, input: Input) -> Transition {

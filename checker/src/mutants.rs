@@ -212,6 +212,24 @@ pub const CATALOGUE: &[Mutant] = &[
         strategy: Strategy::Bfs,
         slice: Slice::Whole,
     },
+    Mutant {
+        name: "admit-without-home-signature",
+        about: "a home node countersigns any admission it is handed, so the admission that only another member signed takes effect",
+        mutation: Mutation::AdmitWithoutHomeSignature,
+        scenario: "admission",
+        property: "A1",
+        strategy: Strategy::Bfs,
+        slice: Slice::Whole,
+    },
+    Mutant {
+        name: "ignore-revocation",
+        about: "a node does not apply revocations, so the revoked participant's bid at the next height is taken and cleared",
+        mutation: Mutation::IgnoreRevocation,
+        scenario: "admission",
+        property: "A2",
+        strategy: Strategy::Bfs,
+        slice: Slice::Whole,
+    },
 ];
 
 /// Seeded bugs no scenario exposes, each masked by another rule of the protocol (kept, and run

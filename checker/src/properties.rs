@@ -12,6 +12,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use stateright::actor::ActorModelAction;
 use stateright::{Expectation, Model as _};
@@ -28,7 +29,9 @@ use tieline_core::consensus::{
     CutValues, MAX_FALLBACK_LEVELS, Message, NodeState, Proposal, Record, Reply,
 };
 use tieline_core::crypto::{Digest, Signed};
+use tieline_core::genesis::Genesis;
 use tieline_core::market::SignedBid;
+use tieline_core::registry::Registry;
 use tieline_core::units::NodeId;
 
 use crate::model::{
@@ -86,6 +89,23 @@ pub fn catalogue() -> Vec<PropertyDef> {
         always("N1", n1),
         always("N2", n2),
         always("N3", n3),
+        always("A1", a1),
+        always("A2", a2),
+        always("A5", a5),
+        PropertyDef {
+            id: "A1",
+            name: "A1: a participant admitted on chain trades",
+            expectation: Sometimes,
+            condition: a1_reached,
+            applies: |s| !s.changes.is_empty(),
+        },
+        PropertyDef {
+            id: "A2",
+            name: "A2: a block committed after a revocation",
+            expectation: Sometimes,
+            condition: a2_reached,
+            applies: |s| !s.changes.is_empty(),
+        },
         PropertyDef {
             id: "L1",
             name: "L1: decided in view 1 after the view-0 primary crashed",
@@ -342,17 +362,39 @@ fn correct_endorsements(model: &Model, state: &State) -> Rc<Vec<Vote>> {
     )
 }
 
-/// The committed nonces before height `h` on the chain `blocks`.
-fn nonces_before(blocks: &[Block], h: u64) -> CommittedNonces {
-    let mut n = CommittedNonces::new();
-    for b in blocks.iter().filter(|b| b.header.height < h) {
-        advance_nonces(&mut n, &b.body);
-    }
-    n
+/// What the chain before a height decides for the blocks at that height: the committed
+/// nonces and the registry (the genesis with the changes of the earlier blocks, spec A5).
+struct Before {
+    committed: CommittedNonces,
+    registry: Registry,
+    genesis: Arc<Genesis>,
 }
 
-/// The nonces committed before `header` on any correct chain that links to it.
-fn nonces_for(model: &Model, state: &State, header: &BlockHeader) -> CommittedNonces {
+/// The chain `blocks` before height `h`, replayed with the core's own rules.
+fn before(setup: &Setup, blocks: &[Block], h: u64) -> Before {
+    let mut committed = CommittedNonces::new();
+    let mut registry = Registry::default();
+    for b in blocks.iter().filter(|b| b.header.height < h) {
+        advance_nonces(&mut committed, &b.body);
+        registry.apply(
+            &setup.genesis,
+            &setup.chain_id,
+            setup.scheme.as_ref(),
+            b.header.height,
+            &b.body.process.batches,
+        );
+    }
+    let genesis = registry.genesis(&setup.genesis);
+    Before {
+        committed,
+        registry,
+        genesis,
+    }
+}
+
+/// The chain before `header` on any correct chain that links to it.
+fn before_header(model: &Model, state: &State, header: &BlockHeader) -> Before {
+    let setup = &model.cfg;
     for c in correct(model, state) {
         let blocks = &c.store.blocks;
         let linked = if header.height == 1 {
@@ -363,10 +405,10 @@ fn nonces_for(model: &Model, state: &State, header: &BlockHeader) -> CommittedNo
                 .is_some_and(|b| b.digest() == header.previous)
         };
         if linked {
-            return nonces_before(blocks, header.height);
+            return before(setup, blocks, header.height);
         }
     }
-    CommittedNonces::new()
+    before(setup, &[], header.height)
 }
 
 thread_local! {
@@ -388,13 +430,13 @@ fn memo(kind: u8, digest: Digest, member: NodeId, f: impl FnOnce() -> bool) -> b
     v
 }
 
-fn rules<'a>(setup: &'a Setup, committed: &'a CommittedNonces) -> ContentRules<'a> {
+fn rules<'a>(setup: &'a Setup, before: &'a Before) -> ContentRules<'a> {
     ContentRules {
-        genesis: &setup.genesis,
+        genesis: &before.genesis,
         chain_id: setup.chain_id,
         scheme: setup.scheme.as_ref(),
         clearing: setup.clearing,
-        committed,
+        committed: &before.committed,
     }
 }
 
@@ -411,22 +453,23 @@ fn with_clearing<R>(
     setup: &Setup,
     header: &BlockHeader,
     body: &BlockBody,
-    committed: &CommittedNonces,
+    before: &Before,
     f: impl FnOnce(&ClearingInput<'_>, &Cleared) -> R,
 ) -> R {
     let mut check = bid_signatures(setup);
+    let g = &before.genesis;
     let selection = select_bids(
-        &setup.genesis,
+        g,
         &setup.chain_id,
         &body.process,
         header.height,
         header.revision,
-        committed,
+        &before.committed,
         &mut check,
     );
-    let unavailable = unavailable_areas(&setup.genesis, body.process.skip_certificate.as_ref());
+    let unavailable = unavailable_areas(g, body.process.skip_certificate.as_ref());
     let input = ClearingInput::new(
-        &setup.genesis,
+        g,
         selection.bids,
         selection.received,
         &body.process.clearing.cuts,
@@ -780,6 +823,99 @@ fn s4(model: &Model, state: &State) -> bool {
     true
 }
 
+// ----- the registry (spec A1-A5) -----
+
+/// A1: a correct node's registry admits no participant but the genesis's and those whose
+/// admission their home node's operator signed.
+fn a1(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    correct(model, state).all(|c| {
+        c.view.node.registry.is_genesis()
+            || c.view
+                .node
+                .registry
+                .genesis(&setup.genesis)
+                .participants
+                .iter()
+                .all(|p| {
+                    setup.genesis.participant(p.id).is_some() || setup.authorised.contains(&p.id)
+                })
+    })
+}
+
+/// A2: no block a correct node commits has a trade of a participant that the registry before
+/// it does not hold (a revoked one, or one never admitted).
+fn a2(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    correct(model, state).all(|c| {
+        let blocks = &c.store.blocks;
+        let changed = blocks.iter().any(|b| {
+            b.body
+                .process
+                .batches
+                .iter()
+                .any(|x| !x.body.changes.is_empty())
+        });
+        blocks.iter().all(|b| {
+            let holds = |g: &Genesis| {
+                b.body
+                    .trades
+                    .iter()
+                    .all(|t| g.participant(t.participant).is_some())
+            };
+            if changed {
+                holds(&before(setup, blocks, b.header.height).genesis)
+            } else {
+                holds(&setup.genesis)
+            }
+        })
+    })
+}
+
+/// A5: a correct node's registry is its chain's, replayed with the core's rules.
+fn a5(model: &Model, state: &State) -> bool {
+    let setup = &model.cfg;
+    correct(model, state).all(|c| {
+        let changed = c.store.blocks.iter().any(|b| {
+            b.body
+                .process
+                .batches
+                .iter()
+                .any(|x| !x.body.changes.is_empty())
+        });
+        if !changed {
+            return c.view.node.registry.is_genesis();
+        }
+        before(setup, &c.store.blocks, u64::MAX).registry == c.view.node.registry
+    })
+}
+
+fn a1_reached(model: &Model, state: &State) -> bool {
+    let g = &model.cfg.genesis;
+    correct(model, state).any(|c| {
+        c.store.blocks.iter().any(|b| {
+            b.body
+                .trades
+                .iter()
+                .any(|t| g.participant(t.participant).is_none())
+        })
+    })
+}
+
+/// A block committed at or after a revocation's first height (where A2 is at stake: the
+/// revoked participant bid at that height). A bid's refusal is not read from the network: the
+/// search drops refusals as messages no node acts on.
+fn a2_reached(model: &Model, state: &State) -> bool {
+    correct(model, state).any(|c| {
+        c.view
+            .node
+            .registry
+            .revoked()
+            .values()
+            .any(|&from| c.store.blocks.iter().any(|b| b.header.height >= from))
+    })
+}
+
 fn s4_reached(model: &Model, state: &State) -> bool {
     correct(model, state).any(|c| !c.view.node.evidence.is_empty())
 }
@@ -827,9 +963,9 @@ fn v2_proposed(model: &Model, state: &State) -> bool {
             return true;
         };
         memo(11, p.stamp.body.block, NodeId(0), || {
-            let committed = nonces_for(model, state, &p.header);
+            let before = before_header(model, state, &p.header);
             let mut check = bid_signatures(setup);
-            rules(setup, &committed)
+            rules(setup, &before)
                 .verify_body(
                     p.header.height,
                     p.header.revision,
@@ -1033,8 +1169,8 @@ fn v6(model: &Model, state: &State) -> bool {
     endorsed(model, state).iter().all(|(_, w)| {
         let p = proposal(w);
         memo(6, p.stamp.body.block, NodeId(0), || {
-            let committed = nonces_for(model, state, &p.header);
-            with_clearing(setup, &p.header, &p.body, &committed, |input, cleared| {
+            let before = before_header(model, state, &p.header);
+            with_clearing(setup, &p.header, &p.body, &before, |input, cleared| {
                 setup.clearing.verify(input, cleared).is_ok()
             })
         })
@@ -1051,8 +1187,8 @@ fn v7(model: &Model, state: &State) -> bool {
             return true;
         };
         memo(7, p.stamp.body.block, *who, || {
-            let committed = nonces_for(model, state, &p.header);
-            with_clearing(setup, &p.header, &p.body, &committed, |input, cleared| {
+            let before = before_header(model, state, &p.header);
+            with_clearing(setup, &p.header, &p.body, &before, |input, cleared| {
                 check
                     .check(input, cleared)
                     .iter()
@@ -1081,9 +1217,9 @@ fn v8(model: &Model, state: &State) -> bool {
                         && matches!(&o.body.reason, ObjectionReason::Security { cuts } if cuts.contains(cut))
                 })
             });
-            let committed = nonces_for(model, state, header);
+            let before = before_header(model, state, header);
             objected
-                && with_clearing(setup, header, body, &committed, |input, cleared| {
+                && with_clearing(setup, header, body, &before, |input, cleared| {
                     let values = CutValues::new(input, cleared);
                     p.clearing
                         .cuts
@@ -1323,11 +1459,11 @@ fn v2_blocks(model: &Model, state: &State, pick: impl Fn(NodeId, &Block) -> bool
             .filter(|(_, b)| pick(c.member, b))
             .all(|(i, b)| {
                 memo(2, b.digest(), NodeId(0), || {
-                    let committed = nonces_before(&c.store.blocks, b.header.height);
+                    let before = before(setup, &c.store.blocks, b.header.height);
                     let prev = i.checked_sub(1).map(|j| &c.store.blocks[j].header);
                     let mut check = bid_signatures(setup);
                     verify_block(
-                        &rules(setup, &committed),
+                        &rules(setup, &before),
                         prev,
                         b,
                         &mut check,

@@ -18,12 +18,14 @@ use tieline_core::consensus::{
     SecurityCheck, Timer,
 };
 use tieline_core::crypto::{
-    Digest, PublicKey, SignatureScheme, Signed, SymbolicScheme, SymbolicSigner,
+    Digest, Ed25519Signer, PublicKey, SignatureScheme, Signed, Signer, SymbolicScheme,
+    SymbolicSigner,
 };
-use tieline_core::genesis::{ClearingRule, Genesis};
+use tieline_core::genesis::{ClearingRule, Genesis, Participant};
 use tieline_core::market::{Bid, BidBatch, BidStep, Side, SignedBatch, SignedBid};
+use tieline_core::registry::{Party, RegistryChange, SignedChange};
 use tieline_core::sample::{SampleConsortium, sample_product};
-use tieline_core::units::{NodeId, Price, Quantity, TieLineId, Timestamp};
+use tieline_core::units::{NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp};
 
 use crate::model::{Agent, AppealPlan, Ceiling, Model, NOW, NodeAgent, ParticipantAgent, Topology};
 use crate::properties;
@@ -115,6 +117,11 @@ pub struct Scenario {
     /// A member whose actor never receives a decided block (`Decided`): a lossy link for that
     /// one message, so it must catch up by asking (spec L4).
     pub misses_decided: Option<NodeId>,
+    /// Registry changes each member's operator hands its node before its gate closes at
+    /// height 1, in order (spec A1-A5; part of collection, so only with `after_collection`).
+    pub changes: Vec<(NodeId, SignedChange)>,
+    /// Bids a home node takes as it enters a later height: (height, home, bid).
+    pub later_bids: Vec<(u64, NodeId, SignedBid)>,
 }
 
 /// The model's configuration: what every property may read.
@@ -144,6 +151,9 @@ pub struct Setup {
     pub atomic_restart: bool,
     /// The actor that never receives a decided block, if any.
     pub misses_decided: Option<usize>,
+    /// The participants whose admission the scenario's operators signed as their home
+    /// members (spec A1): the only ones besides the genesis's that may be admitted.
+    pub authorised: BTreeSet<ParticipantId>,
 }
 
 impl Setup {
@@ -281,6 +291,7 @@ impl Scenario {
             Self::liar(),
             Self::late_revision(),
             Self::late_appeal(),
+            Self::admission(),
         ]
     }
 
@@ -328,6 +339,8 @@ impl Scenario {
             after_collection: false,
             two_step_crash: false,
             misses_decided: None,
+            changes: Vec::new(),
+            later_bids: Vec::new(),
         }
     }
 
@@ -375,6 +388,8 @@ impl Scenario {
             after_collection: true,
             two_step_crash: false,
             misses_decided: None,
+            changes: Vec::new(),
+            later_bids: Vec::new(),
         }
     }
 
@@ -495,6 +510,8 @@ impl Scenario {
             after_collection: false,
             two_step_crash: false,
             misses_decided: None,
+            changes: Vec::new(),
+            later_bids: Vec::new(),
         }
     }
 
@@ -569,6 +586,8 @@ impl Scenario {
             after_collection: false,
             two_step_crash: false,
             misses_decided: None,
+            changes: Vec::new(),
+            later_bids: Vec::new(),
         }
     }
 
@@ -599,6 +618,8 @@ impl Scenario {
             after_collection: true,
             two_step_crash: false,
             misses_decided: None,
+            changes: Vec::new(),
+            later_bids: Vec::new(),
         }
     }
 
@@ -706,6 +727,100 @@ impl Scenario {
         }
     }
 
+    /// n = 3, f = 1, two heights: at height 1 node 1's operator revokes participant 1 (whose
+    /// bid at height 1 still trades), admits participant 10, and hands the node an admission
+    /// of participant 11 that only node 2 signed. As height 2 opens, participants 10, 1 and 11
+    /// bid at node 1 and the buyer at node 2: the admitted participant trades, the revoked
+    /// one's bid is refused, and the unsigned admission never takes effect (spec A1, A2, A5).
+    pub fn admission() -> Scenario {
+        let genesis = Self::base(3);
+        let chain_id = genesis.chain_id();
+        let home = genesis.members[0].id;
+        let newcomer = |id: u32, seed: u8| Participant {
+            id: ParticipantId(id),
+            name: format!("newcomer {id}"),
+            home,
+            area: genesis.members[0].area,
+            public_key: Ed25519Signer::from_seed([seed; 32]).public_key(),
+            eic: None,
+        };
+        let (admitted, unsigned) = (newcomer(10, 10), newcomer(11, 11));
+        let old = genesis.participants[0].clone();
+        let buyer = genesis.participants[1].clone();
+        let member = |i: usize| signer(genesis.members[i].public_key);
+        let change = |what: RegistryChange, by: usize| {
+            let mut c = SignedChange::new(chain_id, what);
+            c.sign(Party::Member(genesis.members[by].id), member(by).as_ref());
+            c
+        };
+        let bid = |p: &Participant, side: Side, price: i64, nonce: u64| {
+            let bid = Bid {
+                chain_id,
+                participant: p.id,
+                area: p.area,
+                bus: None,
+                side,
+                product: sample_product(2),
+                steps: vec![BidStep {
+                    price: Price(price * Price::SCALE),
+                    quantity: mwh(10),
+                }],
+                nonce,
+                timestamp: Timestamp(1_767_225_120_000 + u64::from(p.id.0)),
+            };
+            Signed::sign(bid, signer(p.public_key).as_ref())
+        };
+        Scenario {
+            name: "admission",
+            about: "n=3, f=1, two heights: a participant admitted on chain trades, a revoked one's bid is refused, an admission its home node did not sign never takes effect",
+            changes: vec![
+                (home, change(RegistryChange::Revoke(old.id), 0)),
+                (home, change(RegistryChange::Admit(admitted.clone()), 0)),
+                (home, change(RegistryChange::Admit(unsigned.clone()), 1)),
+            ],
+            later_bids: vec![
+                (2, home, bid(&admitted, Side::Sell, 40, 1)),
+                (2, home, bid(&old, Side::Sell, 30, 2)),
+                (2, home, bid(&unsigned, Side::Sell, 20, 1)),
+                (2, buyer.home, bid(&buyer, Side::Buy, 60, 2)),
+            ],
+            genesis,
+            scripts: vec![
+                Script {
+                    participant: 0,
+                    side: Side::Sell,
+                    price: 40,
+                    mwh: 10,
+                    appeal: None,
+                },
+                Script {
+                    participant: 1,
+                    side: Side::Buy,
+                    price: 60,
+                    mwh: 10,
+                    appeal: None,
+                },
+            ],
+            max_crashes: 0,
+            bounds: Bounds {
+                max_height: 2,
+                max_view: 0,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            ci_bounds: Bounds {
+                max_height: 2,
+                max_view: 0,
+                max_revision: 0,
+                max_crashes: 0,
+            },
+            after_collection: true,
+            two_step_crash: false,
+            misses_decided: None,
+            ..Self::crash()
+        }
+    }
+
     /// The scripted participant's signed bid.
     fn bid(&self, s: &Script) -> SignedBid {
         let p = &self.genesis.participants[s.participant];
@@ -729,10 +844,18 @@ impl Scenario {
     /// The bids and the gate closure of the member whose context is `ctx`: the first inputs
     /// of its start-up prefix.
     fn collection(&self, ctx: &Context) -> Vec<Input> {
-        self.scripts
+        let changes = self
+            .changes
+            .iter()
+            .filter(|(m, _)| *m == ctx.me)
+            .map(|(_, c)| Input::Change(c.clone()));
+        let bids = self
+            .scripts
             .iter()
             .filter(|s| self.genesis.participants[s.participant].home == ctx.me)
-            .map(|s| Input::Bid(self.bid(s)))
+            .map(|s| Input::Bid(self.bid(s)));
+        changes
+            .chain(bids)
             .chain([Input::Timer(Timer::Gate(1))])
             .collect()
     }
@@ -1073,11 +1196,18 @@ impl Scenario {
                     Vec::new()
                 };
                 lies.extend(revisions[i].iter().cloned());
+                let on_height = self
+                    .later_bids
+                    .iter()
+                    .filter(|(_, home, _)| *home == ctx.me)
+                    .map(|(h, _, b)| (*h, Input::Bid(b.clone())))
+                    .collect();
                 Agent::Node(Box::new(NodeAgent {
                     ctx,
                     topology: topology.clone(),
                     watch: faulty.clone(),
                     key: model_key | i,
+                    on_height,
                     prefix: std::mem::take(&mut prefixes[i]),
                     lies,
                 }))
@@ -1111,6 +1241,18 @@ impl Scenario {
             crashes: self.max_crashes > 0,
             atomic_restart: !self.two_step_crash,
             misses_decided: self.misses_decided.map(|m| topology.actors_of(m)[0].into()),
+            authorised: self
+                .changes
+                .iter()
+                .filter_map(|(_, c)| match &c.record.change {
+                    RegistryChange::Admit(p)
+                        if c.signatures.iter().any(|s| s.by == Party::Member(p.home)) =>
+                    {
+                        Some(p.id)
+                    }
+                    _ => None,
+                })
+                .collect(),
         };
         let actors = ActorModel::new(setup, Ceiling(bounds.max_height + 1))
             .actors(actors)

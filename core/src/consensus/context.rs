@@ -168,6 +168,12 @@ pub enum Mutation {
     /// later revision's batches change what the rules give (an omitted bid upheld, then
     /// brought in by its home's missing-batch objection).
     StaleAppealResolution,
+    /// A home node countersigns any admission it is handed, so a participant is admitted
+    /// without its home node's operator signing the admission (spec A1).
+    AdmitWithoutHomeSignature,
+    /// A node does not apply revocations: a revoked participant's later bids are taken and
+    /// cleared (spec A2).
+    IgnoreRevocation,
 }
 
 /// Everything a node's transitions read but never change.

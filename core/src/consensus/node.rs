@@ -207,12 +207,20 @@ impl NodeState {
     /// still verifies them.
     fn apply_changes(&mut self, ctx: &Context, block: &Block) {
         let before = self.registry.clone();
+        let mut batches = Cow::Borrowed(&block.body.process.batches);
+        if mutated!(ctx, IgnoreRevocation) {
+            for b in batches.to_mut() {
+                b.body
+                    .changes
+                    .retain(|c| !matches!(c.record.change, RegistryChange::Revoke(_)));
+            }
+        }
         let verdicts = self.registry.apply(
             &ctx.genesis,
             &ctx.chain_id,
             ctx.scheme.as_ref(),
             block.header.height,
-            &block.body.process.batches,
+            batches.iter(),
         );
         if verdicts.iter().any(|v| v.result.is_ok()) && self.registry != before {
             let g = self.registry.genesis(&ctx.genesis);
@@ -481,14 +489,16 @@ impl NodeState {
     /// admission or revocation must come signed by the home node's key (its operator's).
     fn on_change(&mut self, out: &mut Out<'_>, mut change: SignedChange) {
         let ctx = out.ctx;
-        if let RegistryChange::ParticipantKey { participant, .. } = change.record.change {
-            let signed_by_participant = change
+        let countersign = match &change.record.change {
+            RegistryChange::ParticipantKey { participant, .. } => change
                 .signatures
                 .iter()
-                .any(|s| s.by == Party::Participant(participant));
-            if signed_by_participant && change.sponsor(&ctx.genesis) == Some(ctx.me) {
-                change.sign(Party::Member(ctx.me), ctx.signer.as_ref());
-            }
+                .any(|s| s.by == Party::Participant(*participant)),
+            RegistryChange::Admit(_) => mutated!(ctx, AdmitWithoutHomeSignature),
+            _ => false,
+        };
+        if countersign && change.sponsor(&ctx.genesis) == Some(ctx.me) {
+            change.sign(Party::Member(ctx.me), ctx.signer.as_ref());
         }
         let id = change.id();
         let height = if self.gate_closed {
