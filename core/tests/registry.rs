@@ -332,3 +332,33 @@ fn a_member_key_rotation_needs_a_quorum_and_the_chain_goes_on_under_the_new_key(
             .unwrap();
     }
 }
+
+#[test]
+fn an_accepted_change_survives_a_restart_of_its_node() {
+    let s = consortium();
+    let mut c = cluster(&s);
+    let key = Ed25519Signer::from_seed([210; 32]);
+    let mut admit = SignedChange::new(s.genesis.chain_id(), RegistryChange::Admit(newcomer(&key)));
+    admit.sign(Party::Member(NodeId(1)), &s.members[0]);
+    assert_eq!(accepted(c.submit_change(0, admit)), 1);
+    // The node crashes before its gate closes and restarts from its log.
+    c.crash(0);
+    c.restart(0);
+    decide(&mut c, 1);
+    let chain = c.longest_chain().to_vec();
+    assert!(
+        chain[0]
+            .body
+            .process
+            .batches
+            .iter()
+            .any(|b| b.body.changes.len() == 1),
+        "the restarted node's batch carries the change"
+    );
+    assert!(
+        audit(&s, &chain)
+            .registry()
+            .participant(ParticipantId(100))
+            .is_some()
+    );
+}
