@@ -13,6 +13,7 @@ use tieline_core::clearing::{
 };
 use tieline_core::consensus::{CutValues, SecurityCheck};
 use tieline_core::crypto::Digest;
+use tieline_core::genesis::Genesis;
 use tieline_core::grid::{AreaModel, AreaModelError, Case};
 use tieline_core::market::{Bid, Settlement, Side};
 use tieline_core::sample::sample_product;
@@ -20,6 +21,18 @@ use tieline_core::units::{AreaId, BusId, Quantity};
 
 /// Area 1's bids and an outcome that accepts `share[i]` of bid `i` and balances the area over
 /// its tie lines, the imbalance split evenly.
+/// The clearing input of `refs` with no cuts and every area available; each bid's home node
+/// received it at the bid's own timestamp.
+fn input_of<'a>(genesis: &'a Genesis, refs: &[(Digest, &'a Bid)]) -> ClearingInput<'a> {
+    ClearingInput::new(
+        genesis,
+        refs.to_vec(),
+        refs.iter().map(|(_, b)| b.timestamp).collect(),
+        &[],
+        &BTreeSet::new(),
+    )
+}
+
 fn outcome(
     c: &tieline_core::grid::GridConsortium,
     bids: &[(Digest, Bid)],
@@ -105,7 +118,7 @@ proptest! {
         let model = AreaModel::from_matpower(&c.area_files[0].text, AreaId(1), &c.genesis).unwrap();
         let bids = area1_bids(&c);
         let refs: Vec<(Digest, &Bid)> = bids.iter().map(|(d, b)| (*d, b)).collect();
-        let input = ClearingInput::new(&c.genesis, refs.clone(), refs.iter().map(|(_, b)| b.timestamp).collect(), &[], &BTreeSet::new());
+        let input = input_of(&c.genesis, &refs);
         let (o, _, _) = outcome(&c, &bids, &violating);
         let cleared = Cleared { outcome: o, trades: vec![] };
         let cuts = model.check(&input, &cleared);
@@ -155,13 +168,7 @@ fn an_overloaded_line_gives_one_cut_per_direction_over_the_areas_bids_and_tie_li
     let model = AreaModel::from_matpower(&c.area_files[0].text, AreaId(1), &c.genesis).unwrap();
     let bids = area1_bids(&c);
     let refs: Vec<(Digest, &Bid)> = bids.iter().map(|(d, b)| (*d, b)).collect();
-    let input = ClearingInput::new(
-        &c.genesis,
-        refs.clone(),
-        refs.iter().map(|(_, b)| b.timestamp).collect(),
-        &[],
-        &BTreeSet::new(),
-    );
+    let input = input_of(&c.genesis, &refs);
     // Every generator at full output, no demand: area 1 exports everything.
     let share: Vec<f64> = bids
         .iter()
@@ -212,13 +219,7 @@ fn a_line_over_its_limit_by_less_than_the_cut_tolerance_raises_nothing() {
     let model = AreaModel::from_matpower(&c.area_files[0].text, AreaId(1), &c.genesis).unwrap();
     let bids = area1_bids(&c);
     let refs: Vec<(Digest, &Bid)> = bids.iter().map(|(d, b)| (*d, b)).collect();
-    let input = ClearingInput::new(
-        &c.genesis,
-        refs.clone(),
-        refs.iter().map(|(_, b)| b.timestamp).collect(),
-        &[],
-        &BTreeSet::new(),
-    );
+    let input = input_of(&c.genesis, &refs);
     let cleared_at = |scale: f64| {
         let share: Vec<f64> = bids
             .iter()
@@ -302,13 +303,7 @@ fn a_bid_the_model_cannot_place_is_excluded_once_accepted() {
         bids[i].0 = bids[i].1.id();
     }
     let refs: Vec<(Digest, &Bid)> = bids.iter().map(|(d, b)| (*d, b)).collect();
-    let input = ClearingInput::new(
-        &c.genesis,
-        refs.clone(),
-        refs.iter().map(|(_, b)| b.timestamp).collect(),
-        &[],
-        &BTreeSet::new(),
-    );
+    let input = input_of(&c.genesis, &refs);
     let mut share = vec![0.0; bids.len()];
     share[seller] = 0.5;
     share[buyer] = 0.5;
@@ -333,13 +328,7 @@ fn a_bid_the_model_cannot_place_is_excluded_once_accepted() {
         *d = b.id();
     }
     let refs: Vec<(Digest, &Bid)> = financial.iter().map(|(d, b)| (*d, b)).collect();
-    let input = ClearingInput::new(
-        &c.genesis,
-        refs.clone(),
-        refs.iter().map(|(_, b)| b.timestamp).collect(),
-        &[],
-        &BTreeSet::new(),
-    );
+    let input = input_of(&c.genesis, &refs);
     assert!(model.line_flows(&input, &cleared).is_empty());
 }
 
