@@ -206,6 +206,9 @@ impl NodeState {
     /// height. Batches of the next height already held are kept only if their home's key
     /// still verifies them.
     fn apply_changes(&mut self, ctx: &Context, block: &Block) {
+        if block.body.process.batches.iter().all(|b| b.body.changes.is_empty()) {
+            return;
+        }
         let before = self.registry.clone();
         let mut batches = Cow::Borrowed(&block.body.process.batches);
         if mutated!(ctx, IgnoreRevocation) {
@@ -215,14 +218,14 @@ impl NodeState {
                     .retain(|c| !matches!(c.record.change, RegistryChange::Revoke(_)));
             }
         }
-        let verdicts = self.registry.apply(
+        self.registry.apply(
             &ctx.genesis,
             &ctx.chain_id,
             ctx.scheme.as_ref(),
             block.header.height,
             batches.iter(),
         );
-        if verdicts.iter().any(|v| v.result.is_ok()) && self.registry != before {
+        if self.registry != before {
             let g = self.registry.genesis(&ctx.genesis);
             for held in [&mut self.batches, &mut self.early_batches] {
                 held.retain(|home, b| {
