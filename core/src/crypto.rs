@@ -89,7 +89,30 @@ pub fn sha256(parts: &[&[u8]]) -> Digest {
 
 /// The digest of a value: SHA-256 of its tagged canonical bytes. The one hash of every type.
 pub fn digest_of<T: Tagged>(value: &T) -> Digest {
-    sha256(&[&value.to_canonical_bytes()])
+    with_canonical_bytes(value, |bytes| sha256(&[bytes]))
+}
+
+/// Runs `f` on `value`'s tagged canonical bytes, encoded into a buffer this thread reuses, so
+/// hashing and signing a large block do not allocate and grow a fresh buffer each time.
+pub(crate) fn with_canonical_bytes<T: Tagged, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> R {
+    /// A buffer larger than this is released after use rather than kept.
+    const KEEP: usize = 64 << 20;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            value.write_canonical_bytes(&mut buf);
+            let out = f(&buf);
+            if buf.capacity() > KEEP {
+                *buf = Vec::new();
+            }
+            out
+        }
+        // Re-entered (an encoding that hashes): a buffer of its own.
+        Err(_) => f(&value.to_canonical_bytes()),
+    })
 }
 
 /// A signer's public key: 32 bytes whose meaning the [`SignatureScheme`] defines.
@@ -341,7 +364,7 @@ pub struct Signed<T> {
 impl<T: Tagged> Signed<T> {
     /// Signs `body` with `signer`.
     pub fn sign(body: T, signer: &dyn Signer) -> Self {
-        let signature = signer.sign(&body.to_canonical_bytes());
+        let signature = with_canonical_bytes(&body, |bytes| signer.sign(bytes));
         Self { body, signature }
     }
 
@@ -351,7 +374,9 @@ impl<T: Tagged> Signed<T> {
         scheme: &dyn SignatureScheme,
         key: &PublicKey,
     ) -> Result<(), SignatureError> {
-        scheme.verify(key, &self.body.to_canonical_bytes(), &self.signature)
+        with_canonical_bytes(&self.body, |bytes| {
+            scheme.verify(key, bytes, &self.signature)
+        })
     }
 
     /// The digest of the signed body (not of the signature): the value's identity.

@@ -300,7 +300,7 @@ impl SampleConsortium {
             committed,
         };
         rules
-            .build_body(plan, &mut |sb, key| {
+            .build_body(plan, &mut |sb: &SignedBid, key: &crate::crypto::PublicKey| {
                 !check_signatures || sb.verify(&scheme, key).is_ok()
             })
             .expect("the sample market clears")

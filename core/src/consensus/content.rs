@@ -13,7 +13,7 @@ use crate::block::{
     Rejection, RejectionReason, SkipCertificate,
 };
 use crate::clearing::{Cleared, Clearing, ClearingError, ClearingInput, ClearingRecord, Cut};
-use crate::crypto::{Digest, PublicKey, SignatureScheme, Signed};
+use crate::crypto::{Digest, PublicKey, SignatureError, SignatureScheme, Signed};
 use crate::genesis::Genesis;
 use crate::market::{Bid, SignedBatch, SignedBid};
 use crate::schedule::GateSchedule;
@@ -23,8 +23,46 @@ use crate::units::{AreaId, NodeId, ParticipantId, Timestamp};
 /// is not above its participant's (spec V3).
 pub type CommittedNonces = BTreeMap<ParticipantId, u64>;
 
-/// Checks a bid's signature; the node passes a memoising verifier, the audit a counting one.
-pub type BidSignatureCheck<'f> = dyn FnMut(&SignedBid, &PublicKey) -> bool + 'f;
+/// How content checks learn a bid's id and check the signatures of bids, batches and
+/// objections (spec D10, D19, D20, D22). The audit verifies everything afresh (any closure
+/// `FnMut(&SignedBid, &PublicKey) -> bool` is a checker of bids that verifies the rest
+/// directly); a node remembers, within a height, what it verified before
+/// (`node::VerifiedBids`), which changes the work done, never a verdict.
+pub trait SignatureCheck {
+    /// The id of `sb`'s bid.
+    fn bid_id(&mut self, sb: &SignedBid) -> Digest {
+        sb.body.id()
+    }
+    /// Whether `sb`, whose id is `id`, is signed under `key`.
+    fn bid(&mut self, sb: &SignedBid, id: &Digest, key: &PublicKey) -> bool;
+    /// Whether a batch is signed under `key`.
+    fn batch(
+        &mut self,
+        scheme: &dyn SignatureScheme,
+        b: &SignedBatch,
+        key: &PublicKey,
+    ) -> Result<(), SignatureError> {
+        b.verify(scheme, key)
+    }
+    /// Whether an objection is signed under `key`.
+    fn objection(
+        &mut self,
+        scheme: &dyn SignatureScheme,
+        o: &Signed<Objection>,
+        key: &PublicKey,
+    ) -> Result<(), SignatureError> {
+        o.verify(scheme, key)
+    }
+}
+
+impl<F: FnMut(&SignedBid, &PublicKey) -> bool> SignatureCheck for F {
+    fn bid(&mut self, sb: &SignedBid, _: &Digest, key: &PublicKey) -> bool {
+        self(sb, key)
+    }
+}
+
+/// The signature checker content checks take.
+pub type BidSignatureCheck<'f> = dyn SignatureCheck + 'f;
 
 /// The areas that cannot trade in a view: those with a member missing from the skip
 /// certificate that opened the view. Their members could not co-sign (spec L1, V9). View 0 has
@@ -157,7 +195,7 @@ pub fn select_bids<'a>(
     let mut verdicts: Vec<(Digest, &'a Bid, Timestamp, Option<RejectionReason>)> = Vec::new();
     for (sb, home, received) in candidates(process) {
         let bid = &sb.body;
-        let id = bid.id();
+        let id = check_signature.bid_id(sb);
         let replay = !seen_ids.insert(id)
             || !seen_nonces.insert((bid.participant, bid.nonce))
             || (round.schedule.is_none()
@@ -172,7 +210,7 @@ pub fn select_bids<'a>(
                 p.home == home
                     && placement != Placement::OffSchedule
                     && bid.check_rules(genesis, chain_id).is_ok()
-                    && check_signature(sb, &p.public_key)
+                    && check_signature.bid(sb, &id, &p.public_key)
             });
             if !valid {
                 Some(RejectionReason::Invalid)
@@ -405,8 +443,8 @@ impl ContentRules<'_> {
                     b.height
                 )));
             }
-            batch
-                .verify(self.scheme, &g.members[index].public_key)
+            check_signature
+                .batch(self.scheme, batch, &g.members[index].public_key)
                 .map_err(|e| bad(format!("home node {}'s signature: {e}", b.home)))?;
             if let Some(why) = b.malformed() {
                 return Err(bad(format!("home node {}'s batch: {why}", b.home)));
@@ -427,7 +465,8 @@ impl ContentRules<'_> {
                     b.height, b.revision
                 )));
             }
-            o.verify(self.scheme, &member.public_key)
+            check_signature
+                .objection(self.scheme, o, &member.public_key)
                 .map_err(|e| AuditFailure::Process(format!("objection {i}: {e}")))?;
         }
         let mut included = batch_bid_ids(p);
@@ -546,13 +585,19 @@ impl ContentRules<'_> {
                 g.clearing.rule.name()
             )));
         }
-        // V8: every cut was objected by a member, and none twice.
+        // V8: every cut was objected by a member, and none twice (sets: a negotiation may
+        // record a thousand cuts).
+        let objected: BTreeSet<&Cut> = p
+            .objections
+            .iter()
+            .flat_map(|o| match &o.body.reason {
+                crate::block::ObjectionReason::Security { cuts } => cuts.as_slice(),
+                _ => &[],
+            })
+            .collect();
+        let mut seen = BTreeSet::new();
         for (i, c) in p.clearing.cuts.iter().enumerate() {
-            let objected = p.objections.iter().any(|o| match &o.body.reason {
-                crate::block::ObjectionReason::Security { cuts } => cuts.contains(c),
-                _ => false,
-            });
-            if !objected || p.clearing.cuts[..i].contains(c) {
+            if !objected.contains(c) || !seen.insert(c) {
                 return Err(AuditFailure::Process(format!(
                     "cut {i} comes from no recorded security objection, or repeats"
                 )));

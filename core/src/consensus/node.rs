@@ -5,10 +5,11 @@
 //! everything the node does goes out as an ordered list of effects.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::content::{
-    BlockPlan, CommittedNonces, ContentRules, advance_nonces, resolve_appeal, select_bids,
+    BlockPlan, CommittedNonces, ContentRules, SignatureCheck, advance_nonces, resolve_appeal,
+    select_bids,
     unavailable_areas,
 };
 use super::context::{Context, mutated};
@@ -54,11 +55,97 @@ pub struct Negotiation {
     pub appeals: Vec<AppealRecord>,
 }
 
-/// A cache of verified bid signatures. It changes what work is done, never what is decided,
-/// so it is invisible to equality and hashing (model-checker states that differ only in it
-/// are the same state).
+/// What a node verified within a height: bid ids and signatures, batch and objection
+/// signatures, each remembered under its signature with the key and the exact content it was
+/// verified for, so that every revision does not hash and verify again what the last one
+/// carried. A lookup compares the content (cheaper than hashing it); anything not found, or
+/// found with other content or another key, is verified afresh. It changes what work is done,
+/// never what is decided, so it is invisible to equality and hashing (model-checker states
+/// that differ only in it are the same state).
 #[derive(Clone, Debug, Default)]
-pub struct VerifiedBids(BTreeSet<(Digest, Signature)>);
+pub struct VerifiedBids {
+    bids: HashMap<Signature, (Digest, Option<PublicKey>, Bid)>,
+    batches: HashMap<Signature, (PublicKey, BidBatch)>,
+    objections: HashMap<Signature, (PublicKey, Objection)>,
+}
+
+impl VerifiedBids {
+    /// Remembers a bid this node signed a receipt for (verified at intake).
+    fn receipted(&mut self, sb: &SignedBid, id: Digest, key: PublicKey) {
+        self.bids
+            .insert(sb.signature, (id, Some(key), sb.body.clone()));
+    }
+}
+
+/// [`VerifiedBids`] as a content checker's signature check.
+struct Memo<'a> {
+    memo: &'a mut VerifiedBids,
+    scheme: &'a dyn crate::crypto::SignatureScheme,
+}
+
+impl SignatureCheck for Memo<'_> {
+    fn bid_id(&mut self, sb: &SignedBid) -> Digest {
+        match self.memo.bids.get(&sb.signature) {
+            Some((id, _, bid)) if *bid == sb.body => *id,
+            _ => {
+                let id = sb.body.id();
+                self.memo
+                    .bids
+                    .insert(sb.signature, (id, None, sb.body.clone()));
+                id
+            }
+        }
+    }
+
+    fn bid(&mut self, sb: &SignedBid, id: &Digest, key: &PublicKey) -> bool {
+        if let Some((known, verified, bid)) = self.memo.bids.get(&sb.signature) {
+            if known == id && *verified == Some(*key) && *bid == sb.body {
+                return true;
+            }
+        }
+        let ok = sb.verify(self.scheme, key).is_ok();
+        if ok {
+            self.memo
+                .bids
+                .insert(sb.signature, (*id, Some(*key), sb.body.clone()));
+        }
+        ok
+    }
+
+    fn batch(
+        &mut self,
+        scheme: &dyn crate::crypto::SignatureScheme,
+        b: &SignedBatch,
+        key: &PublicKey,
+    ) -> Result<(), crate::crypto::SignatureError> {
+        if let Some((k, body)) = self.memo.batches.get(&b.signature) {
+            if k == key && *body == b.body {
+                return Ok(());
+            }
+        }
+        b.verify(scheme, key)?;
+        self.memo.batches.insert(b.signature, (*key, b.body.clone()));
+        Ok(())
+    }
+
+    fn objection(
+        &mut self,
+        scheme: &dyn crate::crypto::SignatureScheme,
+        o: &Signed<Objection>,
+        key: &PublicKey,
+    ) -> Result<(), crate::crypto::SignatureError> {
+        if let Some((k, body)) = self.memo.objections.get(&o.signature) {
+            if k == key && *body == o.body {
+                return Ok(());
+            }
+        }
+        o.verify(scheme, key)?;
+        self.memo
+            .objections
+            .insert(o.signature, (*key, o.body.clone()));
+        Ok(())
+    }
+}
 
 impl PartialEq for VerifiedBids {
     fn eq(&self, _: &Self) -> bool {
@@ -465,7 +552,9 @@ impl NodeState {
                     received_at: out.now,
                 });
                 self.receipted_nonces.insert(bid.participant, bid.nonce);
-                self.verified.0.insert((id, sb.signature));
+                if let Some(p) = ctx.genesis.participant(bid.participant) {
+                    self.verified.receipted(&sb, id, p.public_key);
+                }
                 self.pool
                     .entry(height)
                     .or_default()
@@ -943,8 +1032,6 @@ impl NodeState {
                     return;
                 }
                 let plan = self.plan(ctx, revision);
-                let verified = &mut self.verified;
-                let scheme = ctx.scheme.clone();
                 let rules = ContentRules {
                     genesis: &ctx.genesis,
                     chain_id: ctx.chain_id,
@@ -952,8 +1039,9 @@ impl NodeState {
                     clearing: ctx.clearing,
                     committed: &self.committed_nonces,
                 };
-                let mut check = |sb: &SignedBid, key: &PublicKey| {
-                    memo_verify(verified, scheme.as_ref(), sb, key)
+                let mut check = Memo {
+                    memo: &mut self.verified,
+                    scheme: ctx.scheme.as_ref(),
                 };
                 let Ok(body) = rules.build_body(plan, &mut check) else {
                     return;
@@ -1185,10 +1273,10 @@ impl NodeState {
             return Err("the body's skip certificate is not the proposal's justification".into());
         }
         let check_clearing = !mutated!(ctx, SkipClearingCheck);
-        let verified = &mut self.verified;
-        let scheme = ctx.scheme.clone();
-        let mut check =
-            |sb: &SignedBid, key: &PublicKey| memo_verify(verified, scheme.as_ref(), sb, key);
+        let mut check = Memo {
+            memo: &mut self.verified,
+            scheme: ctx.scheme.as_ref(),
+        };
         let rules = ContentRules {
             genesis: &ctx.genesis,
             chain_id: ctx.chain_id,
@@ -2147,10 +2235,9 @@ impl NodeState {
                     && block.certificate.block == digest
                     && block.certificate.kind == VoteKind::Commit
             } else {
-                let verified = &mut self.verified;
-                let scheme = ctx.scheme.clone();
-                let mut check = |sb: &SignedBid, key: &PublicKey| {
-                    memo_verify(verified, scheme.as_ref(), sb, key)
+                let mut check = Memo {
+                    memo: &mut self.verified,
+                    scheme: ctx.scheme.as_ref(),
                 };
                 let rules = ContentRules {
                     genesis: &ctx.genesis,
@@ -2183,24 +2270,6 @@ impl Default for NodeState {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// Verifies a bid signature once per (bid, signature).
-fn memo_verify(
-    verified: &mut VerifiedBids,
-    scheme: &dyn crate::crypto::SignatureScheme,
-    sb: &SignedBid,
-    key: &PublicKey,
-) -> bool {
-    let k = (sb.body.id(), sb.signature);
-    if verified.0.contains(&k) {
-        return true;
-    }
-    let ok = sb.verify(scheme, key).is_ok();
-    if ok {
-        verified.0.insert(k);
-    }
-    ok
 }
 
 /// A management node: its context and its state, stepped together. The model checker holds
