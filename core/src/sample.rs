@@ -300,9 +300,12 @@ impl SampleConsortium {
             committed,
         };
         rules
-            .build_body(plan, &mut |sb: &SignedBid, key: &crate::crypto::PublicKey| {
-                !check_signatures || sb.verify(&scheme, key).is_ok()
-            })
+            .build_body(
+                plan,
+                &mut |sb: &SignedBid, key: &crate::crypto::PublicKey| {
+                    !check_signatures || sb.verify(&scheme, key).is_ok()
+                },
+            )
             .expect("the sample market clears")
     }
 

@@ -973,3 +973,46 @@ fn a_block_that_drops_a_reported_batch_fails_the_skip_batch_check() {
         Err(tieline_core::audit::AuditFailure::SkippedBatch(p0))
     );
 }
+
+/// The in-memory cluster steps members on several threads in the same run, event for event:
+/// the same blocks and the same clock as one thread gives, through a crashed primary's skip.
+/// Only where it stops may differ: `done` is asked between rounds, so a run on threads may
+/// also have processed the rest of its last round (events of the same instant).
+#[test]
+fn a_cluster_on_several_threads_runs_the_same_run() {
+    // Seven members, so a broadcast reaches six at one instant: enough for threads.
+    let run = |threads: usize| {
+        let s = SampleConsortium::new(7, 1);
+        let mut c = Cluster::from_sample(&s, open_for(7));
+        c.threads = threads;
+        c.start();
+        for h in 1..=3 {
+            if h == 2 {
+                let primary = s.genesis.primary(2, 0);
+                let i = c.nodes.iter().position(|n| n.ctx.me == primary).unwrap();
+                c.crash(i);
+            }
+            bid_round(&s, &mut c, h);
+            assert!(c.run_until(50_000, decided(h)), "height {h} not decided");
+        }
+        let chains: Vec<Vec<_>> = c
+            .nodes
+            .iter()
+            .map(|n| n.store.blocks.iter().map(|b| b.digest()).collect())
+            .collect();
+        let pending: Vec<(u64, u64)> = c.events.keys().copied().collect();
+        (chains, c.now, pending)
+    };
+    let one = run(1);
+    assert!(one.0.iter().filter(|c| c.len() == 3).count() >= 6);
+    for threads in [2, 4] {
+        let (chains, now, pending) = run(threads);
+        assert_eq!((&chains, now), (&one.0, one.1), "{threads} threads");
+        assert!(one.2.ends_with(&pending), "{threads} threads");
+        assert!(
+            one.2[..one.2.len() - pending.len()]
+                .iter()
+                .all(|(t, _)| *t == now)
+        );
+    }
+}

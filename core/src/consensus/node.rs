@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::content::{
     BlockPlan, CommittedNonces, ContentRules, SignatureCheck, advance_nonces, resolve_appeal,
-    select_bids,
-    unavailable_areas,
+    select_bids, unavailable_areas,
 };
 use super::context::{Context, mutated};
 use super::types::{Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply, Timer};
@@ -124,7 +123,9 @@ impl SignatureCheck for Memo<'_> {
             }
         }
         b.verify(scheme, key)?;
-        self.memo.batches.insert(b.signature, (*key, b.body.clone()));
+        self.memo
+            .batches
+            .insert(b.signature, (*key, b.body.clone()));
         Ok(())
     }
 
@@ -293,7 +294,13 @@ impl NodeState {
     /// height. Batches of the next height already held are kept only if their home's key
     /// still verifies them.
     fn apply_changes(&mut self, ctx: &Context, block: &Block) {
-        if block.body.process.batches.iter().all(|b| b.body.changes.is_empty()) {
+        if block
+            .body
+            .process
+            .batches
+            .iter()
+            .all(|b| b.body.changes.is_empty())
+        {
             return;
         }
         let before = self.registry.clone();

@@ -93,6 +93,10 @@ pub struct Cluster {
     pub replies: Vec<(NodeId, ParticipantId, Reply)>,
     /// Equivocation evidence nodes reported.
     pub evidence: Vec<(NodeId, Evidence)>,
+    /// Threads [`Cluster::run_until`] steps different members on at once (1: one after
+    /// another). Any value gives the same run, event for event (see
+    /// [`Cluster::process_round`]); more threads give it sooner.
+    pub threads: usize,
 }
 
 impl Cluster {
@@ -140,6 +144,7 @@ impl Cluster {
             now: 1_767_225_600_000,
             replies: Vec::new(),
             evidence: Vec::new(),
+            threads: 1,
         }
     }
 
@@ -261,18 +266,114 @@ impl Cluster {
     }
 
     /// Processes events earliest first until `done` holds or `max_events` were processed;
-    /// returns whether `done` held.
+    /// returns whether `done` held. With [`Cluster::threads`] above 1, events are taken in
+    /// rounds ([`Cluster::process_round`]) and `done` is asked between rounds.
     pub fn run_until(&mut self, max_events: usize, mut done: impl FnMut(&Cluster) -> bool) -> bool {
-        for _ in 0..max_events {
+        let mut processed = 0;
+        while processed < max_events {
             if done(self) {
                 return true;
             }
             let Some(&key) = self.events.keys().next() else {
                 return done(self);
             };
-            self.process(key);
+            if self.threads > 1 {
+                processed += self.process_round(max_events - processed);
+            } else {
+                self.process(key);
+                processed += 1;
+            }
         }
         done(self)
+    }
+
+    /// Processes the next events in order, as many as share the earliest time and go to
+    /// different members (at most `limit`), stepping those members on [`Cluster::threads`]
+    /// threads, then carries out their effects in the events' order. The run is the one
+    /// [`Cluster::process`] gives event by event: an event's effects only schedule later
+    /// events (a later sequence number), arm or cancel its own member's timers and write its
+    /// own member's store, so they cannot change another member's event of the round, and no
+    /// member has two events in one round. Returns how many events it processed.
+    pub fn process_round(&mut self, limit: usize) -> usize {
+        let Some(&(time, _)) = self.events.keys().next() else {
+            return 0;
+        };
+        let mut round: Vec<(usize, Input)> = Vec::new();
+        let mut members = std::collections::BTreeSet::new();
+        let keys: Vec<(u64, u64)> = self
+            .events
+            .range((time, 0)..=(time, u64::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            if round.len() >= limit.max(1) {
+                break;
+            }
+            let node = match &self.events[&key] {
+                Event::Deliver { to, .. } => *to,
+                Event::Fire { node, .. } => *node,
+            };
+            let i = self.index(node);
+            if !members.insert(i) {
+                break;
+            }
+            let input = match self.events.remove(&key).expect("listed above") {
+                Event::Deliver { from, msg, .. } => Input::Message { from, msg },
+                Event::Fire { node, timer } => {
+                    self.timers.remove(&(node, timer));
+                    Input::Timer(timer)
+                }
+            };
+            round.push((i, input));
+        }
+        self.now = self.now.max(time);
+        let now = Timestamp(self.now);
+        let count = round.len();
+        // Each member's step, on its own state; the threads take the members in turn. Each
+        // step keeps its place in the round, the order its effects are carried out in.
+        let place: BTreeMap<usize, usize> = round
+            .iter()
+            .enumerate()
+            .map(|(k, (i, _))| (*i, k))
+            .collect();
+        let mut work: Vec<(usize, &mut SimNode, Option<Input>)> = Vec::new();
+        let mut inputs: BTreeMap<usize, Input> = round.into_iter().collect();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if let Some(input) = inputs.remove(&i) {
+                work.push((i, node, Some(input)));
+            }
+        }
+        let step = |(i, node, input): &mut (usize, &mut SimNode, Option<Input>)| {
+            let input = input.take().expect("stepped once");
+            let effects = if node.up {
+                node.state.step(&node.ctx, now, input)
+            } else {
+                Vec::new()
+            };
+            (*i, effects)
+        };
+        let mut results: Vec<(usize, Vec<Effect>)> = if work.len() < 4 || self.threads < 2 {
+            work.iter_mut().map(step).collect()
+        } else {
+            let per = work.len().div_ceil(self.threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = work
+                    .chunks_mut(per)
+                    .map(|chunk| {
+                        scope.spawn(move || chunk.iter_mut().map(step).collect::<Vec<_>>())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("a member's step panicked"))
+                    .collect()
+            })
+        };
+        results.sort_by_key(|(i, _)| place[i]);
+        for (i, effects) in results {
+            self.apply(i, effects);
+        }
+        count
     }
 
     /// Like [`Cluster::run_until`], but an event for which `drop` holds is discarded instead

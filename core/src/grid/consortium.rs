@@ -429,6 +429,9 @@ impl GridConsortium {
         use crate::consensus::Reply;
         use crate::consensus::sim::Cluster;
         let mut cluster = Cluster::with_keys(&self.genesis, &self.members, checks);
+        // Each member verifies on its own machine in a deployment; here they share the
+        // cores, in the same run (`Cluster::process_round`).
+        cluster.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         cluster.start();
         for bid in self.bids(1) {
             let participant = bid.body.participant;
