@@ -22,9 +22,11 @@ use crate::crypto::{SignatureScheme, Signed};
 use crate::encoding::{
     Canonical, DecodeError, DecodeErrorKind, Reader, decode_seq, decode_str, encode_seq, encode_str,
 };
-use crate::genesis::{Genesis, MAX_MEMBERS};
+use crate::crypto::PublicKey;
+use crate::genesis::{Genesis, MAX_MEMBERS, MAX_PARTICIPANTS, Participant};
 use crate::market::{BidError, MAX_BID_STEPS, SignedBatch, SignedBid, SignedReceipt, Trade};
 use crate::merkle::{self, InclusionProof};
+use crate::registry::SignedChange;
 use crate::units::{AreaId, NodeId, ParticipantId};
 
 /// Largest encoded node message, log record or response: the transport's hard frame cap.
@@ -514,6 +516,11 @@ pub enum Request {
         /// The height.
         height: u64,
     },
+    /// Submit a signed registry change (spec A1-A5) to the member that sponsors it: its home
+    /// node, or the member whose key it replaces. The answer has one [`Reply`]:
+    /// [`Reply::ChangeAccepted`] or [`Reply::ChangeRefused`]. The change authenticates itself
+    /// by its signatures, so any identity the node accepts may deliver it.
+    SubmitChange(Box<SignedChange>),
 }
 
 impl Canonical for Request {
@@ -536,6 +543,10 @@ impl Canonical for Request {
                 out.push(4);
                 height.encode(out);
             }
+            Request::SubmitChange(c) => {
+                out.push(5);
+                c.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -551,6 +562,7 @@ impl Canonical for Request {
             4 => Request::QueryProcess {
                 height: field(r, "height")?,
             },
+            5 => Request::SubmitChange(boxed(r, "change")?),
             value => return Err(invalid(value)),
         })
     }
@@ -813,6 +825,8 @@ pub struct NodeStatus {
     pub last_trades: u64,
     /// Bids in the last committed block's batches.
     pub last_bids: u64,
+    /// How the registry the node decides `height` by differs from the genesis (spec A1-A5).
+    pub registry: RegistryDelta,
 }
 crate::canonical_struct!(NodeStatus {
     node,
@@ -820,8 +834,98 @@ crate::canonical_struct!(NodeStatus {
     view,
     last,
     last_trades,
-    last_bids
+    last_bids,
+    registry
 });
+
+/// A participant revoked on chain, as it stood when revoked, with the height from which it is
+/// revoked.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Revocation {
+    /// The participant, with its last key.
+    pub participant: Participant,
+    /// The first height at which its bids are refused.
+    pub from_height: u64,
+}
+crate::canonical_struct!(Revocation {
+    participant,
+    from_height
+});
+
+/// A member's current key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemberKey {
+    /// The member.
+    pub member: NodeId,
+    /// Its key.
+    pub key: PublicKey,
+}
+crate::canonical_struct!(MemberKey { member, key });
+
+/// How a registry differs from the genesis it grew from: what a node tells its participants
+/// and operators in its status, small while few changes were made (spec A1-A5). Applied to
+/// the genesis ([`RegistryDelta::apply`]) it gives the registry itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryDelta {
+    /// The participants admitted on chain or whose key was replaced, as they stand, by id.
+    pub participants: Vec<Participant>,
+    /// The participants revoked, by id.
+    pub revoked: Vec<Revocation>,
+    /// The members whose key was replaced, with their current key, by id.
+    pub member_keys: Vec<MemberKey>,
+}
+crate::canonical_struct!(RegistryDelta {
+    participants: seq(MAX_PARTICIPANTS),
+    revoked: seq(MAX_PARTICIPANTS),
+    member_keys: seq(MAX_MEMBERS)
+});
+
+impl RegistryDelta {
+    /// How `head` (the registry, with `revoked` its revocations) differs from `base`.
+    pub fn between(base: &Genesis, head: &Genesis, revoked: Vec<Revocation>) -> Self {
+        RegistryDelta {
+            participants: head
+                .participants
+                .iter()
+                .filter(|p| base.participant(p.id) != Some(*p))
+                .cloned()
+                .collect(),
+            revoked,
+            member_keys: head
+                .members
+                .iter()
+                .filter(|m| base.member(m.id).is_none_or(|b| b.public_key != m.public_key))
+                .map(|m| MemberKey {
+                    member: m.id,
+                    key: m.public_key,
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the registry is the genesis.
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty() && self.revoked.is_empty() && self.member_keys.is_empty()
+    }
+
+    /// The registry: `base` with the revoked participants removed, the admitted ones added,
+    /// and the replaced keys in place.
+    pub fn apply(&self, base: &Genesis) -> Genesis {
+        let mut g = base.clone();
+        g.participants.retain(|p| {
+            self.revoked.iter().all(|r| r.participant.id != p.id)
+                && self.participants.iter().all(|q| q.id != p.id)
+        });
+        g.participants.extend(self.participants.iter().cloned());
+        g.participants.sort_by_key(|p| p.id);
+        for k in &self.member_keys {
+            if let Some(m) = g.members.iter_mut().find(|m| m.id == k.member) {
+                m.public_key = k.key;
+            }
+        }
+        g
+    }
+}
 
 /// Why a request was not served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -1054,7 +1158,33 @@ mod tests {
             any::<u64>().prop_map(|from_height| Request::QueryTrades { from_height }),
             Just(Request::Status),
             any::<u64>().prop_map(|height| Request::QueryProcess { height }),
+            st::change().prop_map(|c| Request::SubmitChange(Box::new(c))),
         ]
+    }
+
+    fn registry_delta() -> impl Strategy<Value = RegistryDelta> {
+        (
+            vec(st::participant(), 0..3),
+            vec((st::participant(), any::<u64>()), 0..3),
+            vec((any::<u16>(), st::public_key()), 0..3),
+        )
+            .prop_map(|(participants, revoked, keys)| RegistryDelta {
+                participants,
+                revoked: revoked
+                    .into_iter()
+                    .map(|(participant, from_height)| Revocation {
+                        participant,
+                        from_height,
+                    })
+                    .collect(),
+                member_keys: keys
+                    .into_iter()
+                    .map(|(m, key)| MemberKey {
+                        member: NodeId(m),
+                        key,
+                    })
+                    .collect(),
+            })
     }
 
     fn response() -> impl Strategy<Value = Response> {
@@ -1086,9 +1216,10 @@ mod tests {
                 any::<u32>(),
                 proptest::option::of(st::header()),
                 any::<u64>(),
-                any::<u64>()
+                any::<u64>(),
+                registry_delta(),
             )
-                .prop_map(|(n, height, view, last, last_trades, last_bids)| {
+                .prop_map(|(n, height, view, last, last_trades, last_bids, registry)| {
                     Response::Status(NodeStatus {
                         node: NodeId(n),
                         height,
@@ -1096,6 +1227,7 @@ mod tests {
                         last,
                         last_trades,
                         last_bids,
+                        registry,
                     })
                 }),
             "[a-z ]{0,20}".prop_map(|detail| Response::Failed(RequestFailure {
