@@ -1481,6 +1481,17 @@ fn print_registry(
 
 // ----- registry changes -----
 
+/// How `--wait` confirms a change that replaces the very key the command connects with: the
+/// node stops accepting that key once the change takes effect.
+enum Confirm {
+    /// The change leaves the command's key in place.
+    Stays,
+    /// The change replaces the command's key; with the new key file, the command reconnects
+    /// under it to read the registry, otherwise the node's refusal of the old key is the
+    /// confirmation.
+    Replaced(Option<tieline_core::crypto::Ed25519Signer>),
+}
+
 /// Submits `change` through `c` and reports the answer; with `--wait`, waits until the
 /// carrying block commits and checks with `took_effect` (given the registry at the node's
 /// head) whether the change took effect.
@@ -1488,6 +1499,7 @@ async fn submit_change(
     a: &ChangeArgs,
     mut c: ParticipantClient,
     change: SignedChange,
+    confirm: Confirm,
     took_effect: impl Fn(&Genesis) -> bool,
 ) -> Result<ExitCode> {
     let what = change.describe();
@@ -1540,20 +1552,64 @@ async fn submit_change(
         return Ok(ExitCode::SUCCESS);
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+    let key_refused = |e: &tieline_net::participant::ClientError| {
+        matches!(
+            e,
+            tieline_net::participant::ClientError::Request {
+                source: tieline_net::transport::RequestError::ConnectionLost(_),
+                ..
+            }
+        )
+    };
+    // Whether the node committed the height (Some(true)), or refused the replaced key (None).
     let committed = loop {
         match c.status().await {
-            Ok(s) if s.height > height => break true,
-            _ if std::time::Instant::now() >= deadline => break false,
+            Ok(s) if s.height > height => break Some(true),
+            Err(e) if matches!(confirm, Confirm::Replaced(_)) && key_refused(&e) => break None,
+            _ if std::time::Instant::now() >= deadline => break Some(false),
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     };
-    if !committed {
+    if committed == Some(false) {
         c.close().await;
         bail!("node {node} had not committed height {height} after {wait} s; the change is pending");
     }
-    let learnt = c.learn().await;
-    c.close().await;
-    let effective = learnt.is_ok() && took_effect(c.registry());
+    let effective = match (committed, confirm) {
+        // Under the new key: the node accepts it and its registry shows the change.
+        (_, Confirm::Replaced(Some(signer))) => {
+            c.close().await;
+            let genesis = Arc::new(read_genesis(&a.genesis)?);
+            let node_key = a.node_key.as_deref().and_then(|k| PublicKey::from_hex(k).ok());
+            let timeout = Duration::from_secs(a.timeout.max(1));
+            let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+            loop {
+                let found =
+                    ParticipantClient::locate(genesis.clone(), signer.clone(), Some(node), node_key, timeout)
+                        .await;
+                let effective = found.as_ref().is_ok_and(|n| took_effect(n.registry()));
+                if let Ok(n) = &found {
+                    n.close().await;
+                }
+                if effective || std::time::Instant::now() >= deadline {
+                    break effective;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // The node refused the replaced key: only the change makes it do so.
+        (None, _) => {
+            c.close().await;
+            true
+        }
+        (Some(_), confirm) => {
+            let learnt = c.learn().await;
+            c.close().await;
+            match learnt {
+                Ok(_) => took_effect(c.registry()),
+                Err(e) => matches!(confirm, Confirm::Replaced(_)) && key_refused(&e),
+            }
+        }
+    };
     if a.json {
         println!(
             "{}",
@@ -1639,7 +1695,7 @@ async fn admit(a: AdmitArgs) -> Result<ExitCode> {
     };
     let mut change = SignedChange::new(genesis.chain_id(), RegistryChange::Admit(participant));
     change.sign(Party::Member(home), c.signer());
-    submit_change(&a.change, c, change, move |g| {
+    submit_change(&a.change, c, change, Confirm::Stays, move |g| {
         g.participant(id).is_some_and(|p| p.public_key == key)
     })
     .await
@@ -1662,11 +1718,20 @@ async fn revoke(a: RevokeArgs) -> Result<ExitCode> {
     }
     let mut change = SignedChange::new(genesis.chain_id(), RegistryChange::Revoke(id));
     change.sign(Party::Member(home), c.signer());
-    submit_change(&a.change, c, change, move |g| g.participant(id).is_none()).await
+    submit_change(&a.change, c, change, Confirm::Stays, move |g| {
+        g.participant(id).is_none()
+    })
+    .await
 }
 
 async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
     let new_key = public_key("new-key", &a.new_key)?;
+    // With the new key file at hand, --wait confirms under the new key.
+    let new_signer = if Path::new(&a.new_key).exists() {
+        Some(keyfile::read(Path::new(&a.new_key))?)
+    } else {
+        None
+    };
     let (genesis, c) = client(&a.change.who()).await?;
     let registry = c.registry().clone();
     let current = c.signer().public_key();
@@ -1691,7 +1756,8 @@ async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
         );
         // The home node countersigns on intake.
         change.sign(Party::Participant(id), c.signer());
-        return submit_change(&a.change, c, change, move |g| {
+        let confirm = Confirm::Replaced(new_signer);
+        return submit_change(&a.change, c, change, confirm, move |g| {
             g.participant(id).is_some_and(|p| p.public_key == new_key)
         })
         .await;
@@ -1747,7 +1813,8 @@ async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
             signers.len() - 1
         );
     }
-    let code = submit_change(&a.change, c, change, move |g| {
+    let confirm = Confirm::Replaced(new_signer);
+    let code = submit_change(&a.change, c, change, confirm, move |g| {
         g.member(member).is_some_and(|m| m.public_key == new_key)
     })
     .await?;

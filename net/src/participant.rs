@@ -243,9 +243,9 @@ impl ParticipantClient {
 
     /// Asks the node's status and takes the registry it names (the genesis with the changes
     /// on chain applied) as this client's: the participant the key belongs to now, its area,
-    /// and the node's key that receipts are verified with. The node is trusted for it as it is
-    /// for the status. Certificates are verified against the genesis (its chain id and
-    /// members' keys).
+    /// and the members' keys that certificates are verified with (a block certified before a
+    /// replacement verifies under the genesis). The node is trusted for it as it is for the
+    /// status; receipts and certificates are still verified.
     pub async fn learn(&mut self) -> Result<NodeStatus, ClientError> {
         let status = self.status().await?;
         let registry = Arc::new(status.registry.apply(&self.genesis));
@@ -382,7 +382,11 @@ impl ParticipantClient {
     pub async fn process(&self, height: u64) -> Result<CertifiedProcess, ClientError> {
         match self.ask(&Request::QueryProcess { height }).await? {
             Response::Process(p) if p.header.height == height => {
-                p.verify(&self.genesis, &self.scheme)?;
+                // Under the registry at the head, or, for a block certified before a member's
+                // key was replaced, the genesis.
+                let chain_id = self.genesis.chain_id();
+                p.verify_in(&chain_id, &self.registry, &self.scheme)
+                    .or_else(|_| p.verify(&self.genesis, &self.scheme))?;
                 Ok(*p)
             }
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -427,8 +431,10 @@ impl ParticipantClient {
             .ok_or_else(|| ClientError::NotAdmitted(self.signer.public_key().to_hex()))?;
         match self.ask(&Request::QueryTrades { from_height }).await? {
             Response::Trades(report) => {
+                let chain_id = self.genesis.chain_id();
                 for b in &report.blocks {
-                    b.verify(&self.genesis, &self.scheme, me)?;
+                    b.verify_in(&chain_id, &self.registry, &self.scheme, me)
+                        .or_else(|_| b.verify(&self.genesis, &self.scheme, me))?;
                 }
                 Ok(report)
             }

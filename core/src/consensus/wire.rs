@@ -656,12 +656,12 @@ pub enum ProofError {
 /// The header is of this chain and the certificate is a commit certificate for it (its
 /// signatures are checked by the caller, with the members it requires).
 fn commit_target(
-    genesis: &Genesis,
+    chain_id: &crate::crypto::Digest,
     header: &BlockHeader,
     c: &QuorumCertificate,
 ) -> Result<(), ProofError> {
     let height = header.height;
-    if header.chain_id != genesis.chain_id() {
+    if header.chain_id != *chain_id {
         return Err(ProofError::WrongChain { height });
     }
     if c.kind != VoteKind::Commit || c.height != height || c.block != header.digest() {
@@ -706,10 +706,21 @@ impl CertifiedProcess {
         genesis: &Genesis,
         scheme: &dyn SignatureScheme,
     ) -> Result<(), ProofError> {
+        self.verify_in(&genesis.chain_id(), genesis, scheme)
+    }
+
+    /// [`CertifiedProcess::verify`] for chain `chain_id` under `registry`: the genesis with the
+    /// registry changes on chain applied, whose members' keys certified the block (spec A4).
+    pub fn verify_in(
+        &self,
+        chain_id: &crate::crypto::Digest,
+        registry: &Genesis,
+        scheme: &dyn SignatureScheme,
+    ) -> Result<(), ProofError> {
         let height = self.header.height;
-        commit_target(genesis, &self.header, &self.certificate)?;
+        commit_target(chain_id, &self.header, &self.certificate)?;
         self.certificate
-            .verify(genesis, genesis.chain_id(), scheme, &[])
+            .verify(registry, *chain_id, scheme, &[])
             .map_err(|reason| ProofError::Certificate { height, reason })?;
         if crate::crypto::digest_of(&self.process) != self.header.process_hash {
             return Err(ProofError::ProcessHash { height });
@@ -737,9 +748,23 @@ impl CertifiedTrades {
         scheme: &dyn SignatureScheme,
         participant: ParticipantId,
     ) -> Result<(), ProofError> {
+        self.verify_in(&genesis.chain_id(), genesis, scheme, participant)
+    }
+
+    /// [`CertifiedTrades::verify`] for chain `chain_id` under `registry`: the genesis with the
+    /// registry changes on chain applied, which names the participant (spec A1) and the
+    /// members' keys that certified the block (A4).
+    pub fn verify_in(
+        &self,
+        chain_id: &crate::crypto::Digest,
+        registry: &Genesis,
+        scheme: &dyn SignatureScheme,
+        participant: ParticipantId,
+    ) -> Result<(), ProofError> {
         let height = self.header.height;
-        let chain_id = genesis.chain_id();
-        commit_target(genesis, &self.header, &self.certificate)?;
+        let chain_id = *chain_id;
+        let genesis = registry;
+        commit_target(&chain_id, &self.header, &self.certificate)?;
         let c = &self.certificate;
         let area: AreaId = genesis
             .participant(participant)

@@ -257,9 +257,12 @@ impl Endpoint {
     }
 
     /// Replaces the keys the endpoint accepts (the registry changed on chain): new handshakes
-    /// are checked against `directory`; a connection whose key it no longer maps to the same
-    /// peer is closed ([`codes::KEY_RETIRED`]); a link to a member whose key changed reconnects
-    /// pinning the new key. Members keep their addresses, and this endpoint its member id.
+    /// are checked against `directory`; a participant's connection whose key it no longer maps
+    /// to the same participant is closed ([`codes::KEY_RETIRED`]). A member whose key was
+    /// replaced keeps its open connections (it learns the block that replaced its key over
+    /// them, and the core refuses what it signs with the old key), and the link to it keeps its
+    /// connection until the member answers under the new key, then reconnects pinning it.
+    /// Members keep their addresses, and this endpoint its member id.
     pub fn set_directory(&self, directory: Directory) {
         self.inner.directory.send_replace(Arc::new(directory));
     }
@@ -403,8 +406,13 @@ async fn serve_connection(context: Arc<ServeContext>, incoming: quinn::Incoming)
     loop {
         tokio::select! {
             changed = directory.changed(), if watching => match changed {
+                // A member whose key was replaced keeps its connections until it restarts under
+                // the new key (it must learn the block that replaced it; the core refuses what
+                // it signs with the old key); new handshakes with the old key are refused.
                 Ok(()) => {
-                    if directory.borrow_and_update().peer(&key) != Some(peer) {
+                    let now = directory.borrow_and_update().peer(&key);
+                    let member_replaced = matches!(peer, Peer::Member(m) if directory.borrow().member(m).is_some());
+                    if now != Some(peer) && !member_replaced {
                         warn!(%remote, %peer, key = %key, "the key is no longer accepted (replaced or revoked on chain); closing the connection");
                         connection.close(codes::KEY_RETIRED.into(), b"key no longer accepted");
                         break;

@@ -203,9 +203,9 @@ async fn run(
 }
 
 /// Moves queued frames onto one stream of `connection`, coalescing what is queued into writes of
-/// up to [`WRITE_BATCH_BYTES`], until the connection fails, the link is stopped, or the
-/// directory no longer holds `member` as it was when the connection was made (its key was
-/// replaced: the link reconnects pinning the new one).
+/// up to [`WRITE_BATCH_BYTES`], until the connection fails, the link is stopped, or the member,
+/// whose key the directory replaced since the connection was made, answers under its new key
+/// (the link then reconnects pinning it).
 async fn pump(
     context: &LinkContext,
     connection: &quinn::Connection,
@@ -219,6 +219,9 @@ async fn pump(
     };
     let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
     let mut watching = true;
+    let mut replaced: Option<MemberAddress> = None;
+    let mut probe = tokio::time::interval(context.config.backoff_max);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
             biased;
@@ -230,10 +233,23 @@ async fn pump(
             changed = directory.changed(), if watching => {
                 if changed.is_err() {
                     watching = false;
-                } else if directory.borrow_and_update().member(to) != Some(member) {
+                } else {
+                    replaced = directory.borrow_and_update().member(to).filter(|m| *m != member).cloned();
+                    if let Some(m) = &replaced {
+                        info!(%to, key = %m.public_key, "the member's key was replaced on chain; the link keeps its connection until the member answers under the new key");
+                    }
+                }
+                continue;
+            }
+            // The member still runs under its old key until its operator restarts it: the link
+            // keeps the old connection (the member learns the block that replaced its key over
+            // it) and probes for the new key, switching once it answers.
+            _ = probe.tick(), if replaced.is_some() => {
+                let m = replaced.as_ref().expect("guarded");
+                if answers_under(context, m).await {
                     let _ = stream.finish();
                     connection.close(codes::KEY_RETIRED.into(), b"key replaced");
-                    return Ended::Lost("the member's key was replaced on chain".into());
+                    return Ended::Lost("the member answers under its new key".into());
                 }
                 continue;
             }
@@ -268,6 +284,28 @@ async fn pump(
             return Ended::Lost(e.to_string());
         }
         context.metrics.count_out(frames, bytes);
+    }
+}
+
+/// Whether `member` answers a handshake under its key (the connection is closed at once).
+async fn answers_under(context: &LinkContext, member: &MemberAddress) -> bool {
+    let Ok(config) = quinn_client_config(
+        &context.signer,
+        member.public_key,
+        &context.config,
+        &context.metrics,
+    ) else {
+        return false;
+    };
+    let Ok(addr) = resolve(&member.address).await else {
+        return false;
+    };
+    match connect(&context.quinn, &config, addr, &context.config).await {
+        Ok(c) => {
+            c.close(codes::SHUTDOWN.into(), b"probe");
+            true
+        }
+        Err(_) => false,
     }
 }
 
