@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use tieline_core::genesis::Timing;
 use tieline_net::cluster::{ClusterSpec, LocalCluster};
 use tieline_tests::{TempDir, tieline_bin};
 
@@ -19,12 +20,17 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn cluster(name: &str) -> (std::sync::MutexGuard<'static, ()>, TempDir, LocalCluster) {
     let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = TempDir::new(name);
-    let mut c = LocalCluster::create(
-        &dir.0.join("cluster"),
-        &tieline_bin(),
-        &ClusterSpec::default(),
-    )
-    .expect("create the cluster");
+    let spec = ClusterSpec {
+        timing: Timing {
+            gate_ms: 1_000,
+            batch_wait_ms: 200,
+            view_timeout_ms: 1_500,
+            schedule: None,
+        },
+        ..ClusterSpec::default()
+    };
+    let mut c =
+        LocalCluster::create(&dir.0.join("cluster"), &tieline_bin(), &spec).expect("create the cluster");
     c.start_all().expect("start the nodes");
     (serial, dir, c)
 }
@@ -106,11 +112,30 @@ fn bid(c: &LocalCluster, key: &Path, side: &str, step: &str) -> (bool, Output) {
     (out.status.success(), out)
 }
 
-/// Polls `tieline query` with `key` until a committed block holds a trade of its participant.
-fn wait_trade(c: &LocalCluster, key: &Path) -> serde_json::Value {
+/// `seller` offers 5 MWh at 20 and `buyer` (of the same area) asks for 5 at 60, until both
+/// bids are receipted for the same height (each height is its own auction); then waits until
+/// that height commits with the seller's trade, and returns the block as `tieline query`
+/// reports it.
+fn trade(c: &LocalCluster, seller: &Path, buyer: &Path) -> serde_json::Value {
+    let mut tries = 0;
+    let height = loop {
+        let (ok, out) = bid(c, seller, "sell", "20@5");
+        assert!(ok, "{}", text(&out));
+        let sell = json(&out);
+        assert_eq!(sell["status"], "receipted", "{sell}");
+        let (ok, out) = bid(c, buyer, "buy", "60@5");
+        assert!(ok, "{}", text(&out));
+        let buy = json(&out);
+        if buy["height"] == sell["height"] {
+            break sell["height"].as_u64().unwrap();
+        }
+        tries += 1;
+        assert!(tries < 5, "the bids never met in one height");
+    };
     let deadline = Instant::now() + LIMIT;
     loop {
-        let out = as_key(c, "query", key, &["--json"]);
+        let from = height.to_string();
+        let out = as_key(c, "query", seller, &["--json", "--from-height", &from]);
         if out.status.success() {
             let blocks = json(&out);
             if let Some(b) = blocks.as_array().and_then(|b| b.first()) {
@@ -179,9 +204,7 @@ fn a_participant_admitted_on_chain_can_bid_and_a_revoked_one_cannot() {
     assert_eq!(sell["status"], "receipted", "{sell}");
     assert_eq!(sell["participant"], 5000, "{sell}");
     assert!(sell["height"].as_u64().unwrap() > carried, "{sell}");
-    let (ok, out) = bid(&c, &buyer, "buy", "60@5");
-    assert!(ok, "{}", text(&out));
-    let block = wait_trade(&c, &newcomer);
+    let block = trade(&c, &newcomer, &buyer);
     let trades = block["trades"].as_array().unwrap();
     assert_eq!(trades[0]["side"], "sell", "{block}");
     assert_eq!(trades[0]["quantity_mwh"], "5", "{block}");
@@ -294,21 +317,8 @@ fn after_a_key_rotation_the_old_key_is_refused_and_the_new_one_is_receipted() {
     assert_eq!(sell["participant"], id, "{sell}");
     let buyer = participant_key(&c, &dir, 1);
     assert_eq!(c.genesis.participants[1].home, c.genesis.participants[0].home);
-    let (ok, out) = bid(&c, &buyer, "buy", "60@5");
-    assert!(ok, "{}", text(&out));
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let out = as_key(&c, "query", &new, &["--json", "--from-height", "2"]);
-        let traded = out.status.success()
-            && json(&out)
-                .as_array()
-                .is_some_and(|b| b.iter().any(|b| b["height"].as_u64() > sell["height"].as_u64().map(|h| h - 1)));
-        if traded {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no trade: {}", text(&out));
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let block = trade(&c, &new, &buyer);
+    assert_eq!(block["trades"][0]["side"], "sell", "{block}");
     let out = as_key(&c, "status", &new, &["--json"]);
     let status = json(&out);
     assert!(
