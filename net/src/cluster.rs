@@ -403,7 +403,10 @@ pub struct AuditedRegistry {
 
 /// Audits encoded blocks as [`audit_blocks`] does, and returns the registry at the head (the
 /// participants admitted and revoked, the members' keys: spec A1-A5).
-pub fn audit_registry(genesis: &Genesis, blocks: &[Vec<u8>]) -> Result<AuditedRegistry, AuditError> {
+pub fn audit_registry(
+    genesis: &Genesis,
+    blocks: &[Vec<u8>],
+) -> Result<AuditedRegistry, AuditError> {
     let scheme = Ed25519::with_known_keys(genesis.public_keys());
     let mut auditor = ChainAuditor::new(genesis, &scheme, rule_for(genesis.clearing.rule));
     for b in blocks {

@@ -16,10 +16,10 @@ use tieline_core::genesis::{
     Area, ClearingParams, ClearingRule, FaultKind, FaultModel, Genesis, Member, Participant,
     TieLine, Timing,
 };
-use tieline_core::registry::{Party, RegistryChange, SignedChange};
 use tieline_core::market::{
     Bid, BidStep, Product, Settlement, Side, SignedBid, SignedReceipt, Term,
 };
+use tieline_core::registry::{Party, RegistryChange, SignedChange};
 use tieline_core::schedule::GateSchedule;
 use tieline_core::units::{
     AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp,
@@ -1489,7 +1489,7 @@ enum Confirm {
     /// The change replaces the command's key; with the new key file, the command reconnects
     /// under it to read the registry, otherwise the node's refusal of the old key is the
     /// confirmation.
-    Replaced(Option<tieline_core::crypto::Ed25519Signer>),
+    Replaced(Option<Box<tieline_core::crypto::Ed25519Signer>>),
 }
 
 /// Submits `change` through `c` and reports the answer; with `--wait`, waits until the
@@ -1572,20 +1572,30 @@ async fn submit_change(
     };
     if committed == Some(false) {
         c.close().await;
-        bail!("node {node} had not committed height {height} after {wait} s; the change is pending");
+        bail!(
+            "node {node} had not committed height {height} after {wait} s; the change is pending"
+        );
     }
     let effective = match (committed, confirm) {
         // Under the new key: the node accepts it and its registry shows the change.
         (_, Confirm::Replaced(Some(signer))) => {
             c.close().await;
             let genesis = Arc::new(read_genesis(&a.genesis)?);
-            let node_key = a.node_key.as_deref().and_then(|k| PublicKey::from_hex(k).ok());
+            let node_key = a
+                .node_key
+                .as_deref()
+                .and_then(|k| PublicKey::from_hex(k).ok());
             let timeout = Duration::from_secs(a.timeout.max(1));
             let deadline = std::time::Instant::now() + Duration::from_secs(wait);
             loop {
-                let found =
-                    ParticipantClient::locate(genesis.clone(), signer.clone(), Some(node), node_key, timeout)
-                        .await;
+                let found = ParticipantClient::locate(
+                    genesis.clone(),
+                    (*signer).clone(),
+                    Some(node),
+                    node_key,
+                    timeout,
+                )
+                .await;
                 let effective = found.as_ref().is_ok_and(|n| took_effect(n.registry()));
                 if let Ok(n) = &found {
                     n.close().await;
@@ -1677,10 +1687,7 @@ async fn admit(a: AdmitArgs) -> Result<ExitCode> {
     if genesis.areas.iter().all(|x| x.id != area) {
         return refuse(format!("--area {area}: no such area in the genesis")).await;
     }
-    if registry
-        .participants
-        .iter()
-        .any(|p| p.public_key == key)
+    if registry.participants.iter().any(|p| p.public_key == key)
         || registry.members.iter().any(|m| m.public_key == key)
     {
         return refuse(format!("--public-key {key}: the key is in use already")).await;
@@ -1705,7 +1712,9 @@ async fn revoke(a: RevokeArgs) -> Result<ExitCode> {
     let (genesis, c, home) = member_client(&a.change).await?;
     let id = ParticipantId(a.participant);
     let problem = match c.registry().participant(id) {
-        None => Some(format!("--participant {id}: participant {id} is not admitted")),
+        None => Some(format!(
+            "--participant {id}: participant {id} is not admitted"
+        )),
         Some(p) if p.home != home => Some(format!(
             "--participant {id}: its home node is {}, not node {home} (whose key signs): run this with node {}'s key file",
             p.home, p.home
@@ -1728,7 +1737,7 @@ async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
     let new_key = public_key("new-key", &a.new_key)?;
     // With the new key file at hand, --wait confirms under the new key.
     let new_signer = if Path::new(&a.new_key).exists() {
-        Some(keyfile::read(Path::new(&a.new_key))?)
+        Some(Box::new(keyfile::read(Path::new(&a.new_key))?))
     } else {
         None
     };
@@ -1796,11 +1805,7 @@ async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
         };
         if !signers.insert(m.id) {
             c.close().await;
-            bail!(
-                "--cosign {}: member {} signs already",
-                path.display(),
-                m.id
-            );
+            bail!("--cosign {}: member {} signs already", path.display(), m.id);
         }
         change.sign(Party::Member(m.id), &signer);
     }

@@ -126,7 +126,14 @@ impl ParticipantClient {
         node: Option<NodeId>,
         request_timeout: Duration,
     ) -> Result<Self, ClientError> {
-        Self::with_node_key(genesis.clone(), genesis, signer, node, None, request_timeout)
+        Self::with_node_key(
+            genesis.clone(),
+            genesis,
+            signer,
+            node,
+            None,
+            request_timeout,
+        )
     }
 
     /// Like [`ParticipantClient::new`], knowing the registry `registry` (the genesis with the
@@ -149,7 +156,9 @@ impl ParticipantClient {
             (None, None, Some(m)) => m.id,
             (None, None, None) => return Err(ClientError::NotAdmitted(key.to_hex())),
         };
-        let member = registry.member(node).ok_or(ClientError::UnknownNode(node))?;
+        let member = registry
+            .member(node)
+            .ok_or(ClientError::UnknownNode(node))?;
         let node_key = node_key.unwrap_or(member.public_key);
         let addr = parse_address("address", &member.address).map_err(|e| ClientError::Address {
             node,
@@ -275,7 +284,10 @@ impl ParticipantClient {
     }
 
     /// Participant `id` as the registry names it, or as it stood when revoked.
-    pub fn participant_record(&self, id: ParticipantId) -> Option<&tieline_core::genesis::Participant> {
+    pub fn participant_record(
+        &self,
+        id: ParticipantId,
+    ) -> Option<&tieline_core::genesis::Participant> {
         self.registry.participant(id).or_else(|| {
             self.revoked
                 .iter()
@@ -419,7 +431,7 @@ impl ParticipantClient {
     /// The node's status.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.ask(&Request::Status).await? {
-            Response::Status(s) => Ok(s),
+            Response::Status(s) => Ok(*s),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

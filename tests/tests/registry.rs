@@ -29,8 +29,8 @@ fn cluster(name: &str) -> (std::sync::MutexGuard<'static, ()>, TempDir, LocalClu
         },
         ..ClusterSpec::default()
     };
-    let mut c =
-        LocalCluster::create(&dir.0.join("cluster"), &tieline_bin(), &spec).expect("create the cluster");
+    let mut c = LocalCluster::create(&dir.0.join("cluster"), &tieline_bin(), &spec)
+        .expect("create the cluster");
     c.start_all().expect("start the nodes");
     (serial, dir, c)
 }
@@ -101,7 +101,11 @@ fn wait_running(c: &LocalCluster, key: &Path) {
         if out.status.success() && json(&out)["committed"].as_u64() > Some(0) {
             return;
         }
-        assert!(Instant::now() < deadline, "the node never ran: {}", text(&out));
+        assert!(
+            Instant::now() < deadline,
+            "the node never ran: {}",
+            text(&out)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -163,7 +167,11 @@ fn a_participant_admitted_on_chain_can_bid_and_a_revoked_one_cannot() {
     // Not admitted yet: the key is no participant's, and no node accepts it.
     let (ok, out) = bid(&c, &newcomer, "sell", "20@5");
     assert!(!ok, "{}", text(&out));
-    assert!(text(&out).contains("not an admitted participant"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not an admitted participant"),
+        "{}",
+        text(&out)
+    );
 
     // A bad public key is named.
     let out = as_key(
@@ -289,7 +297,12 @@ fn after_a_key_rotation_the_old_key_is_refused_and_the_new_one_is_receipted() {
     assert!(ok, "{}", text(&out));
 
     // Replacing the key with itself is refused locally, naming the flag.
-    let out = as_key(&c, "rotate-key", &old, &["--new-key", old.to_str().unwrap()]);
+    let out = as_key(
+        &c,
+        "rotate-key",
+        &old,
+        &["--new-key", old.to_str().unwrap()],
+    );
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("--new-key"), "{}", text(&out));
 
@@ -316,7 +329,10 @@ fn after_a_key_rotation_the_old_key_is_refused_and_the_new_one_is_receipted() {
     assert_eq!(sell["status"], "receipted", "{sell}");
     assert_eq!(sell["participant"], id, "{sell}");
     let buyer = participant_key(&c, &dir, 1);
-    assert_eq!(c.genesis.participants[1].home, c.genesis.participants[0].home);
+    assert_eq!(
+        c.genesis.participants[1].home,
+        c.genesis.participants[0].home
+    );
     let block = trade(&c, &new, &buyer);
     assert_eq!(block["trades"][0]["side"], "sell", "{block}");
     let out = as_key(&c, "status", &new, &["--json"]);
@@ -332,8 +348,7 @@ fn after_a_key_rotation_the_old_key_is_refused_and_the_new_one_is_receipted() {
 }
 
 #[test]
-fn a_member_key_rotation_signed_by_a_quorum_takes_effect_and_the_node_restarts_with_the_new_key()
-{
+fn a_member_key_rotation_signed_by_a_quorum_takes_effect_and_the_node_restarts_with_the_new_key() {
     let (_serial, dir, mut c) = cluster("registry-member");
     let p = participant_key(&c, &dir, 0);
     wait_running(&c, &p);
@@ -346,7 +361,13 @@ fn a_member_key_rotation_signed_by_a_quorum_takes_effect_and_the_node_restarts_w
         &c,
         "rotate-key",
         &node_key(&c, last),
-        &["--member", "--new-key", &public, "--cosign", node_key(&c, 0).to_str().unwrap()],
+        &[
+            "--member",
+            "--new-key",
+            &public,
+            "--cosign",
+            node_key(&c, 0).to_str().unwrap(),
+        ],
     );
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("quorum of 3"), "{}", text(&out));
@@ -377,7 +398,10 @@ fn a_member_key_rotation_signed_by_a_quorum_takes_effect_and_the_node_restarts_w
     c.start(last).unwrap();
     let deadline = Instant::now() + LIMIT;
     while c.is_running(last) {
-        assert!(Instant::now() < deadline, "the node started under its old key");
+        assert!(
+            Instant::now() < deadline,
+            "the node started under its old key"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = std::fs::read_to_string(c.log_path(last)).unwrap_or_default();
@@ -396,12 +420,17 @@ fn a_member_key_rotation_signed_by_a_quorum_takes_effect_and_the_node_restarts_w
             let s = json(&out);
             let keys = s["registry"]["members"].as_array().unwrap().clone();
             assert!(
-                keys.iter().any(|m| m["id"] == member && m["key"] == public.as_str()),
+                keys.iter()
+                    .any(|m| m["id"] == member && m["key"] == public.as_str()),
                 "{s}"
             );
             break s["committed"].as_u64().unwrap();
         }
-        assert!(Instant::now() < deadline, "the node did not restart: {}", text(&out));
+        assert!(
+            Instant::now() < deadline,
+            "the node did not restart: {}",
+            text(&out)
+        );
         std::thread::sleep(Duration::from_millis(250));
     };
     loop {
@@ -421,7 +450,15 @@ fn a_member_key_rotation_signed_by_a_quorum_takes_effect_and_the_node_restarts_w
         &c,
         "bid",
         &its,
-        &["--json", "--side", "sell", "--step", "20@5", "--node-key", &public],
+        &[
+            "--json",
+            "--side",
+            "sell",
+            "--step",
+            "20@5",
+            "--node-key",
+            &public,
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(json(&out)["status"], "receipted");

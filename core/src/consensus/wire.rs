@@ -18,11 +18,11 @@ use crate::block::{
     QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind,
 };
 use crate::consensus::{MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply};
+use crate::crypto::PublicKey;
 use crate::crypto::{SignatureScheme, Signed};
 use crate::encoding::{
     Canonical, DecodeError, DecodeErrorKind, Reader, decode_seq, decode_str, encode_seq, encode_str,
 };
-use crate::crypto::PublicKey;
 use crate::genesis::{Genesis, MAX_MEMBERS, MAX_PARTICIPANTS, Participant};
 use crate::market::{BidError, MAX_BID_STEPS, SignedBatch, SignedBid, SignedReceipt, Trade};
 use crate::merkle::{self, InclusionProof};
@@ -919,7 +919,10 @@ impl RegistryDelta {
             member_keys: head
                 .members
                 .iter()
-                .filter(|m| base.member(m.id).is_none_or(|b| b.public_key != m.public_key))
+                .filter(|m| {
+                    base.member(m.id)
+                        .is_none_or(|b| b.public_key != m.public_key)
+                })
                 .map(|m| MemberKey {
                     member: m.id,
                     key: m.public_key,
@@ -993,7 +996,7 @@ pub enum Response {
     /// Trades with proofs.
     Trades(TradeReport),
     /// The node's status.
-    Status(NodeStatus),
+    Status(Box<NodeStatus>),
     /// The request was refused.
     Failed(RequestFailure),
     /// A committed block's process data with its certified header.
@@ -1029,7 +1032,7 @@ impl Canonical for Response {
         Ok(match u8::decode(r)? {
             0 => Response::Replies(decode_seq(r, MAX_REPLIES).map_err(|e| e.within("replies"))?),
             1 => Response::Trades(field(r, "trades")?),
-            2 => Response::Status(field(r, "status")?),
+            2 => Response::Status(boxed(r, "status")?),
             3 => Response::Failed(field(r, "failure")?),
             4 => Response::Process(boxed(r, "process")?),
             value => return Err(invalid(value)),
@@ -1244,17 +1247,19 @@ mod tests {
                 any::<u64>(),
                 registry_delta(),
             )
-                .prop_map(|(n, height, view, last, last_trades, last_bids, registry)| {
-                    Response::Status(NodeStatus {
-                        node: NodeId(n),
-                        height,
-                        view,
-                        last,
-                        last_trades,
-                        last_bids,
-                        registry,
-                    })
-                }),
+                .prop_map(
+                    |(n, height, view, last, last_trades, last_bids, registry)| {
+                        Response::Status(Box::new(NodeStatus {
+                            node: NodeId(n),
+                            height,
+                            view,
+                            last,
+                            last_trades,
+                            last_bids,
+                            registry,
+                        }))
+                    }
+                ),
             "[a-z ]{0,20}".prop_map(|detail| Response::Failed(RequestFailure {
                 kind: FailureKind::Forbidden,
                 detail

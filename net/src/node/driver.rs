@@ -46,6 +46,8 @@ pub(super) enum DriverInput {
 pub(super) type Pending = JoinHandle<Option<DriverInput>>;
 
 /// What the driver does after a group's durable write, in order.
+// Short-lived, one per effect of a group; boxing the effect would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Action {
     Effect(Effect),
     Respond(Responder, Response),
@@ -148,6 +150,17 @@ fn now() -> Timestamp {
     )
 }
 
+/// Where the driver publishes the node's status and the registry it follows (for the
+/// dispatcher), and the participants the stored chain revoked, as they stood when revoked.
+pub(super) struct Publish {
+    /// The status.
+    pub(super) status: watch::Sender<NodeStatus>,
+    /// The registry.
+    pub(super) registry: watch::Sender<Arc<Genesis>>,
+    /// The revoked participants.
+    pub(super) revoked: BTreeMap<ParticipantId, Participant>,
+}
+
 /// The state machine and everything it writes to.
 pub(super) struct Driver {
     node: ManagementNode,
@@ -180,11 +193,14 @@ impl Driver {
         endpoint: Endpoint,
         log: VecDeque<(u64, u64)>,
         metrics: Arc<NodeMetrics>,
-        status: watch::Sender<NodeStatus>,
-        registry_tx: watch::Sender<Arc<Genesis>>,
-        revoked: BTreeMap<ParticipantId, Participant>,
+        publish: Publish,
         max_frame_len: usize,
     ) -> Self {
+        let Publish {
+            status,
+            registry: registry_tx,
+            revoked,
+        } = publish;
         let me = node.ctx.me;
         let others = node
             .ctx

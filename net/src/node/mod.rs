@@ -251,7 +251,10 @@ fn prepare(config: &NodeConfig) -> Result<Prepared, NodeError> {
             if !Arc::ptr_eq(&next, &registry) {
                 note_revoked(&registry, &next, &mut revoked);
                 for m in &next.members {
-                    if let Some(old) = registry.member(m.id).filter(|r| r.public_key != m.public_key) {
+                    if let Some(old) = registry
+                        .member(m.id)
+                        .filter(|r| r.public_key != m.public_key)
+                    {
                         key_since.insert(m.id, block.header.height + 1);
                         replaced.insert(old.public_key, m.id);
                     }
@@ -493,9 +496,11 @@ pub async fn run(
         endpoint.clone(),
         log,
         metrics,
-        status_tx,
-        registry_tx,
-        revoked,
+        driver::Publish {
+            status: status_tx,
+            registry: registry_tx,
+            revoked,
+        },
         config.max_frame_len,
     )
     .run(pending_rx, stop_rx)

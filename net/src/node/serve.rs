@@ -188,7 +188,7 @@ fn request(shared: &Arc<Shared>, from: Peer, frame: Bytes, reply: Responder) -> 
         })),
         Request::Status => {
             let status = shared.status.borrow().clone();
-            respond(reply, &Response::Status(status));
+            respond(reply, &Response::Status(Box::new(status)));
             None
         }
         Request::QueryProcess { height } => {

@@ -390,8 +390,7 @@ async fn serve_connection(context: Arc<ServeContext>, incoming: quinn::Incoming)
     }
     let mut directory = context.directory.clone();
     let key = tls::peer_key(&connection);
-    let Some((key, peer)) =
-        key.and_then(|k| Some((k, directory.borrow_and_update().peer(&k)?)))
+    let Some((key, peer)) = key.and_then(|k| Some((k, directory.borrow_and_update().peer(&k)?)))
     else {
         // The verifier accepted the key, so it left the directory since, or never was there;
         // refuse rather than trust.

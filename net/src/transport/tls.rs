@@ -152,7 +152,11 @@ struct DirectoryVerifier {
 
 impl fmt::Debug for DirectoryVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DirectoryVerifier({} keys)", self.directory.borrow().len())
+        write!(
+            f,
+            "DirectoryVerifier({} keys)",
+            self.directory.borrow().len()
+        )
     }
 }
 
