@@ -231,12 +231,14 @@ impl ParticipantClient {
                     let learnt = c.learn().await;
                     c.close().await;
                     if learnt.is_ok() && (c.participant.is_some() || c.member.is_some()) {
-                        // Talk to the home node the registry names, with the full timeout.
+                        // Talk, with the full timeout, to the node that accepted the key (a
+                        // participant's home node), or a member's own node.
+                        let to = c.member.is_none().then_some(c.node);
                         let mut found = Self::with_node_key(
                             genesis.clone(),
                             c.registry.clone(),
                             signer.clone(),
-                            Some(c.node),
+                            to,
                             None,
                             request_timeout,
                         )?;

@@ -1366,6 +1366,50 @@ mod tests {
 
     /// A sample consortium of 4 members and 8 participants, each bidding once for height 1,
     /// run by the simulated cluster until every member has committed `heights` blocks.
+    /// The registry delta a status carries gives back the registry it was taken from.
+    #[test]
+    fn a_registry_delta_applied_to_the_genesis_gives_the_registry() {
+        let s = SampleConsortium::new(3, 2);
+        let base = &s.genesis;
+        assert!(RegistryDelta::between(base, base, Vec::new()).is_empty());
+        let mut head = base.clone();
+        let revoked = head.participants.remove(1);
+        head.participants[0].public_key = crate::crypto::PublicKey([7; 32]);
+        head.participants.push(Participant {
+            id: ParticipantId(9000),
+            name: "Newcomer".into(),
+            home: NodeId(2),
+            area: head.members[1].area,
+            public_key: crate::crypto::PublicKey([8; 32]),
+            eic: None,
+        });
+        head.members[2].public_key = crate::crypto::PublicKey([9; 32]);
+        let delta = RegistryDelta::between(
+            base,
+            &head,
+            vec![Revocation {
+                participant: revoked.clone(),
+                from_height: 4,
+            }],
+        );
+        assert_eq!(delta.participants.len(), 2, "{delta:?}");
+        assert_eq!(delta.member_keys.len(), 1, "{delta:?}");
+        assert_eq!(delta.apply(base), head);
+        let status = NodeStatus {
+            node: NodeId(1),
+            height: 5,
+            view: 0,
+            last: None,
+            last_trades: 0,
+            last_bids: 0,
+            registry: delta.clone(),
+        };
+        let mut bytes = Vec::new();
+        status.encode(&mut bytes);
+        let back = NodeStatus::decode(&mut Reader::new(&bytes)).unwrap();
+        assert_eq!(back.registry, delta);
+    }
+
     fn committed(heights: u64) -> (SampleConsortium, Cluster) {
         let s = SampleConsortium::new(4, 2);
         let security: Vec<Arc<dyn SecurityCheck>> =
