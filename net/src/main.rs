@@ -1824,8 +1824,13 @@ async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
     })
     .await?;
     if code == ExitCode::SUCCESS && !a.change.json {
+        let when = if a.change.wait.is_some() {
+            "now"
+        } else {
+            "once the block carrying the change is committed (--wait tells)"
+        };
         println!(
-            "next: once the block carrying the change is committed, restart node {member} with the new key file; the other members accept only the new key from the effective height on"
+            "next: restart node {member} {when} with the new key file; the other members accept only the new key from the effective height on, and its participants pass --node-key {new_key}"
         );
     }
     Ok(code)

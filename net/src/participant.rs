@@ -25,7 +25,7 @@ use crate::transport::{Client, MAX_FRAME_LEN, RequestError, TransportConfig, Tra
 pub enum ClientError {
     /// The key is not an admitted participant's, and no home node was named.
     #[error(
-        "key {0} is not an admitted participant of this consortium (a node would refuse it); name a node to try anyway"
+        "key {0} is not an admitted participant of this consortium, or no longer is (replaced or revoked on chain): a node would refuse it; name a node to try anyway"
     )]
     NotAdmitted(String),
     /// The named node is not a member.
