@@ -16,7 +16,7 @@ use crate::units::*;
 pub(crate) fn digest() -> impl Strategy<Value = Digest> {
     any::<[u8; 32]>().prop_map(Digest)
 }
-fn public_key() -> impl Strategy<Value = PublicKey> {
+pub(crate) fn public_key() -> impl Strategy<Value = PublicKey> {
     any::<[u8; 32]>().prop_map(PublicKey)
 }
 fn signature() -> impl Strategy<Value = Signature> {
@@ -122,8 +122,8 @@ pub(crate) fn batch() -> impl Strategy<Value = BidBatch> {
             changes,
         })
 }
-pub(crate) fn change() -> impl Strategy<Value = SignedChange> {
-    let participant = (
+pub(crate) fn participant() -> impl Strategy<Value = Participant> {
+    (
         any::<u32>(),
         name(),
         any::<u16>(),
@@ -137,9 +137,12 @@ pub(crate) fn change() -> impl Strategy<Value = SignedChange> {
             area: AreaId(area),
             public_key,
             eic: None,
-        });
+        })
+}
+
+pub(crate) fn change() -> impl Strategy<Value = SignedChange> {
     let what = prop_oneof![
-        participant.prop_map(RegistryChange::Admit),
+        participant().prop_map(RegistryChange::Admit),
         any::<u32>().prop_map(|p| RegistryChange::Revoke(ParticipantId(p))),
         (any::<u32>(), public_key()).prop_map(|(p, key)| RegistryChange::ParticipantKey {
             participant: ParticipantId(p),

@@ -391,6 +391,36 @@ pub fn audit_blocks(
     Ok((auditor.finish(), decoded))
 }
 
+/// What [`audit_registry`] finds: the summary, and the registry at the chain's head.
+pub struct AuditedRegistry {
+    /// The audit's summary.
+    pub summary: AuditSummary,
+    /// The genesis with the chain's registry changes applied.
+    pub registry: Arc<Genesis>,
+    /// The participants revoked on chain, with the height from which each is.
+    pub revoked: std::collections::BTreeMap<tieline_core::units::ParticipantId, u64>,
+}
+
+/// Audits encoded blocks as [`audit_blocks`] does, and returns the registry at the head (the
+/// participants admitted and revoked, the members' keys: spec A1-A5).
+pub fn audit_registry(
+    genesis: &Genesis,
+    blocks: &[Vec<u8>],
+) -> Result<AuditedRegistry, AuditError> {
+    let scheme = Ed25519::with_known_keys(genesis.public_keys());
+    let mut auditor = ChainAuditor::new(genesis, &scheme, rule_for(genesis.clearing.rule));
+    for b in blocks {
+        auditor.push_encoded(b)?;
+    }
+    let registry = auditor.registry();
+    let revoked = auditor.revoked().clone();
+    Ok(AuditedRegistry {
+        summary: auditor.finish(),
+        registry,
+        revoked,
+    })
+}
+
 /// Whether every chain is a prefix of the longest one, comparing blocks by identity (the
 /// header digest: two nodes may hold different commit certificates for the same block): no
 /// two nodes disagree at any height. Returns the first height where two chains differ, or

@@ -19,6 +19,7 @@ use tieline_core::genesis::{
 use tieline_core::market::{
     Bid, BidStep, Product, Settlement, Side, SignedBid, SignedReceipt, Term,
 };
+use tieline_core::registry::{Party, RegistryChange, SignedChange};
 use tieline_core::schedule::GateSchedule;
 use tieline_core::units::{
     AreaId, BusId, NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp,
@@ -54,8 +55,21 @@ enum Command {
     /// A participant's trades and prices, each verified by its Merkle proof against a
     /// certified header.
     Query(QueryArgs),
-    /// The participant's home node's status: committed height, view, last block.
+    /// The participant's home node's status: committed height, view, last block, and the
+    /// registry at its head (the participants admitted, those revoked).
     Status(ParticipantArgs),
+    /// Admit a participant on chain (spec A1): run by its home node's operator, signed with
+    /// the home node's key file and submitted to that node; it takes effect from the height
+    /// after the block that carries it.
+    Admit(AdmitArgs),
+    /// Revoke a participant on chain (spec A2): run by its home node's operator, signed with
+    /// the home node's key file; from the height after the block that carries it, its bids
+    /// are refused.
+    Revoke(RevokeArgs),
+    /// Replace a key on chain (spec A3, A4): a participant's, signed with its current key
+    /// and countersigned by its home node; or, with --member, a member's, signed with its
+    /// current key and a quorum of members' keys (--cosign).
+    RotateKey(RotateKeyArgs),
     /// Verify a chain offline against its genesis, re-running each block's clearing: an
     /// exported chain file or a (stopped) node's data directory.
     Audit {
@@ -286,12 +300,103 @@ struct ParticipantArgs {
     /// Talk to this node instead of the participant's home node.
     #[arg(long)]
     node: Option<u16>,
+    /// The node's current public key (hex), if the chain replaced the genesis one.
+    #[arg(long)]
+    node_key: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
     /// Seconds to wait for an answer.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+}
+
+/// Who submits a registry change, and how long to wait for it.
+#[derive(Args)]
+struct ChangeArgs {
+    /// The consortium's genesis file.
+    #[arg(long)]
+    genesis: PathBuf,
+    /// The key file that signs the change and authenticates the connection: the home node's
+    /// (admit, revoke) or the current key being replaced (rotate-key).
+    #[arg(long)]
+    key: PathBuf,
+    /// Talk to this node instead of the one the key belongs to.
+    #[arg(long)]
+    node: Option<u16>,
+    /// The node's current public key (hex), if the chain replaced the genesis one.
+    #[arg(long)]
+    node_key: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    /// Wait (at most SECONDS, 60 if not given) until the block carrying the change commits,
+    /// and report whether the change took effect.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
+    wait: Option<u64>,
+}
+
+impl ChangeArgs {
+    fn who(&self) -> ParticipantArgs {
+        ParticipantArgs {
+            genesis: self.genesis.clone(),
+            key: self.key.clone(),
+            node: self.node,
+            node_key: self.node_key.clone(),
+            json: self.json,
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Args)]
+struct AdmitArgs {
+    #[command(flatten)]
+    change: ChangeArgs,
+    /// The new participant's id (unused by any participant, admitted or revoked).
+    #[arg(long)]
+    id: u32,
+    /// Its name.
+    #[arg(long)]
+    name: String,
+    /// Its area (default: the home node's area).
+    #[arg(long)]
+    area: Option<u16>,
+    /// Its public key: 64 hex characters (as `tieline keygen` prints), or its key file.
+    #[arg(long)]
+    public_key: String,
+    /// Its Energy Identification Code.
+    #[arg(long)]
+    eic: Option<String>,
+}
+
+#[derive(Args)]
+struct RevokeArgs {
+    #[command(flatten)]
+    change: ChangeArgs,
+    /// The participant's id.
+    #[arg(long)]
+    participant: u32,
+}
+
+#[derive(Args)]
+struct RotateKeyArgs {
+    #[command(flatten)]
+    change: ChangeArgs,
+    /// The new key: a key file (`tieline keygen --out`), or its public key in hex.
+    #[arg(long)]
+    new_key: String,
+    /// Replace a member's key (--key is the member's current key file) instead of a
+    /// participant's.
+    #[arg(long)]
+    member: bool,
+    /// With --member: another member's current key file, signing too (repeat until a quorum
+    /// of members signs, the member itself included).
+    #[arg(long = "cosign", value_name = "FILE", requires = "member")]
+    cosign: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -445,6 +550,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Appeal(args) => runtime()?.block_on(appeal(args)),
         Command::Grid(args) => grid(args),
         Command::Status(args) => runtime()?.block_on(status(args)),
+        Command::Admit(args) => runtime()?.block_on(admit(args)),
+        Command::Revoke(args) => runtime()?.block_on(revoke(args)),
+        Command::RotateKey(args) => runtime()?.block_on(rotate_key(args)),
         Command::Audit { source, json } => audit(&source, json),
         Command::Export { data_dir, out } => {
             let blocks = cluster::stored_chain(&data_dir)?;
@@ -805,15 +913,27 @@ fn genesis(a: GenesisArgs) -> Result<ExitCode> {
 
 // ----- participant commands -----
 
-fn client(who: &ParticipantArgs) -> Result<(Arc<Genesis>, ParticipantClient)> {
+/// A client for the key of `who`, connected to its node (found by the genesis, or by the
+/// registry on chain for a key the chain admitted), which has told it the registry at its head.
+async fn client(who: &ParticipantArgs) -> Result<(Arc<Genesis>, ParticipantClient)> {
     let genesis = Arc::new(read_genesis(&who.genesis)?);
     let signer = keyfile::read(&who.key)?;
-    let c = ParticipantClient::new(
+    let node_key = who
+        .node_key
+        .as_deref()
+        .map(|k| {
+            PublicKey::from_hex(k)
+                .map_err(|_| anyhow!("--node-key: `{k}` is not a public key of 64 hex characters"))
+        })
+        .transpose()?;
+    let c = ParticipantClient::locate(
         genesis.clone(),
         signer,
         who.node.map(NodeId),
+        node_key,
         Duration::from_secs(who.timeout.max(1)),
-    )?;
+    )
+    .await?;
     Ok((genesis, c))
 }
 
@@ -838,12 +958,15 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
     if let Some(path) = &a.document {
         return bid_document(&a, path).await;
     }
-    let (genesis, c) = client(&a.who)?;
+    let (genesis, c) = client(&a.who).await?;
     let Some(participant) = acting_participant(&a, &c) else {
         bail!("the key is not an admitted participant; give --as-participant");
     };
-    let area = genesis
-        .participant(participant)
+    // The area the registry at the node's head names (a participant admitted on chain is not
+    // in the genesis file); a revoked one's from the genesis.
+    let area = c
+        .participant_record(participant)
+        .or_else(|| genesis.participant(participant))
         .map_or(AreaId(0), |p| p.area);
     let side = match a.side.as_deref().unwrap_or("") {
         "buy" => Side::Buy,
@@ -946,7 +1069,7 @@ async fn bid(a: BidArgs) -> Result<ExitCode> {
 /// before anything is sent (its acknowledgement says why).
 async fn bid_document(a: &BidArgs, path: &Path) -> Result<ExitCode> {
     use tieline_net::entsoe::{self, AckInput, BidContext, Parties};
-    let (genesis, c) = client(&a.who)?;
+    let (genesis, c) = client(&a.who).await?;
     let participant = acting_participant(a, &c);
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("--document {}: cannot read the file", path.display()))?;
@@ -1074,7 +1197,7 @@ fn read_evidence(path: &Path) -> Result<(SignedBid, SignedReceipt)> {
 }
 
 async fn appeal(a: AppealArgs) -> Result<ExitCode> {
-    let (genesis, c) = client(&a.who)?;
+    let (genesis, c) = client(&a.who).await?;
     let Some(participant) = c.participant else {
         bail!("the key is not an admitted participant: only a participant may appeal");
     };
@@ -1214,7 +1337,7 @@ fn grid(a: GridArgs) -> Result<ExitCode> {
 }
 
 async fn query(a: QueryArgs) -> Result<ExitCode> {
-    let (_, c) = client(&a.who)?;
+    let (_, c) = client(&a.who).await?;
     let blocks = c.all_trades(a.from_height).await?;
     c.close().await;
     if a.who.json {
@@ -1261,9 +1384,16 @@ async fn query(a: QueryArgs) -> Result<ExitCode> {
 }
 
 async fn status(a: ParticipantArgs) -> Result<ExitCode> {
-    let (genesis, c) = client(&a)?;
-    let s = c.status().await?;
+    let (genesis, mut c) = client(&a).await?;
+    let s = c.learn().await?;
     c.close().await;
+    let registry = c.registry().clone();
+    let revoked: std::collections::BTreeMap<ParticipantId, u64> = s
+        .registry
+        .revoked
+        .iter()
+        .map(|r| (r.participant.id, r.from_height))
+        .collect();
     let committed = s.height - 1;
     // Under a gate schedule: the delivery day and gate of the height being decided, and the
     // height whose gate closes next (where a new bid goes).
@@ -1286,6 +1416,7 @@ async fn status(a: ParticipantArgs) -> Result<ExitCode> {
                 "delivery_day": gates.map(|g| g.0.to_string()), "gate_ms": gates.map(|g| g.1.0),
                 "open_height": gates.map(|g| g.2), "open_delivery_day": gates.map(|g| g.3.to_string()),
                 "open_gate_ms": gates.map(|g| g.4.0),
+                "registry": registry_json(&registry, &revoked),
             })
         );
     } else {
@@ -1301,15 +1432,415 @@ async fn status(a: ParticipantArgs) -> Result<ExitCode> {
                 tieline_net::report::utc(open_gate)
             );
         }
+        print_registry(&registry, &revoked, s.height);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registry as JSON: the participants admitted (id, name, home, area, key, EIC), those
+/// revoked with the height from which they are, and the members' current keys.
+fn registry_json(
+    registry: &Genesis,
+    revoked: &std::collections::BTreeMap<ParticipantId, u64>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "participants": registry.participants.iter().map(|p| serde_json::json!({
+            "id": p.id.0, "name": p.name, "home": p.home.0, "area": p.area.0,
+            "key": p.public_key.to_hex(), "eic": p.eic.as_ref().map(|e| e.to_string()),
+        })).collect::<Vec<_>>(),
+        "revoked": revoked.iter().map(|(p, h)| serde_json::json!({
+            "id": p.0, "from_height": h,
+        })).collect::<Vec<_>>(),
+        "members": registry.members.iter().map(|m| serde_json::json!({
+            "id": m.id.0, "name": m.name, "area": m.area.0, "key": m.public_key.to_hex(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The registry in words, as it holds for `height`.
+fn print_registry(
+    registry: &Genesis,
+    revoked: &std::collections::BTreeMap<ParticipantId, u64>,
+    height: u64,
+) {
+    println!(
+        "registry for height {height}: {} participants admitted, {} revoked",
+        registry.participants.len(),
+        revoked.len()
+    );
+    for p in &registry.participants {
+        println!(
+            "  participant {} \"{}\": home node {}, area {}, key {}",
+            p.id, p.name, p.home, p.area, p.public_key
+        );
+    }
+    for (p, h) in revoked {
+        println!("  participant {p}: revoked from height {h}");
+    }
+}
+
+// ----- registry changes -----
+
+/// How `--wait` confirms a change that replaces the very key the command connects with: the
+/// node stops accepting that key once the change takes effect.
+enum Confirm {
+    /// The change leaves the command's key in place.
+    Stays,
+    /// The change replaces the command's key; with the new key file, the command reconnects
+    /// under it to read the registry, otherwise the node's refusal of the old key is the
+    /// confirmation.
+    Replaced(Option<Box<tieline_core::crypto::Ed25519Signer>>),
+}
+
+/// Submits `change` through `c` and reports the answer; with `--wait`, waits until the
+/// carrying block commits and checks with `took_effect` (given the registry at the node's
+/// head) whether the change took effect.
+async fn submit_change(
+    a: &ChangeArgs,
+    mut c: ParticipantClient,
+    change: SignedChange,
+    confirm: Confirm,
+    took_effect: impl Fn(&Genesis) -> bool,
+) -> Result<ExitCode> {
+    let what = change.describe();
+    let answer = c.submit_change(change).await;
+    let answer = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            c.close().await;
+            return Err(e.into());
+        }
+    };
+    let node = c.node();
+    let height = match answer {
+        Reply::ChangeAccepted { change, height } => {
+            if a.json && a.wait.is_none() {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "status": "accepted", "change": change.to_hex(), "node": node.0,
+                        "height": height, "effective_height": height + 1,
+                    })
+                );
+            } else if !a.json {
+                println!(
+                    "accepted by node {node}: {what}; carried by its batch of height {height}, it takes effect from height {} (change {change})",
+                    height + 1
+                );
+            }
+            height
+        }
+        Reply::ChangeRefused { change, reason } => {
+            c.close().await;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"status": "refused", "change": change.to_hex(), "reason": reason})
+                );
+            } else {
+                println!("refused by node {node}: {what}: {reason}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        other => {
+            c.close().await;
+            bail!("unexpected answer: {other:?}");
+        }
+    };
+    let Some(wait) = a.wait else {
+        c.close().await;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+    let key_refused = |e: &tieline_net::participant::ClientError| {
+        matches!(
+            e,
+            tieline_net::participant::ClientError::Request {
+                source: tieline_net::transport::RequestError::ConnectionLost(_),
+                ..
+            }
+        )
+    };
+    // Whether the node committed the height (Some(true)), or refused the replaced key (None).
+    let committed = loop {
+        match c.status().await {
+            Ok(s) if s.height > height => break Some(true),
+            Err(e) if matches!(confirm, Confirm::Replaced(_)) && key_refused(&e) => break None,
+            _ if std::time::Instant::now() >= deadline => break Some(false),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    if committed == Some(false) {
+        c.close().await;
+        bail!(
+            "node {node} had not committed height {height} after {wait} s; the change is pending"
+        );
+    }
+    let effective = match (committed, confirm) {
+        // Under the new key: the node accepts it and its registry shows the change.
+        (_, Confirm::Replaced(Some(signer))) => {
+            c.close().await;
+            let genesis = Arc::new(read_genesis(&a.genesis)?);
+            let node_key = a
+                .node_key
+                .as_deref()
+                .and_then(|k| PublicKey::from_hex(k).ok());
+            let timeout = Duration::from_secs(a.timeout.max(1));
+            let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+            loop {
+                let found = ParticipantClient::locate(
+                    genesis.clone(),
+                    (*signer).clone(),
+                    Some(node),
+                    node_key,
+                    timeout,
+                )
+                .await;
+                let effective = found.as_ref().is_ok_and(|n| took_effect(n.registry()));
+                if let Ok(n) = &found {
+                    n.close().await;
+                }
+                if effective || std::time::Instant::now() >= deadline {
+                    break effective;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // The node refused the replaced key: only the change makes it do so.
+        (None, _) => {
+            c.close().await;
+            true
+        }
+        (Some(_), confirm) => {
+            let learnt = c.learn().await;
+            c.close().await;
+            match learnt {
+                Ok(_) => took_effect(c.registry()),
+                Err(e) => matches!(confirm, Confirm::Replaced(_)) && key_refused(&e),
+            }
+        }
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "status": if effective { "effective" } else { "refused in its block" },
+                "node": node.0, "height": height, "effective_height": height + 1,
+            })
+        );
+    } else if effective {
+        println!(
+            "committed: height {height} is committed; the change holds from height {}",
+            height + 1
+        );
+    } else {
+        println!(
+            "refused in its block: height {height} is committed but the registry at node {node}'s head does not show the change (it no longer held when the block was applied)"
+        );
+    }
+    Ok(if effective {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The operator's client for a registry change signed by a member's key: the member the key
+/// is (at the head of the chain), or an error naming the flag.
+async fn member_client(a: &ChangeArgs) -> Result<(Arc<Genesis>, ParticipantClient, NodeId)> {
+    let (genesis, c) = client(&a.who()).await?;
+    let Some(member) = c.member else {
+        let key = c.signer().public_key();
+        c.close().await;
+        bail!(
+            "--key {}: key {key} is not a member's key at the head of the chain (the change is signed by the home node's key file)",
+            a.key.display()
+        );
+    };
+    Ok((genesis, c, member))
+}
+
+async fn admit(a: AdmitArgs) -> Result<ExitCode> {
+    let key = public_key("public-key", &a.public_key)?;
+    let eic = a
+        .eic
+        .as_deref()
+        .map(|code| Eic::parse(code).map_err(|e| anyhow!("--eic `{code}`: {e}")))
+        .transpose()?;
+    if a.name.trim().is_empty() {
+        bail!("--name: the participant needs a name");
+    }
+    let (genesis, c, home) = member_client(&a.change).await?;
+    let registry = c.registry().clone();
+    let id = ParticipantId(a.id);
+    let area = match a.area {
+        Some(area) => AreaId(area),
+        None => registry.member(home).map_or(AreaId(0), |m| m.area),
+    };
+    let refuse = |what: String| async {
+        c.close().await;
+        Err::<ExitCode, _>(anyhow!(what))
+    };
+    if registry.participant(id).is_some() {
+        return refuse(format!("--id {id}: participant {id} is already admitted")).await;
+    }
+    if genesis.areas.iter().all(|x| x.id != area) {
+        return refuse(format!("--area {area}: no such area in the genesis")).await;
+    }
+    if registry.participants.iter().any(|p| p.public_key == key)
+        || registry.members.iter().any(|m| m.public_key == key)
+    {
+        return refuse(format!("--public-key {key}: the key is in use already")).await;
+    }
+    let participant = Participant {
+        id,
+        name: a.name.clone(),
+        home,
+        area,
+        public_key: key,
+        eic,
+    };
+    let mut change = SignedChange::new(genesis.chain_id(), RegistryChange::Admit(participant));
+    change.sign(Party::Member(home), c.signer());
+    submit_change(&a.change, c, change, Confirm::Stays, move |g| {
+        g.participant(id).is_some_and(|p| p.public_key == key)
+    })
+    .await
+}
+
+async fn revoke(a: RevokeArgs) -> Result<ExitCode> {
+    let (genesis, c, home) = member_client(&a.change).await?;
+    let id = ParticipantId(a.participant);
+    let problem = match c.registry().participant(id) {
+        None => Some(format!(
+            "--participant {id}: participant {id} is not admitted"
+        )),
+        Some(p) if p.home != home => Some(format!(
+            "--participant {id}: its home node is {}, not node {home} (whose key signs): run this with node {}'s key file",
+            p.home, p.home
+        )),
+        Some(_) => None,
+    };
+    if let Some(problem) = problem {
+        c.close().await;
+        bail!(problem);
+    }
+    let mut change = SignedChange::new(genesis.chain_id(), RegistryChange::Revoke(id));
+    change.sign(Party::Member(home), c.signer());
+    submit_change(&a.change, c, change, Confirm::Stays, move |g| {
+        g.participant(id).is_none()
+    })
+    .await
+}
+
+async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
+    let new_key = public_key("new-key", &a.new_key)?;
+    // With the new key file at hand, --wait confirms under the new key.
+    let new_signer = if Path::new(&a.new_key).exists() {
+        Some(Box::new(keyfile::read(Path::new(&a.new_key))?))
+    } else {
+        None
+    };
+    let (genesis, c) = client(&a.change.who()).await?;
+    let registry = c.registry().clone();
+    let current = c.signer().public_key();
+    if new_key == current {
+        c.close().await;
+        bail!("--new-key: {new_key} is the current key already");
+    }
+    if !a.member {
+        let Some(id) = c.participant.filter(|p| registry.participant(*p).is_some()) else {
+            c.close().await;
+            bail!(
+                "--key {}: key {current} is not an admitted participant's current key (for a member's key give --member)",
+                a.change.key.display()
+            );
+        };
+        let mut change = SignedChange::new(
+            genesis.chain_id(),
+            RegistryChange::ParticipantKey {
+                participant: id,
+                key: new_key,
+            },
+        );
+        // The home node countersigns on intake.
+        change.sign(Party::Participant(id), c.signer());
+        let confirm = Confirm::Replaced(new_signer);
+        return submit_change(&a.change, c, change, confirm, move |g| {
+            g.participant(id).is_some_and(|p| p.public_key == new_key)
+        })
+        .await;
+    }
+    let Some(member) = c.member else {
+        c.close().await;
+        bail!(
+            "--key {}: key {current} is not a member's current key",
+            a.change.key.display()
+        );
+    };
+    let mut change = SignedChange::new(
+        genesis.chain_id(),
+        RegistryChange::MemberKey {
+            member,
+            key: new_key,
+        },
+    );
+    change.sign(Party::Member(member), c.signer());
+    let mut signers = std::collections::BTreeSet::from([member]);
+    for path in &a.cosign {
+        let signer = match keyfile::read(path) {
+            Ok(s) => s,
+            Err(e) => {
+                c.close().await;
+                bail!("--cosign {}: {e}", path.display());
+            }
+        };
+        let key = signer.public_key();
+        let Some(m) = registry.members.iter().find(|m| m.public_key == key) else {
+            c.close().await;
+            bail!(
+                "--cosign {}: key {key} is not a member's current key",
+                path.display()
+            );
+        };
+        if !signers.insert(m.id) {
+            c.close().await;
+            bail!("--cosign {}: member {} signs already", path.display(), m.id);
+        }
+        change.sign(Party::Member(m.id), &signer);
+    }
+    let quorum = registry.quorum();
+    if signers.len() < quorum {
+        c.close().await;
+        bail!(
+            "a member's key is replaced with the signatures of a quorum of {quorum} members; only {} would sign (member {member} and {} --cosign): add other members' key files with --cosign",
+            signers.len(),
+            signers.len() - 1
+        );
+    }
+    let confirm = Confirm::Replaced(new_signer);
+    let code = submit_change(&a.change, c, change, confirm, move |g| {
+        g.member(member).is_some_and(|m| m.public_key == new_key)
+    })
+    .await?;
+    if code == ExitCode::SUCCESS && !a.change.json {
+        let when = if a.change.wait.is_some() {
+            "now"
+        } else {
+            "once the block carrying the change is committed (--wait tells)"
+        };
+        println!(
+            "next: restart node {member} {when} with the new key file; the other members accept only the new key from the effective height on, and its participants pass --node-key {new_key}"
+        );
+    }
+    Ok(code)
 }
 
 // ----- audit -----
 
 fn audit(source: &ChainArgs, json: bool) -> Result<ExitCode> {
     let (genesis, blocks) = source.read()?;
-    match cluster::audit_blocks(&genesis, &blocks) {
+    match cluster::audit_registry(&genesis, &blocks) {
         Err(e) => {
             if json {
                 println!(
@@ -1321,21 +1852,26 @@ fn audit(source: &ChainArgs, json: bool) -> Result<ExitCode> {
             }
             Ok(ExitCode::FAILURE)
         }
-        Ok((s, _)) => {
+        Ok(audited) => {
+            let s = &audited.summary;
             if json {
                 println!(
                     "{}",
                     serde_json::json!({
                         "audit": "ok", "blocks": s.blocks, "trades": s.trades, "bids": s.bids,
                         "signatures": s.signatures, "fault_skips": s.fault_skips,
-                        "revisions": s.revisions, "head": s.head.to_hex(),
+                        "revisions": s.revisions, "changes": s.changes, "head": s.head.to_hex(),
+                        "registry": registry_json(&audited.registry, &audited.revoked),
                     })
                 );
             } else {
                 println!(
-                    "audit ok: {} blocks, {} trades, {} bids, {} signatures verified, {} fault skips, head {}",
-                    s.blocks, s.trades, s.bids, s.signatures, s.fault_skips, s.head
+                    "audit ok: {} blocks, {} trades, {} bids, {} signatures verified, {} fault skips, {} registry changes, head {}",
+                    s.blocks, s.trades, s.bids, s.signatures, s.fault_skips, s.changes, s.head
                 );
+                if s.changes > 0 {
+                    print_registry(&audited.registry, &audited.revoked, s.blocks + 1);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

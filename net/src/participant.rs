@@ -9,7 +9,7 @@ use tieline_core::block::Appeal;
 use tieline_core::consensus::Reply;
 use tieline_core::consensus::wire::{
     CertifiedProcess, CertifiedTrades, NodeStatus, ProofError, Request, RequestFailure, Response,
-    TradeReport,
+    Revocation, TradeReport,
 };
 use tieline_core::crypto::{Ed25519, Ed25519Signer, PublicKey, Signed, Signer};
 use tieline_core::encoding::{DecodeError, Tagged};
@@ -25,7 +25,7 @@ use crate::transport::{Client, MAX_FRAME_LEN, RequestError, TransportConfig, Tra
 pub enum ClientError {
     /// The key is not an admitted participant's, and no home node was named.
     #[error(
-        "key {0} is not an admitted participant of this consortium (a node would refuse it); name a node to try anyway"
+        "key {0} is not an admitted participant of this consortium, or no longer is (replaced or revoked on chain): a node would refuse it; name a node to try anyway"
     )]
     NotAdmitted(String),
     /// The named node is not a member.
@@ -84,13 +84,21 @@ pub enum ClientError {
     Proof(#[from] ProofError),
 }
 
-/// A participant (or a tool holding a participant's key) connected to a home node.
+/// A participant (or a tool holding a participant's or a member's key) connected to a home
+/// node.
 pub struct ParticipantClient {
     client: Client,
     genesis: Arc<Genesis>,
+    /// The registry as the node last told it ([`ParticipantClient::learn`]): the genesis
+    /// with the changes on chain applied. The genesis until then.
+    registry: Arc<Genesis>,
     scheme: Ed25519,
     /// The participant, if the key is an admitted one.
     pub participant: Option<ParticipantId>,
+    /// The member, if the key is a member's (an operator's tool).
+    pub member: Option<NodeId>,
+    /// The participants revoked on chain, as the node last told it.
+    revoked: Vec<Revocation>,
     /// The node it talks to.
     pub node: NodeId,
     node_key: PublicKey,
@@ -118,14 +126,40 @@ impl ParticipantClient {
         node: Option<NodeId>,
         request_timeout: Duration,
     ) -> Result<Self, ClientError> {
+        Self::with_node_key(
+            genesis.clone(),
+            genesis,
+            signer,
+            node,
+            None,
+            request_timeout,
+        )
+    }
+
+    /// Like [`ParticipantClient::new`], knowing the registry `registry` (the genesis with the
+    /// changes on chain applied, as far as known) and pinning `node_key` as the node's key if
+    /// given (a member's key replaced on chain, learnt from its operator).
+    pub fn with_node_key(
+        genesis: Arc<Genesis>,
+        registry: Arc<Genesis>,
+        signer: Ed25519Signer,
+        node: Option<NodeId>,
+        node_key: Option<PublicKey>,
+        request_timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let key = signer.public_key();
-        let me = genesis.participants.iter().find(|p| p.public_key == key);
-        let node = match (node, me) {
-            (Some(n), _) => n,
-            (None, Some(p)) => p.home,
-            (None, None) => return Err(ClientError::NotAdmitted(key.to_hex())),
+        let me = registry.participants.iter().find(|p| p.public_key == key);
+        let as_member = registry.members.iter().find(|m| m.public_key == key);
+        let node = match (node, me, as_member) {
+            (Some(n), _, _) => n,
+            (None, Some(p), _) => p.home,
+            (None, None, Some(m)) => m.id,
+            (None, None, None) => return Err(ClientError::NotAdmitted(key.to_hex())),
         };
-        let member = genesis.member(node).ok_or(ClientError::UnknownNode(node))?;
+        let member = registry
+            .member(node)
+            .ok_or(ClientError::UnknownNode(node))?;
+        let node_key = node_key.unwrap_or(member.public_key);
         let addr = parse_address("address", &member.address).map_err(|e| ClientError::Address {
             node,
             reason: e.to_string(),
@@ -133,18 +167,134 @@ impl ParticipantClient {
         let client = Client::new(
             signer.clone(),
             addr,
-            member.public_key,
+            node_key,
             client_transport(request_timeout),
         )?;
         Ok(Self {
-            scheme: Ed25519::with_known_keys(genesis.members.iter().map(|m| &m.public_key)),
+            scheme: Ed25519::with_known_keys(registry.members.iter().map(|m| &m.public_key)),
             participant: me.map(|p| p.id),
-            node_key: member.public_key,
+            member: as_member.map(|m| m.id),
+            revoked: Vec::new(),
+            node_key,
             genesis,
+            registry,
             client,
             node,
             addr,
             signer,
+        })
+    }
+
+    /// A client for `signer` whose key the genesis may not know (a participant admitted on
+    /// chain, a replaced key): connected to `node` if given, else to its home node by the
+    /// genesis, else to the first member that accepts the key (a node accepts only its own
+    /// participants and the members); then it learns the registry at the node's head
+    /// ([`ParticipantClient::learn`]).
+    pub async fn locate(
+        genesis: Arc<Genesis>,
+        signer: Ed25519Signer,
+        node: Option<NodeId>,
+        node_key: Option<PublicKey>,
+        request_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let first = Self::with_node_key(
+            genesis.clone(),
+            genesis.clone(),
+            signer.clone(),
+            node,
+            node_key,
+            request_timeout,
+        );
+        match first {
+            Ok(mut c) => {
+                if let Err(e) = c.learn().await {
+                    c.close().await;
+                    return Err(e);
+                }
+                Ok(c)
+            }
+            Err(ClientError::NotAdmitted(key)) => {
+                // Try each member with a short timeout: one that does not know the key
+                // refuses the handshake at once.
+                let short = request_timeout.min(Duration::from_secs(3));
+                for m in &genesis.members {
+                    let Ok(mut c) = Self::with_node_key(
+                        genesis.clone(),
+                        genesis.clone(),
+                        signer.clone(),
+                        Some(m.id),
+                        None,
+                        short,
+                    ) else {
+                        continue;
+                    };
+                    let learnt = c.learn().await;
+                    c.close().await;
+                    if learnt.is_ok() && (c.participant.is_some() || c.member.is_some()) {
+                        // Talk, with the full timeout, to the node that accepted the key (a
+                        // participant's home node), or a member's own node.
+                        let to = c.member.is_none().then_some(c.node);
+                        let mut found = Self::with_node_key(
+                            genesis.clone(),
+                            c.registry.clone(),
+                            signer.clone(),
+                            to,
+                            None,
+                            request_timeout,
+                        )?;
+                        found.learn().await?;
+                        return Ok(found);
+                    }
+                }
+                Err(ClientError::NotAdmitted(key))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the node's status and takes the registry it names (the genesis with the changes
+    /// on chain applied) as this client's: the participant the key belongs to now, its area,
+    /// and the members' keys that certificates are verified with (a block certified before a
+    /// replacement verifies under the genesis). The node is trusted for it as it is for the
+    /// status; receipts and certificates are still verified.
+    pub async fn learn(&mut self) -> Result<NodeStatus, ClientError> {
+        let status = self.status().await?;
+        let registry = Arc::new(status.registry.apply(&self.genesis));
+        let key = self.signer.public_key();
+        // The participant the key is now, or was when it was revoked (its bids are answered
+        // with the revocation).
+        self.participant = registry
+            .participants
+            .iter()
+            .chain(status.registry.revoked.iter().map(|r| &r.participant))
+            .find(|p| p.public_key == key)
+            .map(|p| p.id);
+        self.revoked = status.registry.revoked.clone();
+        self.member = registry
+            .members
+            .iter()
+            .find(|m| m.public_key == key)
+            .map(|m| m.id);
+        self.scheme = Ed25519::with_known_keys(registry.members.iter().map(|m| &m.public_key));
+        self.registry = registry;
+        Ok(status)
+    }
+
+    /// The registry as this client knows it (see [`ParticipantClient::learn`]).
+    pub fn registry(&self) -> &Arc<Genesis> {
+        &self.registry
+    }
+
+    /// Participant `id` as the registry names it, or as it stood when revoked.
+    pub fn participant_record(
+        &self,
+        id: ParticipantId,
+    ) -> Option<&tieline_core::genesis::Participant> {
+        self.registry.participant(id).or_else(|| {
+            self.revoked
+                .iter()
+                .map(|r| &r.participant)
+                .find(|p| p.id == id)
         })
     }
 
@@ -166,13 +316,17 @@ impl ParticipantClient {
             .map_err(|source| {
                 let hint = match &source {
                     RequestError::ConnectionLost(_) | RequestError::Refused(_)
-                        if self.participant.is_none_or(|p| {
-                            self.genesis
-                                .participant(p)
-                                .is_none_or(|p| p.home != self.node)
-                        }) =>
+                        if self.member.is_none()
+                            && self.participant.is_none_or(|p| {
+                                self.registry
+                                    .participant(p)
+                                    .is_none_or(|p| p.home != self.node)
+                            }) =>
                     {
                         " (the node refused our key: it is not a participant admitted at this node)"
+                    }
+                    RequestError::ConnectionLost(quinn::ConnectionError::ConnectionClosed(_)) => {
+                        " (the node refused our key: it is not, or no longer, admitted at this node: replaced or revoked on chain?)"
                     }
                     RequestError::Connect { .. } | RequestError::Timeout(_) => {
                         " (is the node running?)"
@@ -215,6 +369,19 @@ impl ParticipantClient {
         }
     }
 
+    /// Submits a signed registry change (spec A1-A5) to the node, which must be its sponsor;
+    /// returns the node's answer: [`Reply::ChangeAccepted`] with the height whose batch
+    /// carries it, or [`Reply::ChangeRefused`] with the reason.
+    pub async fn submit_change(
+        &self,
+        change: tieline_core::registry::SignedChange,
+    ) -> Result<Reply, ClientError> {
+        match self.ask(&Request::SubmitChange(Box::new(change))).await? {
+            Response::Replies(mut replies) if replies.len() == 1 => Ok(replies.remove(0)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Submits a signed appeal (spec 2.8); returns the home node's reply: forwarded (its
     /// receipt of the appeal) or rejected with the reason.
     pub async fn appeal(&self, appeal: Signed<Appeal>) -> Result<Reply, ClientError> {
@@ -229,7 +396,11 @@ impl ParticipantClient {
     pub async fn process(&self, height: u64) -> Result<CertifiedProcess, ClientError> {
         match self.ask(&Request::QueryProcess { height }).await? {
             Response::Process(p) if p.header.height == height => {
-                p.verify(&self.genesis, &self.scheme)?;
+                // Under the registry at the head, or, for a block certified before a member's
+                // key was replaced, the genesis.
+                let chain_id = self.genesis.chain_id();
+                p.verify_in(&chain_id, &self.registry, &self.scheme)
+                    .or_else(|_| p.verify(&self.genesis, &self.scheme))?;
                 Ok(*p)
             }
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -262,7 +433,7 @@ impl ParticipantClient {
     /// The node's status.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         match self.ask(&Request::Status).await? {
-            Response::Status(s) => Ok(s),
+            Response::Status(s) => Ok(*s),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -274,8 +445,10 @@ impl ParticipantClient {
             .ok_or_else(|| ClientError::NotAdmitted(self.signer.public_key().to_hex()))?;
         match self.ask(&Request::QueryTrades { from_height }).await? {
             Response::Trades(report) => {
+                let chain_id = self.genesis.chain_id();
                 for b in &report.blocks {
-                    b.verify(&self.genesis, &self.scheme, me)?;
+                    b.verify_in(&chain_id, &self.registry, &self.scheme, me)
+                        .or_else(|_| b.verify(&self.genesis, &self.scheme, me))?;
                 }
                 Ok(report)
             }

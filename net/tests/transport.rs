@@ -541,3 +541,98 @@ async fn a_full_link_queue_drops_and_counts() {
     })
     .await;
 }
+
+/// The registry changes on chain (spec A1-A4): after `set_directory`, a newly admitted
+/// participant's key is accepted, a replaced participant key is refused and its open connection
+/// closed, and a link to a member whose key was replaced keeps its connection until the member
+/// answers under the new key, then pins that one.
+#[tokio::test]
+async fn the_directory_follows_the_registry() {
+    bounded(async {
+        let mut net = Net::new(2);
+        let (a, _a_app) = net.start(0, test_config());
+        let (b, mut b_app) = net.start(1, test_config());
+        let old = net.participant_client(0, 0);
+        assert_eq!(
+            old.request(b"before").await.unwrap().as_ref(),
+            b"echo:before"
+        );
+        let newcomer = Ed25519Signer::from_seed([0x51; 32]);
+        let fresh = Client::new(
+            newcomer.clone(),
+            net.addr(0),
+            net.member_key(0),
+            test_config(),
+        )
+        .unwrap();
+        assert!(fresh.request(b"not yet").await.is_err());
+
+        // Participant 0's key is replaced by the newcomer's key.
+        let id = net.genesis().participants[0].id;
+        let mut g = net.genesis().clone();
+        g.participants[0].public_key = newcomer.public_key();
+        a.set_directory(Directory::for_home(&g, NodeId(1)));
+        let fresh = Client::new(newcomer, net.addr(0), net.member_key(0), test_config()).unwrap();
+        assert_eq!(fresh.request(b"new").await.unwrap().as_ref(), b"echo:new");
+        // The old key's open connection is closed, and it cannot connect again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while old.request(b"old").await.is_ok() {
+            assert!(Instant::now() < deadline, "the old key is still served");
+            sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            a.directory()
+                .peer(&net.consortium.participants[0].public_key())
+                .is_none()
+        );
+        assert_eq!(
+            a.directory().peer(&g.participants[0].public_key),
+            Some(Peer::Participant(id))
+        );
+
+        // Member 2's key is replaced: a's link to b keeps working while b runs under the old
+        // key, and switches once b answers under the new one.
+        a.send(NodeId(2), Bytes::from_static(b"one")).unwrap();
+        assert_eq!(b_app.next().await.1.as_ref(), b"one");
+        let new_b = Ed25519Signer::from_seed([0x52; 32]);
+        g.members[1].public_key = new_b.public_key();
+        a.set_directory(Directory::for_home(&g, NodeId(1)));
+        a.send(NodeId(2), Bytes::from_static(b"two")).unwrap();
+        assert_eq!(b_app.next().await.1.as_ref(), b"two");
+        // b restarts under its new key on the same port.
+        let addr = net.addr(1);
+        b.shutdown().await;
+        drop(b);
+        drop(b_app);
+        // Rebind the same port once the old endpoint has let it go.
+        let socket = loop {
+            match UdpSocket::bind(addr) {
+                Ok(s) => break s,
+                Err(_) => sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let (_b2, mut b2_inbound) = Endpoint::from_socket(
+            socket,
+            new_b,
+            Directory::for_home(&g, NodeId(2)),
+            test_config(),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            a.send(NodeId(2), Bytes::from_static(b"three")).ok();
+            if let Ok(Some(Inbound::Message { from, frame })) =
+                timeout(Duration::from_millis(200), b2_inbound.recv()).await
+            {
+                assert_eq!(from, Peer::Member(NodeId(1)));
+                assert_eq!(frame.as_ref(), b"three");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the link never reached the member under its new key"
+            );
+        }
+    })
+    .await;
+}

@@ -18,13 +18,15 @@ use crate::block::{
     QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind,
 };
 use crate::consensus::{MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply};
+use crate::crypto::PublicKey;
 use crate::crypto::{SignatureScheme, Signed};
 use crate::encoding::{
     Canonical, DecodeError, DecodeErrorKind, Reader, decode_seq, decode_str, encode_seq, encode_str,
 };
-use crate::genesis::{Genesis, MAX_MEMBERS};
+use crate::genesis::{Genesis, MAX_MEMBERS, MAX_PARTICIPANTS, Participant};
 use crate::market::{BidError, MAX_BID_STEPS, SignedBatch, SignedBid, SignedReceipt, Trade};
 use crate::merkle::{self, InclusionProof};
+use crate::registry::SignedChange;
 use crate::units::{AreaId, NodeId, ParticipantId};
 
 /// Largest encoded node message, log record or response: the transport's hard frame cap.
@@ -514,6 +516,11 @@ pub enum Request {
         /// The height.
         height: u64,
     },
+    /// Submit a signed registry change (spec A1-A5) to the member that sponsors it: its home
+    /// node, or the member whose key it replaces. The answer has one [`Reply`]:
+    /// [`Reply::ChangeAccepted`] or [`Reply::ChangeRefused`]. The change authenticates itself
+    /// by its signatures, so any identity the node accepts may deliver it.
+    SubmitChange(Box<SignedChange>),
 }
 
 impl Canonical for Request {
@@ -536,6 +543,10 @@ impl Canonical for Request {
                 out.push(4);
                 height.encode(out);
             }
+            Request::SubmitChange(c) => {
+                out.push(5);
+                c.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -551,6 +562,7 @@ impl Canonical for Request {
             4 => Request::QueryProcess {
                 height: field(r, "height")?,
             },
+            5 => Request::SubmitChange(boxed(r, "change")?),
             value => return Err(invalid(value)),
         })
     }
@@ -644,12 +656,12 @@ pub enum ProofError {
 /// The header is of this chain and the certificate is a commit certificate for it (its
 /// signatures are checked by the caller, with the members it requires).
 fn commit_target(
-    genesis: &Genesis,
+    chain_id: &crate::crypto::Digest,
     header: &BlockHeader,
     c: &QuorumCertificate,
 ) -> Result<(), ProofError> {
     let height = header.height;
-    if header.chain_id != genesis.chain_id() {
+    if header.chain_id != *chain_id {
         return Err(ProofError::WrongChain { height });
     }
     if c.kind != VoteKind::Commit || c.height != height || c.block != header.digest() {
@@ -694,10 +706,21 @@ impl CertifiedProcess {
         genesis: &Genesis,
         scheme: &dyn SignatureScheme,
     ) -> Result<(), ProofError> {
+        self.verify_in(&genesis.chain_id(), genesis, scheme)
+    }
+
+    /// [`CertifiedProcess::verify`] for chain `chain_id` under `registry`: the genesis with the
+    /// registry changes on chain applied, whose members' keys certified the block (spec A4).
+    pub fn verify_in(
+        &self,
+        chain_id: &crate::crypto::Digest,
+        registry: &Genesis,
+        scheme: &dyn SignatureScheme,
+    ) -> Result<(), ProofError> {
         let height = self.header.height;
-        commit_target(genesis, &self.header, &self.certificate)?;
+        commit_target(chain_id, &self.header, &self.certificate)?;
         self.certificate
-            .verify(genesis, genesis.chain_id(), scheme, &[])
+            .verify(registry, *chain_id, scheme, &[])
             .map_err(|reason| ProofError::Certificate { height, reason })?;
         if crate::crypto::digest_of(&self.process) != self.header.process_hash {
             return Err(ProofError::ProcessHash { height });
@@ -725,9 +748,23 @@ impl CertifiedTrades {
         scheme: &dyn SignatureScheme,
         participant: ParticipantId,
     ) -> Result<(), ProofError> {
+        self.verify_in(&genesis.chain_id(), genesis, scheme, participant)
+    }
+
+    /// [`CertifiedTrades::verify`] for chain `chain_id` under `registry`: the genesis with the
+    /// registry changes on chain applied, which names the participant (spec A1) and the
+    /// members' keys that certified the block (A4).
+    pub fn verify_in(
+        &self,
+        chain_id: &crate::crypto::Digest,
+        registry: &Genesis,
+        scheme: &dyn SignatureScheme,
+        participant: ParticipantId,
+    ) -> Result<(), ProofError> {
         let height = self.header.height;
-        let chain_id = genesis.chain_id();
-        commit_target(genesis, &self.header, &self.certificate)?;
+        let chain_id = *chain_id;
+        let genesis = registry;
+        commit_target(&chain_id, &self.header, &self.certificate)?;
         let c = &self.certificate;
         let area: AreaId = genesis
             .participant(participant)
@@ -813,6 +850,8 @@ pub struct NodeStatus {
     pub last_trades: u64,
     /// Bids in the last committed block's batches.
     pub last_bids: u64,
+    /// How the registry the node decides `height` by differs from the genesis (spec A1-A5).
+    pub registry: RegistryDelta,
 }
 crate::canonical_struct!(NodeStatus {
     node,
@@ -820,8 +859,101 @@ crate::canonical_struct!(NodeStatus {
     view,
     last,
     last_trades,
-    last_bids
+    last_bids,
+    registry
 });
+
+/// A participant revoked on chain, as it stood when revoked, with the height from which it is
+/// revoked.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Revocation {
+    /// The participant, with its last key.
+    pub participant: Participant,
+    /// The first height at which its bids are refused.
+    pub from_height: u64,
+}
+crate::canonical_struct!(Revocation {
+    participant,
+    from_height
+});
+
+/// A member's current key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemberKey {
+    /// The member.
+    pub member: NodeId,
+    /// Its key.
+    pub key: PublicKey,
+}
+crate::canonical_struct!(MemberKey { member, key });
+
+/// How a registry differs from the genesis it grew from: what a node tells its participants
+/// and operators in its status, small while few changes were made (spec A1-A5). Applied to
+/// the genesis ([`RegistryDelta::apply`]) it gives the registry itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryDelta {
+    /// The participants admitted on chain or whose key was replaced, as they stand, by id.
+    pub participants: Vec<Participant>,
+    /// The participants revoked, by id.
+    pub revoked: Vec<Revocation>,
+    /// The members whose key was replaced, with their current key, by id.
+    pub member_keys: Vec<MemberKey>,
+}
+crate::canonical_struct!(RegistryDelta {
+    participants: seq(MAX_PARTICIPANTS),
+    revoked: seq(MAX_PARTICIPANTS),
+    member_keys: seq(MAX_MEMBERS)
+});
+
+impl RegistryDelta {
+    /// How `head` (the registry, with `revoked` its revocations) differs from `base`.
+    pub fn between(base: &Genesis, head: &Genesis, revoked: Vec<Revocation>) -> Self {
+        RegistryDelta {
+            participants: head
+                .participants
+                .iter()
+                .filter(|p| base.participant(p.id) != Some(*p))
+                .cloned()
+                .collect(),
+            revoked,
+            member_keys: head
+                .members
+                .iter()
+                .filter(|m| {
+                    base.member(m.id)
+                        .is_none_or(|b| b.public_key != m.public_key)
+                })
+                .map(|m| MemberKey {
+                    member: m.id,
+                    key: m.public_key,
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the registry is the genesis.
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty() && self.revoked.is_empty() && self.member_keys.is_empty()
+    }
+
+    /// The registry: `base` with the revoked participants removed, the admitted ones added,
+    /// and the replaced keys in place.
+    pub fn apply(&self, base: &Genesis) -> Genesis {
+        let mut g = base.clone();
+        g.participants.retain(|p| {
+            self.revoked.iter().all(|r| r.participant.id != p.id)
+                && self.participants.iter().all(|q| q.id != p.id)
+        });
+        g.participants.extend(self.participants.iter().cloned());
+        g.participants.sort_by_key(|p| p.id);
+        for k in &self.member_keys {
+            if let Some(m) = g.members.iter_mut().find(|m| m.id == k.member) {
+                m.public_key = k.key;
+            }
+        }
+        g
+    }
+}
 
 /// Why a request was not served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -864,7 +996,7 @@ pub enum Response {
     /// Trades with proofs.
     Trades(TradeReport),
     /// The node's status.
-    Status(NodeStatus),
+    Status(Box<NodeStatus>),
     /// The request was refused.
     Failed(RequestFailure),
     /// A committed block's process data with its certified header.
@@ -900,7 +1032,7 @@ impl Canonical for Response {
         Ok(match u8::decode(r)? {
             0 => Response::Replies(decode_seq(r, MAX_REPLIES).map_err(|e| e.within("replies"))?),
             1 => Response::Trades(field(r, "trades")?),
-            2 => Response::Status(field(r, "status")?),
+            2 => Response::Status(boxed(r, "status")?),
             3 => Response::Failed(field(r, "failure")?),
             4 => Response::Process(boxed(r, "process")?),
             value => return Err(invalid(value)),
@@ -1054,7 +1186,33 @@ mod tests {
             any::<u64>().prop_map(|from_height| Request::QueryTrades { from_height }),
             Just(Request::Status),
             any::<u64>().prop_map(|height| Request::QueryProcess { height }),
+            st::change().prop_map(|c| Request::SubmitChange(Box::new(c))),
         ]
+    }
+
+    fn registry_delta() -> impl Strategy<Value = RegistryDelta> {
+        (
+            vec(st::participant(), 0..3),
+            vec((st::participant(), any::<u64>()), 0..3),
+            vec((any::<u16>(), st::public_key()), 0..3),
+        )
+            .prop_map(|(participants, revoked, keys)| RegistryDelta {
+                participants,
+                revoked: revoked
+                    .into_iter()
+                    .map(|(participant, from_height)| Revocation {
+                        participant,
+                        from_height,
+                    })
+                    .collect(),
+                member_keys: keys
+                    .into_iter()
+                    .map(|(m, key)| MemberKey {
+                        member: NodeId(m),
+                        key,
+                    })
+                    .collect(),
+            })
     }
 
     fn response() -> impl Strategy<Value = Response> {
@@ -1086,18 +1244,22 @@ mod tests {
                 any::<u32>(),
                 proptest::option::of(st::header()),
                 any::<u64>(),
-                any::<u64>()
+                any::<u64>(),
+                registry_delta(),
             )
-                .prop_map(|(n, height, view, last, last_trades, last_bids)| {
-                    Response::Status(NodeStatus {
-                        node: NodeId(n),
-                        height,
-                        view,
-                        last,
-                        last_trades,
-                        last_bids,
-                    })
-                }),
+                .prop_map(
+                    |(n, height, view, last, last_trades, last_bids, registry)| {
+                        Response::Status(Box::new(NodeStatus {
+                            node: NodeId(n),
+                            height,
+                            view,
+                            last,
+                            last_trades,
+                            last_bids,
+                            registry,
+                        }))
+                    }
+                ),
             "[a-z ]{0,20}".prop_map(|detail| Response::Failed(RequestFailure {
                 kind: FailureKind::Forbidden,
                 detail
@@ -1204,6 +1366,50 @@ mod tests {
 
     /// A sample consortium of 4 members and 8 participants, each bidding once for height 1,
     /// run by the simulated cluster until every member has committed `heights` blocks.
+    /// The registry delta a status carries gives back the registry it was taken from.
+    #[test]
+    fn a_registry_delta_applied_to_the_genesis_gives_the_registry() {
+        let s = SampleConsortium::new(3, 2);
+        let base = &s.genesis;
+        assert!(RegistryDelta::between(base, base, Vec::new()).is_empty());
+        let mut head = base.clone();
+        let revoked = head.participants.remove(1);
+        head.participants[0].public_key = crate::crypto::PublicKey([7; 32]);
+        head.participants.push(Participant {
+            id: ParticipantId(9000),
+            name: "Newcomer".into(),
+            home: NodeId(2),
+            area: head.members[1].area,
+            public_key: crate::crypto::PublicKey([8; 32]),
+            eic: None,
+        });
+        head.members[2].public_key = crate::crypto::PublicKey([9; 32]);
+        let delta = RegistryDelta::between(
+            base,
+            &head,
+            vec![Revocation {
+                participant: revoked.clone(),
+                from_height: 4,
+            }],
+        );
+        assert_eq!(delta.participants.len(), 2, "{delta:?}");
+        assert_eq!(delta.member_keys.len(), 1, "{delta:?}");
+        assert_eq!(delta.apply(base), head);
+        let status = NodeStatus {
+            node: NodeId(1),
+            height: 5,
+            view: 0,
+            last: None,
+            last_trades: 0,
+            last_bids: 0,
+            registry: delta.clone(),
+        };
+        let mut bytes = Vec::new();
+        status.encode(&mut bytes);
+        let back = NodeStatus::decode(&mut Reader::new(&bytes)).unwrap();
+        assert_eq!(back.registry, delta);
+    }
+
     fn committed(heights: u64) -> (SampleConsortium, Cluster) {
         let s = SampleConsortium::new(4, 2);
         let security: Vec<Arc<dyn SecurityCheck>> =

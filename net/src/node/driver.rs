@@ -7,10 +7,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tieline_core::block::Block;
-use tieline_core::consensus::wire::{NodeStatus, Response};
+use tieline_core::consensus::wire::{NodeStatus, RegistryDelta, Response, Revocation};
 use tieline_core::consensus::{Effect, Input, ManagementNode, Message, Reply, Timer};
 use tieline_core::encoding::Tagged;
-use tieline_core::units::{NodeId, Timestamp};
+use tieline_core::genesis::{Genesis, Participant};
+use tieline_core::registry::{Registry, SignedChange};
+use tieline_core::units::{NodeId, ParticipantId, Timestamp};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -35,12 +37,17 @@ pub(super) enum DriverInput {
         Box<tieline_core::crypto::Signed<tieline_core::block::Appeal>>,
         Responder,
     ),
+    /// A registry change (spec A1-A5); the node's answer (accepted with the height whose batch
+    /// carries it, or refused with the reason) answers the request.
+    Change(Box<SignedChange>, Responder),
 }
 
 /// An input still being decoded or verified; `None` if it turned out malformed.
 pub(super) type Pending = JoinHandle<Option<DriverInput>>;
 
 /// What the driver does after a group's durable write, in order.
+// Short-lived, one per effect of a group; boxing the effect would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Action {
     Effect(Effect),
     Respond(Responder, Response),
@@ -85,8 +92,37 @@ impl Timers {
     }
 }
 
+/// The registry the node decides its height by (the genesis with the chain's changes
+/// applied), and how it differs from the genesis; `revoked` holds the revoked participants as
+/// they stood when revoked.
+pub(super) fn registry_of(
+    node: &ManagementNode,
+    revoked: &BTreeMap<ParticipantId, Participant>,
+) -> (Arc<Genesis>, RegistryDelta) {
+    let base = &node.ctx.genesis;
+    let registry = node.state.registry.genesis(base);
+    let revocations = node
+        .state
+        .registry
+        .revoked()
+        .iter()
+        .filter_map(|(id, &from_height)| {
+            revoked.get(id).map(|p| Revocation {
+                participant: p.clone(),
+                from_height,
+            })
+        })
+        .collect();
+    let delta = RegistryDelta::between(base, &registry, revocations);
+    (registry, delta)
+}
+
 /// The status the dispatcher answers with.
-pub(super) fn status_of(node: &ManagementNode, last: Option<&Block>) -> NodeStatus {
+pub(super) fn status_of(
+    node: &ManagementNode,
+    last: Option<&Block>,
+    registry: &RegistryDelta,
+) -> NodeStatus {
     let s = &node.state;
     NodeStatus {
         node: node.ctx.me,
@@ -102,6 +138,7 @@ pub(super) fn status_of(node: &ManagementNode, last: Option<&Block>) -> NodeStat
                 .map(|x| x.body.bids.len() as u64)
                 .sum()
         }),
+        registry: registry.clone(),
     }
 }
 
@@ -111,6 +148,17 @@ fn now() -> Timestamp {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     )
+}
+
+/// Where the driver publishes the node's status and the registry it follows (for the
+/// dispatcher), and the participants the stored chain revoked, as they stood when revoked.
+pub(super) struct Publish {
+    /// The status.
+    pub(super) status: watch::Sender<NodeStatus>,
+    /// The registry.
+    pub(super) registry: watch::Sender<Arc<Genesis>>,
+    /// The revoked participants.
+    pub(super) revoked: BTreeMap<ParticipantId, Participant>,
 }
 
 /// The state machine and everything it writes to.
@@ -128,6 +176,14 @@ pub(super) struct Driver {
     gate_closed_at: BTreeMap<u64, Instant>,
     max_frame_len: usize,
     serve_slots: Arc<Semaphore>,
+    /// The registry the endpoint's directory and the published registry follow.
+    registry: Registry,
+    /// How it differs from the genesis, for the status.
+    delta: RegistryDelta,
+    /// Where the registry is published (for the dispatcher's pre-verification).
+    registry_tx: watch::Sender<Arc<Genesis>>,
+    /// The participants the chain revoked, as they stood when revoked.
+    revoked: BTreeMap<ParticipantId, Participant>,
 }
 
 impl Driver {
@@ -137,9 +193,14 @@ impl Driver {
         endpoint: Endpoint,
         log: VecDeque<(u64, u64)>,
         metrics: Arc<NodeMetrics>,
-        status: watch::Sender<NodeStatus>,
+        publish: Publish,
         max_frame_len: usize,
     ) -> Self {
+        let Publish {
+            status,
+            registry: registry_tx,
+            revoked,
+        } = publish;
         let me = node.ctx.me;
         let others = node
             .ctx
@@ -153,6 +214,8 @@ impl Driver {
         metrics
             .height
             .set(node.state.height.saturating_sub(1) as i64);
+        let registry = node.state.registry.clone();
+        let (_, delta) = registry_of(&node, &revoked);
         Self {
             node,
             storage,
@@ -166,7 +229,38 @@ impl Driver {
             gate_closed_at: BTreeMap::new(),
             max_frame_len,
             serve_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_SERVES)),
+            registry,
+            delta,
+            registry_tx,
+            revoked,
         }
+    }
+
+    /// Follows the registry after a decided block changed it (spec A5): the endpoint accepts
+    /// the participants at this node and every member as the registry now names them (a
+    /// revoked or replaced key is refused from now on), and the status and the dispatcher see
+    /// it.
+    fn follow_registry(&mut self) {
+        if self.node.state.registry == self.registry {
+            return;
+        }
+        let before = self.registry.genesis(&self.node.ctx.genesis);
+        self.registry = self.node.state.registry.clone();
+        let after = self.node.state.registry.genesis(&self.node.ctx.genesis);
+        super::note_revoked(&before, &after, &mut self.revoked);
+        let (registry, delta) = registry_of(&self.node, &self.revoked);
+        let me = self.node.ctx.me;
+        self.endpoint
+            .set_directory(super::directory_for(&registry, &self.revoked, me));
+        info!(
+            height = self.node.state.height,
+            participants = registry.participants.len(),
+            revoked = delta.revoked.len(),
+            replaced_member_keys = delta.member_keys.len(),
+            "registry changed; the transport follows it"
+        );
+        self.delta = delta;
+        self.registry_tx.send_replace(registry);
     }
 
     /// Steps inputs until `stop` turns true or storage fails.
@@ -282,6 +376,18 @@ impl Driver {
                     );
                     actions.push(Action::Respond(reply, Response::Replies(replies)));
                 }
+                DriverInput::Change(change, reply) => {
+                    let mut replies = Vec::new();
+                    let effects = self.node.step(now(), Input::Change(*change));
+                    self.sort(
+                        effects,
+                        &mut batch,
+                        &mut actions,
+                        Some(&mut replies),
+                        &mut last_block,
+                    );
+                    actions.push(Action::Respond(reply, Response::Replies(replies)));
+                }
             }
         }
         if !batch.is_empty() {
@@ -291,6 +397,7 @@ impl Driver {
                 .map_err(|e| NodeError::Task(e.to_string()))??;
             self.metrics.storage_writes.inc();
         }
+        self.follow_registry();
         for a in actions {
             match a {
                 Action::Respond(reply, response) => {
@@ -301,11 +408,11 @@ impl Driver {
         }
         if let Some(b) = &last_block {
             self.last_counts = {
-                let s = status_of(&self.node, Some(b));
+                let s = status_of(&self.node, Some(b), &RegistryDelta::default());
                 (s.last_trades, s.last_bids)
             };
         }
-        let mut status = status_of(&self.node, None);
+        let mut status = status_of(&self.node, None, &self.delta);
         (status.last_trades, status.last_bids) = self.last_counts;
         self.metrics.view.set(i64::from(status.view));
         self.status.send_replace(status);

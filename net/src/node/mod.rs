@@ -33,7 +33,7 @@ pub mod metrics;
 mod serve;
 pub mod verify;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -43,11 +43,11 @@ use tieline_core::audit::{AuditError, ChainAuditor};
 use tieline_core::clearing::rule_for;
 use tieline_core::consensus::wire::NodeStatus;
 use tieline_core::consensus::{Context, ManagementNode, NoGridModel, Record, SecurityCheck};
-use tieline_core::crypto::{Ed25519Signer, Signer};
+use tieline_core::crypto::{Ed25519Signer, PublicKey, Signer};
 use tieline_core::encoding::{DecodeError, Tagged};
-use tieline_core::genesis::{Genesis, GenesisError};
+use tieline_core::genesis::{Genesis, GenesisError, Member, Participant};
 use tieline_core::grid::security::AreaModel;
-use tieline_core::units::NodeId;
+use tieline_core::units::{NodeId, ParticipantId};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -103,7 +103,7 @@ pub enum NodeError {
     Key(#[from] KeyFileError),
     /// The key is not a member's.
     #[error(
-        "the key in {key_file} (public key {public_key}) is not a member of the consortium in {genesis}"
+        "the key in {key_file} (public key {public_key}) is not a member of the consortium in {genesis}{at}"
     )]
     NotAMember {
         /// The key file.
@@ -112,6 +112,24 @@ pub enum NodeError {
         public_key: String,
         /// The genesis file.
         genesis: String,
+        /// Where the registry was read, if not at the genesis.
+        at: String,
+    },
+    /// The key was a member's, but the chain replaced it (spec A4).
+    #[error(
+        "the key in {key_file} (public key {public_key}) was member {member}'s, but the stored chain replaced it with {current} (from height {from_height} on): start the node with the key file of the new key"
+    )]
+    KeyReplaced {
+        /// The key file.
+        key_file: String,
+        /// Its public key.
+        public_key: String,
+        /// The member.
+        member: NodeId,
+        /// The member's key at the head of the stored chain.
+        current: String,
+        /// The height from which the current key holds.
+        from_height: u64,
     },
     /// The area model cannot be read.
     #[error("area model {path}: {reason}")]
@@ -177,6 +195,8 @@ pub fn read_genesis(path: &Path) -> Result<Genesis, NodeError> {
 /// A node whose state is rebuilt from storage, ready to run.
 struct Prepared {
     genesis: Arc<Genesis>,
+    /// The participants the stored chain revoked, as they stood when revoked.
+    revoked: BTreeMap<ParticipantId, Participant>,
     me: NodeId,
     signer: Ed25519Signer,
     scheme: Arc<CachingEd25519>,
@@ -192,15 +212,70 @@ struct Prepared {
 fn prepare(config: &NodeConfig) -> Result<Prepared, NodeError> {
     let genesis = Arc::new(read_genesis(&config.genesis)?);
     let signer = keyfile::read(&config.key)?;
-    let member = genesis
+    // A key that is no member's at the genesis may be one the chain gave a member; a key that
+    // is a member's at the genesis may have been replaced: the stored chain decides (below).
+    let known = genesis
         .members
         .iter()
-        .find(|m| m.public_key == signer.public_key())
-        .ok_or_else(|| NodeError::NotAMember {
+        .any(|m| m.public_key == signer.public_key());
+    if !known && !config.data_dir.join(DATABASE_FILE).exists() {
+        return Err(NodeError::NotAMember {
             key_file: config.key.display().to_string(),
             public_key: keyfile::public_hex(&signer),
             genesis: config.genesis.display().to_string(),
-        })?;
+            at: String::new(),
+        });
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let storage = Arc::new(Storage::open(config.data_dir.join(DATABASE_FILE))?);
+    let scheme = Arc::new(CachingEd25519::for_genesis(&genesis));
+    let clearing = rule_for(genesis.clearing.rule);
+
+    let mut blocks = Vec::new();
+    let mut registry = genesis.clone();
+    // The height from which each member's current key holds, where the chain replaced it,
+    // and whose each replaced key was.
+    let mut key_since = BTreeMap::new();
+    let mut replaced = BTreeMap::new();
+    // The participants revoked, as they stood when revoked.
+    let mut revoked = BTreeMap::new();
+    let mut head = 0;
+    if let Some(last) = storage.last_height() {
+        let mut auditor = ChainAuditor::new(&genesis, scheme.as_ref(), clearing);
+        for (_, bytes) in storage.blocks(1, last)? {
+            let block = auditor.push_encoded(&bytes)?;
+            let next = auditor.registry();
+            if !Arc::ptr_eq(&next, &registry) {
+                note_revoked(&registry, &next, &mut revoked);
+                for m in &next.members {
+                    if let Some(old) = registry
+                        .member(m.id)
+                        .filter(|r| r.public_key != m.public_key)
+                    {
+                        key_since.insert(m.id, block.header.height + 1);
+                        replaced.insert(old.public_key, m.id);
+                    }
+                }
+                registry = next;
+            }
+            blocks.push(block);
+        }
+        head = last;
+        let summary = auditor.finish();
+        info!(
+            blocks = summary.blocks,
+            trades = summary.trades,
+            changes = summary.changes,
+            head = %summary.head,
+            "stored chain audited clean"
+        );
+    }
+    // The node runs under its member's key at the head of its chain (spec A4: after a key
+    // rotation the operator restarts it with the new key file).
+    let member = member_of(config, &registry, &replaced, &key_since, &signer, head)?.clone();
     let me = member.id;
     let listen = match config.listen {
         Some(a) => a,
@@ -221,28 +296,6 @@ fn prepare(config: &NodeConfig) -> Result<Prepared, NodeError> {
         }
         None => Arc::new(NoGridModel),
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
-    let storage = Arc::new(Storage::open(config.data_dir.join(DATABASE_FILE))?);
-    let scheme = Arc::new(CachingEd25519::for_genesis(&genesis));
-    let clearing = rule_for(genesis.clearing.rule);
-
-    let mut blocks = Vec::new();
-    if let Some(last) = storage.last_height() {
-        let mut auditor = ChainAuditor::new(&genesis, scheme.as_ref(), clearing);
-        for (_, bytes) in storage.blocks(1, last)? {
-            blocks.push(auditor.push_encoded(&bytes)?);
-        }
-        let summary = auditor.finish();
-        info!(
-            blocks = summary.blocks,
-            trades = summary.trades,
-            head = %summary.head,
-            "stored chain audited clean"
-        );
-    }
     let mut log = VecDeque::new();
     let mut records = Vec::new();
     for (seq, bytes) in storage.records()? {
@@ -270,6 +323,7 @@ fn prepare(config: &NodeConfig) -> Result<Prepared, NodeError> {
     );
     Ok(Prepared {
         genesis,
+        revoked,
         me,
         signer,
         scheme,
@@ -280,9 +334,77 @@ fn prepare(config: &NodeConfig) -> Result<Prepared, NodeError> {
     })
 }
 
+/// Adds the participants that `before` held and `after` no longer does (revoked) to `revoked`.
+pub(crate) fn note_revoked(
+    before: &Genesis,
+    after: &Genesis,
+    revoked: &mut BTreeMap<ParticipantId, Participant>,
+) {
+    for p in &before.participants {
+        if after.participant(p.id).is_none() {
+            revoked.insert(p.id, p.clone());
+        }
+    }
+}
+
+/// What the transport of member `me` accepts under `registry`: every member under its current
+/// key, and the participants at this node. A participant revoked here keeps its last key
+/// accepted so that its bids are answered with the revocation (`BidError::Revoked`) rather
+/// than a refused handshake; the dispatcher serves it nothing else. A replaced key is gone.
+pub(crate) fn directory_for(
+    registry: &Genesis,
+    revoked: &BTreeMap<ParticipantId, Participant>,
+    me: NodeId,
+) -> Directory {
+    let mut d = Directory::for_home(registry, me);
+    for p in revoked.values().filter(|p| p.home == me) {
+        d.add_participant(p.id, p.public_key);
+    }
+    d
+}
+
+/// The member whose key `signer` holds in `registry` (the registry at the head of the stored
+/// chain, `head`), or why there is none: naming the member whose key the chain replaced, if
+/// the key was one, with its current key and the height that key holds from.
+fn member_of<'r>(
+    config: &NodeConfig,
+    registry: &'r Genesis,
+    replaced: &BTreeMap<PublicKey, NodeId>,
+    key_since: &BTreeMap<NodeId, u64>,
+    signer: &Ed25519Signer,
+    head: u64,
+) -> Result<&'r Member, NodeError> {
+    let key = signer.public_key();
+    if let Some(m) = registry.members.iter().find(|m| m.public_key == key) {
+        return Ok(m);
+    }
+    let key_file = config.key.display().to_string();
+    let public_key = keyfile::public_hex(signer);
+    match replaced.get(&key).and_then(|id| registry.member(*id)) {
+        Some(current) => Err(NodeError::KeyReplaced {
+            key_file,
+            public_key,
+            member: current.id,
+            current: current.public_key.to_hex(),
+            from_height: key_since.get(&current.id).copied().unwrap_or(1),
+        }),
+        None => Err(NodeError::NotAMember {
+            key_file,
+            public_key,
+            genesis: config.genesis.display().to_string(),
+            at: if head > 0 {
+                format!(" nor a member's at the head of its stored chain (height {head})")
+            } else {
+                String::new()
+            },
+        }),
+    }
+}
+
 /// What the dispatcher and the driver share.
 struct Shared {
-    genesis: Arc<Genesis>,
+    /// The registry at the node's head (the driver publishes it).
+    registry: watch::Receiver<Arc<Genesis>>,
     scheme: Arc<CachingEd25519>,
     storage: Arc<Storage>,
     metrics: Arc<NodeMetrics>,
@@ -304,6 +426,7 @@ pub async fn run(
         .map_err(|e| NodeError::Task(e.to_string()))??;
     let Prepared {
         genesis,
+        revoked,
         me,
         signer,
         scheme,
@@ -318,8 +441,15 @@ pub async fn run(
         backoff_max: RECONNECT_BACKOFF_MAX,
         ..TransportConfig::default()
     };
-    let (endpoint, inbound) =
-        Endpoint::bind(listen, signer, Directory::for_home(&genesis, me), transport)?;
+    // The transport accepts the participants and members' keys of the registry at the head
+    // of the stored chain; the driver keeps it following the registry.
+    let (registry, delta) = driver::registry_of(&node, &revoked);
+    let (endpoint, inbound) = Endpoint::bind(
+        listen,
+        signer,
+        directory_for(&registry, &revoked, me),
+        transport,
+    )?;
     let metrics = Arc::new(NodeMetrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn({
@@ -340,10 +470,11 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    let (status_tx, status_rx) = watch::channel(driver::status_of(&node, None));
+    let (status_tx, status_rx) = watch::channel(driver::status_of(&node, None, &delta));
+    let (registry_tx, registry_rx) = watch::channel(registry);
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
     let shared = Arc::new(Shared {
-        genesis: genesis.clone(),
+        registry: registry_rx,
         scheme,
         storage: storage.clone(),
         metrics: metrics.clone(),
@@ -365,7 +496,11 @@ pub async fn run(
         endpoint.clone(),
         log,
         metrics,
-        status_tx,
+        driver::Publish {
+            status: status_tx,
+            registry: registry_tx,
+            revoked,
+        },
         config.max_frame_len,
     )
     .run(pending_rx, stop_rx)

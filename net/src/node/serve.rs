@@ -62,23 +62,7 @@ pub(super) async fn dispatch(
                 warn!(participant = %p, "dropped a one-way message from a participant (participants send requests)");
                 None
             }
-            Inbound::Request {
-                from: Peer::Member(m),
-                reply,
-                ..
-            } => {
-                refuse(
-                    reply,
-                    FailureKind::Forbidden,
-                    format!("member {m}: members talk over messages, not requests"),
-                );
-                None
-            }
-            Inbound::Request {
-                from: Peer::Participant(p),
-                frame,
-                reply,
-            } => request(&shared, p, frame, reply),
+            Inbound::Request { from, frame, reply } => request(&shared, from, frame, reply),
         };
         if let Some(p) = next {
             if pending.send(p).await.is_err() {
@@ -123,8 +107,9 @@ async fn preverify(shared: &Arc<Shared>, bids: Arc<Vec<SignedBid>>) {
         tasks.push(tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let end = (start + PREVERIFY_CHUNK).min(bids.len());
+            let registry = shared.registry.borrow().clone();
             for b in &bids[start..end] {
-                shared.scheme.preverify_bid(&shared.genesis, b);
+                shared.scheme.preverify_bid(&registry, b);
             }
         }));
     }
@@ -133,19 +118,17 @@ async fn preverify(shared: &Arc<Shared>, bids: Arc<Vec<SignedBid>>) {
     }
 }
 
-/// Handles a participant's request: inputs for the state machine go to the driver; queries and
-/// status are answered here.
-fn request(
-    shared: &Arc<Shared>,
-    participant: ParticipantId,
-    frame: Bytes,
-    reply: Responder,
-) -> Option<Pending> {
+/// Handles a request: inputs for the state machine go to the driver; queries and status are
+/// answered here. Participants may ask anything of their home node. A connection authenticated
+/// by a member's key (another node, or an operator's tool holding a member key) may submit
+/// registry changes, which authenticate themselves by their signatures, and ask the status;
+/// members talk to each other over messages otherwise.
+fn request(shared: &Arc<Shared>, from: Peer, frame: Bytes, reply: Responder) -> Option<Pending> {
     let request = match Request::from_canonical_bytes(&frame) {
         Ok(r) => r,
         Err(e) => {
             shared.metrics.malformed_frames.inc();
-            warn!(%participant, error = %e, "refused a malformed request");
+            warn!(%from, error = %e, "refused a malformed request");
             refuse(
                 reply,
                 FailureKind::Malformed,
@@ -154,7 +137,42 @@ fn request(
             return None;
         }
     };
+    let participant = match from {
+        Peer::Participant(p) => Some(p),
+        Peer::Member(_) => None,
+    };
+    // A participant revoked here is still let in so that its bids are answered with the
+    // revocation by the state machine; it may ask the status, and nothing else.
+    if let Some(p) = participant.filter(|p| shared.registry.borrow().participant(*p).is_none()) {
+        if !matches!(request, Request::SubmitBids(_) | Request::Status) {
+            refuse(
+                reply,
+                FailureKind::Forbidden,
+                format!("participant {p} is no longer admitted: revoked on chain"),
+            );
+            return None;
+        }
+    }
+    if let (Peer::Member(m), Request::SubmitBids(_) | Request::SubmitAppeal(_))
+    | (Peer::Member(m), Request::QueryTrades { .. } | Request::QueryProcess { .. }) =
+        (from, &request)
+    {
+        refuse(
+            reply,
+            FailureKind::Forbidden,
+            format!(
+                "member {m}: members talk over messages; a member's key may only submit registry changes and ask the status"
+            ),
+        );
+        return None;
+    }
     match request {
+        Request::SubmitChange(change) => {
+            debug!(%from, change = %change.describe(), "registry change submitted");
+            Some(tokio::spawn(async move {
+                Some(DriverInput::Change(change, reply))
+            }))
+        }
         Request::SubmitBids(bids) => {
             shared.metrics.bids_received.inc_by(bids.len() as u64);
             let shared = shared.clone();
@@ -170,7 +188,7 @@ fn request(
         })),
         Request::Status => {
             let status = shared.status.borrow().clone();
-            respond(reply, &Response::Status(status));
+            respond(reply, &Response::Status(Box::new(status)));
             None
         }
         Request::QueryProcess { height } => {
@@ -190,6 +208,7 @@ fn request(
             None
         }
         Request::QueryTrades { from_height } => {
+            let participant = participant?;
             let shared = shared.clone();
             tokio::spawn(async move {
                 let Ok(_permit) = shared.query_slots.clone().acquire_owned().await else {

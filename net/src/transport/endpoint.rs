@@ -112,7 +112,7 @@ impl quinn::ConnectionIdGenerator for RandomCids {
 
 /// What the tasks serving inbound connections share.
 struct ServeContext {
-    directory: Arc<Directory>,
+    directory: watch::Receiver<Arc<Directory>>,
     config: TransportConfig,
     metrics: Arc<Metrics>,
     inbound: mpsc::Sender<Inbound>,
@@ -122,6 +122,7 @@ struct ServeContext {
 struct Inner {
     quinn: quinn::Endpoint,
     me: Option<NodeId>,
+    directory: watch::Sender<Arc<Directory>>,
     local_addr: SocketAddr,
     links: Mutex<BTreeMap<NodeId, LinkHandle>>,
     link_context: Arc<LinkContext>,
@@ -179,12 +180,12 @@ impl Endpoint {
             source,
         };
         let signer = Arc::new(signer);
-        let directory = Arc::new(directory);
         let metrics = Arc::new(Metrics::default());
         let me = match directory.peer(&signer.public_key()) {
             Some(Peer::Member(id)) => Some(id),
             _ => None,
         };
+        let (directory_tx, directory) = watch::channel(Arc::new(directory));
 
         let rustls = tls::server_config(&signer, directory.clone())?;
         let crypto = QuicServerConfig::try_from(rustls)
@@ -226,6 +227,7 @@ impl Endpoint {
         let inner = Inner {
             quinn,
             me,
+            directory: directory_tx,
             local_addr,
             links: Mutex::new(BTreeMap::new()),
             link_context,
@@ -247,6 +249,22 @@ impl Endpoint {
     /// This endpoint's member id, if its key is a member's in the directory.
     pub fn me(&self) -> Option<NodeId> {
         self.inner.me
+    }
+
+    /// The keys the endpoint accepts now.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.inner.directory.borrow().clone()
+    }
+
+    /// Replaces the keys the endpoint accepts (the registry changed on chain): new handshakes
+    /// are checked against `directory`; a participant's connection whose key it no longer maps
+    /// to the same participant is closed ([`codes::KEY_RETIRED`]). A member whose key was
+    /// replaced keeps its open connections (it learns the block that replaced its key over
+    /// them, and the core refuses what it signs with the old key), and the link to it keeps its
+    /// connection until the member answers under the new key, then reconnects pinning it.
+    /// Members keep their addresses, and this endpoint its member id.
+    pub fn set_directory(&self, directory: Directory) {
+        self.inner.directory.send_replace(Arc::new(directory));
     }
 
     /// The endpoint's counters.
@@ -370,17 +388,38 @@ async fn serve_connection(context: Arc<ServeContext>, incoming: quinn::Incoming)
         connection.close(codes::WRONG_PROTOCOL.into(), b"wrong protocol");
         return;
     }
-    let Some(peer) = tls::peer_key(&connection).and_then(|k| context.directory.peer(&k)) else {
-        // Unreachable after the verifier accepted the key; refuse rather than trust.
+    let mut directory = context.directory.clone();
+    let key = tls::peer_key(&connection);
+    let Some((key, peer)) = key.and_then(|k| Some((k, directory.borrow_and_update().peer(&k)?)))
+    else {
+        // The verifier accepted the key, so it left the directory since, or never was there;
+        // refuse rather than trust.
         context.metrics.count_refused_handshake();
         warn!(%remote, "refused a connection without a directory key");
-        connection.close(codes::WRONG_PROTOCOL.into(), b"unknown key");
+        connection.close(codes::KEY_RETIRED.into(), b"unknown key");
         return;
     };
     let _connected = context.metrics.connected();
     info!(%remote, %peer, "peer connected");
+    let mut watching = true;
     loop {
         tokio::select! {
+            changed = directory.changed(), if watching => match changed {
+                // A member whose key was replaced keeps its connections until it restarts under
+                // the new key (it must learn the block that replaced it; the core refuses what
+                // it signs with the old key); new handshakes with the old key are refused.
+                Ok(()) => {
+                    let now = directory.borrow_and_update().peer(&key);
+                    let member_replaced = matches!(peer, Peer::Member(m) if directory.borrow().member(m).is_some());
+                    if now != Some(peer) && !member_replaced {
+                        warn!(%remote, %peer, key = %key, "the key is no longer accepted (replaced or revoked on chain); closing the connection");
+                        connection.close(codes::KEY_RETIRED.into(), b"key no longer accepted");
+                        break;
+                    }
+                }
+                // The endpoint is gone; the connection ends with it.
+                Err(_) => watching = false,
+            },
             stream = connection.accept_uni() => match stream {
                 Ok(recv) => {
                     tokio::spawn(read_messages(context.clone(), connection.clone(), peer, recv));

@@ -14,13 +14,15 @@ use tracing::{debug, info, warn};
 
 use super::client::{connect, quinn_client_config};
 use super::frame::encode_into;
-use super::{Directory, Metrics, SendError, TransportConfig, WRITE_BATCH_BYTES, codes};
+use super::{
+    Directory, MemberAddress, Metrics, SendError, TransportConfig, WRITE_BATCH_BYTES, codes,
+};
 
 /// What every link of an endpoint shares.
 pub(crate) struct LinkContext {
     pub(crate) quinn: quinn::Endpoint,
     pub(crate) signer: Arc<Ed25519Signer>,
-    pub(crate) directory: Arc<Directory>,
+    pub(crate) directory: watch::Receiver<Arc<Directory>>,
     pub(crate) config: TransportConfig,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -67,7 +69,7 @@ impl LinkHandle {
 
 /// Starts the link to `to`; `None` if `to` is not a member in the directory.
 pub(crate) fn spawn(context: Arc<LinkContext>, to: NodeId) -> Option<LinkHandle> {
-    context.directory.member(to)?;
+    context.directory.borrow().member(to)?;
     let (queue, rx) = mpsc::channel(context.config.send_queue_len);
     let (connection_tx, connection) = watch::channel(None);
     tokio::spawn(run(context, to, rx, connection_tx));
@@ -93,23 +95,10 @@ async fn run(
     mut queue: mpsc::Receiver<Bytes>,
     connection_tx: watch::Sender<Option<quinn::Connection>>,
 ) {
-    let member = context
-        .directory
-        .member(to)
-        .expect("links are spawned for members only")
-        .clone();
-    let client_config = match quinn_client_config(
-        &context.signer,
-        member.public_key,
-        &context.config,
-        &context.metrics,
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(%to, error = %e, "cannot configure the link");
-            return;
-        }
-    };
+    let mut directory = context.directory.clone();
+    // The member's key and address, and the client configuration pinning that key: read
+    // again before each attempt, since the registry may replace the key.
+    let mut pinned: Option<(MemberAddress, quinn::ClientConfig)> = None;
     let mut shutdown = context.shutdown.clone();
     let mut backoff = context.config.backoff_initial;
     let mut failures: u32 = 0;
@@ -118,9 +107,31 @@ async fn run(
         if *shutdown.borrow() {
             return;
         }
+        let Some(member) = directory.borrow_and_update().member(to).cloned() else {
+            warn!(%to, "no longer a member in the directory; link stopped");
+            return;
+        };
+        if pinned.as_ref().is_none_or(|(m, _)| *m != member) {
+            if pinned.is_some() {
+                info!(%to, key = %member.public_key, "the member's key changed; the link pins the new one");
+            }
+            match quinn_client_config(
+                &context.signer,
+                member.public_key,
+                &context.config,
+                &context.metrics,
+            ) {
+                Ok(c) => pinned = Some((member.clone(), c)),
+                Err(e) => {
+                    warn!(%to, error = %e, "cannot configure the link");
+                    return;
+                }
+            }
+        }
+        let client_config = &pinned.as_ref().expect("configured above").1;
         let attempt = async {
             let addr = resolve(&member.address).await?;
-            connect(&context.quinn, &client_config, addr, &context.config)
+            connect(&context.quinn, client_config, addr, &context.config)
                 .await
                 .map_err(|e| e.to_string())
         };
@@ -156,7 +167,14 @@ async fn run(
         connection_tx.send_replace(Some(connection.clone()));
         let ended = {
             let _connected = context.metrics.connected();
-            pump(&context, &connection, &mut queue, &mut shutdown).await
+            pump(
+                &context,
+                &connection,
+                &mut queue,
+                &mut shutdown,
+                (&mut directory, to, &member),
+            )
+            .await
         };
         connection_tx.send_replace(None);
         let reason = match ended {
@@ -185,18 +203,25 @@ async fn run(
 }
 
 /// Moves queued frames onto one stream of `connection`, coalescing what is queued into writes of
-/// up to [`WRITE_BATCH_BYTES`], until the connection fails or the link is stopped.
+/// up to [`WRITE_BATCH_BYTES`], until the connection fails, the link is stopped, or the member,
+/// whose key the directory replaced since the connection was made, answers under its new key
+/// (the link then reconnects pinning it).
 async fn pump(
     context: &LinkContext,
     connection: &quinn::Connection,
     queue: &mut mpsc::Receiver<Bytes>,
     shutdown: &mut watch::Receiver<bool>,
+    (directory, to, member): (&mut watch::Receiver<Arc<Directory>>, NodeId, &MemberAddress),
 ) -> Ended {
     let mut stream = match connection.open_uni().await {
         Ok(s) => s,
         Err(e) => return Ended::Lost(e.to_string()),
     };
     let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES);
+    let mut watching = true;
+    let mut replaced: Option<MemberAddress> = None;
+    let mut probe = tokio::time::interval(context.config.backoff_max);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
             biased;
@@ -205,6 +230,29 @@ async fn pump(
                 return Ended::Stopped;
             }
             e = connection.closed() => return Ended::Lost(e.to_string()),
+            changed = directory.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                } else {
+                    replaced = directory.borrow_and_update().member(to).filter(|m| *m != member).cloned();
+                    if let Some(m) = &replaced {
+                        info!(%to, key = %m.public_key, "the member's key was replaced on chain; the link keeps its connection until the member answers under the new key");
+                    }
+                }
+                continue;
+            }
+            // The member still runs under its old key until its operator restarts it: the link
+            // keeps the old connection (the member learns the block that replaced its key over
+            // it) and probes for the new key, switching once it answers.
+            _ = probe.tick(), if replaced.is_some() => {
+                let m = replaced.as_ref().expect("guarded");
+                if answers_under(context, m).await {
+                    let _ = stream.finish();
+                    connection.close(codes::KEY_RETIRED.into(), b"key replaced");
+                    return Ended::Lost("the member answers under its new key".into());
+                }
+                continue;
+            }
             f = queue.recv() => match f {
                 Some(f) => f,
                 None => {
@@ -236,6 +284,28 @@ async fn pump(
             return Ended::Lost(e.to_string());
         }
         context.metrics.count_out(frames, bytes);
+    }
+}
+
+/// Whether `member` answers a handshake under its key (the connection is closed at once).
+async fn answers_under(context: &LinkContext, member: &MemberAddress) -> bool {
+    let Ok(config) = quinn_client_config(
+        &context.signer,
+        member.public_key,
+        &context.config,
+        &context.metrics,
+    ) else {
+        return false;
+    };
+    let Ok(addr) = resolve(&member.address).await else {
+        return false;
+    };
+    match connect(&context.quinn, &config, addr, &context.config).await {
+        Ok(c) => {
+            c.close(codes::SHUTDOWN.into(), b"probe");
+            true
+        }
+        Err(_) => false,
     }
 }
 

@@ -5,9 +5,12 @@
 //!
 //! - **Identity.** Every endpoint holds an ed25519 key of the consortium. TLS 1.3 runs with
 //!   RFC 7250 raw public keys ([`tls`]): both sides present their key and sign the handshake.
-//!   A server accepts only keys in its [`Directory`] (built from the genesis) and tells the
-//!   application which [`Peer`] connected; a client accepts only the key it meant to reach.
-//!   Anything else fails the handshake and is logged with the offending key's hex.
+//!   A server accepts only keys in its [`Directory`] (built from the registry: the genesis
+//!   with the changes on chain applied) and tells the application which [`Peer`] connected; a
+//!   client accepts only the key it meant to reach. Anything else fails the handshake and is
+//!   logged with the offending key's hex. The node replaces its endpoint's directory when a
+//!   decided block changes the registry ([`Endpoint::set_directory`]): from then on a revoked or
+//!   replaced key is refused, its open connections are closed, and links pin members' new keys.
 //! - **Protocol version.** ALPN [`ALPN`]; a peer speaking another version is refused.
 //! - **Framing.** A frame is a `u32` big-endian length and that many bytes, at most the
 //!   configured [`TransportConfig::max_frame_len`] (never above [`MAX_FRAME_LEN`]). A peer that
@@ -81,6 +84,8 @@ pub mod codes {
     pub const WRONG_PROTOCOL: u32 = 4;
     /// The endpoint has too many connections.
     pub const BUSY: u32 = 5;
+    /// The peer's key is no longer in the directory: replaced or revoked on chain.
+    pub const KEY_RETIRED: u32 = 6;
 }
 
 /// Timeouts, limits and backoff of an endpoint or client.

@@ -24,6 +24,7 @@ use rustls::{
     SignatureScheme,
 };
 use tieline_core::crypto::{Ed25519, Ed25519Signer, PublicKey, Signature, SignatureScheme as _};
+use tokio::sync::watch;
 use tracing::warn;
 
 use super::{ALPN, Directory, Metrics};
@@ -143,14 +144,19 @@ fn verify_handshake_signature(
         .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadSignature))
 }
 
-/// A server's check of clients: the key must be in the directory.
+/// A server's check of clients: the key must be in the directory as it stands at the
+/// handshake (the endpoint replaces it when the registry changes on chain).
 struct DirectoryVerifier {
-    directory: Arc<Directory>,
+    directory: watch::Receiver<Arc<Directory>>,
 }
 
 impl fmt::Debug for DirectoryVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DirectoryVerifier({} keys)", self.directory.len())
+        write!(
+            f,
+            "DirectoryVerifier({} keys)",
+            self.directory.borrow().len()
+        )
     }
 }
 
@@ -166,7 +172,7 @@ impl ClientCertVerifier for DirectoryVerifier {
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let known = intermediates.is_empty()
-            && key_of_spki(end_entity).is_some_and(|k| self.directory.peer(&k).is_some());
+            && key_of_spki(end_entity).is_some_and(|k| self.directory.borrow().peer(&k).is_some());
         if known {
             Ok(ClientCertVerified::assertion())
         } else {
@@ -278,10 +284,11 @@ fn config_err(e: impl fmt::Display) -> TlsConfigError {
 }
 
 /// The rustls server configuration of an endpoint: our key as a raw public key, clients
-/// authenticated against `directory`, ALPN [`ALPN`], TLS 1.3 only, no resumption.
+/// authenticated against `directory` (the one it holds at each handshake), ALPN [`ALPN`], TLS
+/// 1.3 only, no resumption.
 pub fn server_config(
     signer: &Arc<Ed25519Signer>,
-    directory: Arc<Directory>,
+    directory: watch::Receiver<Arc<Directory>>,
 ) -> Result<rustls::ServerConfig, TlsConfigError> {
     let verifier = Arc::new(DirectoryVerifier { directory });
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
