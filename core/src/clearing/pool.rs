@@ -366,10 +366,16 @@ impl<'i, 'a> Market<'i, 'a> {
         let mut bid_coefs = vec![Vec::new(); bids.len()];
         let mut line_coefs = vec![Vec::new(); lines.len()];
         if !cuts.is_empty() {
-            let local: BTreeMap<Digest, usize> = bids
+            // Hash maps: a negotiation may bring a thousand cuts of hundreds of terms each.
+            let local: crate::crypto::DigestMap<usize> = bids
                 .iter()
                 .enumerate()
                 .map(|(i, &p)| (input.bids[p].0, i))
+                .collect();
+            let line_of: std::collections::HashMap<crate::units::TieLineId, usize> = lines
+                .iter()
+                .enumerate()
+                .map(|(l, line)| (input.tie_lines[line.index].id, l))
                 .collect();
             let add = |v: &mut Vec<(usize, i64)>, k: usize, c: i64| match v.last_mut() {
                 Some((kk, cc)) if *kk == k => *cc = cc.saturating_add(c),
@@ -386,10 +392,7 @@ impl<'i, 'a> Market<'i, 'a> {
                             }
                         }
                         CutVariable::TieFlow(tid) => {
-                            if let Some(l) = lines
-                                .iter()
-                                .position(|l| input.tie_lines[l.index].id == tid)
-                            {
+                            if let Some(&l) = line_of.get(&tid) {
                                 add(&mut line_coefs[l], k, t.coefficient);
                             }
                         }

@@ -33,7 +33,8 @@ pub trait SignatureCheck {
     fn bid_id(&mut self, sb: &SignedBid) -> Digest {
         sb.body.id()
     }
-    /// Whether `sb`, whose id is `id`, is signed under `key`.
+    /// Whether `sb`, whose id is `id` (what [`SignatureCheck::bid_id`] gave for it), is signed
+    /// under `key`.
     fn bid(&mut self, sb: &SignedBid, id: &Digest, key: &PublicKey) -> bool;
     /// Whether a batch is signed under `key`.
     fn batch(
@@ -190,13 +191,13 @@ pub fn select_bids<'a>(
 ) -> Selection<'a> {
     let unavailable = unavailable_areas(genesis, process.skip_certificate.as_ref());
     let round = RoundPeriods::new(genesis, height);
-    let mut seen_ids = BTreeSet::new();
-    let mut seen_nonces = BTreeSet::new();
+    let mut seen_ids: crate::crypto::DigestMap<()> = Default::default();
+    let mut seen_nonces = std::collections::HashSet::new();
     let mut verdicts: Vec<(Digest, &'a Bid, Timestamp, Option<RejectionReason>)> = Vec::new();
     for (sb, home, received) in candidates(process) {
         let bid = &sb.body;
         let id = check_signature.bid_id(sb);
-        let replay = !seen_ids.insert(id)
+        let replay = seen_ids.insert(id, ()).is_some()
             || !seen_nonces.insert((bid.participant, bid.nonce))
             || (round.schedule.is_none()
                 && committed
@@ -418,6 +419,27 @@ impl ContentRules<'_> {
         check_signature: &mut BidSignatureCheck<'_>,
         check_clearing: bool,
     ) -> Result<(), AuditFailure> {
+        self.verify_body_then(
+            height,
+            revision,
+            body,
+            check_signature,
+            check_clearing,
+            |_, _| (),
+        )
+    }
+
+    /// [`ContentRules::verify_body`], then `then` on the body's clearing input and outcome
+    /// (a verifier's own security check, on the very selection the rules made).
+    pub fn verify_body_then<R>(
+        &self,
+        height: u64,
+        revision: u32,
+        body: &BlockBody,
+        check_signature: &mut BidSignatureCheck<'_>,
+        check_clearing: bool,
+        then: impl FnOnce(&ClearingInput<'_>, &Cleared) -> R,
+    ) -> Result<R, AuditFailure> {
         let g = self.genesis;
         let p = &body.process;
         // D19: batches, one per member, in member order, each signed by its home node.
@@ -556,7 +578,8 @@ impl ContentRules<'_> {
             });
         }
         // D21: every trade is for a cleared bid and matches it.
-        let bids: BTreeMap<Digest, &Bid> = selection.bids.iter().map(|(d, b)| (*d, *b)).collect();
+        let bids: crate::crypto::DigestMap<&Bid> =
+            selection.bids.iter().map(|(d, b)| (*d, *b)).collect();
         for (i, t) in body.trades.iter().enumerate() {
             let bad = |reason: String| AuditFailure::Trade { index: i, reason };
             let bid = bids
@@ -603,9 +626,6 @@ impl ContentRules<'_> {
                 )));
             }
         }
-        if !check_clearing {
-            return Ok(());
-        }
         let unavailable = unavailable_areas(g, p.skip_certificate.as_ref());
         let input = ClearingInput::new(
             g,
@@ -618,9 +638,12 @@ impl ContentRules<'_> {
             outcome: p.clearing.outcome.clone(),
             trades: body.trades.clone(),
         };
-        self.clearing
-            .verify(&input, &proposed)
-            .map_err(|e| AuditFailure::Process(format!("clearing: {e}")))
+        if check_clearing {
+            self.clearing
+                .verify(&input, &proposed)
+                .map_err(|e| AuditFailure::Process(format!("clearing: {e}")))?;
+        }
+        Ok(then(&input, &proposed))
     }
 }
 

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::content::{
     BlockPlan, CommittedNonces, ContentRules, SignatureCheck, advance_nonces, resolve_appeal,
-    select_bids, unavailable_areas,
+    unavailable_areas,
 };
 use super::context::{Context, mutated};
 use super::types::{Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply, Timer};
@@ -19,7 +19,7 @@ use crate::block::{
     BlockHeader, Evidence, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS, Objection, ObjectionReason,
     QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind, VoteSignature,
 };
-use crate::clearing::{Cleared, ClearingInput, Cut};
+use crate::clearing::Cut;
 use crate::crypto::{Digest, PublicKey, Signature, Signed};
 use crate::market::{
     Bid, BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt,
@@ -96,9 +96,11 @@ impl SignatureCheck for Memo<'_> {
         }
     }
 
+    /// `id` is `bid_id(sb)`, so an entry under the signature with that id holds this very
+    /// bid (its content hashes to the id): no second comparison of the content.
     fn bid(&mut self, sb: &SignedBid, id: &Digest, key: &PublicKey) -> bool {
-        if let Some((known, verified, bid)) = self.memo.bids.get(&sb.signature) {
-            if known == id && *verified == Some(*key) && *bid == sb.body {
+        if let Some((known, verified, _)) = self.memo.bids.get(&sb.signature) {
+            if known == id && *verified == Some(*key) {
                 return true;
             }
         }
@@ -1291,8 +1293,24 @@ impl NodeState {
             clearing: ctx.clearing,
             committed: &self.committed_nonces,
         };
-        rules
-            .verify_body(h.height, revision, &p.body, &mut check, check_clearing)
+        // V7, Fig. 5: this node's private security check of its own area, on the selection
+        // the content rules made (its verdict counts only if the checks below pass).
+        let ignore_security = mutated!(ctx, IgnoreOwnSecurity);
+        let violated = rules
+            .verify_body_then(
+                h.height,
+                revision,
+                &p.body,
+                &mut check,
+                check_clearing,
+                |input, cleared| {
+                    if ignore_security {
+                        Vec::new()
+                    } else {
+                        ctx.security.check(input, cleared)
+                    }
+                },
+            )
             .map_err(|e| e.to_string())?;
         // N2: after a skip, every batch a skip voter reported is carried.
         if !mutated!(ctx, DropBatchOnSkip) {
@@ -1317,33 +1335,7 @@ impl NodeState {
                 )));
             }
         }
-        // V7, Fig. 5: this node's private security check of its own area.
-        if mutated!(ctx, IgnoreOwnSecurity) {
-            return Ok(None);
-        }
-        let selection = select_bids(
-            &ctx.genesis,
-            &ctx.chain_id,
-            &p.body.process,
-            self.height,
-            revision,
-            &self.committed_nonces,
-            &mut check,
-        );
-        let input = ClearingInput::new(
-            &ctx.genesis,
-            selection.bids,
-            selection.received,
-            &p.body.process.clearing.cuts,
-            &unavailable,
-        );
-        let cleared = Cleared {
-            outcome: p.body.process.clearing.outcome.clone(),
-            trades: p.body.trades.clone(),
-        };
-        let cuts: Vec<Cut> = ctx
-            .security
-            .check(&input, &cleared)
+        let cuts: Vec<Cut> = violated
             .into_iter()
             .filter(|c| !p.body.process.clearing.cuts.contains(c))
             .collect();
