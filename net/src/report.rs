@@ -21,7 +21,7 @@ use tieline_core::clearing::{ClearingOutcome, CutVariable, rule_for};
 use tieline_core::consensus::content::unavailable_areas;
 use tieline_core::crypto::Ed25519;
 use tieline_core::encoding::Tagged;
-use tieline_core::genesis::{FaultKind, Genesis, TieLine};
+use tieline_core::genesis::{FaultKind, Genesis, Participant, TieLine};
 use tieline_core::market::{Product, Settlement, Side, Term};
 use tieline_core::units::{AreaId, NodeId, ParticipantId, Price, Quantity, Timestamp};
 
@@ -70,6 +70,9 @@ pub struct AuditedChain {
     pub verdict: Verdict,
     /// Every round, in chain order.
     pub rounds: Vec<Round>,
+    /// The participants admitted on chain (spec 2.14) in the audited blocks, as admitted (a
+    /// later revocation or key replacement does not remove them: their trades keep a name).
+    pub admitted: BTreeMap<ParticipantId, Participant>,
 }
 
 impl AuditedChain {
@@ -86,6 +89,7 @@ pub fn audit(genesis: &Genesis, encoded_blocks: &[Vec<u8>]) -> AuditedChain {
     let mut auditor = ChainAuditor::new(genesis, &scheme, rule_for(genesis.clearing.rule));
     let mut failure: Option<AuditError> = None;
     let mut rounds = Vec::with_capacity(encoded_blocks.len());
+    let mut admitted = BTreeMap::new();
     for (i, bytes) in encoded_blocks.iter().enumerate() {
         let position = i as u64 + 1;
         let decode = || Block::from_canonical_bytes(bytes).map_err(|e| e.to_string());
@@ -93,7 +97,17 @@ pub fn audit(genesis: &Genesis, encoded_blocks: &[Vec<u8>]) -> AuditedChain {
             (RoundStatus::Unverified, decode())
         } else {
             match auditor.push_encoded(bytes) {
-                Ok(block) => (RoundStatus::Verified, Ok(block)),
+                Ok(block) => {
+                    let changes = block.body.process.batches.iter();
+                    if changes.clone().any(|b| !b.body.changes.is_empty()) {
+                        for p in &auditor.registry().participants {
+                            if genesis.participant(p.id).is_none() {
+                                admitted.entry(p.id).or_insert_with(|| p.clone());
+                            }
+                        }
+                    }
+                    (RoundStatus::Verified, Ok(block))
+                }
                 Err(e) => {
                     let status = RoundStatus::Failed(e.reason.to_string());
                     failure = Some(e);
@@ -116,7 +130,11 @@ pub fn audit(genesis: &Genesis, encoded_blocks: &[Vec<u8>]) -> AuditedChain {
             verified_signatures: summary.signatures,
         },
     };
-    AuditedChain { verdict, rounds }
+    AuditedChain {
+        verdict,
+        rounds,
+        admitted,
+    }
 }
 
 /// The HTML report of a chain given as encoded blocks: [`audit`] then [`render_audited`].
@@ -126,7 +144,8 @@ pub fn render(genesis: &Genesis, encoded_blocks: &[Vec<u8>]) -> String {
 
 /// The HTML report of an audited chain: one self-contained document.
 pub fn render_audited(genesis: &Genesis, chain: &AuditedChain) -> String {
-    let r = Renderer::new(genesis);
+    let mut r = Renderer::new(genesis);
+    r.admitted = &chain.admitted;
     let mut out = String::with_capacity(64 * 1024);
     r.document(&mut out, chain);
     out
@@ -372,6 +391,8 @@ fn axis_label(v: f64, step: f64) -> String {
 struct Renderer<'g> {
     g: &'g Genesis,
     area_index: BTreeMap<AreaId, usize>,
+    /// Participants admitted on chain, named like the genesis's.
+    admitted: &'g BTreeMap<ParticipantId, Participant>,
 }
 
 fn with_eic(name: String, eic: Option<tieline_core::eic::Eic>) -> String {
@@ -384,7 +405,12 @@ fn with_eic(name: String, eic: Option<tieline_core::eic::Eic>) -> String {
 impl<'g> Renderer<'g> {
     fn new(g: &'g Genesis) -> Self {
         let area_index = g.areas.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
-        Self { g, area_index }
+        static NONE: BTreeMap<ParticipantId, Participant> = BTreeMap::new();
+        Self {
+            g,
+            area_index,
+            admitted: &NONE,
+        }
     }
 
     /// An area by name, with its EIC where the genesis gives one (spec D23).
@@ -408,7 +434,7 @@ impl<'g> Renderer<'g> {
     }
 
     fn participant_name(&self, id: ParticipantId) -> String {
-        match self.g.participant(id) {
+        match self.g.participant(id).or_else(|| self.admitted.get(&id)) {
             Some(p) => with_eic(format!("{} (#{})", p.name, p.id), p.eic),
             None => format!("participant #{id} (not admitted)"),
         }
@@ -1748,6 +1774,76 @@ mod tests {
             r.participant_name(ParticipantId(1000)),
             "participant-1000 (#1000)"
         );
+    }
+
+    /// A participant admitted on chain is named in the report like the genesis's, by the name
+    /// its admission gave.
+    #[test]
+    fn a_participant_admitted_on_chain_is_named() {
+        use std::sync::Arc;
+        use tieline_core::consensus::sim::Cluster;
+        use tieline_core::consensus::{NoGridModel, Reply, SecurityCheck};
+        use tieline_core::crypto::{Ed25519Signer, Signed, Signer};
+        use tieline_core::encoding::Tagged;
+        use tieline_core::market::{Bid, BidStep, Side};
+        use tieline_core::registry::{Party, RegistryChange, SignedChange};
+        let s = tieline_core::sample::SampleConsortium::new(3, 2);
+        let checks = (0..3)
+            .map(|_| Arc::new(NoGridModel) as Arc<dyn SecurityCheck>)
+            .collect();
+        let mut c = Cluster::from_sample(&s, checks);
+        c.start();
+        let key = Ed25519Signer::from_seed([77; 32]);
+        let newcomer = Participant {
+            id: ParticipantId(100),
+            name: "Newcomer Energy".into(),
+            home: NodeId(1),
+            area: AreaId(1),
+            public_key: key.public_key(),
+            eic: None,
+        };
+        let mut admit = SignedChange::new(s.genesis.chain_id(), RegistryChange::Admit(newcomer));
+        admit.sign(Party::Member(NodeId(1)), &s.members[0]);
+        assert!(matches!(
+            c.submit_change(0, admit),
+            Some(Reply::ChangeAccepted { .. })
+        ));
+        let decided =
+            |h: usize| move |c: &Cluster| c.nodes.iter().all(|n| n.store.blocks.len() >= h);
+        assert!(c.run_until(100_000, decided(1)));
+        let step = |p: i64| BidStep {
+            price: Price(p * Price::SCALE),
+            quantity: Quantity(5 * Quantity::SCALE),
+        };
+        let sell = Signed::sign(
+            Bid {
+                chain_id: s.genesis.chain_id(),
+                participant: ParticipantId(100),
+                area: AreaId(1),
+                bus: None,
+                side: Side::Sell,
+                product: tieline_core::sample::sample_product(2),
+                steps: vec![step(20)],
+                nonce: 1,
+                timestamp: Timestamp(1_767_225_700_000),
+            },
+            &key,
+        );
+        assert!(matches!(c.submit(sell), Some(Reply::Receipt(_))));
+        let buy = s.bid_with(1, Side::Buy, vec![step(60)], 2, 7);
+        assert!(matches!(c.submit(buy), Some(Reply::Receipt(_))));
+        assert!(c.run_until(100_000, decided(2)));
+        let encoded: Vec<Vec<u8>> = c
+            .longest_chain()
+            .iter()
+            .map(|b| b.to_canonical_bytes())
+            .collect();
+        let audited = audit(&s.genesis, &encoded);
+        assert!(audited.passed());
+        assert!(audited.admitted.contains_key(&ParticipantId(100)));
+        let html = render_audited(&s.genesis, &audited);
+        assert!(html.contains("Newcomer Energy (#100)"));
+        assert!(!html.contains("participant #100 (not admitted)"));
     }
 
     #[test]
