@@ -365,28 +365,12 @@ impl Driver {
                     actions.push(Action::Respond(reply, Response::Replies(replies)));
                 }
                 DriverInput::Appeal(appeal, reply) => {
-                    let mut replies = Vec::new();
-                    let effects = self.node.step(now(), Input::Appeal(*appeal));
-                    self.sort(
-                        effects,
-                        &mut batch,
-                        &mut actions,
-                        Some(&mut replies),
-                        &mut last_block,
-                    );
-                    actions.push(Action::Respond(reply, Response::Replies(replies)));
+                    let input = Input::Appeal(*appeal);
+                    self.answer(input, reply, &mut batch, &mut actions, &mut last_block);
                 }
                 DriverInput::Change(change, reply) => {
-                    let mut replies = Vec::new();
-                    let effects = self.node.step(now(), Input::Change(*change));
-                    self.sort(
-                        effects,
-                        &mut batch,
-                        &mut actions,
-                        Some(&mut replies),
-                        &mut last_block,
-                    );
-                    actions.push(Action::Respond(reply, Response::Replies(replies)));
+                    let input = Input::Change(*change);
+                    self.answer(input, reply, &mut batch, &mut actions, &mut last_block);
                 }
             }
         }
@@ -421,6 +405,21 @@ impl Driver {
 
     /// Puts a step's persists and decisions into the write batch and queues its other effects,
     /// keeping their order.
+    /// Steps one input a request awaits, and answers the request with the step's replies.
+    fn answer(
+        &mut self,
+        input: Input,
+        reply: Responder,
+        batch: &mut WriteBatch,
+        actions: &mut Vec<Action>,
+        last_block: &mut Option<Block>,
+    ) {
+        let mut replies = Vec::new();
+        let effects = self.node.step(now(), input);
+        self.sort(effects, batch, actions, Some(&mut replies), last_block);
+        actions.push(Action::Respond(reply, Response::Replies(replies)));
+    }
+
     fn sort(
         &mut self,
         effects: Vec<Effect>,
