@@ -467,14 +467,7 @@ fn with_clearing<R>(
         &before.committed,
         &mut check,
     );
-    let unavailable = unavailable_areas(g, body.process.skip_certificate.as_ref());
-    let input = ClearingInput::new(
-        g,
-        selection.bids,
-        selection.received,
-        &body.process.clearing.cuts,
-        &unavailable,
-    );
+    let (input, _) = selection.into_input(g, &body.process);
     let cleared = Cleared {
         outcome: body.process.clearing.outcome.clone(),
         trades: body.trades.clone(),
@@ -849,13 +842,7 @@ fn a2(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
     correct(model, state).all(|c| {
         let blocks = &c.store.blocks;
-        let changed = blocks.iter().any(|b| {
-            b.body
-                .process
-                .batches
-                .iter()
-                .any(|x| !x.body.changes.is_empty())
-        });
+        let changed = carries_changes(blocks);
         blocks.iter().all(|b| {
             let holds = |g: &Genesis| {
                 b.body
@@ -872,18 +859,17 @@ fn a2(model: &Model, state: &State) -> bool {
     })
 }
 
+/// Whether any block of `blocks` carries a registry change (most scenarios have none, and
+/// then the registry is the genesis at every height).
+fn carries_changes(blocks: &[Block]) -> bool {
+    blocks.iter().any(|b| b.body.process.has_changes())
+}
+
 /// A5: a correct node's registry is its chain's, replayed with the core's rules.
 fn a5(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
     correct(model, state).all(|c| {
-        let changed = c.store.blocks.iter().any(|b| {
-            b.body
-                .process
-                .batches
-                .iter()
-                .any(|x| !x.body.changes.is_empty())
-        });
-        if !changed {
+        if !carries_changes(&c.store.blocks) {
             return c.view.node.registry.is_genesis();
         }
         before(setup, &c.store.blocks, u64::MAX).registry == c.view.node.registry

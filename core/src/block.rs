@@ -776,6 +776,11 @@ impl ProcessData {
     pub fn bid_count(&self) -> usize {
         self.batches.iter().map(|b| b.body.bids.len()).sum()
     }
+
+    /// Whether its batches carry any registry change (spec 2.14).
+    pub fn has_changes(&self) -> bool {
+        self.batches.iter().any(|b| !b.body.changes.is_empty())
+    }
 }
 
 /// The trades and the process data.

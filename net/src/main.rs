@@ -294,10 +294,13 @@ struct ParticipantArgs {
     /// The consortium's genesis file.
     #[arg(long)]
     genesis: PathBuf,
-    /// The participant's key file.
+    /// The key file: the participant's; for a registry change, the key that signs it and
+    /// authenticates the connection (the home node's for admit and revoke, the current one
+    /// being replaced for rotate-key).
     #[arg(long)]
     key: PathBuf,
-    /// Talk to this node instead of the participant's home node.
+    /// Talk to this node instead of the key's own (the participant's home node, or the member
+    /// whose key it is).
     #[arg(long)]
     node: Option<u16>,
     /// The node's current public key (hex), if the chain replaced the genesis one.
@@ -314,42 +317,12 @@ struct ParticipantArgs {
 /// Who submits a registry change, and how long to wait for it.
 #[derive(Args)]
 struct ChangeArgs {
-    /// The consortium's genesis file.
-    #[arg(long)]
-    genesis: PathBuf,
-    /// The key file that signs the change and authenticates the connection: the home node's
-    /// (admit, revoke) or the current key being replaced (rotate-key).
-    #[arg(long)]
-    key: PathBuf,
-    /// Talk to this node instead of the one the key belongs to.
-    #[arg(long)]
-    node: Option<u16>,
-    /// The node's current public key (hex), if the chain replaced the genesis one.
-    #[arg(long)]
-    node_key: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
-    /// Seconds to wait for an answer.
-    #[arg(long, default_value_t = 10)]
-    timeout: u64,
+    #[command(flatten)]
+    who: ParticipantArgs,
     /// Wait (at most SECONDS, 60 if not given) until the block carrying the change commits,
     /// and report whether the change took effect.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
     wait: Option<u64>,
-}
-
-impl ChangeArgs {
-    fn who(&self) -> ParticipantArgs {
-        ParticipantArgs {
-            genesis: self.genesis.clone(),
-            key: self.key.clone(),
-            node: self.node,
-            node_key: self.node_key.clone(),
-            json: self.json,
-            timeout: self.timeout,
-        }
-    }
 }
 
 #[derive(Args)]
@@ -1514,7 +1487,7 @@ async fn submit_change(
     let node = c.node();
     let height = match answer {
         Reply::ChangeAccepted { change, height } => {
-            if a.json && a.wait.is_none() {
+            if a.who.json && a.wait.is_none() {
                 println!(
                     "{}",
                     serde_json::json!({
@@ -1522,7 +1495,7 @@ async fn submit_change(
                         "height": height, "effective_height": height + 1,
                     })
                 );
-            } else if !a.json {
+            } else if !a.who.json {
                 println!(
                     "accepted by node {node}: {what}; carried by its batch of height {height}, it takes effect from height {} (change {change})",
                     height + 1
@@ -1532,7 +1505,7 @@ async fn submit_change(
         }
         Reply::ChangeRefused { change, reason } => {
             c.close().await;
-            if a.json {
+            if a.who.json {
                 println!(
                     "{}",
                     serde_json::json!({"status": "refused", "change": change.to_hex(), "reason": reason})
@@ -1580,12 +1553,13 @@ async fn submit_change(
         // Under the new key: the node accepts it and its registry shows the change.
         (_, Confirm::Replaced(Some(signer))) => {
             c.close().await;
-            let genesis = Arc::new(read_genesis(&a.genesis)?);
+            let genesis = Arc::new(read_genesis(&a.who.genesis)?);
             let node_key = a
+                .who
                 .node_key
                 .as_deref()
                 .and_then(|k| PublicKey::from_hex(k).ok());
-            let timeout = Duration::from_secs(a.timeout.max(1));
+            let timeout = Duration::from_secs(a.who.timeout.max(1));
             let deadline = std::time::Instant::now() + Duration::from_secs(wait);
             loop {
                 let found = ParticipantClient::locate(
@@ -1620,7 +1594,7 @@ async fn submit_change(
             }
         }
     };
-    if a.json {
+    if a.who.json {
         println!(
             "{}",
             serde_json::json!({
@@ -1648,13 +1622,13 @@ async fn submit_change(
 /// The operator's client for a registry change signed by a member's key: the member the key
 /// is (at the head of the chain), or an error naming the flag.
 async fn member_client(a: &ChangeArgs) -> Result<(Arc<Genesis>, ParticipantClient, NodeId)> {
-    let (genesis, c) = client(&a.who()).await?;
+    let (genesis, c) = client(&a.who).await?;
     let Some(member) = c.member else {
         let key = c.signer().public_key();
         c.close().await;
         bail!(
             "--key {}: key {key} is not a member's key at the head of the chain (the change is signed by the home node's key file)",
-            a.key.display()
+            a.who.key.display()
         );
     };
     Ok((genesis, c, member))
@@ -1741,7 +1715,7 @@ async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let (genesis, c) = client(&a.change.who()).await?;
+    let (genesis, c) = client(&a.change.who).await?;
     let registry = c.registry().clone();
     let current = c.signer().public_key();
     if new_key == current {
@@ -1753,7 +1727,7 @@ async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
             c.close().await;
             bail!(
                 "--key {}: key {current} is not an admitted participant's current key (for a member's key give --member)",
-                a.change.key.display()
+                a.change.who.key.display()
             );
         };
         let mut change = SignedChange::new(
@@ -1775,7 +1749,7 @@ async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
         c.close().await;
         bail!(
             "--key {}: key {current} is not a member's current key",
-            a.change.key.display()
+            a.change.who.key.display()
         );
     };
     let mut change = SignedChange::new(
@@ -1823,7 +1797,7 @@ async fn rotate_key(a: RotateKeyArgs) -> Result<ExitCode> {
         g.member(member).is_some_and(|m| m.public_key == new_key)
     })
     .await?;
-    if code == ExitCode::SUCCESS && !a.change.json {
+    if code == ExitCode::SUCCESS && !a.change.who.json {
         let when = if a.change.wait.is_some() {
             "now"
         } else {

@@ -98,8 +98,7 @@ pub fn audit(genesis: &Genesis, encoded_blocks: &[Vec<u8>]) -> AuditedChain {
         } else {
             match auditor.push_encoded(bytes) {
                 Ok(block) => {
-                    let changes = block.body.process.batches.iter();
-                    if changes.clone().any(|b| !b.body.changes.is_empty()) {
+                    if block.body.process.has_changes() {
                         for p in &auditor.registry().participants {
                             if genesis.participant(p.id).is_none() {
                                 admitted.entry(p.id).or_insert_with(|| p.clone());

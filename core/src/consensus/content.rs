@@ -92,6 +92,27 @@ pub struct Selection<'a> {
     pub rejections: Vec<Rejection>,
 }
 
+impl<'a> Selection<'a> {
+    /// The clearing input of this selection from `process`, the body it was made from: its
+    /// bids with their receipt times, the process's cuts, and the tie lines of the areas that
+    /// cannot trade in its view closed; with the rejections.
+    pub fn into_input(
+        self,
+        genesis: &'a Genesis,
+        process: &'a ProcessData,
+    ) -> (ClearingInput<'a>, Vec<Rejection>) {
+        let unavailable = unavailable_areas(genesis, process.skip_certificate.as_ref());
+        let input = ClearingInput::new(
+            genesis,
+            self.bids,
+            self.received,
+            &process.clearing.cuts,
+            &unavailable,
+        );
+        (input, self.rejections)
+    }
+}
+
 /// The candidate bids of a body: every bid of every batch (batches in member order, bids in
 /// batch order), then the bids of upheld `Omitted` appeals, each with the home node that
 /// vouches for it and when that node received it (the batch's receipt time, or the appeal's
@@ -381,7 +402,6 @@ impl ContentRules<'_> {
             skip_certificate: plan.skip_certificate,
             evidence: plan.evidence,
         };
-        let unavailable = unavailable_areas(g, process.skip_certificate.as_ref());
         let (cleared, rejections) = {
             let selection = select_bids(
                 g,
@@ -392,14 +412,8 @@ impl ContentRules<'_> {
                 self.committed,
                 check_signature,
             );
-            let input = ClearingInput::new(
-                g,
-                selection.bids,
-                selection.received,
-                &process.clearing.cuts,
-                &unavailable,
-            );
-            (self.clearing.clear(&input)?, selection.rejections)
+            let (input, rejections) = selection.into_input(g, &process);
+            (self.clearing.clear(&input)?, rejections)
         };
         process.rejections = rejections;
         process.clearing.outcome = cleared.outcome;
@@ -626,14 +640,7 @@ impl ContentRules<'_> {
                 )));
             }
         }
-        let unavailable = unavailable_areas(g, p.skip_certificate.as_ref());
-        let input = ClearingInput::new(
-            g,
-            selection.bids,
-            selection.received,
-            &p.clearing.cuts,
-            &unavailable,
-        );
+        let (input, _) = selection.into_input(g, p);
         let proposed = Cleared {
             outcome: p.clearing.outcome.clone(),
             trades: body.trades.clone(),

@@ -296,13 +296,7 @@ impl NodeState {
     /// height. Batches of the next height already held are kept only if their home's key
     /// still verifies them.
     fn apply_changes(&mut self, ctx: &Context, block: &Block) {
-        if block
-            .body
-            .process
-            .batches
-            .iter()
-            .all(|b| b.body.changes.is_empty())
-        {
+        if !block.body.process.has_changes() {
             return;
         }
         let before = self.registry.clone();
