@@ -942,8 +942,17 @@ impl Scenario {
             Self::self_objection(ctx, &first).expect("a reviser's batch has a bid to leave out");
         let mut scratch = prefix.to_vec();
         scratch.push(objection);
+        // The other members have not answered revision 0 in the scratch run: the primary
+        // revises when its wait for them ends (spec 2.6).
+        let (view0, revision0) = first.round();
+        scratch.push(Input::Timer(Timer::Revise(
+            first.header.height,
+            view0,
+            revision0,
+        )));
         let revised = Self::last_proposal(ctx, &scratch).expect("the objection makes a revision");
         let (view, revision) = revised.round();
+        assert_eq!(revision, revision0 + 1, "the objection makes revision 1");
         let endorsement = Signed::sign(
             Vote {
                 kind: VoteKind::Endorse,

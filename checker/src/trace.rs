@@ -170,6 +170,7 @@ fn timer(t: &Timer) -> String {
         Timer::Gate(h) => format!("Gate(h{h})"),
         Timer::BatchWait(h) => format!("BatchWait(h{h})"),
         Timer::View(h, v) => format!("View(h{h}, v{v})"),
+        Timer::Revise(h, v, r) => format!("Revise(h{h}, v{v}, r{r})"),
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Negotiation {
     pub objections: Vec<Signed<Objection>>,
     /// Appeals resolved so far in this view.
     pub appeals: Vec<AppealRecord>,
+    /// Whether the primary accepted an objection that its current proposal does not carry.
+    pub pending: bool,
 }
 
 /// What a node verified within a height: bid ids and signatures, batch and objection
@@ -716,7 +718,55 @@ impl NodeState {
                 self.sync_from = None;
                 self.skip_view(out);
             }
+            Timer::Revise(h, v, r)
+                if h == self.height
+                    && v == self.view
+                    && self.own.as_ref().is_some_and(|p| p.round() == (v, r)) =>
+            {
+                if self.revision_pending() {
+                    self.propose(out, r + 1);
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Whether the primary accepted objections its current proposal does not carry yet.
+    fn revision_pending(&self) -> bool {
+        self.own.is_some() && self.negotiation.pending
+    }
+
+    /// Whether every other member answered the primary's current proposal: endorsed it, or
+    /// objected to it with an objection the primary accepted.
+    fn all_answered(&self, ctx: &Context) -> bool {
+        let Some(p) = &self.own else {
+            return false;
+        };
+        let (view, revision) = p.round();
+        let endorsed = self
+            .votes
+            .get(&(VoteKind::Endorse, view, revision, p.stamp.body.block));
+        ctx.genesis
+            .members
+            .iter()
+            .filter(|m| m.id != ctx.me)
+            .all(|m| {
+                endorsed.is_some_and(|e| e.contains_key(&m.id))
+                    || self.negotiation.objections.iter().any(|o| {
+                        o.body.objector == m.id
+                            && (o.body.view, o.body.revision) == (view, revision)
+                    })
+            })
+    }
+
+    /// Negotiation (spec 2.6): the primary revises once every other member answered its
+    /// current proposal, so that one revision carries every objection to it; a member that
+    /// does not answer is waited for until `Timer::Revise`.
+    fn revise_when_answered(&mut self, out: &mut Out<'_>) {
+        if self.revision_pending() && self.all_answered(out.ctx) {
+            if let Some(r) = self.own.as_ref().map(|p| p.round().1) {
+                self.propose(out, r + 1);
+            }
         }
     }
 
@@ -1095,6 +1145,7 @@ impl NodeState {
             proposal.clone(),
         ))));
         self.own = Some(proposal.clone());
+        self.negotiation.pending = false;
         out.push(Effect::CancelTimer(Timer::BatchWait(self.height)));
         self.on_proposal(out, ctx.me, proposal);
     }
@@ -1403,10 +1454,17 @@ impl NodeState {
         {
             return;
         }
-        let next = b.revision + 1;
+        let (view, revision) = (b.view, b.revision);
         if self.accept_objection(ctx, o.clone(), batch.clone()) {
             out.push(Effect::Persist(Record::Objection(o, batch)));
-            self.propose(out, next);
+            if self.all_answered(ctx) {
+                self.propose(out, revision + 1);
+            } else {
+                out.push(Effect::SetTimer {
+                    timer: Timer::Revise(self.height, view, revision),
+                    after_ms: ctx.genesis.timing.batch_wait_ms,
+                });
+            }
         }
     }
 
@@ -1438,6 +1496,11 @@ impl NodeState {
         o: Signed<Objection>,
         batch: Option<SignedBatch>,
     ) -> bool {
+        // A copy of an objection already accepted (the network duplicates) adds nothing, even
+        // while the revision that will carry it is still awaited.
+        if self.negotiation.objections.contains(&o) {
+            return false;
+        }
         let changed = match &o.body.reason {
             ObjectionReason::Security { cuts } => {
                 let new: Vec<Cut> = cuts
@@ -1471,6 +1534,7 @@ impl NodeState {
         };
         if changed {
             self.negotiation.objections.push(o);
+            self.negotiation.pending = true;
         }
         changed
     }
@@ -1528,6 +1592,9 @@ impl NodeState {
             .or_default()
             .insert(b.voter, v.signature);
         self.try_certificate(out, b.kind, b.view, b.revision, b.block);
+        if b.kind == VoteKind::Endorse {
+            self.revise_when_answered(out);
+        }
     }
 
     /// The proposal of round (view, revision) with this digest, if this node holds it.

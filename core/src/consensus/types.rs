@@ -206,6 +206,9 @@ pub enum Timer {
     BatchWait(u64),
     /// The view has lasted too long: vote to skip its primary.
     View(u64, u32),
+    /// The primary stops waiting for the other members' answers to revision (h, v, r) and
+    /// revises with the objections it accepted (spec 2.6).
+    Revise(u64, u32, u32),
 }
 
 /// What a node tells a participant.
