@@ -1016,3 +1016,49 @@ fn a_cluster_on_several_threads_runs_the_same_run() {
         );
     }
 }
+
+/// Spec 2.6: the primary waits until every member has answered a revision, so the objections of
+/// two members to revision 0 (area 1's export limit, area 3's import limit) make one revision
+/// that carries both, not one revision each.
+#[test]
+fn objections_of_several_members_to_one_revision_make_one_revision() {
+    let mut s = SampleConsortium::new(4, 2);
+    s.genesis.clearing.rule = ClearingRule::ZonalCoupling;
+    let import = import_limit_of_area_3(40);
+    // Tie line 1 runs from area 1 to area 2, tie line 4 from area 4 to area 1.
+    let export = Cut {
+        product: sample_product(1),
+        label: 3,
+        terms: vec![
+            CutTerm {
+                variable: CutVariable::TieFlow(TieLineId(1)),
+                coefficient: COEFFICIENT_SCALE,
+            },
+            CutTerm {
+                variable: CutVariable::TieFlow(TieLineId(4)),
+                coefficient: -COEFFICIENT_SCALE,
+            },
+        ],
+        limit: mwh(60),
+    };
+    let mut security = open();
+    security[0] = Arc::new(ConstraintList {
+        constraints: vec![export.clone()],
+    });
+    security[2] = Arc::new(ConstraintList {
+        constraints: vec![import.clone()],
+    });
+    let mut c = Cluster::from_sample(&s, security);
+    c.start();
+    c.submit(s.bid_with(0, Side::Sell, vec![step(10, 100)], 1, 1));
+    c.submit(s.bid_with(5, Side::Buy, vec![step(90, 100)], 1, 1));
+    assert!(c.run_until(20_000, decided(1)));
+    assert_agree_and_audit(&s, &c);
+    let b = &c.nodes[0].store.blocks[0];
+    assert_eq!((b.header.view, b.header.revision), (0, 1));
+    let p = &b.body.process;
+    let objectors: BTreeSet<NodeId> = p.objections.iter().map(|o| o.body.objector).collect();
+    assert_eq!(objectors, BTreeSet::from([NodeId(1), NodeId(3)]));
+    assert!(p.objections.iter().all(|o| o.body.revision == 0));
+    assert!(p.clearing.cuts.contains(&import) && p.clearing.cuts.contains(&export));
+}
