@@ -54,6 +54,9 @@ pub struct Negotiation {
     pub appeals: Vec<AppealRecord>,
     /// Whether the primary accepted an objection that its current proposal does not carry.
     pub pending: bool,
+    /// The members that objected to the primary's current proposal, whether or not their
+    /// objection added anything: they answered it (spec 2.6).
+    pub answered: BTreeSet<NodeId>,
 }
 
 /// What a node verified within a height: bid ids and signatures, batch and objection
@@ -752,10 +755,7 @@ impl NodeState {
             .filter(|m| m.id != ctx.me)
             .all(|m| {
                 endorsed.is_some_and(|e| e.contains_key(&m.id))
-                    || self.negotiation.objections.iter().any(|o| {
-                        o.body.objector == m.id
-                            && (o.body.view, o.body.revision) == (view, revision)
-                    })
+                    || self.negotiation.answered.contains(&m.id)
             })
     }
 
@@ -1146,6 +1146,7 @@ impl NodeState {
         ))));
         self.own = Some(proposal.clone());
         self.negotiation.pending = false;
+        self.negotiation.answered.clear();
         out.push(Effect::CancelTimer(Timer::BatchWait(self.height)));
         self.on_proposal(out, ctx.me, proposal);
     }
@@ -1455,17 +1456,18 @@ impl NodeState {
             return;
         }
         let (view, revision) = (b.view, b.revision);
+        self.negotiation.answered.insert(from);
         if self.accept_objection(ctx, o.clone(), batch.clone()) {
             out.push(Effect::Persist(Record::Objection(o, batch)));
-            if self.all_answered(ctx) {
-                self.propose(out, revision + 1);
-            } else {
+            if !self.all_answered(ctx) {
                 out.push(Effect::SetTimer {
                     timer: Timer::Revise(self.height, view, revision),
                     after_ms: ctx.genesis.timing.batch_wait_ms,
                 });
             }
         }
+        // This answer may be the last the pending revision waited for.
+        self.revise_when_answered(out);
     }
 
     /// The batch a `MissingBatch` objection carries, if it is the one the objection names:
