@@ -417,3 +417,28 @@ fn zonal_cut_on_a_tie_line_acts_as_a_capacity() {
     assert_eq!(c.outcome.congestion_rent, money("100"));
     assert_eq!(ZonalCoupling.verify(&book.input(), &c), Ok(()));
 }
+
+#[test]
+fn zonal_prices_a_zone_beyond_the_cap_when_every_location_is_offset_by_a_cut() {
+    // One area; both bids sit at locations the cut names: the seller's injection counts fully,
+    // the buyer's withdrawal at 0.99, so the cut lets 4 MWh trade. The cut's shadow price is
+    // 4,000 and the area's reference price 4,010, beyond the cap of 3,000, while the seller's
+    // location is priced at its limit of 10 and the buyer's at its limit of 50 (spec 3.4: with
+    // cuts the range is widened by the largest offset).
+    let mut book = Book::new(ClearingRule::ZonalCoupling, 1);
+    let seller = book.bid(1, Sell, &[("10", "10")], 1);
+    let buyer = book.bid(1, Buy, &[("50", "5")], 2);
+    book.cut(
+        &[(CutVariable::Bid(seller), 1.0), (CutVariable::Bid(buyer), 0.99)],
+        "0.04",
+    );
+    let c = ZonalCoupling.clear(&book.input()).unwrap();
+    assert_eq!(award(&c, seller, 0), q("4"));
+    assert_eq!(award(&c, buyer, 0), q("4"));
+    assert_eq!(c.outcome.cut_prices, vec![p("4000")]);
+    assert_eq!(area_price(&c, 1), p("4010"));
+    let price_of = |bid: Digest| c.trades.iter().find(|t| t.bid == bid).unwrap().price;
+    assert_eq!(price_of(seller), p("10"));
+    assert_eq!(price_of(buyer), p("50"));
+    assert_eq!(ZonalCoupling.verify(&book.input(), &c), Ok(()));
+}

@@ -269,7 +269,8 @@ pub(crate) struct Market<'i, 'a> {
     pub signature: Vec<u32>,
     /// Complementary-slackness tolerance, fine units.
     pub tau: i128,
-    /// The range the price rule looks in, fine units.
+    /// The range the price rule looks in before cut offsets widen it ([`Market::range`]),
+    /// fine units.
     pub clip: (i128, i128),
 }
 
@@ -496,6 +497,26 @@ impl<'i, 'a> Market<'i, 'a> {
         )
     }
 
+    /// The range the price rule looks in (spec 3.4), fine units: without cuts, the product's
+    /// limit prices; with cuts, the floor to the cap widened on each side by the largest offset
+    /// (in magnitude) of a bid's location or a line from the cuts' shadow prices. A zone price
+    /// is a reference that the locations of the zone are offset from: with congested cuts a
+    /// zone's consistent prices can lie beyond the floor or the cap while its locations' prices
+    /// do not (the European grid: a zone at -60,474/MWh whose locations are at the floor of
+    /// -50,000), and the range must not exclude them.
+    pub fn range(&self, bid_offset: &[i128], line_offset: &[i128]) -> (i128, i128) {
+        if self.cuts.is_empty() {
+            return self.clip;
+        }
+        let widest = bid_offset
+            .iter()
+            .chain(line_offset)
+            .map(|o| o.abs())
+            .max()
+            .unwrap_or(0);
+        (self.clip.0 - widest, self.clip.1 + widest)
+    }
+
     /// Adds each bid's accepted kWh to `totals` (by input position).
     pub fn add_totals(&self, flat: &[i64], totals: &mut [i64]) {
         for r in &self.rows {
@@ -642,8 +663,13 @@ impl<'i, 'a> Market<'i, 'a> {
     }
 
     /// Per-zone bounds of the consistent prices that the steps impose (spec 3.4), fine units.
-    fn zone_bounds(&self, flat: &[i64], bid_offset: &[i128]) -> (Vec<i128>, Vec<i128>) {
-        let (clip_lo, clip_hi) = self.clip;
+    fn zone_bounds(
+        &self,
+        flat: &[i64],
+        bid_offset: &[i128],
+        range: (i128, i128),
+    ) -> (Vec<i128>, Vec<i128>) {
+        let (clip_lo, clip_hi) = range;
         let mut lo = vec![clip_lo; self.zones];
         let mut hi = vec![clip_hi; self.zones];
         for r in &self.rows {
@@ -747,7 +773,8 @@ impl<'i, 'a> Market<'i, 'a> {
         mu: &[i64],
     ) -> Result<Priced, usize> {
         let (bid_offset, line_offset) = self.offsets(mu);
-        let (lo, hi) = self.zone_bounds(flat, &bid_offset);
+        let range = self.range(&bid_offset, &line_offset);
+        let (lo, hi) = self.zone_bounds(flat, &bid_offset, range);
         let zone_price = self.settle(&lo, &hi, flows, &line_offset)?;
         Ok(Priced {
             zone_price,
@@ -763,8 +790,9 @@ impl<'i, 'a> Market<'i, 'a> {
         flat: &[i64],
         bid_offset: &[i128],
         published: &[i128],
+        range: (i128, i128),
     ) -> Result<Scan, ClearingMismatch> {
-        let (clip_lo, clip_hi) = self.clip;
+        let (clip_lo, clip_hi) = range;
         let tau = self.tau;
         let mut out = Scan {
             injection: vec![0; self.zones],
@@ -1256,8 +1284,9 @@ pub(crate) fn verify(
         let published: Vec<i128> = published.into_iter().map(|p| p.unwrap_or(0)).collect();
         // One pass over the steps, then the checks in the order of spec 3.5.
         let (bid_offset, line_offset) = market.offsets(&mu);
+        let range = market.range(&bid_offset, &line_offset);
         let scan = market
-            .scan(&flat, &bid_offset, &published)
+            .scan(&flat, &bid_offset, &published, range)
             .map_err(mismatch_err)?;
         market
             .check_balance(&scan.injection, &flows)
