@@ -186,10 +186,16 @@ impl Rig {
     /// Member `objector`'s signed security objection to `p`, with one cut the outcome already
     /// honours (so the next revision verifies).
     fn security_objection(&self, objector: usize, p: &Proposal) -> Input {
+        self.security_objection_labelled(objector, p, 1)
+    }
+
+    /// A security objection to `p` whose one (loose) cut carries `label`: objections with
+    /// different labels ask for different cuts.
+    fn security_objection_labelled(&self, objector: usize, p: &Proposal, label: u32) -> Input {
         let (view, revision) = p.round();
         let cut = Cut {
             product: sample_product(1),
-            label: 1,
+            label,
             terms: vec![CutTerm {
                 variable: CutVariable::TieFlow(TieLineId(1)),
                 coefficient: COEFFICIENT_SCALE,
@@ -900,6 +906,18 @@ fn message(from: NodeId, msg: Message) -> Input {
     Input::Message { from, msg }
 }
 
+/// The primary's effects of `input` (an objection it accepts) followed by those of its
+/// `Revise` timer: the other members have not answered its current revision, so it revises
+/// when its wait ends (spec 2.6).
+fn step_and_revise(ctx: &Context, state: &mut NodeState, input: Input) -> Vec<Effect> {
+    let mut e = state.step(ctx, NOW, input);
+    if let Some((view, revision)) = state.own.as_ref().map(Proposal::round) {
+        let timer = Timer::Revise(state.height, view, revision);
+        e.extend(state.step(ctx, NOW, Input::Timer(timer)));
+    }
+    e
+}
+
 fn proposed(effects: &[Effect]) -> Option<Proposal> {
     effects.iter().find_map(|e| match e {
         Effect::Broadcast(Message::Proposal(p)) => Some((**p).clone()),
@@ -916,7 +934,7 @@ fn a_locked_primary_proposes_nothing_new_in_its_view() {
     let objection = r.security_objection(others[0], &p);
     // Unlocked, the primary takes the objection's new cut into revision 1.
     let mut unlocked = state.clone();
-    let e = unlocked.step(&ctx, NOW, objection.clone());
+    let e = step_and_revise(&ctx, &mut unlocked, objection.clone());
     assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
     // Locked, a late objection is neither logged nor answered: the quorum that endorsed
     // revision 0 may already be committing it (S2).
@@ -1059,7 +1077,7 @@ fn an_appeal_upheld_while_its_batch_was_missing_is_resolved_again_when_the_batch
         Box::new(Signed::sign(o, &r.s.members[j])),
         Some(Box::new(batch)),
     );
-    let e = primary.step(&ctx, NOW, message(home, objection));
+    let e = step_and_revise(&ctx, &mut primary, message(home, objection));
     let revised = proposed(&e).expect("the objection brings revision 2");
     assert_eq!(revised.round(), (0, 2));
     assert_eq!(
@@ -1184,6 +1202,42 @@ fn a_batch_for_the_next_height_is_kept_and_logged() {
     assert!(persisted(&e).any(|rec| matches!(rec, Record::Batch(b) if b == early)));
 }
 
+/// 2.6: an objection to an earlier revision of the view, which reached the primary after it
+/// had revised, is answered: its cut enters the next revision once the wait for answers to the
+/// current revision ends. One naming a block the primary did not propose moves nothing.
+#[test]
+fn an_objection_to_an_earlier_revision_of_the_view_is_answered() {
+    let r = Rig::at_proposal_zonal();
+    let (i, ctx, mut primary) = r.primary_node();
+    let p0 = r.proposal();
+    let (a, b) = ((i + 1) % 4, (i + 2) % 4);
+    let e = step_and_revise(&ctx, &mut primary, r.security_objection_labelled(a, &p0, 1));
+    let p1 = proposed(&e).expect("revision 1");
+    assert_eq!(p1.round(), (0, 1));
+    // An objection to revision 0 that names another block is not the primary's revision 0.
+    let mut forged = p0.clone();
+    forged.stamp.body.block = p1.stamp.body.block;
+    assert_ignored(
+        &ctx,
+        &mut primary,
+        r.security_objection_labelled(b, &forged, 2),
+    );
+    // Member b's objection to revision 0 arrives now, with a cut revision 1 lacks: it is
+    // logged, and revision 2 carries it when the wait for answers to revision 1 ends.
+    let e = primary.step(&ctx, NOW, r.security_objection_labelled(b, &p0, 2));
+    let objector = r.s.genesis.members[b].id;
+    assert!(persisted(&e).any(|rec| matches!(
+        rec,
+        Record::Objection(o, _) if o.body.objector == objector && o.body.revision == 0
+    )));
+    assert!(proposed(&e).is_none(), "members have not answered revision 1");
+    let e = primary.step(&ctx, NOW, Input::Timer(Timer::Revise(1, 0, 1)));
+    let p2 = proposed(&e).expect("revision 2");
+    assert_eq!(p2.round(), (0, 2));
+    let labels: Vec<u32> = p2.body.process.clearing.cuts.iter().map(|c| c.label).collect();
+    assert_eq!(labels, vec![1, 2]);
+}
+
 /// L3, MAX_OBJECTIONS: a primary takes at most `MAX_OBJECTIONS` objections into the negotiation
 /// of a view; one more is neither logged nor answered with a revision.
 #[test]
@@ -1193,22 +1247,26 @@ fn a_primary_takes_objections_up_to_max_objections() {
     let p = r.proposal();
     let objection = r.security_objection((i + 1) % 4, &p);
     let Input::Message {
-        msg: Message::Objection(filler, _),
+        msg: Message::Objection(o, _),
         ..
     } = &objection
     else {
         unreachable!()
     };
+    // Objections accepted earlier in the view: the count is what bounds them (a copy of the
+    // objection itself would add nothing).
+    let mut filler = (**o).clone();
+    filler.body.revision += 1;
     state
         .negotiation
         .objections
-        .resize(MAX_OBJECTIONS - 1, (**filler).clone());
+        .resize(MAX_OBJECTIONS - 1, filler.clone());
     // Below the bound the objection's new cut is taken into revision 1.
     let mut below = state.clone();
-    let e = below.step(&ctx, NOW, objection.clone());
+    let e = step_and_revise(&ctx, &mut below, objection.clone());
     assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
     // At the bound it changes nothing.
-    state.negotiation.objections.push((**filler).clone());
+    state.negotiation.objections.push(filler);
     assert_ignored(&ctx, &mut state, objection);
 }
 
@@ -1242,9 +1300,9 @@ fn a_restarted_node_acts_on_nothing_of_a_revision_it_has_moved_past() {
     // The primary's revision 1, after another member's objection.
     let objector = (r.primary() + 2) % 4;
     let mut primary = r.c.nodes[r.primary()].state.clone();
-    let e = primary.step(
+    let e = step_and_revise(
         &r.c.nodes[r.primary()].ctx,
-        NOW,
+        &mut primary,
         r.security_objection(objector, &p0),
     );
     let p1 = proposed(&e).expect("revision 1");

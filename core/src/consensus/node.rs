@@ -1445,21 +1445,36 @@ impl NodeState {
             return;
         };
         let fresh = current.header.view == current.round().0;
-        if current.round().0 != self.view
-            || current.round() != (b.view, b.revision)
-            || current.stamp.body.block != b.block
+        let (view, revision) = current.round();
+        // An objection to the current revision, or to an earlier revision of the view that
+        // this primary proposed (it was revised before the objection arrived): its cuts and
+        // batch are as valid against the current revision, so it is answered, not dropped
+        // (spec 2.6).
+        if view != self.view
+            || b.view != view
+            || b.revision > revision
+            || self.voted.get(&(VoteKind::Propose, view, b.revision)) != Some(&b.block)
             || !fresh
             || (self.locked_in_view() && !mutated!(ctx, ReviseAfterLock))
-            || b.revision >= ctx.genesis.max_revisions + MAX_FALLBACK_LEVELS
+            || revision >= ctx.genesis.max_revisions + MAX_FALLBACK_LEVELS
             || self.negotiation.objections.len() >= MAX_OBJECTIONS
         {
             return;
         }
-        let (view, revision) = (b.view, b.revision);
-        self.negotiation.answered.insert(from);
+        // V10: a missing-batch objection without the objector's own batch is no answer.
+        if matches!(b.reason, ObjectionReason::MissingBatch { .. })
+            && self.objectors_batch(ctx, &o, batch.as_ref()).is_none()
+        {
+            return;
+        }
+        if b.revision == revision {
+            self.negotiation.answered.insert(from);
+        }
+        // The wait for answers starts at the first objection accepted since the revision.
+        let waiting = self.negotiation.pending;
         if self.accept_objection(ctx, o.clone(), batch.clone()) {
             out.push(Effect::Persist(Record::Objection(o, batch)));
-            if !self.all_answered(ctx) {
+            if !waiting && !self.all_answered(ctx) {
                 out.push(Effect::SetTimer {
                     timer: Timer::Revise(self.height, view, revision),
                     after_ms: ctx.genesis.timing.batch_wait_ms,
@@ -1634,6 +1649,11 @@ impl NodeState {
         if signers.len() < Self::quorum(ctx) {
             return;
         }
+        // A vote beyond the quorum changes nothing once the node locked: spare the copy of
+        // the proposal.
+        if kind == VoteKind::Endorse && !self.would_lock(ctx, view, revision) {
+            return;
+        }
         if !mutated!(ctx, CommitWithoutTouchedArea)
             && !p
                 .body
@@ -1665,24 +1685,26 @@ impl NodeState {
         }
     }
 
+    /// Whether an endorsement certificate of round (view, revision) would lock this node: it
+    /// has not skipped the view, holds no lock of that round or later, and has not voted to
+    /// commit in the round.
+    fn would_lock(&self, ctx: &Context, view: u32, revision: u32) -> bool {
+        !self.skipped(ctx, view)
+            && !self
+                .lock
+                .as_ref()
+                .is_some_and(|l| l.certificate.round() >= (view, revision))
+            && !self.voted.contains_key(&(VoteKind::Commit, view, revision))
+    }
+
     /// S2: with an endorsement certificate, lock on the block and vote to commit it.
     fn lock_on(&mut self, out: &mut Out<'_>, certificate: QuorumCertificate, p: Proposal) {
         let ctx = out.ctx;
         let (view, revision) = certificate.round();
-        if self.skipped(ctx, view) {
-            return;
-        }
-        if self
-            .lock
-            .as_ref()
-            .is_some_and(|l| l.certificate.round() >= (view, revision))
-        {
+        if !self.would_lock(ctx, view, revision) {
             return;
         }
         let digest = certificate.block;
-        if self.voted.contains_key(&(VoteKind::Commit, view, revision)) {
-            return;
-        }
         out.push(Effect::Persist(Record::Lock(
             certificate.clone(),
             Box::new(p.clone()),
