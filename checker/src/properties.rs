@@ -282,13 +282,13 @@ fn bodies(state: &State) -> BTreeMap<Digest, (&BlockHeader, &BlockBody)> {
     for (_, m) in sent(state) {
         if let Msg::Node(Message::Proposal(p)) = m {
             out.entry(p.stamp.body.block)
-                .or_insert((&p.header, &p.body));
+                .or_insert((&p.header, &*p.body));
         }
     }
     for v in node_views(state) {
         for r in &v.store.0.records {
             if let Record::Lock(qc, p) = r {
-                out.entry(qc.block).or_insert((&p.header, &p.body));
+                out.entry(qc.block).or_insert((&p.header, &*p.body));
             }
         }
         // The digest as the block's certificate names it: V2 checks that it is the header's,

@@ -292,6 +292,16 @@ impl<const N: usize> Canonical for [u8; N] {
     }
 }
 
+/// A shared value encodes as the value (a proposal's body is shared by every copy of it).
+impl<T: Canonical> Canonical for std::sync::Arc<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (**self).encode(out);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        T::decode(r).map(std::sync::Arc::new)
+    }
+}
+
 impl<T: Canonical> Canonical for Option<T> {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {

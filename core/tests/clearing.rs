@@ -429,7 +429,10 @@ fn zonal_prices_a_zone_beyond_the_cap_when_every_location_is_offset_by_a_cut() {
     let seller = book.bid(1, Sell, &[("10", "10")], 1);
     let buyer = book.bid(1, Buy, &[("50", "5")], 2);
     book.cut(
-        &[(CutVariable::Bid(seller), 1.0), (CutVariable::Bid(buyer), 0.99)],
+        &[
+            (CutVariable::Bid(seller), 1.0),
+            (CutVariable::Bid(buyer), 0.99),
+        ],
         "0.04",
     );
     let c = ZonalCoupling.clear(&book.input()).unwrap();

@@ -191,8 +191,14 @@ fn negotiation_reaches_the_centralised_dc_opf_with_derated_tie_lines() {
 fn negotiation_reaches_the_centralised_dc_opf_on_a_stressed_grid() {
     // Several areas object to revision 0, and one revision carries all their cuts (2.6).
     let (revisions, objectors) = validate(20, 70);
-    assert!(objectors.len() > 1, "a stressed grid draws several areas' objections: {objectors:?}");
-    assert_eq!(revisions, 1, "one revision answers every objection to revision 0");
+    assert!(
+        objectors.len() > 1,
+        "a stressed grid draws several areas' objections: {objectors:?}"
+    );
+    assert_eq!(
+        revisions, 1,
+        "one revision answers every objection to revision 0"
+    );
 }
 
 #[test]

@@ -371,8 +371,12 @@ fn a_tampered_clearing_result_gets_an_invalid_objection_naming_it() {
     let r = Rig::at_proposal();
     let (_, ctx, mut state) = r.verifier();
     let mut p = r.proposal();
-    p.body.process.clearing.outcome.area_prices[0].price =
-        Price(p.body.process.clearing.outcome.area_prices[0].price.0 + 10_000);
+    let prices = &mut Arc::make_mut(&mut p.body)
+        .process
+        .clearing
+        .outcome
+        .area_prices;
+    prices[0].price = Price(prices[0].price.0 + 10_000);
     p.header.process_hash = p.body.process_hash();
     let p = r.resign(p);
     let effects = state.step(&ctx, NOW, r.by_primary(Message::Proposal(Box::new(p))));
@@ -406,13 +410,16 @@ fn a_proposal_without_the_nodes_batch_gets_a_missing_batch_objection_with_the_ba
     let (i, ctx, mut state) = r.verifier();
     let me = r.s.genesis.members[i].id;
     let mut p = r.proposal();
-    p.body.process.batches.retain(|b| b.body.home != me);
+    Arc::make_mut(&mut p.body)
+        .process
+        .batches
+        .retain(|b| b.body.home != me);
     let plan = tieline_core::consensus::content::BlockPlan {
         height: 1,
         batches: p.body.process.batches.clone(),
         ..Default::default()
     };
-    p.body = r.s.body(plan, &Default::default(), true);
+    p.body = Arc::new(r.s.body(plan, &Default::default(), true));
     p.header.trades_root = p.body.trades_root();
     p.header.process_hash = p.body.process_hash();
     let p = r.resign(p);
@@ -629,7 +636,7 @@ fn a_synced_block_the_node_endorsed_is_decided_only_with_a_valid_commit_certific
     };
     let block = |certificate: QuorumCertificate| Block {
         header: p.header.clone(),
-        body: p.body.clone(),
+        body: (*p.body).clone(),
         certificate,
     };
     let peer = r.s.genesis.members[1].id;
@@ -1230,11 +1237,21 @@ fn an_objection_to_an_earlier_revision_of_the_view_is_answered() {
         rec,
         Record::Objection(o, _) if o.body.objector == objector && o.body.revision == 0
     )));
-    assert!(proposed(&e).is_none(), "members have not answered revision 1");
+    assert!(
+        proposed(&e).is_none(),
+        "members have not answered revision 1"
+    );
     let e = primary.step(&ctx, NOW, Input::Timer(Timer::Revise(1, 0, 1)));
     let p2 = proposed(&e).expect("revision 2");
     assert_eq!(p2.round(), (0, 2));
-    let labels: Vec<u32> = p2.body.process.clearing.cuts.iter().map(|c| c.label).collect();
+    let labels: Vec<u32> = p2
+        .body
+        .process
+        .clearing
+        .cuts
+        .iter()
+        .map(|c| c.label)
+        .collect();
     assert_eq!(labels, vec![1, 2]);
 }
 

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::content::{
     BlockPlan, CommittedNonces, ContentRules, SignatureCheck, advance_nonces, resolve_appeal,
@@ -724,11 +725,10 @@ impl NodeState {
             Timer::Revise(h, v, r)
                 if h == self.height
                     && v == self.view
-                    && self.own.as_ref().is_some_and(|p| p.round() == (v, r)) =>
+                    && self.own.as_ref().is_some_and(|p| p.round() == (v, r))
+                    && self.revision_pending() =>
             {
-                if self.revision_pending() {
-                    self.propose(out, r + 1);
-                }
+                self.propose(out, r + 1);
             }
             _ => {}
         }
@@ -1112,7 +1112,7 @@ impl NodeState {
                     timestamp: out.now.max(prev_ts),
                     primary: ctx.me,
                 };
-                (header, body, revision)
+                (header, Arc::new(body), revision)
             }
         };
         let digest = header.digest();
@@ -1680,7 +1680,9 @@ impl NodeState {
         let p = p.clone();
         match kind {
             VoteKind::Endorse => self.lock_on(out, certificate, p),
-            VoteKind::Commit => self.decide(out, p.header, p.body, certificate),
+            VoteKind::Commit => {
+                self.decide(out, p.header, Arc::unwrap_or_clone(p.body), certificate)
+            }
             VoteKind::Propose => {}
         }
     }
@@ -1690,10 +1692,10 @@ impl NodeState {
     /// commit in the round.
     fn would_lock(&self, ctx: &Context, view: u32, revision: u32) -> bool {
         !self.skipped(ctx, view)
-            && !self
+            && self
                 .lock
                 .as_ref()
-                .is_some_and(|l| l.certificate.round() >= (view, revision))
+                .is_none_or(|l| l.certificate.round() < (view, revision))
             && !self.voted.contains_key(&(VoteKind::Commit, view, revision))
     }
 

@@ -24,7 +24,7 @@ pub struct Proposal {
     /// The proposed header.
     pub header: BlockHeader,
     /// The proposed body.
-    pub body: BlockBody,
+    pub body: std::sync::Arc<BlockBody>,
     /// For a round in view v > 0: the skip certificate for view v - 1.
     pub justification: Option<SkipCertificate>,
 }

@@ -1073,7 +1073,7 @@ mod tests {
                     Message::Proposal(Box::new(Proposal {
                         stamp,
                         header,
-                        body,
+                        body: std::sync::Arc::new(body),
                         justification,
                     }))
                 }),
