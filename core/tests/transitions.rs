@@ -1301,6 +1301,9 @@ fn negotiation_ends_at_the_last_fallback_level() {
         let own = state.own.as_mut().expect("the primary proposed");
         own.stamp.body.revision = revision;
         let p = own.clone();
+        state
+            .voted
+            .insert((VoteKind::Propose, 0, revision), p.stamp.body.block);
         (state, r.security_objection((i + 1) % 4, &p))
     };
     let (mut below, objection) = at(last - 1);
