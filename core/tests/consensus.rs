@@ -1062,3 +1062,65 @@ fn objections_of_several_members_to_one_revision_make_one_revision() {
     assert!(p.objections.iter().all(|o| o.body.revision == 0));
     assert!(p.clearing.cuts.contains(&import) && p.clearing.cuts.contains(&export));
 }
+
+/// A check that takes `pause` and passes, counting its calls.
+#[derive(Debug)]
+struct SlowCheck {
+    pause: std::time::Duration,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl SecurityCheck for SlowCheck {
+    fn check(
+        &self,
+        _: &tieline_core::clearing::ClearingInput<'_>,
+        _: &tieline_core::clearing::Cleared,
+    ) -> Vec<Cut> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(self.pause);
+        Vec::new()
+    }
+}
+
+/// The cluster's compute-only critical path (`Cluster::critical_path`) counts the members'
+/// checks of one proposal, which run on their own machines in a deployment, once: with a check
+/// of 100 ms at every member, it is at least one check and well under their sum, and never
+/// longer than the round took on one thread.
+#[test]
+fn the_critical_path_counts_the_members_parallel_checks_once() {
+    let s = SampleConsortium::new(4, 2);
+    let pause = std::time::Duration::from_millis(100);
+    let checks: Vec<Arc<SlowCheck>> = (0..4)
+        .map(|_| {
+            Arc::new(SlowCheck {
+                pause,
+                calls: Default::default(),
+            })
+        })
+        .collect();
+    let mut c = Cluster::from_sample(
+        &s,
+        checks
+            .iter()
+            .map(|k| k.clone() as Arc<dyn SecurityCheck>)
+            .collect(),
+    );
+    let started = std::time::Instant::now();
+    c.start();
+    bid_round(&s, &mut c, 1);
+    assert!(c.run_until(20_000, decided(1)));
+    let wall = started.elapsed();
+    let calls: usize = checks
+        .iter()
+        .map(|k| k.calls.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert!(calls >= 3, "the verifiers checked the proposal: {calls}");
+    let critical = c.critical_path();
+    assert!(critical >= pause, "{critical:?}");
+    assert!(critical <= wall, "{critical:?} > {wall:?}");
+    assert!(
+        critical + pause < pause * calls as u32,
+        "{critical:?} for {calls} checks of {pause:?}"
+    );
+}

@@ -7,8 +7,10 @@
 //!     cargo bench -p tieline-net --bench grids
 //!
 //! For each case it prints members, tie lines, bids, islands, revisions, cuts, the negotiation
-//! wall time, the slowest member's mean area check, the centralised LP's solve time and the
-//! ratio of the two, and the relative gap of the negotiated generation cost to the reference.
+//! wall time (every member's work on this machine's cores), its compute-only critical path
+//! (each member on its own machine, network round trips aside), the slowest member's mean area
+//! check, the centralised LP's solve time and the ratio of each time to it, and the relative
+//! gap of the negotiated generation cost to the reference.
 //! `CASES` (comma-separated, from `500-zone-100,500-zone-20,2000-area-100,2000-area-40,
 //! 9241-zone-100`; default all but PEGASE 9241) picks the cases; `PYTHON` names the
 //! interpreter (default `python3`); without it (or its packages) the LP columns are left out.
@@ -100,7 +102,7 @@ fn main() {
     let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
     let tmp = std::env::temp_dir().join(format!("tieline-grid-bench-{}", std::process::id()));
     println!(
-        "{:<14} {:>7} {:>5} {:>6} {:>7} {:>4} {:>5} {:>9} {:>9} {:>8} {:>7} {:>9}",
+        "{:<14} {:>7} {:>5} {:>6} {:>7} {:>4} {:>5} {:>9} {:>7} {:>9} {:>8} {:>7} {:>7} {:>9}",
         "case",
         "members",
         "ties",
@@ -109,9 +111,11 @@ fn main() {
         "rev",
         "cuts",
         "negot. s",
+        "crit. s",
         "check ms",
         "LP s",
         "ratio",
+        "crit. r",
         "gap"
     );
     for s in SCENARIOS.iter().filter(|s| wanted.contains(&s.key)) {
@@ -122,7 +126,7 @@ fn main() {
             tie_rating_percent: s.tie,
             line_rating_percent: 100,
             polynomial_segments: tieline_core::grid::DEFAULT_POLYNOMIAL_SEGMENTS,
-            // `tieline grid`'s default: PEGASE 9241 by zone needs 34 revisions.
+            // `tieline grid`'s default (PEGASE 9241 by zone takes 4 revisions).
             max_revisions: 64,
         };
         let (c, setup) = gridcase::consortium(&text, &options).expect("a consortium");
@@ -137,7 +141,7 @@ fn main() {
             .and_then(|r| r["total_cost"].as_f64())
             .map(|x| (report.cost - x).abs() / x);
         println!(
-            "{:<14} {:>7} {:>5} {:>6} {:>7} {:>4} {:>5} {:>9.3} {:>9.3} {:>8} {:>7} {:>9}",
+            "{:<14} {:>7} {:>5} {:>6} {:>7} {:>4} {:>5} {:>9.3} {:>7.3} {:>9.3} {:>8} {:>7} {:>7} {:>9}",
             s.key,
             report.members.len(),
             report.tie_lines,
@@ -146,9 +150,13 @@ fn main() {
             report.revisions,
             report.cuts,
             report.seconds,
+            report.critical_path_seconds,
             report.slowest_check_seconds() * 1e3,
             lp.map_or("-".into(), |x| format!("{x:.3}")),
             lp.map_or("-".into(), |x| format!("{:.1}x", report.seconds / x)),
+            lp.map_or("-".into(), |x| {
+                format!("{:.1}x", report.critical_path_seconds / x)
+            }),
             gap.map_or("-".into(), |g| format!("{g:.2e}")),
         );
         if report.view > 0 {

@@ -61,6 +61,7 @@ fn a_public_case_runs_as_a_consortium_and_writes_what_real_nodes_need() {
         "cuts",
         "cost",
         "seconds",
+        "critical_path_seconds",
     ] {
         assert!(!d[field].is_null(), "{field} in {d}");
     }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::{Context, Effect, Input, Message, NodeState, Record, Reply, SecurityCheck, Timer};
 use crate::block::{Block, Evidence};
@@ -97,6 +98,11 @@ pub struct Cluster {
     /// another). Any value gives the same run, event for event (see
     /// [`Cluster::process_round`]); more threads give it sooner.
     pub threads: usize,
+    /// Per member (by index): when it would finish its last step if every member ran on its
+    /// own machine and messages arrived the moment they were sent ([`Cluster::critical_path`]).
+    busy: Vec<Duration>,
+    /// Per pending event: the sender's `busy` when it was sent (or the timer set).
+    ready: BTreeMap<(u64, u64), Duration>,
 }
 
 impl Cluster {
@@ -137,6 +143,8 @@ impl Cluster {
             })
             .collect();
         Cluster {
+            busy: vec![Duration::ZERO; genesis.n()],
+            ready: BTreeMap::new(),
             nodes,
             events: BTreeMap::new(),
             timers: BTreeMap::new(),
@@ -171,14 +179,44 @@ impl Cluster {
 
     /// Gives node `i` an input and carries out the effects.
     pub fn input(&mut self, i: usize, input: Input) -> Vec<Effect> {
+        self.input_ready(i, input, Duration::ZERO)
+    }
+
+    /// [`Cluster::input`] of an input that was ready for node `i` at `ready` on the
+    /// compute-only clock ([`Cluster::critical_path`]).
+    fn input_ready(&mut self, i: usize, input: Input, ready: Duration) -> Vec<Effect> {
         if !self.nodes[i].up {
             return Vec::new();
         }
         let now = Timestamp(self.now);
         let node = &mut self.nodes[i];
+        let started = Instant::now();
         let effects = node.state.step(&node.ctx, now, input);
+        self.busy[i] = self.busy[i].max(ready) + started.elapsed();
         self.apply(i, effects.clone());
         effects
+    }
+
+    /// The compute-only critical path of the run so far: when the last member would have
+    /// finished its last step if every member ran on its own machine and every message
+    /// arrived the moment it was sent, from the steps' measured times. Simulated waits
+    /// (timers, latency) are not in it; the time members spend waiting for each other's
+    /// results is. A deployment's round takes this plus its network round trips.
+    pub fn critical_path(&self) -> Duration {
+        self.busy.iter().copied().max().unwrap_or_default()
+    }
+
+    /// Schedules an event that member `i` caused in its last step.
+    fn schedule_from(&mut self, i: usize, at: u64, e: Event) -> (u64, u64) {
+        let key = self.schedule(at, e);
+        self.ready.insert(key, self.busy[i]);
+        key
+    }
+
+    /// Removes a pending event (a cancelled timer, a lost message).
+    fn unschedule(&mut self, key: &(u64, u64)) -> Option<Event> {
+        self.ready.remove(key);
+        self.events.remove(key)
     }
 
     fn apply(&mut self, i: usize, effects: Vec<Effect>) {
@@ -192,11 +230,16 @@ impl Cluster {
                     self.nodes[i].store.records.retain(|r| r.height() >= below)
                 }
                 Effect::Send { to, msg } => {
-                    self.schedule(self.now + LATENCY_MS, Event::Deliver { from: me, to, msg });
+                    self.schedule_from(
+                        i,
+                        self.now + LATENCY_MS,
+                        Event::Deliver { from: me, to, msg },
+                    );
                 }
                 Effect::Broadcast(msg) => {
                     for &to in members.iter().filter(|&&m| m != me) {
-                        self.schedule(
+                        self.schedule_from(
+                            i,
                             self.now + LATENCY_MS,
                             Event::Deliver {
                                 from: me,
@@ -218,7 +261,8 @@ impl Cluster {
                         .filter(|b| (from..=to_height).contains(&b.header.height))
                         .cloned()
                         .collect();
-                    self.schedule(
+                    self.schedule_from(
+                        i,
                         self.now + LATENCY_MS,
                         Event::Deliver {
                             from: me,
@@ -229,14 +273,15 @@ impl Cluster {
                 }
                 Effect::SetTimer { timer, after_ms } => {
                     if let Some(old) = self.timers.remove(&(me, timer)) {
-                        self.events.remove(&old);
+                        self.unschedule(&old);
                     }
-                    let key = self.schedule(self.now + after_ms, Event::Fire { node: me, timer });
+                    let key =
+                        self.schedule_from(i, self.now + after_ms, Event::Fire { node: me, timer });
                     self.timers.insert((me, timer), key);
                 }
                 Effect::CancelTimer(timer) => {
                     if let Some(old) = self.timers.remove(&(me, timer)) {
-                        self.events.remove(&old);
+                        self.unschedule(&old);
                     }
                 }
                 Effect::Reply { to, reply } => self.replies.push((me, to, reply)),
@@ -248,19 +293,20 @@ impl Cluster {
 
     /// Processes the event at `key`.
     fn process(&mut self, key: (u64, u64)) {
-        let Some(event) = self.events.remove(&key) else {
+        let ready = self.ready.get(&key).copied().unwrap_or_default();
+        let Some(event) = self.unschedule(&key) else {
             return;
         };
         self.now = self.now.max(key.0);
         match event {
             Event::Deliver { from, to, msg } => {
                 let i = self.index(to);
-                self.input(i, Input::Message { from, msg });
+                self.input_ready(i, Input::Message { from, msg }, ready);
             }
             Event::Fire { node, timer } => {
                 self.timers.remove(&(node, timer));
                 let i = self.index(node);
-                self.input(i, Input::Timer(timer));
+                self.input_ready(i, Input::Timer(timer), ready);
             }
         }
     }
@@ -299,6 +345,7 @@ impl Cluster {
             return 0;
         };
         let mut round: Vec<(usize, Input)> = Vec::new();
+        let mut ready: BTreeMap<usize, Duration> = BTreeMap::new();
         let mut members = std::collections::BTreeSet::new();
         let keys: Vec<(u64, u64)> = self
             .events
@@ -317,7 +364,8 @@ impl Cluster {
             if !members.insert(i) {
                 break;
             }
-            let input = match self.events.remove(&key).expect("listed above") {
+            ready.insert(i, self.ready.get(&key).copied().unwrap_or_default());
+            let input = match self.unschedule(&key).expect("listed above") {
                 Event::Deliver { from, msg, .. } => Input::Message { from, msg },
                 Event::Fire { node, timer } => {
                     self.timers.remove(&(node, timer));
@@ -345,14 +393,16 @@ impl Cluster {
         }
         let step = |(i, node, input): &mut (usize, &mut SimNode, Option<Input>)| {
             let input = input.take().expect("stepped once");
+            let started = Instant::now();
             let effects = if node.up {
                 node.state.step(&node.ctx, now, input)
             } else {
                 Vec::new()
             };
-            (*i, effects)
+            (*i, effects, started.elapsed())
         };
-        let mut results: Vec<(usize, Vec<Effect>)> = if work.len() < 4 || self.threads < 2 {
+        let mut results: Vec<(usize, Vec<Effect>, Duration)> = if work.len() < 4 || self.threads < 2
+        {
             work.iter_mut().map(step).collect()
         } else {
             let per = work.len().div_ceil(self.threads);
@@ -369,8 +419,9 @@ impl Cluster {
                     .collect()
             })
         };
-        results.sort_by_key(|(i, _)| place[i]);
-        for (i, effects) in results {
+        results.sort_by_key(|(i, _, _)| place[i]);
+        for (i, effects, took) in results {
+            self.busy[i] = self.busy[i].max(ready[&i]) + took;
             self.apply(i, effects);
         }
         count
@@ -392,7 +443,7 @@ impl Cluster {
                 return done(self);
             };
             if drop(event) {
-                self.events.remove(&key);
+                self.unschedule(&key);
             } else {
                 self.process(key);
             }
@@ -417,11 +468,13 @@ impl Cluster {
             .collect();
         for k in keys {
             if let Some(e) = self.timers.remove(&k) {
-                self.events.remove(&e);
+                self.unschedule(&e);
             }
         }
         self.events
             .retain(|_, e| !matches!(e, Event::Deliver { to, .. } if *to == me));
+        let events = &self.events;
+        self.ready.retain(|k, _| events.contains_key(k));
     }
 
     /// Restarts node `i` from its storage.
@@ -446,13 +499,17 @@ impl Cluster {
                 true
             }
             Choice::Drop(i) if !messages.is_empty() => {
-                self.events.remove(&messages[i % messages.len()]);
+                self.unschedule(&messages[i % messages.len()]);
                 true
             }
             Choice::Duplicate(i) if !messages.is_empty() => {
                 let k = messages[i % messages.len()];
                 let copy = self.events[&k].clone();
-                self.schedule(k.0 + LATENCY_MS, copy);
+                let ready = self.ready.get(&k).copied();
+                let key = self.schedule(k.0 + LATENCY_MS, copy);
+                if let Some(r) = ready {
+                    self.ready.insert(key, r);
+                }
                 self.process(k);
                 true
             }

@@ -426,6 +426,18 @@ impl GridConsortium {
         checks: Vec<Arc<dyn SecurityCheck>>,
         max_events: usize,
     ) -> Result<Block, NegotiationError> {
+        self.negotiate_timed(checks, max_events)
+            .map(|(block, _)| block)
+    }
+
+    /// [`GridConsortium::negotiate_with`], also returning the round's compute-only critical
+    /// path ([`crate::consensus::sim::Cluster::critical_path`]): how long it would take if
+    /// each member ran on its own machine, network round trips aside.
+    pub fn negotiate_timed(
+        &self,
+        checks: Vec<Arc<dyn SecurityCheck>>,
+        max_events: usize,
+    ) -> Result<(Block, std::time::Duration), NegotiationError> {
         use crate::consensus::Reply;
         use crate::consensus::sim::Cluster;
         let mut cluster = Cluster::with_keys(&self.genesis, &self.members, checks);
@@ -454,6 +466,9 @@ impl GridConsortium {
         if let Some((h, a, b)) = cluster.disagreement() {
             return Err(NegotiationError::Disagreement(h, a, b));
         }
-        Ok(cluster.nodes[0].store.blocks[0].clone())
+        Ok((
+            cluster.nodes[0].store.blocks[0].clone(),
+            cluster.critical_path(),
+        ))
     }
 }
