@@ -55,8 +55,9 @@ pub struct Negotiation {
     pub appeals: Vec<AppealRecord>,
     /// Whether the primary accepted an objection that its current proposal does not carry.
     pub pending: bool,
-    /// The members that objected to the primary's current proposal, whether or not their
-    /// objection added anything: they answered it (spec 2.6).
+    /// The members whose objection to the primary's current proposal it accepted: they
+    /// answered it (spec 2.6). An objection that adds nothing changes no state, so a copy or an
+    /// empty objection is no answer; the primary's `Revise` timer ends the wait for it.
     pub answered: BTreeSet<NodeId>,
 }
 
@@ -1461,18 +1462,12 @@ impl NodeState {
         {
             return;
         }
-        // V10: a missing-batch objection without the objector's own batch is no answer.
-        if matches!(b.reason, ObjectionReason::MissingBatch { .. })
-            && self.objectors_batch(ctx, &o, batch.as_ref()).is_none()
-        {
-            return;
-        }
-        if b.revision == revision {
-            self.negotiation.answered.insert(from);
-        }
         // The wait for answers starts at the first objection accepted since the revision.
         let waiting = self.negotiation.pending;
         if self.accept_objection(ctx, o.clone(), batch.clone()) {
+            if b.revision == revision {
+                self.negotiation.answered.insert(from);
+            }
             out.push(Effect::Persist(Record::Objection(o, batch)));
             if !waiting && !self.all_answered(ctx) {
                 out.push(Effect::SetTimer {
