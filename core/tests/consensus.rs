@@ -168,19 +168,18 @@ fn bids_are_receipted_only_when_valid_and_after_persisting() {
     assert_eq!(rejected(&mut c, home, bad), BidError::NoSteps);
 }
 
-/// "Area 3 imports at most `mwh` over its two tie lines": a constraint only area 3's node
-/// knows (tie line 2 runs from area 2 into area 3, tie line 3 from area 3 to area 4).
-fn import_limit_of_area_3(mwh_limit: i64) -> Cut {
+/// "The flow over tie line `plus` minus the flow over tie line `minus` is at most `mwh_limit`".
+fn net_tie_flow_cut(label: u32, plus: TieLineId, minus: TieLineId, mwh_limit: i64) -> Cut {
     Cut {
         product: sample_product(1),
-        label: 7,
+        label,
         terms: vec![
             CutTerm {
-                variable: CutVariable::TieFlow(TieLineId(2)),
+                variable: CutVariable::TieFlow(plus),
                 coefficient: COEFFICIENT_SCALE,
             },
             CutTerm {
-                variable: CutVariable::TieFlow(TieLineId(3)),
+                variable: CutVariable::TieFlow(minus),
                 coefficient: -COEFFICIENT_SCALE,
             },
         ],
@@ -188,22 +187,46 @@ fn import_limit_of_area_3(mwh_limit: i64) -> Cut {
     }
 }
 
-#[test]
-fn objection_leads_to_revision_1_and_a_commit() {
+/// "Area 3 imports at most `mwh` over its two tie lines": a constraint only area 3's node
+/// knows (tie line 2 runs from area 2 into area 3, tie line 3 from area 3 to area 4).
+fn import_limit_of_area_3(mwh_limit: i64) -> Cut {
+    net_tie_flow_cut(7, TieLineId(2), TieLineId(3), mwh_limit)
+}
+
+/// Height 1 with a cheap seller in area 1 and a buyer in area 3 (100 MWh would flow into area
+/// 3), negotiated to a commit that every member agrees on and that audits.
+fn seller_in_area_1_buyer_in_area_3(
+    s: &SampleConsortium,
+    security: Vec<Arc<dyn SecurityCheck>>,
+) -> Cluster {
+    let mut c = Cluster::from_sample(s, security);
+    c.start();
+    c.submit(s.bid_with(0, Side::Sell, vec![step(10, 100)], 1, 1));
+    c.submit(s.bid_with(5, Side::Buy, vec![step(90, 100)], 1, 1));
+    assert!(c.run_until(20_000, decided(1)));
+    assert_agree_and_audit(s, &c);
+    c
+}
+
+/// The sample under zonal coupling, where area 3's member alone knows that area 3 imports at
+/// most `mwh_limit`; returns the sample, the members' checks and that cut.
+fn zonal_with_area_3_import_limit(
+    mwh_limit: i64,
+) -> (SampleConsortium, Vec<Arc<dyn SecurityCheck>>, Cut) {
     let mut s = SampleConsortium::new(4, 2);
     s.genesis.clearing.rule = ClearingRule::ZonalCoupling;
-    let limit = import_limit_of_area_3(40);
+    let limit = import_limit_of_area_3(mwh_limit);
     let mut security = open();
     security[2] = Arc::new(ConstraintList {
         constraints: vec![limit.clone()],
     });
-    let mut c = Cluster::from_sample(&s, security);
-    c.start();
-    // A cheap seller in area 1, a buyer in area 3: 100 MWh would flow into area 3.
-    c.submit(s.bid_with(0, Side::Sell, vec![step(10, 100)], 1, 1));
-    c.submit(s.bid_with(5, Side::Buy, vec![step(90, 100)], 1, 1));
-    assert!(c.run_until(20_000, decided(1)));
-    assert_agree_and_audit(&s, &c);
+    (s, security, limit)
+}
+
+#[test]
+fn objection_leads_to_revision_1_and_a_commit() {
+    let (s, security, limit) = zonal_with_area_3_import_limit(40);
+    let c = seller_in_area_1_buyer_in_area_3(&s, security);
     let b = &c.nodes[0].store.blocks[0];
     assert_eq!(
         (b.header.view, b.header.revision),
@@ -1026,21 +1049,7 @@ fn objections_of_several_members_to_one_revision_make_one_revision() {
     s.genesis.clearing.rule = ClearingRule::ZonalCoupling;
     let import = import_limit_of_area_3(40);
     // Tie line 1 runs from area 1 to area 2, tie line 4 from area 4 to area 1.
-    let export = Cut {
-        product: sample_product(1),
-        label: 3,
-        terms: vec![
-            CutTerm {
-                variable: CutVariable::TieFlow(TieLineId(1)),
-                coefficient: COEFFICIENT_SCALE,
-            },
-            CutTerm {
-                variable: CutVariable::TieFlow(TieLineId(4)),
-                coefficient: -COEFFICIENT_SCALE,
-            },
-        ],
-        limit: mwh(60),
-    };
+    let export = net_tie_flow_cut(3, TieLineId(1), TieLineId(4), 60);
     let mut security = open();
     security[0] = Arc::new(ConstraintList {
         constraints: vec![export.clone()],
@@ -1048,12 +1057,7 @@ fn objections_of_several_members_to_one_revision_make_one_revision() {
     security[2] = Arc::new(ConstraintList {
         constraints: vec![import.clone()],
     });
-    let mut c = Cluster::from_sample(&s, security);
-    c.start();
-    c.submit(s.bid_with(0, Side::Sell, vec![step(10, 100)], 1, 1));
-    c.submit(s.bid_with(5, Side::Buy, vec![step(90, 100)], 1, 1));
-    assert!(c.run_until(20_000, decided(1)));
-    assert_agree_and_audit(&s, &c);
+    let c = seller_in_area_1_buyer_in_area_3(&s, security);
     let b = &c.nodes[0].store.blocks[0];
     assert_eq!((b.header.view, b.header.revision), (0, 1));
     let p = &b.body.process;
@@ -1123,4 +1127,46 @@ fn the_critical_path_counts_the_members_parallel_checks_once() {
         critical + pause < pause * calls as u32,
         "{critical:?} for {calls} checks of {pause:?}"
     );
+}
+
+/// 2.6: a member whose answer to a revision never arrives does not stall negotiation: the
+/// primary revises with area 3's cut when its `Revise` timer ends the wait, and the block
+/// commits in view 0. (The lost answer is the silent member's endorsement of revision 0; a
+/// member that is down would do, but the outcome's flows touch every area of the sample's
+/// ring, so every member must sign the block, D12.)
+#[test]
+fn the_primary_revises_when_its_wait_for_a_lost_answer_ends() {
+    let (s, security, limit) = zonal_with_area_3_import_limit(40);
+    let primary = s.genesis.primary(1, 0);
+    // Neither the primary nor area 3's member, whose objection is the one answer that moves.
+    let silent = s
+        .genesis
+        .members
+        .iter()
+        .map(|m| m.id)
+        .find(|&id| id != primary && id != s.genesis.members[2].id)
+        .unwrap();
+    let mut c = Cluster::from_sample(&s, security);
+    c.start();
+    c.submit(s.bid_with(0, Side::Sell, vec![step(10, 100)], 1, 1));
+    c.submit(s.bid_with(5, Side::Buy, vec![step(90, 100)], 1, 1));
+    let mut lost = 0;
+    let lose = |e: &Event| {
+        let drop = matches!(
+            e,
+            Event::Deliver { from, to, msg: Message::Vote(v) }
+                if *from == silent && *to == primary && v.body.revision == 0
+        );
+        lost += usize::from(drop);
+        drop
+    };
+    assert!(c.run_filtered(20_000, lose, decided(1)));
+    assert!(
+        lost > 0,
+        "the silent member's answer to revision 0 was lost"
+    );
+    assert_agree_and_audit(&s, &c);
+    let b = &c.nodes[0].store.blocks[0];
+    assert_eq!((b.header.view, b.header.revision), (0, 1));
+    assert_eq!(b.body.process.clearing.cuts, vec![limit]);
 }
