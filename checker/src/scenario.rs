@@ -83,6 +83,19 @@ pub struct Script {
     pub appeal: Option<AppealPlan>,
 }
 
+impl Script {
+    /// A participant that bids once and does not appeal.
+    pub fn bid(participant: usize, side: Side, price: i64, mwh: i64) -> Self {
+        Script {
+            participant,
+            side,
+            price,
+            mwh,
+            appeal: None,
+        }
+    }
+}
+
 /// A named scenario, before it becomes a model.
 #[derive(Clone)]
 pub struct Scenario {
@@ -316,13 +329,7 @@ impl Scenario {
             genesis,
             faults: BTreeMap::new(),
             security: BTreeMap::new(),
-            scripts: vec![Script {
-                participant: 0,
-                side: Side::Sell,
-                price: 40,
-                mwh: 10,
-                appeal: None,
-            }],
+            scripts: vec![Script::bid(0, Side::Sell, 40, 10)],
             max_crashes: 1,
             bounds: Bounds {
                 max_height: 1,
@@ -357,20 +364,8 @@ impl Scenario {
             faults: BTreeMap::from([(primary, vec![Fault::Twin, Fault::TamperedClearing])]),
             security: BTreeMap::new(),
             scripts: vec![
-                Script {
-                    participant: 2,
-                    side: Side::Sell,
-                    price: 40,
-                    mwh: 10,
-                    appeal: None,
-                },
-                Script {
-                    participant: 3,
-                    side: Side::Buy,
-                    price: 60,
-                    mwh: 10,
-                    appeal: None,
-                },
+                Script::bid(2, Side::Sell, 40, 10),
+                Script::bid(3, Side::Buy, 60, 10),
             ],
             max_crashes: 0,
             bounds: Bounds {
@@ -418,13 +413,7 @@ impl Scenario {
             faults: BTreeMap::from([(primary, vec![Fault::Reviser])]),
             // Only the primary's own participant bids, so that its batch has a bid to leave
             // out; the other members' batches are empty.
-            scripts: vec![Script {
-                participant: home_of_primary,
-                side: Side::Sell,
-                price: 40,
-                mwh: 10,
-                appeal: None,
-            }],
+            scripts: vec![Script::bid(home_of_primary, Side::Sell, 40, 10)],
             bounds,
             ci_bounds: bounds,
             genesis,
@@ -479,20 +468,8 @@ impl Scenario {
                 },
             )]),
             scripts: vec![
-                Script {
-                    participant: 0,
-                    side: Side::Sell,
-                    price: 10,
-                    mwh: 100,
-                    appeal: None,
-                },
-                Script {
-                    participant: 1,
-                    side: Side::Buy,
-                    price: 90,
-                    mwh: 100,
-                    appeal: None,
-                },
+                Script::bid(0, Side::Sell, 10, 100),
+                Script::bid(1, Side::Buy, 90, 100),
             ],
             max_crashes: 0,
             bounds: Bounds {
@@ -564,11 +541,8 @@ impl Scenario {
             faults: BTreeMap::new(),
             security: BTreeMap::new(),
             scripts: vec![Script {
-                participant: 0,
-                side: Side::Sell,
-                price: 40,
-                mwh: 10,
                 appeal: Some(AppealPlan::Omitted),
+                ..Script::bid(0, Side::Sell, 40, 10)
             }],
             max_crashes: 0,
             bounds: Bounds {
@@ -692,20 +666,8 @@ impl Scenario {
             name: "joint",
             about: "n=3, f=1: a trade between areas 1 and 3 needs both their endorsements (joint signatures)",
             scripts: vec![
-                Script {
-                    participant: 0,
-                    side: Side::Sell,
-                    price: 40,
-                    mwh: 10,
-                    appeal: None,
-                },
-                Script {
-                    participant: 2,
-                    side: Side::Buy,
-                    price: 60,
-                    mwh: 10,
-                    appeal: None,
-                },
+                Script::bid(0, Side::Sell, 40, 10),
+                Script::bid(2, Side::Buy, 60, 10),
             ],
             max_crashes: 0,
             bounds: Bounds {
@@ -786,20 +748,8 @@ impl Scenario {
             ],
             genesis,
             scripts: vec![
-                Script {
-                    participant: 0,
-                    side: Side::Sell,
-                    price: 40,
-                    mwh: 10,
-                    appeal: None,
-                },
-                Script {
-                    participant: 1,
-                    side: Side::Buy,
-                    price: 60,
-                    mwh: 10,
-                    appeal: None,
-                },
+                Script::bid(0, Side::Sell, 40, 10),
+                Script::bid(1, Side::Buy, 60, 10),
             ],
             max_crashes: 0,
             bounds: Bounds {

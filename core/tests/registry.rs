@@ -12,7 +12,7 @@ use tieline_core::consensus::sim::Cluster;
 use tieline_core::consensus::{Effect, Input, NoGridModel, Reply, SecurityCheck};
 use tieline_core::crypto::{Ed25519, Ed25519Signer, Signed, Signer};
 use tieline_core::genesis::Participant;
-use tieline_core::market::{Bid, BidError, BidStep, Side, SignedBid};
+use tieline_core::market::{Bid, BidError, BidStep, Side, SignedBatch, SignedBid};
 use tieline_core::registry::{Party, RegistryChange, SignedChange};
 use tieline_core::sample::{SampleConsortium, sample_product};
 use tieline_core::units::{AreaId, NodeId, ParticipantId, Price, Quantity, Timestamp};
@@ -77,6 +77,11 @@ fn newcomer(key: &Ed25519Signer) -> Participant {
         public_key: key.public_key(),
         eic: None,
     }
+}
+
+/// Whether a batch of the committed block of height 1 satisfies `f`.
+fn a_batch_of_height_1(c: &Cluster, f: impl Fn(&SignedBatch) -> bool) -> bool {
+    c.longest_chain()[0].body.process.batches.iter().any(f)
 }
 
 fn accepted(reply: Option<Reply>) -> u64 {
@@ -183,15 +188,7 @@ fn a_revoked_participant_cannot_bid_and_its_pending_bid_is_recorded() {
     let same = s.bid(0, 1, 1);
     assert!(matches!(c.submit(same.clone()), Some(Reply::Receipt(_))));
     decide(&mut c, 1);
-    let chain = c.longest_chain().to_vec();
-    assert!(
-        chain[0]
-            .body
-            .process
-            .batches
-            .iter()
-            .any(|b| b.body.bids.contains(&same))
-    );
+    assert!(a_batch_of_height_1(&c, |b| b.body.bids.contains(&same)));
     // From height 2 its bids are refused with the reason.
     let later = s.bid(0, 2, 2);
     let effects = c.input(0, Input::Bid(later));
@@ -209,7 +206,7 @@ fn a_revoked_participant_cannot_bid_and_its_pending_bid_is_recorded() {
             height: 2
         })
     );
-    let a = audit(&s, &chain);
+    let a = audit(&s, c.longest_chain());
     assert!(a.registry().participant(victim.id).is_none());
     assert_eq!(a.revoked().get(&victim.id), Some(&2));
     // Revoking it again, or admitting its id again, is refused.
@@ -345,16 +342,11 @@ fn an_accepted_change_survives_a_restart_of_its_node() {
     c.crash(0);
     c.restart(0);
     decide(&mut c, 1);
-    let chain = c.longest_chain().to_vec();
     assert!(
-        chain[0]
-            .body
-            .process
-            .batches
-            .iter()
-            .any(|b| b.body.changes.len() == 1),
+        a_batch_of_height_1(&c, |b| b.body.changes.len() == 1),
         "the restarted node's batch carries the change"
     );
+    let chain = c.longest_chain().to_vec();
     assert!(
         audit(&s, &chain)
             .registry()

@@ -53,8 +53,6 @@ pub struct Negotiation {
     pub objections: Vec<Signed<Objection>>,
     /// Appeals resolved so far in this view.
     pub appeals: Vec<AppealRecord>,
-    /// Whether the primary accepted an objection that its current proposal does not carry.
-    pub pending: bool,
     /// The members whose objection to the primary's current proposal it accepted: they
     /// answered it (spec 2.6). An objection that adds nothing changes no state, so a copy or an
     /// empty objection is no answer; the primary's `Revise` timer ends the wait for it.
@@ -126,16 +124,7 @@ impl SignatureCheck for Memo<'_> {
         b: &SignedBatch,
         key: &PublicKey,
     ) -> Result<(), crate::crypto::SignatureError> {
-        if let Some((k, body)) = self.memo.batches.get(&b.signature) {
-            if k == key && *body == b.body {
-                return Ok(());
-            }
-        }
-        b.verify(scheme, key)?;
-        self.memo
-            .batches
-            .insert(b.signature, (*key, b.body.clone()));
-        Ok(())
+        verify_remembered(&mut self.memo.batches, scheme, b, key)
     }
 
     fn objection(
@@ -144,17 +133,27 @@ impl SignatureCheck for Memo<'_> {
         o: &Signed<Objection>,
         key: &PublicKey,
     ) -> Result<(), crate::crypto::SignatureError> {
-        if let Some((k, body)) = self.memo.objections.get(&o.signature) {
-            if k == key && *body == o.body {
-                return Ok(());
-            }
-        }
-        o.verify(scheme, key)?;
-        self.memo
-            .objections
-            .insert(o.signature, (*key, o.body.clone()));
-        Ok(())
+        verify_remembered(&mut self.memo.objections, scheme, o, key)
     }
+}
+
+/// Verifies `signed` under `key` unless `memo` holds its signature verified under that key
+/// for the same content; remembers it once it verifies.
+fn verify_remembered<T: crate::encoding::Tagged + Clone + PartialEq>(
+    memo: &mut HashMap<Signature, (PublicKey, T)>,
+    scheme: &dyn crate::crypto::SignatureScheme,
+    signed: &Signed<T>,
+    key: &PublicKey,
+) -> Result<(), crate::crypto::SignatureError> {
+    if memo
+        .get(&signed.signature)
+        .is_some_and(|(k, body)| k == key && *body == signed.body)
+    {
+        return Ok(());
+    }
+    signed.verify(scheme, key)?;
+    memo.insert(signed.signature, (*key, signed.body.clone()));
+    Ok(())
 }
 
 impl PartialEq for VerifiedBids {
@@ -735,9 +734,12 @@ impl NodeState {
         }
     }
 
-    /// Whether the primary accepted objections its current proposal does not carry yet.
+    /// Whether the primary accepted objections its current proposal does not carry yet: its
+    /// proposal records every objection accepted before it (the plan's), so any beyond those.
     fn revision_pending(&self) -> bool {
-        self.own.is_some() && self.negotiation.pending
+        self.own
+            .as_ref()
+            .is_some_and(|p| self.negotiation.objections.len() > p.body.process.objections.len())
     }
 
     /// Whether every other member answered the primary's current proposal: endorsed it, or
@@ -1146,7 +1148,6 @@ impl NodeState {
             proposal.clone(),
         ))));
         self.own = Some(proposal.clone());
-        self.negotiation.pending = false;
         self.negotiation.answered.clear();
         out.push(Effect::CancelTimer(Timer::BatchWait(self.height)));
         self.on_proposal(out, ctx.me, proposal);
@@ -1463,7 +1464,7 @@ impl NodeState {
             return;
         }
         // The wait for answers starts at the first objection accepted since the revision.
-        let waiting = self.negotiation.pending;
+        let waiting = self.revision_pending();
         if self.accept_objection(ctx, o.clone(), batch.clone()) {
             if b.revision == revision {
                 self.negotiation.answered.insert(from);
@@ -1546,7 +1547,6 @@ impl NodeState {
         };
         if changed {
             self.negotiation.objections.push(o);
-            self.negotiation.pending = true;
         }
         changed
     }
