@@ -445,3 +445,75 @@ fn zonal_prices_a_zone_beyond_the_cap_when_every_location_is_offset_by_a_cut() {
     assert_eq!(price_of(buyer), p("50"));
     assert_eq!(ZonalCoupling.verify(&book.input(), &c), Ok(()));
 }
+
+#[test]
+fn the_products_of_a_round_clear_on_every_core_as_each_would_alone() {
+    // Twelve quarter-hours in two areas joined by a line, bids grouped by quarter-hour (the
+    // canonical order). Clearing runs the products in parallel (spec 3.1): each product's part
+    // of the whole round's outcome is that product's outcome cleared alone, and of two
+    // tampered products the earlier names the error.
+    for rule in [&UniformPrice as &dyn Clearing, &ZonalCoupling] {
+        let mut whole = Book::new(rule.rule(), 2);
+        whole.line(1, 1, 2, "5", "5");
+        let mut per_product = Vec::new();
+        for h in 0..12u64 {
+            // Sellers ask 20 to 34, buyers bid 30 to 49: every quarter-hour trades.
+            let ask = |x: u64| format!("{}", 20 + (h * 7 + x) % 15);
+            let offer = |x: u64| format!("{}", 30 + (h * 11 + x) % 20);
+            let first = whole.bids.len();
+            whole.bid(1, Sell, &[(&ask(1), "10"), (&ask(9), "5")], h);
+            whole.bid(2, Sell, &[(&ask(4), "8")], h + 1);
+            whole.bid(1, Buy, &[(&offer(25), "6"), (&offer(12), "6")], h + 2);
+            whole.bid(2, Buy, &[(&offer(29), "12")], h + 3);
+            let mut alone = whole.clone();
+            alone.bids.clear();
+            for b in &mut whole.bids[first..] {
+                b.product.delivery_minutes = 15;
+                b.product.delivery_start.0 += h * 15 * 60_000;
+                alone.bids.push(b.clone());
+            }
+            per_product.push(alone);
+        }
+        let c = rule.clear(&whole.input()).unwrap();
+        assert_eq!(rule.verify(&whole.input(), &c), Ok(()));
+        let parts: Vec<Cleared> = per_product
+            .iter()
+            .map(|b| rule.clear(&b.input()).unwrap())
+            .collect();
+        fn show<T: std::fmt::Debug>(v: &[T]) -> Vec<String> {
+            v.iter().map(|x| format!("{x:?}")).collect()
+        }
+        let joined = |f: fn(&Cleared) -> Vec<String>| -> Vec<String> {
+            parts.iter().flat_map(f).collect()
+        };
+        assert_eq!(show(&c.outcome.awards), joined(|p| show(&p.outcome.awards)));
+        assert_eq!(
+            show(&c.outcome.area_prices),
+            joined(|p| show(&p.outcome.area_prices))
+        );
+        assert_eq!(show(&c.outcome.flows), joined(|p| show(&p.outcome.flows)));
+        assert_eq!(show(&c.trades), joined(|p| show(&p.trades)));
+        let sum = |f: fn(&Cleared) -> i128| parts.iter().map(f).sum::<i128>();
+        assert_eq!(c.outcome.welfare.0, sum(|p| p.outcome.welfare.0));
+        assert_eq!(
+            c.outcome.congestion_rent.0,
+            sum(|p| p.outcome.congestion_rent.0)
+        );
+        // The round is not trivial: every product trades, at more than one price.
+        assert!(parts.iter().all(|p| !p.trades.is_empty()));
+        let prices: std::collections::BTreeSet<Price> =
+            c.outcome.area_prices.iter().map(|a| a.price).collect();
+        assert!(prices.len() > 3, "{prices:?}");
+
+        let mut t = c.clone();
+        for h in [9usize, 3] {
+            t.outcome.area_prices[2 * h].price.0 += 1;
+        }
+        let third = c.outcome.area_prices[6].product;
+        let err = rejects(rule, &whole, &t, "area price");
+        assert!(
+            err.contains(&format!("{}+15min", third.delivery_start)),
+            "`{err}` names another product than the fourth quarter-hour"
+        );
+    }
+}

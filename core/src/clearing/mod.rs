@@ -337,6 +337,58 @@ pub trait Clearing: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// Maps `f` over `items` on the available cores and returns the results in the items' order.
+/// Each worker owns a scratch value made by `scratch`. The result is the sequential map's
+/// whatever the number of cores, as long as each result depends on its item alone (and not
+/// on what an earlier item left in the scratch): the products of a round clear and verify
+/// independently (spec 3.1), so this is how a round of many periods uses every core.
+pub(crate) fn parallel_map<T: Sync, S, R: Send>(
+    items: &[T],
+    scratch: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> R + Sync,
+) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads < 2 {
+        let mut s = scratch();
+        return items.iter().map(|item| f(&mut s, item)).collect();
+    }
+    // Items are handed out one at a time, as their costs differ; results go back in place.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut s = scratch();
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return done;
+                        };
+                        done.push((i, f(&mut s, item)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok(done) => {
+                    for (i, r) in done {
+                        out[i] = Some(r);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    out.into_iter()
+        .map(|r| r.expect("every item is mapped once"))
+        .collect()
+}
+
 /// The implementation of `rule`, as the consensus picks it from the genesis.
 pub fn rule_for(rule: ClearingRule) -> &'static dyn Clearing {
     match rule {

@@ -136,7 +136,7 @@ impl Clearing for PayAsBid {
         let mut walk = Walk::new(input, &layout);
         walk.trades(&proposed.trades)
             .map_err(VerifyError::Mismatch)?;
-        for bids in products.values() {
+        for (_, bids) in &products {
             walk.settled(bids).map_err(VerifyError::Mismatch)?;
         }
         let expected = Cleared {

@@ -45,8 +45,8 @@ pub(crate) struct Layout {
 
 impl Layout {
     /// The layout of the input's steps, and the positions of its bids grouped by product
-    /// (each product clears on its own), in one pass over the bids.
-    pub(crate) fn new(input: &ClearingInput<'_>) -> (Self, BTreeMap<Product, Vec<usize>>) {
+    /// (each product clears on its own), in product order, in one pass over the bids.
+    pub(crate) fn new(input: &ClearingInput<'_>) -> (Self, Vec<(Product, Vec<usize>)>) {
         let mut offsets = Vec::with_capacity(input.bids.len() + 1);
         let mut products: BTreeMap<Product, Vec<usize>> = BTreeMap::new();
         let mut at = 0;
@@ -59,7 +59,7 @@ impl Layout {
             }
         }
         offsets.push(at);
-        (Self { offsets }, products)
+        (Self { offsets }, products.into_iter().collect())
     }
 
     /// The number of steps of the bid at `pos`.
@@ -1145,16 +1145,20 @@ pub(crate) fn assemble(
         ..ClearingOutcome::default()
     };
     let mut trade_price = vec![None; input.bids.len()];
-    for (m, market) in markets.iter().enumerate() {
-        let priced = market
-            .canonical_prices(flat, &flows[m], &mu[m])
-            .map_err(|z| {
-                ClearingError::Solver(format!(
-                    "no price of {} for {} is consistent with the solution",
-                    market.zone_name(z),
-                    product_label(&market.product)
-                ))
-            })?;
+    let index: Vec<usize> = (0..markets.len()).collect();
+    let prices = super::parallel_map(
+        &index,
+        || (),
+        |_, &m| markets[m].canonical_prices(flat, &flows[m], &mu[m]),
+    );
+    for ((m, market), priced) in markets.iter().enumerate().zip(prices) {
+        let priced = priced.map_err(|z| {
+            ClearingError::Solver(format!(
+                "no price of {} for {} is consistent with the solution",
+                market.zone_name(z),
+                product_label(&market.product)
+            ))
+        })?;
         market.publish(&flows[m], &priced, &mut trade_price, &mut out);
         for (k, &c) in market.cuts.iter().enumerate() {
             out.cut_prices[c] = Price(mu[m][k]);
@@ -1174,6 +1178,160 @@ pub(crate) fn assemble(
     })
 }
 
+/// The market of every product, built on every core (spec 3.1), in product order.
+pub(crate) fn markets_of<'i, 'a>(
+    input: &'i ClearingInput<'a>,
+    layout: &'i Layout,
+    mode: Mode,
+    products: &[(Product, Vec<usize>)],
+) -> Result<Vec<Market<'i, 'a>>, ClearingError> {
+    super::parallel_map(
+        products,
+        || (),
+        |_, (product, bids)| Market::new(input, layout, mode, *product, bids.clone()),
+    )
+    .into_iter()
+    .collect()
+}
+
+/// What one product's checks establish: its flows and cut prices as published, its canonical
+/// prices, and its part of the welfare.
+struct Checked {
+    flows: Vec<i64>,
+    mu: Vec<i64>,
+    priced: Priced,
+    welfare: i128,
+}
+
+/// Checks one product of a proposed pool outcome (spec 3.5), whose flows start at row
+/// `flow_row` and area prices at row `area_row` of the outcome.
+fn check_product(
+    input: &ClearingInput<'_>,
+    mode: Mode,
+    o: &ClearingOutcome,
+    market: &Market<'_, '_>,
+    flat: &[i64],
+    flow_row: usize,
+    area_row: usize,
+) -> Result<Checked, ClearingMismatch> {
+    let label = product_label(&market.product);
+    let mut flows = Vec::with_capacity(market.lines.len());
+    let mut sorted: Vec<_> = market
+        .lines
+        .iter()
+        .map(|l| input.tie_lines[l.index].id)
+        .collect();
+    sorted.sort();
+    for l in &market.lines {
+        let id = input.tie_lines[l.index].id;
+        let row = flow_row + sorted.binary_search(&id).unwrap_or(0);
+        match o.flows.get(row) {
+            Some(f) if f.product == market.product && f.tie_line == id => flows.push(f.flow.0),
+            _ => {
+                return Err(mismatch(
+                    format!("tie-line flow {row}"),
+                    o.flows
+                        .get(row)
+                        .map_or("nothing".into(), |f| format!("{f:?}")),
+                    format!("the flow of line {id} for {label}"),
+                ));
+            }
+        }
+    }
+    let mu: Vec<i64> = market.cuts.iter().map(|&c| o.cut_prices[c].0).collect();
+    market.check_lines(&flows)?;
+    // Published zone prices.
+    let mut published = vec![None::<i128>; market.zones];
+    let mut by_area: Vec<(AreaId, usize)> = input
+        .areas
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.id, i))
+        .collect();
+    by_area.sort();
+    for (k, &(area, ai)) in by_area.iter().enumerate() {
+        let row = area_row + k;
+        let Some(ap) = o
+            .area_prices
+            .get(row)
+            .filter(|p| p.product == market.product && p.area == area)
+        else {
+            return Err(mismatch(
+                format!("area price {row}"),
+                o.area_prices
+                    .get(row)
+                    .map_or("nothing".into(), |p| format!("{p:?}")),
+                format!("the price of area {area} for {label}"),
+            ));
+        };
+        let z = if mode == Mode::Zonal { ai } else { 0 };
+        let v = i128::from(ap.price.0) * FINE;
+        match published[z] {
+            Some(w) if w != v => {
+                return Err(mismatch(
+                    format!("area price of area {area} for {label}"),
+                    ap.price,
+                    format!(
+                        "{} (one price for the whole market)",
+                        Price((w / FINE) as i64)
+                    ),
+                ));
+            }
+            _ => published[z] = Some(v),
+        }
+    }
+    let published: Vec<i128> = published.into_iter().map(|p| p.unwrap_or(0)).collect();
+    // One pass over the steps, then the checks in the order of spec 3.5.
+    let (bid_offset, line_offset) = market.offsets(&mu);
+    let range = market.range(&bid_offset, &line_offset);
+    let scan = market.scan(flat, &bid_offset, &published, range)?;
+    market.check_balance(&scan.injection, &flows)?;
+    market.check_cuts(&scan.bid_injection, &flows, &mu)?;
+    let violation = || {
+        scan.violation
+            .map(|j| market.row_mismatch(j, flat, &bid_offset, &published))
+            .or_else(|| market.line_violation(&flows, &line_offset, &published))
+    };
+    let canonical = match market.settle(&scan.lo, &scan.hi, &flows, &line_offset) {
+        Ok(p) => p,
+        Err(z) => {
+            return Err(violation().unwrap_or_else(|| {
+                mismatch(
+                    format!("area price of {} for {label}", market.zone_name(z)),
+                    fine_label(published[z]),
+                    "a price consistent with the awards and flows; there is none",
+                )
+            }));
+        }
+    };
+    let differs = canonical.iter().zip(&published).position(|(a, b)| a != b);
+    if let Some(z) = differs {
+        return Err(mismatch(
+            format!("area price of {} for {label}", market.zone_name(z)),
+            fine_label(published[z]),
+            fine_label(canonical[z]),
+        ));
+    }
+    // Without cuts the canonical prices satisfy complementary slackness by construction
+    // (spec 3.4); with cuts their rounding to the tick is checked against the tolerance.
+    if let Some(v) = violation() {
+        return Err(v);
+    }
+    market.check_priority(flat, &scan.marginal)?;
+    let welfare = market
+        .check_objectives(&scan, &mu, &published, &line_offset)?
+        .0;
+    Ok(Checked {
+        flows,
+        mu,
+        priced: Priced {
+            zone_price: canonical,
+            bid_offset,
+        },
+        welfare,
+    })
+}
+
 /// Verifies a proposed pool outcome by its certificate (spec C5). `zonal` selects the zonal
 /// form (flows and cut shadow prices published) over the one-zone form.
 pub(crate) fn verify(
@@ -1184,11 +1342,7 @@ pub(crate) fn verify(
     let (layout, products) = Layout::new(input);
     let flat =
         read_awards(input, &layout, &proposed.outcome.awards).map_err(VerifyError::Mismatch)?;
-    let mut markets = Vec::new();
-    for (product, bids) in products {
-        markets
-            .push(Market::new(input, &layout, mode, product, bids).map_err(VerifyError::Clearing)?);
-    }
+    let markets = markets_of(input, &layout, mode, &products).map_err(VerifyError::Clearing)?;
     let o = &proposed.outcome;
     let mismatch_err = |m: ClearingMismatch| VerifyError::Mismatch(m);
     // Published rows must cover exactly the expected keys, in canonical order.
@@ -1210,131 +1364,30 @@ pub(crate) fn verify(
     };
     let mut trade_price = vec![None; input.bids.len()];
     let mut welfare: i128 = 0;
-    let mut area_row = 0usize;
-    let mut flow_row = 0usize;
+    // Each product's rows start where the products before it end.
+    let mut rows = Vec::with_capacity(markets.len());
+    let (mut flow_row, mut area_row) = (0usize, 0usize);
     for market in &markets {
-        let label = product_label(&market.product);
-        let mut flows = Vec::with_capacity(market.lines.len());
-        let mut sorted: Vec<_> = market
-            .lines
-            .iter()
-            .map(|l| input.tie_lines[l.index].id)
-            .collect();
-        sorted.sort();
-        for l in &market.lines {
-            let id = input.tie_lines[l.index].id;
-            let row = flow_row + sorted.binary_search(&id).unwrap_or(0);
-            match o.flows.get(row) {
-                Some(f) if f.product == market.product && f.tie_line == id => flows.push(f.flow.0),
-                _ => {
-                    return Err(mismatch_err(mismatch(
-                        format!("tie-line flow {row}"),
-                        o.flows
-                            .get(row)
-                            .map_or("nothing".into(), |f| format!("{f:?}")),
-                        format!("the flow of line {id} for {label}"),
-                    )));
-                }
-            }
-        }
+        rows.push((market, flow_row, area_row));
         flow_row += market.lines.len();
-        let mu: Vec<i64> = market.cuts.iter().map(|&c| o.cut_prices[c].0).collect();
-        market.check_lines(&flows).map_err(mismatch_err)?;
-        // Published zone prices.
-        let mut published = vec![None::<i128>; market.zones];
-        let mut by_area: Vec<(AreaId, usize)> = input
-            .areas
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.id, i))
-            .collect();
-        by_area.sort();
-        for (k, &(area, ai)) in by_area.iter().enumerate() {
-            let row = area_row + k;
-            let Some(ap) = o
-                .area_prices
-                .get(row)
-                .filter(|p| p.product == market.product && p.area == area)
-            else {
-                return Err(mismatch_err(mismatch(
-                    format!("area price {row}"),
-                    o.area_prices
-                        .get(row)
-                        .map_or("nothing".into(), |p| format!("{p:?}")),
-                    format!("the price of area {area} for {label}"),
-                )));
-            };
-            let z = if mode == Mode::Zonal { ai } else { 0 };
-            let v = i128::from(ap.price.0) * FINE;
-            match published[z] {
-                Some(w) if w != v => {
-                    return Err(mismatch_err(mismatch(
-                        format!("area price of area {area} for {label}"),
-                        ap.price,
-                        format!(
-                            "{} (one price for the whole market)",
-                            Price((w / FINE) as i64)
-                        ),
-                    )));
-                }
-                _ => published[z] = Some(v),
-            }
-        }
-        area_row += by_area.len();
-        let published: Vec<i128> = published.into_iter().map(|p| p.unwrap_or(0)).collect();
-        // One pass over the steps, then the checks in the order of spec 3.5.
-        let (bid_offset, line_offset) = market.offsets(&mu);
-        let range = market.range(&bid_offset, &line_offset);
-        let scan = market
-            .scan(&flat, &bid_offset, &published, range)
-            .map_err(mismatch_err)?;
-        market
-            .check_balance(&scan.injection, &flows)
-            .map_err(mismatch_err)?;
-        market
-            .check_cuts(&scan.bid_injection, &flows, &mu)
-            .map_err(mismatch_err)?;
-        let violation = || {
-            scan.violation
-                .map(|j| market.row_mismatch(j, &flat, &bid_offset, &published))
-                .or_else(|| market.line_violation(&flows, &line_offset, &published))
-        };
-        let canonical = match market.settle(&scan.lo, &scan.hi, &flows, &line_offset) {
-            Ok(p) => p,
-            Err(z) => {
-                return Err(mismatch_err(violation().unwrap_or_else(|| {
-                    mismatch(
-                        format!("area price of {} for {label}", market.zone_name(z)),
-                        fine_label(published[z]),
-                        "a price consistent with the awards and flows; there is none",
-                    )
-                })));
-            }
-        };
-        let differs = canonical.iter().zip(&published).position(|(a, b)| a != b);
-        if let Some(z) = differs {
-            return Err(mismatch_err(mismatch(
-                format!("area price of {} for {label}", market.zone_name(z)),
-                fine_label(published[z]),
-                fine_label(canonical[z]),
-            )));
-        }
-        // Without cuts the canonical prices satisfy complementary slackness by construction
-        // (spec 3.4); with cuts their rounding to the tick is checked against the tolerance.
-        if let Some(v) = violation() {
-            return Err(mismatch_err(v));
-        }
-        market
-            .check_priority(&flat, &scan.marginal)
-            .map_err(mismatch_err)?;
-        welfare += market
-            .check_objectives(&scan, &mu, &published, &line_offset)
-            .map_err(mismatch_err)?
-            .0;
-        let priced = Priced {
-            zone_price: canonical,
-            bid_offset,
-        };
+        area_row += input.areas.len();
+    }
+    // Products are checked on every core (spec 3.1); the first that fails names the error.
+    let checked = super::parallel_map(
+        &rows,
+        || (),
+        |_, &(market, flow_row, area_row)| {
+            check_product(input, mode, o, market, &flat, flow_row, area_row)
+        },
+    );
+    for (market, result) in markets.iter().zip(checked) {
+        let Checked {
+            flows,
+            mu,
+            priced,
+            welfare: w,
+        } = result.map_err(mismatch_err)?;
+        welfare += w;
         for (k, &c) in market.cuts.iter().enumerate() {
             expected.cut_prices[c] = Price(mu[k]);
         }

@@ -13,7 +13,7 @@ use crate::genesis::ClearingRule;
 use crate::market::Side;
 
 use super::pool::{self, Layout, Market, Mode};
-use super::{Cleared, Clearing, ClearingError, ClearingInput, VerifyError};
+use super::{Cleared, Clearing, ClearingError, ClearingInput, VerifyError, parallel_map};
 
 /// Zonal market coupling: per product, the welfare-maximising acceptance of bid steps and
 /// tie-line flows subject to each area's balance, each tie line's capacity per direction and
@@ -35,16 +35,28 @@ impl Clearing for ZonalCoupling {
 
     fn clear(&self, input: &ClearingInput<'_>) -> Result<Cleared, ClearingError> {
         let (layout, products) = Layout::new(input);
+        // Products are independent programmes (spec 3.1): built and solved on every core,
+        // each worker writing its products' awards into its own copy of the flat array.
+        let markets = pool::markets_of(input, &layout, Mode::Zonal, &products)?;
+        let solved = parallel_map(
+            &markets,
+            || vec![0i64; layout.total()],
+            |scratch, market| {
+                let (flows, mu) = solve(market, scratch)?;
+                let awards: Vec<i64> = market.rows.iter().map(|r| scratch[r.flat()]).collect();
+                Ok::<_, ClearingError>((awards, flows, mu))
+            },
+        );
         let mut flat = vec![0i64; layout.total()];
-        let mut markets = Vec::new();
-        let mut flows = Vec::new();
-        let mut mus = Vec::new();
-        for (product, bids) in products {
-            let market = Market::new(input, &layout, Mode::Zonal, product, bids)?;
-            let (f, mu) = solve(&market, &mut flat)?;
+        let mut flows = Vec::with_capacity(markets.len());
+        let mut mus = Vec::with_capacity(markets.len());
+        for (market, result) in markets.iter().zip(solved) {
+            let (awards, f, mu) = result?;
+            for (row, x) in market.rows.iter().zip(awards) {
+                flat[row.flat()] = x;
+            }
             flows.push(f);
             mus.push(mu);
-            markets.push(market);
         }
         let cleared = pool::assemble(input, Mode::Zonal, &layout, &markets, &flat, &flows, &mus)?;
         pool::verify(input, Mode::Zonal, &cleared).map_err(|e| {
