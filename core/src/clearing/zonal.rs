@@ -292,6 +292,71 @@ fn solve(market: &Market<'_, '_>, flat: &mut [i64]) -> Result<(Vec<i64>, Vec<i64
     Ok((flows, mu))
 }
 
+/// Where a zone's rounding residual goes: into a marginal class, or into another zone's
+/// opposite residual.
+#[derive(Clone, Copy)]
+enum Sink {
+    Class(usize),
+    Zone,
+}
+
+/// The nearest zone to `z` for which `sink` gives a sink, by breadth-first search over free
+/// lines with room to move energy away from `z` (`sign` > 0, an excess) or toward it (a
+/// deficit); with the sink and each reached zone's predecessor (zone, line).
+#[allow(clippy::type_complexity)]
+fn nearest(
+    market: &Market<'_, '_>,
+    flows: &[i64],
+    free: &[bool],
+    z: usize,
+    sign: i64,
+    sink: impl Fn(usize) -> Option<Sink>,
+) -> Option<(usize, Sink, Vec<Option<(usize, usize)>>)> {
+    let zones = market.zones;
+    let mut prev: Vec<Option<(usize, usize)>> = vec![None; zones];
+    let mut seen = vec![false; zones];
+    seen[z] = true;
+    let mut queue = VecDeque::from([z]);
+    while let Some(a) = queue.pop_front() {
+        if let Some(found) = sink(a) {
+            return Some((a, found, prev));
+        }
+        for (l, line) in market.lines.iter().enumerate() {
+            if !free[l] {
+                continue;
+            }
+            // Moving energy along the line from a to b, in the direction the residual needs.
+            let (b, cap) = if line.from == a {
+                (
+                    line.to,
+                    if sign > 0 {
+                        line.forward - flows[l]
+                    } else {
+                        flows[l] + line.backward
+                    },
+                )
+            } else if line.to == a {
+                (
+                    line.from,
+                    if sign > 0 {
+                        flows[l] + line.backward
+                    } else {
+                        line.forward - flows[l]
+                    },
+                )
+            } else {
+                continue;
+            };
+            if cap > 0 && !seen[b] {
+                seen[b] = true;
+                prev[b] = Some((a, l));
+                queue.push_back(b);
+            }
+        }
+    }
+    None
+}
+
 /// Makes every zone balance exactly after rounding, moving only marginal classes and free
 /// (uncongested) lines. Bounded: each step zeroes a residual or exhausts a class or a line.
 fn repair(
@@ -335,54 +400,18 @@ fn repair(
             return Ok(());
         };
         let sign = net[z].signum();
-        // A zone with a marginal class that has room, nearest by free lines that can move
-        // energy away from z (excess) or toward it (deficit).
-        let mut prev: Vec<Option<(usize, usize)>> = vec![None; zones];
-        let mut seen = vec![false; zones];
-        seen[z] = true;
-        let mut queue = VecDeque::from([z]);
-        let mut target = None;
-        while let Some(a) = queue.pop_front() {
-            if let Some(c) =
-                (0..classes.len()).find(|&c| classes[c].zone == a && room(c, sign, total) > 0)
-            {
-                target = Some((a, c));
-                break;
-            }
-            for (l, line) in market.lines.iter().enumerate() {
-                if !free[l] {
-                    continue;
-                }
-                // Moving energy along the line from a to b, in the direction the residual needs.
-                let (b, cap) = if line.from == a {
-                    (
-                        line.to,
-                        if sign > 0 {
-                            line.forward - flows[l]
-                        } else {
-                            flows[l] + line.backward
-                        },
-                    )
-                } else if line.to == a {
-                    (
-                        line.from,
-                        if sign > 0 {
-                            flows[l] + line.backward
-                        } else {
-                            line.forward - flows[l]
-                        },
-                    )
-                } else {
-                    continue;
-                };
-                if cap > 0 && !seen[b] {
-                    seen[b] = true;
-                    prev[b] = Some((a, l));
-                    queue.push_back(b);
-                }
-            }
-        }
-        let Some((w, c)) = target else {
+        // Nearest by free lines that can move energy away from z (excess) or toward it
+        // (deficit): a zone with a marginal class that has room; failing that, a zone whose
+        // residual is the opposite of z's (residuals of rounded flows cancel over free lines).
+        let has_room = |a: usize| {
+            (0..classes.len())
+                .find(|&c| classes[c].zone == a && room(c, sign, total) > 0)
+                .map(Sink::Class)
+        };
+        let opposite = |a: usize| (a != z && net[a].signum() == -sign).then_some(Sink::Zone);
+        let Some((w, sink, prev)) = nearest(market, flows, free, z, sign, has_room)
+            .or_else(|| nearest(market, flows, free, z, sign, opposite))
+        else {
             return Err(ClearingError::Solver(format!(
                 "cannot round the solution for {} to whole kWh: {} has {} kWh left over",
                 pool::product_label(&market.product),
@@ -390,7 +419,10 @@ fn repair(
                 net[z]
             )));
         };
-        let mut amount = net[z].abs().min(room(c, sign, total));
+        let mut amount = net[z].abs().min(match sink {
+            Sink::Class(c) => room(c, sign, total),
+            Sink::Zone => net[w].abs(),
+        });
         let mut path = Vec::new();
         let mut at = w;
         while let Some((a, l)) = prev[at] {
@@ -415,7 +447,10 @@ fn repair(
                 -amount
             };
         }
-        absorb(c, amount, sign, total);
+        match sink {
+            Sink::Class(c) => absorb(c, amount, sign, total),
+            Sink::Zone => net[w] += sign * amount,
+        }
         net[z] -= sign * amount;
     }
     Err(ClearingError::Solver(format!(

@@ -98,6 +98,13 @@ pub struct Cluster {
     /// another). Any value gives the same run, event for event (see
     /// [`Cluster::process_round`]); more threads give it sooner.
     pub threads: usize,
+    /// Whether to encode every message sent, to record the largest in
+    /// [`Cluster::largest_message`] (a benchmark's figure; off by default, as it costs an
+    /// encoding per message).
+    pub measure_messages: bool,
+    /// The largest message sent while [`Cluster::measure_messages`] was on: its encoded
+    /// length in bytes (as a frame carries it, [`crate::encoding::Tagged`]) and its kind.
+    pub largest_message: Option<(usize, &'static str)>,
     /// Per member (by index): when it would finish its last step if every member ran on its
     /// own machine and messages arrived the moment they were sent ([`Cluster::critical_path`]).
     busy: Vec<Duration>,
@@ -153,6 +160,19 @@ impl Cluster {
             replies: Vec::new(),
             evidence: Vec::new(),
             threads: 1,
+            measure_messages: false,
+            largest_message: None,
+        }
+    }
+
+    /// Records `msg`'s size when [`Cluster::measure_messages`] is on.
+    fn measure(&mut self, msg: &Message) {
+        if !self.measure_messages {
+            return;
+        }
+        let len = crate::encoding::Tagged::to_canonical_bytes(msg).len();
+        if self.largest_message.is_none_or(|(l, _)| len > l) {
+            self.largest_message = Some((len, msg.kind()));
         }
     }
 
@@ -206,6 +226,13 @@ impl Cluster {
         self.busy.iter().copied().max().unwrap_or_default()
     }
 
+    /// Starts the critical path afresh from here: what the members did before (their bid
+    /// intake, say) no longer counts, and pending events are ready at once.
+    pub fn reset_critical_path(&mut self) {
+        self.busy.iter_mut().for_each(|b| *b = Duration::ZERO);
+        self.ready.values_mut().for_each(|r| *r = Duration::ZERO);
+    }
+
     /// Schedules an event that member `i` caused in its last step.
     fn schedule_from(&mut self, i: usize, at: u64, e: Event) -> (u64, u64) {
         let key = self.schedule(at, e);
@@ -230,6 +257,7 @@ impl Cluster {
                     self.nodes[i].store.records.retain(|r| r.height() >= below)
                 }
                 Effect::Send { to, msg } => {
+                    self.measure(&msg);
                     self.schedule_from(
                         i,
                         self.now + LATENCY_MS,
@@ -237,6 +265,7 @@ impl Cluster {
                     );
                 }
                 Effect::Broadcast(msg) => {
+                    self.measure(&msg);
                     for &to in members.iter().filter(|&&m| m != me) {
                         self.schedule_from(
                             i,
@@ -261,14 +290,12 @@ impl Cluster {
                         .filter(|b| (from..=to_height).contains(&b.header.height))
                         .cloned()
                         .collect();
+                    let msg = Message::SyncResponse(blocks);
+                    self.measure(&msg);
                     self.schedule_from(
                         i,
                         self.now + LATENCY_MS,
-                        Event::Deliver {
-                            from: me,
-                            to,
-                            msg: Message::SyncResponse(blocks),
-                        },
+                        Event::Deliver { from: me, to, msg },
                     );
                 }
                 Effect::SetTimer { timer, after_ms } => {

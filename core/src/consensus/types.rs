@@ -110,6 +110,23 @@ pub struct Position {
 }
 
 impl Message {
+    /// The message's kind, for reports and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Batch(_) => "batch",
+            Message::Proposal(_) => "proposal",
+            Message::Vote(_) => "vote",
+            Message::Endorsed(_) => "endorsement certificate",
+            Message::Objection(..) => "objection",
+            Message::Appeal { .. } => "appeal",
+            Message::Skip(..) => "skip vote",
+            Message::ViewCertificate(..) => "view certificate",
+            Message::Decided(_) => "decided block",
+            Message::SyncRequest { .. } => "sync request",
+            Message::SyncResponse(_) => "sync response",
+        }
+    }
+
     /// The height (and view) this message is about; none for a sync request (any node ahead
     /// of its height answers it) and for an empty sync response.
     pub fn position(&self) -> Option<Position> {
