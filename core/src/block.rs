@@ -13,14 +13,14 @@ use crate::clearing::{ClearingRecord, Cut};
 use crate::crypto::{Digest, PublicKey, Signature, SignatureScheme, Signed, digest_of};
 use crate::encoding::{Canonical, DecodeError, DecodeErrorKind, Reader};
 use crate::genesis::{Genesis, MAX_MEMBERS};
-use crate::market::{MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt, Trade};
+use crate::market::{SignedBatch, SignedBid, SignedReceipt, Trade};
 use crate::merkle;
 use crate::units::{AreaId, NodeId, ParticipantId, Timestamp};
 
 /// The block format this build writes and reads.
 pub const BLOCK_VERSION: u16 = 1;
-/// Most trades in one block.
-pub const MAX_BLOCK_TRADES: usize = 2 * MAX_BATCH_BIDS;
+/// Most trades in one block (as many as a clearing outcome may award steps).
+pub const MAX_BLOCK_TRADES: usize = crate::clearing::MAX_AWARDS;
 /// The highest view a block may be proposed in; also bounds the skipped-primaries list.
 pub const MAX_VIEW: u32 = 1024;
 /// Most objections recorded in one block.

@@ -7,8 +7,10 @@ use crate::units::{AreaId, BusId, NodeId, ParticipantId, Price, Quantity, Timest
 
 /// Most price-quantity steps in one bid.
 pub const MAX_BID_STEPS: usize = 32;
-/// Most bids in one home node's batch for one height.
-pub const MAX_BATCH_BIDS: usize = 250_000;
+/// Most bids in one home node's batch for one height: a full batch of the largest bids, signed,
+/// fits one frame (asserted with the other message limits in [`crate::consensus::wire`]). A
+/// home node refuses further bids for the height with [`BidError::BatchFull`].
+pub const MAX_BATCH_BIDS: usize = 90_000;
 
 /// Whether a bid buys or sells energy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

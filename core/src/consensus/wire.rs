@@ -42,6 +42,37 @@ pub const MAX_DETAIL_LEN: usize = 4096;
 /// Most trades of one participant reported for one block.
 pub const MAX_REPORTED_TRADES: usize = crate::block::MAX_BLOCK_TRADES;
 
+/// The most a message adds around what it carries: the tag and version of its encoding, its
+/// variant byte, and a signature with its envelope.
+pub const MESSAGE_OVERHEAD: usize = 256;
+
+/// Every message whose size is bounded by the protocol's limits alone fits one frame; the
+/// build fails if a limit is raised past that (spec 1.3). What is not here grows with the
+/// round: a proposal, a decided block, a skip vote with its locked proposal and a sync
+/// response carry the round's batches and outcome (the SDAC benchmark prints the largest).
+const _: () = {
+    use crate::block::{Appeal, SkipVote, Vote};
+    use crate::encoding::Tagged;
+    use crate::market::{Bid, BidBatch, BidReceipt};
+    const fn fits(len: usize) -> bool {
+        len + MESSAGE_OVERHEAD <= MAX_WIRE_LEN
+    }
+    // A home node's full batch of the largest bids, as a `Batch` message or with the
+    // missing-batch objection that brings it (an objection naming one digest: under 4 KiB).
+    assert!(fits(<BidBatch as Tagged>::MAX_ENCODED_LEN + 4096));
+    // A participant's request of the most bids, and the replies to it.
+    assert!(fits(
+        MAX_REQUEST_BIDS * (<Bid as Tagged>::MAX_ENCODED_LEN + MESSAGE_OVERHEAD)
+    ));
+    assert!(fits(
+        MAX_REPLIES * (<BidReceipt as Tagged>::MAX_ENCODED_LEN + MAX_DETAIL_LEN)
+    ));
+    // Votes, appeals and skip votes.
+    assert!(fits(<Vote as Tagged>::MAX_ENCODED_LEN));
+    assert!(fits(<Appeal as Tagged>::MAX_ENCODED_LEN));
+    assert!(fits(<SkipVote as Tagged>::MAX_ENCODED_LEN));
+};
+
 fn invalid(value: u8) -> DecodeError {
     DecodeError::new(DecodeErrorKind::InvalidDiscriminant { value })
 }
