@@ -189,6 +189,11 @@ crate::canonical_struct!(Timing {
 });
 
 impl Timing {
+    /// The primary's default wait for missing batches, in ms (the node binary's default).
+    pub const DEFAULT_BATCH_WAIT_MS: u64 = 500;
+    /// The default view timeout, in ms (the node binary's default).
+    pub const DEFAULT_VIEW_TIMEOUT_MS: u64 = 2_000;
+
     /// How long after `now` the gate of `height`, opening now, closes: `gate_ms`, or with a
     /// schedule the time left until the height's gate (0 if it has passed).
     pub fn gate_after(&self, height: u64, now: Timestamp) -> u64 {

@@ -10,6 +10,10 @@
 //! (comma-separated rounds per size, default `10,5,3`) and `CHUNK` (bids per request, default
 //! 64) change the run; `BENCH_LOG` sets the nodes' log filter (default `warn`) and
 //! `BENCH_KEEP` keeps the cluster's files (logs, databases) in the temporary directory.
+//! `STEPS` (default 1) gives each bid that many price-quantity steps, so that, for example,
+//! `SIZES=31250 STEPS=32` is a round of 1,000,000 bid steps; `DEFAULT_TIMINGS=1` runs the
+//! node's default batch wait and view timeout (500 ms, 2 s) instead of ones that grow with
+//! the round.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,20 +103,62 @@ async fn committed(c: &ParticipantClient) -> u64 {
     c.status().await.map_or(0, |s| s.height - 1)
 }
 
-async fn run_size(bin: &Path, size: u64, rounds: u64, chunk: usize, gate_ms: u64) -> SizeResult {
+/// Bid `k`'s round bid with `steps` steps: the sample bid's side and price level, each further
+/// step a cent worse and the same quantity.
+fn bid_with_steps(
+    consortium: &tieline_core::sample::SampleConsortium,
+    k: usize,
+    nonce: u64,
+    steps: usize,
+) -> SignedBid {
+    let one = consortium.bid(k, 1, nonce);
+    if steps <= 1 {
+        return one;
+    }
+    let first = one.body.steps[0];
+    let side = one.body.side;
+    let steps = (0..steps as i64)
+        .map(|i| tieline_core::market::BidStep {
+            price: tieline_core::units::Price(match side {
+                tieline_core::market::Side::Sell => first.price.0 + i * 100,
+                tieline_core::market::Side::Buy => first.price.0 - i * 100,
+            }),
+            quantity: first.quantity,
+        })
+        .collect();
+    consortium.bid_with(k, side, steps, 1, nonce)
+}
+
+async fn run_size(
+    bin: &Path,
+    size: u64,
+    rounds: u64,
+    chunk: usize,
+    gate_ms: u64,
+    steps: usize,
+) -> SizeResult {
     let dir = std::env::temp_dir().join(format!("tieline-bench-{}-{size}", std::process::id()));
     let spec = ClusterSpec {
         market: ClusterMarket::Sample,
         members: 4,
         participants_per_member: PARTICIPANTS_PER_MEMBER,
-        timing: Timing {
-            gate_ms,
-            // The primary waits for every home's batch before it clears: a batch of 25,000
-            // bids takes seconds to arrive and be verified, and a proposal without it does
-            // not commit in view 0 (see the closing note of issue 7).
-            batch_wait_ms: 2_000 + size / 5,
-            view_timeout_ms: 20_000 + size / 2,
-            schedule: None,
+        timing: if std::env::var_os("DEFAULT_TIMINGS").is_some() {
+            Timing {
+                gate_ms,
+                batch_wait_ms: Timing::DEFAULT_BATCH_WAIT_MS,
+                view_timeout_ms: Timing::DEFAULT_VIEW_TIMEOUT_MS,
+                schedule: None,
+            }
+        } else {
+            Timing {
+                gate_ms,
+                // The primary waits for every home's batch before it clears: a batch of 25,000
+                // bids takes seconds to arrive and be verified, and a proposal without it does
+                // not commit in view 0 (see the closing note of issue 7).
+                batch_wait_ms: 2_000 + size / 5,
+                view_timeout_ms: 20_000 + size / 2,
+                schedule: None,
+            }
         },
         log_level: std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into()),
     };
@@ -132,7 +178,7 @@ async fn run_size(bin: &Path, size: u64, rounds: u64, chunk: usize, gate_ms: u64
                 for i in 0..size as usize {
                     let k = i % participants;
                     let nonce = r * 1_000_000 + (i / participants) as u64 + 1;
-                    by_participant[k].push(consortium.bid(k, 1, nonce));
+                    by_participant[k].push(bid_with_steps(consortium, k, nonce, steps));
                 }
                 by_participant
             })
@@ -257,6 +303,7 @@ fn main() {
     let sizes = env_list("SIZES", &[1_000, 10_000, 100_000]);
     let rounds = env_list("ROUNDS", &[10, 5, 3]);
     let chunk = env_list("CHUNK", &[64])[0].max(1) as usize;
+    let steps = env_list("STEPS", &[1])[0].clamp(1, 32) as usize;
     let bin = release_binary();
     let sample = tieline_core::sample::SampleConsortium::new(4, PARTICIPANTS_PER_MEMBER);
     let bids: Vec<SignedBid> = (0..4000)
@@ -279,13 +326,14 @@ fn main() {
         let n = rounds.get(i).copied().unwrap_or(3).max(1);
         // The gate must stay open long enough to take a round's bids.
         let gate_ms = ((2.0 * size as f64 / expected_rate) * 1000.0).max(1000.0) as u64;
-        let r = runtime.block_on(run_size(&bin, size, n, chunk, gate_ms));
+        let r = runtime.block_on(run_size(&bin, size, n, chunk, gate_ms, steps));
         expected_rate = r.intake.min(expected_rate * 4.0);
         let mut sorted = r.latencies.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "{:>7} bids/round: intake {:>7.0} bids/s with receipts ({:.0}% of single-core verification), commit latency after gate closure median {:.3}s p99 {:.3}s over {} rounds (gate {} ms){}{}",
+            "{:>7} bids/round ({} bid steps): intake {:>7.0} bids/s with receipts ({:.0}% of single-core verification), commit latency after gate closure median {:.3}s p99 {:.3}s over {} rounds (gate {} ms){}{}",
             r.size,
+            r.size * steps as u64,
             r.intake,
             100.0 * r.intake / verify,
             percentile(&sorted, 0.5),

@@ -239,10 +239,10 @@ struct GenesisArgs {
     #[arg(long)]
     first_delivery_day: Option<String>,
     /// The primary's wait for missing batches, in ms.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = Timing::DEFAULT_BATCH_WAIT_MS)]
     batch_wait_ms: u64,
     /// View timeout before a fault skip, in ms.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = Timing::DEFAULT_VIEW_TIMEOUT_MS)]
     view_timeout_ms: u64,
     /// Consecutive heights per primary.
     #[arg(long, default_value_t = 1)]
