@@ -12,7 +12,7 @@ use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
 use tieline_core::consensus::{
     Context, Effect, Input, MAX_FALLBACK_LEVELS, MAX_SYNC_BLOCKS, Message, NoGridModel, NodeState,
-    Proposal, Record, SecurityCheck, Timer,
+    Proposal, Record, SecurityCheck, Timer, VIEW_ALLOWANCE_US_PER_BID,
 };
 use tieline_core::crypto::{Digest, Signed};
 use tieline_core::genesis::ClearingRule;
@@ -1593,4 +1593,80 @@ fn restore_rebuilds_pool_votes_lock_and_view_from_the_log() {
     assert_eq!(restored.batches, state.batches);
     assert!(restored.gate_closed);
     assert_eq!(restored.height, 1);
+}
+
+/// The view timer after `effects`, if they arm it for (1, 0).
+fn view_timer(effects: &[Effect]) -> Option<u64> {
+    effects.iter().find_map(|e| match e {
+        Effect::SetTimer {
+            timer: Timer::View(1, 0),
+            after_ms,
+        } => Some(*after_ms),
+        _ => None,
+    })
+}
+
+/// 2.7: a view's timeout grows by `VIEW_ALLOWANCE_US_PER_BID` for every bid of the batches
+/// the node holds; a new batch re-arms it from its arrival, but not once the node has voted to
+/// skip the view.
+#[test]
+fn the_view_timer_grows_with_the_rounds_bids() {
+    let s = SampleConsortium::new(4, 2);
+    let open: Vec<Arc<dyn SecurityCheck>> = (0..4)
+        .map(|_| Arc::new(NoGridModel) as Arc<dyn SecurityCheck>)
+        .collect();
+    let mut c = Cluster::from_sample(&s, open);
+    c.start();
+    // 100 bids at home node 1 (participants 0 and 1).
+    for n in 0..50 {
+        c.submit(s.bid(0, 1, n + 1));
+        c.submit(s.bid(1, 1, n + 1));
+    }
+    let ctx = c.nodes[0].ctx.clone();
+    let mut state = c.nodes[0].state.clone();
+    let base = s.genesis.timing.view_timeout_ms;
+    let allowance = |bids: u64| bids * VIEW_ALLOWANCE_US_PER_BID / 1_000;
+    let e = state.step(&ctx, NOW, Input::Timer(Timer::Gate(1)));
+    assert_eq!(view_timer(&e), Some(base + allowance(100)));
+    // Home node 2's batch of 200 bids (participants 2 and 3).
+    let batch_of = |j: usize, first: usize, bids: u64| {
+        let bids: Vec<_> = (0..bids)
+            .map(|n| s.bid(first + (n % 2) as usize, 1, n + 1))
+            .collect();
+        Signed::sign(
+            tieline_core::market::BidBatch {
+                chain_id: s.genesis.chain_id(),
+                height: 1,
+                home: s.genesis.members[j].id,
+                received: vec![NOW; bids.len()],
+                bids,
+                changes: Vec::new(),
+            },
+            &s.members[j],
+        )
+    };
+    let from = s.genesis.members[1].id;
+    let e = state.step(
+        &ctx,
+        NOW,
+        message(from, Message::Batch(batch_of(1, 2, 200))),
+    );
+    assert_eq!(view_timer(&e), Some(base + allowance(300)));
+    // The same batch again adds nothing and arms nothing.
+    let e = state.step(
+        &ctx,
+        NOW,
+        message(from, Message::Batch(batch_of(1, 2, 200))),
+    );
+    assert_eq!(view_timer(&e), None);
+    // Once the node has voted to skip the view, a late batch does not hold the skip back.
+    let e = state.step(&ctx, NOW, Input::Timer(Timer::View(1, 0)));
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, Effect::Persist(Record::Skip(_))))
+    );
+    let late = s.genesis.members[2].id;
+    let e = state.step(&ctx, NOW, message(late, Message::Batch(batch_of(2, 4, 10))));
+    assert!(state.batches.contains_key(&late));
+    assert_eq!(view_timer(&e), None);
 }
