@@ -11,8 +11,9 @@ use tieline_core::block::{
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
 use tieline_core::consensus::{
-    Context, Effect, Input, MAX_FALLBACK_LEVELS, MAX_SYNC_BLOCKS, Message, NoGridModel, NodeState,
-    Proposal, Record, SecurityCheck, Timer, VIEW_ALLOWANCE_US_PER_BID,
+    BATCH_WAIT_ALLOWANCE_US_PER_BID, Context, Effect, Input, MAX_FALLBACK_LEVELS, MAX_SYNC_BLOCKS,
+    Message, NoGridModel, NodeState, Proposal, Record, SecurityCheck, Timer,
+    VIEW_ALLOWANCE_US_PER_BID,
 };
 use tieline_core::crypto::{Digest, Signed};
 use tieline_core::genesis::ClearingRule;
@@ -1595,15 +1596,49 @@ fn restore_rebuilds_pool_votes_lock_and_view_from_the_log() {
     assert_eq!(restored.height, 1);
 }
 
-/// The view timer after `effects`, if they arm it for (1, 0).
-fn view_timer(effects: &[Effect]) -> Option<u64> {
+/// The timer `which` after `effects`, if they arm it.
+fn armed(effects: &[Effect], which: Timer) -> Option<u64> {
     effects.iter().find_map(|e| match e {
-        Effect::SetTimer {
-            timer: Timer::View(1, 0),
-            after_ms,
-        } => Some(*after_ms),
+        Effect::SetTimer { timer, after_ms } if *timer == which => Some(*after_ms),
         _ => None,
     })
+}
+
+/// Member `j`'s signed batch for height 1 of `bids` bids by participants `first` and
+/// `first + 1`, received at `NOW`.
+fn batch_of(
+    s: &SampleConsortium,
+    j: usize,
+    first: usize,
+    bids: u64,
+) -> tieline_core::market::SignedBatch {
+    let bids: Vec<_> = (0..bids)
+        .map(|n| s.bid(first + (n % 2) as usize, 1, n + 1))
+        .collect();
+    Signed::sign(
+        tieline_core::market::BidBatch {
+            chain_id: s.genesis.chain_id(),
+            height: 1,
+            home: s.genesis.members[j].id,
+            received: vec![NOW; bids.len()],
+            bids,
+            changes: Vec::new(),
+        },
+        &s.members[j],
+    )
+}
+
+/// A sample cluster of four members, started, with `bids` bids at member `j`'s participants.
+fn cluster_with_bids_at(s: &SampleConsortium, j: usize, bids: u64) -> Cluster {
+    let open: Vec<Arc<dyn SecurityCheck>> = (0..4)
+        .map(|_| Arc::new(NoGridModel) as Arc<dyn SecurityCheck>)
+        .collect();
+    let mut c = Cluster::from_sample(s, open);
+    c.start();
+    for n in 0..bids {
+        c.submit(s.bid(2 * j + (n % 2) as usize, 1, n + 1));
+    }
+    c
 }
 
 /// 2.7: a view's timeout grows by `VIEW_ALLOWANCE_US_PER_BID` for every bid of the batches
@@ -1612,61 +1647,90 @@ fn view_timer(effects: &[Effect]) -> Option<u64> {
 #[test]
 fn the_view_timer_grows_with_the_rounds_bids() {
     let s = SampleConsortium::new(4, 2);
-    let open: Vec<Arc<dyn SecurityCheck>> = (0..4)
-        .map(|_| Arc::new(NoGridModel) as Arc<dyn SecurityCheck>)
-        .collect();
-    let mut c = Cluster::from_sample(&s, open);
-    c.start();
-    // 100 bids at home node 1 (participants 0 and 1).
-    for n in 0..50 {
-        c.submit(s.bid(0, 1, n + 1));
-        c.submit(s.bid(1, 1, n + 1));
-    }
-    let ctx = c.nodes[0].ctx.clone();
-    let mut state = c.nodes[0].state.clone();
+    let primary = s.genesis.primary(1, 0);
+    // A member that is not the primary, with 100 bids at its participants.
+    let me = (0..4)
+        .find(|&j| s.genesis.members[j].id != primary)
+        .unwrap();
+    let c = cluster_with_bids_at(&s, me, 100);
+    let ctx = c.nodes[me].ctx.clone();
+    let mut state = c.nodes[me].state.clone();
     let base = s.genesis.timing.view_timeout_ms;
     let allowance = |bids: u64| bids * VIEW_ALLOWANCE_US_PER_BID / 1_000;
+    let view = Timer::View(1, 0);
     let e = state.step(&ctx, NOW, Input::Timer(Timer::Gate(1)));
-    assert_eq!(view_timer(&e), Some(base + allowance(100)));
-    // Home node 2's batch of 200 bids (participants 2 and 3).
-    let batch_of = |j: usize, first: usize, bids: u64| {
-        let bids: Vec<_> = (0..bids)
-            .map(|n| s.bid(first + (n % 2) as usize, 1, n + 1))
-            .collect();
-        Signed::sign(
-            tieline_core::market::BidBatch {
-                chain_id: s.genesis.chain_id(),
-                height: 1,
-                home: s.genesis.members[j].id,
-                received: vec![NOW; bids.len()],
-                bids,
-                changes: Vec::new(),
-            },
-            &s.members[j],
-        )
+    assert_eq!(armed(&e, view), Some(base + allowance(100)));
+    // Another home's batch of 200 bids.
+    let (j, k) = {
+        let others: Vec<usize> = (0..4).filter(|&j| j != me).collect();
+        (others[0], others[1])
     };
-    let from = s.genesis.members[1].id;
+    let from = s.genesis.members[j].id;
     let e = state.step(
         &ctx,
         NOW,
-        message(from, Message::Batch(batch_of(1, 2, 200))),
+        message(from, Message::Batch(batch_of(&s, j, 2 * j, 200))),
     );
-    assert_eq!(view_timer(&e), Some(base + allowance(300)));
+    assert_eq!(armed(&e, view), Some(base + allowance(300)));
     // The same batch again adds nothing and arms nothing.
     let e = state.step(
         &ctx,
         NOW,
-        message(from, Message::Batch(batch_of(1, 2, 200))),
+        message(from, Message::Batch(batch_of(&s, j, 2 * j, 200))),
     );
-    assert_eq!(view_timer(&e), None);
+    assert_eq!(armed(&e, view), None);
     // Once the node has voted to skip the view, a late batch does not hold the skip back.
-    let e = state.step(&ctx, NOW, Input::Timer(Timer::View(1, 0)));
+    let e = state.step(&ctx, NOW, Input::Timer(view));
     assert!(
         e.iter()
             .any(|e| matches!(e, Effect::Persist(Record::Skip(_))))
     );
-    let late = s.genesis.members[2].id;
-    let e = state.step(&ctx, NOW, message(late, Message::Batch(batch_of(2, 4, 10))));
+    let late = s.genesis.members[k].id;
+    let e = state.step(
+        &ctx,
+        NOW,
+        message(late, Message::Batch(batch_of(&s, k, 2 * k, 10))),
+    );
     assert!(state.batches.contains_key(&late));
-    assert_eq!(view_timer(&e), None);
+    assert_eq!(armed(&e, view), None);
+}
+
+/// 2.5: the view-0 primary's wait for missing batches grows by
+/// `BATCH_WAIT_ALLOWANCE_US_PER_BID` for every bid of the batches it holds, and starts again
+/// at each new batch, until every batch is in and it proposes.
+#[test]
+fn the_primarys_batch_wait_grows_with_the_rounds_bids() {
+    let s = SampleConsortium::new(4, 2);
+    let primary = s.genesis.primary(1, 0);
+    let p = (0..4)
+        .find(|&j| s.genesis.members[j].id == primary)
+        .unwrap();
+    let c = cluster_with_bids_at(&s, p, 100);
+    let ctx = c.nodes[p].ctx.clone();
+    let mut state = c.nodes[p].state.clone();
+    let base = s.genesis.timing.batch_wait_ms;
+    let allowance = |bids: u64| bids * BATCH_WAIT_ALLOWANCE_US_PER_BID / 1_000;
+    let wait = Timer::BatchWait(1);
+    let e = state.step(&ctx, NOW, Input::Timer(Timer::Gate(1)));
+    assert_eq!(armed(&e, wait), Some(base + allowance(100)));
+    let others: Vec<usize> = (0..4).filter(|&j| j != p).collect();
+    let mut held = 100;
+    for (n, &j) in others.iter().enumerate() {
+        let bids = 200 * (n as u64 + 1);
+        held += bids;
+        let from = s.genesis.members[j].id;
+        let e = state.step(
+            &ctx,
+            NOW,
+            message(from, Message::Batch(batch_of(&s, j, 2 * j, bids))),
+        );
+        if n + 1 < others.len() {
+            assert_eq!(armed(&e, wait), Some(base + allowance(held)));
+            assert!(proposed(&e).is_none());
+        } else {
+            // The last batch is in: the primary proposes and waits no more.
+            assert!(proposed(&e).is_some());
+            assert_eq!(armed(&e, wait), None);
+        }
+    }
 }

@@ -16,8 +16,8 @@ pub mod wire;
 pub use context::Mutation;
 pub use context::{ConstraintList, Context, CutValues, NoGridModel, SecurityCheck};
 pub use node::{
-    Lock, MAX_FALLBACK_LEVELS, ManagementNode, Negotiation, NodeState, VIEW_ALLOWANCE_US_PER_BID,
-    VerifiedBids,
+    BATCH_WAIT_ALLOWANCE_US_PER_BID, Lock, MAX_FALLBACK_LEVELS, ManagementNode, Negotiation,
+    NodeState, VIEW_ALLOWANCE_US_PER_BID, VerifiedBids,
 };
 pub use types::{
     Effect, Input, MAX_SYNC_BLOCKS, Message, Place, Position, Proposal, Record, Reply, RestoreKey,
