@@ -300,10 +300,28 @@ enum Sink {
     Zone,
 }
 
+/// How much more energy `line` can move away from its end `a` (an excess, `sign` > 0) or
+/// toward it (a deficit), where `a_is_from` tells which end `a` is.
+fn line_room(line: &pool::Line, flow: i64, a_is_from: bool, sign: i64) -> i64 {
+    if a_is_from == (sign > 0) {
+        line.forward - flow
+    } else {
+        flow + line.backward
+    }
+}
+
+/// Where a residual of zone `z` can go: the zone `zone` with a sink, reached from `z` over
+/// `path`, the free lines it crosses as (the line's end nearer `z`, line), from `zone` back to
+/// `z`.
+struct Route {
+    zone: usize,
+    sink: Sink,
+    path: Vec<(usize, usize)>,
+}
+
 /// The nearest zone to `z` for which `sink` gives a sink, by breadth-first search over free
 /// lines with room to move energy away from `z` (`sign` > 0, an excess) or toward it (a
-/// deficit); with the sink and each reached zone's predecessor (zone, line).
-#[allow(clippy::type_complexity)]
+/// deficit).
 fn nearest(
     market: &Market<'_, '_>,
     flows: &[i64],
@@ -311,43 +329,34 @@ fn nearest(
     z: usize,
     sign: i64,
     sink: impl Fn(usize) -> Option<Sink>,
-) -> Option<(usize, Sink, Vec<Option<(usize, usize)>>)> {
-    let zones = market.zones;
-    let mut prev: Vec<Option<(usize, usize)>> = vec![None; zones];
-    let mut seen = vec![false; zones];
+) -> Option<Route> {
+    let mut prev: Vec<Option<(usize, usize)>> = vec![None; market.zones];
+    let mut seen = vec![false; market.zones];
     seen[z] = true;
     let mut queue = VecDeque::from([z]);
     while let Some(a) = queue.pop_front() {
         if let Some(found) = sink(a) {
-            return Some((a, found, prev));
+            let mut path = Vec::new();
+            let mut at = a;
+            while let Some((from, l)) = prev[at] {
+                path.push((from, l));
+                at = from;
+            }
+            return Some(Route {
+                zone: a,
+                sink: found,
+                path,
+            });
         }
         for (l, line) in market.lines.iter().enumerate() {
-            if !free[l] {
-                continue;
-            }
-            // Moving energy along the line from a to b, in the direction the residual needs.
-            let (b, cap) = if line.from == a {
-                (
-                    line.to,
-                    if sign > 0 {
-                        line.forward - flows[l]
-                    } else {
-                        flows[l] + line.backward
-                    },
-                )
+            let b = if line.from == a {
+                line.to
             } else if line.to == a {
-                (
-                    line.from,
-                    if sign > 0 {
-                        flows[l] + line.backward
-                    } else {
-                        line.forward - flows[l]
-                    },
-                )
+                line.from
             } else {
                 continue;
             };
-            if cap > 0 && !seen[b] {
+            if free[l] && !seen[b] && line_room(line, flows[l], line.from == a, sign) > 0 {
                 seen[b] = true;
                 prev[b] = Some((a, l));
                 queue.push_back(b);
@@ -409,7 +418,11 @@ fn repair(
                 .map(Sink::Class)
         };
         let opposite = |a: usize| (a != z && net[a].signum() == -sign).then_some(Sink::Zone);
-        let Some((w, sink, prev)) = nearest(market, flows, free, z, sign, has_room)
+        let Some(Route {
+            zone: w,
+            sink,
+            path,
+        }) = nearest(market, flows, free, z, sign, has_room)
             .or_else(|| nearest(market, flows, free, z, sign, opposite))
         else {
             return Err(ClearingError::Solver(format!(
@@ -423,23 +436,12 @@ fn repair(
             Sink::Class(c) => room(c, sign, total),
             Sink::Zone => net[w].abs(),
         });
-        let mut path = Vec::new();
-        let mut at = w;
-        while let Some((a, l)) = prev[at] {
-            path.push((a, at, l));
-            at = a;
-        }
-        for &(a, _, l) in &path {
+        for &(a, l) in &path {
             let line = &market.lines[l];
-            let cap = if (line.from == a) == (sign > 0) {
-                line.forward - flows[l]
-            } else {
-                flows[l] + line.backward
-            };
-            amount = amount.min(cap);
+            amount = amount.min(line_room(line, flows[l], line.from == a, sign));
         }
         // Energy moves from z toward w for an excess, from w toward z for a deficit.
-        for &(a, _, l) in &path {
+        for &(a, l) in &path {
             let forward = market.lines[l].from == a;
             flows[l] += if forward == (sign > 0) {
                 amount

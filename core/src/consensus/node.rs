@@ -508,10 +508,7 @@ impl NodeState {
         } else {
             self.arm_view_timer(out);
             if self.primary(ctx) == ctx.me && self.own.is_none() {
-                out.push(Effect::SetTimer {
-                    timer: Timer::BatchWait(self.height),
-                    after_ms: self.batch_wait(ctx),
-                });
+                self.arm_batch_wait(out);
             }
             self.send_skip_votes(out);
         }
@@ -520,6 +517,13 @@ impl NodeState {
                 from: self.height,
             }));
         }
+    }
+
+    fn arm_batch_wait(&self, out: &mut Out<'_>) {
+        out.push(Effect::SetTimer {
+            timer: Timer::BatchWait(self.height),
+            after_ms: self.batch_wait(out.ctx),
+        });
     }
 
     fn arm_view_timer(&self, out: &mut Out<'_>) {
@@ -736,10 +740,7 @@ impl NodeState {
                     if self.batches.len() == out.ctx.genesis.n() {
                         self.propose(out, 0);
                     } else {
-                        out.push(Effect::SetTimer {
-                            timer: Timer::BatchWait(h),
-                            after_ms: self.batch_wait(out.ctx),
-                        });
+                        self.arm_batch_wait(out);
                     }
                 }
             }
@@ -899,28 +900,16 @@ impl NodeState {
         }
         let current = b.body.height == self.height;
         if self.keep_batch(out, b) {
-            // The round just grew: its view gets the new batch's allowance, measured from its
-            // arrival, until this node holds a proposal or gave up on the view (spec 2.7).
-            if self.gate_closed
-                && self.proposal.is_none()
-                && !self.skipped(out.ctx, self.view)
-                && current
-            {
+            // The round just grew: the view gets the new batch's allowance, measured from its
+            // arrival, until this node holds a proposal or gave up on the view (spec 2.7); the
+            // view-0 primary still waiting for batches waits again likewise (spec 2.5).
+            let grew = current && self.gate_closed;
+            if grew && self.proposal.is_none() && !self.skipped(out.ctx, self.view) {
                 self.arm_view_timer(out);
             }
             self.propose_when_batches_are_in(out);
-            // The view-0 primary still waiting for batches waits again, with the new batch's
-            // allowance, from its arrival (spec 2.5).
-            if current
-                && self.gate_closed
-                && self.view == 0
-                && self.own.is_none()
-                && self.primary(out.ctx) == out.ctx.me
-            {
-                out.push(Effect::SetTimer {
-                    timer: Timer::BatchWait(self.height),
-                    after_ms: self.batch_wait(out.ctx),
-                });
+            if grew && self.view == 0 && self.own.is_none() && self.primary(out.ctx) == out.ctx.me {
+                self.arm_batch_wait(out);
             }
         }
     }
