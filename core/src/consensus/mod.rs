@@ -5,6 +5,7 @@
 //! out, in order. The node runtime (QUIC, storage, timers) and the model checker (stateright)
 //! are thin adapters around it; neither holds protocol logic.
 
+pub mod compact;
 pub mod content;
 mod context;
 mod node;

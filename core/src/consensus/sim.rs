@@ -102,9 +102,13 @@ pub struct Cluster {
     /// [`Cluster::largest_message`] (a benchmark's figure; off by default, as it costs an
     /// encoding per message).
     pub measure_messages: bool,
-    /// The largest message sent while [`Cluster::measure_messages`] was on: its encoded
-    /// length in bytes (as a frame carries it, [`crate::encoding::Tagged`]) and its kind.
+    /// The largest message sent while [`Cluster::measure_messages`] was on: the length in
+    /// bytes of its compact frame (as a member sends it, [`super::compact`]) and its kind.
     pub largest_message: Option<(usize, &'static str)>,
+    /// The largest message sent while [`Cluster::measure_messages`] was on, encoded whole
+    /// (every batch, award and trade spelled out, as the write-ahead log stores it): the
+    /// figure the compact frame is measured against.
+    pub largest_whole_message: Option<(usize, &'static str)>,
     /// Per member (by index): when it would finish its last step if every member ran on its
     /// own machine and messages arrived the moment they were sent ([`Cluster::critical_path`]).
     busy: Vec<Duration>,
@@ -162,6 +166,7 @@ impl Cluster {
             threads: 1,
             measure_messages: false,
             largest_message: None,
+            largest_whole_message: None,
         }
     }
 
@@ -170,9 +175,13 @@ impl Cluster {
         if !self.measure_messages {
             return;
         }
-        let len = crate::encoding::Tagged::to_canonical_bytes(msg).len();
-        if self.largest_message.is_none_or(|(l, _)| len > l) {
-            self.largest_message = Some((len, msg.kind()));
+        let frame = super::compact::encode(msg).len();
+        if self.largest_message.is_none_or(|(l, _)| frame > l) {
+            self.largest_message = Some((frame, msg.kind()));
+        }
+        let whole = crate::encoding::Tagged::to_canonical_bytes(msg).len();
+        if self.largest_whole_message.is_none_or(|(l, _)| whole > l) {
+            self.largest_whole_message = Some((whole, msg.kind()));
         }
     }
 

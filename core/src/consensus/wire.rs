@@ -1073,12 +1073,12 @@ impl Canonical for Response {
 crate::tagged!(Response, 0x0503, "participant-response", MAX_WIRE_LEN);
 
 /// Every tag this module defines, for the domain-separation test (spec D3).
-pub const WIRE_TAGS: [u16; 4] = [0x0501, 0x0502, 0x0503, 0x0504];
+pub const WIRE_TAGS: [u16; 5] = [0x0501, 0x0502, 0x0503, 0x0504, 0x0505];
 
 const _: () = assert!(MAX_MEMBERS <= MAX_REQUEST_BIDS);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::consensus::sim::Cluster;
     use crate::consensus::{Input, NoGridModel, SecurityCheck};
@@ -1091,7 +1091,7 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::Arc;
 
-    fn message() -> impl Strategy<Value = Message> {
+    pub(crate) fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
             st::signed(st::batch()).prop_map(Message::Batch),
             (
@@ -1441,7 +1441,7 @@ mod tests {
         assert_eq!(back.registry, delta);
     }
 
-    fn committed(heights: u64) -> (SampleConsortium, Cluster) {
+    pub(crate) fn committed(heights: u64) -> (SampleConsortium, Cluster) {
         let s = SampleConsortium::new(4, 2);
         let security: Vec<Arc<dyn SecurityCheck>> =
             (0..4).map(|_| Arc::new(NoGridModel) as _).collect();

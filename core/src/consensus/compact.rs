@@ -1,0 +1,749 @@
+//! The compact frame: how a node message travels between members (spec 1.3, "Frames").
+//!
+//! Every member receives every home node's batch at gate closure, so a message that carries a
+//! round's batches again (a proposal, a decided block, a skip vote's locked proposal and held
+//! batches, a view certificate's batches, a sync response's blocks) names each of them by a
+//! [`BatchRef`] instead: its height, home and digest. Inside a block body, the outcome's step
+//! awards and the trades then name their bid by its position in those batches (batch index,
+//! bid index) instead of its 32-byte id, and a trade leaves out what its bid already says
+//! (participant, side, area, bus, product). A message whose purpose is to deliver a batch (a
+//! `Batch`, a missing-batch objection) carries it whole.
+//!
+//! The form is lossless: [`Frame::resolve`] rebuilds exactly the [`Message`] that
+//! [`encode`] was given, byte for byte, once it is handed the batches the frame names. An
+//! award or trade that its bid does not describe (a faulty primary's) is carried whole, so
+//! every message has a compact form, and the state machine sees the same message it would
+//! have seen uncompressed: this is a property of the transport, not of the protocol, and the
+//! model checker's network carries whole messages. A receiver that lacks a named batch asks
+//! the sender for it (the runtime's batch fetch); the sender holds every batch it names.
+
+use std::collections::HashMap;
+
+use crate::block::{Block, BlockBody, ProcessData};
+use crate::clearing::{ClearingOutcome, ClearingRecord, MAX_AWARDS, StepAward};
+use crate::crypto::{Digest, digest_of};
+use crate::encoding::{
+    Canonical, DecodeError, DecodeErrorKind, Reader, Tagged, decode_seq, encode_seq,
+};
+use crate::genesis::MAX_MEMBERS;
+use crate::market::{SignedBatch, Trade};
+use crate::units::{NodeId, ParticipantId, Price, Quantity};
+
+use super::types::{MAX_SYNC_BLOCKS, Message, Proposal};
+use super::wire::MAX_WIRE_LEN;
+
+/// A batch named by reference: enough for the receiver to find it among the batches it holds,
+/// and for the sender to find it in its store when asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BatchRef {
+    /// The height the batch is for.
+    pub height: u64,
+    /// Its home node.
+    pub home: NodeId,
+    /// The digest of the signed batch.
+    pub digest: Digest,
+}
+crate::canonical_struct!(BatchRef {
+    height,
+    home,
+    digest
+});
+
+impl BatchRef {
+    /// The reference to `batch`.
+    pub fn to(batch: &SignedBatch) -> Self {
+        Self {
+            height: batch.body.height,
+            home: batch.body.home,
+            digest: digest_of(batch),
+        }
+    }
+}
+
+/// Most places (batch lists and block bodies) one frame may hold: a sync response's blocks, or
+/// a skip vote's locked proposal and its held batches.
+const MAX_PLACES: usize = MAX_SYNC_BLOCKS as usize;
+
+/// A bid's position in a block body's batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BidAt {
+    batch: u16,
+    bid: u32,
+}
+crate::canonical_struct!(BidAt { batch, bid });
+
+/// A step award as it travels: by its bid's position, or whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum AwardEntry {
+    At {
+        at: BidAt,
+        step: u16,
+        quantity: Quantity,
+    },
+    Whole(StepAward),
+}
+
+impl Canonical for AwardEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            AwardEntry::At { at, step, quantity } => {
+                out.push(0);
+                at.encode(out);
+                step.encode(out);
+                quantity.encode(out);
+            }
+            AwardEntry::Whole(a) => {
+                out.push(1);
+                a.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match u8::decode(r)? {
+            0 => AwardEntry::At {
+                at: BidAt::decode(r)?,
+                step: u16::decode(r)?,
+                quantity: Quantity::decode(r)?,
+            },
+            1 => AwardEntry::Whole(StepAward::decode(r)?),
+            value => {
+                return Err(DecodeError::new(DecodeErrorKind::InvalidDiscriminant {
+                    value,
+                }));
+            }
+        })
+    }
+}
+
+/// A trade as it travels: by its bid's position with what the bid does not say, or whole.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TradeEntry {
+    At {
+        at: BidAt,
+        quantity: Quantity,
+        price: Price,
+        counterparty: Option<ParticipantId>,
+    },
+    Whole(Box<Trade>),
+}
+
+impl Canonical for TradeEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            TradeEntry::At {
+                at,
+                quantity,
+                price,
+                counterparty,
+            } => {
+                out.push(0);
+                at.encode(out);
+                quantity.encode(out);
+                price.encode(out);
+                counterparty.encode(out);
+            }
+            TradeEntry::Whole(t) => {
+                out.push(1);
+                t.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match u8::decode(r)? {
+            0 => TradeEntry::At {
+                at: BidAt::decode(r)?,
+                quantity: Quantity::decode(r)?,
+                price: Price::decode(r)?,
+                counterparty: Option::decode(r)?,
+            },
+            1 => TradeEntry::Whole(Box::new(Trade::decode(r)?)),
+            value => {
+                return Err(DecodeError::new(DecodeErrorKind::InvalidDiscriminant {
+                    value,
+                }));
+            }
+        })
+    }
+}
+
+/// What a frame says about one place of its message: the batches it names and, for a block
+/// body, the awards and trades.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Place {
+    batches: Vec<BatchRef>,
+    awards: Vec<AwardEntry>,
+    trades: Vec<TradeEntry>,
+}
+crate::canonical_struct!(Place {
+    batches: seq(MAX_MEMBERS),
+    awards: seq(MAX_AWARDS),
+    trades: seq(MAX_AWARDS),
+});
+
+/// A node message in compact form, as it is read off the wire: the message with every named
+/// batch, award and trade left out, and what each place of it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    message: Message,
+    places: Vec<Place>,
+}
+
+impl Canonical for Frame {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.message.encode(out);
+        encode_seq(&self.places, out);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let message = Message::decode(r).map_err(|e| e.within("message"))?;
+        let places = decode_seq(r, MAX_PLACES).map_err(|e| e.within("places"))?;
+        Ok(Frame { message, places })
+    }
+}
+crate::tagged!(Frame, 0x0505, "node-frame", MAX_WIRE_LEN);
+
+/// Why a frame could not be turned back into its message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// The receiver does not hold a batch the frame names (ask the sender for it).
+    #[error("batch {home}@{height} ({digest}) is not held", home = .0.home, height = .0.height, digest = .0.digest)]
+    Missing(BatchRef),
+    /// The frame's places do not match its message, or a position names no bid.
+    #[error("malformed compact frame: {0}")]
+    Malformed(&'static str),
+}
+
+/// The compact frame of `msg`, tagged and versioned: what a member sends another.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let mut places = Vec::new();
+    let message = strip(msg, &mut places);
+    Frame { message, places }.to_canonical_bytes()
+}
+
+impl Frame {
+    /// Every batch the frame names, in order (a batch may be named more than once).
+    pub fn wanted(&self) -> impl Iterator<Item = &BatchRef> + '_ {
+        self.places.iter().flat_map(|p| p.batches.iter())
+    }
+
+    /// Rebuilds the message, taking each named batch from `held`, which must answer a
+    /// reference only with the batch of that digest (a [`BatchStore`] does).
+    pub fn resolve(
+        self,
+        held: impl Fn(&BatchRef) -> Option<SignedBatch>,
+    ) -> Result<Message, ResolveError> {
+        let Frame {
+            mut message,
+            places,
+        } = self;
+        let mut places = places.into_iter();
+        let mut next = || places.next().ok_or(ResolveError::Malformed("too few places"));
+        match &mut message {
+            Message::Proposal(p) => fill_proposal(p, next()?, &held)?,
+            Message::Decided(b) => fill_body(&mut b.body, next()?, &held)?,
+            Message::Skip(_, locked, batches) => {
+                if let Some(p) = locked {
+                    fill_proposal(p, next()?, &held)?;
+                }
+                *batches = fill_batches(batches, next()?, &held)?;
+            }
+            Message::ViewCertificate(_, batches) => {
+                *batches = fill_batches(batches, next()?, &held)?;
+            }
+            Message::SyncResponse(blocks) => {
+                for b in blocks {
+                    fill_body(&mut b.body, next()?, &held)?;
+                }
+            }
+            Message::Batch(_)
+            | Message::Vote(_)
+            | Message::Endorsed(_)
+            | Message::Objection(..)
+            | Message::Appeal { .. }
+            | Message::SyncRequest { .. } => {}
+        }
+        if places.next().is_some() {
+            return Err(ResolveError::Malformed("more places than the message has"));
+        }
+        Ok(message)
+    }
+}
+
+/// The message with every place's batches, awards and trades left out, each place's contents
+/// appended to `places` in the order [`Frame::resolve`] reads them.
+fn strip(msg: &Message, places: &mut Vec<Place>) -> Message {
+    match msg {
+        Message::Proposal(p) => Message::Proposal(Box::new(strip_proposal(p, places))),
+        Message::Decided(b) => Message::Decided(Box::new(strip_block(b, places))),
+        Message::Skip(vote, locked, batches) => {
+            let locked = locked
+                .as_ref()
+                .map(|p| Box::new(strip_proposal(p, places)));
+            places.push(Place::of_batches(batches));
+            Message::Skip(vote.clone(), locked, Vec::new())
+        }
+        Message::ViewCertificate(c, batches) => {
+            places.push(Place::of_batches(batches));
+            Message::ViewCertificate(c.clone(), Vec::new())
+        }
+        Message::SyncResponse(blocks) => {
+            Message::SyncResponse(blocks.iter().map(|b| strip_block(b, places)).collect())
+        }
+        Message::Batch(_)
+        | Message::Vote(_)
+        | Message::Endorsed(_)
+        | Message::Objection(..)
+        | Message::Appeal { .. }
+        | Message::SyncRequest { .. } => msg.clone(),
+    }
+}
+
+fn strip_proposal(p: &Proposal, places: &mut Vec<Place>) -> Proposal {
+    Proposal {
+        stamp: p.stamp.clone(),
+        header: p.header.clone(),
+        body: std::sync::Arc::new(strip_body(&p.body, places)),
+        justification: p.justification.clone(),
+    }
+}
+
+fn strip_block(b: &Block, places: &mut Vec<Place>) -> Block {
+    Block {
+        header: b.header.clone(),
+        body: strip_body(&b.body, places),
+        certificate: b.certificate.clone(),
+    }
+}
+
+/// The body without its batches, awards and trades, which go to a new place.
+fn strip_body(body: &BlockBody, places: &mut Vec<Place>) -> BlockBody {
+    let p = &body.process;
+    let positions = positions(&p.batches);
+    let at = |bid: &Digest| positions.get(bid).copied();
+    let outcome = &p.clearing.outcome;
+    let awards = outcome
+        .awards
+        .iter()
+        .map(|a| match at(&a.bid) {
+            Some(at) => AwardEntry::At {
+                at,
+                step: a.step,
+                quantity: a.quantity,
+            },
+            None => AwardEntry::Whole(*a),
+        })
+        .collect();
+    let trades = body
+        .trades
+        .iter()
+        .map(|t| match at(&t.bid).filter(|at| describes(&p.batches, *at, t)) {
+            Some(at) => TradeEntry::At {
+                at,
+                quantity: t.quantity,
+                price: t.price,
+                counterparty: t.counterparty,
+            },
+            None => TradeEntry::Whole(Box::new(t.clone())),
+        })
+        .collect();
+    places.push(Place {
+        batches: p.batches.iter().map(BatchRef::to).collect(),
+        awards,
+        trades,
+    });
+    BlockBody {
+        trades: Vec::new(),
+        process: ProcessData {
+            batches: Vec::new(),
+            clearing: ClearingRecord {
+                rule: p.clearing.rule,
+                cuts: p.clearing.cuts.clone(),
+                outcome: ClearingOutcome {
+                    awards: Vec::new(),
+                    area_prices: outcome.area_prices.clone(),
+                    bus_prices: outcome.bus_prices.clone(),
+                    flows: outcome.flows.clone(),
+                    cut_prices: outcome.cut_prices.clone(),
+                    congestion_rent: outcome.congestion_rent,
+                    welfare: outcome.welfare,
+                },
+            },
+            objections: p.objections.clone(),
+            appeals: p.appeals.clone(),
+            rejections: p.rejections.clone(),
+            skipped: p.skipped.clone(),
+            skip_certificate: p.skip_certificate.clone(),
+            evidence: p.evidence.clone(),
+        },
+    }
+}
+
+impl Place {
+    fn of_batches(batches: &[SignedBatch]) -> Self {
+        Place {
+            batches: batches.iter().map(BatchRef::to).collect(),
+            awards: Vec::new(),
+            trades: Vec::new(),
+        }
+    }
+}
+
+/// Where each bid of `batches` is, by id (the first position of a repeated bid).
+fn positions(batches: &[SignedBatch]) -> HashMap<Digest, BidAt> {
+    let mut at = HashMap::with_capacity(batches.iter().map(|b| b.body.bids.len()).sum());
+    for (i, b) in batches.iter().enumerate() {
+        for (j, sb) in b.body.bids.iter().enumerate() {
+            // Positions fit: at most MAX_MEMBERS batches of at most MAX_BATCH_BIDS bids.
+            let pos = BidAt {
+                batch: i as u16,
+                bid: j as u32,
+            };
+            at.entry(sb.body.id()).or_insert(pos);
+        }
+    }
+    at
+}
+
+/// Whether the bid at `at` says everything of `t` that a positional entry leaves out.
+fn describes(batches: &[SignedBatch], at: BidAt, t: &Trade) -> bool {
+    let b = &batches[at.batch as usize].body.bids[at.bid as usize].body;
+    b.participant == t.participant
+        && b.side == t.side
+        && b.area == t.area
+        && b.bus == t.bus
+        && b.product == t.product
+}
+
+fn take_batch(
+    r: &BatchRef,
+    held: &impl Fn(&BatchRef) -> Option<SignedBatch>,
+) -> Result<SignedBatch, ResolveError> {
+    held(r).ok_or(ResolveError::Missing(*r))
+}
+
+fn fill_batches(
+    stripped: &[SignedBatch],
+    place: Place,
+    held: &impl Fn(&BatchRef) -> Option<SignedBatch>,
+) -> Result<Vec<SignedBatch>, ResolveError> {
+    if !stripped.is_empty() || !place.awards.is_empty() || !place.trades.is_empty() {
+        return Err(ResolveError::Malformed("a batch list carries more than refs"));
+    }
+    place.batches.iter().map(|r| take_batch(r, held)).collect()
+}
+
+fn fill_proposal(
+    p: &mut Proposal,
+    place: Place,
+    held: &impl Fn(&BatchRef) -> Option<SignedBatch>,
+) -> Result<(), ResolveError> {
+    let body = std::sync::Arc::get_mut(&mut p.body).expect("a decoded body is not shared");
+    fill_body(body, place, held)
+}
+
+fn fill_body(
+    body: &mut BlockBody,
+    place: Place,
+    held: &impl Fn(&BatchRef) -> Option<SignedBatch>,
+) -> Result<(), ResolveError> {
+    let p = &mut body.process;
+    if !p.batches.is_empty() || !p.clearing.outcome.awards.is_empty() || !body.trades.is_empty()
+    {
+        return Err(ResolveError::Malformed(
+            "a stripped body still carries batches, awards or trades",
+        ));
+    }
+    p.batches = fill_batches(&[], Place::of_refs(place.batches), held)?;
+    let batches = &p.batches;
+    let ids: Vec<Vec<Digest>> = if place
+        .awards
+        .iter()
+        .any(|a| matches!(a, AwardEntry::At { .. }))
+        || place
+            .trades
+            .iter()
+            .any(|t| matches!(t, TradeEntry::At { .. }))
+    {
+        batches
+            .iter()
+            .map(|b| b.body.bids.iter().map(|sb| sb.body.id()).collect())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let id_at = |at: BidAt| {
+        ids.get(at.batch as usize)
+            .and_then(|b| b.get(at.bid as usize))
+            .copied()
+            .ok_or(ResolveError::Malformed("a position names no bid"))
+    };
+    p.clearing.outcome.awards = place
+        .awards
+        .into_iter()
+        .map(|a| {
+            Ok(match a {
+                AwardEntry::At { at, step, quantity } => StepAward {
+                    bid: id_at(at)?,
+                    step,
+                    quantity,
+                },
+                AwardEntry::Whole(a) => a,
+            })
+        })
+        .collect::<Result<_, ResolveError>>()?;
+    body.trades = place
+        .trades
+        .into_iter()
+        .map(|t| {
+            Ok(match t {
+                TradeEntry::At {
+                    at,
+                    quantity,
+                    price,
+                    counterparty,
+                } => {
+                    let bid = id_at(at)?;
+                    let b = &batches[at.batch as usize].body.bids[at.bid as usize].body;
+                    Trade {
+                        bid,
+                        participant: b.participant,
+                        side: b.side,
+                        area: b.area,
+                        bus: b.bus,
+                        product: b.product,
+                        quantity,
+                        price,
+                        counterparty,
+                    }
+                }
+                TradeEntry::Whole(t) => *t,
+            })
+        })
+        .collect::<Result<_, ResolveError>>()?;
+    Ok(())
+}
+
+impl Place {
+    fn of_refs(batches: Vec<BatchRef>) -> Self {
+        Place {
+            batches,
+            awards: Vec::new(),
+            trades: Vec::new(),
+        }
+    }
+}
+
+/// The batches a member holds, by digest: what its compact frames are resolved against, and
+/// what it serves a peer that asks for a batch it named. Batches of heights below a pruning
+/// point are dropped (the committed chain keeps them).
+#[derive(Clone, Debug, Default)]
+pub struct BatchStore {
+    batches: HashMap<Digest, SignedBatch>,
+}
+
+impl BatchStore {
+    /// Keeps `batch`; returns its reference.
+    pub fn insert(&mut self, batch: SignedBatch) -> BatchRef {
+        let r = BatchRef::to(&batch);
+        self.batches.entry(r.digest).or_insert(batch);
+        r
+    }
+
+    /// The batch `r` names, if held.
+    pub fn get(&self, r: &BatchRef) -> Option<&SignedBatch> {
+        self.batches.get(&r.digest)
+    }
+
+    /// Drops every batch of a height below `height`.
+    pub fn prune_below(&mut self, height: u64) {
+        self.batches.retain(|_, b| b.body.height >= height);
+    }
+
+    /// How many batches are held.
+    pub fn len(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+}
+
+/// Every batch a (whole) message carries: what a node learns of batches from a message it
+/// sent, or received and resolved.
+pub fn batches_of(msg: &Message) -> Vec<&SignedBatch> {
+    fn body(b: &BlockBody) -> impl Iterator<Item = &SignedBatch> {
+        b.process.batches.iter()
+    }
+    match msg {
+        Message::Batch(b) => vec![b],
+        Message::Objection(_, b) => b.iter().map(|b| &**b).collect(),
+        Message::Proposal(p) => body(&p.body).collect(),
+        Message::Decided(b) => body(&b.body).collect(),
+        Message::Skip(_, locked, batches) => locked
+            .iter()
+            .flat_map(|p| body(&p.body))
+            .chain(batches.iter())
+            .collect(),
+        Message::ViewCertificate(_, batches) => batches.iter().collect(),
+        Message::SyncResponse(blocks) => blocks.iter().flat_map(|b| body(&b.body)).collect(),
+        Message::Vote(_)
+        | Message::Endorsed(_)
+        | Message::Appeal { .. }
+        | Message::SyncRequest { .. } => Vec::new(),
+    }
+}
+
+// Positions fit their fields: at most MAX_MEMBERS batches of at most MAX_BATCH_BIDS bids.
+const _: () = {
+    assert!(MAX_MEMBERS <= u16::MAX as usize);
+    assert!(crate::market::MAX_BATCH_BIDS <= u32::MAX as usize);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::wire::tests::{committed, message};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    /// The frame of `msg` resolved against a store of its own batches.
+    fn round_trip(msg: &Message) -> Result<Message, ResolveError> {
+        let mut store = BatchStore::default();
+        for b in batches_of(msg) {
+            store.insert(b.clone());
+        }
+        let frame = Frame::from_canonical_bytes(&encode(msg)).expect("a frame decodes");
+        frame.resolve(|r| store.get(r).cloned())
+    }
+
+    fn skip_with(block: &Block, proposal: Proposal) -> Message {
+        let vote = crate::crypto::Signed {
+            body: crate::block::SkipVote {
+                chain_id: block.header.chain_id,
+                height: block.header.height,
+                view: 0,
+                voter: NodeId(1),
+                lock: None,
+                held: vec![NodeId(0)],
+            },
+            signature: crate::crypto::Signature([7; 64]),
+        };
+        Message::Skip(
+            Box::new(vote),
+            Some(Box::new(proposal)),
+            block.body.process.batches.clone(),
+        )
+    }
+
+    /// A committed round's block in every message that carries a body: each frame names its
+    /// batches and every award and trade by position, is smaller than the whole message, and
+    /// resolves to exactly that message (spec 1.3, frames).
+    #[test]
+    fn every_message_of_a_committed_round_travels_compact_and_resolves_to_itself() {
+        let (_, cluster) = committed(2);
+        let block = cluster.nodes[0].store.blocks[0].clone();
+        assert!(!block.body.trades.is_empty() && !block.body.process.batches.is_empty());
+        let proposal = Proposal {
+            stamp: crate::crypto::Signed {
+                body: crate::block::Vote {
+                    kind: crate::block::VoteKind::Propose,
+                    chain_id: block.header.chain_id,
+                    height: block.header.height,
+                    view: 0,
+                    revision: 0,
+                    block: block.header.digest(),
+                    voter: NodeId(0),
+                },
+                signature: crate::crypto::Signature([5; 64]),
+            },
+            header: block.header.clone(),
+            body: Arc::new(block.body.clone()),
+            justification: None,
+        };
+        let messages = [
+            Message::Decided(Box::new(block.clone())),
+            Message::Proposal(Box::new(proposal.clone())),
+            Message::SyncResponse(cluster.nodes[0].store.blocks.clone()),
+            skip_with(&block, proposal),
+            Message::ViewCertificate(
+                Box::new(crate::block::SkipCertificate {
+                    height: 1,
+                    view: 0,
+                    votes: Vec::new(),
+                }),
+                block.body.process.batches.clone(),
+            ),
+        ];
+        for msg in &messages {
+            let frame = Frame::from_canonical_bytes(&encode(msg)).unwrap();
+            for p in &frame.places {
+                assert!(p.awards.iter().all(|a| matches!(a, AwardEntry::At { .. })));
+                assert!(p.trades.iter().all(|t| matches!(t, TradeEntry::At { .. })));
+            }
+            assert!(frame.wanted().count() > 0);
+            assert!(encode(msg).len() < msg.to_canonical_bytes().len());
+            assert_eq!(&round_trip(msg).unwrap(), msg);
+        }
+    }
+
+    /// A trade its bid does not describe (a faulty primary's) and an award of a bid in no batch
+    /// travel whole, so the receiver still sees exactly what was sent.
+    #[test]
+    fn awards_and_trades_their_bids_do_not_describe_travel_whole() {
+        let (_, cluster) = committed(1);
+        let mut block = cluster.nodes[0].store.blocks[0].clone();
+        block.body.trades[0].participant = ParticipantId(9_999);
+        block.body.process.clearing.outcome.awards[0].bid = Digest([3; 32]);
+        let msg = Message::Decided(Box::new(block));
+        let frame = Frame::from_canonical_bytes(&encode(&msg)).unwrap();
+        assert!(matches!(frame.places[0].trades[0], TradeEntry::Whole(_)));
+        assert!(matches!(frame.places[0].awards[0], AwardEntry::Whole(_)));
+        assert_eq!(round_trip(&msg).unwrap(), msg);
+    }
+
+    /// A receiver that lacks a named batch is told which one, and a position past the batches
+    /// is refused as malformed rather than read.
+    #[test]
+    fn a_missing_batch_is_named_and_a_bad_position_is_refused() {
+        let (_, cluster) = committed(1);
+        let block = cluster.nodes[0].store.blocks[0].clone();
+        let msg = Message::Decided(Box::new(block.clone()));
+        let frame = Frame::from_canonical_bytes(&encode(&msg)).unwrap();
+        let first = *frame.wanted().next().unwrap();
+        assert_eq!(
+            frame.clone().resolve(|_| None),
+            Err(ResolveError::Missing(first))
+        );
+        let mut bad = frame;
+        if let AwardEntry::At { at, .. } = &mut bad.places[0].awards[0] {
+            at.bid = u32::MAX;
+        }
+        let mut store = BatchStore::default();
+        for b in &block.body.process.batches {
+            store.insert(b.clone());
+        }
+        let bytes = bad.to_canonical_bytes();
+        let back = Frame::from_canonical_bytes(&bytes).unwrap();
+        assert_eq!(
+            back.resolve(|r| store.get(r).cloned()),
+            Err(ResolveError::Malformed("a position names no bid"))
+        );
+        store.prune_below(block.header.height + 1);
+        assert!(store.is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Every message, whatever its contents, resolves from its frame to itself, and a frame
+        /// re-encodes to its own bytes (spec D1, D2 for the frame).
+        #[test]
+        fn any_message_resolves_from_its_frame_to_itself(msg in message()) {
+            let bytes = encode(&msg);
+            let frame = Frame::from_canonical_bytes(&bytes).unwrap();
+            prop_assert_eq!(frame.to_canonical_bytes(), bytes);
+            prop_assert_eq!(round_trip(&msg).unwrap(), msg);
+        }
+    }
+}
