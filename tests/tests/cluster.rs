@@ -165,6 +165,35 @@ fn stop_and_check(c: &mut LocalCluster, receipted: &BTreeMap<Digest, u64>) -> Ve
     longest
 }
 
+/// The node's metrics page, read over HTTP.
+async fn scrape_metrics(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    Some(body)
+}
+
+/// A metric's value on a metrics page.
+fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| l.split_whitespace().next() == Some(name))
+        .find_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[test]
 fn rounds_commit_with_rotating_primaries() {
     let (_serial, _dir, mut c) = cluster("rounds");
@@ -403,11 +432,7 @@ fn a_bid_from_a_participant_not_admitted_is_refused_with_a_clear_error() {
 #[test]
 fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_serving() {
     let (_serial, _dir, mut c) = cluster("malformed");
-    let metrics_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let metrics_port = free_port();
     bounded(async {
         let metrics = format!("127.0.0.1:{metrics_port}");
         c.start_with(0, &["--max-frame-mib", "1", "--metrics", &metrics])
@@ -470,31 +495,14 @@ fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_ser
             "{again:?}"
         );
 
-        let scrape = || async {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port))
-                .await
-                .ok()?;
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-                .await
-                .ok()?;
-            let mut body = String::new();
-            s.read_to_string(&mut body).await.ok()?;
-            Some(body)
-        };
+        let scrape = || scrape_metrics(metrics_port);
         eventually(
             Duration::from_secs(10),
             "the malformed frames to be counted",
             || async {
-                scrape().await.is_some_and(|m| {
-                    m.lines().any(|l| {
-                        l.starts_with("tieline_malformed_frames_total")
-                            && l.split_whitespace()
-                                .nth(1)
-                                .and_then(|v| v.parse::<f64>().ok())
-                                >= Some(3.0)
-                    })
-                })
+                scrape()
+                    .await
+                    .is_some_and(|m| metric(&m, "tieline_malformed_frames_total") >= Some(3.0))
             },
         )
         .await;
@@ -528,5 +536,143 @@ fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_ser
             log.contains("oversized frame"),
             "the oversized frame is logged"
         );
+    });
+}
+
+/// Compact frames (spec 1.3): a member's message names batches by digest, and a node that
+/// lacks one fetches it from the sender before the state machine sees the message. Member 3
+/// here is this test's own endpoint at member 3's address: it sends node 0 a frame naming a
+/// batch node 0 has never seen and answers node 0's fetch; it fetches a committed batch from
+/// node 0 in turn. A participant may not fetch batches.
+#[test]
+fn a_frame_naming_a_batch_the_node_lacks_is_resolved_by_fetching_it_from_the_sender() {
+    use tieline_core::block::SkipCertificate;
+    use tieline_core::consensus::Message;
+    use tieline_core::consensus::compact::{self, BatchRef};
+    use tieline_core::consensus::wire::Request;
+    use tieline_core::encoding::Tagged;
+    use tieline_net::transport::{Inbound, Peer};
+
+    let (_serial, _dir, mut c) = cluster("fetch");
+    let metrics_port = free_port();
+    bounded(async {
+        let metrics = format!("127.0.0.1:{metrics_port}");
+        c.start_with(0, &["--metrics", &metrics]).unwrap();
+        for i in 1..3 {
+            c.start(i).unwrap();
+        }
+        let node0 = c.genesis.members[0].id;
+        let (peer, mut inbound) = Endpoint::bind(
+            c.genesis.members[3].address.parse().unwrap(),
+            c.consortium.members[3].clone(),
+            Directory::from_genesis(&c.genesis),
+            TransportConfig::default(),
+        )
+        .unwrap();
+        let p0 = c.participant(0, REQUEST_TIMEOUT).unwrap();
+        eventually(Duration::from_secs(40), "a first round", || async {
+            committed(&p0).await.is_some_and(|h| h >= 1)
+        })
+        .await;
+
+        // A batch of member 3 that node 0 has never seen, named in a view certificate.
+        let height = p0.status().await.unwrap().height;
+        let batch = c
+            .consortium
+            .batch(3, height, vec![c.consortium.bid(3, height, 901)]);
+        let wanted = BatchRef::to(&batch);
+        let served = batch.clone();
+        let (asked_tx, asked) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let mut asked_tx = Some(asked_tx);
+            while let Some(item) = inbound.recv().await {
+                if let Inbound::Request { from, frame, reply } = item {
+                    assert_eq!(from, Peer::Member(node0));
+                    match Request::from_canonical_bytes(&frame) {
+                        Ok(Request::FetchBatch(r)) => {
+                            reply.send(Bytes::from(
+                                Response::Batch((r == wanted).then(|| Box::new(served.clone())))
+                                    .to_canonical_bytes(),
+                            ));
+                            if let Some(tx) = asked_tx.take() {
+                                let _ = tx.send(r);
+                            }
+                        }
+                        other => panic!("node 0 asked member 3 something else: {other:?}"),
+                    }
+                }
+            }
+        });
+        let msg = Message::ViewCertificate(
+            Box::new(SkipCertificate {
+                height,
+                view: 0,
+                votes: Vec::new(),
+            }),
+            vec![batch.clone()],
+        );
+        let frame = compact::encode(&msg);
+        assert!(frame.len() < msg.to_canonical_bytes().len());
+        peer.send(node0, Bytes::from(frame)).unwrap();
+        let asked = tokio::time::timeout(Duration::from_secs(20), asked)
+            .await
+            .expect("node 0 fetches the batch it lacks")
+            .unwrap();
+        assert_eq!(asked, wanted);
+        eventually(
+            Duration::from_secs(10),
+            "the fetch to be counted",
+            || async {
+                scrape_metrics(metrics_port)
+                    .await
+                    .is_some_and(|m| metric(&m, "tieline_batches_fetched_total") >= Some(1.0))
+            },
+        )
+        .await;
+        let page = scrape_metrics(metrics_port).await.unwrap();
+        assert_eq!(metric(&page, "tieline_unresolved_frames_total"), Some(0.0));
+
+        // Member 3 fetches a committed batch from node 0, and an unknown one is not found.
+        let committed_batch = p0.process(1).await.unwrap().process.batches[0].clone();
+        let fetch = |r: BatchRef| {
+            let peer = peer.clone();
+            async move {
+                let bytes = peer
+                    .request(node0, &Request::FetchBatch(r).to_canonical_bytes())
+                    .await
+                    .unwrap();
+                Response::from_canonical_bytes(&bytes).unwrap()
+            }
+        };
+        match fetch(BatchRef::to(&committed_batch)).await {
+            Response::Batch(Some(b)) => assert_eq!(*b, committed_batch),
+            other => panic!("expected the committed batch, got {other:?}"),
+        }
+        let unknown = BatchRef {
+            digest: Digest([9; 32]),
+            ..BatchRef::to(&committed_batch)
+        };
+        assert_eq!(fetch(unknown).await, Response::Batch(None));
+
+        // A participant is refused.
+        let raw = Client::new(
+            c.consortium.participants[0].clone(),
+            c.genesis.members[0].address.parse().unwrap(),
+            c.genesis.members[0].public_key,
+            TransportConfig::default(),
+        )
+        .unwrap();
+        let answer = raw
+            .request(&Request::FetchBatch(wanted).to_canonical_bytes())
+            .await
+            .unwrap();
+        match Response::from_canonical_bytes(&answer) {
+            Ok(Response::Failed(f)) => assert_eq!(f.kind, FailureKind::Forbidden),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        server.abort();
+        raw.close().await;
+        p0.close().await;
+        peer.shutdown().await;
     });
 }

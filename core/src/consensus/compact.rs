@@ -60,6 +60,11 @@ impl BatchRef {
     }
 }
 
+/// The most a sync response frame carries (catch-up sends committed blocks in chunks of at
+/// most this many bytes; a block larger on its own goes alone).
+pub const SYNC_CHUNK_BYTES: usize = 16 * 1024 * 1024;
+const _: () = assert!(SYNC_CHUNK_BYTES + super::wire::MESSAGE_OVERHEAD <= MAX_WIRE_LEN);
+
 /// Most places (batch lists and block bodies) one frame may hold: a sync response's blocks, or
 /// a skip vote's locked proposal and its held batches.
 const MAX_PLACES: usize = MAX_SYNC_BLOCKS as usize;
@@ -219,6 +224,15 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     Frame { message, places }.to_canonical_bytes()
 }
 
+/// The bytes `block` adds to a compact sync response frame.
+pub fn block_len(block: &Block) -> usize {
+    let mut places = Vec::new();
+    let mut out = Vec::new();
+    strip_block(block, &mut places).encode(&mut out);
+    encode_seq(&places, &mut out);
+    out.len()
+}
+
 impl Frame {
     /// Every batch the frame names, in order (a batch may be named more than once).
     pub fn wanted(&self) -> impl Iterator<Item = &BatchRef> + '_ {
@@ -236,7 +250,11 @@ impl Frame {
             places,
         } = self;
         let mut places = places.into_iter();
-        let mut next = || places.next().ok_or(ResolveError::Malformed("too few places"));
+        let mut next = || {
+            places
+                .next()
+                .ok_or(ResolveError::Malformed("too few places"))
+        };
         match &mut message {
             Message::Proposal(p) => fill_proposal(p, next()?, &held)?,
             Message::Decided(b) => fill_body(&mut b.body, next()?, &held)?,
@@ -275,9 +293,7 @@ fn strip(msg: &Message, places: &mut Vec<Place>) -> Message {
         Message::Proposal(p) => Message::Proposal(Box::new(strip_proposal(p, places))),
         Message::Decided(b) => Message::Decided(Box::new(strip_block(b, places))),
         Message::Skip(vote, locked, batches) => {
-            let locked = locked
-                .as_ref()
-                .map(|p| Box::new(strip_proposal(p, places)));
+            let locked = locked.as_ref().map(|p| Box::new(strip_proposal(p, places)));
             places.push(Place::of_batches(batches));
             Message::Skip(vote.clone(), locked, Vec::new())
         }
@@ -335,15 +351,17 @@ fn strip_body(body: &BlockBody, places: &mut Vec<Place>) -> BlockBody {
     let trades = body
         .trades
         .iter()
-        .map(|t| match at(&t.bid).filter(|at| describes(&p.batches, *at, t)) {
-            Some(at) => TradeEntry::At {
-                at,
-                quantity: t.quantity,
-                price: t.price,
-                counterparty: t.counterparty,
+        .map(
+            |t| match at(&t.bid).filter(|at| describes(&p.batches, *at, t)) {
+                Some(at) => TradeEntry::At {
+                    at,
+                    quantity: t.quantity,
+                    price: t.price,
+                    counterparty: t.counterparty,
+                },
+                None => TradeEntry::Whole(Box::new(t.clone())),
             },
-            None => TradeEntry::Whole(Box::new(t.clone())),
-        })
+        )
         .collect();
     places.push(Place {
         batches: p.batches.iter().map(BatchRef::to).collect(),
@@ -426,7 +444,9 @@ fn fill_batches(
     held: &impl Fn(&BatchRef) -> Option<SignedBatch>,
 ) -> Result<Vec<SignedBatch>, ResolveError> {
     if !stripped.is_empty() || !place.awards.is_empty() || !place.trades.is_empty() {
-        return Err(ResolveError::Malformed("a batch list carries more than refs"));
+        return Err(ResolveError::Malformed(
+            "a batch list carries more than refs",
+        ));
     }
     place.batches.iter().map(|r| take_batch(r, held)).collect()
 }
@@ -446,8 +466,7 @@ fn fill_body(
     held: &impl Fn(&BatchRef) -> Option<SignedBatch>,
 ) -> Result<(), ResolveError> {
     let p = &mut body.process;
-    if !p.batches.is_empty() || !p.clearing.outcome.awards.is_empty() || !body.trades.is_empty()
-    {
+    if !p.batches.is_empty() || !p.clearing.outcome.awards.is_empty() || !body.trades.is_empty() {
         return Err(ResolveError::Malformed(
             "a stripped body still carries batches, awards or trades",
         ));
@@ -532,20 +551,44 @@ impl Place {
     }
 }
 
+/// How many heights past its floor a [`BatchStore`] keeps batches for: the height in progress
+/// and a few that peers ahead of this node may already be deciding.
+pub const BATCH_HEIGHTS_AHEAD: u64 = 4;
+
 /// The batches a member holds, by digest: what its compact frames are resolved against, and
-/// what it serves a peer that asks for a batch it named. Batches of heights below a pruning
-/// point are dropped (the committed chain keeps them).
+/// what it serves a peer that asks for a batch it named. It keeps batches of heights from its
+/// floor (the last committed height, set by [`BatchStore::prune_below`]) to
+/// [`BATCH_HEIGHTS_AHEAD`] past it, so it stays bounded whatever peers send; older batches
+/// are in the committed chain.
 #[derive(Clone, Debug, Default)]
 pub struct BatchStore {
     batches: HashMap<Digest, SignedBatch>,
+    floor: u64,
 }
 
 impl BatchStore {
-    /// Keeps `batch`; returns its reference.
+    fn keeps(&self, height: u64) -> bool {
+        height >= self.floor && height - self.floor <= BATCH_HEIGHTS_AHEAD
+    }
+
+    /// Keeps `batch` if its height is in the store's window; returns its reference.
     pub fn insert(&mut self, batch: SignedBatch) -> BatchRef {
         let r = BatchRef::to(&batch);
-        self.batches.entry(r.digest).or_insert(batch);
+        if self.keeps(r.height) {
+            self.batches.entry(r.digest).or_insert(batch);
+        }
         r
+    }
+
+    /// Keeps every batch `msg` carries (a message this node sent, or received and resolved)
+    /// whose height is in the store's window, copying only those not yet held.
+    pub fn keep(&mut self, msg: &Message) {
+        for b in batches_of(msg) {
+            if self.keeps(b.body.height) {
+                let digest = digest_of(b);
+                self.batches.entry(digest).or_insert_with(|| b.clone());
+            }
+        }
     }
 
     /// The batch `r` names, if held.
@@ -553,9 +596,11 @@ impl BatchStore {
         self.batches.get(&r.digest)
     }
 
-    /// Drops every batch of a height below `height`.
+    /// Drops every batch of a height below `height`, and keeps none below it from now on.
     pub fn prune_below(&mut self, height: u64) {
-        self.batches.retain(|_, b| b.body.height >= height);
+        self.floor = self.floor.max(height);
+        let floor = self.floor;
+        self.batches.retain(|_, b| b.body.height >= floor);
     }
 
     /// How many batches are held.

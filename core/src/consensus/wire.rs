@@ -552,6 +552,10 @@ pub enum Request {
     /// [`Reply::ChangeAccepted`] or [`Reply::ChangeRefused`]. The change authenticates itself
     /// by its signatures, so any identity the node accepts may deliver it.
     SubmitChange(Box<SignedChange>),
+    /// A member's request for a batch that a compact frame from this node named and the
+    /// member does not hold (spec 1.3, frames). Members only; answered with
+    /// [`Response::Batch`].
+    FetchBatch(crate::consensus::compact::BatchRef),
 }
 
 impl Canonical for Request {
@@ -578,6 +582,10 @@ impl Canonical for Request {
                 out.push(5);
                 c.encode(out);
             }
+            Request::FetchBatch(r) => {
+                out.push(6);
+                r.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -594,6 +602,7 @@ impl Canonical for Request {
                 height: field(r, "height")?,
             },
             5 => Request::SubmitChange(boxed(r, "change")?),
+            6 => Request::FetchBatch(field(r, "batch")?),
             value => return Err(invalid(value)),
         })
     }
@@ -1032,6 +1041,8 @@ pub enum Response {
     Failed(RequestFailure),
     /// A committed block's process data with its certified header.
     Process(Box<CertifiedProcess>),
+    /// The batch a [`Request::FetchBatch`] named, or `None` if this node no longer holds it.
+    Batch(Option<Box<SignedBatch>>),
 }
 
 impl Canonical for Response {
@@ -1057,6 +1068,10 @@ impl Canonical for Response {
                 out.push(4);
                 p.encode(out);
             }
+            Response::Batch(b) => {
+                out.push(5);
+                encode_opt_box(b, out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -1066,6 +1081,7 @@ impl Canonical for Response {
             2 => Response::Status(boxed(r, "status")?),
             3 => Response::Failed(field(r, "failure")?),
             4 => Response::Process(boxed(r, "process")?),
+            5 => Response::Batch(decode_opt_box(r, "batch")?),
             value => return Err(invalid(value)),
         })
     }
@@ -1218,6 +1234,13 @@ pub(crate) mod tests {
             Just(Request::Status),
             any::<u64>().prop_map(|height| Request::QueryProcess { height }),
             st::change().prop_map(|c| Request::SubmitChange(Box::new(c))),
+            (any::<u64>(), any::<u16>(), st::digest()).prop_map(|(height, home, digest)| {
+                Request::FetchBatch(crate::consensus::compact::BatchRef {
+                    height,
+                    home: NodeId(home),
+                    digest,
+                })
+            }),
         ]
     }
 
@@ -1302,6 +1325,8 @@ pub(crate) mod tests {
                     process: body.process,
                 }))
             }),
+            proptest::option::of(st::signed(st::batch()))
+                .prop_map(|b| Response::Batch(b.map(Box::new))),
         ]
     }
 

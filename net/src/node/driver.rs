@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tieline_core::block::Block;
+use tieline_core::consensus::compact::{self, BatchStore, SYNC_CHUNK_BYTES};
 use tieline_core::consensus::wire::{NodeStatus, RegistryDelta, Response, Revocation};
 use tieline_core::consensus::{Effect, Input, ManagementNode, Message, Reply, Timer};
 use tieline_core::encoding::Tagged;
@@ -184,6 +185,9 @@ pub(super) struct Driver {
     registry_tx: watch::Sender<Arc<Genesis>>,
     /// The participants the chain revoked, as they stood when revoked.
     revoked: BTreeMap<ParticipantId, Participant>,
+    /// The batches this node's frames may name (shared with the dispatcher, which resolves
+    /// frames against it and serves peers' fetches from it).
+    batches: Arc<std::sync::Mutex<BatchStore>>,
 }
 
 impl Driver {
@@ -195,6 +199,7 @@ impl Driver {
         metrics: Arc<NodeMetrics>,
         publish: Publish,
         max_frame_len: usize,
+        batches: Arc<std::sync::Mutex<BatchStore>>,
     ) -> Self {
         let Publish {
             status,
@@ -233,6 +238,7 @@ impl Driver {
             delta,
             registry_tx,
             revoked,
+            batches,
         }
     }
 
@@ -470,6 +476,11 @@ impl Driver {
             m.commit_latency.observe(t.elapsed().as_secs_f64());
         }
         self.gate_closed_at = self.gate_closed_at.split_off(&(h + 1));
+        // Older heights' batches are served from the committed blocks in storage.
+        self.batches
+            .lock()
+            .expect("batch store lock")
+            .prune_below(h);
         info!(
             height = h,
             view = b.header.view,
@@ -487,11 +498,18 @@ impl Driver {
         }
     }
 
+    /// The compact frame of `msg` (spec 1.3, frames), keeping every batch it names so that
+    /// a peer that lacks one can fetch it from this node.
+    fn frame_of(&self, msg: &Message) -> Bytes {
+        self.batches.lock().expect("batch store lock").keep(msg);
+        Bytes::from(compact::encode(msg))
+    }
+
     fn perform(&mut self, e: Effect, timers: &mut Timers) {
         match e {
-            Effect::Send { to, msg } => self.send(to, Bytes::from(msg.to_canonical_bytes())),
+            Effect::Send { to, msg } => self.send(to, self.frame_of(&msg)),
             Effect::Broadcast(msg) => {
-                let frame = Bytes::from(msg.to_canonical_bytes());
+                let frame = self.frame_of(&msg);
                 for &to in &self.others {
                     self.send(to, frame.clone());
                 }
@@ -517,14 +535,19 @@ impl Driver {
         }
     }
 
-    /// Reads committed blocks from storage and sends them to `to` as sync responses, as many
-    /// per message as fit the frame limit (all of them in one when they fit, so the peer knows
-    /// to ask for more).
+    /// Reads committed blocks from storage and sends them to `to` as sync responses in compact
+    /// frames of at most [`SYNC_CHUNK_BYTES`] (or the frame limit, if lower), as many blocks
+    /// per frame as fit (all of them in one when they fit, so the peer knows to ask for more);
+    /// a block too large for a chunk on its own goes alone. The peer fetches the batches it
+    /// lacks, which this node serves from the same blocks.
     fn serve_blocks(&self, to: NodeId, from: u64, to_height: u64) {
         let storage = self.storage.clone();
         let endpoint = self.endpoint.clone();
         let slots = self.serve_slots.clone();
-        let budget = self.max_frame_len.saturating_sub(SYNC_PACKING_MARGIN);
+        let budget = self
+            .max_frame_len
+            .saturating_sub(SYNC_PACKING_MARGIN)
+            .min(SYNC_CHUNK_BYTES);
         tokio::spawn(async move {
             let Ok(_permit) = slots.acquire_owned().await else {
                 return;
@@ -543,7 +566,7 @@ impl Driver {
             let flush = |pack: &mut Vec<Block>| {
                 if !pack.is_empty() {
                     let msg = Message::SyncResponse(std::mem::take(pack));
-                    if let Err(e) = endpoint.send(to, Bytes::from(msg.to_canonical_bytes())) {
+                    if let Err(e) = endpoint.send(to, Bytes::from(compact::encode(&msg))) {
                         debug!(%to, error = %e, "sync response not queued");
                     }
                 }
@@ -553,11 +576,12 @@ impl Driver {
                     warn!(height = h, "stored block does not decode; not served");
                     return;
                 };
-                if size + bytes.len() > budget {
+                let len = compact::block_len(&block);
+                if size + len > budget {
                     flush(&mut pack);
                     size = 0;
                 }
-                size += bytes.len();
+                size += len;
                 pack.push(block);
             }
             flush(&mut pack);

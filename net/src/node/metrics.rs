@@ -39,6 +39,11 @@ pub struct NodeMetrics {
     pub bids_rejected: Counter,
     /// Inbound frames that did not decode and were dropped.
     pub malformed_frames: Counter,
+    /// Inbound compact frames that named a batch this node could neither find nor fetch from
+    /// the sender, and were dropped.
+    pub unresolved_frames: Counter,
+    /// Batches fetched from the member whose frame named them (spec 1.3, frames).
+    pub batches_fetched: Counter,
     /// Seconds from this node's gate closure to the height's commit.
     pub commit_latency: Histogram,
     /// Connections currently established with peers and participants.
@@ -67,6 +72,8 @@ impl NodeMetrics {
             bids_receipted: Counter::default(),
             bids_rejected: Counter::default(),
             malformed_frames: Counter::default(),
+            unresolved_frames: Counter::default(),
+            batches_fetched: Counter::default(),
             commit_latency: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             connected_peers: Gauge::default(),
             storage_writes: Counter::default(),
@@ -111,6 +118,16 @@ impl NodeMetrics {
             "malformed_frames",
             "inbound frames that did not decode",
             self.malformed_frames.clone(),
+        );
+        r.register(
+            "unresolved_frames",
+            "inbound compact frames dropped for a batch that could not be fetched",
+            self.unresolved_frames.clone(),
+        );
+        r.register(
+            "batches_fetched",
+            "batches fetched from the member whose frame named them",
+            self.batches_fetched.clone(),
         );
         r.register(
             "commit_latency_seconds",

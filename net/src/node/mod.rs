@@ -5,8 +5,10 @@
 //!
 //! # Tasks
 //! - **Dispatcher** (one task): reads the transport's inbound queue, decodes frames with the
-//!   one wire encoding ([`tieline_core::consensus::wire`]), drops malformed ones (counted,
-//!   logged), and passes everything meant for the state machine on, in arrival order, through
+//!   one wire encoding ([`tieline_core::consensus::wire`]; a member's message travels as a
+//!   compact frame, [`tieline_core::consensus::compact`], resolved against the batches this
+//!   node holds and, for any it lacks, fetched from the sender), drops malformed ones
+//!   (counted, logged), and passes everything meant for the state machine on, in arrival order, through
 //!   a bounded queue of pending inputs. Bid signatures are verified on the blocking pool
 //!   meanwhile (an optimisation only: see [`verify`]). Queries and status requests are served
 //!   here, from storage and from the driver's published status, without the state machine.
@@ -41,6 +43,7 @@ use std::sync::Arc;
 
 use tieline_core::audit::{AuditError, ChainAuditor};
 use tieline_core::clearing::rule_for;
+use tieline_core::consensus::compact::BatchStore;
 use tieline_core::consensus::wire::NodeStatus;
 use tieline_core::consensus::{Context, ManagementNode, NoGridModel, Record, SecurityCheck};
 use tieline_core::crypto::{Ed25519Signer, PublicKey, Signer};
@@ -411,6 +414,11 @@ struct Shared {
     status: watch::Receiver<NodeStatus>,
     preverify_slots: Arc<tokio::sync::Semaphore>,
     query_slots: Arc<tokio::sync::Semaphore>,
+    /// The batches compact frames are resolved against and peers' fetches served from
+    /// (shared with the driver, which keeps what it sends and prunes what is committed).
+    batches: Arc<std::sync::Mutex<BatchStore>>,
+    /// To fetch a batch from the member whose frame named it.
+    endpoint: Endpoint,
 }
 
 /// Runs a management node until `shutdown` completes (or a fatal error), then stops
@@ -473,6 +481,7 @@ pub async fn run(
     let (status_tx, status_rx) = watch::channel(driver::status_of(&node, None, &delta));
     let (registry_tx, registry_rx) = watch::channel(registry);
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let batches = Arc::new(std::sync::Mutex::new(BatchStore::default()));
     let shared = Arc::new(Shared {
         registry: registry_rx,
         scheme,
@@ -481,6 +490,8 @@ pub async fn run(
         status: status_rx,
         preverify_slots: Arc::new(tokio::sync::Semaphore::new(parallelism)),
         query_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_QUERIES)),
+        batches: batches.clone(),
+        endpoint: endpoint.clone(),
     });
     let (pending_tx, pending_rx) = tokio::sync::mpsc::channel(PENDING_QUEUE_LEN);
     let dispatcher = tokio::spawn(serve::dispatch(
@@ -502,6 +513,7 @@ pub async fn run(
             revoked,
         },
         config.max_frame_len,
+        batches,
     )
     .run(pending_rx, stop_rx)
     .await;

@@ -1,17 +1,19 @@
 //! The dispatcher: decodes what arrives, hands the state machine's inputs to the driver in
 //! arrival order, and serves queries and status requests itself.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tieline_core::block::Block;
+use tieline_core::consensus::compact::{BatchRef, Frame};
 use tieline_core::consensus::wire::{
     CertifiedProcess, CertifiedTrades, FailureKind, MAX_QUERY_BLOCKS, Request, RequestFailure,
     Response, TradeReport,
 };
 use tieline_core::consensus::{Input, Message};
 use tieline_core::encoding::Tagged;
-use tieline_core::market::SignedBid;
+use tieline_core::market::{SignedBatch, SignedBid};
 use tieline_core::units::{NodeId, ParticipantId};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
@@ -32,6 +34,78 @@ fn refuse(reply: Responder, kind: FailureKind, detail: impl Into<String>) {
             detail: detail.into(),
         }),
     );
+}
+
+/// The message of a compact frame from `from`. Batches this node does not hold are fetched
+/// from `from`, which named them and so holds them (or, for a committed height, has them in
+/// its chain); each must be the batch of the digest asked for.
+async fn resolve(shared: &Arc<Shared>, from: NodeId, frame: Frame) -> Result<Message, String> {
+    let missing: BTreeSet<BatchRef> = {
+        let store = shared.batches.lock().expect("batch store lock");
+        frame
+            .wanted()
+            .filter(|r| store.get(r).is_none())
+            .copied()
+            .collect()
+    };
+    let mut fetched = HashMap::new();
+    for r in missing {
+        let batch = fetch(shared, from, r).await?;
+        shared.metrics.batches_fetched.inc();
+        preverify(shared, Arc::new(batch.body.bids.clone())).await;
+        fetched.insert(r.digest, batch);
+    }
+    let store = shared.batches.lock().expect("batch store lock");
+    frame
+        .resolve(|r| store.get(r).or_else(|| fetched.get(&r.digest)).cloned())
+        .map_err(|e| e.to_string())
+}
+
+/// Asks `from` for the batch `r` names.
+async fn fetch(shared: &Shared, from: NodeId, r: BatchRef) -> Result<SignedBatch, String> {
+    let what = format!(
+        "batch of home {} for height {} ({})",
+        r.home, r.height, r.digest
+    );
+    let bytes = shared
+        .endpoint
+        .request(from, &Request::FetchBatch(r).to_canonical_bytes())
+        .await
+        .map_err(|e| format!("fetching the {what} from member {from}: {e}"))?;
+    match Response::from_canonical_bytes(&bytes) {
+        Ok(Response::Batch(Some(b))) if BatchRef::to(&b) == r => Ok(*b),
+        Ok(Response::Batch(Some(_))) => Err(format!(
+            "member {from} answered the fetch of the {what} with another batch"
+        )),
+        Ok(Response::Batch(None)) => Err(format!("member {from} no longer holds the {what}")),
+        Ok(Response::Failed(f)) => Err(format!(
+            "member {from} refused the fetch of the {what}: {f}"
+        )),
+        Ok(_) => Err(format!(
+            "member {from} answered the fetch of the {what} with something else"
+        )),
+        Err(e) => Err(format!(
+            "member {from}'s answer to the fetch of the {what} does not decode: {e}"
+        )),
+    }
+}
+
+/// The batch `r` names from the committed block of its height, if this node has it.
+fn batch_from_storage(
+    storage: &crate::storage::Storage,
+    r: BatchRef,
+) -> Result<Option<SignedBatch>, String> {
+    let Some(bytes) = storage.block(r.height).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let block = Block::from_canonical_bytes(&bytes)
+        .map_err(|e| format!("stored block {}: {e}", r.height))?;
+    Ok(block
+        .body
+        .process
+        .batches
+        .into_iter()
+        .find(|b| b.body.home == r.home && BatchRef::to(b) == r))
 }
 
 /// Reads inbound frames until `stop` turns true or the transport closes.
@@ -72,17 +146,27 @@ pub(super) async fn dispatch(
     }
 }
 
-/// Decodes a member's message; a batch's bid signatures are verified on the blocking pool
-/// meanwhile (warming the signature cache only).
+/// Decodes a member's compact frame and resolves it to its message, fetching from the sender
+/// any batch it names that this node lacks; a batch's bid signatures are verified on the
+/// blocking pool meanwhile (warming the signature cache only).
 async fn decode_message(shared: Arc<Shared>, from: NodeId, frame: Bytes) -> Option<DriverInput> {
-    let msg = match Message::from_canonical_bytes(&frame) {
-        Ok(m) => m,
+    let compact = match Frame::from_canonical_bytes(&frame) {
+        Ok(f) => f,
         Err(e) => {
             shared.metrics.malformed_frames.inc();
             warn!(%from, error = %e, len = frame.len(), "dropped a malformed message");
             return None;
         }
     };
+    let msg = match resolve(&shared, from, compact).await {
+        Ok(m) => m,
+        Err(e) => {
+            shared.metrics.unresolved_frames.inc();
+            warn!(%from, error = %e, "dropped a message whose batches could not be resolved");
+            return None;
+        }
+    };
+    shared.batches.lock().expect("batch store lock").keep(&msg);
     let msg = match msg {
         Message::Batch(mut batch) => {
             let bids = Arc::new(std::mem::take(&mut batch.body.bids));
@@ -186,6 +270,39 @@ fn request(shared: &Arc<Shared>, from: Peer, frame: Bytes, reply: Responder) -> 
         Request::SubmitAppeal(appeal) => Some(tokio::spawn(async move {
             Some(DriverInput::Appeal(appeal, reply))
         })),
+        Request::FetchBatch(r) => {
+            if let Some(p) = participant {
+                refuse(
+                    reply,
+                    FailureKind::Forbidden,
+                    format!("participant {p}: only members fetch batches"),
+                );
+                return None;
+            }
+            let held = shared
+                .batches
+                .lock()
+                .expect("batch store lock")
+                .get(&r)
+                .cloned();
+            if let Some(b) = held {
+                respond(reply, &Response::Batch(Some(Box::new(b))));
+                return None;
+            }
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = shared.query_slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let storage = shared.storage.clone();
+                match tokio::task::spawn_blocking(move || batch_from_storage(&storage, r)).await {
+                    Ok(Ok(b)) => respond(reply, &Response::Batch(b.map(Box::new))),
+                    Ok(Err(detail)) => refuse(reply, FailureKind::Internal, detail),
+                    Err(e) => refuse(reply, FailureKind::Internal, e.to_string()),
+                }
+            });
+            None
+        }
         Request::Status => {
             let status = shared.status.borrow().clone();
             respond(reply, &Response::Status(Box::new(status)));
