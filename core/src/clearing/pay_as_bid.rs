@@ -139,10 +139,11 @@ impl Clearing for PayAsBid {
         for (_, bids) in &products {
             walk.settled(bids).map_err(VerifyError::Mismatch)?;
         }
+        let used = walk.used();
         let expected = Cleared {
             outcome: ClearingOutcome {
-                awards: pool::awards_of(input, &layout, &walk.used),
-                welfare: pool::welfare_of(input, &layout, &walk.used),
+                awards: pool::awards_of(input, &layout, &used),
+                welfare: pool::welfare_of(input, &layout, &used),
                 congestion_rent: pool::rent_of(&proposed.trades),
                 ..ClearingOutcome::default()
             },
@@ -168,9 +169,20 @@ type Frontier = [Option<(usize, usize)>; 2];
 /// seller's lowest), then earlier submission, then smaller bid id.
 type Key = (i64, u64, [u8; 32]);
 
-/// What a trade repeats of its bid, per bid position, copied once in bid order.
+/// What the walk keeps of a bid, per bid position: everything a visit reads or changes, in
+/// one cell, so that a visit in priority order (all over memory) costs one cache miss.
 #[derive(Clone, Copy)]
-struct Meta {
+struct BidCell {
+    /// The flat index of its first step.
+    first: u32,
+    /// Its number of steps.
+    steps: u16,
+    /// The first step not yet used up.
+    cursor: u16,
+    /// Whether it buys.
+    buys: bool,
+    /// Its receipt time.
+    time: u64,
     participant: crate::units::ParticipantId,
     area: crate::units::AreaId,
     bus: Option<crate::units::BusId>,
@@ -178,32 +190,38 @@ struct Meta {
     product: u32,
 }
 
+/// What the walk keeps of a bid step, in one cell.
+#[derive(Clone, Copy)]
+struct StepCell {
+    /// The limit price, negated for buyers: ascending is priority order.
+    rank: i64,
+    /// The quantity.
+    quantity: i64,
+    /// The energy consumed so far.
+    used: i64,
+}
+
+/// How many trade pairs ahead of the one it checks the walk touches the next bids' cells, so
+/// that they are on their way from memory while it works ([`Walk::touch_ahead`]).
+const LOOK_AHEAD: usize = 16;
+
 /// One pass over proposed trades, tracking how much of every step they consume. Everything
 /// the walk reads of a bid (prices, quantities, times, sides, the fields a trade repeats and
-/// the id) is copied into flat arrays once, in bid order, so the walk, which visits bids in
-/// priority order and thus all over memory, never touches the bids themselves.
+/// the id) is copied once, in bid order, into a cell per bid and a cell per step, so the walk,
+/// which visits bids in priority order and thus all over memory, never touches the bids
+/// themselves. The trades' bid positions are looked up first, in one pass whose lookups do
+/// not depend on each other.
 struct Walk<'w, 'a> {
     input: &'w ClearingInput<'a>,
-    layout: &'w Layout,
-    index: DigestMap<usize>,
+    index: DigestMap<u32>,
     /// The bid id per position.
     ids: Vec<Digest>,
-    /// The trade fields per position.
-    meta: Vec<Meta>,
-    /// The distinct products, by the index [`Meta::product`] holds.
+    /// The distinct products, by the index [`BidCell::product`] holds.
     products: Vec<Product>,
-    /// Limit price per flat step, negated for buyers: ascending is priority order.
-    rank: Vec<i64>,
-    /// Quantity per flat step.
-    quantity: Vec<i64>,
-    /// Receipt time per bid position.
-    time: Vec<u64>,
-    /// Whether the bid at a position buys.
-    buys: Vec<bool>,
-    /// The first step not yet used up, per bid position.
-    cursor: Vec<usize>,
-    /// Energy consumed per flat step.
-    used: Vec<i64>,
+    /// Per bid position.
+    bids: Vec<BidCell>,
+    /// Per flat step.
+    steps: Vec<StepCell>,
     /// The product whose trades are being walked, and the last step consumed on each side as
     /// (bid position, step), buy then sell. Trades come grouped by product.
     current: Option<(Product, Frontier)>,
@@ -212,28 +230,34 @@ struct Walk<'w, 'a> {
 }
 
 impl<'w, 'a> Walk<'w, 'a> {
-    fn new(input: &'w ClearingInput<'a>, layout: &'w Layout) -> Self {
-        let n = layout.total();
+    fn new(input: &'w ClearingInput<'a>, layout: &Layout) -> Self {
         let m = input.bids.len();
-        let (mut rank, mut quantity) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut time, mut buys) = (Vec::with_capacity(m), Vec::with_capacity(m));
-        let (mut ids, mut meta) = (Vec::with_capacity(m), Vec::with_capacity(m));
+        let mut steps = Vec::with_capacity(layout.total());
+        let (mut bids, mut ids) = (Vec::with_capacity(m), Vec::with_capacity(m));
         let mut products: Vec<Product> = Vec::new();
         let mut product_index: BTreeMap<Product, u32> = BTreeMap::new();
-        for (&(id, bid), &received) in input.bids.iter().zip(&input.received) {
-            let buy = bid.side == Side::Buy;
+        for (pos, (&(id, bid), &received)) in input.bids.iter().zip(&input.received).enumerate() {
+            let buys = bid.side == Side::Buy;
             for step in &bid.steps {
-                rank.push(if buy { -step.price.0 } else { step.price.0 });
-                quantity.push(step.quantity.0);
+                steps.push(StepCell {
+                    rank: if buys { -step.price.0 } else { step.price.0 },
+                    quantity: step.quantity.0,
+                    used: 0,
+                });
             }
-            time.push(received.0);
-            buys.push(buy);
             ids.push(id);
             let product = *product_index.entry(bid.product).or_insert_with(|| {
                 products.push(bid.product);
                 (products.len() - 1) as u32
             });
-            meta.push(Meta {
+            // Flat indices and step counts fit: the layout counts at most MAX_AWARDS-scale
+            // steps, and a bid has at most MAX_BID_STEPS.
+            bids.push(BidCell {
+                first: layout.at(pos, 0) as u32,
+                steps: layout.steps(pos) as u16,
+                cursor: 0,
+                buys,
+                time: received.0,
                 participant: bid.participant,
                 area: bid.area,
                 bus: bid.bus,
@@ -241,32 +265,29 @@ impl<'w, 'a> Walk<'w, 'a> {
             });
         }
         Self {
-            ids,
-            meta,
-            products,
-            index: input
-                .bids
+            index: ids
                 .iter()
                 .enumerate()
-                .map(|(p, (id, _))| (*id, p))
+                .map(|(p, id)| (*id, p as u32))
                 .collect(),
-            rank,
-            quantity,
-            cursor: vec![0; input.bids.len()],
-            time,
-            buys,
-            used: vec![0; n],
+            ids,
+            products,
+            bids,
+            steps,
             current: None,
             done: BTreeMap::new(),
             input,
-            layout,
         }
+    }
+
+    fn step(&self, pos: usize, step: usize) -> &StepCell {
+        &self.steps[self.bids[pos].first as usize + step]
     }
 
     fn key(&self, pos: usize, step: usize) -> Key {
         (
-            self.rank[self.layout.at(pos, step)],
-            self.time[pos],
+            self.step(pos, step).rank,
+            self.bids[pos].time,
             self.ids[pos].0,
         )
     }
@@ -274,72 +295,98 @@ impl<'w, 'a> Walk<'w, 'a> {
     /// Whether the step at (`a`, `sa`) comes after the one at (`b`, `sb`) in its side's
     /// priority order: the order of [`Walk::key`], reading an id only on a tie.
     fn behind(&self, (a, sa): (usize, usize), (b, sb): (usize, usize)) -> bool {
-        let ka = (self.rank[self.layout.at(a, sa)], self.time[a]);
-        let kb = (self.rank[self.layout.at(b, sb)], self.time[b]);
+        let ka = (self.step(a, sa).rank, self.bids[a].time);
+        let kb = (self.step(b, sb).rank, self.bids[b].time);
         ka > kb || (ka == kb && self.ids[a].0 > self.ids[b].0)
     }
 
     /// The trade a bid's side of a match gives: `me` traded `quantity` at `price` with
     /// `other`.
     fn expected_trade(&self, me: usize, other: usize, quantity: Quantity, price: Price) -> Trade {
-        let m = &self.meta[me];
+        let m = &self.bids[me];
         Trade {
             bid: self.ids[me],
             participant: m.participant,
-            side: if self.buys[me] { Side::Buy } else { Side::Sell },
+            side: if m.buys { Side::Buy } else { Side::Sell },
             area: m.area,
             bus: m.bus,
             product: self.products[m.product as usize],
             quantity,
             price,
-            counterparty: Some(self.meta[other].participant),
+            counterparty: Some(self.bids[other].participant),
         }
-    }
-
-    fn quantity(&self, pos: usize, step: usize) -> i64 {
-        self.quantity[self.layout.at(pos, step)]
     }
 
     /// The limit price of a step.
     fn price(&self, pos: usize, step: usize) -> Price {
-        let r = self.rank[self.layout.at(pos, step)];
-        Price(if self.buys[pos] { -r } else { r })
+        let r = self.step(pos, step).rank;
+        Price(if self.bids[pos].buys { -r } else { r })
     }
 
     /// The first step of the bid at `pos` not used up.
     fn current(&self, pos: usize) -> Option<usize> {
-        let step = self.cursor[pos];
-        (step < self.layout.steps(pos)).then_some(step)
+        let b = &self.bids[pos];
+        (b.cursor < b.steps).then_some(usize::from(b.cursor))
     }
 
     /// Adds `piece` to a step's use, moving the bid's cursor past it once it is used up.
     fn take(&mut self, pos: usize, step: usize, piece: i64) {
-        let flat = self.layout.at(pos, step);
-        self.used[flat] += piece;
-        if self.used[flat] == self.quantity[flat] {
-            self.cursor[pos] = step + 1;
+        let first = self.bids[pos].first as usize;
+        let cell = &mut self.steps[first + step];
+        cell.used += piece;
+        if cell.used == cell.quantity {
+            // A step index is below MAX_BID_STEPS.
+            self.bids[pos].cursor = (step + 1) as u16;
         }
+    }
+
+    /// Touches the bid cells of the trades [`LOOK_AHEAD`] pairs after trade `at`, and the
+    /// current step cells of those half as far ahead (whose bid cells were touched before),
+    /// so they are in cache when the walk gets there. Reads nothing depends on: the processor
+    /// overlaps their misses with the walk's work.
+    fn touch_ahead(&self, positions: &[Option<u32>], at: usize) {
+        for t in [at + 2 * LOOK_AHEAD, at + 2 * LOOK_AHEAD + 1] {
+            if let Some(Some(p)) = positions.get(t) {
+                std::hint::black_box(self.bids[*p as usize].first);
+            }
+        }
+        for t in [at + LOOK_AHEAD, at + LOOK_AHEAD + 1] {
+            if let Some(Some(p)) = positions.get(t) {
+                let b = &self.bids[*p as usize];
+                if let Some(cell) = self.steps.get(b.first as usize + usize::from(b.cursor)) {
+                    std::hint::black_box(cell.rank);
+                }
+            }
+        }
+    }
+
+    /// The energy consumed per flat step.
+    fn used(&self) -> Vec<i64> {
+        self.steps.iter().map(|s| s.used).collect()
     }
 
     fn trades(&mut self, trades: &[Trade]) -> Result<(), ClearingMismatch> {
         if trades.len() % 2 != 0 {
             return Err(mismatch("trades".into(), trades.len(), "pairs of trades"));
         }
+        let positions: Vec<Option<u32>> = trades
+            .iter()
+            .map(|t| self.index.get(&t.bid).copied())
+            .collect();
         let mut previous: Option<(usize, usize, Price)> = None;
         for (k, pair) in trades.chunks(2).enumerate() {
+            self.touch_ahead(&positions, 2 * k);
             let (b, s) = (&pair[0], &pair[1]);
             let name = |i: usize, what: &str| format!("trade {}: {what}", 2 * k + i);
-            let pos_b = *self
-                .index
-                .get(&b.bid)
-                .ok_or_else(|| mismatch(name(0, "bid"), format!("{:?}", b.bid), "a cleared bid"))?;
-            let pos_s = *self
-                .index
-                .get(&s.bid)
-                .ok_or_else(|| mismatch(name(1, "bid"), format!("{:?}", s.bid), "a cleared bid"))?;
-            if !self.buys[pos_b]
-                || self.buys[pos_s]
-                || self.meta[pos_b].product != self.meta[pos_s].product
+            let pos_b = positions[2 * k]
+                .ok_or_else(|| mismatch(name(0, "bid"), format!("{:?}", b.bid), "a cleared bid"))?
+                as usize;
+            let pos_s = positions[2 * k + 1]
+                .ok_or_else(|| mismatch(name(1, "bid"), format!("{:?}", s.bid), "a cleared bid"))?
+                as usize;
+            if !self.bids[pos_b].buys
+                || self.bids[pos_s].buys
+                || self.bids[pos_b].product != self.bids[pos_s].product
             {
                 return Err(mismatch(
                     name(0, "sides"),
@@ -389,9 +436,9 @@ impl<'w, 'a> Walk<'w, 'a> {
         price: Price,
     ) -> Result<(), ClearingMismatch> {
         let item = |what: &str| format!("trade {trade}: {what}");
-        let product = self.products[self.meta[pos_b].product as usize];
+        let product = self.products[self.bids[pos_b].product as usize];
         // The earlier-submitted bid sets the price; the seller's on equal times.
-        let earlier_is_buyer = self.time[pos_b] < self.time[pos_s];
+        let earlier_is_buyer = self.bids[pos_b].time < self.bids[pos_s].time;
         let mut left = q;
         while left > 0 {
             let sb = self.current(pos_b).ok_or_else(|| {
@@ -408,7 +455,6 @@ impl<'w, 'a> Walk<'w, 'a> {
                     "at most what the seller's steps hold",
                 )
             })?;
-            let (fb, fs) = (self.layout.at(pos_b, sb), self.layout.at(pos_s, ss));
             let (pb, ps) = (self.price(pos_b, sb), self.price(pos_s, ss));
             if pb < ps {
                 return Err(mismatch(
@@ -425,7 +471,8 @@ impl<'w, 'a> Walk<'w, 'a> {
             for (side, pos, step) in [(0, pos_b, sb), (1, pos_s, ss)] {
                 if let Some((lp, ls)) = last[side].filter(|&l| l != (pos, step)) {
                     let behind = self.behind((lp, ls), (pos, step));
-                    if behind || self.used[self.layout.at(lp, ls)] < self.quantity(lp, ls) {
+                    let l = self.step(lp, ls);
+                    if behind || l.used < l.quantity {
                         return Err(mismatch(
                             item("priority"),
                             "a step out of the book's order",
@@ -437,9 +484,8 @@ impl<'w, 'a> Walk<'w, 'a> {
             if let Some((_, l)) = self.current.as_mut() {
                 *l = [Some((pos_b, sb)), Some((pos_s, ss))];
             }
-            let piece = left
-                .min(self.quantity[fb] - self.used[fb])
-                .min(self.quantity[fs] - self.used[fs]);
+            let (cb, cs) = (self.step(pos_b, sb), self.step(pos_s, ss));
+            let piece = left.min(cb.quantity - cb.used).min(cs.quantity - cs.used);
             self.take(pos_b, sb, piece);
             self.take(pos_s, ss, piece);
             left -= piece;
@@ -489,12 +535,12 @@ impl<'w, 'a> Walk<'w, 'a> {
         let mut best_left: [Option<(Key, Price)>; 2] = [None, None];
         let bounds = last.map(|l| l.map(|(lp, ls)| self.key(lp, ls)));
         for &pos in bids {
-            let side = usize::from(!self.buys[pos]);
+            let side = usize::from(!self.bids[pos].buys);
             let bound = bounds[side];
-            for step in 0..self.layout.steps(pos) {
-                let flat = self.layout.at(pos, step);
+            for step in 0..usize::from(self.bids[pos].steps) {
                 let key = self.key(pos, step);
-                let (used, full) = (self.used[flat], self.quantity(pos, step));
+                let cell = self.step(pos, step);
+                let (used, full) = (cell.used, cell.quantity);
                 let ahead = bound.is_some_and(|b| key < b);
                 let behind = bound.is_none_or(|b| key > b);
                 if (ahead && used < full) || (behind && used > 0) {

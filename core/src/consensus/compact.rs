@@ -652,14 +652,38 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::Arc;
 
-    /// The frame of `msg` resolved against a store of its own batches.
+    /// The frame of `msg` resolved against its own batches.
     fn round_trip(msg: &Message) -> Result<Message, ResolveError> {
-        let mut store = BatchStore::default();
-        for b in batches_of(msg) {
-            store.insert(b.clone());
-        }
+        let held: HashMap<Digest, SignedBatch> = batches_of(msg)
+            .into_iter()
+            .map(|b| (digest_of(b), b.clone()))
+            .collect();
         let frame = Frame::from_canonical_bytes(&encode(msg)).expect("a frame decodes");
-        frame.resolve(|r| store.get(r).cloned())
+        frame.resolve(|r| held.get(&r.digest).cloned())
+    }
+
+    /// The store keeps batches from its floor to BATCH_HEIGHTS_AHEAD past it, whatever peers
+    /// send, and pruning raises the floor.
+    #[test]
+    fn the_batch_store_keeps_a_bounded_window_of_heights() {
+        let (s, _) = committed(1);
+        let at = |h: u64| s.batch(0, h, Vec::new());
+        let mut store = BatchStore::default();
+        store.prune_below(10);
+        let kept: Vec<BatchRef> = [9, 10, 14, 15].map(|h| store.insert(at(h))).to_vec();
+        assert_eq!(
+            kept.iter()
+                .map(|r| store.get(r).is_some())
+                .collect::<Vec<_>>(),
+            [false, true, true, false]
+        );
+        store.keep(&Message::Batch(at(12)));
+        assert_eq!(store.len(), 3);
+        store.prune_below(12);
+        assert_eq!(store.len(), 2);
+        store.prune_below(11);
+        assert!(store.get(&BatchRef::to(&at(12))).is_some());
+        assert_eq!(store.len(), 2, "the floor never goes down");
     }
 
     fn skip_with(block: &Block, proposal: Proposal) -> Message {
