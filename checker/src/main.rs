@@ -392,7 +392,8 @@ fn run_cli() -> anyhow::Result<bool> {
                 let line = format!(
                     "{:<28} {:<4} {:<10} {:>8} {:>9} states {:>7.1} s  ({})",
                     m.name,
-                    m.property,
+                    // A `sometimes` property's name starts with its id.
+                    m.property.split(':').next().unwrap_or(m.property),
                     if v.caught { "caught" } else { "MISSED" },
                     v.trace_len.map_or("-".to_owned(), |n| format!("{n} steps")),
                     v.unique_states,

@@ -213,6 +213,15 @@ pub const CATALOGUE: &[Mutant] = &[
         slice: Slice::Whole,
     },
     Mutant {
+        name: "drop-late-objection",
+        about: "a primary drops an objection to an earlier revision of its view instead of answering it: the second member's objection to revision 0, arriving after revision 1, is never carried (the objector must object again, a revision later)",
+        mutation: Mutation::DropLateObjection,
+        scenario: "late-objection",
+        property: "L5: an objection to an earlier revision of the view is answered",
+        strategy: Strategy::Bfs,
+        slice: Slice::Whole,
+    },
+    Mutant {
         name: "admit-without-home-signature",
         about: "a home node countersigns any admission it is handed, so the admission that only another member signed takes effect",
         mutation: Mutation::AdmitWithoutHomeSignature,
@@ -307,10 +316,12 @@ pub fn run_shaped(
         timeout,
     };
     let out = run::check(&scenario, &opts);
-    let caught = out
-        .properties
-        .iter()
-        .any(|p| p.name == m.property && p.status == Status::Violated);
+    // An `always` property is caught by a counterexample; a `sometimes` property by an
+    // exhaustive search that never reaches it.
+    let caught = out.properties.iter().any(|p| {
+        p.name == m.property
+            && (p.status == Status::Violated || (p.status == Status::NotReached && out.exhaustive))
+    });
     let path = out.paths.get(m.property);
     let steps = path.map(|p| crate::trace::steps(&out.model, p));
     Verdict {

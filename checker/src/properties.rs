@@ -143,6 +143,14 @@ pub fn catalogue() -> Vec<PropertyDef> {
             applies: |s| !s.security.is_empty() && s.genesis.max_revisions == 0,
         },
         PropertyDef {
+            id: "L5",
+            name: "L5: an objection to an earlier revision of the view is answered",
+            expectation: Sometimes,
+            condition: l5_reached,
+            // Two members object to one revision with different cuts.
+            applies: |s| s.security.len() >= 2,
+        },
+        PropertyDef {
             id: "V5",
             name: "V5: an appeal upheld, recorded and told",
             expectation: Sometimes,
@@ -1404,6 +1412,23 @@ fn l3_reached(model: &Model, state: &State) -> bool {
             .blocks
             .iter()
             .any(|b| b.header.revision == 1 && !b.body.process.objections.is_empty())
+    })
+}
+
+/// L5: a correct primary accepted an objection to an earlier revision of its view than the
+/// one it proposes, which that proposal does not carry: an objection accepted before a
+/// revision is recorded in it, so this one reached the primary after it had revised, and
+/// its next revision answers it.
+fn l5_reached(model: &Model, state: &State) -> bool {
+    correct(model, state).any(|c| {
+        let n = &c.view.node;
+        n.own.as_ref().is_some_and(|p| {
+            let revision = p.round().1;
+            n.negotiation
+                .objections
+                .iter()
+                .any(|o| o.body.revision < revision && !p.body.process.objections.contains(o))
+        })
     })
 }
 

@@ -304,6 +304,7 @@ impl Scenario {
             Self::liar(),
             Self::late_revision(),
             Self::late_appeal(),
+            Self::late_objection(),
             Self::admission(),
         ]
     }
@@ -525,6 +526,76 @@ impl Scenario {
         s.bounds.max_revision = 2;
         s.ci_bounds.max_revision = 2;
         s
+    }
+
+    /// n = 3 under zonal coupling, after collection: a seller in area 1 and a buyer in area 2
+    /// want 100 MWh over tie line 1 (the ring's other lines are closed), and the two members
+    /// that are not the primary each limit that line by a cut of their own, 40 and 60 MWh, so
+    /// both object to revision 0. If the primary's `Revise` timer fires after the first
+    /// objection, it revises with that cut alone and the other objection to revision 0 reaches
+    /// it late: it answers it in its next revision (L5), although revision 1's 40 MWh already
+    /// honours the 60 MWh cut.
+    pub fn late_objection() -> Scenario {
+        let mut genesis = Self::base(3);
+        genesis.clearing.rule = ClearingRule::ZonalCoupling;
+        for line in genesis
+            .tie_lines
+            .iter_mut()
+            .filter(|l| l.id != TieLineId(1))
+        {
+            line.capacity_forward = Quantity(0);
+            line.capacity_backward = Quantity(0);
+        }
+        let primary = genesis.primary(1, 0);
+        let cut = |label, limit| Cut {
+            product: sample_product(1),
+            label,
+            terms: vec![CutTerm {
+                variable: CutVariable::TieFlow(TieLineId(1)),
+                coefficient: COEFFICIENT_SCALE,
+            }],
+            limit: mwh(limit),
+        };
+        let security = genesis
+            .members
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| *id != primary)
+            .zip([cut(7, 40), cut(8, 60)])
+            .map(|(id, c)| {
+                (
+                    id,
+                    ConstraintList {
+                        constraints: vec![c],
+                    },
+                )
+            })
+            .collect();
+        let bounds = Bounds {
+            max_height: 1,
+            max_view: 0,
+            max_revision: 2,
+            max_crashes: 0,
+        };
+        Scenario {
+            name: "late-objection",
+            about: "n=3, zonal coupling, after collection: two members object to revision 0 with cuts of their own; one that reaches the primary after it revised is answered in the next revision",
+            genesis,
+            faults: BTreeMap::new(),
+            security,
+            scripts: vec![
+                Script::bid(0, Side::Sell, 10, 100),
+                Script::bid(1, Side::Buy, 90, 100),
+            ],
+            max_crashes: 0,
+            bounds,
+            ci_bounds: bounds,
+            after_collection: true,
+            two_step_crash: false,
+            misses_decided: None,
+            changes: Vec::new(),
+            later_bids: Vec::new(),
+        }
     }
 
     /// n = 3, f = 1: a participant appeals that its receipted bid is missing from the result;

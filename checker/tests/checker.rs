@@ -80,6 +80,7 @@ fn unmutated_protocol_passes_every_scenario_but_crash_and_byzantine_skip_exhaust
         "catch-up",
         "late-revision",
         "late-appeal",
+        "late-objection",
     ] {
         let s = Scenario::named(name).unwrap();
         let o = run::check(&s, &opts(&s));
@@ -271,30 +272,31 @@ fn unmutated_protocol_passes_random_walks_of_crash_and_byzantine_skip() {
     }
 }
 
-/// Every seeded bug of the catalogue is caught by the property the catalogue names.
+/// Every seeded bug of the catalogue is caught by the property the catalogue names: an
+/// `always` property with a counterexample, a `sometimes` property by an exhaustive search
+/// that never reaches it.
 #[test]
 fn every_seeded_bug_is_caught_by_its_property() {
     assert!(CATALOGUE.len() >= 14);
     let names: BTreeSet<&str> = CATALOGUE.iter().map(|m| m.name).collect();
     assert_eq!(names.len(), CATALOGUE.len(), "mutant names are unique");
-    let ids: BTreeSet<&str> = properties::catalogue().iter().map(|p| p.id).collect();
+    let catalogue = properties::catalogue();
     for m in CATALOGUE {
-        assert!(
-            ids.contains(m.property),
-            "{}: no property {}",
-            m.name,
-            m.property
-        );
+        let Some(property) = catalogue.iter().find(|p| p.name == m.property) else {
+            panic!("{}: no property {}", m.name, m.property);
+        };
         let v = mutants::run(m, true, 1, true, None);
         assert!(
             v.caught,
             "{} was not caught by {} in {} ({} states)",
             m.name, m.property, m.scenario, v.unique_states
         );
-        assert!(
-            v.trace_len.is_some_and(|n| n > 0),
-            "{}: empty trace",
-            m.name
-        );
+        if property.expectation == stateright::Expectation::Always {
+            assert!(
+                v.trace_len.is_some_and(|n| n > 0),
+                "{}: empty trace",
+                m.name
+            );
+        }
     }
 }

@@ -431,13 +431,17 @@ fn describes(batches: &[SignedBatch], at: BidAt, t: &Trade) -> bool {
         && b.product == t.product
 }
 
-fn take_batch(
-    r: &BatchRef,
+/// The batches `refs` names, in order.
+fn take_batches(
+    refs: &[BatchRef],
     held: &impl Fn(&BatchRef) -> Option<SignedBatch>,
-) -> Result<SignedBatch, ResolveError> {
-    held(r).ok_or(ResolveError::Missing(*r))
+) -> Result<Vec<SignedBatch>, ResolveError> {
+    refs.iter()
+        .map(|r| held(r).ok_or(ResolveError::Missing(*r)))
+        .collect()
 }
 
+/// A batch list's place: references only, in place of a list the frame left empty.
 fn fill_batches(
     stripped: &[SignedBatch],
     place: Place,
@@ -448,7 +452,7 @@ fn fill_batches(
             "a batch list carries more than refs",
         ));
     }
-    place.batches.iter().map(|r| take_batch(r, held)).collect()
+    take_batches(&place.batches, held)
 }
 
 fn fill_proposal(
@@ -471,7 +475,7 @@ fn fill_body(
             "a stripped body still carries batches, awards or trades",
         ));
     }
-    p.batches = fill_batches(&[], Place::of_refs(place.batches), held)?;
+    p.batches = take_batches(&place.batches, held)?;
     let batches = &p.batches;
     let ids: Vec<Vec<Digest>> = if place
         .awards
@@ -539,16 +543,6 @@ fn fill_body(
         })
         .collect::<Result<_, ResolveError>>()?;
     Ok(())
-}
-
-impl Place {
-    fn of_refs(batches: Vec<BatchRef>) -> Self {
-        Place {
-            batches,
-            awards: Vec::new(),
-            trades: Vec::new(),
-        }
-    }
 }
 
 /// How many heights past its floor a [`BatchStore`] keeps batches for: the height in progress

@@ -174,6 +174,9 @@ pub enum Mutation {
     /// A node does not apply revocations: a revoked participant's later bids are taken and
     /// cleared (spec A2).
     IgnoreRevocation,
+    /// A primary drops an objection to an earlier revision of its view (it revised before the
+    /// objection arrived) instead of answering it in its next revision (spec L5).
+    DropLateObjection,
 }
 
 /// Everything a node's transitions read but never change.

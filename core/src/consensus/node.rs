@@ -1495,10 +1495,11 @@ impl NodeState {
         // An objection to the current revision, or to an earlier revision of the view that
         // this primary proposed (it was revised before the objection arrived): its cuts and
         // batch are as valid against the current revision, so it is answered, not dropped
-        // (spec 2.6).
+        // (spec 2.6, L5).
         if view != self.view
             || b.view != view
             || b.revision > revision
+            || (b.revision < revision && mutated!(ctx, DropLateObjection))
             || self.voted.get(&(VoteKind::Propose, view, b.revision)) != Some(&b.block)
             || !fresh
             || (self.locked_in_view() && !mutated!(ctx, ReviseAfterLock))
