@@ -152,7 +152,8 @@ fn now() -> Timestamp {
 }
 
 /// Where the driver publishes the node's status and the registry it follows (for the
-/// dispatcher), and the participants the stored chain revoked, as they stood when revoked.
+/// dispatcher), the participants the stored chain revoked, as they stood when revoked, and the
+/// batch store it shares with the dispatcher.
 pub(super) struct Publish {
     /// The status.
     pub(super) status: watch::Sender<NodeStatus>,
@@ -160,6 +161,8 @@ pub(super) struct Publish {
     pub(super) registry: watch::Sender<Arc<Genesis>>,
     /// The revoked participants.
     pub(super) revoked: BTreeMap<ParticipantId, Participant>,
+    /// The batches the node's frames name, shared with the dispatcher.
+    pub(super) batches: Arc<std::sync::Mutex<BatchStore>>,
 }
 
 /// The state machine and everything it writes to.
@@ -199,12 +202,12 @@ impl Driver {
         metrics: Arc<NodeMetrics>,
         publish: Publish,
         max_frame_len: usize,
-        batches: Arc<std::sync::Mutex<BatchStore>>,
     ) -> Self {
         let Publish {
             status,
             registry: registry_tx,
             revoked,
+            batches,
         } = publish;
         let me = node.ctx.me;
         let others = node

@@ -511,9 +511,9 @@ pub async fn run(
             status: status_tx,
             registry: registry_tx,
             revoked,
+            batches,
         },
         config.max_frame_len,
-        batches,
     )
     .run(pending_rx, stop_rx)
     .await;
