@@ -549,39 +549,53 @@ fn fill_body(
 /// and a few that peers ahead of this node may already be deciding.
 pub const BATCH_HEIGHTS_AHEAD: u64 = 4;
 
+/// Most batches a [`BatchStore`] keeps of one home node for one height: its batch, and one
+/// more (a batch it revised by equivocating, which the protocol records as evidence).
+pub const BATCHES_PER_HOME_HEIGHT: usize = 2;
+
 /// The batches a member holds, by digest: what its compact frames are resolved against, and
 /// what it serves a peer that asks for a batch it named. It keeps batches of heights from its
 /// floor (the last committed height, set by [`BatchStore::prune_below`]) to
-/// [`BATCH_HEIGHTS_AHEAD`] past it, so it stays bounded whatever peers send; older batches
-/// are in the committed chain.
+/// [`BATCH_HEIGHTS_AHEAD`] past it, at most [`BATCHES_PER_HOME_HEIGHT`] of each home for each
+/// height, so it stays bounded whatever peers send; older batches are in the committed chain.
+/// A batch it does not keep is still resolved against once, from the frame's fetch.
 #[derive(Clone, Debug, Default)]
 pub struct BatchStore {
     batches: HashMap<Digest, SignedBatch>,
+    /// How many are kept per (height, home).
+    per_home: HashMap<(u64, NodeId), usize>,
     floor: u64,
 }
 
 impl BatchStore {
-    fn keeps(&self, height: u64) -> bool {
-        height >= self.floor && height - self.floor <= BATCH_HEIGHTS_AHEAD
+    /// Keeps `batch` if its height is in the window and its home has room at that height.
+    fn admit(&mut self, digest: Digest, batch: &SignedBatch) {
+        let (height, home) = (batch.body.height, batch.body.home);
+        if height < self.floor
+            || height - self.floor > BATCH_HEIGHTS_AHEAD
+            || self.batches.contains_key(&digest)
+        {
+            return;
+        }
+        let count = self.per_home.entry((height, home)).or_default();
+        if *count < BATCHES_PER_HOME_HEIGHT {
+            *count += 1;
+            self.batches.insert(digest, batch.clone());
+        }
     }
 
-    /// Keeps `batch` if its height is in the store's window; returns its reference.
+    /// Keeps `batch` if the store has room for it; returns its reference.
     pub fn insert(&mut self, batch: SignedBatch) -> BatchRef {
         let r = BatchRef::to(&batch);
-        if self.keeps(r.height) {
-            self.batches.entry(r.digest).or_insert(batch);
-        }
+        self.admit(r.digest, &batch);
         r
     }
 
     /// Keeps every batch `msg` carries (a message this node sent, or received and resolved)
-    /// whose height is in the store's window, copying only those not yet held.
+    /// that the store has room for.
     pub fn keep(&mut self, msg: &Message) {
         for b in batches_of(msg) {
-            if self.keeps(b.body.height) {
-                let digest = digest_of(b);
-                self.batches.entry(digest).or_insert_with(|| b.clone());
-            }
+            self.admit(digest_of(b), b);
         }
     }
 
@@ -595,6 +609,7 @@ impl BatchStore {
         self.floor = self.floor.max(height);
         let floor = self.floor;
         self.batches.retain(|_, b| b.body.height >= floor);
+        self.per_home.retain(|(h, _), _| *h >= floor);
     }
 
     /// How many batches are held.
@@ -656,8 +671,9 @@ mod tests {
         frame.resolve(|r| held.get(&r.digest).cloned())
     }
 
-    /// The store keeps batches from its floor to BATCH_HEIGHTS_AHEAD past it, whatever peers
-    /// send, and pruning raises the floor.
+    /// The store keeps batches from its floor to BATCH_HEIGHTS_AHEAD past it, at most
+    /// BATCHES_PER_HOME_HEIGHT of a home per height, whatever peers send, and pruning raises
+    /// the floor.
     #[test]
     fn the_batch_store_keeps_a_bounded_window_of_heights() {
         let (s, _) = committed(1);
@@ -673,11 +689,18 @@ mod tests {
         );
         store.keep(&Message::Batch(at(12)));
         assert_eq!(store.len(), 3);
+        // A home's third distinct batch for one height is not kept.
+        let other = |nonce| s.batch(0, 12, vec![s.bid(0, 12, nonce)]);
+        store.insert(other(1));
+        assert_eq!(store.len(), 4);
+        let third = store.insert(other(2));
+        assert!(store.get(&third).is_none());
+        assert_eq!(store.len(), 4);
         store.prune_below(12);
-        assert_eq!(store.len(), 2);
+        assert_eq!(store.len(), 3);
         store.prune_below(11);
         assert!(store.get(&BatchRef::to(&at(12))).is_some());
-        assert_eq!(store.len(), 2, "the floor never goes down");
+        assert_eq!(store.len(), 3, "the floor never goes down");
     }
 
     fn skip_with(block: &Block, proposal: Proposal) -> Message {
