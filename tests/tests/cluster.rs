@@ -186,6 +186,31 @@ fn metric(page: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
+/// Starts node 0 with its metrics endpoint on a free port (and `extra` flags), then the
+/// nodes `others`; returns the metrics port.
+fn start_metered(c: &mut LocalCluster, extra: &[&str], others: std::ops::Range<usize>) -> u16 {
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let args: Vec<&str> = extra
+        .iter()
+        .copied()
+        .chain(["--metrics", &metrics])
+        .collect();
+    c.start_with(0, &args).unwrap();
+    for i in others {
+        c.start(i).unwrap();
+    }
+    port
+}
+
+/// Waits until node 0's participant sees `height` committed.
+async fn first_rounds(p0: &ParticipantClient, height: u64, within: Duration) {
+    eventually(within, "the first rounds", || async {
+        committed(p0).await.is_some_and(|h| h >= height)
+    })
+    .await;
+}
+
 fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -432,19 +457,11 @@ fn a_bid_from_a_participant_not_admitted_is_refused_with_a_clear_error() {
 #[test]
 fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_serving() {
     let (_serial, _dir, mut c) = cluster("malformed");
-    let metrics_port = free_port();
     bounded(async {
-        let metrics = format!("127.0.0.1:{metrics_port}");
-        c.start_with(0, &["--max-frame-mib", "1", "--metrics", &metrics])
-            .unwrap();
-        for i in 1..c.len() {
-            c.start(i).unwrap();
-        }
+        let n = c.len();
+        let metrics_port = start_metered(&mut c, &["--max-frame-mib", "1"], 1..n);
         let p0 = c.participant(0, REQUEST_TIMEOUT).unwrap();
-        eventually(Duration::from_secs(20), "a first round", || async {
-            committed(&p0).await.is_some_and(|h| h >= 1)
-        })
-        .await;
+        first_rounds(&p0, 1, Duration::from_secs(20)).await;
 
         // A participant's malformed request is refused with the reason.
         let raw = Client::new(
@@ -554,13 +571,8 @@ fn a_frame_naming_a_batch_the_node_lacks_is_resolved_by_fetching_it_from_the_sen
     use tieline_net::transport::{Inbound, Peer};
 
     let (_serial, _dir, mut c) = cluster("fetch");
-    let metrics_port = free_port();
     bounded(async {
-        let metrics = format!("127.0.0.1:{metrics_port}");
-        c.start_with(0, &["--metrics", &metrics]).unwrap();
-        for i in 1..3 {
-            c.start(i).unwrap();
-        }
+        let metrics_port = start_metered(&mut c, &[], 1..3);
         let node0 = c.genesis.members[0].id;
         let (peer, mut inbound) = Endpoint::bind(
             c.genesis.members[3].address.parse().unwrap(),
@@ -570,10 +582,7 @@ fn a_frame_naming_a_batch_the_node_lacks_is_resolved_by_fetching_it_from_the_sen
         )
         .unwrap();
         let p0 = c.participant(0, REQUEST_TIMEOUT).unwrap();
-        eventually(Duration::from_secs(40), "a first round", || async {
-            committed(&p0).await.is_some_and(|h| h >= 1)
-        })
-        .await;
+        first_rounds(&p0, 1, Duration::from_secs(40)).await;
 
         // A batch of member 3 that node 0 has never seen, named in a view certificate.
         let height = p0.status().await.unwrap().height;

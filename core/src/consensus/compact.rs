@@ -22,15 +22,13 @@ use std::collections::HashMap;
 use crate::block::{Block, BlockBody, ProcessData};
 use crate::clearing::{ClearingOutcome, ClearingRecord, MAX_AWARDS, StepAward};
 use crate::crypto::{Digest, digest_of};
-use crate::encoding::{
-    Canonical, DecodeError, DecodeErrorKind, Reader, Tagged, decode_seq, encode_seq,
-};
+use crate::encoding::{Canonical, DecodeError, Reader, Tagged, decode_seq, encode_seq};
 use crate::genesis::MAX_MEMBERS;
 use crate::market::{SignedBatch, Trade};
 use crate::units::{NodeId, ParticipantId, Price, Quantity};
 
 use super::types::{MAX_SYNC_BLOCKS, Message, Proposal};
-use super::wire::MAX_WIRE_LEN;
+use super::wire::{MAX_WIRE_LEN, invalid};
 
 /// A batch named by reference: enough for the receiver to find it among the batches it holds,
 /// and for the sender to find it in its store when asked.
@@ -111,11 +109,7 @@ impl Canonical for AwardEntry {
                 quantity: Quantity::decode(r)?,
             },
             1 => AwardEntry::Whole(StepAward::decode(r)?),
-            value => {
-                return Err(DecodeError::new(DecodeErrorKind::InvalidDiscriminant {
-                    value,
-                }));
-            }
+            value => return Err(invalid(value)),
         })
     }
 }
@@ -162,11 +156,7 @@ impl Canonical for TradeEntry {
                 counterparty: Option::decode(r)?,
             },
             1 => TradeEntry::Whole(Box::new(Trade::decode(r)?)),
-            value => {
-                return Err(DecodeError::new(DecodeErrorKind::InvalidDiscriminant {
-                    value,
-                }));
-            }
+            value => return Err(invalid(value)),
         })
     }
 }

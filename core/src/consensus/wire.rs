@@ -73,7 +73,8 @@ const _: () = {
     assert!(fits(<SkipVote as Tagged>::MAX_ENCODED_LEN));
 };
 
-fn invalid(value: u8) -> DecodeError {
+/// The error for an undefined discriminant.
+pub(crate) fn invalid(value: u8) -> DecodeError {
     DecodeError::new(DecodeErrorKind::InvalidDiscriminant { value })
 }
 
