@@ -211,6 +211,18 @@ async fn first_rounds(p0: &ParticipantClient, height: u64, within: Duration) {
     .await;
 }
 
+/// Participant 0's bare transport client to node 0, for requests the participant library
+/// would not send.
+fn raw_client(c: &LocalCluster) -> Client {
+    Client::new(
+        c.consortium.participants[0].clone(),
+        c.genesis.members[0].address.parse().unwrap(),
+        c.genesis.members[0].public_key,
+        TransportConfig::default(),
+    )
+    .unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -464,13 +476,7 @@ fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_ser
         first_rounds(&p0, 1, Duration::from_secs(20)).await;
 
         // A participant's malformed request is refused with the reason.
-        let raw = Client::new(
-            c.consortium.participants[0].clone(),
-            c.genesis.members[0].address.parse().unwrap(),
-            c.genesis.members[0].public_key,
-            TransportConfig::default(),
-        )
-        .unwrap();
+        let raw = raw_client(&c);
         let answer = raw
             .request(b"\x05\x02\x01\xff not a request")
             .await
@@ -664,13 +670,7 @@ fn a_frame_naming_a_batch_the_node_lacks_is_resolved_by_fetching_it_from_the_sen
         assert_eq!(fetch(unknown).await, Response::Batch(None));
 
         // A participant is refused.
-        let raw = Client::new(
-            c.consortium.participants[0].clone(),
-            c.genesis.members[0].address.parse().unwrap(),
-            c.genesis.members[0].public_key,
-            TransportConfig::default(),
-        )
-        .unwrap();
+        let raw = raw_client(&c);
         let answer = raw
             .request(&Request::FetchBatch(wanted).to_canonical_bytes())
             .await
