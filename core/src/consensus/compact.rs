@@ -84,6 +84,10 @@ enum AwardEntry {
         quantity: Quantity,
     },
     Whole(StepAward),
+    /// In a revision frame: the next this many of the base revision's awards, unchanged.
+    Keep(u32),
+    /// In a revision frame: this many of the base revision's awards left out.
+    Skip(u32),
 }
 
 impl Canonical for AwardEntry {
@@ -99,6 +103,14 @@ impl Canonical for AwardEntry {
                 out.push(1);
                 a.encode(out);
             }
+            AwardEntry::Keep(n) => {
+                out.push(2);
+                n.encode(out);
+            }
+            AwardEntry::Skip(n) => {
+                out.push(3);
+                n.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -109,6 +121,8 @@ impl Canonical for AwardEntry {
                 quantity: Quantity::decode(r)?,
             },
             1 => AwardEntry::Whole(StepAward::decode(r)?),
+            2 => AwardEntry::Keep(u32::decode(r)?),
+            3 => AwardEntry::Skip(u32::decode(r)?),
             value => return Err(invalid(value)),
         })
     }
@@ -124,6 +138,10 @@ enum TradeEntry {
         counterparty: Option<ParticipantId>,
     },
     Whole(Box<Trade>),
+    /// In a revision frame: the next this many of the base revision's trades, unchanged.
+    Keep(u32),
+    /// In a revision frame: this many of the base revision's trades left out.
+    Skip(u32),
 }
 
 impl Canonical for TradeEntry {
@@ -145,6 +163,14 @@ impl Canonical for TradeEntry {
                 out.push(1);
                 t.encode(out);
             }
+            TradeEntry::Keep(n) => {
+                out.push(2);
+                n.encode(out);
+            }
+            TradeEntry::Skip(n) => {
+                out.push(3);
+                n.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -156,6 +182,8 @@ impl Canonical for TradeEntry {
                 counterparty: Option::decode(r)?,
             },
             1 => TradeEntry::Whole(Box::new(Trade::decode(r)?)),
+            2 => TradeEntry::Keep(u32::decode(r)?),
+            3 => TradeEntry::Skip(u32::decode(r)?),
             value => return Err(invalid(value)),
         })
     }
@@ -168,30 +196,77 @@ struct Place {
     batches: Vec<BatchRef>,
     awards: Vec<AwardEntry>,
     trades: Vec<TradeEntry>,
+    /// In a revision frame: how many of the base revision's objections, then of its cuts,
+    /// begin this body's lists (the message carries the rest). Zero otherwise.
+    kept_objections: u32,
+    kept_cuts: u32,
 }
 crate::canonical_struct!(Place {
     batches: seq(MAX_MEMBERS),
     awards: seq(MAX_AWARDS),
     trades: seq(MAX_AWARDS),
+    kept_objections,
+    kept_cuts,
 });
+
+/// The proposal a revision frame is written against: the sender's previous revision of the
+/// same view, by its header's digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BaseRef {
+    /// The height.
+    pub height: u64,
+    /// The view.
+    pub view: u32,
+    /// The base's revision.
+    pub revision: u32,
+    /// The digest of the base's header.
+    pub block: Digest,
+}
+crate::canonical_struct!(BaseRef {
+    height,
+    view,
+    revision,
+    block
+});
+
+impl BaseRef {
+    /// The reference to proposal `p`.
+    pub fn of(p: &Proposal) -> Self {
+        let (view, revision) = p.round();
+        Self {
+            height: p.height(),
+            view,
+            revision,
+            block: p.header.digest(),
+        }
+    }
+}
 
 /// A node message in compact form, as it is read off the wire: the message with every named
 /// batch, award and trade left out, and what each place of it names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
+    /// For a revision written against the sender's previous revision: that revision.
+    base: Option<BaseRef>,
     message: Message,
     places: Vec<Place>,
 }
 
 impl Canonical for Frame {
     fn encode(&self, out: &mut Vec<u8>) {
+        self.base.encode(out);
         self.message.encode(out);
         encode_seq(&self.places, out);
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let base = Option::decode(r).map_err(|e| e.within("base"))?;
         let message = Message::decode(r).map_err(|e| e.within("message"))?;
         let places = decode_seq(r, MAX_PLACES).map_err(|e| e.within("places"))?;
-        Ok(Frame { message, places })
+        Ok(Frame {
+            base,
+            message,
+            places,
+        })
     }
 }
 crate::tagged!(Frame, 0x0505, "node-frame", MAX_WIRE_LEN);
@@ -202,6 +277,10 @@ pub enum ResolveError {
     /// The receiver does not hold a batch the frame names (ask the sender for it).
     #[error("batch {home}@{height} ({digest}) is not held", home = .0.home, height = .0.height, digest = .0.digest)]
     Missing(BatchRef),
+    /// The frame is a revision written against a proposal the receiver does not hold (ask
+    /// the sender for the whole frame).
+    #[error("revision frame against proposal {revision} of height {height}, view {view} ({block}), which is not held", height = .0.height, view = .0.view, revision = .0.revision, block = .0.block)]
+    MissingBase(BaseRef),
     /// The frame's places do not match its message, or a position names no bid.
     #[error("malformed compact frame: {0}")]
     Malformed(&'static str),
@@ -211,7 +290,113 @@ pub enum ResolveError {
 pub fn encode(msg: &Message) -> Vec<u8> {
     let mut places = Vec::new();
     let message = strip(msg, &mut places);
-    Frame { message, places }.to_canonical_bytes()
+    Frame {
+        base: None,
+        message,
+        places,
+    }
+    .to_canonical_bytes()
+}
+
+/// The compact frame of a revision, written against `base`, the sender's previous revision of
+/// the same view (spec 1.3, frames): the body's objections and cuts as the base's that begin
+/// them plus the rest, its awards and trades as edits of the base's (keep the next n, skip the
+/// next n, or a new entry). `None` if `msg` is no later revision of `base`'s view. A receiver
+/// that holds `base` resolves it with [`Frame::resolve_against`] to exactly `msg`; one that
+/// does not asks the sender for the whole frame.
+pub fn encode_revision(msg: &Message, base: &Proposal) -> Option<Vec<u8>> {
+    let Message::Proposal(p) = msg else {
+        return None;
+    };
+    let ((view, revision), (base_view, base_revision)) = (p.round(), base.round());
+    if p.height() != base.height() || view != base_view || revision <= base_revision {
+        return None;
+    }
+    let mut places = Vec::new();
+    let mut stripped = strip_proposal(p, &mut places);
+    let place = places.pop()?;
+    let body = std::sync::Arc::get_mut(&mut stripped.body)?;
+    let (new, old) = (&p.body.process, &base.body.process);
+    let kept_objections = common_prefix(&old.objections, &new.objections);
+    let kept_cuts = common_prefix(&old.clearing.cuts, &new.clearing.cuts);
+    body.process.objections.drain(..kept_objections);
+    body.process.clearing.cuts.drain(..kept_cuts);
+    let place = Place {
+        batches: place.batches,
+        awards: edits(
+            &old.clearing.outcome.awards,
+            &new.clearing.outcome.awards,
+            place.awards,
+            AwardEntry::Keep,
+            AwardEntry::Skip,
+        ),
+        trades: edits(
+            &base.body.trades,
+            &p.body.trades,
+            place.trades,
+            TradeEntry::Keep,
+            TradeEntry::Skip,
+        ),
+        // The lists are bounded far below u32::MAX (MAX_OBJECTIONS, MAX_OUTCOME_ROWS).
+        kept_objections: kept_objections as u32,
+        kept_cuts: kept_cuts as u32,
+    };
+    Some(
+        Frame {
+            base: Some(BaseRef::of(base)),
+            message: Message::Proposal(Box::new(stripped)),
+            places: vec![place],
+        }
+        .to_canonical_bytes(),
+    )
+}
+
+/// How many items `a` and `b` share from their start.
+fn common_prefix<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// `new` (whose entries are `entries`, one per item) as edits of `base`: runs of the base's
+/// items kept, runs passed over, and new entries. Linear: an item not next in the base is
+/// looked up by value, and found only ahead of the place in the base. Any sequence of edits
+/// rebuilds `new` exactly; this one is short when `new` keeps most of `base` in order, as a
+/// revision does (it re-clears the products a new cut touches).
+fn edits<T: Eq + std::hash::Hash, E>(
+    base: &[T],
+    new: &[T],
+    entries: Vec<E>,
+    keep: fn(u32) -> E,
+    skip: fn(u32) -> E,
+) -> Vec<E> {
+    let mut first: HashMap<&T, usize> = HashMap::with_capacity(base.len());
+    for (i, t) in base.iter().enumerate() {
+        first.entry(t).or_insert(i);
+    }
+    let (mut out, mut at, mut run) = (Vec::new(), 0usize, 0u32);
+    for (t, e) in new.iter().zip(entries) {
+        if base.get(at) == Some(t) {
+            run += 1;
+            at += 1;
+            continue;
+        }
+        if run > 0 {
+            out.push(keep(run));
+            run = 0;
+        }
+        match first.get(t) {
+            Some(&k) if k > at => {
+                // Item counts are bounded far below u32::MAX (MAX_AWARDS).
+                out.push(skip((k - at) as u32));
+                at = k + 1;
+                run = 1;
+            }
+            _ => out.push(e),
+        }
+    }
+    if run > 0 {
+        out.push(keep(run));
+    }
+    out
 }
 
 /// The bytes `block` adds to a compact sync response frame.
@@ -229,16 +414,53 @@ impl Frame {
         self.places.iter().flat_map(|p| p.batches.iter())
     }
 
+    /// The proposal a revision frame is written against, if it is one.
+    pub fn base(&self) -> Option<&BaseRef> {
+        self.base.as_ref()
+    }
+
+    /// The round (height, view, revision) of the proposal the frame carries, if it carries one.
+    pub fn proposal_round(&self) -> Option<(u64, u32, u32)> {
+        match &self.message {
+            Message::Proposal(p) => Some((p.height(), p.round().0, p.round().1)),
+            _ => None,
+        }
+    }
+
     /// Rebuilds the message, taking each named batch from `held`, which must answer a
     /// reference only with the batch of that digest (a [`BatchStore`] does).
     pub fn resolve(
         self,
         held: impl Fn(&BatchRef) -> Option<SignedBatch>,
     ) -> Result<Message, ResolveError> {
+        self.resolve_against(held, None)
+    }
+
+    /// [`Frame::resolve`], for a revision frame with the proposal it is written against
+    /// (the sender's previous revision, as this node resolved it); a frame that is no revision
+    /// frame ignores `base`.
+    pub fn resolve_against(
+        self,
+        held: impl Fn(&BatchRef) -> Option<SignedBatch>,
+        base: Option<&Proposal>,
+    ) -> Result<Message, ResolveError> {
         let Frame {
+            base: wanted,
             mut message,
             places,
         } = self;
+        let base = match wanted {
+            None => None,
+            Some(w) => match base {
+                Some(b) if BaseRef::of(b) == w => Some(&*b.body),
+                _ => return Err(ResolveError::MissingBase(w)),
+            },
+        };
+        if base.is_some() && !matches!(message, Message::Proposal(_)) {
+            return Err(ResolveError::Malformed(
+                "only a proposal is sent as a revision",
+            ));
+        }
         let mut places = places.into_iter();
         let mut next = || {
             places
@@ -246,11 +468,11 @@ impl Frame {
                 .ok_or(ResolveError::Malformed("too few places"))
         };
         match &mut message {
-            Message::Proposal(p) => fill_proposal(p, next()?, &held)?,
-            Message::Decided(b) => fill_body(&mut b.body, next()?, &held)?,
+            Message::Proposal(p) => fill_proposal(p, next()?, &held, base)?,
+            Message::Decided(b) => fill_body(&mut b.body, next()?, &held, None)?,
             Message::Skip(_, locked, batches) => {
                 if let Some(p) = locked {
-                    fill_proposal(p, next()?, &held)?;
+                    fill_proposal(p, next()?, &held, None)?;
                 }
                 *batches = fill_batches(batches, next()?, &held)?;
             }
@@ -259,7 +481,7 @@ impl Frame {
             }
             Message::SyncResponse(blocks) => {
                 for b in blocks {
-                    fill_body(&mut b.body, next()?, &held)?;
+                    fill_body(&mut b.body, next()?, &held, None)?;
                 }
             }
             Message::Batch(_)
@@ -357,6 +579,8 @@ fn strip_body(body: &BlockBody, places: &mut Vec<Place>) -> BlockBody {
         batches: p.batches.iter().map(BatchRef::to).collect(),
         awards,
         trades,
+        kept_objections: 0,
+        kept_cuts: 0,
     });
     BlockBody {
         trades: Vec::new(),
@@ -391,6 +615,8 @@ impl Place {
             batches: batches.iter().map(BatchRef::to).collect(),
             awards: Vec::new(),
             trades: Vec::new(),
+            kept_objections: 0,
+            kept_cuts: 0,
         }
     }
 }
@@ -437,7 +663,12 @@ fn fill_batches(
     place: Place,
     held: &impl Fn(&BatchRef) -> Option<SignedBatch>,
 ) -> Result<Vec<SignedBatch>, ResolveError> {
-    if !stripped.is_empty() || !place.awards.is_empty() || !place.trades.is_empty() {
+    if !stripped.is_empty()
+        || !place.awards.is_empty()
+        || !place.trades.is_empty()
+        || place.kept_objections != 0
+        || place.kept_cuts != 0
+    {
         return Err(ResolveError::Malformed(
             "a batch list carries more than refs",
         ));
@@ -449,15 +680,54 @@ fn fill_proposal(
     p: &mut Proposal,
     place: Place,
     held: &impl Fn(&BatchRef) -> Option<SignedBatch>,
+    base: Option<&BlockBody>,
 ) -> Result<(), ResolveError> {
-    let body = std::sync::Arc::get_mut(&mut p.body).expect("a decoded body is not shared");
-    fill_body(body, place, held)
+    let body = std::sync::Arc::make_mut(&mut p.body);
+    fill_body(body, place, held, base)
+}
+
+/// `base`'s first `kept` items, then `rest`.
+fn prefixed<T: Clone>(base: &[T], kept: u32, rest: &mut Vec<T>) -> Result<(), ResolveError> {
+    let head = base.get(..kept as usize).ok_or(ResolveError::Malformed(
+        "a kept prefix longer than the base's list",
+    ))?;
+    rest.splice(0..0, head.iter().cloned());
+    Ok(())
+}
+
+/// Applies one revision edit to `out`: `Keep` copies the base's next items, `Skip` passes
+/// them over; `at` is the place in the base. Returns false for an entry that is no edit.
+fn edit<T: Clone>(
+    keep: Option<u32>,
+    skip: Option<u32>,
+    base: Option<&[T]>,
+    at: &mut usize,
+    out: &mut Vec<T>,
+) -> Result<bool, ResolveError> {
+    let (n, copy) = match (keep, skip) {
+        (Some(n), _) => (n, true),
+        (_, Some(n)) => (n, false),
+        _ => return Ok(false),
+    };
+    let base = base.ok_or(ResolveError::Malformed(
+        "an edit in a frame that is no revision",
+    ))?;
+    let end = at
+        .checked_add(n as usize)
+        .filter(|e| *e <= base.len())
+        .ok_or(ResolveError::Malformed("an edit past the base's list"))?;
+    if copy {
+        out.extend_from_slice(&base[*at..end]);
+    }
+    *at = end;
+    Ok(true)
 }
 
 fn fill_body(
     body: &mut BlockBody,
     place: Place,
     held: &impl Fn(&BatchRef) -> Option<SignedBatch>,
+    base: Option<&BlockBody>,
 ) -> Result<(), ResolveError> {
     let p = &mut body.process;
     if !p.batches.is_empty() || !p.clearing.outcome.awards.is_empty() || !body.trades.is_empty() {
@@ -465,6 +735,28 @@ fn fill_body(
             "a stripped body still carries batches, awards or trades",
         ));
     }
+    match base {
+        Some(b) => {
+            prefixed(
+                &b.process.objections,
+                place.kept_objections,
+                &mut p.objections,
+            )?;
+            prefixed(
+                &b.process.clearing.cuts,
+                place.kept_cuts,
+                &mut p.clearing.cuts,
+            )?;
+        }
+        None if place.kept_objections != 0 || place.kept_cuts != 0 => {
+            return Err(ResolveError::Malformed(
+                "a kept prefix in a frame that is no revision",
+            ));
+        }
+        None => {}
+    }
+    let base_awards = base.map(|b| b.process.clearing.outcome.awards.as_slice());
+    let base_trades = base.map(|b| b.trades.as_slice());
     p.batches = take_batches(&place.batches, held)?;
     let batches = &p.batches;
     let ids: Vec<Vec<Digest>> = if place
@@ -489,49 +781,63 @@ fn fill_body(
             .copied()
             .ok_or(ResolveError::Malformed("a position names no bid"))
     };
-    p.clearing.outcome.awards = place
-        .awards
-        .into_iter()
-        .map(|a| {
-            Ok(match a {
-                AwardEntry::At { at, step, quantity } => StepAward {
-                    bid: id_at(at)?,
-                    step,
-                    quantity,
-                },
-                AwardEntry::Whole(a) => a,
-            })
-        })
-        .collect::<Result<_, ResolveError>>()?;
-    body.trades = place
-        .trades
-        .into_iter()
-        .map(|t| {
-            Ok(match t {
-                TradeEntry::At {
-                    at,
+    let (mut awards, mut from) = (Vec::with_capacity(place.awards.len()), 0);
+    for a in place.awards {
+        let (keep, skip) = match a {
+            AwardEntry::Keep(n) => (Some(n), None),
+            AwardEntry::Skip(n) => (None, Some(n)),
+            _ => (None, None),
+        };
+        if edit(keep, skip, base_awards, &mut from, &mut awards)? {
+            continue;
+        }
+        awards.push(match a {
+            AwardEntry::At { at, step, quantity } => StepAward {
+                bid: id_at(at)?,
+                step,
+                quantity,
+            },
+            AwardEntry::Whole(a) => a,
+            AwardEntry::Keep(_) | AwardEntry::Skip(_) => unreachable!("edits are applied above"),
+        });
+    }
+    p.clearing.outcome.awards = awards;
+    let (mut trades, mut from) = (Vec::with_capacity(place.trades.len()), 0);
+    for t in place.trades {
+        let (keep, skip) = match t {
+            TradeEntry::Keep(n) => (Some(n), None),
+            TradeEntry::Skip(n) => (None, Some(n)),
+            _ => (None, None),
+        };
+        if edit(keep, skip, base_trades, &mut from, &mut trades)? {
+            continue;
+        }
+        trades.push(match t {
+            TradeEntry::At {
+                at,
+                quantity,
+                price,
+                counterparty,
+            } => {
+                let bid = id_at(at)?;
+                let b = &batches[at.batch as usize].body.bids[at.bid as usize].body;
+                Trade {
+                    bid,
+                    participant: b.participant,
+                    side: b.side,
+                    area: b.area,
+                    bus: b.bus,
+                    product: b.product,
                     quantity,
                     price,
                     counterparty,
-                } => {
-                    let bid = id_at(at)?;
-                    let b = &batches[at.batch as usize].body.bids[at.bid as usize].body;
-                    Trade {
-                        bid,
-                        participant: b.participant,
-                        side: b.side,
-                        area: b.area,
-                        bus: b.bus,
-                        product: b.product,
-                        quantity,
-                        price,
-                        counterparty,
-                    }
                 }
-                TradeEntry::Whole(t) => *t,
-            })
-        })
-        .collect::<Result<_, ResolveError>>()?;
+            }
+            TradeEntry::Whole(t) => *t,
+            TradeEntry::Keep(_) | TradeEntry::Skip(_) => unreachable!("edits are applied above"),
+        });
+    }
+    body.trades = trades;
     Ok(())
 }
 
@@ -809,8 +1115,140 @@ mod tests {
         assert!(store.is_empty());
     }
 
+    /// One committed block with trades, made once for the property tests.
+    fn revision_block() -> Block {
+        static BLOCK: std::sync::OnceLock<Block> = std::sync::OnceLock::new();
+        BLOCK
+            .get_or_init(|| committed(1).1.nodes[0].store.blocks[0].clone())
+            .clone()
+    }
+
+    /// A committed round's block as the revision-0 proposal of its view.
+    fn proposal_of(block: &Block, revision: u32) -> Proposal {
+        Proposal {
+            stamp: crate::crypto::Signed {
+                body: crate::block::Vote {
+                    kind: crate::block::VoteKind::Propose,
+                    chain_id: block.header.chain_id,
+                    height: block.header.height,
+                    view: 0,
+                    revision,
+                    block: block.header.digest(),
+                    voter: NodeId(0),
+                },
+                signature: crate::crypto::Signature([5; 64]),
+            },
+            header: block.header.clone(),
+            body: Arc::new(block.body.clone()),
+            justification: None,
+        }
+    }
+
+    /// `base` revised by `script`: each (kind, index) removes, changes or repeats an award or
+    /// a trade, and objections and cuts grow, as a revision's do.
+    fn revised(base: &Proposal, script: &[(u8, usize)]) -> Proposal {
+        let mut next = base.clone();
+        next.stamp.body.revision += 1;
+        next.header.revision += 1;
+        let body = Arc::make_mut(&mut next.body);
+        let (awards, trades) = (&mut body.process.clearing.outcome.awards, &mut body.trades);
+        for &(kind, i) in script {
+            match kind % 6 {
+                0 if !awards.is_empty() => {
+                    awards.remove(i % awards.len());
+                }
+                1 if !awards.is_empty() => {
+                    let n = awards.len();
+                    awards[i % n].quantity.0 += 1;
+                }
+                2 if !awards.is_empty() => {
+                    let a = awards[i % awards.len()];
+                    awards.insert(i % awards.len(), a);
+                }
+                3 if !trades.is_empty() => {
+                    trades.remove(i % trades.len());
+                }
+                4 if !trades.is_empty() => {
+                    let n = trades.len();
+                    trades[i % n].price.0 -= 1;
+                }
+                5 => {
+                    let mut cut = body.process.clearing.cuts.first().cloned().unwrap_or(
+                        crate::clearing::Cut {
+                            product: crate::sample::sample_product(1),
+                            label: 0,
+                            terms: Vec::new(),
+                            limit: Quantity(0),
+                        },
+                    );
+                    cut.label = 1_000 + i as u32 % 1_000;
+                    body.process.clearing.cuts.push(cut);
+                }
+                _ => {}
+            }
+        }
+        next
+    }
+
+    /// A revision travels as edits of the revision before: it resolves against that revision
+    /// to exactly itself, is refused without it or against another, and is smaller than its
+    /// whole compact frame when it keeps most of the base.
+    #[test]
+    fn a_revision_travels_as_edits_of_the_revision_before() {
+        let (_, cluster) = committed(2);
+        let block = cluster.nodes[0].store.blocks[0].clone();
+        let base = proposal_of(&block, 0);
+        let next = revised(&base, &[(1, 0), (5, 3), (4, 1)]);
+        let msg = Message::Proposal(Box::new(next.clone()));
+        let delta = encode_revision(&msg, &base).expect("a later revision of the view");
+        assert!(delta.len() < encode(&msg).len(), "{} bytes", delta.len());
+        let held: HashMap<Digest, SignedBatch> = batches_of(&msg)
+            .into_iter()
+            .map(|b| (digest_of(b), b.clone()))
+            .collect();
+        let lookup = |r: &BatchRef| held.get(&r.digest).cloned();
+        let frame = Frame::from_canonical_bytes(&delta).unwrap();
+        assert_eq!(frame.base(), Some(&BaseRef::of(&base)));
+        assert_eq!(frame.proposal_round(), Some((block.header.height, 0, 1)));
+        assert_eq!(
+            frame.clone().resolve_against(lookup, Some(&base)).unwrap(),
+            msg
+        );
+        assert_eq!(
+            frame.clone().resolve(lookup),
+            Err(ResolveError::MissingBase(BaseRef::of(&base)))
+        );
+        let other = proposal_of(&cluster.nodes[0].store.blocks[1], 0);
+        assert!(matches!(
+            frame.resolve_against(lookup, Some(&other)),
+            Err(ResolveError::MissingBase(_))
+        ));
+        // Not a later revision of the base's view: no revision frame.
+        assert!(encode_revision(&Message::Proposal(Box::new(base.clone())), &next).is_none());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any revision of a committed round's proposal (awards and trades removed, changed or
+        /// repeated anywhere, cuts added) resolves from its revision frame to itself.
+        #[test]
+        fn any_revision_resolves_against_its_base_to_itself(
+            script in proptest::collection::vec((any::<u8>(), any::<usize>()), 0..24)
+        ) {
+            let base = proposal_of(&revision_block(), 0);
+            let next = revised(&base, &script);
+            let msg = Message::Proposal(Box::new(next));
+            let held: HashMap<Digest, SignedBatch> = batches_of(&msg)
+                .into_iter()
+                .map(|b| (digest_of(b), b.clone()))
+                .collect();
+            let bytes = encode_revision(&msg, &base).unwrap();
+            let frame = Frame::from_canonical_bytes(&bytes).unwrap();
+            prop_assert_eq!(frame.to_canonical_bytes(), bytes);
+            let back = frame.resolve_against(|r| held.get(&r.digest).cloned(), Some(&base));
+            prop_assert_eq!(back.unwrap(), msg);
+        }
 
         /// Every message, whatever its contents, resolves from its frame to itself, and a frame
         /// re-encodes to its own bytes (spec D1, D2 for the frame).
