@@ -13,7 +13,7 @@ use tieline_core::block::Block;
 use tieline_core::consensus::Reply;
 use tieline_core::consensus::wire::{FailureKind, Response};
 use tieline_core::crypto::{Digest, Ed25519Signer, Signer};
-use tieline_core::market::BidError;
+use tieline_core::market::{BidError, SignedBatch};
 use tieline_core::units::NodeId;
 use tieline_net::cluster::{self, ClusterSpec, LocalCluster};
 use tieline_net::participant::ParticipantClient;
@@ -563,12 +563,14 @@ fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_ser
 }
 
 /// Compact frames (spec 1.3): a member's message names batches by digest, and a node that
-/// lacks one fetches it from the sender before the state machine sees the message. Member 3
-/// here is this test's own endpoint at member 3's address: it sends node 0 a frame naming a
-/// batch node 0 has never seen and answers node 0's fetch; it fetches a committed batch from
-/// node 0 in turn. A participant may not fetch batches.
+/// lacks one fetches it from the sender before the state machine sees the message; a revision
+/// frame whose base revision the node lacks makes it fetch the whole frame. Member 3 here is
+/// this test's own endpoint at member 3's address: it sends node 0 a frame naming a batch
+/// node 0 has never seen, then a revision frame against a proposal node 0 never received, and
+/// answers node 0's fetches; it fetches a committed batch from node 0 in turn. A participant
+/// may not fetch batches.
 #[test]
-fn a_frame_naming_a_batch_the_node_lacks_is_resolved_by_fetching_it_from_the_sender() {
+fn frames_naming_what_the_node_lacks_are_resolved_by_fetching_it_from_the_sender() {
     use tieline_core::block::SkipCertificate;
     use tieline_core::consensus::Message;
     use tieline_core::consensus::compact::{self, BatchRef};
@@ -596,24 +598,46 @@ fn a_frame_naming_a_batch_the_node_lacks_is_resolved_by_fetching_it_from_the_sen
             .consortium
             .batch(3, height, vec![c.consortium.bid(3, height, 901)]);
         let wanted = BatchRef::to(&batch);
-        let served = batch.clone();
-        let (asked_tx, asked) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(async move {
-            let mut asked_tx = Some(asked_tx);
-            while let Some(item) = inbound.recv().await {
-                if let Inbound::Request { from, frame, reply } = item {
-                    assert_eq!(from, Peer::Member(node0));
-                    match Request::from_canonical_bytes(&frame) {
-                        Ok(Request::FetchBatch(r)) => {
-                            reply.send(Bytes::from(
-                                Response::Batch((r == wanted).then(|| Box::new(served.clone())))
-                                    .to_canonical_bytes(),
-                            ));
-                            if let Some(tx) = asked_tx.take() {
-                                let _ = tx.send(r);
+        // Member 3 serves what it names: batches by digest, whole proposal frames by round.
+        type Served = (Vec<SignedBatch>, Vec<((u64, u32, u32), Vec<u8>)>);
+        let served: Arc<std::sync::Mutex<Served>> =
+            Arc::new(std::sync::Mutex::new((vec![batch.clone()], Vec::new())));
+        let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn({
+            let served = served.clone();
+            async move {
+                while let Some(item) = inbound.recv().await {
+                    if let Inbound::Request { from, frame, reply } = item {
+                        assert_eq!(from, Peer::Member(node0));
+                        let request = Request::from_canonical_bytes(&frame).unwrap();
+                        let answer = {
+                            let (batches, frames) = &*served.lock().unwrap();
+                            match &request {
+                                Request::FetchBatch(r) => Response::Batch(
+                                    batches
+                                        .iter()
+                                        .find(|b| BatchRef::to(b) == *r)
+                                        .map(|b| Box::new(b.clone())),
+                                ),
+                                Request::FetchProposal {
+                                    height,
+                                    view,
+                                    revision,
+                                } => Response::Frame(
+                                    frames
+                                        .iter()
+                                        .find(|(k, _)| *k == (*height, *view, *revision))
+                                        .map(|(_, f)| {
+                                            Box::new(
+                                                compact::Frame::from_canonical_bytes(f).unwrap(),
+                                            )
+                                        }),
+                                ),
+                                other => panic!("node 0 asked member 3 something else: {other:?}"),
                             }
-                        }
-                        other => panic!("node 0 asked member 3 something else: {other:?}"),
+                        };
+                        reply.send(Bytes::from(answer.to_canonical_bytes()));
+                        let _ = asked_tx.send(request);
                     }
                 }
             }
@@ -629,11 +653,11 @@ fn a_frame_naming_a_batch_the_node_lacks_is_resolved_by_fetching_it_from_the_sen
         let frame = compact::encode(&msg);
         assert!(frame.len() < msg.to_canonical_bytes().len());
         peer.send(node0, Bytes::from(frame)).unwrap();
-        let asked = tokio::time::timeout(Duration::from_secs(20), asked)
+        let first = tokio::time::timeout(Duration::from_secs(20), asked.recv())
             .await
             .expect("node 0 fetches the batch it lacks")
             .unwrap();
-        assert_eq!(asked, wanted);
+        assert_eq!(first, Request::FetchBatch(wanted));
         eventually(
             Duration::from_secs(10),
             "the fetch to be counted",
@@ -641,6 +665,88 @@ fn a_frame_naming_a_batch_the_node_lacks_is_resolved_by_fetching_it_from_the_sen
                 scrape_metrics(metrics_port)
                     .await
                     .is_some_and(|m| metric(&m, "tieline_batches_fetched_total") >= Some(1.0))
+            },
+        )
+        .await;
+        let page = scrape_metrics(metrics_port).await.unwrap();
+        assert_eq!(metric(&page, "tieline_unresolved_frames_total"), Some(0.0));
+
+        // A revision frame whose base node 0 never saw: node 0 fetches the whole frame.
+        let process = p0.process(1).await.unwrap();
+        let proposal = |revision: u32, cuts: usize| {
+            let mut body = tieline_core::block::BlockBody {
+                trades: Vec::new(),
+                process: process.process.clone(),
+            };
+            let cut = tieline_core::clearing::Cut {
+                product: tieline_core::sample::sample_product(height),
+                label: 9,
+                terms: Vec::new(),
+                limit: tieline_core::units::Quantity(0),
+            };
+            body.process
+                .clearing
+                .cuts
+                .extend(std::iter::repeat_n(cut, cuts));
+            let mut header = process.header.clone();
+            header.height = height;
+            header.revision = revision;
+            tieline_core::consensus::Proposal {
+                stamp: tieline_core::crypto::Signed {
+                    body: tieline_core::block::Vote {
+                        kind: tieline_core::block::VoteKind::Propose,
+                        chain_id: header.chain_id,
+                        height,
+                        view: 0,
+                        revision,
+                        block: header.digest(),
+                        voter: c.genesis.members[3].id,
+                    },
+                    signature: tieline_core::crypto::Signature([0; 64]),
+                },
+                header,
+                body: Arc::new(body),
+                justification: None,
+            }
+        };
+        let (base, next) = (proposal(0, 0), proposal(1, 1));
+        let next = Message::Proposal(Box::new(next));
+        served
+            .lock()
+            .unwrap()
+            .1
+            .push(((height, 0, 1), compact::encode(&next)));
+        served
+            .lock()
+            .unwrap()
+            .0
+            .extend(process.process.batches.iter().cloned());
+        let edits = compact::encode_revision(&next, &base).unwrap();
+        peer.send(node0, Bytes::from(edits)).unwrap();
+        loop {
+            let r = tokio::time::timeout(Duration::from_secs(20), asked.recv())
+                .await
+                .expect("node 0 fetches the whole proposal")
+                .unwrap();
+            if let Request::FetchProposal { .. } = r {
+                assert_eq!(
+                    r,
+                    Request::FetchProposal {
+                        height,
+                        view: 0,
+                        revision: 1
+                    }
+                );
+                break;
+            }
+        }
+        eventually(
+            Duration::from_secs(10),
+            "the whole proposal's fetch to be counted",
+            || async {
+                scrape_metrics(metrics_port)
+                    .await
+                    .is_some_and(|m| metric(&m, "tieline_proposals_fetched_total") >= Some(1.0))
             },
         )
         .await;

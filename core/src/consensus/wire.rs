@@ -557,6 +557,17 @@ pub enum Request {
     /// member does not hold (spec 1.3, frames). Members only; answered with
     /// [`Response::Batch`].
     FetchBatch(crate::consensus::compact::BatchRef),
+    /// A member's request for the whole frame of the sender's proposal of (height, view,
+    /// revision): sent when a revision frame names a base revision the member does not hold
+    /// (spec 1.3, frames). Members only; answered with [`Response::Frame`].
+    FetchProposal {
+        /// The height.
+        height: u64,
+        /// The view.
+        view: u32,
+        /// The revision.
+        revision: u32,
+    },
 }
 
 impl Canonical for Request {
@@ -587,6 +598,16 @@ impl Canonical for Request {
                 out.push(6);
                 r.encode(out);
             }
+            Request::FetchProposal {
+                height,
+                view,
+                revision,
+            } => {
+                out.push(7);
+                height.encode(out);
+                view.encode(out);
+                revision.encode(out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -604,6 +625,11 @@ impl Canonical for Request {
             },
             5 => Request::SubmitChange(boxed(r, "change")?),
             6 => Request::FetchBatch(field(r, "batch")?),
+            7 => Request::FetchProposal {
+                height: field(r, "height")?,
+                view: field(r, "view")?,
+                revision: field(r, "revision")?,
+            },
             value => return Err(invalid(value)),
         })
     }
@@ -1044,6 +1070,9 @@ pub enum Response {
     Process(Box<CertifiedProcess>),
     /// The batch a [`Request::FetchBatch`] named, or `None` if this node no longer holds it.
     Batch(Option<Box<SignedBatch>>),
+    /// The whole compact frame of the proposal a [`Request::FetchProposal`] named, or `None`
+    /// if this node did not send it or no longer keeps it.
+    Frame(Option<Box<crate::consensus::compact::Frame>>),
 }
 
 impl Canonical for Response {
@@ -1073,6 +1102,10 @@ impl Canonical for Response {
                 out.push(5);
                 encode_opt_box(b, out);
             }
+            Response::Frame(f) => {
+                out.push(6);
+                encode_opt_box(f, out);
+            }
         }
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -1083,6 +1116,7 @@ impl Canonical for Response {
             3 => Response::Failed(field(r, "failure")?),
             4 => Response::Process(boxed(r, "process")?),
             5 => Response::Batch(decode_opt_box(r, "batch")?),
+            6 => Response::Frame(decode_opt_box(r, "frame")?),
             value => return Err(invalid(value)),
         })
     }
@@ -1242,6 +1276,13 @@ pub(crate) mod tests {
                     digest,
                 })
             }),
+            (any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(height, view, revision)| {
+                Request::FetchProposal {
+                    height,
+                    view,
+                    revision,
+                }
+            }),
         ]
     }
 
@@ -1328,6 +1369,10 @@ pub(crate) mod tests {
             }),
             proptest::option::of(st::signed(st::batch()))
                 .prop_map(|b| Response::Batch(b.map(Box::new))),
+            proptest::option::of(message()).prop_map(|m| Response::Frame(m.map(|m| {
+                let bytes = crate::consensus::compact::encode(&m);
+                Box::new(crate::consensus::compact::Frame::from_canonical_bytes(&bytes).unwrap())
+            }))),
         ]
     }
 

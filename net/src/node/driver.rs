@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tieline_core::block::Block;
 use tieline_core::consensus::compact::{self, BatchStore, SYNC_CHUNK_BYTES};
 use tieline_core::consensus::wire::{NodeStatus, RegistryDelta, Response, Revocation};
-use tieline_core::consensus::{Effect, Input, ManagementNode, Message, Reply, Timer};
+use tieline_core::consensus::{Effect, Input, ManagementNode, Message, Proposal, Reply, Timer};
 use tieline_core::encoding::Tagged;
 use tieline_core::genesis::{Genesis, Participant};
 use tieline_core::registry::{Registry, SignedChange};
@@ -163,7 +163,14 @@ pub(super) struct Publish {
     pub(super) revoked: BTreeMap<ParticipantId, Participant>,
     /// The batches the node's frames name, shared with the dispatcher.
     pub(super) batches: Arc<std::sync::Mutex<BatchStore>>,
+    /// The whole compact frames of the node's own proposals at its height, by (height, view,
+    /// revision), shared with the dispatcher, which serves them to a member that lacks the
+    /// revision a revision frame is written against.
+    pub(super) sent: Arc<std::sync::Mutex<SentProposals>>,
 }
+
+/// The whole compact frames of a node's own proposals, by (height, view, revision).
+pub(super) type SentProposals = BTreeMap<(u64, u32, u32), Bytes>;
 
 /// The state machine and everything it writes to.
 pub(super) struct Driver {
@@ -191,6 +198,10 @@ pub(super) struct Driver {
     /// The batches this node's frames may name (shared with the dispatcher, which resolves
     /// frames against it and serves peers' fetches from it).
     batches: Arc<std::sync::Mutex<BatchStore>>,
+    /// Whole frames of its own proposals (see [`Publish::sent`]).
+    sent: Arc<std::sync::Mutex<SentProposals>>,
+    /// Its last proposal broadcast: the base its next revision's frame is written against.
+    last_proposal: Option<Proposal>,
 }
 
 impl Driver {
@@ -208,6 +219,7 @@ impl Driver {
             registry: registry_tx,
             revoked,
             batches,
+            sent,
         } = publish;
         let me = node.ctx.me;
         let others = node
@@ -242,6 +254,8 @@ impl Driver {
             registry_tx,
             revoked,
             batches,
+            sent,
+            last_proposal: None,
         }
     }
 
@@ -479,11 +493,19 @@ impl Driver {
             m.commit_latency.observe(t.elapsed().as_secs_f64());
         }
         self.gate_closed_at = self.gate_closed_at.split_off(&(h + 1));
-        // Older heights' batches are served from the committed blocks in storage.
+        // Older heights' batches are served from the committed blocks in storage; proposals of
+        // a decided height are needed by no one.
         self.batches
             .lock()
             .expect("batch store lock")
             .prune_below(h);
+        {
+            let mut sent = self.sent.lock().expect("sent proposals lock");
+            *sent = sent.split_off(&(h + 1, 0, 0));
+        }
+        if self.last_proposal.as_ref().is_some_and(|p| p.height() <= h) {
+            self.last_proposal = None;
+        }
         info!(
             height = h,
             view = b.header.view,
@@ -508,9 +530,36 @@ impl Driver {
         Bytes::from(compact::encode(msg))
     }
 
+    /// The frame of this node's proposal `p`: written against its previous revision of the
+    /// view when that is smaller (spec 1.3, frames), the whole compact frame otherwise. The
+    /// whole frame is kept for members that lack the previous revision and ask for it.
+    fn proposal_frame(&mut self, p: Box<Proposal>) -> Bytes {
+        let (height, (view, revision)) = (p.height(), p.round());
+        // A proposal is cheap to copy: its body is shared.
+        let next = (*p).clone();
+        let msg = Message::Proposal(p);
+        let whole = self.frame_of(&msg);
+        self.sent
+            .lock()
+            .expect("sent proposals lock")
+            .insert((height, view, revision), whole.clone());
+        let revision_frame = self
+            .last_proposal
+            .replace(next)
+            .and_then(|base| compact::encode_revision(&msg, &base))
+            .filter(|f| f.len() < whole.len());
+        revision_frame.map_or(whole, Bytes::from)
+    }
+
     fn perform(&mut self, e: Effect, timers: &mut Timers) {
         match e {
             Effect::Send { to, msg } => self.send(to, self.frame_of(&msg)),
+            Effect::Broadcast(Message::Proposal(p)) => {
+                let frame = self.proposal_frame(p);
+                for &to in &self.others {
+                    self.send(to, frame.clone());
+                }
+            }
             Effect::Broadcast(msg) => {
                 let frame = self.frame_of(&msg);
                 for &to in &self.others {

@@ -44,6 +44,8 @@ pub struct NodeMetrics {
     pub unresolved_frames: Counter,
     /// Batches fetched from the member whose frame named them (spec 1.3, frames).
     pub batches_fetched: Counter,
+    /// Whole proposal frames fetched because a revision frame's base revision was not held.
+    pub proposals_fetched: Counter,
     /// Seconds from this node's gate closure to the height's commit.
     pub commit_latency: Histogram,
     /// Connections currently established with peers and participants.
@@ -74,6 +76,7 @@ impl NodeMetrics {
             malformed_frames: Counter::default(),
             unresolved_frames: Counter::default(),
             batches_fetched: Counter::default(),
+            proposals_fetched: Counter::default(),
             commit_latency: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             connected_peers: Gauge::default(),
             storage_writes: Counter::default(),
@@ -128,6 +131,11 @@ impl NodeMetrics {
             "batches_fetched",
             "batches fetched from the member whose frame named them",
             self.batches_fetched.clone(),
+        );
+        r.register(
+            "proposals_fetched",
+            "whole proposal frames fetched for a revision frame whose base was not held",
+            self.proposals_fetched.clone(),
         );
         r.register(
             "commit_latency_seconds",

@@ -419,6 +419,11 @@ struct Shared {
     batches: Arc<std::sync::Mutex<BatchStore>>,
     /// To fetch a batch from the member whose frame named it.
     endpoint: Endpoint,
+    /// The whole frames of this node's own proposals at its height (kept by the driver).
+    sent: Arc<std::sync::Mutex<driver::SentProposals>>,
+    /// The last proposal resolved from each member: the base of its next revision frame.
+    proposals:
+        std::sync::Mutex<std::collections::HashMap<NodeId, tieline_core::consensus::Proposal>>,
 }
 
 /// Runs a management node until `shutdown` completes (or a fatal error), then stops
@@ -482,6 +487,7 @@ pub async fn run(
     let (registry_tx, registry_rx) = watch::channel(registry);
     let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
     let batches = Arc::new(std::sync::Mutex::new(BatchStore::default()));
+    let sent = Arc::new(std::sync::Mutex::new(driver::SentProposals::new()));
     let shared = Arc::new(Shared {
         registry: registry_rx,
         scheme,
@@ -492,6 +498,8 @@ pub async fn run(
         query_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_QUERIES)),
         batches: batches.clone(),
         endpoint: endpoint.clone(),
+        sent: sent.clone(),
+        proposals: std::sync::Mutex::default(),
     });
     let (pending_tx, pending_rx) = tokio::sync::mpsc::channel(PENDING_QUEUE_LEN);
     let dispatcher = tokio::spawn(serve::dispatch(
@@ -512,6 +520,7 @@ pub async fn run(
             registry: registry_tx,
             revoked,
             batches,
+            sent,
         },
         config.max_frame_len,
     )

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tieline_core::block::Block;
-use tieline_core::consensus::compact::{BatchRef, Frame};
+use tieline_core::consensus::compact::{BaseRef, BatchRef, Frame};
 use tieline_core::consensus::wire::{
     CertifiedProcess, CertifiedTrades, FailureKind, MAX_QUERY_BLOCKS, Request, RequestFailure,
     Response, TradeReport,
 };
-use tieline_core::consensus::{Input, Message};
+use tieline_core::consensus::{Input, Message, Proposal};
 use tieline_core::encoding::Tagged;
 use tieline_core::market::{SignedBatch, SignedBid};
 use tieline_core::units::{NodeId, ParticipantId};
@@ -36,10 +36,82 @@ fn refuse(reply: Responder, kind: FailureKind, detail: impl Into<String>) {
     );
 }
 
-/// The message of a compact frame from `from`. Batches this node does not hold are fetched
-/// from `from`, which named them and so holds them (or, for a committed height, has them in
-/// its chain); each must be the batch of the digest asked for.
+/// The message of a compact frame from `from`. A revision frame is resolved against the last
+/// proposal resolved from `from` if that is its base; otherwise the whole frame is fetched from
+/// `from` (spec 1.3, frames). A proposal is remembered as the base of `from`'s next revision.
 async fn resolve(shared: &Arc<Shared>, from: NodeId, frame: Frame) -> Result<Message, String> {
+    let (frame, base) = match frame.base().copied() {
+        None => (frame, None),
+        Some(want) => {
+            let held = shared
+                .proposals
+                .lock()
+                .expect("proposals lock")
+                .get(&from)
+                .filter(|p| BaseRef::of(p) == want)
+                .cloned();
+            match held {
+                Some(base) => (frame, Some(base)),
+                None => (fetch_whole(shared, from, &frame).await?, None),
+            }
+        }
+    };
+    let msg = resolve_batches(shared, from, frame, base.as_ref()).await?;
+    if let Message::Proposal(p) = &msg {
+        shared
+            .proposals
+            .lock()
+            .expect("proposals lock")
+            .insert(from, (**p).clone());
+    }
+    Ok(msg)
+}
+
+/// Asks `from` for the whole frame of the proposal a revision frame of it carries.
+async fn fetch_whole(shared: &Arc<Shared>, from: NodeId, frame: &Frame) -> Result<Frame, String> {
+    let Some((height, view, revision)) = frame.proposal_round() else {
+        return Err(format!(
+            "member {from} sent a revision frame that carries no proposal"
+        ));
+    };
+    let what = format!("proposal of height {height}, view {view}, revision {revision}");
+    let request = Request::FetchProposal {
+        height,
+        view,
+        revision,
+    };
+    let bytes = shared
+        .endpoint
+        .request(from, &request.to_canonical_bytes())
+        .await
+        .map_err(|e| format!("fetching the whole {what} from member {from}: {e}"))?;
+    match Response::from_canonical_bytes(&bytes) {
+        Ok(Response::Frame(Some(f)))
+            if f.base().is_none() && f.proposal_round() == Some((height, view, revision)) =>
+        {
+            shared.metrics.proposals_fetched.inc();
+            Ok(*f)
+        }
+        Ok(Response::Frame(None)) => Err(format!("member {from} no longer keeps the {what}")),
+        Ok(other) => Err(format!(
+            "member {from} answered the fetch of the {what} with something else: {other:?}"
+        )),
+        Err(e) => Err(format!(
+            "member {from}'s answer to the fetch of the {what} does not decode: {e}"
+        )),
+    }
+}
+
+/// The message of a compact frame from `from`, against `base` for a revision frame. Batches
+/// this node does not hold are fetched from `from`, which named them and so holds them (or,
+/// for a committed height, has them in its chain); each must be the batch of the digest asked
+/// for.
+async fn resolve_batches(
+    shared: &Arc<Shared>,
+    from: NodeId,
+    frame: Frame,
+    base: Option<&Proposal>,
+) -> Result<Message, String> {
     let missing: BTreeSet<BatchRef> = {
         let store = shared.batches.lock().expect("batch store lock");
         frame
@@ -57,7 +129,10 @@ async fn resolve(shared: &Arc<Shared>, from: NodeId, frame: Frame) -> Result<Mes
     }
     let store = shared.batches.lock().expect("batch store lock");
     frame
-        .resolve(|r| store.get(r).or_else(|| fetched.get(&r.digest)).cloned())
+        .resolve_against(
+            |r| store.get(r).or_else(|| fetched.get(&r.digest)).cloned(),
+            base,
+        )
         .map_err(|e| e.to_string())
 }
 
@@ -301,6 +376,30 @@ fn request(shared: &Arc<Shared>, from: Peer, frame: Bytes, reply: Responder) -> 
                     Err(e) => refuse(reply, FailureKind::Internal, e.to_string()),
                 }
             });
+            None
+        }
+        Request::FetchProposal {
+            height,
+            view,
+            revision,
+        } => {
+            if let Some(p) = participant {
+                refuse(
+                    reply,
+                    FailureKind::Forbidden,
+                    format!("participant {p}: only members fetch proposals"),
+                );
+                return None;
+            }
+            let whole = shared
+                .sent
+                .lock()
+                .expect("sent proposals lock")
+                .get(&(height, view, revision))
+                .cloned();
+            // The kept frame was encoded by this node; it decodes.
+            let frame = whole.and_then(|b| Frame::from_canonical_bytes(&b).ok());
+            respond(reply, &Response::Frame(frame.map(Box::new)));
             None
         }
         Request::Status => {
