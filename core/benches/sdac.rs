@@ -20,7 +20,9 @@
 //!
 //! It prints each, the largest message sent as a member sends it (its compact frame: batches
 //! by digest, awards and trades by bid position, spec 1.3) against the frame limit, the same
-//! message encoded whole for comparison, and a final JSON line.
+//! message encoded whole for comparison, the frame of a revision 1 (one quarter-hour's busiest
+//! tie flow cut to half and that product cleared again) as edits of revision 0, and a final
+//! JSON line.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
