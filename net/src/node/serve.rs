@@ -58,11 +58,11 @@ async fn resolve(shared: &Arc<Shared>, from: NodeId, frame: Frame) -> Result<Mes
     };
     let msg = resolve_batches(shared, from, frame, base.as_ref()).await?;
     if let Message::Proposal(p) = &msg {
-        shared
-            .proposals
-            .lock()
-            .expect("proposals lock")
-            .insert(from, (**p).clone());
+        // Only a proposal of the same height and view can be a revision's base: earlier
+        // heights' proposals are let go (each shares its body with the state machine's copy).
+        let mut held = shared.proposals.lock().expect("proposals lock");
+        held.retain(|_, q| q.height() >= p.height());
+        held.insert(from, (**p).clone());
     }
     Ok(msg)
 }
