@@ -186,6 +186,16 @@ fn metric(page: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
+/// Waits (up to 10 s) until the metric `name` on node 0's page reaches `at_least`.
+async fn counted(port: u16, name: &str, at_least: f64) {
+    eventually(Duration::from_secs(10), name, || async {
+        scrape_metrics(port)
+            .await
+            .is_some_and(|m| metric(&m, name) >= Some(at_least))
+    })
+    .await;
+}
+
 /// Starts node 0 with its metrics endpoint on a free port (and `extra` flags), then the
 /// nodes `others`; returns the metrics port.
 fn start_metered(c: &mut LocalCluster, extra: &[&str], others: std::ops::Range<usize>) -> u16 {
@@ -518,18 +528,8 @@ fn malformed_oversized_and_replayed_messages_are_rejected_and_the_node_keeps_ser
             "{again:?}"
         );
 
-        let scrape = || scrape_metrics(metrics_port);
-        eventually(
-            Duration::from_secs(10),
-            "the malformed frames to be counted",
-            || async {
-                scrape()
-                    .await
-                    .is_some_and(|m| metric(&m, "tieline_malformed_frames_total") >= Some(3.0))
-            },
-        )
-        .await;
-        let m = scrape().await.unwrap();
+        counted(metrics_port, "tieline_malformed_frames_total", 3.0).await;
+        let m = scrape_metrics(metrics_port).await.unwrap();
         for name in [
             "tieline_height",
             "tieline_view",
@@ -658,16 +658,7 @@ fn frames_naming_what_the_node_lacks_are_resolved_by_fetching_it_from_the_sender
             .expect("node 0 fetches the batch it lacks")
             .unwrap();
         assert_eq!(first, Request::FetchBatch(wanted));
-        eventually(
-            Duration::from_secs(10),
-            "the fetch to be counted",
-            || async {
-                scrape_metrics(metrics_port)
-                    .await
-                    .is_some_and(|m| metric(&m, "tieline_batches_fetched_total") >= Some(1.0))
-            },
-        )
-        .await;
+        counted(metrics_port, "tieline_batches_fetched_total", 1.0).await;
         let page = scrape_metrics(metrics_port).await.unwrap();
         assert_eq!(metric(&page, "tieline_unresolved_frames_total"), Some(0.0));
 
@@ -740,16 +731,7 @@ fn frames_naming_what_the_node_lacks_are_resolved_by_fetching_it_from_the_sender
                 break;
             }
         }
-        eventually(
-            Duration::from_secs(10),
-            "the whole proposal's fetch to be counted",
-            || async {
-                scrape_metrics(metrics_port)
-                    .await
-                    .is_some_and(|m| metric(&m, "tieline_proposals_fetched_total") >= Some(1.0))
-            },
-        )
-        .await;
+        counted(metrics_port, "tieline_proposals_fetched_total", 1.0).await;
         let page = scrape_metrics(metrics_port).await.unwrap();
         assert_eq!(metric(&page, "tieline_unresolved_frames_total"), Some(0.0));
 

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use crate::block::{Block, BlockBody, ProcessData};
 use crate::clearing::{ClearingOutcome, ClearingRecord, MAX_AWARDS, StepAward};
-use crate::crypto::{Digest, digest_of};
+use crate::crypto::{Digest, DigestMap, digest_of};
 use crate::encoding::{Canonical, DecodeError, Reader, Tagged, decode_seq, encode_seq};
 use crate::genesis::MAX_MEMBERS;
 use crate::market::{SignedBatch, Trade};
@@ -75,6 +75,49 @@ struct BidAt {
 }
 crate::canonical_struct!(BidAt { batch, bid });
 
+/// An award or a trade of a body as it travels: a new entry or, in a revision frame, a run
+/// of the base revision's items kept or passed over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Edit<E> {
+    New(E),
+    /// The next this many of the base revision's items, unchanged.
+    Keep(u32),
+    /// This many of the base revision's items left out.
+    Skip(u32),
+}
+
+/// An entry that travels inside an [`Edit`]: its own discriminants are 0 and 1, and an edit's
+/// 2 (keep) and 3 (skip), so an edit costs no byte of its own.
+trait Entry: Sized {
+    /// Appends the entry's discriminant and fields.
+    fn encode_entry(&self, out: &mut Vec<u8>);
+    /// Reads the fields of the entry whose discriminant is `tag`.
+    fn decode_entry(tag: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError>;
+}
+
+impl<E: Entry> Canonical for Edit<E> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Edit::New(e) => e.encode_entry(out),
+            Edit::Keep(n) => {
+                out.push(2);
+                n.encode(out);
+            }
+            Edit::Skip(n) => {
+                out.push(3);
+                n.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match u8::decode(r)? {
+            2 => Edit::Keep(u32::decode(r)?),
+            3 => Edit::Skip(u32::decode(r)?),
+            tag => Edit::New(E::decode_entry(tag, r)?),
+        })
+    }
+}
+
 /// A step award as it travels: by its bid's position, or whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum AwardEntry {
@@ -84,14 +127,10 @@ enum AwardEntry {
         quantity: Quantity,
     },
     Whole(StepAward),
-    /// In a revision frame: the next this many of the base revision's awards, unchanged.
-    Keep(u32),
-    /// In a revision frame: this many of the base revision's awards left out.
-    Skip(u32),
 }
 
-impl Canonical for AwardEntry {
-    fn encode(&self, out: &mut Vec<u8>) {
+impl Entry for AwardEntry {
+    fn encode_entry(&self, out: &mut Vec<u8>) {
         match self {
             AwardEntry::At { at, step, quantity } => {
                 out.push(0);
@@ -103,26 +142,16 @@ impl Canonical for AwardEntry {
                 out.push(1);
                 a.encode(out);
             }
-            AwardEntry::Keep(n) => {
-                out.push(2);
-                n.encode(out);
-            }
-            AwardEntry::Skip(n) => {
-                out.push(3);
-                n.encode(out);
-            }
         }
     }
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(match u8::decode(r)? {
+    fn decode_entry(tag: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match tag {
             0 => AwardEntry::At {
                 at: BidAt::decode(r)?,
                 step: u16::decode(r)?,
                 quantity: Quantity::decode(r)?,
             },
             1 => AwardEntry::Whole(StepAward::decode(r)?),
-            2 => AwardEntry::Keep(u32::decode(r)?),
-            3 => AwardEntry::Skip(u32::decode(r)?),
             value => return Err(invalid(value)),
         })
     }
@@ -138,14 +167,10 @@ enum TradeEntry {
         counterparty: Option<ParticipantId>,
     },
     Whole(Box<Trade>),
-    /// In a revision frame: the next this many of the base revision's trades, unchanged.
-    Keep(u32),
-    /// In a revision frame: this many of the base revision's trades left out.
-    Skip(u32),
 }
 
-impl Canonical for TradeEntry {
-    fn encode(&self, out: &mut Vec<u8>) {
+impl Entry for TradeEntry {
+    fn encode_entry(&self, out: &mut Vec<u8>) {
         match self {
             TradeEntry::At {
                 at,
@@ -163,18 +188,10 @@ impl Canonical for TradeEntry {
                 out.push(1);
                 t.encode(out);
             }
-            TradeEntry::Keep(n) => {
-                out.push(2);
-                n.encode(out);
-            }
-            TradeEntry::Skip(n) => {
-                out.push(3);
-                n.encode(out);
-            }
         }
     }
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(match u8::decode(r)? {
+    fn decode_entry(tag: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match tag {
             0 => TradeEntry::At {
                 at: BidAt::decode(r)?,
                 quantity: Quantity::decode(r)?,
@@ -182,8 +199,6 @@ impl Canonical for TradeEntry {
                 counterparty: Option::decode(r)?,
             },
             1 => TradeEntry::Whole(Box::new(Trade::decode(r)?)),
-            2 => TradeEntry::Keep(u32::decode(r)?),
-            3 => TradeEntry::Skip(u32::decode(r)?),
             value => return Err(invalid(value)),
         })
     }
@@ -194,8 +209,8 @@ impl Canonical for TradeEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Place {
     batches: Vec<BatchRef>,
-    awards: Vec<AwardEntry>,
-    trades: Vec<TradeEntry>,
+    awards: Vec<Edit<AwardEntry>>,
+    trades: Vec<Edit<TradeEntry>>,
     /// In a revision frame: how many of the base revision's objections, then of its cuts,
     /// begin this body's lists (the message carries the rest). Zero otherwise.
     kept_objections: u32,
@@ -327,16 +342,8 @@ pub fn encode_revision(msg: &Message, base: &Proposal) -> Option<Vec<u8>> {
             &old.clearing.outcome.awards,
             &new.clearing.outcome.awards,
             place.awards,
-            AwardEntry::Keep,
-            AwardEntry::Skip,
         ),
-        trades: edits(
-            &base.body.trades,
-            &p.body.trades,
-            place.trades,
-            TradeEntry::Keep,
-            TradeEntry::Skip,
-        ),
+        trades: edits(&base.body.trades, &p.body.trades, place.trades),
         // The lists are bounded far below u32::MAX (MAX_OBJECTIONS, MAX_OUTCOME_ROWS).
         kept_objections: kept_objections as u32,
         kept_cuts: kept_cuts as u32,
@@ -356,18 +363,12 @@ fn common_prefix<T: PartialEq>(a: &[T], b: &[T]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// `new` (whose entries are `entries`, one per item) as edits of `base`: runs of the base's
-/// items kept, runs passed over, and new entries. Linear: an item not next in the base is
+/// `new` (whose entries are `entries`, one new entry per item) as edits of `base`: runs of
+/// the base's items kept, runs passed over, and new entries. Linear: an item not next in the base is
 /// looked up by value, and found only ahead of the place in the base. Any sequence of edits
 /// rebuilds `new` exactly; this one is short when `new` keeps most of `base` in order, as a
 /// revision does (it re-clears the products a new cut touches).
-fn edits<T: Eq + std::hash::Hash, E>(
-    base: &[T],
-    new: &[T],
-    entries: Vec<E>,
-    keep: fn(u32) -> E,
-    skip: fn(u32) -> E,
-) -> Vec<E> {
+fn edits<T: Eq + std::hash::Hash, E>(base: &[T], new: &[T], entries: Vec<Edit<E>>) -> Vec<Edit<E>> {
     let mut first: HashMap<&T, usize> = HashMap::with_capacity(base.len());
     for (i, t) in base.iter().enumerate() {
         first.entry(t).or_insert(i);
@@ -380,13 +381,13 @@ fn edits<T: Eq + std::hash::Hash, E>(
             continue;
         }
         if run > 0 {
-            out.push(keep(run));
+            out.push(Edit::Keep(run));
             run = 0;
         }
         match first.get(t) {
             Some(&k) if k > at => {
                 // Item counts are bounded far below u32::MAX (MAX_AWARDS).
-                out.push(skip((k - at) as u32));
+                out.push(Edit::Skip((k - at) as u32));
                 at = k + 1;
                 run = 1;
             }
@@ -394,7 +395,7 @@ fn edits<T: Eq + std::hash::Hash, E>(
         }
     }
     if run > 0 {
-        out.push(keep(run));
+        out.push(Edit::Keep(run));
     }
     out
 }
@@ -551,29 +552,33 @@ fn strip_body(body: &BlockBody, places: &mut Vec<Place>) -> BlockBody {
     let awards = outcome
         .awards
         .iter()
-        .map(|a| match at(&a.bid) {
-            Some(at) => AwardEntry::At {
-                at,
-                step: a.step,
-                quantity: a.quantity,
-            },
-            None => AwardEntry::Whole(*a),
+        .map(|a| {
+            Edit::New(match at(&a.bid) {
+                Some(at) => AwardEntry::At {
+                    at,
+                    step: a.step,
+                    quantity: a.quantity,
+                },
+                None => AwardEntry::Whole(*a),
+            })
         })
         .collect();
     let trades = body
         .trades
         .iter()
-        .map(
-            |t| match at(&t.bid).filter(|at| describes(&p.batches, *at, t)) {
-                Some(at) => TradeEntry::At {
-                    at,
-                    quantity: t.quantity,
-                    price: t.price,
-                    counterparty: t.counterparty,
+        .map(|t| {
+            Edit::New(
+                match at(&t.bid).filter(|at| describes(&p.batches, *at, t)) {
+                    Some(at) => TradeEntry::At {
+                        at,
+                        quantity: t.quantity,
+                        price: t.price,
+                        counterparty: t.counterparty,
+                    },
+                    None => TradeEntry::Whole(Box::new(t.clone())),
                 },
-                None => TradeEntry::Whole(Box::new(t.clone())),
-            },
-        )
+            )
+        })
         .collect();
     places.push(Place {
         batches: p.batches.iter().map(BatchRef::to).collect(),
@@ -622,8 +627,11 @@ impl Place {
 }
 
 /// Where each bid of `batches` is, by id (the first position of a repeated bid).
-fn positions(batches: &[SignedBatch]) -> HashMap<Digest, BidAt> {
-    let mut at = HashMap::with_capacity(batches.iter().map(|b| b.body.bids.len()).sum());
+fn positions(batches: &[SignedBatch]) -> DigestMap<BidAt> {
+    let mut at = DigestMap::with_capacity_and_hasher(
+        batches.iter().map(|b| b.body.bids.len()).sum(),
+        Default::default(),
+    );
     for (i, b) in batches.iter().enumerate() {
         for (j, sb) in b.body.bids.iter().enumerate() {
             // Positions fit: at most MAX_MEMBERS batches of at most MAX_BATCH_BIDS bids.
@@ -695,32 +703,37 @@ fn prefixed<T: Clone>(base: &[T], kept: u32, rest: &mut Vec<T>) -> Result<(), Re
     Ok(())
 }
 
-/// Applies one revision edit to `out`: `Keep` copies the base's next items, `Skip` passes
-/// them over; `at` is the place in the base. Returns false for an entry that is no edit.
-fn edit<T: Clone>(
-    keep: Option<u32>,
-    skip: Option<u32>,
+/// The items `edits` rebuild: `Keep` copies the base's next items, `Skip` passes them over
+/// (both only in a revision frame, within the base's list), and a new entry is resolved by
+/// `new`.
+fn apply<T: Clone, E>(
+    edits: Vec<Edit<E>>,
     base: Option<&[T]>,
-    at: &mut usize,
-    out: &mut Vec<T>,
-) -> Result<bool, ResolveError> {
-    let (n, copy) = match (keep, skip) {
-        (Some(n), _) => (n, true),
-        (_, Some(n)) => (n, false),
-        _ => return Ok(false),
-    };
-    let base = base.ok_or(ResolveError::Malformed(
-        "an edit in a frame that is no revision",
-    ))?;
-    let end = at
-        .checked_add(n as usize)
-        .filter(|e| *e <= base.len())
-        .ok_or(ResolveError::Malformed("an edit past the base's list"))?;
-    if copy {
-        out.extend_from_slice(&base[*at..end]);
+    mut new: impl FnMut(E) -> Result<T, ResolveError>,
+) -> Result<Vec<T>, ResolveError> {
+    let (mut out, mut at) = (Vec::with_capacity(edits.len()), 0usize);
+    for e in edits {
+        let (n, copy) = match e {
+            Edit::New(e) => {
+                out.push(new(e)?);
+                continue;
+            }
+            Edit::Keep(n) => (n, true),
+            Edit::Skip(n) => (n, false),
+        };
+        let base = base.ok_or(ResolveError::Malformed(
+            "an edit in a frame that is no revision",
+        ))?;
+        let end = at
+            .checked_add(n as usize)
+            .filter(|e| *e <= base.len())
+            .ok_or(ResolveError::Malformed("an edit past the base's list"))?;
+        if copy {
+            out.extend_from_slice(&base[at..end]);
+        }
+        at = end;
     }
-    *at = end;
-    Ok(true)
+    Ok(out)
 }
 
 fn fill_body(
@@ -762,11 +775,11 @@ fn fill_body(
     let ids: Vec<Vec<Digest>> = if place
         .awards
         .iter()
-        .any(|a| matches!(a, AwardEntry::At { .. }))
+        .any(|a| matches!(a, Edit::New(AwardEntry::At { .. })))
         || place
             .trades
             .iter()
-            .any(|t| matches!(t, TradeEntry::At { .. }))
+            .any(|t| matches!(t, Edit::New(TradeEntry::At { .. })))
     {
         batches
             .iter()
@@ -781,38 +794,18 @@ fn fill_body(
             .copied()
             .ok_or(ResolveError::Malformed("a position names no bid"))
     };
-    let (mut awards, mut from) = (Vec::with_capacity(place.awards.len()), 0);
-    for a in place.awards {
-        let (keep, skip) = match a {
-            AwardEntry::Keep(n) => (Some(n), None),
-            AwardEntry::Skip(n) => (None, Some(n)),
-            _ => (None, None),
-        };
-        if edit(keep, skip, base_awards, &mut from, &mut awards)? {
-            continue;
-        }
-        awards.push(match a {
+    p.clearing.outcome.awards = apply(place.awards, base_awards, |a| {
+        Ok(match a {
             AwardEntry::At { at, step, quantity } => StepAward {
                 bid: id_at(at)?,
                 step,
                 quantity,
             },
             AwardEntry::Whole(a) => a,
-            AwardEntry::Keep(_) | AwardEntry::Skip(_) => unreachable!("edits are applied above"),
-        });
-    }
-    p.clearing.outcome.awards = awards;
-    let (mut trades, mut from) = (Vec::with_capacity(place.trades.len()), 0);
-    for t in place.trades {
-        let (keep, skip) = match t {
-            TradeEntry::Keep(n) => (Some(n), None),
-            TradeEntry::Skip(n) => (None, Some(n)),
-            _ => (None, None),
-        };
-        if edit(keep, skip, base_trades, &mut from, &mut trades)? {
-            continue;
-        }
-        trades.push(match t {
+        })
+    })?;
+    let trades = apply(place.trades, base_trades, |t| {
+        Ok(match t {
             TradeEntry::At {
                 at,
                 quantity,
@@ -834,9 +827,8 @@ fn fill_body(
                 }
             }
             TradeEntry::Whole(t) => *t,
-            TradeEntry::Keep(_) | TradeEntry::Skip(_) => unreachable!("edits are applied above"),
-        });
-    }
+        })
+    })?;
     body.trades = trades;
     Ok(())
 }
@@ -857,7 +849,7 @@ pub const BATCHES_PER_HOME_HEIGHT: usize = 2;
 /// A batch it does not keep is still resolved against once, from the frame's fetch.
 #[derive(Clone, Debug, Default)]
 pub struct BatchStore {
-    batches: HashMap<Digest, SignedBatch>,
+    batches: DigestMap<SignedBatch>,
     /// How many are kept per (height, home).
     per_home: HashMap<(u64, NodeId), usize>,
     floor: u64,
@@ -1060,8 +1052,16 @@ mod tests {
         for msg in &messages {
             let frame = Frame::from_canonical_bytes(&encode(msg)).unwrap();
             for p in &frame.places {
-                assert!(p.awards.iter().all(|a| matches!(a, AwardEntry::At { .. })));
-                assert!(p.trades.iter().all(|t| matches!(t, TradeEntry::At { .. })));
+                assert!(
+                    p.awards
+                        .iter()
+                        .all(|a| matches!(a, Edit::New(AwardEntry::At { .. })))
+                );
+                assert!(
+                    p.trades
+                        .iter()
+                        .all(|t| matches!(t, Edit::New(TradeEntry::At { .. })))
+                );
             }
             assert!(frame.wanted().count() > 0);
             assert!(encode(msg).len() < msg.to_canonical_bytes().len());
@@ -1079,8 +1079,14 @@ mod tests {
         block.body.process.clearing.outcome.awards[0].bid = Digest([3; 32]);
         let msg = Message::Decided(Box::new(block));
         let frame = Frame::from_canonical_bytes(&encode(&msg)).unwrap();
-        assert!(matches!(frame.places[0].trades[0], TradeEntry::Whole(_)));
-        assert!(matches!(frame.places[0].awards[0], AwardEntry::Whole(_)));
+        assert!(matches!(
+            frame.places[0].trades[0],
+            Edit::New(TradeEntry::Whole(_))
+        ));
+        assert!(matches!(
+            frame.places[0].awards[0],
+            Edit::New(AwardEntry::Whole(_))
+        ));
         assert_eq!(round_trip(&msg).unwrap(), msg);
     }
 
@@ -1098,7 +1104,7 @@ mod tests {
             Err(ResolveError::Missing(first))
         );
         let mut bad = frame;
-        if let AwardEntry::At { at, .. } = &mut bad.places[0].awards[0] {
+        if let Edit::New(AwardEntry::At { at, .. }) = &mut bad.places[0].awards[0] {
             at.bid = u32::MAX;
         }
         let mut store = BatchStore::default();

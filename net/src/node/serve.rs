@@ -320,8 +320,18 @@ fn request(shared: &Arc<Shared>, from: Peer, frame: Bytes, reply: Responder) -> 
             reply,
             FailureKind::Forbidden,
             format!(
-                "member {m}: members talk over messages; a member's key may only submit registry changes and ask the status"
+                "member {m}: members talk over messages; a member's key may only submit registry changes, ask the status and fetch batches and proposals"
             ),
+        );
+        return None;
+    }
+    if let (Some(p), Request::FetchBatch(_) | Request::FetchProposal { .. }) =
+        (participant, &request)
+    {
+        refuse(
+            reply,
+            FailureKind::Forbidden,
+            format!("participant {p}: only members fetch batches and proposals"),
         );
         return None;
     }
@@ -346,14 +356,6 @@ fn request(shared: &Arc<Shared>, from: Peer, frame: Bytes, reply: Responder) -> 
             Some(DriverInput::Appeal(appeal, reply))
         })),
         Request::FetchBatch(r) => {
-            if let Some(p) = participant {
-                refuse(
-                    reply,
-                    FailureKind::Forbidden,
-                    format!("participant {p}: only members fetch batches"),
-                );
-                return None;
-            }
             let held = shared
                 .batches
                 .lock()
@@ -383,14 +385,6 @@ fn request(shared: &Arc<Shared>, from: Peer, frame: Bytes, reply: Responder) -> 
             view,
             revision,
         } => {
-            if let Some(p) = participant {
-                refuse(
-                    reply,
-                    FailureKind::Forbidden,
-                    format!("participant {p}: only members fetch proposals"),
-                );
-                return None;
-            }
             let whole = shared
                 .sent
                 .lock()
