@@ -7,7 +7,9 @@
 //! awards and the trades then name their bid by its position in those batches (batch index,
 //! bid index) instead of its 32-byte id, and a trade leaves out what its bid already says
 //! (participant, side, area, bus, product). A message whose purpose is to deliver a batch (a
-//! `Batch`, a missing-batch objection) carries it whole.
+//! `Batch`, a missing-batch objection) carries it whole. The clearing's cuts, each of which a
+//! security objection of the same body already carries, name that objection and the cut's
+//! place in it instead of repeating its terms.
 //!
 //! The form is lossless: [`Frame::resolve`] rebuilds exactly the [`Message`] that
 //! [`encode`] was given, byte for byte, once it is handed the batches the frame names. An
@@ -19,8 +21,14 @@
 
 use std::collections::HashMap;
 
-use crate::block::{Block, BlockBody, ProcessData};
-use crate::clearing::{ClearingOutcome, ClearingRecord, MAX_AWARDS, StepAward};
+use crate::block::{
+    Block, BlockBody, MAX_CUTS_PER_OBJECTION, MAX_OBJECTIONS, Objection, ObjectionReason,
+    ProcessData,
+};
+use crate::clearing::{
+    ClearingOutcome, ClearingRecord, Cut, MAX_AWARDS, MAX_OUTCOME_ROWS, StepAward,
+};
+use crate::crypto::Signed;
 use crate::crypto::{Digest, DigestMap, digest_of};
 use crate::encoding::{Canonical, DecodeError, Reader, Tagged, decode_seq, encode_seq};
 use crate::genesis::MAX_MEMBERS;
@@ -204,13 +212,46 @@ impl Entry for TradeEntry {
     }
 }
 
+/// One of the clearing's cuts as it travels: the `cut`-th cut of the body's `objection`-th
+/// objection (a security objection the cut came from), or carried in the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CutEntry {
+    Carried,
+    In { objection: u16, cut: u16 },
+}
+
+impl Canonical for CutEntry {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            CutEntry::Carried => out.push(0),
+            CutEntry::In { objection, cut } => {
+                out.push(1);
+                objection.encode(out);
+                cut.encode(out);
+            }
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match u8::decode(r)? {
+            0 => CutEntry::Carried,
+            1 => CutEntry::In {
+                objection: u16::decode(r)?,
+                cut: u16::decode(r)?,
+            },
+            value => return Err(invalid(value)),
+        })
+    }
+}
+
 /// What a frame says about one place of its message: the batches it names and, for a block
-/// body, the awards and trades.
+/// body, the awards, the trades and the clearing's cuts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Place {
     batches: Vec<BatchRef>,
     awards: Vec<Edit<AwardEntry>>,
     trades: Vec<Edit<TradeEntry>>,
+    /// The clearing's cuts after the kept prefix, in order.
+    cuts: Vec<CutEntry>,
     /// In a revision frame: how many of the base revision's objections, then of its cuts,
     /// begin this body's lists (the message carries the rest). Zero otherwise.
     kept_objections: u32,
@@ -220,6 +261,7 @@ crate::canonical_struct!(Place {
     batches: seq(MAX_MEMBERS),
     awards: seq(MAX_AWARDS),
     trades: seq(MAX_AWARDS),
+    cuts: seq(MAX_OUTCOME_ROWS),
     kept_objections,
     kept_cuts,
 });
@@ -335,9 +377,16 @@ pub fn encode_revision(msg: &Message, base: &Proposal) -> Option<Vec<u8>> {
     let kept_objections = common_prefix(&old.objections, &new.objections);
     let kept_cuts = common_prefix(&old.clearing.cuts, &new.clearing.cuts);
     body.process.objections.drain(..kept_objections);
-    body.process.clearing.cuts.drain(..kept_cuts);
+    // The kept cuts leave the entries; those of them the message carried leave it too.
+    let mut cuts = place.cuts;
+    let carried = cuts
+        .drain(..kept_cuts)
+        .filter(|c| *c == CutEntry::Carried)
+        .count();
+    body.process.clearing.cuts.drain(..carried);
     let place = Place {
         batches: place.batches,
+        cuts,
         awards: edits(
             &old.clearing.outcome.awards,
             &new.clearing.outcome.awards,
@@ -580,10 +629,12 @@ fn strip_body(body: &BlockBody, places: &mut Vec<Place>) -> BlockBody {
             )
         })
         .collect();
+    let (cuts, carried) = cut_entries(&p.objections, &p.clearing.cuts);
     places.push(Place {
         batches: p.batches.iter().map(BatchRef::to).collect(),
         awards,
         trades,
+        cuts,
         kept_objections: 0,
         kept_cuts: 0,
     });
@@ -593,7 +644,7 @@ fn strip_body(body: &BlockBody, places: &mut Vec<Place>) -> BlockBody {
             batches: Vec::new(),
             clearing: ClearingRecord {
                 rule: p.clearing.rule,
-                cuts: p.clearing.cuts.clone(),
+                cuts: carried,
                 outcome: ClearingOutcome {
                     awards: Vec::new(),
                     area_prices: outcome.area_prices.clone(),
@@ -620,10 +671,50 @@ impl Place {
             batches: batches.iter().map(BatchRef::to).collect(),
             awards: Vec::new(),
             trades: Vec::new(),
+            cuts: Vec::new(),
             kept_objections: 0,
             kept_cuts: 0,
         }
     }
+}
+
+/// The security cuts of `objections`, each by its place (objection index, cut index).
+fn objection_cuts(
+    objections: &[Signed<Objection>],
+) -> impl Iterator<Item = ((usize, usize), &Cut)> {
+    objections
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match &o.body.reason {
+            ObjectionReason::Security { cuts } => Some((i, cuts)),
+            _ => None,
+        })
+        .flat_map(|(i, cuts)| cuts.iter().enumerate().map(move |(j, c)| ((i, j), c)))
+}
+
+/// The clearing's `cuts` as entries: each by its first place among the security cuts of
+/// `objections`, or carried; and the carried cuts, in order.
+fn cut_entries(objections: &[Signed<Objection>], cuts: &[Cut]) -> (Vec<CutEntry>, Vec<Cut>) {
+    let mut first: HashMap<&Cut, (usize, usize)> = HashMap::new();
+    for (at, c) in objection_cuts(objections) {
+        first.entry(c).or_insert(at);
+    }
+    let mut carried = Vec::new();
+    let entries = cuts
+        .iter()
+        .map(|c| match first.get(c) {
+            // Places fit: at most MAX_OBJECTIONS objections of MAX_CUTS_PER_OBJECTION cuts.
+            Some(&(objection, cut)) => CutEntry::In {
+                objection: objection as u16,
+                cut: cut as u16,
+            },
+            None => {
+                carried.push(c.clone());
+                CutEntry::Carried
+            }
+        })
+        .collect();
+    (entries, carried)
 }
 
 /// Where each bid of `batches` is, by id (the first position of a repeated bid).
@@ -674,6 +765,7 @@ fn fill_batches(
     if !stripped.is_empty()
         || !place.awards.is_empty()
         || !place.trades.is_empty()
+        || !place.cuts.is_empty()
         || place.kept_objections != 0
         || place.kept_cuts != 0
     {
@@ -748,6 +840,7 @@ fn fill_body(
             "a stripped body still carries batches, awards or trades",
         ));
     }
+    let mut cuts = Vec::with_capacity(place.cuts.len());
     match base {
         Some(b) => {
             prefixed(
@@ -755,11 +848,7 @@ fn fill_body(
                 place.kept_objections,
                 &mut p.objections,
             )?;
-            prefixed(
-                &b.process.clearing.cuts,
-                place.kept_cuts,
-                &mut p.clearing.cuts,
-            )?;
+            prefixed(&b.process.clearing.cuts, place.kept_cuts, &mut cuts)?;
         }
         None if place.kept_objections != 0 || place.kept_cuts != 0 => {
             return Err(ResolveError::Malformed(
@@ -768,6 +857,31 @@ fn fill_body(
         }
         None => {}
     }
+    let mut carried = std::mem::take(&mut p.clearing.cuts).into_iter();
+    for entry in place.cuts {
+        cuts.push(match entry {
+            CutEntry::Carried => carried.next().ok_or(ResolveError::Malformed(
+                "more carried cuts named than carried",
+            ))?,
+            CutEntry::In { objection, cut } => {
+                match p.objections.get(objection as usize).map(|o| &o.body.reason) {
+                    Some(ObjectionReason::Security { cuts }) => cuts
+                        .get(cut as usize)
+                        .cloned()
+                        .ok_or(ResolveError::Malformed("a cut place names no cut"))?,
+                    _ => {
+                        return Err(ResolveError::Malformed(
+                            "a cut place names no security objection",
+                        ));
+                    }
+                }
+            }
+        });
+    }
+    if carried.next().is_some() {
+        return Err(ResolveError::Malformed("a carried cut no place names"));
+    }
+    p.clearing.cuts = cuts;
     let base_awards = base.map(|b| b.process.clearing.outcome.awards.as_slice());
     let base_trades = base.map(|b| b.trades.as_slice());
     p.batches = take_batches(&place.batches, held)?;
@@ -936,9 +1050,12 @@ pub fn batches_of(msg: &Message) -> Vec<&SignedBatch> {
     }
 }
 
-// Positions fit their fields: at most MAX_MEMBERS batches of at most MAX_BATCH_BIDS bids.
+// Positions fit their fields: at most MAX_MEMBERS batches of at most MAX_BATCH_BIDS bids, at
+// most MAX_OBJECTIONS objections of at most MAX_CUTS_PER_OBJECTION cuts.
 const _: () = {
     assert!(MAX_MEMBERS <= u16::MAX as usize);
+    assert!(MAX_OBJECTIONS <= u16::MAX as usize);
+    assert!(MAX_CUTS_PER_OBJECTION <= u16::MAX as usize);
     assert!(crate::market::MAX_BATCH_BIDS <= u32::MAX as usize);
 };
 
@@ -1150,6 +1267,41 @@ mod tests {
         }
     }
 
+    /// A cut of `product` whose label is `label`, with a few terms.
+    fn cut(label: u32) -> crate::clearing::Cut {
+        crate::clearing::Cut {
+            product: crate::sample::sample_product(1),
+            label,
+            terms: (0..8)
+                .map(|k| crate::clearing::CutTerm {
+                    variable: crate::clearing::CutVariable::TieFlow(crate::units::TieLineId(k)),
+                    coefficient: 1_000 + i64::from(k),
+                })
+                .collect(),
+            limit: Quantity(i64::from(label)),
+        }
+    }
+
+    /// `objector`'s signed objection to `p` for `reason`.
+    fn objection(
+        p: &Proposal,
+        objector: u16,
+        reason: ObjectionReason,
+    ) -> crate::crypto::Signed<Objection> {
+        crate::crypto::Signed {
+            body: Objection {
+                chain_id: p.header.chain_id,
+                height: p.height(),
+                view: 0,
+                revision: p.round().1,
+                block: p.header.digest(),
+                objector: NodeId(objector),
+                reason,
+            },
+            signature: crate::crypto::Signature([7; 64]),
+        }
+    }
+
     /// `base` revised by `script`: each (kind, index) removes, changes or repeats an award or
     /// a trade, and objections and cuts grow, as a revision's do.
     fn revised(base: &Proposal, script: &[(u8, usize)]) -> Proposal {
@@ -1159,7 +1311,7 @@ mod tests {
         let body = Arc::make_mut(&mut next.body);
         let (awards, trades) = (&mut body.process.clearing.outcome.awards, &mut body.trades);
         for &(kind, i) in script {
-            match kind % 6 {
+            match kind % 7 {
                 0 if !awards.is_empty() => {
                     awards.remove(i % awards.len());
                 }
@@ -1189,6 +1341,14 @@ mod tests {
                     );
                     cut.label = 1_000 + i as u32 % 1_000;
                     body.process.clearing.cuts.push(cut);
+                }
+                6 => {
+                    // A security objection whose second cut the clearing takes.
+                    let label = 2_000 + 2 * (i as u32 % 1_000);
+                    let cuts = vec![cut(label), cut(label + 1)];
+                    let o = objection(base, 1, ObjectionReason::Security { cuts });
+                    body.process.objections.push(o);
+                    body.process.clearing.cuts.push(cut(label + 1));
                 }
                 _ => {}
             }
@@ -1231,6 +1391,99 @@ mod tests {
         ));
         // Not a later revision of the base's view: no revision frame.
         assert!(encode_revision(&Message::Proposal(Box::new(base.clone())), &next).is_none());
+    }
+
+    /// The clearing's cuts travel as places in the security objections that carry them; a cut
+    /// no objection carries travels whole, and a place that names no security cut is refused.
+    #[test]
+    fn clearing_cuts_travel_as_places_in_the_objections_that_carry_them() {
+        let block = revision_block();
+        let mut p = proposal_of(&block, 2);
+        let body = Arc::make_mut(&mut p.body);
+        let security = ObjectionReason::Security {
+            cuts: vec![cut(10), cut(11), cut(12)],
+        };
+        let missing = ObjectionReason::MissingBatch {
+            batch: Digest([3; 32]),
+        };
+        body.process.objections = vec![
+            objection(&proposal_of(&block, 0), 1, missing),
+            objection(&proposal_of(&block, 1), 2, security),
+        ];
+        body.process.clearing.cuts = vec![cut(12), cut(10), cut(99), cut(11)];
+        let msg = Message::Proposal(Box::new(p.clone()));
+        let bytes = encode(&msg);
+        let frame = Frame::from_canonical_bytes(&bytes).unwrap();
+        let Message::Proposal(stripped) = &frame.message else {
+            panic!("a proposal frame");
+        };
+        assert_eq!(stripped.body.process.clearing.cuts, vec![cut(99)]);
+        assert_eq!(
+            frame.places[0].cuts,
+            vec![
+                CutEntry::In {
+                    objection: 1,
+                    cut: 2
+                },
+                CutEntry::In {
+                    objection: 1,
+                    cut: 0
+                },
+                CutEntry::Carried,
+                CutEntry::In {
+                    objection: 1,
+                    cut: 1
+                },
+            ]
+        );
+        assert_eq!(round_trip(&msg).unwrap(), msg);
+        // The three cuts the objection carries are not repeated.
+        let whole_cut = {
+            let mut out = Vec::new();
+            cut(10).encode(&mut out);
+            out.len()
+        };
+        let mut uncut = p.clone();
+        Arc::make_mut(&mut uncut.body).process.clearing.cuts = vec![cut(99)];
+        let baseline = encode(&Message::Proposal(Box::new(uncut))).len();
+        assert!(bytes.len() < baseline + whole_cut, "{} bytes", bytes.len());
+        // A place in the missing-batch objection, past the cuts, or a carried cut too many or
+        // too few: refused.
+        let held: HashMap<Digest, SignedBatch> = batches_of(&msg)
+            .into_iter()
+            .map(|b| (digest_of(b), b.clone()))
+            .collect();
+        let place = |objection, cut| CutEntry::In { objection, cut };
+        for (at, entry, why) in [
+            (
+                0,
+                Some(place(0, 0)),
+                "a cut place names no security objection",
+            ),
+            (0, Some(place(1, 3)), "a cut place names no cut"),
+            (
+                4,
+                Some(CutEntry::Carried),
+                "more carried cuts named than carried",
+            ),
+            (2, Some(place(1, 0)), "a carried cut no place names"),
+            (2, None, "a carried cut no place names"),
+        ] {
+            let mut bad = frame.clone();
+            let cuts = &mut bad.places[0].cuts;
+            match entry {
+                Some(e) if at < cuts.len() => cuts[at] = e,
+                Some(e) => cuts.push(e),
+                None => {
+                    cuts.remove(at);
+                }
+            }
+            assert_eq!(
+                bad.resolve(|r| held.get(&r.digest).cloned()),
+                Err(ResolveError::Malformed(why)),
+                "{why}"
+            );
+        }
     }
 
     proptest! {
