@@ -25,8 +25,13 @@ pub const MAX_BLOCK_TRADES: usize = crate::clearing::MAX_AWARDS;
 pub const MAX_VIEW: u32 = 1024;
 /// Most objections recorded in one block.
 pub const MAX_OBJECTIONS: usize = 4096;
-/// Most appeals recorded in one block.
-pub const MAX_APPEALS: usize = 4096;
+/// Most bytes the signed objections a block records take, encoded: the primary takes no
+/// objection past it, as none past [`MAX_OBJECTIONS`], so that a proposal fits one frame
+/// (spec D25). The European grid's negotiation (PEGASE 9241 by zone) records 10.7 MiB.
+pub const MAX_NEGOTIATION_BYTES: usize = 16 << 20;
+/// Most appeals recorded in one block (and kept by a node for one height): with the other
+/// limits, a proposal fits one frame (spec D25).
+pub const MAX_APPEALS: usize = 256;
 /// Most pieces of equivocation evidence in one block.
 pub const MAX_EVIDENCE: usize = 256;
 /// Longest free-text reason in an objection.
@@ -264,7 +269,13 @@ crate::canonical_struct!(Appeal {
     height,
     claim
 });
-crate::tagged!(Appeal, 0x0203, "appeal", 8 * 1024);
+crate::tagged!(
+    Appeal,
+    0x0203,
+    "appeal",
+    64 + <SignedBid as crate::encoding::Tagged>::MAX_ENCODED_LEN
+        + <SignedReceipt as crate::encoding::Tagged>::MAX_ENCODED_LEN
+);
 
 /// How the primary resolved an appeal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -345,6 +356,19 @@ crate::canonical_struct!(AppealRecord {
     via,
     resolution
 });
+
+impl AppealRecord {
+    /// The bid an upheld omission appeal brings into the clearing, with its receipt: a bid
+    /// the block clears although no batch carries it (spec V5).
+    pub fn upheld_omission(&self) -> Option<(&SignedBid, &SignedReceipt)> {
+        match (&self.resolution, &self.appeal.body.claim) {
+            (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, receipt }) => {
+                Some((bid, receipt))
+            }
+            _ => None,
+        }
+    }
+}
 
 /// What a vote is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

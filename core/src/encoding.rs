@@ -203,6 +203,13 @@ pub trait Canonical: Sized {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError>;
 }
 
+/// How many bytes `value` encodes to.
+pub fn encoded_len<T: Canonical>(value: &T) -> usize {
+    let mut out = Vec::new();
+    value.encode(&mut out);
+    out.len()
+}
+
 /// A value that is hashed or signed on its own: it carries a domain tag and a size limit.
 pub trait Tagged: Canonical {
     /// The type's domain tag.

@@ -24,6 +24,14 @@ pub const MAX_TIE_LINES: usize = 1024;
 pub const MAX_NAME_LEN: usize = 256;
 /// Most negotiation revisions a genesis may allow before the fallback.
 pub const MAX_REVISIONS_LIMIT: u32 = 64;
+/// Most bid steps one round's batches carry under a coupled rule (uniform price, zonal
+/// coupling), where a bid gets at most one trade: each home node's batch holds at most its
+/// share, [`Genesis::batch_steps`]. Related to the frame limit at compile time, so that a
+/// proposal of a full round fits one frame (spec 1.3, D25).
+pub const MAX_ROUND_STEPS_COUPLED: usize = 1 << 20;
+/// Most bid steps one round's batches carry under pay-as-bid, where every match gives two
+/// trades (one per side), so a step costs a proposal more than under a coupled rule.
+pub const MAX_ROUND_STEPS_MATCHED: usize = 576 * 1024;
 
 /// A market area: a country or a bidding zone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -221,6 +229,14 @@ crate::canonical_enum!(ClearingRule {
 });
 
 impl ClearingRule {
+    /// Most bid steps one round's batches carry under this rule (spec D25).
+    pub const fn max_round_steps(self) -> usize {
+        match self {
+            ClearingRule::PayAsBid => MAX_ROUND_STEPS_MATCHED,
+            ClearingRule::UniformPrice | ClearingRule::ZonalCoupling => MAX_ROUND_STEPS_COUPLED,
+        }
+    }
+
     /// The name used in genesis files.
     pub fn name(self) -> &'static str {
         match self {
@@ -321,6 +337,13 @@ impl Genesis {
     /// The number of management nodes.
     pub fn n(&self) -> usize {
         self.members.len()
+    }
+
+    /// Most bid steps one home node's batch for a height carries: an equal share of the
+    /// rule's round budget, so that every round's proposal fits one frame (spec D25). A home
+    /// node refuses bids beyond it (`BatchFull`); a batch over it is malformed.
+    pub fn batch_steps(&self) -> usize {
+        self.clearing.rule.max_round_steps() / self.n().max(1)
     }
 
     /// How many distinct members a certificate needs (spec D8).

@@ -182,7 +182,9 @@ pub enum BidError {
     /// The delivery period is empty.
     #[error("the delivery period has zero length")]
     EmptyDelivery,
-    /// The home node's batches for the coming heights are full.
+    /// The home node's batch for the height is full: it holds [`MAX_BATCH_BIDS`] bids, or
+    /// the bid's steps would take it past the home node's share of the round
+    /// (`Genesis::batch_steps`, spec D25).
     #[error("the batch for height {height} is full; try again after it closes")]
     BatchFull {
         /// The height whose batch is full.
@@ -379,9 +381,22 @@ crate::tagged!(
 );
 
 impl BidBatch {
-    /// Why the batch is malformed, if it is: a receipt time missing or extra, or out of order
-    /// (spec D19). A malformed batch is refused whole; it is not its bids' fault.
-    pub fn malformed(&self) -> Option<String> {
+    /// How many price-quantity steps its bids have in all.
+    pub fn steps(&self) -> usize {
+        self.bids.iter().map(|b| b.body.steps.len()).sum()
+    }
+
+    /// Why the batch is malformed under `genesis`, if it is: a receipt time missing or extra,
+    /// or out of order (spec D19), or more bid steps than a home node's share of the round
+    /// (`Genesis::batch_steps`, D25). A malformed batch is refused whole; it is not its bids'
+    /// fault.
+    pub fn malformed(&self, genesis: &Genesis) -> Option<String> {
+        let (steps, allowed) = (self.steps(), genesis.batch_steps());
+        if steps > allowed {
+            return Some(format!(
+                "{steps} bid steps, over a home node's share of the round ({allowed})"
+            ));
+        }
         if self.received.len() != self.bids.len() {
             return Some(format!(
                 "{} receipt times for {} bids",

@@ -454,3 +454,79 @@ fn equivocation_evidence_verifies_and_forged_evidence_is_caught() {
     let err = audit_chain(g, &scheme(s), &chain).unwrap_err();
     assert!(err.to_string().contains("evidence 0"), "{err}");
 }
+
+/// D25: a batch with more bid steps than its home node's share of the round, and objections
+/// over the negotiation's bytes, are caught: either would make a proposal no frame can carry.
+#[test]
+fn a_batch_over_its_share_of_the_round_and_objections_over_the_negotiation_bytes_are_caught() {
+    use tieline_core::block::{MAX_NEGOTIATION_BYTES, Objection, ObjectionReason};
+    use tieline_core::clearing::{Cut, CutTerm, CutVariable};
+    use tieline_core::crypto::Digest;
+    use tieline_core::market::{BidStep, MAX_BID_STEPS};
+    use tieline_core::units::{Price, Quantity};
+    let f = small();
+    let s = &f.consortium;
+    let share = s.genesis.batch_steps();
+    // Bids of the largest size, one step more than the share in all.
+    let mut chain = f.chain.clone();
+    let batch = &mut chain[0].body.process.batches[0];
+    let home = s
+        .genesis
+        .members
+        .iter()
+        .position(|m| m.id == batch.body.home)
+        .unwrap();
+    let mut big = batch.body.bids[0].clone();
+    big.body.steps = (0..MAX_BID_STEPS as i64)
+        .map(|k| BidStep {
+            price: Price((40 + k) * Price::SCALE),
+            quantity: Quantity(Quantity::SCALE),
+        })
+        .collect();
+    let mut body = batch.body.clone();
+    let count = share / MAX_BID_STEPS + 1;
+    body.bids = vec![big; count];
+    body.received = vec![body.received[0]; count];
+    assert!(body.steps() > share);
+    *batch = Signed::sign(body, &s.members[home]);
+    reseal_from(s, &mut chain, 0, &ALL);
+    let err = audit_chain(&s.genesis, &scheme(s), &chain).unwrap_err();
+    assert!(
+        matches!(&err.reason, AuditFailure::Batch { index: 0, reason } if reason.contains("over a home node's share")),
+        "{err}"
+    );
+    // One objection whose cuts take more than the negotiation's bytes.
+    let mut chain = f.chain.clone();
+    let block = &chain[0];
+    let term = CutTerm {
+        variable: CutVariable::Bid(Digest([1; 32])),
+        coefficient: 1,
+    };
+    let cut = Cut {
+        product: block.body.trades[0].product,
+        label: 0,
+        terms: vec![term; MAX_NEGOTIATION_BYTES / 41 / 2 + 1],
+        limit: Quantity(0),
+    };
+    let objection = Signed::sign(
+        Objection {
+            chain_id: block.header.chain_id,
+            height: block.header.height,
+            view: 0,
+            revision: 0,
+            block: block.header.digest(),
+            objector: s.genesis.members[1].id,
+            reason: ObjectionReason::Security {
+                cuts: vec![cut.clone(), cut],
+            },
+        },
+        &s.members[1],
+    );
+    chain[0].body.process.objections = vec![objection];
+    reseal_from(s, &mut chain, 0, &ALL);
+    let err = audit_chain(&s.genesis, &scheme(s), &chain).unwrap_err();
+    assert!(
+        err.to_string().contains("over MAX_NEGOTIATION_BYTES"),
+        "{err}"
+    );
+}

@@ -1170,3 +1170,80 @@ fn the_primary_revises_when_its_wait_for_a_lost_answer_ends() {
     assert_eq!((b.header.view, b.header.revision), (0, 1));
     assert_eq!(b.body.process.clearing.cuts, vec![limit]);
 }
+
+/// D25: a home node receipts bids up to its share of the round's bid steps and refuses the
+/// rest as `BatchFull`; at gate closure, bids beyond the share (bids carried from a block that
+/// missed them, N1) wait in the pool for the next batch.
+#[test]
+fn a_home_node_takes_bids_up_to_its_share_of_the_round_steps() {
+    let s = SampleConsortium::new(4, 2);
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    let share = s.genesis.batch_steps();
+    let home = c
+        .nodes
+        .iter()
+        .position(|n| n.ctx.me == s.genesis.participants[0].home)
+        .unwrap();
+    let step = |price: i64| BidStep {
+        price: Price(price * Price::SCALE),
+        quantity: Quantity(Quantity::SCALE),
+    };
+    // The pool already holds all but one step of the share.
+    c.nodes[home].state.pool_steps.insert(1, share - 1);
+    let two = s.bid_with(0, Side::Sell, vec![step(40), step(41)], 1, 8);
+    assert!(matches!(
+        c.submit(two),
+        Some(Reply::BidRejected {
+            reason: BidError::BatchFull { height: 1 },
+            ..
+        })
+    ));
+    assert!(matches!(c.submit(s.bid(0, 1, 9)), Some(Reply::Receipt(_))));
+    assert!(matches!(
+        c.submit(s.bid(0, 1, 10)),
+        Some(Reply::BidRejected {
+            reason: BidError::BatchFull { height: 1 },
+            ..
+        })
+    ));
+
+    // Gate closure with more steps in the pool than the share: the earliest-received bids up
+    // to the share go into the batch, the rest stay.
+    let mut c = Cluster::from_sample(&s, open());
+    c.start();
+    let big = s.bid_with(0, Side::Sell, (0..32).map(step).collect(), 1, 11);
+    let me = s.genesis.members[home].id;
+    let count = share / 32 + 3;
+    let state = &mut c.nodes[home].state;
+    for k in 0..count {
+        let receipt = Signed::sign(
+            BidReceipt {
+                chain_id: s.genesis.chain_id(),
+                bid: big.body.id(),
+                participant: big.body.participant,
+                home: me,
+                height: 1,
+                received_at: Timestamp(1_767_225_000_000 + k as u64),
+            },
+            &s.members[home],
+        );
+        state
+            .pool
+            .entry(1)
+            .or_default()
+            .push((big.clone(), receipt));
+    }
+    let effects = c.input(home, Input::Timer(tieline_core::consensus::Timer::Gate(1)));
+    let batch = effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Broadcast(Message::Batch(b)) => Some(b),
+            _ => None,
+        })
+        .expect("the gate closes with a batch");
+    assert_eq!(batch.body.bids.len(), share / 32);
+    assert!(batch.body.steps() <= share);
+    assert!(batch.body.malformed(&s.genesis).is_none());
+    assert_eq!(c.nodes[home].state.pool[&1].len(), count);
+}

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use tieline_core::block::{
-    Appeal, AppealClaim, AppealResolution, Block, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS,
-    MAX_VIEW, Objection, ObjectionReason, QuorumCertificate, SkipVote, Vote, VoteKind,
-    VoteSignature,
+    Appeal, AppealClaim, AppealResolution, Block, MAX_APPEALS, MAX_EVIDENCE, MAX_NEGOTIATION_BYTES,
+    MAX_OBJECTIONS, MAX_VIEW, Objection, ObjectionReason, QuorumCertificate, SkipVote, Vote,
+    VoteKind, VoteSignature,
 };
 use tieline_core::clearing::{COEFFICIENT_SCALE, Cut, CutTerm, CutVariable};
 use tieline_core::consensus::sim::{Cluster, Event};
@@ -1285,6 +1285,33 @@ fn a_primary_takes_objections_up_to_max_objections() {
     assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
     // At the bound it changes nothing.
     state.negotiation.objections.push(filler);
+    assert_ignored(&ctx, &mut state, objection);
+}
+
+/// D25, MAX_NEGOTIATION_BYTES: a primary takes no objection that would take the objections it
+/// accepted in the view past the negotiation's bytes, as none past `MAX_OBJECTIONS`.
+#[test]
+fn a_primary_takes_objections_up_to_the_negotiation_bytes() {
+    let r = Rig::at_proposal_zonal();
+    let (i, ctx, mut state) = r.primary_node();
+    let p = r.proposal();
+    let objection = r.security_objection((i + 1) % 4, &p);
+    let Input::Message {
+        msg: Message::Objection(o, _),
+        ..
+    } = &objection
+    else {
+        unreachable!()
+    };
+    let len = tieline_core::encoding::encoded_len(&**o);
+    // Exactly at the bound with this objection: taken into revision 1, and counted.
+    let mut at = state.clone();
+    at.negotiation.bytes = MAX_NEGOTIATION_BYTES - len;
+    let e = step_and_revise(&ctx, &mut at, objection.clone());
+    assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
+    assert_eq!(at.negotiation.bytes, MAX_NEGOTIATION_BYTES);
+    // One byte past it: changes nothing.
+    state.negotiation.bytes = MAX_NEGOTIATION_BYTES - len + 1;
     assert_ignored(&ctx, &mut state, objection);
 }
 

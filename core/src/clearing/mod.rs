@@ -27,8 +27,9 @@ use crate::units::{AreaId, BusId, Money, Price, Quantity, TieLineId, Timestamp};
 
 /// Most step awards in one outcome.
 pub const MAX_AWARDS: usize = 2_000_000;
-/// Most prices, flows or cuts in one outcome.
-pub const MAX_OUTCOME_ROWS: usize = 100_000;
+/// Most prices, flows or cuts in one outcome: with the other limits, a proposal fits one frame
+/// (spec D25).
+pub const MAX_OUTCOME_ROWS: usize = 50_000;
 /// Most terms in one cut.
 pub const MAX_CUT_TERMS: usize = 250_000;
 

@@ -22,8 +22,9 @@
 use std::collections::HashMap;
 
 use crate::block::{
-    Block, BlockBody, MAX_CUTS_PER_OBJECTION, MAX_OBJECTIONS, Objection, ObjectionReason,
-    ProcessData,
+    Appeal, Block, BlockBody, Evidence, MAX_APPEALS, MAX_CUTS_PER_OBJECTION, MAX_EVIDENCE,
+    MAX_NEGOTIATION_BYTES, MAX_OBJECTIONS, MAX_VIEW, Objection, ObjectionReason, ProcessData,
+    SkipCertificate, SkipVote,
 };
 use crate::clearing::{
     ClearingOutcome, ClearingRecord, Cut, MAX_AWARDS, MAX_OUTCOME_ROWS, StepAward,
@@ -31,12 +32,12 @@ use crate::clearing::{
 use crate::crypto::Signed;
 use crate::crypto::{Digest, DigestMap, digest_of};
 use crate::encoding::{Canonical, DecodeError, Reader, Tagged, decode_seq, encode_seq};
-use crate::genesis::MAX_MEMBERS;
-use crate::market::{SignedBatch, Trade};
+use crate::genesis::{ClearingRule, MAX_MEMBERS};
+use crate::market::{MAX_BID_STEPS, SignedBatch, SignedBid, Trade};
 use crate::units::{NodeId, ParticipantId, Price, Quantity};
 
 use super::types::{MAX_SYNC_BLOCKS, Message, Proposal};
-use super::wire::{MAX_WIRE_LEN, invalid};
+use super::wire::{MAX_WIRE_LEN, MESSAGE_OVERHEAD, invalid};
 
 /// A batch named by reference: enough for the receiver to find it among the batches it holds,
 /// and for the sender to find it in its store when asked.
@@ -69,13 +70,124 @@ impl BatchRef {
 /// The most a sync response frame carries (catch-up sends committed blocks in chunks of at
 /// most this many bytes; a block larger on its own goes alone).
 pub const SYNC_CHUNK_BYTES: usize = 16 * 1024 * 1024;
-const _: () = assert!(SYNC_CHUNK_BYTES + super::wire::MESSAGE_OVERHEAD <= MAX_WIRE_LEN);
+
+// ----- Every message of a valid round fits one frame (spec D25) -----
+//
+// A frame's size is bounded by the limits of what it carries, each counted at its encoded
+// size; the build fails if a limit is raised past the frame limit. A block body's frame holds:
+// - a reference per batch, at most one batch per member;
+// - per bid step of the round (at most the rule's `max_round_steps`, each home node's batch at
+//   most its share, D25), plus the steps of the upheld omission appeals' bids: one award, and
+//   at most one trade under a coupled rule (one per cleared bid, no counterparty) or two under
+//   pay-as-bid (two per match, one per side, and every match but a product's last exhausts a
+//   step); every award and trade of a valid block names a bid of its batches or appeals
+//   (V6), so each travels by position. A rejected bid has no award or trade, and its
+//   rejection is smaller than one step's award;
+// - the appeals (at most `MAX_APPEALS`);
+// - the objections (at most `MAX_NEGOTIATION_BYTES`), and the clearing's cuts as places in
+//   them (V8: every cut comes from a recorded security objection);
+// - the outcome's prices and flows (at most `MAX_OUTCOME_ROWS` each), the skipped primaries,
+//   the skip certificate, the evidence and the fixed fields.
+
+/// Encoded sizes of the fixed-size items a frame carries, checked against their encodings by
+/// `the_frame_bound_counts_each_item_at_its_encoded_size`.
+const SEQ_LEN: usize = 4;
+const BID_AT_LEN: usize = 2 + 4;
+const AWARD_AT_LEN: usize = 1 + BID_AT_LEN + 2 + 8;
+/// A trade by position without a counterparty (a coupled rule's), and with one.
+const TRADE_AT_LEN: [usize; 2] = [1 + BID_AT_LEN + 8 + 8 + 1, 1 + BID_AT_LEN + 8 + 8 + 1 + 4];
+const CUT_ENTRY_LEN: usize = 1 + 2 + 2;
+const BATCH_REF_LEN: usize = 8 + 2 + 32;
+const REJECTION_LEN: usize = 32 + 1;
+const PRODUCT_LEN: usize = 8 + 4 + 1 + 1;
+/// An area price, a bus price, a tie flow and a cut price.
+const OUTCOME_ROW_LEN: usize =
+    (PRODUCT_LEN + 2 + 8) + (PRODUCT_LEN + 4 + 8) + (PRODUCT_LEN + 2 + 8) + 8;
+/// Everything of a body that is not a list, and the lists' lengths, generously.
+const BODY_FIXED_LEN: usize = 512;
+/// Everything of a frame around its bodies: the encoding's tag and version, the base, the
+/// message's variant, a proposal's stamp and header or a block's header and certificate, and
+/// the places' fixed fields.
+const FRAME_FIXED_LEN: usize = MESSAGE_OVERHEAD
+    + 1
+    + 48
+    + <Signed<crate::block::Vote> as Tagged>::MAX_ENCODED_LEN
+    + <crate::block::BlockHeader as Tagged>::MAX_ENCODED_LEN
+    + <crate::block::QuorumCertificate as Tagged>::MAX_ENCODED_LEN
+    + SEQ_LEN
+    + 5 * SEQ_LEN
+    + 8;
+
+/// The most one bid step adds to a body's frame, with `trades` trades per step at `trade_len`
+/// bytes each.
+const fn step_len(trades: usize, trade_len: usize) -> usize {
+    let len = AWARD_AT_LEN + trades * trade_len;
+    if len > REJECTION_LEN {
+        len
+    } else {
+        REJECTION_LEN
+    }
+}
+
+/// The most a block body's frame takes under `rule` (spec D25).
+pub const fn body_frame_bound(rule: ClearingRule) -> usize {
+    let step = match rule {
+        ClearingRule::PayAsBid => step_len(2, TRADE_AT_LEN[1]),
+        ClearingRule::UniformPrice | ClearingRule::ZonalCoupling => step_len(1, TRADE_AT_LEN[0]),
+    };
+    BODY_FIXED_LEN
+        + MAX_MEMBERS * BATCH_REF_LEN
+        + (rule.max_round_steps() + MAX_APPEALS * MAX_BID_STEPS) * step
+        + MAX_APPEALS * (<Signed<Appeal> as Tagged>::MAX_ENCODED_LEN + 2 + 5)
+        + MAX_NEGOTIATION_BYTES
+        + MAX_OUTCOME_ROWS * (CUT_ENTRY_LEN + OUTCOME_ROW_LEN)
+        + MAX_VIEW as usize * 2
+        + 1
+        + <SkipCertificate as Tagged>::MAX_ENCODED_LEN
+        + MAX_EVIDENCE * <Evidence as Tagged>::MAX_ENCODED_LEN
+}
+
+/// The most any frame takes under `rule`: a proposal, a decided block or a sync response's
+/// lone block (a body and the fixed fields around it), or a skip vote with its locked
+/// proposal and held batches.
+pub const fn frame_bound(rule: ClearingRule) -> usize {
+    FRAME_FIXED_LEN
+        + body_frame_bound(rule)
+        + 1
+        + <SkipCertificate as Tagged>::MAX_ENCODED_LEN
+        + <Signed<SkipVote> as Tagged>::MAX_ENCODED_LEN
+        + SEQ_LEN
+        + MAX_MEMBERS * BATCH_REF_LEN
+}
+
+const _: () = {
+    assert!(frame_bound(ClearingRule::PayAsBid) <= MAX_WIRE_LEN);
+    assert!(frame_bound(ClearingRule::UniformPrice) <= MAX_WIRE_LEN);
+    assert!(frame_bound(ClearingRule::ZonalCoupling) <= MAX_WIRE_LEN);
+    // The decode limits admit every valid round: an award per step, at most two trades per
+    // step, a rejection per bid.
+    let coupled = crate::genesis::MAX_ROUND_STEPS_COUPLED + MAX_APPEALS * MAX_BID_STEPS;
+    let matched = crate::genesis::MAX_ROUND_STEPS_MATCHED + MAX_APPEALS * MAX_BID_STEPS;
+    assert!(coupled <= MAX_AWARDS && matched <= MAX_AWARDS);
+    assert!(coupled <= crate::block::MAX_BLOCK_TRADES);
+    assert!(2 * matched <= crate::block::MAX_BLOCK_TRADES);
+    // A sync response of several blocks holds at most SYNC_CHUNK_BYTES of them.
+    assert!(SYNC_CHUNK_BYTES + FRAME_FIXED_LEN <= MAX_WIRE_LEN);
+    // A view certificate: the certificate and a reference per member's batch.
+    assert!(
+        FRAME_FIXED_LEN
+            + <SkipCertificate as Tagged>::MAX_ENCODED_LEN
+            + MAX_MEMBERS * BATCH_REF_LEN
+            <= MAX_WIRE_LEN
+    );
+};
 
 /// Most places (batch lists and block bodies) one frame may hold: a sync response's blocks, or
 /// a skip vote's locked proposal and its held batches.
 const MAX_PLACES: usize = MAX_SYNC_BLOCKS as usize;
 
-/// A bid's position in a block body's batches.
+/// A bid's position among a block body's bids ([`bid_lists`]): the batch, or one past the
+/// last batch for the bids of upheld omission appeals, and the bid's index in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct BidAt {
     batch: u16,
@@ -595,7 +707,8 @@ fn strip_block(b: &Block, places: &mut Vec<Place>) -> Block {
 /// The body without its batches, awards and trades, which go to a new place.
 fn strip_body(body: &BlockBody, places: &mut Vec<Place>) -> BlockBody {
     let p = &body.process;
-    let positions = positions(&p.batches);
+    let lists = bid_lists(p);
+    let positions = positions(&lists);
     let at = |bid: &Digest| positions.get(bid).copied();
     let outcome = &p.clearing.outcome;
     let awards = outcome
@@ -616,17 +729,15 @@ fn strip_body(body: &BlockBody, places: &mut Vec<Place>) -> BlockBody {
         .trades
         .iter()
         .map(|t| {
-            Edit::New(
-                match at(&t.bid).filter(|at| describes(&p.batches, *at, t)) {
-                    Some(at) => TradeEntry::At {
-                        at,
-                        quantity: t.quantity,
-                        price: t.price,
-                        counterparty: t.counterparty,
-                    },
-                    None => TradeEntry::Whole(Box::new(t.clone())),
+            Edit::New(match at(&t.bid).filter(|at| describes(&lists, *at, t)) {
+                Some(at) => TradeEntry::At {
+                    at,
+                    quantity: t.quantity,
+                    price: t.price,
+                    counterparty: t.counterparty,
                 },
-            )
+                None => TradeEntry::Whole(Box::new(t.clone())),
+            })
         })
         .collect();
     let (cuts, carried) = cut_entries(&p.objections, &p.clearing.cuts);
@@ -717,15 +828,31 @@ fn cut_entries(objections: &[Signed<Objection>], cuts: &[Cut]) -> (Vec<CutEntry>
     (entries, carried)
 }
 
-/// Where each bid of `batches` is, by id (the first position of a repeated bid).
-fn positions(batches: &[SignedBatch]) -> DigestMap<BidAt> {
-    let mut at = DigestMap::with_capacity_and_hasher(
-        batches.iter().map(|b| b.body.bids.len()).sum(),
-        Default::default(),
+/// The bids a body's positions name, list by list: each batch's, then the bids of its upheld
+/// omission appeals, which its clearing takes after the batches' (spec V5).
+fn bid_lists(p: &ProcessData) -> Vec<Vec<&SignedBid>> {
+    let mut lists: Vec<Vec<&SignedBid>> = p
+        .batches
+        .iter()
+        .map(|b| b.body.bids.iter().collect())
+        .collect();
+    lists.push(
+        p.appeals
+            .iter()
+            .filter_map(|a| a.upheld_omission().map(|(bid, _)| bid))
+            .collect(),
     );
-    for (i, b) in batches.iter().enumerate() {
-        for (j, sb) in b.body.bids.iter().enumerate() {
-            // Positions fit: at most MAX_MEMBERS batches of at most MAX_BATCH_BIDS bids.
+    lists
+}
+
+/// Where each bid of `lists` is, by id (the first position of a repeated bid).
+fn positions(lists: &[Vec<&SignedBid>]) -> DigestMap<BidAt> {
+    let mut at =
+        DigestMap::with_capacity_and_hasher(lists.iter().map(Vec::len).sum(), Default::default());
+    for (i, list) in lists.iter().enumerate() {
+        for (j, sb) in list.iter().enumerate() {
+            // Positions fit: at most MAX_MEMBERS batches of at most MAX_BATCH_BIDS bids, and
+            // MAX_APPEALS appeals.
             let pos = BidAt {
                 batch: i as u16,
                 bid: j as u32,
@@ -736,9 +863,19 @@ fn positions(batches: &[SignedBatch]) -> DigestMap<BidAt> {
     at
 }
 
+/// The bid at `at`, if there is one.
+fn bid_at<'a>(lists: &[Vec<&'a SignedBid>], at: BidAt) -> Option<&'a SignedBid> {
+    lists
+        .get(at.batch as usize)
+        .and_then(|l| l.get(at.bid as usize))
+        .copied()
+}
+
 /// Whether the bid at `at` says everything of `t` that a positional entry leaves out.
-fn describes(batches: &[SignedBatch], at: BidAt, t: &Trade) -> bool {
-    let b = &batches[at.batch as usize].body.bids[at.bid as usize].body;
+fn describes(lists: &[Vec<&SignedBid>], at: BidAt, t: &Trade) -> bool {
+    let Some(b) = bid_at(lists, at).map(|sb| &sb.body) else {
+        return false;
+    };
     b.participant == t.participant
         && b.side == t.side
         && b.area == t.area
@@ -885,7 +1022,7 @@ fn fill_body(
     let base_awards = base.map(|b| b.process.clearing.outcome.awards.as_slice());
     let base_trades = base.map(|b| b.trades.as_slice());
     p.batches = take_batches(&place.batches, held)?;
-    let batches = &p.batches;
+    let lists = bid_lists(p);
     let ids: Vec<Vec<Digest>> = if place
         .awards
         .iter()
@@ -895,9 +1032,9 @@ fn fill_body(
             .iter()
             .any(|t| matches!(t, Edit::New(TradeEntry::At { .. })))
     {
-        batches
+        lists
             .iter()
-            .map(|b| b.body.bids.iter().map(|sb| sb.body.id()).collect())
+            .map(|l| l.iter().map(|sb| sb.body.id()).collect())
             .collect()
     } else {
         Vec::new()
@@ -908,7 +1045,7 @@ fn fill_body(
             .copied()
             .ok_or(ResolveError::Malformed("a position names no bid"))
     };
-    p.clearing.outcome.awards = apply(place.awards, base_awards, |a| {
+    let awards = apply(place.awards, base_awards, |a| {
         Ok(match a {
             AwardEntry::At { at, step, quantity } => StepAward {
                 bid: id_at(at)?,
@@ -927,7 +1064,9 @@ fn fill_body(
                 counterparty,
             } => {
                 let bid = id_at(at)?;
-                let b = &batches[at.batch as usize].body.bids[at.bid as usize].body;
+                let b = &bid_at(&lists, at)
+                    .ok_or(ResolveError::Malformed("a position names no bid"))?
+                    .body;
                 Trade {
                     bid,
                     participant: b.participant,
@@ -943,6 +1082,8 @@ fn fill_body(
             TradeEntry::Whole(t) => *t,
         })
     })?;
+    drop(lists);
+    p.clearing.outcome.awards = awards;
     body.trades = trades;
     Ok(())
 }
@@ -1244,6 +1385,166 @@ mod tests {
         BLOCK
             .get_or_init(|| committed(1).1.nodes[0].store.blocks[0].clone())
             .clone()
+    }
+
+    /// The bid of an upheld omission appeal, which no batch carries, is named by its position
+    /// among the appeals' bids; a rejected appeal's bid is no position, so an award or trade
+    /// naming it (a faulty primary's) travels whole.
+    #[test]
+    fn the_bids_of_upheld_omission_appeals_travel_by_position_too() {
+        let with_appeal = |resolution| {
+            let mut block = revision_block();
+            let bid = block.body.trades[0].bid;
+            let batch = block
+                .body
+                .process
+                .batches
+                .iter_mut()
+                .find(|b| b.body.bids.iter().any(|sb| sb.body.id() == bid))
+                .expect("a traded bid is in a batch");
+            let at = batch.body.bids.iter().position(|sb| sb.body.id() == bid);
+            let sb = batch.body.bids.remove(at.unwrap());
+            batch.body.received.remove(at.unwrap());
+            let receipt = crate::crypto::Signed {
+                body: crate::market::BidReceipt {
+                    chain_id: block.header.chain_id,
+                    bid,
+                    participant: sb.body.participant,
+                    home: batch.body.home,
+                    height: block.header.height,
+                    received_at: crate::units::Timestamp(1),
+                },
+                signature: crate::crypto::Signature([9; 64]),
+            };
+            let appeal = crate::crypto::Signed {
+                body: crate::block::Appeal {
+                    chain_id: block.header.chain_id,
+                    participant: sb.body.participant,
+                    height: block.header.height,
+                    claim: crate::block::AppealClaim::Omitted {
+                        bid: Box::new(sb),
+                        receipt,
+                    },
+                },
+                signature: crate::crypto::Signature([8; 64]),
+            };
+            block.body.process.appeals.push(crate::block::AppealRecord {
+                appeal,
+                via: NodeId(0),
+                resolution,
+            });
+            Message::Decided(Box::new(block))
+        };
+        let upheld = with_appeal(crate::block::AppealResolution::Upheld { revision: 1 });
+        let frame = Frame::from_canonical_bytes(&encode(&upheld)).unwrap();
+        let batches = frame.places[0].batches.len() as u16;
+        assert!(matches!(
+            frame.places[0].trades[0],
+            Edit::New(TradeEntry::At { at, .. }) if at == BidAt { batch: batches, bid: 0 }
+        ));
+        assert!(
+            frame.places[0]
+                .awards
+                .iter()
+                .all(|a| matches!(a, Edit::New(AwardEntry::At { .. })))
+        );
+        assert!(
+            frame.places[0]
+                .trades
+                .iter()
+                .all(|t| matches!(t, Edit::New(TradeEntry::At { .. })))
+        );
+        assert_eq!(round_trip(&upheld).unwrap(), upheld);
+        let rejected = with_appeal(crate::block::AppealResolution::RejectedOutcomeStands);
+        let frame = Frame::from_canonical_bytes(&encode(&rejected)).unwrap();
+        assert!(matches!(
+            frame.places[0].trades[0],
+            Edit::New(TradeEntry::Whole(_))
+        ));
+        assert_eq!(round_trip(&rejected).unwrap(), rejected);
+    }
+
+    /// D25: the frame bound counts each item at its encoded size, and a committed round's
+    /// frames (whose bodies hold every kind of entry the bound counts per step) stay within
+    /// what the bound allows for their contents.
+    #[test]
+    fn the_frame_bound_counts_each_item_at_its_encoded_size() {
+        use crate::clearing::{AreaPrice, BusPrice, TieFlow};
+        use crate::encoding::encoded_len;
+        let product = crate::sample::sample_product(1);
+        let at = BidAt { batch: 1, bid: 2 };
+        assert_eq!(encoded_len(&at), BID_AT_LEN);
+        let award = Edit::New(AwardEntry::At {
+            at,
+            step: 3,
+            quantity: Quantity(4),
+        });
+        assert_eq!(encoded_len(&award), AWARD_AT_LEN);
+        for (counterparty, len) in [
+            (None, TRADE_AT_LEN[0]),
+            (Some(ParticipantId(5)), TRADE_AT_LEN[1]),
+        ] {
+            let trade = Edit::New(TradeEntry::At {
+                at,
+                quantity: Quantity(6),
+                price: Price(7),
+                counterparty,
+            });
+            assert_eq!(encoded_len(&trade), len);
+        }
+        assert_eq!(
+            encoded_len(&CutEntry::In {
+                objection: 1,
+                cut: 2
+            }),
+            CUT_ENTRY_LEN
+        );
+        let block = revision_block();
+        assert_eq!(
+            encoded_len(&BatchRef::to(&block.body.process.batches[0])),
+            BATCH_REF_LEN
+        );
+        let rejection = crate::block::Rejection {
+            bid: Digest([1; 32]),
+            reason: crate::block::RejectionReason::Invalid,
+        };
+        assert_eq!(encoded_len(&rejection), REJECTION_LEN);
+        assert_eq!(encoded_len(&product), PRODUCT_LEN);
+        let row = encoded_len(&AreaPrice {
+            product,
+            area: crate::units::AreaId(1),
+            price: Price(1),
+        }) + encoded_len(&BusPrice {
+            product,
+            bus: crate::units::BusId(1),
+            price: Price(1),
+        }) + encoded_len(&TieFlow {
+            product,
+            tie_line: crate::units::TieLineId(1),
+            flow: Quantity(1),
+        }) + encoded_len(&Price(1));
+        assert_eq!(row, OUTCOME_ROW_LEN);
+        assert_eq!(encoded_len(&0u32), SEQ_LEN);
+        // A body with every list empty: its fixed fields and lengths.
+        let mut empty = block.body.clone();
+        empty.trades.clear();
+        let p = &mut empty.process;
+        p.batches.clear();
+        p.clearing.outcome = ClearingOutcome::default();
+        p.clearing.cuts.clear();
+        let mut places = Vec::new();
+        let stripped = strip_body(&empty, &mut places);
+        assert!(encoded_len(&stripped) + encoded_len(&places[0]) <= BODY_FIXED_LEN);
+        // The bound at the limits, printed for the record (spec D25).
+        for rule in [ClearingRule::PayAsBid, ClearingRule::ZonalCoupling] {
+            println!(
+                "{}: {} steps a round, frame bound {} of {} bytes",
+                rule.name(),
+                rule.max_round_steps(),
+                frame_bound(rule),
+                MAX_WIRE_LEN
+            );
+        }
     }
 
     /// A committed round's block as the revision-0 proposal of its view.

@@ -126,16 +126,10 @@ fn candidates(process: &ProcessData) -> impl Iterator<Item = (&SignedBid, NodeId
             .zip(&b.body.received)
             .map(move |(sb, &t)| (sb, home, t))
     });
-    let appealed =
-        process
-            .appeals
-            .iter()
-            .filter_map(|a| match (&a.resolution, &a.appeal.body.claim) {
-                (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, receipt }) => {
-                    Some((bid.as_ref(), receipt.body.home, receipt.body.received_at))
-                }
-                _ => None,
-            });
+    let appealed = process.appeals.iter().filter_map(|a| {
+        a.upheld_omission()
+            .map(|(bid, receipt)| (bid, receipt.body.home, receipt.body.received_at))
+    });
     batched.chain(appealed)
 }
 
@@ -482,9 +476,17 @@ impl ContentRules<'_> {
             check_signature
                 .batch(self.scheme, batch, &g.members[index].public_key)
                 .map_err(|e| bad(format!("home node {}'s signature: {e}", b.home)))?;
-            if let Some(why) = b.malformed() {
+            if let Some(why) = b.malformed(g) {
                 return Err(bad(format!("home node {}'s batch: {why}", b.home)));
             }
+        }
+        // D25: the objections within the negotiation's bytes, so that the block fits a frame.
+        let bytes: usize = p.objections.iter().map(crate::encoding::encoded_len).sum();
+        if bytes > crate::block::MAX_NEGOTIATION_BYTES {
+            return Err(AuditFailure::Process(format!(
+                "the objections take {bytes} bytes, over MAX_NEGOTIATION_BYTES ({})",
+                crate::block::MAX_NEGOTIATION_BYTES
+            )));
         }
         // D22 and V5: records are signed by whom they name; appeals resolve as the rules say.
         for (i, o) in p.objections.iter().enumerate() {

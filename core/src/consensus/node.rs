@@ -17,11 +17,13 @@ use super::types::{Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Re
 use crate::audit::{AuditSummary, check_header, check_skip_batches, verify_block};
 use crate::block::{
     Appeal, AppealClaim, AppealRecord, AppealResolution, BLOCK_VERSION, Block, BlockBody,
-    BlockHeader, Evidence, MAX_APPEALS, MAX_EVIDENCE, MAX_OBJECTIONS, Objection, ObjectionReason,
-    QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind, VoteSignature,
+    BlockHeader, Evidence, MAX_APPEALS, MAX_EVIDENCE, MAX_NEGOTIATION_BYTES, MAX_OBJECTIONS,
+    Objection, ObjectionReason, QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind,
+    VoteSignature,
 };
 use crate::clearing::Cut;
 use crate::crypto::{Digest, PublicKey, Signature, Signed};
+use crate::encoding::encoded_len;
 use crate::market::{
     Bid, BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt,
 };
@@ -64,6 +66,8 @@ pub struct Negotiation {
     pub cuts: Vec<Cut>,
     /// The objections that led to revisions.
     pub objections: Vec<Signed<Objection>>,
+    /// Their encoded size, which [`MAX_NEGOTIATION_BYTES`] bounds (spec D25).
+    pub bytes: usize,
     /// Appeals resolved so far in this view.
     pub appeals: Vec<AppealRecord>,
     /// The members whose objection to the primary's current proposal it accepted: they
@@ -198,6 +202,9 @@ pub struct NodeState {
     /// This node's participants' receipted bids not yet on the chain, by the height whose
     /// batch will carry them.
     pub pool: BTreeMap<u64, Vec<(SignedBid, SignedReceipt)>>,
+    /// How many bid steps `pool` holds for each height (kept with it by `pool_push` and
+    /// `pool_take`): what a home node's share of the round is measured against (spec D25).
+    pub pool_steps: BTreeMap<u64, usize>,
     /// Whether this node's gate for `height` has closed (its batch is sent).
     pub gate_closed: bool,
     /// The batches for `height`, by home node (spec N2).
@@ -275,6 +282,7 @@ impl NodeState {
             committed_nonces: CommittedNonces::new(),
             receipted_nonces: BTreeMap::new(),
             pool: BTreeMap::new(),
+            pool_steps: BTreeMap::new(),
             gate_closed: false,
             batches: BTreeMap::new(),
             early_batches: BTreeMap::new(),
@@ -373,7 +381,7 @@ impl NodeState {
                 } => {
                     let n = s.receipted_nonces.entry(bid.body.participant).or_insert(0);
                     *n = (*n).max(bid.body.nonce);
-                    s.pool.entry(height).or_default().push((bid, receipt));
+                    s.pool_push(height, bid, receipt);
                 }
                 Record::Batch(b) => {
                     if b.body.home == ctx.me && b.body.height == s.height {
@@ -573,10 +581,14 @@ impl NodeState {
                 });
             }
             let height = self.height_for(ctx, bid, out.now)?;
+            // D25: the batch is full at MAX_BATCH_BIDS bids, or when the bid's steps would
+            // take it past this home node's share of the round.
+            let steps = self.pool_steps.get(&height).copied().unwrap_or(0);
             if self
                 .pool
                 .get(&height)
                 .is_some_and(|v| v.len() >= MAX_BATCH_BIDS)
+                || steps + bid.steps.len() > ctx.genesis.batch_steps()
             {
                 return Err(BidError::BatchFull { height });
             }
@@ -600,10 +612,7 @@ impl NodeState {
                 if let Some(p) = ctx.genesis.participant(bid.participant) {
                     self.verified.receipted(&sb, id, p.public_key);
                 }
-                self.pool
-                    .entry(height)
-                    .or_default()
-                    .push((sb.clone(), receipt.clone()));
+                self.pool_push(height, sb.clone(), receipt.clone());
                 if !mutated!(ctx, ReceiptBeforePersist) {
                     out.push(Effect::Persist(Record::Bid {
                         bid: sb.clone(),
@@ -815,6 +824,17 @@ impl NodeState {
             self.pool.get(&self.height).into_iter().flatten().collect();
         pending.sort_by_key(|(_, r)| r.body.received_at);
         pending.truncate(MAX_BATCH_BIDS);
+        // D25: at most this home node's share of the round's steps (carried bids may exceed
+        // it); the rest wait for the next batch (N1).
+        let mut steps = 0;
+        let fits = pending
+            .iter()
+            .take_while(|(b, _)| {
+                steps += b.body.steps.len();
+                steps <= ctx.genesis.batch_steps()
+            })
+            .count();
+        pending.truncate(fits);
         let batch = out.sign(BidBatch {
             chain_id: ctx.chain_id,
             height: self.height,
@@ -834,6 +854,18 @@ impl NodeState {
         out.push(Effect::Persist(Record::Batch(batch.clone())));
         out.push(Effect::Broadcast(Message::Batch(batch)));
         self.arm_view_timer(out);
+    }
+
+    /// Adds a receipted bid to the pool of `height`.
+    fn pool_push(&mut self, height: u64, bid: SignedBid, receipt: SignedReceipt) {
+        *self.pool_steps.entry(height).or_default() += bid.body.steps.len();
+        self.pool.entry(height).or_default().push((bid, receipt));
+    }
+
+    /// Takes the pool of `height`.
+    fn pool_take(&mut self, height: u64) -> Vec<(SignedBid, SignedReceipt)> {
+        self.pool_steps.remove(&height);
+        self.pool.remove(&height).unwrap_or_default()
     }
 
     fn store_batch(&mut self, b: SignedBatch) {
@@ -925,7 +957,7 @@ impl NodeState {
         if body.chain_id != ctx.chain_id
             || body.height < self.height
             || body.height > self.height + 1
-            || body.malformed().is_some()
+            || body.malformed(&ctx.genesis).is_some()
         {
             return false;
         }
@@ -1505,6 +1537,7 @@ impl NodeState {
             || (self.locked_in_view() && !mutated!(ctx, ReviseAfterLock))
             || revision >= ctx.genesis.max_revisions + MAX_FALLBACK_LEVELS
             || self.negotiation.objections.len() >= MAX_OBJECTIONS
+            || self.negotiation.bytes + encoded_len(&o) > MAX_NEGOTIATION_BYTES
         {
             return;
         }
@@ -1591,6 +1624,7 @@ impl NodeState {
             ObjectionReason::Invalid { .. } => false,
         };
         if changed {
+            self.negotiation.bytes += encoded_len(&o);
             self.negotiation.objections.push(o);
         }
         changed
@@ -1888,7 +1922,7 @@ impl NodeState {
         // N1: receipted bids that this block does not carry go into the next batch. With a
         // gate schedule their period's auction is over: the next block records them rejected
         // as `OutsideGate` (N4), so the participant can read on the chain what became of them.
-        let pending = self.pool.remove(&h).unwrap_or_default();
+        let pending = self.pool_take(h);
         for (bid, receipt) in pending {
             if !on_chain.contains(&bid.body.id()) {
                 out.push(Effect::Persist(Record::Bid {
@@ -1896,7 +1930,7 @@ impl NodeState {
                     receipt: receipt.clone(),
                     height: h + 1,
                 }));
-                self.pool.entry(h + 1).or_default().push((bid, receipt));
+                self.pool_push(h + 1, bid, receipt);
             }
         }
         for (participant, trades) in results {

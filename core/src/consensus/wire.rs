@@ -47,9 +47,9 @@ pub const MAX_REPORTED_TRADES: usize = crate::block::MAX_BLOCK_TRADES;
 pub const MESSAGE_OVERHEAD: usize = 256;
 
 /// Every message whose size is bounded by the protocol's limits alone fits one frame; the
-/// build fails if a limit is raised past that (spec 1.3). What is not here grows with the
-/// round: a proposal, a decided block, a skip vote with its locked proposal and a sync
-/// response carry the round's batches and outcome (the SDAC benchmark prints the largest).
+/// build fails if a limit is raised past that (spec 1.3). A proposal, a decided block, a skip
+/// vote with its locked proposal and a sync response, which carry a round, travel as compact
+/// frames, bounded by the round's limits in [`super::compact::frame_bound`] (D25).
 const _: () = {
     use crate::block::{Appeal, SkipVote, Vote};
     use crate::encoding::Tagged;
