@@ -343,7 +343,17 @@ fn tamper(c: &Cleared, how: u8, at: usize, delta: i64) -> Cleared {
         return t;
     }
     let k = at % pairs;
-    match how % 6 {
+    match how % 8 {
+        // One award too many.
+        6 => {
+            if let Some(a) = t.outcome.awards.last().copied() {
+                t.outcome.awards.push(a);
+            }
+        }
+        // A trade that names another counterparty (the seller's side names itself).
+        7 => {
+            t.trades[2 * k + 1].counterparty = Some(t.trades[2 * k + 1].participant);
+        }
         // Another quantity on both sides of a trade, with the awards left alone.
         0 => {
             t.trades[2 * k].quantity.0 += delta;
