@@ -1256,24 +1256,33 @@ fn an_objection_to_an_earlier_revision_of_the_view_is_answered() {
     assert_eq!(labels, vec![1, 2]);
 }
 
+impl Rig {
+    /// The primary's context and state, and a verifier's security objection to its proposal
+    /// (as the input that delivers it, and itself).
+    fn primary_and_objection(&self) -> (Context, NodeState, Input, Signed<Objection>) {
+        let (i, ctx, state) = self.primary_node();
+        let objection = self.security_objection((i + 1) % 4, &self.proposal());
+        let Input::Message {
+            msg: Message::Objection(o, _),
+            ..
+        } = &objection
+        else {
+            unreachable!()
+        };
+        let o = (**o).clone();
+        (ctx, state, objection, o)
+    }
+}
+
 /// L3, MAX_OBJECTIONS: a primary takes at most `MAX_OBJECTIONS` objections into the negotiation
 /// of a view; one more is neither logged nor answered with a revision.
 #[test]
 fn a_primary_takes_objections_up_to_max_objections() {
     let r = Rig::at_proposal_zonal();
-    let (i, ctx, mut state) = r.primary_node();
-    let p = r.proposal();
-    let objection = r.security_objection((i + 1) % 4, &p);
-    let Input::Message {
-        msg: Message::Objection(o, _),
-        ..
-    } = &objection
-    else {
-        unreachable!()
-    };
+    let (ctx, mut state, objection, o) = r.primary_and_objection();
     // Objections accepted earlier in the view: the count is what bounds them (a copy of the
     // objection itself would add nothing).
-    let mut filler = (**o).clone();
+    let mut filler = o.clone();
     filler.body.revision += 1;
     state
         .negotiation
@@ -1293,17 +1302,8 @@ fn a_primary_takes_objections_up_to_max_objections() {
 #[test]
 fn a_primary_takes_objections_up_to_the_negotiation_bytes() {
     let r = Rig::at_proposal_zonal();
-    let (i, ctx, mut state) = r.primary_node();
-    let p = r.proposal();
-    let objection = r.security_objection((i + 1) % 4, &p);
-    let Input::Message {
-        msg: Message::Objection(o, _),
-        ..
-    } = &objection
-    else {
-        unreachable!()
-    };
-    let len = tieline_core::encoding::encoded_len(&**o);
+    let (ctx, mut state, objection, o) = r.primary_and_objection();
+    let len = tieline_core::encoding::encoded_len(&o);
     // Exactly at the bound with this objection: taken into revision 1, and counted.
     let mut at = state.clone();
     at.negotiation.bytes = MAX_NEGOTIATION_BYTES - len;
