@@ -161,9 +161,10 @@ pub const fn frame_bound(rule: ClearingRule) -> usize {
 }
 
 const _: () = {
-    assert!(frame_bound(ClearingRule::PayAsBid) <= MAX_WIRE_LEN);
-    assert!(frame_bound(ClearingRule::UniformPrice) <= MAX_WIRE_LEN);
-    assert!(frame_bound(ClearingRule::ZonalCoupling) <= MAX_WIRE_LEN);
+    // Sent as a message, or as the answer to a proposal fetch (a response around the frame).
+    assert!(frame_bound(ClearingRule::PayAsBid) + MESSAGE_OVERHEAD <= MAX_WIRE_LEN);
+    assert!(frame_bound(ClearingRule::UniformPrice) + MESSAGE_OVERHEAD <= MAX_WIRE_LEN);
+    assert!(frame_bound(ClearingRule::ZonalCoupling) + MESSAGE_OVERHEAD <= MAX_WIRE_LEN);
     // The decode limits admit every valid round: an award per step, at most two trades per
     // step, a rejection per bid.
     let coupled = crate::genesis::MAX_ROUND_STEPS_COUPLED + MAX_APPEALS * MAX_BID_STEPS;
