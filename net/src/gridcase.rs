@@ -11,7 +11,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 use tieline_core::clearing::{Cleared, ClearingInput, Cut};
-use tieline_core::consensus::SecurityCheck;
+use tieline_core::consensus::{Message, SecurityCheck, compact};
+use tieline_core::encoding::Tagged;
 use tieline_core::grid::{AreaModel, Case, GridConsortium, GridConsortiumOptions, SplitColumn};
 use tieline_core::market::Side;
 use tieline_core::units::Quantity;
@@ -89,6 +90,10 @@ pub struct GridReport {
     pub setup_seconds: f64,
     /// The committed block's hash.
     pub block: String,
+    /// The decided block as a member sends it, a compact frame (spec 1.3), bytes.
+    pub frame_bytes: usize,
+    /// The same message encoded whole, bytes.
+    pub whole_bytes: usize,
 }
 
 impl GridReport {
@@ -126,6 +131,8 @@ impl GridReport {
             "setup_seconds": self.setup_seconds,
             "slowest_check_seconds": self.slowest_check_seconds(),
             "block": self.block,
+            "frame_bytes": self.frame_bytes,
+            "whole_bytes": self.whole_bytes,
         })
     }
 
@@ -166,6 +173,10 @@ impl GridReport {
         println!(
             "demand served: {:.3} of {:.3} MWh; bids rejected by rule: {:?}",
             self.served_mwh, self.demand_mwh, self.rejections
+        );
+        println!(
+            "decided block: {} bytes as a compact frame ({} encoded whole)",
+            self.frame_bytes, self.whole_bytes
         );
         println!(
             "wall time: {:.3} s negotiation (critical path {:.3} s with a machine per member), {:.3} s to build the consortium",
@@ -259,6 +270,11 @@ pub fn negotiate(c: &GridConsortium, setup_seconds: f64) -> Result<GridReport> {
         })
         .collect();
     let objections = &block.body.process.objections;
+    let decided = Message::Decided(Box::new(block.clone()));
+    let (frame_bytes, whole_bytes) = (
+        compact::encode(&decided).len(),
+        decided.to_canonical_bytes().len(),
+    );
     let buys: std::collections::BTreeMap<_, _> = block
         .body
         .process
@@ -303,6 +319,8 @@ pub fn negotiate(c: &GridConsortium, setup_seconds: f64) -> Result<GridReport> {
         critical_path_seconds: critical_path.as_secs_f64(),
         setup_seconds,
         block: block.digest().to_hex(),
+        frame_bytes,
+        whole_bytes,
     })
 }
 

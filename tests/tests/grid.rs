@@ -70,6 +70,13 @@ fn a_public_case_runs_as_a_consortium_and_writes_what_real_nodes_need() {
     assert_eq!(d["bids"], 256);
     assert_eq!(d["view"], 0);
     assert_eq!(d["served_mwh"], d["demand_mwh"]);
+    // The decided block travels as a compact frame, smaller than the block spelled out (its
+    // bids by position, its cuts by their place in the objections).
+    let (frame, whole) = (
+        d["frame_bytes"].as_u64().unwrap(),
+        d["whole_bytes"].as_u64().unwrap(),
+    );
+    assert!(0 < frame && frame < whole, "{frame} of {whole} bytes");
     let islands: u64 = d["members"]
         .as_array()
         .unwrap()
