@@ -105,6 +105,8 @@ const OUTCOME_ROW_LEN: usize =
     (PRODUCT_LEN + 2 + 8) + (PRODUCT_LEN + 4 + 8) + (PRODUCT_LEN + 2 + 8) + 8;
 /// Everything of a body that is not a list, and the lists' lengths, generously.
 const BODY_FIXED_LEN: usize = 512;
+/// A place's list lengths and kept prefixes.
+const PLACE_FIXED_LEN: usize = 4 * SEQ_LEN + 4 + 4;
 /// Everything of a frame around its bodies: the encoding's tag and version, the base, the
 /// message's variant, a proposal's stamp and header or a block's header and certificate, and
 /// the places' fixed fields.
@@ -115,8 +117,7 @@ const FRAME_FIXED_LEN: usize = MESSAGE_OVERHEAD
     + <crate::block::BlockHeader as Tagged>::MAX_ENCODED_LEN
     + <crate::block::QuorumCertificate as Tagged>::MAX_ENCODED_LEN
     + SEQ_LEN
-    + 5 * SEQ_LEN
-    + 8;
+    + PLACE_FIXED_LEN;
 
 /// The most one bid step adds to a body's frame, with `trades` trades per step at `trade_len`
 /// bytes each.
@@ -153,10 +154,14 @@ pub const fn body_frame_bound(rule: ClearingRule) -> usize {
 pub const fn frame_bound(rule: ClearingRule) -> usize {
     FRAME_FIXED_LEN
         + body_frame_bound(rule)
+        // A proposal's justification.
         + 1
         + <SkipCertificate as Tagged>::MAX_ENCODED_LEN
+        // A skip vote's signed vote, its locked proposal's option byte and its held batches'
+        // place.
         + <Signed<SkipVote> as Tagged>::MAX_ENCODED_LEN
-        + SEQ_LEN
+        + 1
+        + PLACE_FIXED_LEN
         + MAX_MEMBERS * BATCH_REF_LEN
 }
 
@@ -1526,6 +1531,7 @@ mod tests {
         }) + encoded_len(&Price(1));
         assert_eq!(row, OUTCOME_ROW_LEN);
         assert_eq!(encoded_len(&0u32), SEQ_LEN);
+        assert_eq!(encoded_len(&Place::of_batches(&[])), PLACE_FIXED_LEN);
         // A body with every list empty: its fixed fields and lengths.
         let mut empty = block.body.clone();
         empty.trades.clear();
