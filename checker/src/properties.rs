@@ -492,12 +492,7 @@ fn carried(body: &BlockBody) -> Vec<&SignedBid> {
         .chain(
             p.appeals
                 .iter()
-                .filter_map(|a| match (&a.resolution, &a.appeal.body.claim) {
-                    (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) => {
-                        Some(bid.as_ref())
-                    }
-                    _ => None,
-                }),
+                .filter_map(|a| a.upheld_omission().map(|(bid, _)| bid)),
         )
         .collect()
 }

@@ -546,9 +546,7 @@ impl ContentRules<'_> {
                     a.resolution, expected
                 )));
             }
-            if let (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) =
-                (&a.resolution, &b.claim)
-            {
+            if let Some((bid, _)) = a.upheld_omission() {
                 included.insert(bid.body.id());
             }
         }

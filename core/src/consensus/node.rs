@@ -1872,14 +1872,14 @@ impl NodeState {
             .batches
             .iter()
             .flat_map(|b| b.body.bids.iter().map(|sb| sb.body.id()))
-            .chain(block.body.process.appeals.iter().filter_map(|a| {
-                match (&a.resolution, &a.appeal.body.claim) {
-                    (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) => {
-                        Some(bid.body.id())
-                    }
-                    _ => None,
-                }
-            }))
+            .chain(
+                block
+                    .body
+                    .process
+                    .appeals
+                    .iter()
+                    .filter_map(|a| a.upheld_omission().map(|(bid, _)| bid.body.id())),
+            )
             .collect();
         let mut results: BTreeMap<ParticipantId, Vec<crate::market::Trade>> = BTreeMap::new();
         for t in &block.body.trades {
