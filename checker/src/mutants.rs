@@ -1,11 +1,266 @@
-//! The catalogue of seeded protocol bugs: each a [`Mutation`] of the core that exists only in
-//! the checker's build (the core's `mutants` feature), the scenario that exposes it, and the
-//! property that must catch it.
+//! The catalogue of seeded protocol bugs: each a [`Mutation`], a set of the core's decision
+//! [`Rules`] with one rule broken, the scenario that exposes it, and the property that must
+//! catch it. The faulty rules live here only: the core has the honest ones
+//! ([`tieline_core::consensus::Honest`]) and nothing else.
 
-use tieline_core::consensus::Mutation;
+use std::sync::Arc;
+
+use tieline_core::audit::AuditFailure;
+use tieline_core::block::{
+    AppealResolution, BlockBody, ProcessData, QuorumCertificate, SkipCertificate, Vote,
+};
+use tieline_core::clearing::{Cleared, ClearingInput, Cut};
+use tieline_core::consensus::content::ContentRules;
+use tieline_core::consensus::{Context, Honest, Lock, Record, Rules, SecurityCheck};
+use tieline_core::crypto::Digest;
+use tieline_core::genesis::Genesis;
+use tieline_core::market::SignedBatch;
+use tieline_core::registry::{RegistryChange, SignedChange};
+use tieline_core::units::NodeId;
 
 use crate::run::{self, Options, Status, Strategy};
 use crate::scenario::Scenario;
+
+/// A deliberately seeded protocol bug: the honest [`Rules`] with the one rule it names broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mutation {
+    /// Certificates need one vote fewer than a quorum.
+    QuorumTooSmall,
+    /// A node enters the next view on a single skip vote, and takes a proposal's
+    /// justification without verifying it.
+    SkipWithoutCertificate,
+    /// A node endorses a different block in the same view after locking.
+    IgnoreLock,
+    /// A new primary proposes afresh, ignoring the highest lock in the skip certificate.
+    NewPrimaryIgnoresLock,
+    /// Votes are sent but never persisted, so a restarted node forgets them.
+    VoteBeforePersist,
+    /// A verifier accepts any clearing outcome without recomputing it.
+    SkipClearingCheck,
+    /// A verifier ignores its own grid's security check.
+    IgnoreOwnSecurity,
+    /// A proposal from a node that is not the round's primary is accepted.
+    AcceptWrongPrimary,
+    /// A new primary after a skip clears only its own batch, dropping the others', and
+    /// verifiers do not check that a block after a skip carries the batches its skip
+    /// certificate reports.
+    DropBatchOnSkip,
+    /// A block commits without the endorsement of a touched area's node.
+    CommitWithoutTouchedArea,
+    /// A restarted node forgets its lock: restore skips the lock records of its log.
+    ForgetLockOnRestart,
+    /// A node that receives two conflicting votes of one voter in one slot keeps no evidence.
+    UnrecordedEquivocation,
+    /// A skip vote leaves out the voter's lock.
+    SkipVoteHidesLock,
+    /// A primary locked in its view still revises for a late objection.
+    ReviseAfterLock,
+    /// Skip votes are sent but never logged.
+    SkipVoteUnlogged,
+    /// A bid is receipted without being logged.
+    ReceiptBeforePersist,
+    /// A node enters the view a view certificate opens without verifying the certificate.
+    UnverifiedViewCertificate,
+    /// The next primary counts a skip vote without verifying the lock certificate it carries.
+    UnverifiedSkipLock,
+    /// A primary accepts a missing-batch objection whose batch is not its objector's own batch
+    /// of the height (another home's, or of another height).
+    ForeignObjectionBatch,
+    /// A primary keeps the resolution it recorded for an appeal in an earlier revision when a
+    /// later revision's batches change what the rules give (an omitted bid upheld, then
+    /// brought in by its home's missing-batch objection).
+    StaleAppealResolution,
+    /// A home node countersigns any admission it is handed, so a participant is admitted
+    /// without its home node's operator signing the admission (spec A1).
+    AdmitWithoutHomeSignature,
+    /// A node does not apply revocations: a revoked participant's later bids are taken and
+    /// cleared (spec A2).
+    IgnoreRevocation,
+    /// A primary drops an objection to an earlier revision of its view (it revised before the
+    /// objection arrived) instead of answering it in its next revision (spec L5).
+    DropLateObjection,
+}
+
+impl Mutation {
+    /// The rules a node runs with under this bug.
+    pub fn rules(self) -> Arc<dyn Rules> {
+        Arc::new(self)
+    }
+}
+
+/// Each bug breaks one rule; every other rule is [`Honest`]'s.
+impl Rules for Mutation {
+    fn quorum(&self, genesis: &Genesis) -> usize {
+        let q = Honest.quorum(genesis);
+        if *self == Self::QuorumTooSmall {
+            q - 1
+        } else {
+            q
+        }
+    }
+
+    fn skip_quorum(&self, genesis: &Genesis) -> usize {
+        if *self == Self::SkipWithoutCertificate {
+            1
+        } else {
+            Honest.skip_quorum(genesis)
+        }
+    }
+
+    fn may_propose(&self, genesis: &Genesis, height: u64, view: u32, voter: NodeId) -> bool {
+        *self == Self::AcceptWrongPrimary || Honest.may_propose(genesis, height, view, voter)
+    }
+
+    fn justifies(&self, ctx: &Context, cert: &SkipCertificate, height: u64, view: u32) -> bool {
+        *self == Self::SkipWithoutCertificate || Honest.justifies(ctx, cert, height, view)
+    }
+
+    fn view_certificate_holds(&self, ctx: &Context, cert: &SkipCertificate, height: u64) -> bool {
+        *self == Self::UnverifiedViewCertificate || Honest.view_certificate_holds(ctx, cert, height)
+    }
+
+    fn skip_lock_holds(
+        &self,
+        ctx: &Context,
+        lock: &QuorumCertificate,
+        height: u64,
+        vote_view: u32,
+    ) -> bool {
+        *self == Self::UnverifiedSkipLock || Honest.skip_lock_holds(ctx, lock, height, vote_view)
+    }
+
+    fn carried_lock<'c>(
+        &self,
+        justification: &'c SkipCertificate,
+    ) -> Option<&'c QuorumCertificate> {
+        if *self == Self::NewPrimaryIgnoresLock {
+            None
+        } else {
+            Honest.carried_lock(justification)
+        }
+    }
+
+    fn lock_forbids(&self, lock: &QuorumCertificate, view: u32, digest: &Digest) -> bool {
+        *self != Self::IgnoreLock && Honest.lock_forbids(lock, view, digest)
+    }
+
+    fn skip_vote_lock(&self, lock: Option<&Lock>) -> Option<QuorumCertificate> {
+        if *self == Self::SkipVoteHidesLock {
+            None
+        } else {
+            Honest.skip_vote_lock(lock)
+        }
+    }
+
+    fn may_revise(&self, locked_in_view: bool) -> bool {
+        *self == Self::ReviseAfterLock || Honest.may_revise(locked_in_view)
+    }
+
+    fn answers(&self, objected: u32, current: u32) -> bool {
+        if *self == Self::DropLateObjection {
+            objected == current
+        } else {
+            Honest.answers(objected, current)
+        }
+    }
+
+    fn objection_batch(&self, batch: &SignedBatch, objector: NodeId, height: u64) -> bool {
+        *self == Self::ForeignObjectionBatch || Honest.objection_batch(batch, objector, height)
+    }
+
+    fn appeal_resolution(
+        &self,
+        earlier: Option<AppealResolution>,
+        now: AppealResolution,
+    ) -> AppealResolution {
+        match earlier {
+            Some(kept) if *self == Self::StaleAppealResolution => kept,
+            _ => Honest.appeal_resolution(earlier, now),
+        }
+    }
+
+    fn batches_after_skip(&self, me: NodeId, batches: &mut Vec<SignedBatch>) {
+        if *self == Self::DropBatchOnSkip {
+            batches.retain(|b| b.body.home == me);
+        }
+    }
+
+    fn check_skip_batches(&self, process: &ProcessData) -> Result<(), AuditFailure> {
+        if *self == Self::DropBatchOnSkip {
+            Ok(())
+        } else {
+            Honest.check_skip_batches(process)
+        }
+    }
+
+    fn verify_clearing(
+        &self,
+        content: &ContentRules<'_>,
+        input: &ClearingInput<'_>,
+        cleared: &Cleared,
+    ) -> Result<(), AuditFailure> {
+        if *self == Self::SkipClearingCheck {
+            Ok(())
+        } else {
+            Honest.verify_clearing(content, input, cleared)
+        }
+    }
+
+    fn security_cuts(
+        &self,
+        security: &dyn SecurityCheck,
+        input: &ClearingInput<'_>,
+        cleared: &Cleared,
+    ) -> Vec<Cut> {
+        if *self == Self::IgnoreOwnSecurity {
+            Vec::new()
+        } else {
+            Honest.security_cuts(security, input, cleared)
+        }
+    }
+
+    fn required_signers(&self, genesis: &Genesis, body: &BlockBody) -> Vec<NodeId> {
+        if *self == Self::CommitWithoutTouchedArea {
+            Vec::new()
+        } else {
+            Honest.required_signers(genesis, body)
+        }
+    }
+
+    fn equivocates(&self, first: &Vote, second: &Vote) -> bool {
+        *self != Self::UnrecordedEquivocation && Honest.equivocates(first, second)
+    }
+
+    fn logs(&self, record: &Record) -> bool {
+        match record {
+            Record::Vote(_) => *self != Self::VoteBeforePersist,
+            Record::Skip(_) => *self != Self::SkipVoteUnlogged,
+            Record::Bid { .. } => *self != Self::ReceiptBeforePersist,
+            _ => Honest.logs(record),
+        }
+    }
+
+    fn restores(&self, record: &Record) -> bool {
+        match record {
+            Record::Lock(..) => *self != Self::ForgetLockOnRestart,
+            _ => Honest.restores(record),
+        }
+    }
+
+    fn countersigns(&self, change: &SignedChange) -> bool {
+        match change.record.change {
+            RegistryChange::Admit(_) if *self == Self::AdmitWithoutHomeSignature => true,
+            _ => Honest.countersigns(change),
+        }
+    }
+
+    fn applies(&self, change: &RegistryChange) -> bool {
+        match change {
+            RegistryChange::Revoke(_) if *self == Self::IgnoreRevocation => false,
+            _ => Honest.applies(change),
+        }
+    }
+}
 
 /// One seeded bug.
 #[derive(Clone, Copy, Debug)]

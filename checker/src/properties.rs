@@ -955,13 +955,7 @@ fn v2_proposed(model: &Model, state: &State) -> bool {
             let before = before_header(model, state, &p.header);
             let mut check = bid_signatures(setup);
             rules(setup, &before)
-                .verify_body(
-                    p.header.height,
-                    p.header.revision,
-                    &p.body,
-                    &mut check,
-                    true,
-                )
+                .verify_body(p.header.height, p.header.revision, &p.body, &mut check)
                 .is_ok()
         })
     })

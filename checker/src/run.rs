@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use stateright::actor::ActorModelAction;
 use stateright::report::{ReportData, ReportDiscovery, Reporter};
 use stateright::{Checker, Expectation, HasDiscoveries, Model as _, Path};
-use tieline_core::consensus::{Mutation, Timer};
+use tieline_core::consensus::Timer;
+
+use crate::mutants::Mutation;
 
 use crate::model::{Model, State, Wire, representative};
 use crate::properties;

@@ -14,7 +14,7 @@ use tieline_core::clearing::{
     VerifyError, rule_for,
 };
 use tieline_core::consensus::{
-    ConstraintList, Context, Effect, Input, Message, Mutation, NoGridModel, NodeState, Proposal,
+    ConstraintList, Context, Effect, Input, Message, NoGridModel, NodeState, Proposal,
     SecurityCheck, Timer,
 };
 use tieline_core::crypto::{
@@ -28,6 +28,7 @@ use tieline_core::sample::{SampleConsortium, sample_product};
 use tieline_core::units::{NodeId, ParticipantId, Price, Quantity, TieLineId, Timestamp};
 
 use crate::model::{Agent, AppealPlan, Ceiling, Model, NOW, NodeAgent, ParticipantAgent, Topology};
+use crate::mutants::Mutation;
 use crate::properties;
 
 /// How far the search goes. A state beyond a bound is not explored.
@@ -1182,7 +1183,9 @@ impl Scenario {
                         ctx.genesis = Arc::new(g);
                     }
                 }
-                ctx.mutation = mutation;
+                if let Some(m) = mutation {
+                    ctx.rules = m.rules();
+                }
                 actor_faults.push(fault);
                 let id = Id::from(contexts.len());
                 topology.member_actors.entry(m.id).or_default().push(id);

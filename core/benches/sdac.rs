@@ -219,7 +219,6 @@ fn main() {
             h.revision,
             &block.body,
             &mut |sb: &SignedBid, key: &PublicKey| sb.verify(&scheme, key).is_ok(),
-            true,
         )
         .expect("the committed body verifies");
     let verify = t.elapsed();
@@ -231,7 +230,6 @@ fn main() {
             h.revision,
             &block.body,
             &mut |_: &SignedBid, _: &PublicKey| true,
-            false,
             |input, _| {
                 let t = Instant::now();
                 let again = ZonalCoupling
@@ -268,6 +266,7 @@ fn main() {
                 body.process.clearing.outcome = cleared.outcome;
                 body.trades = cleared.trades;
                 revised = Some(body);
+                Ok(())
             },
         )
         .expect("the committed body verifies");

@@ -459,7 +459,7 @@ pub fn verify_block(
     }
     qc.verify(genesis, chain_id, scheme, &body.required_signers(genesis))
         .map_err(AuditFailure::Certificate)?;
-    rules.verify_body(h.height, h.revision, body, check_signature, true)?;
+    rules.verify_body(h.height, h.revision, body, check_signature)?;
     check_skip_batches(&body.process)?;
     let p = &body.process;
     summary.signatures += skip_signatures

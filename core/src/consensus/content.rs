@@ -425,28 +425,34 @@ impl ContentRules<'_> {
         revision: u32,
         body: &BlockBody,
         check_signature: &mut BidSignatureCheck<'_>,
-        check_clearing: bool,
     ) -> Result<(), AuditFailure> {
-        self.verify_body_then(
-            height,
-            revision,
-            body,
-            check_signature,
-            check_clearing,
-            |_, _| (),
-        )
+        self.verify_body_then(height, revision, body, check_signature, |input, cleared| {
+            self.verify_clearing(input, cleared)
+        })
     }
 
-    /// [`ContentRules::verify_body`], then `then` on the body's clearing input and outcome
-    /// (a verifier's own security check, on the very selection the rules made).
+    /// V2: the proposed clearing outcome is the one the agreed rule gives for the body's
+    /// clearing input.
+    pub fn verify_clearing(
+        &self,
+        input: &ClearingInput<'_>,
+        cleared: &Cleared,
+    ) -> Result<(), AuditFailure> {
+        self.clearing
+            .verify(input, cleared)
+            .map_err(|e| AuditFailure::Process(format!("clearing: {e}")))
+    }
+
+    /// Every check of [`ContentRules::verify_body`] but the clearing's, then `then` on the
+    /// body's clearing input and outcome: the verifier checks the clearing (V2) and its own
+    /// grid's security (V7) there, on the very selection the rules made.
     pub fn verify_body_then<R>(
         &self,
         height: u64,
         revision: u32,
         body: &BlockBody,
         check_signature: &mut BidSignatureCheck<'_>,
-        check_clearing: bool,
-        then: impl FnOnce(&ClearingInput<'_>, &Cleared) -> R,
+        then: impl FnOnce(&ClearingInput<'_>, &Cleared) -> Result<R, AuditFailure>,
     ) -> Result<R, AuditFailure> {
         let g = self.genesis;
         let p = &body.process;
@@ -645,12 +651,7 @@ impl ContentRules<'_> {
             outcome: p.clearing.outcome.clone(),
             trades: body.trades.clone(),
         };
-        if check_clearing {
-            self.clearing
-                .verify(&input, &proposed)
-                .map_err(|e| AuditFailure::Process(format!("clearing: {e}")))?;
-        }
-        Ok(then(&input, &proposed))
+        then(&input, &proposed)
     }
 }
 

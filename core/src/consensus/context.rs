@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use super::rules::{Honest, Rules};
 use crate::clearing::{Cleared, Clearing, ClearingInput, Cut, CutVariable};
 use crate::crypto::{Digest, SignatureScheme, Signer};
 use crate::genesis::Genesis;
@@ -118,67 +119,6 @@ impl CutValues {
     }
 }
 
-/// A deliberately seeded protocol bug, for the model checker's catalogue only. Without the
-/// `mutants` feature no mutation exists in the build.
-#[cfg(feature = "mutants")]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Mutation {
-    /// Certificates need one vote fewer than a quorum.
-    QuorumTooSmall,
-    /// A node enters the next view on a single skip vote.
-    SkipWithoutCertificate,
-    /// A node endorses a different block in the same view after locking.
-    IgnoreLock,
-    /// A new primary proposes afresh, ignoring the highest lock in the skip certificate.
-    NewPrimaryIgnoresLock,
-    /// Votes are sent but never persisted, so a restarted node forgets them.
-    VoteBeforePersist,
-    /// A verifier accepts any clearing outcome without recomputing it.
-    SkipClearingCheck,
-    /// A verifier ignores its own grid's security check.
-    IgnoreOwnSecurity,
-    /// A proposal from a node that is not the round's primary is accepted.
-    AcceptWrongPrimary,
-    /// A new primary after a skip clears only its own batch, dropping the others', and
-    /// verifiers do not check that a block after a skip carries the batches its skip
-    /// certificate reports.
-    DropBatchOnSkip,
-    /// A block commits without the endorsement of a touched area's node.
-    CommitWithoutTouchedArea,
-    /// A restarted node forgets its lock: restore skips the lock records of its log.
-    ForgetLockOnRestart,
-    /// A node that receives two conflicting votes of one voter in one slot keeps no evidence.
-    UnrecordedEquivocation,
-    /// A skip vote leaves out the voter's lock.
-    SkipVoteHidesLock,
-    /// A primary locked in its view still revises for a late objection.
-    ReviseAfterLock,
-    /// Skip votes are sent but never logged.
-    SkipVoteUnlogged,
-    /// A bid is receipted without being logged.
-    ReceiptBeforePersist,
-    /// A node enters the view a view certificate opens without verifying the certificate.
-    UnverifiedViewCertificate,
-    /// The next primary counts a skip vote without verifying the lock certificate it carries.
-    UnverifiedSkipLock,
-    /// A primary accepts a missing-batch objection whose batch is not its objector's own batch
-    /// of the height (another home's, or of another height).
-    ForeignObjectionBatch,
-    /// A primary keeps the resolution it recorded for an appeal in an earlier revision when a
-    /// later revision's batches change what the rules give (an omitted bid upheld, then
-    /// brought in by its home's missing-batch objection).
-    StaleAppealResolution,
-    /// A home node countersigns any admission it is handed, so a participant is admitted
-    /// without its home node's operator signing the admission (spec A1).
-    AdmitWithoutHomeSignature,
-    /// A node does not apply revocations: a revoked participant's later bids are taken and
-    /// cleared (spec A2).
-    IgnoreRevocation,
-    /// A primary drops an objection to an earlier revision of its view (it revised before the
-    /// objection arrived) instead of answering it in its next revision (spec L5).
-    DropLateObjection,
-}
-
 /// Everything a node's transitions read but never change.
 #[derive(Clone)]
 pub struct Context {
@@ -196,9 +136,8 @@ pub struct Context {
     pub clearing: &'static dyn Clearing,
     /// This node's private grid check.
     pub security: Arc<dyn SecurityCheck>,
-    /// The seeded bug this node runs with, if any (model checker only).
-    #[cfg(feature = "mutants")]
-    pub mutation: Option<Mutation>,
+    /// The protocol's decision rules: [`Honest`] unless the model checker seeds a bug.
+    pub rules: Arc<dyn Rules>,
 }
 
 impl fmt::Debug for Context {
@@ -208,6 +147,7 @@ impl fmt::Debug for Context {
             .field("chain_id", &self.chain_id)
             .field("clearing", &self.clearing)
             .field("security", &self.security)
+            .field("rules", &self.rules)
             .finish()
     }
 }
@@ -230,33 +170,7 @@ impl Context {
             scheme,
             clearing,
             security,
-            #[cfg(feature = "mutants")]
-            mutation: None,
+            rules: Arc::new(Honest),
         }
     }
-
-    /// Whether this node runs with seeded bug `m` (always false without the `mutants`
-    /// feature).
-    #[cfg(feature = "mutants")]
-    pub(crate) fn mutated(&self, m: Mutation) -> bool {
-        self.mutation == Some(m)
-    }
 }
-
-/// Names a seeded bug at a place where it can take effect; compiles to `false` without the
-/// `mutants` feature, so no mutation is reachable in a normal build.
-macro_rules! mutated {
-    ($ctx:expr, $m:ident) => {{
-        #[cfg(feature = "mutants")]
-        let on = $ctx.mutated($crate::consensus::Mutation::$m);
-        // Without the catalogue the context is still evaluated, so a parameter read only
-        // here is not an unused variable in the node build.
-        #[cfg(not(feature = "mutants"))]
-        let on = {
-            let _ = &$ctx;
-            false
-        };
-        on
-    }};
-}
-pub(crate) use mutated;

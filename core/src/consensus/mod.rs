@@ -9,17 +9,17 @@ pub mod compact;
 pub mod content;
 mod context;
 mod node;
+pub mod rules;
 pub mod sim;
 mod types;
 pub mod wire;
 
-#[cfg(feature = "mutants")]
-pub use context::Mutation;
 pub use context::{ConstraintList, Context, CutValues, NoGridModel, SecurityCheck};
 pub use node::{
     BATCH_WAIT_ALLOWANCE_US_PER_BID, Lock, MAX_FALLBACK_LEVELS, ManagementNode, Negotiation,
     NodeState, VIEW_ALLOWANCE_US_PER_BID, VerifiedBids,
 };
+pub use rules::{Honest, Rules};
 pub use types::{
     Effect, Input, MAX_SYNC_BLOCKS, Message, Place, Position, Proposal, Record, Reply, RestoreKey,
     Timer,

@@ -1,0 +1,259 @@
+//! Votes and certificates (spec S1-S4, D11, D12, V9, N3): votes checked and counted, locks,
+//! the node's own votes, equivocation evidence.
+
+use super::*;
+
+impl NodeState {
+    /// S4: remembers the first vote of each voter in each slot, and turns a second, different
+    /// one into evidence anyone can verify.
+    pub(super) fn note_vote(&mut self, out: &mut Out<'_>, v: &Signed<Vote>) {
+        let b = &v.body;
+        let key = (b.voter, b.kind, b.view, b.revision);
+        match self.seen.get(&key) {
+            None => {
+                self.seen.insert(key, v.clone());
+            }
+            Some(first) if out.ctx.rules.equivocates(&first.body, b) => {
+                let e = Evidence {
+                    first: first.clone(),
+                    second: v.clone(),
+                };
+                if self.evidence.len() < MAX_EVIDENCE && self.evidence.insert(e.clone()) {
+                    out.push(Effect::Evidence(Box::new(e)));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The proposal this node is locked on, if it holds it.
+    pub(super) fn locked_proposal(&self) -> Option<Box<Proposal>> {
+        self.lock.as_ref().map(|l| Box::new(l.proposal.clone()))
+    }
+
+    /// Whether this node is locked on a block of its current view: as that view's primary it
+    /// then proposes nothing new in it (spec 2.6, S2).
+    pub(super) fn locked_in_view(&self) -> bool {
+        self.lock
+            .as_ref()
+            .is_some_and(|l| l.certificate.view == self.view)
+    }
+
+    /// Whether this node has signed a vote of `kind` in a later revision of `view` than
+    /// `revision`: it then acts on nothing of `revision` (spec 2.6). A running node knows it
+    /// from the proposal it holds; a restarted one from the votes in its log.
+    pub(super) fn signed_later_revision(&self, kind: VoteKind, view: u32, revision: u32) -> bool {
+        revision < u32::MAX
+            && self
+                .voted
+                .range((kind, view, revision + 1)..=(kind, view, u32::MAX))
+                .next()
+                .is_some()
+    }
+
+    pub(super) fn on_vote(&mut self, out: &mut Out<'_>, from: NodeId, v: Signed<Vote>) {
+        if v.body.voter != from {
+            return;
+        }
+        self.accept_vote(out, from, v);
+    }
+
+    /// D11: the round's primary relays the endorsement certificate it formed; each of its
+    /// votes is checked and counted as if it had come from its voter, so the node forms the
+    /// same certificate itself (and notes any equivocation among the votes, S4).
+    pub(super) fn on_endorsed(&mut self, out: &mut Out<'_>, from: NodeId, cert: QuorumCertificate) {
+        if cert.kind != VoteKind::Endorse {
+            return;
+        }
+        for v in cert.signed_votes(out.ctx.chain_id) {
+            self.accept_vote(out, from, v);
+        }
+    }
+
+    /// Checks a vote (its chain, height, voter and signature) and counts it; `from` is the
+    /// peer it came from (its voter, or the primary relaying a certificate).
+    pub(super) fn accept_vote(&mut self, out: &mut Out<'_>, from: NodeId, v: Signed<Vote>) {
+        let ctx = out.ctx;
+        let b = &v.body;
+        if b.chain_id != ctx.chain_id || b.kind == VoteKind::Propose {
+            return;
+        }
+        if !self.current(out, from, b.height) || b.view < self.view {
+            return;
+        }
+        let Some(key) = Self::member_key(ctx, b.voter) else {
+            return;
+        };
+        if v.verify(ctx.scheme.as_ref(), &key).is_err() {
+            return;
+        }
+        self.note_vote(out, &v);
+        let first = self.seen.get(&(b.voter, b.kind, b.view, b.revision));
+        if first.is_some_and(|f| f.body.block != b.block) {
+            return;
+        }
+        self.count_vote(out, &v);
+    }
+
+    pub(super) fn count_vote(&mut self, out: &mut Out<'_>, v: &Signed<Vote>) {
+        let b = &v.body;
+        self.votes
+            .entry((b.kind, b.view, b.revision, b.block))
+            .or_default()
+            .insert(b.voter, v.signature);
+        self.try_certificate(out, b.kind, b.view, b.revision, b.block);
+        if b.kind == VoteKind::Endorse {
+            self.revise_when_answered(out);
+        }
+    }
+
+    /// The proposal of round (view, revision) with this digest, if this node holds it.
+    pub(super) fn held(&self, view: u32, revision: u32, digest: Digest) -> Option<&Proposal> {
+        let cur = self
+            .proposal
+            .as_ref()
+            .filter(|p| p.round() == (view, revision) && p.stamp.body.block == digest);
+        cur.or_else(|| {
+            self.lock
+                .as_ref()
+                .filter(|l| {
+                    l.certificate.round() == (view, revision) && l.certificate.block == digest
+                })
+                .map(|l| &l.proposal)
+        })
+    }
+
+    /// D11, D12, V9: a quorum of votes that includes every member of every touched area.
+    pub(super) fn try_certificate(
+        &mut self,
+        out: &mut Out<'_>,
+        kind: VoteKind,
+        view: u32,
+        revision: u32,
+        digest: Digest,
+    ) {
+        let ctx = out.ctx;
+        let Some(p) = self.held(view, revision, digest) else {
+            return;
+        };
+        let Some(signers) = self.votes.get(&(kind, view, revision, digest)) else {
+            return;
+        };
+        if signers.len() < Self::quorum(ctx) {
+            return;
+        }
+        // A vote beyond the quorum changes nothing once the node locked: spare the copy of
+        // the proposal.
+        if kind == VoteKind::Endorse && !self.would_lock(ctx, view, revision) {
+            return;
+        }
+        if !ctx
+            .rules
+            .required_signers(&ctx.genesis, &p.body)
+            .iter()
+            .all(|n| signers.contains_key(n))
+        {
+            return;
+        }
+        let certificate = QuorumCertificate {
+            kind,
+            height: self.height,
+            view,
+            revision,
+            block: digest,
+            signatures: signers
+                .iter()
+                .map(|(voter, signature)| VoteSignature {
+                    voter: *voter,
+                    signature: *signature,
+                })
+                .collect(),
+        };
+        let p = p.clone();
+        match kind {
+            VoteKind::Endorse => self.lock_on(out, certificate, p),
+            VoteKind::Commit => {
+                self.decide(out, p.header, Arc::unwrap_or_clone(p.body), certificate)
+            }
+            VoteKind::Propose => {}
+        }
+    }
+
+    /// Whether an endorsement certificate of round (view, revision) would lock this node: it
+    /// has not skipped the view, holds no lock of that round or later, and has not voted to
+    /// commit in the round.
+    pub(super) fn would_lock(&self, ctx: &Context, view: u32, revision: u32) -> bool {
+        !self.skipped(ctx, view)
+            && self
+                .lock
+                .as_ref()
+                .is_none_or(|l| l.certificate.round() < (view, revision))
+            && !self.voted.contains_key(&(VoteKind::Commit, view, revision))
+    }
+
+    /// S2: with an endorsement certificate, lock on the block and vote to commit it.
+    pub(super) fn lock_on(
+        &mut self,
+        out: &mut Out<'_>,
+        certificate: QuorumCertificate,
+        p: Proposal,
+    ) {
+        let ctx = out.ctx;
+        let (view, revision) = certificate.round();
+        if !self.would_lock(ctx, view, revision) {
+            return;
+        }
+        let digest = certificate.block;
+        out.persist(Record::Lock(certificate.clone(), Box::new(p.clone())));
+        // The primary gathered the endorsements; it hands the certificate to every member so
+        // that they lock too (paper step 4: the primary distributes the verified result).
+        if ctx.genesis.primary(self.height, view) == ctx.me {
+            out.push(Effect::Broadcast(Message::Endorsed(Box::new(
+                certificate.clone(),
+            ))));
+        }
+        self.lock = Some(Lock {
+            certificate,
+            proposal: p,
+        });
+        self.cast_vote(out, VoteKind::Commit, view, revision, digest);
+    }
+
+    /// S3, N3: signs this node's one vote of `kind` in the round, logs it, sends it to the
+    /// round's primary and counts it. Returns false if the node already voted in that slot.
+    pub(super) fn cast_vote(
+        &mut self,
+        out: &mut Out<'_>,
+        kind: VoteKind,
+        view: u32,
+        revision: u32,
+        block: Digest,
+    ) -> bool {
+        let slot = (kind, view, revision);
+        if self.voted.contains_key(&slot) {
+            return false;
+        }
+        let vote = out.sign(Vote {
+            kind,
+            chain_id: out.ctx.chain_id,
+            height: self.height,
+            view,
+            revision,
+            block,
+            voter: out.ctx.me,
+        });
+        self.voted.insert(slot, block);
+        out.persist_vote(&vote);
+        // Verification results go to the round's primary (paper steps 3-4), which gathers the
+        // certificates and hands them on (`Endorsed`, `Decided`).
+        let primary = out.ctx.genesis.primary(self.height, view);
+        if primary != out.ctx.me {
+            out.push(Effect::Send {
+                to: primary,
+                msg: Message::Vote(vote.clone()),
+            });
+        }
+        self.count_vote(out, &vote);
+        true
+    }
+}

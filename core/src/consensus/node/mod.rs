@@ -1,0 +1,398 @@
+//! The management node's state machine: `step(now, input) -> effects` (spec part 2).
+//!
+//! Every transition is a method here; comments cite the spec rule it implements. Nothing reads
+//! a clock, a file or the network: time comes in as `now`, messages and timers as inputs, and
+//! everything the node does goes out as an ordered list of effects.
+
+mod appeal;
+mod ballot;
+mod decide;
+mod intake;
+mod negotiate;
+mod propose;
+mod restore;
+mod sync;
+mod verified;
+mod verify;
+mod view_change;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::audit::{AuditSummary, check_header, verify_block};
+use crate::block::{
+    Appeal, AppealClaim, AppealRecord, AppealResolution, BLOCK_VERSION, Block, BlockBody,
+    BlockHeader, Evidence, MAX_APPEALS, MAX_EVIDENCE, MAX_NEGOTIATION_BYTES, MAX_OBJECTIONS,
+    Objection, ObjectionReason, QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind,
+    VoteSignature,
+};
+use crate::clearing::Cut;
+use crate::consensus::content::{
+    BlockPlan, CommittedNonces, ContentRules, SignatureCheck, advance_nonces, resolve_appeal,
+    unavailable_areas,
+};
+use crate::consensus::context::Context;
+use crate::consensus::types::{
+    Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply, Timer,
+};
+use crate::crypto::{Digest, PublicKey, Signature, Signed};
+use crate::encoding::encoded_len;
+use crate::market::{
+    Bid, BidBatch, BidError, BidReceipt, MAX_BATCH_BIDS, SignedBatch, SignedBid, SignedReceipt,
+};
+use crate::registry::{ChangeError, MAX_BATCH_CHANGES, Party, Registry, SignedChange};
+use crate::schedule::{MAX_CLOCK_SKEW_MS, MAX_GATES_AHEAD};
+use crate::units::{NodeId, ParticipantId, Timestamp};
+
+use verified::Memo;
+pub use verified::VerifiedBids;
+
+/// Most fallback revisions after the genesis bound: enough to halve any batch set to nothing.
+pub const MAX_FALLBACK_LEVELS: u32 = 64;
+
+/// A view's time per bid of the round's batches, in microseconds, beyond the genesis's view
+/// timeout (spec 2.7): a round's work (its batches' transfer and signatures, the clearing, each
+/// member's verification) grows with its bids, so its views do. 300 us is about six
+/// single-core ed25519 verifications: a 1,000,000-step round of 31,250 bids gets 9.4 s more,
+/// a round of 100 bids 30 ms.
+pub const VIEW_ALLOWANCE_US_PER_BID: u64 = 300;
+
+/// The view-0 primary's extra wait for missing batches per bid of the batches it holds, in
+/// microseconds, beyond the genesis's batch wait (spec 2.5): a large round's batches take
+/// longer to arrive and be checked. A third of [`VIEW_ALLOWANCE_US_PER_BID`], so the primary
+/// proposes well inside the view: 31,250 bids add 3.1 s, 100 bids 10 ms.
+pub const BATCH_WAIT_ALLOWANCE_US_PER_BID: u64 = 100;
+
+/// A lock: the highest endorsement certificate this node holds at its height, with the
+/// proposal it certifies (spec S2).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Lock {
+    /// The endorsement certificate.
+    pub certificate: QuorumCertificate,
+    /// The proposal it certifies.
+    pub proposal: Proposal,
+}
+
+/// What the primary of the current view has accepted from negotiation (spec V8, L3).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Negotiation {
+    /// The cuts from security objections, in the order accepted.
+    pub cuts: Vec<Cut>,
+    /// The objections that led to revisions.
+    pub objections: Vec<Signed<Objection>>,
+    /// Their encoded size, which [`MAX_NEGOTIATION_BYTES`] bounds (spec D25).
+    pub bytes: usize,
+    /// Appeals resolved so far in this view.
+    pub appeals: Vec<AppealRecord>,
+    /// The members whose objection to the primary's current proposal it accepted: they
+    /// answered it (spec 2.6). An objection that adds nothing changes no state, so a copy or an
+    /// empty objection is no answer; the primary's `Revise` timer ends the wait for it.
+    pub answered: BTreeSet<NodeId>,
+}
+
+/// Everything a management node remembers. Pure data: it derives equality and hashing so the
+/// model checker can compare states.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeState {
+    /// The next height to decide.
+    pub height: u64,
+    /// The last decided header (none before height 1).
+    pub prev: Option<BlockHeader>,
+    /// The current view at this height.
+    pub view: u32,
+    /// The skip certificate that opened the current view.
+    pub justification: Option<SkipCertificate>,
+    /// Each participant's highest nonce in committed blocks.
+    pub committed_nonces: CommittedNonces,
+    /// This node's participants' highest receipted nonce.
+    pub receipted_nonces: BTreeMap<ParticipantId, u64>,
+    /// This node's participants' receipted bids not yet on the chain, by the height whose
+    /// batch will carry them.
+    pub pool: BTreeMap<u64, Vec<(SignedBid, SignedReceipt)>>,
+    /// How many bid steps `pool` holds for each height (kept with it by `pool_push` and
+    /// `pool_take`): what a home node's share of the round is measured against (spec D25).
+    pub pool_steps: BTreeMap<u64, usize>,
+    /// Whether this node's gate for `height` has closed (its batch is sent).
+    pub gate_closed: bool,
+    /// The batches for `height`, by home node (spec N2).
+    pub batches: BTreeMap<NodeId, SignedBatch>,
+    /// Batches for `height + 1` that arrived early.
+    pub early_batches: BTreeMap<NodeId, SignedBatch>,
+    /// The latest valid proposal in the current view.
+    pub proposal: Option<Proposal>,
+    /// As primary: the latest proposal this node made in the current view, which objections
+    /// and appeals refer to (it may have failed this node's own checks).
+    pub own: Option<Proposal>,
+    /// The lock, if any.
+    pub lock: Option<Lock>,
+    /// Votes collected: (kind, view, revision, block) -> voter -> signature.
+    pub votes: BTreeMap<(VoteKind, u32, u32, Digest), BTreeMap<NodeId, Signature>>,
+    /// The first vote seen from each voter in each slot, to detect equivocation.
+    pub seen: BTreeMap<(NodeId, VoteKind, u32, u32), Signed<Vote>>,
+    /// This node's own votes at this height: (kind, view, revision) -> block.
+    pub voted: BTreeMap<(VoteKind, u32, u32), Digest>,
+    /// Skip votes per view.
+    pub skips: BTreeMap<u32, BTreeMap<NodeId, Signed<SkipVote>>>,
+    /// Locked proposals other nodes attached to their skip votes, by digest.
+    pub offered: BTreeMap<Digest, Proposal>,
+    /// The negotiation of the current view (used when this node is its primary).
+    pub negotiation: Negotiation,
+    /// Appeals for this height, forwarded by home nodes, in arrival order.
+    pub appeals: Vec<(Signed<Appeal>, NodeId)>,
+    /// This node's participants whose appeals it forwarded at this height.
+    pub forwarded: BTreeSet<ParticipantId>,
+    /// Equivocation evidence not yet on the chain.
+    pub evidence: BTreeSet<Evidence>,
+    /// The height this node last asked a peer to sync from.
+    pub sync_from: Option<u64>,
+    /// Bid signatures already verified.
+    pub verified: VerifiedBids,
+    /// The participants and members' keys for `height`: the genesis with the changes of the
+    /// blocks before it applied (spec A1-A5).
+    pub registry: Registry,
+    /// Registry changes this node sponsors, by the height whose batch will carry them.
+    pub changes: BTreeMap<u64, Vec<SignedChange>>,
+}
+
+/// The effects of one step, with the context and time they were produced in.
+struct Out<'a> {
+    ctx: &'a Context,
+    now: Timestamp,
+    effects: Vec<Effect>,
+}
+
+impl Out<'_> {
+    fn push(&mut self, e: Effect) {
+        self.effects.push(e);
+    }
+
+    fn sign<T: crate::encoding::Tagged>(&self, body: T) -> Signed<T> {
+        Signed::sign(body, self.ctx.signer.as_ref())
+    }
+
+    /// Writes a record to the log (spec N3: before anything that depends on it is sent).
+    fn persist(&mut self, record: Record) {
+        if self.ctx.rules.logs(&record) {
+            self.push(Effect::Persist(record));
+        }
+    }
+
+    /// Persists a vote (spec N3: before anything that depends on it is sent).
+    fn persist_vote(&mut self, vote: &Signed<Vote>) {
+        self.persist(Record::Vote(vote.clone()));
+    }
+}
+
+impl NodeState {
+    /// The state of a node of a new chain.
+    pub fn new() -> Self {
+        NodeState {
+            height: 1,
+            prev: None,
+            view: 0,
+            justification: None,
+            committed_nonces: CommittedNonces::new(),
+            receipted_nonces: BTreeMap::new(),
+            pool: BTreeMap::new(),
+            pool_steps: BTreeMap::new(),
+            gate_closed: false,
+            batches: BTreeMap::new(),
+            early_batches: BTreeMap::new(),
+            proposal: None,
+            own: None,
+            lock: None,
+            votes: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            voted: BTreeMap::new(),
+            skips: BTreeMap::new(),
+            offered: BTreeMap::new(),
+            negotiation: Negotiation::default(),
+            appeals: Vec::new(),
+            forwarded: BTreeSet::new(),
+            evidence: BTreeSet::new(),
+            sync_from: None,
+            verified: VerifiedBids::default(),
+            registry: Registry::default(),
+            changes: BTreeMap::new(),
+        }
+    }
+
+    /// The context as this node's registry stands: the genesis with the chain's changes
+    /// applied (spec A5), so every rule that reads a participant or a member's key reads the
+    /// current one. The context itself until the first change.
+    pub fn effective<'c>(&self, ctx: &'c Context) -> Cow<'c, Context> {
+        if self.registry.is_genesis() {
+            Cow::Borrowed(ctx)
+        } else {
+            Cow::Owned(Context {
+                genesis: self.registry.genesis(&ctx.genesis),
+                ..ctx.clone()
+            })
+        }
+    }
+
+    /// One transition: the effects of `input` at time `now`, in the order the runtime must
+    /// execute them.
+    pub fn step(&mut self, ctx: &Context, now: Timestamp, input: Input) -> Vec<Effect> {
+        let ctx = self.effective(ctx);
+        let mut out = Out {
+            ctx: &ctx,
+            now,
+            effects: Vec::new(),
+        };
+        match input {
+            Input::Start => self.on_start(&mut out),
+            Input::Bid(bid) => self.on_bid(&mut out, bid),
+            Input::Appeal(appeal) => self.on_participant_appeal(&mut out, appeal),
+            Input::Change(change) => self.on_change(&mut out, change),
+            Input::Timer(t) => self.on_timer(&mut out, t),
+            Input::Message { from, msg } => self.on_message(&mut out, from, msg),
+        }
+        out.effects
+    }
+
+    fn primary(&self, ctx: &Context) -> NodeId {
+        ctx.genesis.primary(self.height, self.view)
+    }
+
+    /// How long the view-0 primary waits for missing batches: the genesis's batch wait plus
+    /// [`BATCH_WAIT_ALLOWANCE_US_PER_BID`] for every bid of the batches it holds (spec 2.5).
+    fn batch_wait(&self, ctx: &Context) -> u64 {
+        ctx.genesis.timing.batch_wait_ms
+            + self.held_bids() * BATCH_WAIT_ALLOWANCE_US_PER_BID / 1_000
+    }
+
+    /// How long this node waits in `view` before voting to skip it: the genesis's timeout,
+    /// doubled per view, plus [`VIEW_ALLOWANCE_US_PER_BID`] for every bid of the batches it
+    /// holds for the height (spec 2.7).
+    fn view_timeout(&self, ctx: &Context, view: u32) -> u64 {
+        (ctx.genesis.timing.view_timeout_ms << view.min(8))
+            + self.held_bids() * VIEW_ALLOWANCE_US_PER_BID / 1_000
+    }
+
+    fn prev_digest(&self, ctx: &Context) -> Digest {
+        self.prev.as_ref().map_or(ctx.chain_id, BlockHeader::digest)
+    }
+
+    fn quorum(ctx: &Context) -> usize {
+        ctx.rules.quorum(&ctx.genesis)
+    }
+
+    fn member_key(ctx: &Context, id: NodeId) -> Option<PublicKey> {
+        ctx.genesis.member(id).map(|m| m.public_key)
+    }
+
+    fn arm_batch_wait(&self, out: &mut Out<'_>) {
+        out.push(Effect::SetTimer {
+            timer: Timer::BatchWait(self.height),
+            after_ms: self.batch_wait(out.ctx),
+        });
+    }
+
+    fn arm_view_timer(&self, out: &mut Out<'_>) {
+        out.push(Effect::SetTimer {
+            timer: Timer::View(self.height, self.view),
+            after_ms: self.view_timeout(out.ctx, self.view),
+        });
+    }
+
+    fn on_timer(&mut self, out: &mut Out<'_>, timer: Timer) {
+        match timer {
+            Timer::Gate(h) if h == self.height && !self.gate_closed => {
+                self.close_gate(out);
+                if self.primary(out.ctx) == out.ctx.me && self.own.is_none() {
+                    if self.batches.len() == out.ctx.genesis.n() {
+                        self.propose(out, 0);
+                    } else {
+                        self.arm_batch_wait(out);
+                    }
+                }
+            }
+            Timer::BatchWait(h)
+                if h == self.height
+                    && self.primary(out.ctx) == out.ctx.me
+                    && self.own.is_none() =>
+            {
+                self.propose(out, 0);
+            }
+            Timer::View(h, v) if h == self.height && v == self.view => {
+                self.sync_from = None;
+                self.skip_view(out);
+            }
+            Timer::Revise(h, v, r)
+                if h == self.height
+                    && v == self.view
+                    && self.own.as_ref().is_some_and(|p| p.round() == (v, r))
+                    && self.revision_pending() =>
+            {
+                self.propose(out, r + 1);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message(&mut self, out: &mut Out<'_>, from: NodeId, msg: Message) {
+        if out.ctx.genesis.member(from).is_none() {
+            return;
+        }
+        match msg {
+            Message::Batch(b) => self.on_batch(out, from, b),
+            Message::Proposal(p) => self.on_proposal(out, from, *p),
+            Message::Vote(v) => self.on_vote(out, from, v),
+            Message::Endorsed(cert) => self.on_endorsed(out, from, *cert),
+            Message::Objection(o, batch) => self.on_objection(out, from, *o, batch.map(|b| *b)),
+            Message::Appeal { appeal, via } => self.on_forwarded_appeal(out, from, *appeal, via),
+            Message::Skip(v, locked, batches) => {
+                self.on_skip(out, from, *v, locked.map(|p| *p), batches)
+            }
+            Message::ViewCertificate(cert, batches) => {
+                self.on_view_certificate(out, from, *cert, batches)
+            }
+            Message::Decided(b) => self.on_blocks(out, from, vec![*b]),
+            Message::SyncRequest { from: first } => self.on_sync_request(out, from, first),
+            Message::SyncResponse(blocks) => self.on_blocks(out, from, blocks),
+        }
+    }
+}
+
+impl Default for NodeState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A management node: its context and its state, stepped together. The model checker holds
+/// the two apart (the state is what it explores); the node runtime uses this.
+#[derive(Debug)]
+pub struct ManagementNode {
+    /// What never changes.
+    pub ctx: Context,
+    /// What does.
+    pub state: NodeState,
+}
+
+impl ManagementNode {
+    /// A node of a new chain.
+    pub fn new(ctx: Context) -> Self {
+        Self {
+            ctx,
+            state: NodeState::new(),
+        }
+    }
+
+    /// A node restarted from its stored chain and write-ahead log.
+    pub fn restore<'b>(
+        ctx: Context,
+        chain: impl IntoIterator<Item = &'b Block>,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Self {
+        let state = NodeState::restore(&ctx, chain, records);
+        Self { ctx, state }
+    }
+
+    /// One transition.
+    pub fn step(&mut self, now: Timestamp, input: Input) -> Vec<Effect> {
+        self.state.step(&self.ctx, now, input)
+    }
+}

@@ -1,0 +1,258 @@
+//! Proposing (paper steps 3-4; spec V1, V2, V5, S2, N2, L3): the primary's plan from what it
+//! holds, its proposal and its revisions once every member has answered.
+
+use super::*;
+
+impl NodeState {
+    /// Whether the primary accepted objections its current proposal does not carry yet: its
+    /// proposal records every objection accepted before it (the plan's), so any beyond those.
+    pub(super) fn revision_pending(&self) -> bool {
+        self.own
+            .as_ref()
+            .is_some_and(|p| self.negotiation.objections.len() > p.body.process.objections.len())
+    }
+
+    /// Whether every other member answered the primary's current proposal: endorsed it, or
+    /// objected to it with an objection the primary accepted.
+    pub(super) fn all_answered(&self, ctx: &Context) -> bool {
+        let Some(p) = &self.own else {
+            return false;
+        };
+        let (view, revision) = p.round();
+        let endorsed = self
+            .votes
+            .get(&(VoteKind::Endorse, view, revision, p.stamp.body.block));
+        ctx.genesis
+            .members
+            .iter()
+            .filter(|m| m.id != ctx.me)
+            .all(|m| {
+                endorsed.is_some_and(|e| e.contains_key(&m.id))
+                    || self.negotiation.answered.contains(&m.id)
+            })
+    }
+
+    /// Negotiation (spec 2.6): the primary revises once every other member answered its
+    /// current proposal, so that one revision carries every objection to it; a member that
+    /// does not answer is waited for until `Timer::Revise`.
+    pub(super) fn revise_when_answered(&mut self, out: &mut Out<'_>) {
+        if self.revision_pending() && self.all_answered(out.ctx) {
+            if let Some(r) = self.own.as_ref().map(|p| p.round().1) {
+                self.propose(out, r + 1);
+            }
+        }
+    }
+
+    /// The primary that has not proposed yet does so once it holds what it waits for: every
+    /// batch in view 0, every batch a skip voter reported in a later view.
+    pub(super) fn propose_when_batches_are_in(&mut self, out: &mut Out<'_>) {
+        let ctx = out.ctx;
+        if self.gate_closed
+            && self.primary(ctx) == ctx.me
+            && self.own.is_none()
+            && (self.view > 0 || self.batches.len() == ctx.genesis.n())
+        {
+            self.propose(out, 0);
+        }
+    }
+
+    /// The body the rules give for this view and revision, from everything this node holds.
+    pub(super) fn plan(&mut self, ctx: &Context, revision: u32) -> BlockPlan {
+        let mut batches: Vec<SignedBatch> = ctx
+            .genesis
+            .members
+            .iter()
+            .filter_map(|m| self.batches.get(&m.id).cloned())
+            .collect();
+        if self.view > 0 {
+            ctx.rules.batches_after_skip(ctx.me, &mut batches);
+        }
+        // V5: appeals are resolved in arrival order against the batches and earlier upheld
+        // appeals, as every verifier and the audit resolve them; an upheld appeal names the
+        // revision that first clears it. Appeals recorded in earlier revisions are resolved
+        // again against this revision's batches: an omitted bid upheld while its home's batch
+        // was missing is included by the batch once a missing-batch objection brings it in,
+        // and its appeal is then rejected as already included. New appeals are recorded while
+        // revisions remain below `max_revisions` (L3).
+        let mut included: BTreeSet<Digest> = batches
+            .iter()
+            .flat_map(|b| b.body.bids.iter().map(|sb| sb.body.id()))
+            .collect();
+        let (height, committed) = (self.height, &self.committed_nonces);
+        let mut resolve = |appeal: &Signed<Appeal>, earlier: Option<AppealResolution>| {
+            let resolution = match resolve_appeal(
+                &ctx.genesis,
+                &ctx.chain_id,
+                ctx.scheme.as_ref(),
+                height,
+                &included,
+                committed,
+                appeal,
+            ) {
+                AppealResolution::Upheld { .. } => match earlier {
+                    Some(AppealResolution::Upheld { revision: first }) => {
+                        AppealResolution::Upheld { revision: first }
+                    }
+                    _ => AppealResolution::Upheld { revision },
+                },
+                other => other,
+            };
+            let resolution = ctx.rules.appeal_resolution(earlier, resolution);
+            if let (AppealResolution::Upheld { .. }, AppealClaim::Omitted { bid, .. }) =
+                (&resolution, &appeal.body.claim)
+            {
+                included.insert(bid.body.id());
+            }
+            resolution
+        };
+        for a in &mut self.negotiation.appeals {
+            a.resolution = resolve(&a.appeal, Some(a.resolution));
+        }
+        if revision < ctx.genesis.max_revisions {
+            for (appeal, via) in &self.appeals {
+                if self.negotiation.appeals.len() >= MAX_APPEALS
+                    || self.negotiation.appeals.iter().any(|r| r.appeal == *appeal)
+                {
+                    continue;
+                }
+                let resolution = resolve(appeal, None);
+                self.negotiation.appeals.push(AppealRecord {
+                    appeal: appeal.clone(),
+                    via: *via,
+                    resolution,
+                });
+            }
+        }
+        BlockPlan {
+            height: self.height,
+            view: self.view,
+            revision,
+            batches,
+            appeals: self.negotiation.appeals.clone(),
+            objections: self.negotiation.objections.clone(),
+            cuts: self.negotiation.cuts.clone(),
+            skip_certificate: if self.view > 0 {
+                self.justification.clone()
+            } else {
+                None
+            },
+            evidence: self.evidence.iter().take(MAX_EVIDENCE).cloned().collect(),
+        }
+    }
+
+    /// The primary builds, signs and sends its proposal for (view, revision), then handles it
+    /// as every other node does.
+    pub(super) fn propose(&mut self, out: &mut Out<'_>, revision: u32) {
+        let ctx = out.ctx;
+        if self.primary(ctx) != ctx.me {
+            return;
+        }
+        if !self.gate_closed {
+            self.close_gate(out);
+        }
+        let locked = self
+            .justification
+            .as_ref()
+            .filter(|_| self.view > 0)
+            .and_then(|j| ctx.rules.carried_lock(j))
+            .map(|l| l.block);
+        // S2: a primary locked in its view proposes nothing new in it (an endorsement quorum
+        // may already be committing the block), nor a revision below one it has signed (a
+        // restarted primary has no proposal in memory, only its stamps in the log).
+        if !ctx.rules.may_revise(self.locked_in_view())
+            || self.signed_later_revision(VoteKind::Propose, self.view, revision)
+        {
+            return;
+        }
+        let (header, body, revision) = match locked {
+            // S2: after a skip, a block that may have been committed is proposed again as it is.
+            Some(digest) => {
+                let held = self
+                    .lock
+                    .as_ref()
+                    .filter(|l| l.certificate.block == digest)
+                    .map(|l| &l.proposal)
+                    .or_else(|| self.offered.get(&digest));
+                let Some(p) = held else {
+                    return;
+                };
+                (p.header.clone(), p.body.clone(), 0)
+            }
+            None => {
+                // N2: a block built after a skip carries every batch a skip voter reported;
+                // wait until they are all here (they travel with the votes).
+                let reported = self
+                    .justification
+                    .as_ref()
+                    .filter(|_| self.view > 0)
+                    .map(SkipCertificate::reported_homes)
+                    .unwrap_or_default();
+                if reported.iter().any(|h| !self.batches.contains_key(h)) {
+                    return;
+                }
+                let plan = self.plan(ctx, revision);
+                let rules = ContentRules {
+                    genesis: &ctx.genesis,
+                    chain_id: ctx.chain_id,
+                    scheme: ctx.scheme.as_ref(),
+                    clearing: ctx.clearing,
+                    committed: &self.committed_nonces,
+                };
+                let mut check = Memo {
+                    memo: &mut self.verified,
+                    scheme: ctx.scheme.as_ref(),
+                };
+                let Ok(body) = rules.build_body(plan, &mut check) else {
+                    return;
+                };
+                let prev_ts = self.prev.as_ref().map_or(Timestamp(0), |p| p.timestamp);
+                let header = BlockHeader {
+                    version: BLOCK_VERSION,
+                    chain_id: ctx.chain_id,
+                    height: self.height,
+                    view: self.view,
+                    revision,
+                    previous: self.prev_digest(ctx),
+                    trades_root: body.trades_root(),
+                    process_hash: body.process_hash(),
+                    timestamp: out.now.max(prev_ts),
+                    primary: ctx.me,
+                };
+                (header, Arc::new(body), revision)
+            }
+        };
+        let digest = header.digest();
+        let slot = (VoteKind::Propose, self.view, revision);
+        if self.voted.get(&slot).is_some_and(|d| *d != digest) {
+            return;
+        }
+        let stamp = out.sign(Vote {
+            kind: VoteKind::Propose,
+            chain_id: ctx.chain_id,
+            height: self.height,
+            view: self.view,
+            revision,
+            block: digest,
+            voter: ctx.me,
+        });
+        self.voted.insert(slot, digest);
+        out.persist_vote(&stamp);
+        let proposal = Proposal {
+            stamp,
+            header,
+            body,
+            justification: if self.view > 0 {
+                self.justification.clone()
+            } else {
+                None
+            },
+        };
+        out.push(Effect::Broadcast(Message::Proposal(Box::new(
+            proposal.clone(),
+        ))));
+        self.own = Some(proposal.clone());
+        self.negotiation.answered.clear();
+        out.push(Effect::CancelTimer(Timer::BatchWait(self.height)));
+        self.on_proposal(out, ctx.me, proposal);
+    }
+}
