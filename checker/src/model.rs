@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use stateright::actor::{Actor, ActorModel, Envelope, Id, Network, Out, model_timeout};
 use tieline_core::block::{Appeal, AppealClaim, Block, Vote, VoteKind};
 use tieline_core::consensus::{
-    Context, Effect, Input, Message, NodeState, Place, Record, Reply, Timer,
+    Context, Input, Message, NodeState, Outbox, Place, Ready, Record, Reply, Storage, Timer,
 };
 use tieline_core::crypto::{Digest, Signed, Signer};
 use tieline_core::market::SignedBid;
@@ -715,82 +715,109 @@ impl NodeAgent {
         Some((Arc::new(view), commands.into()))
     }
 
-    /// The effects as stateright commands, in order.
-    fn carry_out(&self, view: &mut NodeView, effects: Vec<Effect>) -> Vec<Command> {
-        let me = self.ctx.me;
-        let mut out = Vec::new();
-        let mut saved = false;
-        let send = |out: &mut Vec<Command>, to: NodeId, msg: Message| {
-            let wire = Wire::new(Msg::Node(msg));
-            for &id in self.topology.actors_of(to) {
-                out.push(Command::Send(id, wire.clone()));
-            }
+    /// The step carried out by the core's executor: its storage effects into the node's
+    /// store, then its messages, timers and replies as stateright commands, in order; the
+    /// store is saved last if the step changed it.
+    fn carry_out(&self, view: &mut NodeView, ready: Ready) -> Vec<Command> {
+        let mut storage = Saving {
+            store: &mut view.store.0,
+            saved: false,
         };
-        for e in effects {
-            match e {
-                Effect::Persist(r) => {
-                    let store = Store::edit(&mut view.store.0);
-                    if let Record::Skip(v) = &r {
-                        store.note_skip(v.body.height, v.body.view);
-                    }
-                    store.append(r);
-                    saved = true;
-                }
-                Effect::Decide(b) => {
-                    Store::edit(&mut view.store.0).blocks.push(*b);
-                    saved = true;
-                }
-                Effect::Prune { below } => {
-                    Store::edit(&mut view.store.0)
-                        .records
-                        .retain(|r| r.height() >= below);
-                    saved = true;
-                }
-                Effect::Send { to, msg } => send(&mut out, to, msg),
-                Effect::Broadcast(msg) => {
-                    let wire = Wire::new(Msg::Node(msg));
-                    for (&member, ids) in &self.topology.member_actors {
-                        if member != me {
-                            for &id in ids {
-                                out.push(Command::Send(id, wire.clone()));
-                            }
-                        }
-                    }
-                }
-                Effect::ServeBlocks {
-                    to,
-                    from,
-                    to_height,
-                } => {
-                    let blocks: Vec<Block> = view
-                        .store
-                        .0
-                        .blocks
-                        .iter()
-                        .filter(|b| (from..=to_height).contains(&b.header.height))
-                        .cloned()
-                        .collect();
-                    send(&mut out, to, Message::SyncResponse(blocks));
-                }
-                Effect::SetTimer { timer, .. } => out.push(Command::SetTimer(timer)),
-                Effect::CancelTimer(timer) => out.push(Command::CancelTimer(timer)),
-                Effect::Reply { to, reply } => {
-                    if let Some(&id) = self.topology.participant_actors.get(&to) {
-                        out.push(Command::Send(id, Wire::new(Msg::Reply(reply))));
-                    }
-                }
-                // The evidence stays in the node's state until a block records it.
-                Effect::Evidence(_) => {}
-                // A registry change comes from an operator at the start (see `Scenario`),
-                // who does not wait for the answer.
-                Effect::Answer(_) => {}
-            }
-        }
-        if saved {
+        let mut outbox = Commands {
+            agent: self,
+            out: Vec::new(),
+        };
+        ready.execute(&mut storage, &mut outbox);
+        let mut out = outbox.out;
+        if storage.saved {
             out.push(Command::Save(view.store.0.clone()));
         }
         out
     }
+}
+
+/// A node's storage in the model, as the core's executor writes it.
+struct Saving<'a> {
+    store: &'a mut Arc<Store>,
+    /// Whether the step changed it.
+    saved: bool,
+}
+
+impl Storage for Saving<'_> {
+    fn append(&mut self, record: Record) {
+        let store = Store::edit(self.store);
+        if let Record::Skip(v) = &record {
+            store.note_skip(v.body.height, v.body.view);
+        }
+        store.append(record);
+        self.saved = true;
+    }
+
+    fn commit(&mut self, block: Block) {
+        Store::edit(self.store).blocks.push(block);
+        self.saved = true;
+    }
+
+    fn prune(&mut self, below: u64) {
+        Store::edit(self.store)
+            .records
+            .retain(|r| r.height() >= below);
+        self.saved = true;
+    }
+
+    fn blocks(&self, from: u64, to: u64) -> Vec<Block> {
+        self.store
+            .blocks
+            .iter()
+            .filter(|b| (from..=to).contains(&b.header.height))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A node's messages, timers and replies as stateright commands.
+struct Commands<'a> {
+    agent: &'a NodeAgent,
+    out: Vec<Command>,
+}
+
+impl Outbox for Commands<'_> {
+    fn send(&mut self, to: NodeId, msg: Message) {
+        let wire = Wire::new(Msg::Node(msg));
+        for &id in self.agent.topology.actors_of(to) {
+            self.out.push(Command::Send(id, wire.clone()));
+        }
+    }
+
+    fn broadcast(&mut self, msg: Message) {
+        let wire = Wire::new(Msg::Node(msg));
+        for (&member, ids) in &self.agent.topology.member_actors {
+            if member != self.agent.ctx.me {
+                for &id in ids {
+                    self.out.push(Command::Send(id, wire.clone()));
+                }
+            }
+        }
+    }
+
+    fn set_timer(&mut self, timer: Timer, _after_ms: u64) {
+        self.out.push(Command::SetTimer(timer));
+    }
+
+    fn cancel_timer(&mut self, timer: Timer) {
+        self.out.push(Command::CancelTimer(timer));
+    }
+
+    fn reply(&mut self, to: ParticipantId, reply: Reply) {
+        if let Some(&id) = self.agent.topology.participant_actors.get(&to) {
+            self.out
+                .push(Command::Send(id, Wire::new(Msg::Reply(reply))));
+        }
+    }
+
+    // The evidence stays in the node's state until a block records it, and a registry
+    // change comes from an operator at the start (see `Scenario`), who does not wait for the
+    // answer: the defaults, which drop both notices, are the model's.
 }
 
 impl ParticipantAgent {

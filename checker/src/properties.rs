@@ -516,13 +516,14 @@ pub fn within_boundary(setup: &Setup, state: &State) -> bool {
         && node_views(state).all(|v| {
             let n = &v.node;
             n.height <= b.max_height + 1
-                && !(n.height == b.max_height + 1 && n.gate_closed)
+                && !(n.height == b.max_height + 1 && n.intake.gate_closed)
                 && n.view <= b.max_view
-                && n.proposal
+                && n.round
+                    .proposal
                     .as_ref()
                     .is_none_or(|p| p.round().1 <= b.max_revision)
-                && n.voted.keys().all(|k| k.2 <= b.max_revision)
-                && n.skips.get(&b.max_view).is_none_or(|m| m.is_empty())
+                && n.ballot.voted.keys().all(|k| k.revision <= b.max_revision)
+                && n.skip.skips.get(&b.max_view).is_none_or(|m| m.is_empty())
         })
 }
 
@@ -546,7 +547,7 @@ fn at_bound(model: &Model, state: &State, down: Option<usize>) -> bool {
                 t.iter()
                     .any(|t| *t == tieline_core::consensus::Timer::View(n.height, n.view))
             });
-        skip_next || n.voted.keys().any(|k| k.2 >= b.max_revision)
+        skip_next || n.ballot.voted.keys().any(|k| k.revision >= b.max_revision)
     })
 }
 
@@ -766,7 +767,7 @@ fn s4(model: &Model, state: &State) -> bool {
         setup.faulty.contains(&e.offender()) && e.verify(&setup.genesis, setup.scheme.as_ref())
     };
     for c in correct(model, state) {
-        if !c.view.node.evidence.iter().all(fair) {
+        if !c.view.node.ballot.evidence.iter().all(fair) {
             return false;
         }
         if c.store
@@ -798,7 +799,7 @@ fn s4(model: &Model, state: &State) -> bool {
                     && (x.view, x.revision) == (y.view, y.revision)
                     && x.block != y.block;
                 if conflict
-                    && !n.evidence.iter().any(|e| {
+                    && !n.ballot.evidence.iter().any(|e| {
                         (e.first == **a && e.second == **b) || (e.first == **b && e.second == **a)
                     })
                 {
@@ -906,7 +907,7 @@ fn a2_reached(model: &Model, state: &State) -> bool {
 }
 
 fn s4_reached(model: &Model, state: &State) -> bool {
-    correct(model, state).any(|c| !c.view.node.evidence.is_empty())
+    correct(model, state).any(|c| !c.view.node.ballot.evidence.is_empty())
 }
 
 // ----- validity -----
@@ -948,7 +949,7 @@ fn v2(model: &Model, state: &State) -> bool {
 fn v2_proposed(model: &Model, state: &State) -> bool {
     let setup = &model.cfg;
     correct(model, state).all(|c| {
-        let Some(p) = &c.view.node.own else {
+        let Some(p) = &c.view.node.round.own else {
             return true;
         };
         memo(11, p.stamp.body.block, NodeId(0), || {
@@ -975,6 +976,7 @@ fn v3(model: &Model, state: &State) -> bool {
         let pooled: Vec<Digest> = c
             .view
             .node
+            .intake
             .pool
             .values()
             .flatten()
@@ -1229,7 +1231,7 @@ fn v8(model: &Model, state: &State) -> bool {
 /// make a correct primary revise with another home's batch or one of another height).
 fn v10(model: &Model, state: &State) -> bool {
     correct(model, state).all(|c| {
-        let Some(p) = &c.view.node.own else {
+        let Some(p) = &c.view.node.round.own else {
             return true;
         };
         memo(10, p.stamp.body.block, NodeId(0), || {
@@ -1287,6 +1289,7 @@ fn v9(model: &Model, state: &State) -> bool {
             })
             && c.view
                 .node
+                .ballot
                 .lock
                 .as_ref()
                 .is_none_or(|l| ok(&l.certificate, &l.proposal.header, &l.proposal.body))
@@ -1411,9 +1414,10 @@ fn l3_reached(model: &Model, state: &State) -> bool {
 fn l5_reached(model: &Model, state: &State) -> bool {
     correct(model, state).any(|c| {
         let n = &c.view.node;
-        n.own.as_ref().is_some_and(|p| {
+        n.round.own.as_ref().is_some_and(|p| {
             let revision = p.round().1;
-            n.negotiation
+            n.round
+                .negotiation
                 .objections
                 .iter()
                 .any(|o| o.body.revision < revision && !p.body.process.objections.contains(o))

@@ -936,7 +936,7 @@ impl Scenario {
     /// core is deterministic).
     fn scratch_run(ctx: &Context, inputs: &[Input]) -> Vec<Effect> {
         let mut node = NodeState::new();
-        let mut effects = node.step(ctx, NOW, Input::Start);
+        let mut effects: Vec<Effect> = node.step(ctx, NOW, Input::Start).into_iter().collect();
         for input in inputs {
             effects.extend(node.step(ctx, NOW, input.clone()));
         }

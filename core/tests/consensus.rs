@@ -410,7 +410,7 @@ fn restarted_primary_never_signs_a_second_proposal_for_its_round() {
     bid_round(&s, &mut c, 1);
     let p0 = s.genesis.primary(1, 0);
     let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
-    assert!(c.run_until(50_000, |c| c.nodes[i0].state.proposal.is_some()));
+    assert!(c.run_until(50_000, |c| c.nodes[i0].state.round.proposal.is_some()));
     // Its proposal never leaves: it crashes, restarts and must not sign another for round (0, 0).
     c.events.retain(
         |_, e| !matches!(e, Event::Deliver { from, msg: Message::Proposal(_), .. } if *from == p0),
@@ -433,9 +433,9 @@ fn equivocating_primary_is_caught_with_evidence() {
     bid_round(&s, &mut c, 1);
     let p0 = s.genesis.primary(1, 0);
     let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
-    assert!(c.run_until(50_000, |c| c.nodes[i0].state.proposal.is_some()));
+    assert!(c.run_until(50_000, |c| c.nodes[i0].state.round.proposal.is_some()));
     // The primary also signs a second proposal for the same round with another timestamp.
-    let mut twin = c.nodes[i0].state.proposal.clone().unwrap();
+    let mut twin = c.nodes[i0].state.round.proposal.clone().unwrap();
     twin.header.timestamp = Timestamp(twin.header.timestamp.0 + 1);
     let mut stamp = twin.stamp.body.clone();
     stamp.block = twin.header.digest();
@@ -575,7 +575,7 @@ fn appeals_are_resolved_by_the_primary_and_recorded() {
     bid_round(&s, &mut c, 1);
     let p0 = s.genesis.primary(1, 0);
     let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
-    assert!(c.run_until(50_000, |c| c.nodes[i0].state.proposal.is_some()));
+    assert!(c.run_until(50_000, |c| c.nodes[i0].state.round.proposal.is_some()));
     // Two of the primary's own participants appeal: one omitted bid (upheld), one
     // misallocation claim about a cleared bid (rejected: the clearing is recomputed by all).
     let mine: Vec<usize> = (0..s.participants.len())
@@ -757,7 +757,7 @@ fn receipted_bids_for_a_sealed_batch_move_to_the_next_height() {
         .iter()
         .position(|n| n.ctx.me == s.genesis.participants[0].home)
         .unwrap();
-    assert!(c.run_until(50_000, |c| c.nodes[home].state.gate_closed));
+    assert!(c.run_until(50_000, |c| c.nodes[home].state.intake.gate_closed));
     match c.submit(s.bid(0, 2, 5)) {
         Some(Reply::Receipt(r)) => assert_eq!(r.body.height, 2),
         other => panic!("{other:?}"),
@@ -895,8 +895,11 @@ fn a_skip_loses_no_batch() {
     let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
     // The primary's batch reaches everyone, its proposal nobody; then it crashes.
     let proposal_from_p0 = |e: &Event| matches!(e, Event::Deliver { from, msg: Message::Proposal(_), .. } if *from == p0);
-    let everyone_has_its_batch =
-        |c: &Cluster| c.nodes.iter().all(|n| n.state.batches.contains_key(&p0));
+    let everyone_has_its_batch = |c: &Cluster| {
+        c.nodes
+            .iter()
+            .all(|n| n.state.intake.batches.contains_key(&p0))
+    };
     assert!(c.run_filtered(50_000, proposal_from_p0, everyone_has_its_batch));
     c.crash(i0);
     assert!(c.run_until(50_000, decided(1)));
@@ -959,7 +962,7 @@ fn a_batch_held_by_one_skip_voter_reaches_the_block_of_the_next_view() {
     let witness_has_it = |c: &Cluster| {
         c.nodes
             .iter()
-            .any(|n| n.ctx.me == witness && n.state.batches.contains_key(&p0))
+            .any(|n| n.ctx.me == witness && n.state.intake.batches.contains_key(&p0))
     };
     assert!(c.run_filtered(50_000, held_back, witness_has_it));
     c.crash(i0);
@@ -983,8 +986,11 @@ fn a_block_that_drops_a_reported_batch_fails_the_skip_batch_check() {
     let p0 = s.genesis.primary(1, 0);
     let i0 = c.nodes.iter().position(|n| n.ctx.me == p0).unwrap();
     let proposal_from_p0 = |e: &Event| matches!(e, Event::Deliver { from, msg: Message::Proposal(_), .. } if *from == p0);
-    let everyone_has_its_batch =
-        |c: &Cluster| c.nodes.iter().all(|n| n.state.batches.contains_key(&p0));
+    let everyone_has_its_batch = |c: &Cluster| {
+        c.nodes
+            .iter()
+            .all(|n| n.state.intake.batches.contains_key(&p0))
+    };
     assert!(c.run_filtered(50_000, proposal_from_p0, everyone_has_its_batch));
     c.crash(i0);
     assert!(c.run_until(50_000, decided(1)));
@@ -1190,7 +1196,7 @@ fn a_home_node_takes_bids_up_to_its_share_of_the_round_steps() {
         quantity: Quantity(Quantity::SCALE),
     };
     // The pool already holds all but one step of the share.
-    c.nodes[home].state.pool_steps.insert(1, share - 1);
+    c.nodes[home].state.intake.pool_steps.insert(1, share - 1);
     let two = s.bid_with(0, Side::Sell, vec![step(40), step(41)], 1, 8);
     assert!(matches!(
         c.submit(two),
@@ -1229,6 +1235,7 @@ fn a_home_node_takes_bids_up_to_its_share_of_the_round_steps() {
             &s.members[home],
         );
         state
+            .intake
             .pool
             .entry(1)
             .or_default()
@@ -1245,5 +1252,5 @@ fn a_home_node_takes_bids_up_to_its_share_of_the_round_steps() {
     assert_eq!(batch.body.bids.len(), share / 32);
     assert!(batch.body.steps() <= share);
     assert!(batch.body.malformed(&s.genesis).is_none());
-    assert_eq!(c.nodes[home].state.pool[&1].len(), count);
+    assert_eq!(c.nodes[home].state.intake.pool[&1].len(), count);
 }

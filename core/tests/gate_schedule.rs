@@ -136,8 +136,8 @@ fn bids_for_one_period_rest_until_its_gate_and_clear_together() {
             .all(|t| t.product.delivery_start == day2)
     );
     // The day-3 bids rest in their home nodes' pools meanwhile.
-    assert_eq!(c.nodes[0].state.pool.get(&3).map(Vec::len), Some(1));
-    assert_eq!(c.nodes[1].state.pool.get(&3).map(Vec::len), Some(1));
+    assert_eq!(c.nodes[0].state.intake.pool.get(&3).map(Vec::len), Some(1));
+    assert_eq!(c.nodes[1].state.intake.pool.get(&3).map(Vec::len), Some(1));
     // A bid for day 2 now is late.
     assert_eq!(
         refusal(c.submit(bid(&s, 1, Side::Sell, 30, Timestamp(day2.0 + HOUR), 5))),
@@ -245,7 +245,7 @@ fn a_resting_bid_survives_a_restart_of_its_home_node() {
     c.crash(0);
     c.advance(1_000);
     c.restart(0);
-    assert_eq!(c.nodes[0].state.pool.get(&3).map(Vec::len), Some(1));
+    assert_eq!(c.nodes[0].state.intake.pool.get(&3).map(Vec::len), Some(1));
     assert!(c.run_until(400_000, decided(3)));
     let b3 = &c.nodes[0].store.blocks[2];
     assert_eq!(b3.body.trades.len(), 2, "{:?}", b3.body);
@@ -377,7 +377,7 @@ fn a_proposal_before_the_gate_does_not_close_the_auction() {
         },
     );
     assert!(early.is_empty(), "{early:?}");
-    assert!(!c.nodes[v].state.gate_closed);
+    assert!(!c.nodes[v].state.intake.gate_closed);
     // A participant of the verifier can still bid for the day.
     let home_of_v = s.genesis.members[v].id;
     let k = s
@@ -399,7 +399,7 @@ fn a_proposal_before_the_gate_does_not_close_the_auction() {
             msg: proposal,
         },
     );
-    assert!(c.nodes[v].state.gate_closed);
+    assert!(c.nodes[v].state.intake.gate_closed);
     assert!(
         late.iter()
             .any(|e| matches!(e, Effect::Broadcast(Message::Batch(_))))

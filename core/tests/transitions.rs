@@ -13,7 +13,7 @@ use tieline_core::consensus::sim::{Cluster, Event};
 use tieline_core::consensus::{
     BATCH_WAIT_ALLOWANCE_US_PER_BID, Context, Effect, Input, MAX_FALLBACK_LEVELS, MAX_SYNC_BLOCKS,
     Message, NoGridModel, NodeState, Proposal, Record, SecurityCheck, Timer,
-    VIEW_ALLOWANCE_US_PER_BID,
+    VIEW_ALLOWANCE_US_PER_BID, VoteSlot,
 };
 use tieline_core::crypto::{Digest, Signed};
 use tieline_core::genesis::ClearingRule;
@@ -111,6 +111,7 @@ impl Rig {
     fn proposal(&self) -> Proposal {
         self.c.nodes[self.primary()]
             .state
+            .round
             .proposal
             .clone()
             .expect("the primary proposed")
@@ -300,7 +301,7 @@ fn gate_closure_persists_then_broadcasts_the_signed_batch() {
             ..
         }
     )));
-    assert!(state.gate_closed);
+    assert!(state.intake.gate_closed);
     // A timer for another height does nothing.
     assert!(
         state
@@ -336,7 +337,7 @@ fn a_valid_proposal_is_endorsed_after_the_vote_is_persisted() {
             .any(|e| matches!(e, Effect::Broadcast(Message::Vote(_)))),
         "verification results go to the primary only"
     );
-    assert_eq!(state.proposal.as_ref(), Some(&p));
+    assert_eq!(state.round.proposal.as_ref(), Some(&p));
     // The same proposal again changes nothing.
     let again = state.step(&ctx, NOW, r.by_primary(Message::Proposal(Box::new(p))));
     assert!(
@@ -364,7 +365,7 @@ fn a_proposal_from_a_node_that_is_not_the_primary_is_ignored() {
         },
     );
     assert!(effects.is_empty(), "{effects:?}");
-    assert!(state.proposal.is_none());
+    assert!(state.round.proposal.is_none());
 }
 
 #[test]
@@ -458,14 +459,14 @@ fn votes_of_another_chain_are_not_counted() {
         state.step(&ctx, NOW, message(vote.body.voter, Message::Vote(vote)));
     }
     assert!(
-        state.lock.is_none(),
+        state.ballot.lock.is_none(),
         "votes of another chain formed a certificate"
     );
     // The same votes of this chain lock it.
     for j in (0..4).filter(|&j| j != i) {
         state.step(&ctx, NOW, r.vote(VoteKind::Endorse, j, &p));
     }
-    assert!(state.lock.is_some());
+    assert!(state.ballot.lock.is_some());
 }
 
 #[test]
@@ -476,11 +477,11 @@ fn an_endorsement_quorum_locks_and_a_commit_quorum_decides() {
     let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
     // Two of four endorsements: below the quorum of three.
     state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[0], &p));
-    assert!(state.lock.is_none());
+    assert!(state.ballot.lock.is_none());
     // Three: a quorum, but the block touches every area, and one area's node has not
     // endorsed it yet (D12, the joint signatures).
     state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[1], &p));
-    assert!(state.lock.is_none());
+    assert!(state.ballot.lock.is_none());
     // All four: locked (persisted with its proposal) before the commit vote goes out.
     let e2 = state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[2], &p));
     let locked = position(&e2, |e| matches!(e, Effect::Persist(Record::Lock(..)))).unwrap();
@@ -490,7 +491,7 @@ fn an_endorsement_quorum_locks_and_a_commit_quorum_decides() {
     .unwrap();
     assert!(locked < commit);
     assert_eq!(
-        state.lock.as_ref().unwrap().certificate.block,
+        state.ballot.lock.as_ref().unwrap().certificate.block,
         p.stamp.body.block
     );
     // Commits from all others complete the commit certificate: decided, height 2 opens.
@@ -528,7 +529,7 @@ fn the_primary_gathers_endorsements_and_hands_the_certificate_to_all() {
     let others: Vec<usize> = (0..4).filter(|&j| j != i).collect();
     state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[0], &p));
     state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[1], &p));
-    assert!(state.lock.is_none());
+    assert!(state.ballot.lock.is_none());
     let e = state.step(&ctx, NOW, r.vote(VoteKind::Endorse, others[2], &p));
     let locked = position(&e, |e| matches!(e, Effect::Persist(Record::Lock(..)))).unwrap();
     let relayed = e
@@ -572,7 +573,7 @@ fn a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_ve
     forged.signatures[0].signature = forged.signatures[1].signature;
     let mut bad = state.clone();
     bad.step(&ctx, NOW, r.by_primary(Message::Endorsed(Box::new(forged))));
-    assert!(bad.lock.is_none());
+    assert!(bad.ballot.lock.is_none());
     // The real certificate: locked, and the commit vote goes to the primary.
     let e = state.step(
         &ctx,
@@ -580,7 +581,7 @@ fn a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_ve
         r.by_primary(Message::Endorsed(Box::new(certificate))),
     );
     assert_eq!(
-        state.lock.as_ref().map(|l| l.certificate.block),
+        state.ballot.lock.as_ref().map(|l| l.certificate.block),
         Some(p.stamp.body.block)
     );
     let primary = r.s.genesis.primary(1, 0);
@@ -605,9 +606,13 @@ fn an_endorsement_certificate_for_another_block_of_the_round_does_not_lock_the_h
         r.by_primary(Message::Endorsed(Box::new(certificate))),
     );
     assert!(
-        state.lock.is_none(),
+        state.ballot.lock.is_none(),
         "locked on {:?} with a certificate for another block",
-        state.lock.as_ref().map(|l| l.proposal.stamp.body.block)
+        state
+            .ballot
+            .lock
+            .as_ref()
+            .map(|l| l.proposal.stamp.body.block)
     );
     // (Its own proposal's certificate locks it, as in
     // a_relayed_endorsement_certificate_locks_a_verifier_only_if_every_signature_verifies;
@@ -675,7 +680,7 @@ fn a_vote_with_a_bad_signature_or_from_another_voter_is_ignored() {
         unreachable!()
     };
     v.signature.0[0] ^= 1;
-    let before = state.votes.clone();
+    let before = state.ballot.votes.clone();
     state.step(
         &ctx,
         NOW,
@@ -684,7 +689,7 @@ fn a_vote_with_a_bad_signature_or_from_another_voter_is_ignored() {
             msg: Message::Vote(v.clone()),
         },
     );
-    assert_eq!(state.votes, before);
+    assert_eq!(state.ballot.votes, before);
     // Relayed by someone else than the voter.
     let Input::Message {
         msg: Message::Vote(good),
@@ -701,7 +706,7 @@ fn a_vote_with_a_bad_signature_or_from_another_voter_is_ignored() {
             msg: Message::Vote(good),
         },
     );
-    assert_eq!(state.votes, before);
+    assert_eq!(state.ballot.votes, before);
 }
 
 #[test]
@@ -797,7 +802,7 @@ fn skip_votes_go_to_the_next_primary_and_escalate_while_it_stays_silent() {
         state.step(&ctx, NOW, r.skip(j));
     }
     assert_eq!(state.view, 0);
-    assert_eq!(state.skips.get(&0).map(|m| m.len()), Some(1));
+    assert_eq!(state.skip.skips.get(&0).map(|m| m.len()), Some(1));
     // The timer fires again: the primary of view 1 may be down, so the node also votes to
     // skip view 1, to the primary of view 2, and re-sends its vote for view 0.
     assert_eq!(state.next_skip_view(ctx.me), 1);
@@ -845,8 +850,11 @@ fn escalating_skip_votes_stop_below_max_view() {
     }
     assert_eq!(state.view, 0);
     assert_eq!(state.next_skip_view(ctx.me), MAX_VIEW - 1);
-    assert_eq!(state.skips.keys().next_back().copied(), Some(MAX_VIEW - 1));
-    assert_eq!(state.skips.len() as u32, MAX_VIEW);
+    assert_eq!(
+        state.skip.skips.keys().next_back().copied(),
+        Some(MAX_VIEW - 1)
+    );
+    assert_eq!(state.skip.skips.len() as u32, MAX_VIEW);
     assert!(sent >= 1);
 }
 
@@ -867,8 +875,8 @@ fn a_node_acts_on_nothing_of_a_view_it_has_left() {
     );
     let others: Vec<usize> = (0..4).filter(|&j| j != i && j != r.primary()).collect();
     step(&mut state, r.vote(VoteKind::Endorse, others[0], &p));
-    assert!(state.votes.keys().any(|k| k.1 == 0));
-    assert!(state.seen.keys().any(|k| k.2 == 0));
+    assert!(state.ballot.votes.keys().any(|k| k.0.view == 0));
+    assert!(state.ballot.seen.keys().any(|k| k.1.view == 0));
 
     // Skip votes from the node itself and two others open view 1.
     step(&mut state, Input::Timer(Timer::View(1, 0)));
@@ -877,9 +885,9 @@ fn a_node_acts_on_nothing_of_a_view_it_has_left() {
     }
     assert_eq!(state.view, 1);
     // The tallies, the votes noted for equivocation and the skip votes of view 0 are gone.
-    assert!(state.votes.keys().all(|k| k.1 >= 1));
-    assert!(state.seen.keys().all(|k| k.2 >= 1));
-    assert!(state.skips.keys().all(|&v| v >= 1));
+    assert!(state.ballot.votes.keys().all(|k| k.0.view >= 1));
+    assert!(state.ballot.seen.keys().all(|k| k.1.view >= 1));
+    assert!(state.skip.skips.keys().all(|&v| v >= 1));
 
     // View 0's proposal, votes and endorsement certificate change nothing and send nothing,
     // even when they would have completed a certificate.
@@ -903,9 +911,9 @@ fn a_node_acts_on_nothing_of_a_view_it_has_left() {
     );
     let restored = NodeState::restore(&ctx, &r.c.nodes[i].store.blocks, log);
     assert_eq!(restored.view, 1);
-    assert_eq!(restored.votes, state.votes);
-    assert!(restored.seen.keys().all(|k| k.2 >= 1));
-    assert_eq!(restored.skips, state.skips);
+    assert_eq!(restored.ballot.votes, state.ballot.votes);
+    assert!(restored.ballot.seen.keys().all(|k| k.1.view >= 1));
+    assert_eq!(restored.skip.skips, state.skip.skips);
 }
 
 /// The revision the primary broadcast among `effects`, if any.
@@ -918,8 +926,8 @@ fn message(from: NodeId, msg: Message) -> Input {
 /// `Revise` timer: the other members have not answered its current revision, so it revises
 /// when its wait ends (spec 2.6).
 fn step_and_revise(ctx: &Context, state: &mut NodeState, input: Input) -> Vec<Effect> {
-    let mut e = state.step(ctx, NOW, input);
-    if let Some((view, revision)) = state.own.as_ref().map(Proposal::round) {
+    let mut e = state.step(ctx, NOW, input).to_vec();
+    if let Some((view, revision)) = state.round.own.as_ref().map(Proposal::round) {
         let timer = Timer::Revise(state.height, view, revision);
         e.extend(state.step(ctx, NOW, Input::Timer(timer)));
     }
@@ -949,7 +957,7 @@ fn a_locked_primary_proposes_nothing_new_in_its_view() {
     for &j in &others {
         state.step(&ctx, NOW, r.vote(VoteKind::Endorse, j, &p));
     }
-    assert!(state.lock.is_some());
+    assert!(state.ballot.lock.is_some());
     assert_ignored(&ctx, &mut state, objection);
 }
 
@@ -1018,7 +1026,11 @@ fn an_appeal_upheld_while_its_batch_was_missing_is_resolved_again_when_the_batch
     let j = (i + 1) % 4;
     let home = r.s.genesis.members[j].id;
     // The home's batch has not reached the primary.
-    let batch = primary.batches.remove(&home).expect("every batch arrived");
+    let batch = primary
+        .intake
+        .batches
+        .remove(&home)
+        .expect("every batch arrived");
     let bid = batch.body.bids[0].clone();
     let participant =
         r.s.genesis
@@ -1125,10 +1137,12 @@ fn a_primary_of_a_later_view_proposes_once_it_holds_the_reported_batches() {
     );
     // Two other homes' batches have not reached it.
     let late = state
+        .intake
         .batches
         .remove(&reported)
         .expect("every batch arrived");
     state
+        .intake
         .batches
         .remove(&unreported)
         .expect("every batch arrived");
@@ -1206,7 +1220,7 @@ fn a_batch_for_the_next_height_is_kept_and_logged() {
             msg: Message::Batch(early.clone()),
         },
     );
-    assert_eq!(state.early_batches.get(&home), Some(&early));
+    assert_eq!(state.intake.early_batches.get(&home), Some(&early));
     assert!(persisted(&e).any(|rec| matches!(rec, Record::Batch(b) if b == early)));
 }
 
@@ -1285,6 +1299,7 @@ fn a_primary_takes_objections_up_to_max_objections() {
     let mut filler = o.clone();
     filler.body.revision += 1;
     state
+        .round
         .negotiation
         .objections
         .resize(MAX_OBJECTIONS - 1, filler.clone());
@@ -1293,7 +1308,7 @@ fn a_primary_takes_objections_up_to_max_objections() {
     let e = step_and_revise(&ctx, &mut below, objection.clone());
     assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
     // At the bound it changes nothing.
-    state.negotiation.objections.push(filler);
+    state.round.negotiation.objections.push(filler);
     assert_ignored(&ctx, &mut state, objection);
 }
 
@@ -1306,12 +1321,12 @@ fn a_primary_takes_objections_up_to_the_negotiation_bytes() {
     let len = tieline_core::encoding::encoded_len(&o);
     // Exactly at the bound with this objection: taken into revision 1, and counted.
     let mut at = state.clone();
-    at.negotiation.bytes = MAX_NEGOTIATION_BYTES - len;
+    at.round.negotiation.bytes = MAX_NEGOTIATION_BYTES - len;
     let e = step_and_revise(&ctx, &mut at, objection.clone());
     assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
-    assert_eq!(at.negotiation.bytes, MAX_NEGOTIATION_BYTES);
+    assert_eq!(at.round.negotiation.bytes, MAX_NEGOTIATION_BYTES);
     // One byte past it: changes nothing.
-    state.negotiation.bytes = MAX_NEGOTIATION_BYTES - len + 1;
+    state.round.negotiation.bytes = MAX_NEGOTIATION_BYTES - len + 1;
     assert_ignored(&ctx, &mut state, objection);
 }
 
@@ -1326,12 +1341,13 @@ fn negotiation_ends_at_the_last_fallback_level() {
     // refer to it by round and digest.
     let at = |revision: u32| {
         let mut state = primary.clone();
-        let own = state.own.as_mut().expect("the primary proposed");
+        let own = state.round.own.as_mut().expect("the primary proposed");
         own.stamp.body.revision = revision;
         let p = own.clone();
-        state
-            .voted
-            .insert((VoteKind::Propose, 0, revision), p.stamp.body.block);
+        state.ballot.voted.insert(
+            VoteSlot::new(VoteKind::Propose, 0, revision),
+            p.stamp.body.block,
+        );
         (state, r.security_objection((i + 1) % 4, &p))
     };
     let (mut below, objection) = at(last - 1);
@@ -1366,7 +1382,12 @@ fn a_restarted_node_acts_on_nothing_of_a_revision_it_has_moved_past() {
         );
         log.extend(persisted(&e));
     }
-    assert!(state.voted.contains_key(&(VoteKind::Endorse, 0, 1)));
+    assert!(
+        state
+            .ballot
+            .voted
+            .contains_key(&VoteSlot::new(VoteKind::Endorse, 0, 1))
+    );
     // Running or restarted from its log, revision 0's proposal and certificate (a duplicate
     // and a late relay) move it back to nothing: no vote, no lock. Before this rule a
     // restarted node, which holds no proposal in memory, took revision 0 again, locked on it
@@ -1387,8 +1408,8 @@ fn a_restarted_node_acts_on_nothing_of_a_revision_it_has_moved_past() {
                 "{e:?}"
             );
         }
-        assert!(node.lock.is_none());
-        assert_eq!(node.voted, before.voted);
+        assert!(node.ballot.lock.is_none());
+        assert_eq!(node.ballot.voted, before.ballot.voted);
     }
 }
 
@@ -1450,7 +1471,7 @@ fn sync_requests_are_served_and_only_valid_blocks_are_decided() {
     assert_eq!(fresh.height, 2);
     // A message for a later height makes a node ask for the blocks it lacks.
     let mut behind = NodeState::new();
-    let batch = c.nodes[0].state.batches.values().next().cloned();
+    let batch = c.nodes[0].state.intake.batches.values().next().cloned();
     if let Some(b) = batch {
         let from = b.body.home;
         let effects = behind.step(
@@ -1504,10 +1525,11 @@ fn equivocation_evidence_is_kept_up_to_max_evidence() {
                 .count();
         }
     }
-    assert_eq!(state.evidence.len(), MAX_EVIDENCE);
+    assert_eq!(state.ballot.evidence.len(), MAX_EVIDENCE);
     assert_eq!(reported, MAX_EVIDENCE);
     assert!(
         state
+            .ballot
             .evidence
             .iter()
             .all(|e| e.offender() == r.s.genesis.members[voter].id)
@@ -1549,11 +1571,11 @@ fn forwarded_appeals_are_kept_up_to_max_appeals() {
     };
     let kept = forward(&mut state, appeal(1));
     assert!(persisted(&kept).any(|rec| matches!(rec, Record::Appeal { .. })));
-    let filler = state.appeals[0].clone();
-    state.appeals.resize(MAX_APPEALS, filler);
+    let filler = state.appeals.held[0].clone();
+    state.appeals.held.resize(MAX_APPEALS, filler);
     let refused = forward(&mut state, appeal(2));
     assert!(persisted(&refused).next().is_none(), "{refused:?}");
-    assert_eq!(state.appeals.len(), MAX_APPEALS);
+    assert_eq!(state.appeals.held.len(), MAX_APPEALS);
 }
 
 /// L4, MAX_SYNC_BLOCKS: a sync response is a bounded chunk. A node far ahead serves at most
@@ -1613,13 +1635,13 @@ fn restore_rebuilds_pool_votes_lock_and_view_from_the_log() {
     for &j in &others {
         run(&mut state, r.vote(VoteKind::Endorse, j, &p), &mut log);
     }
-    assert!(state.lock.is_some());
+    assert!(state.ballot.lock.is_some());
     let restored = NodeState::restore(&ctx, [], log);
-    assert_eq!(restored.lock, state.lock);
-    assert_eq!(restored.voted, state.voted);
-    assert_eq!(restored.pool, state.pool);
-    assert_eq!(restored.batches, state.batches);
-    assert!(restored.gate_closed);
+    assert_eq!(restored.ballot.lock, state.ballot.lock);
+    assert_eq!(restored.ballot.voted, state.ballot.voted);
+    assert_eq!(restored.intake.pool, state.intake.pool);
+    assert_eq!(restored.intake.batches, state.intake.batches);
+    assert!(restored.intake.gate_closed);
     assert_eq!(restored.height, 1);
 }
 
@@ -1718,7 +1740,7 @@ fn the_view_timer_grows_with_the_rounds_bids() {
         NOW,
         message(late, Message::Batch(batch_of(&s, k, 2 * k, 10))),
     );
-    assert!(state.batches.contains_key(&late));
+    assert!(state.intake.batches.contains_key(&late));
     assert_eq!(armed(&e, view), None);
 }
 

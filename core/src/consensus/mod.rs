@@ -9,6 +9,7 @@ pub mod compact;
 pub mod content;
 mod context;
 mod node;
+pub mod ready;
 pub mod rules;
 pub mod sim;
 mod types;
@@ -16,9 +17,11 @@ pub mod wire;
 
 pub use context::{ConstraintList, Context, CutValues, NoGridModel, SecurityCheck};
 pub use node::{
-    BATCH_WAIT_ALLOWANCE_US_PER_BID, Lock, MAX_FALLBACK_LEVELS, ManagementNode, Negotiation,
-    NodeState, VIEW_ALLOWANCE_US_PER_BID, VerifiedBids,
+    Appeals, BATCH_WAIT_ALLOWANCE_US_PER_BID, Ballot, Intake, Lock, MAX_FALLBACK_LEVELS,
+    ManagementNode, Negotiation, NodeState, RoundState, VIEW_ALLOWANCE_US_PER_BID, VerifiedBids,
+    ViewChange, VoteSlot,
 };
+pub use ready::{Outbox, Ready, Storage};
 pub use rules::{Honest, Rules};
 pub use types::{
     Effect, Input, MAX_SYNC_BLOCKS, Message, Place, Position, Proposal, Record, Reply, RestoreKey,

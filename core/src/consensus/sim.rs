@@ -10,7 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Context, Effect, Input, Message, NodeState, Record, Reply, SecurityCheck, Timer};
+use super::{
+    Context, Effect, Input, Message, NodeState, Outbox, Ready, Record, Reply, SecurityCheck,
+    Storage, Timer,
+};
 use crate::block::{Block, Evidence};
 use crate::clearing::Clearing;
 use crate::crypto::{SignatureScheme, Signer};
@@ -27,6 +30,104 @@ pub struct Store {
     pub blocks: Vec<Block>,
     /// The write-ahead log.
     pub records: Vec<Record>,
+}
+
+impl Storage for Store {
+    fn append(&mut self, record: Record) {
+        self.records.push(record);
+    }
+
+    fn commit(&mut self, block: Block) {
+        self.blocks.push(block);
+    }
+
+    fn prune(&mut self, below: u64) {
+        self.records.retain(|r| r.height() >= below);
+    }
+
+    fn blocks(&self, from: u64, to: u64) -> Vec<Block> {
+        self.blocks
+            .iter()
+            .filter(|b| (from..=to).contains(&b.header.height))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Where a simulated member's messages, timers and notices go: events of the cluster.
+struct SimOutbox<'c> {
+    cluster: &'c mut Cluster,
+    i: usize,
+    me: NodeId,
+}
+
+impl Outbox for SimOutbox<'_> {
+    fn send(&mut self, to: NodeId, msg: Message) {
+        let c = &mut *self.cluster;
+        c.measure(&msg);
+        c.schedule_from(
+            self.i,
+            c.now + LATENCY_MS,
+            Event::Deliver {
+                from: self.me,
+                to,
+                msg,
+            },
+        );
+    }
+
+    fn broadcast(&mut self, msg: Message) {
+        let c = &mut *self.cluster;
+        c.measure(&msg);
+        let others: Vec<NodeId> = c
+            .nodes
+            .iter()
+            .map(|n| n.ctx.me)
+            .filter(|&m| m != self.me)
+            .collect();
+        for to in others {
+            c.schedule_from(
+                self.i,
+                c.now + LATENCY_MS,
+                Event::Deliver {
+                    from: self.me,
+                    to,
+                    msg: msg.clone(),
+                },
+            );
+        }
+    }
+
+    fn set_timer(&mut self, timer: Timer, after_ms: u64) {
+        let c = &mut *self.cluster;
+        if let Some(old) = c.timers.remove(&(self.me, timer)) {
+            c.unschedule(&old);
+        }
+        let key = c.schedule_from(
+            self.i,
+            c.now + after_ms,
+            Event::Fire {
+                node: self.me,
+                timer,
+            },
+        );
+        c.timers.insert((self.me, timer), key);
+    }
+
+    fn cancel_timer(&mut self, timer: Timer) {
+        let c = &mut *self.cluster;
+        if let Some(old) = c.timers.remove(&(self.me, timer)) {
+            c.unschedule(&old);
+        }
+    }
+
+    fn reply(&mut self, to: ParticipantId, reply: Reply) {
+        self.cluster.replies.push((self.me, to, reply));
+    }
+
+    fn evidence(&mut self, evidence: Evidence) {
+        self.cluster.evidence.push((self.me, evidence));
+    }
 }
 
 /// One simulated member.
@@ -207,15 +308,15 @@ impl Cluster {
     }
 
     /// Gives node `i` an input and carries out the effects.
-    pub fn input(&mut self, i: usize, input: Input) -> Vec<Effect> {
+    pub fn input(&mut self, i: usize, input: Input) -> Ready {
         self.input_ready(i, input, Duration::ZERO)
     }
 
     /// [`Cluster::input`] of an input that was ready for node `i` at `ready` on the
     /// compute-only clock ([`Cluster::critical_path`]).
-    fn input_ready(&mut self, i: usize, input: Input, ready: Duration) -> Vec<Effect> {
+    fn input_ready(&mut self, i: usize, input: Input, ready: Duration) -> Ready {
         if !self.nodes[i].up {
-            return Vec::new();
+            return Ready::default();
         }
         let now = Timestamp(self.now);
         let node = &mut self.nodes[i];
@@ -255,76 +356,20 @@ impl Cluster {
         self.events.remove(key)
     }
 
-    fn apply(&mut self, i: usize, effects: Vec<Effect>) {
+    /// Carries out node `i`'s step through the core's executor: its storage first, then
+    /// its messages and timers (spec N3).
+    fn apply(&mut self, i: usize, ready: Ready) {
         let me = self.nodes[i].ctx.me;
-        let members: Vec<NodeId> = self.nodes.iter().map(|n| n.ctx.me).collect();
-        for e in effects {
-            match e {
-                Effect::Persist(r) => self.nodes[i].store.records.push(r),
-                Effect::Decide(b) => self.nodes[i].store.blocks.push(*b),
-                Effect::Prune { below } => {
-                    self.nodes[i].store.records.retain(|r| r.height() >= below)
-                }
-                Effect::Send { to, msg } => {
-                    self.measure(&msg);
-                    self.schedule_from(
-                        i,
-                        self.now + LATENCY_MS,
-                        Event::Deliver { from: me, to, msg },
-                    );
-                }
-                Effect::Broadcast(msg) => {
-                    self.measure(&msg);
-                    for &to in members.iter().filter(|&&m| m != me) {
-                        self.schedule_from(
-                            i,
-                            self.now + LATENCY_MS,
-                            Event::Deliver {
-                                from: me,
-                                to,
-                                msg: msg.clone(),
-                            },
-                        );
-                    }
-                }
-                Effect::ServeBlocks {
-                    to,
-                    from,
-                    to_height,
-                } => {
-                    let blocks: Vec<Block> = self.nodes[i]
-                        .store
-                        .blocks
-                        .iter()
-                        .filter(|b| (from..=to_height).contains(&b.header.height))
-                        .cloned()
-                        .collect();
-                    let msg = Message::SyncResponse(blocks);
-                    self.measure(&msg);
-                    self.schedule_from(
-                        i,
-                        self.now + LATENCY_MS,
-                        Event::Deliver { from: me, to, msg },
-                    );
-                }
-                Effect::SetTimer { timer, after_ms } => {
-                    if let Some(old) = self.timers.remove(&(me, timer)) {
-                        self.unschedule(&old);
-                    }
-                    let key =
-                        self.schedule_from(i, self.now + after_ms, Event::Fire { node: me, timer });
-                    self.timers.insert((me, timer), key);
-                }
-                Effect::CancelTimer(timer) => {
-                    if let Some(old) = self.timers.remove(&(me, timer)) {
-                        self.unschedule(&old);
-                    }
-                }
-                Effect::Reply { to, reply } => self.replies.push((me, to, reply)),
-                Effect::Answer(_) => {}
-                Effect::Evidence(e) => self.evidence.push((me, *e)),
-            }
-        }
+        let mut store = std::mem::take(&mut self.nodes[i].store);
+        ready.execute(
+            &mut store,
+            &mut SimOutbox {
+                cluster: self,
+                i,
+                me,
+            },
+        );
+        self.nodes[i].store = store;
     }
 
     /// Processes the event at `key`.
@@ -433,12 +478,11 @@ impl Cluster {
             let effects = if node.up {
                 node.state.step(&node.ctx, now, input)
             } else {
-                Vec::new()
+                Ready::default()
             };
             (*i, effects, started.elapsed())
         };
-        let mut results: Vec<(usize, Vec<Effect>, Duration)> = if work.len() < 4 || self.threads < 2
-        {
+        let mut results: Vec<(usize, Ready, Duration)> = if work.len() < 4 || self.threads < 2 {
             work.iter_mut().map(step).collect()
         } else {
             let per = work.len().div_ceil(self.threads);

@@ -412,8 +412,9 @@ pub enum Input {
     Timer(Timer),
 }
 
-/// What the runtime must do, in the order given. A `Persist` or `Decide` must be durable
-/// before any later effect of the same step is executed ("persist before send").
+/// What the runtime must do. A step's effects come as a [`Ready`](super::Ready): its storage
+/// effects (`Persist`, `Decide`, `Prune`) are durable before any other is carried out
+/// ("persist before send", spec N3).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Effect {
     /// Append a record to the write-ahead log.

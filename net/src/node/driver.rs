@@ -9,7 +9,9 @@ use bytes::Bytes;
 use tieline_core::block::Block;
 use tieline_core::consensus::compact::{self, BatchStore, SYNC_CHUNK_BYTES};
 use tieline_core::consensus::wire::{NodeStatus, RegistryDelta, Response, Revocation};
-use tieline_core::consensus::{Effect, Input, ManagementNode, Message, Proposal, Reply, Timer};
+use tieline_core::consensus::{
+    Effect, Input, ManagementNode, Message, Proposal, Ready, Reply, Timer,
+};
 use tieline_core::encoding::Tagged;
 use tieline_core::genesis::{Genesis, Participant};
 use tieline_core::registry::{Registry, SignedChange};
@@ -426,8 +428,6 @@ impl Driver {
         Ok(())
     }
 
-    /// Puts a step's persists and decisions into the write batch and queues its other effects,
-    /// keeping their order.
     /// Steps one input a request awaits, and answers the request with the step's replies.
     fn answer(
         &mut self,
@@ -443,15 +443,20 @@ impl Driver {
         actions.push(Action::Respond(reply, Response::Replies(replies)));
     }
 
+    /// Puts a step's persists and decisions into the write batch and queues its other effects,
+    /// keeping their order.
     fn sort(
         &mut self,
-        effects: Vec<Effect>,
+        ready: Ready,
         batch: &mut WriteBatch,
         actions: &mut Vec<Action>,
         mut replies: Option<&mut Vec<Reply>>,
         last_block: &mut Option<Block>,
     ) {
-        for e in effects {
+        // Spec N3 through the type: the step's storage effects go into the write batch, which
+        // is on disk before any of its other effects is carried out.
+        let (durable, others) = ready.into_parts();
+        for e in durable {
             match e {
                 Effect::Persist(r) => {
                     self.log.push_back((self.next_seq, r.height()));
@@ -471,6 +476,11 @@ impl Driver {
                     let bound = self.log.front().map_or(self.next_seq, |&(s, _)| s);
                     batch.prune_records_before = Some(bound);
                 }
+                other => unreachable!("not a storage effect: {other:?}"),
+            }
+        }
+        for e in others {
+            match e {
                 Effect::Reply { reply, .. } | Effect::Answer(reply) if replies.is_some() => {
                     if let Some(r) = replies.as_deref_mut() {
                         r.push(reply);

@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// The appeals of a height.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Appeals {
+    /// Appeals for this height, forwarded by home nodes, in arrival order.
+    pub held: Vec<(Signed<Appeal>, NodeId)>,
+    /// This node's participants whose appeals it forwarded at this height.
+    pub forwarded: BTreeSet<ParticipantId>,
+}
+
 impl NodeState {
     pub(super) fn on_participant_appeal(&mut self, out: &mut Out<'_>, appeal: Signed<Appeal>) {
         let ctx = out.ctx;
@@ -38,7 +47,7 @@ impl NodeState {
                 ),
             );
         }
-        self.forwarded.insert(a.participant);
+        self.appeals.forwarded.insert(a.participant);
         out.push(Effect::Reply {
             to: a.participant,
             reply: Reply::AppealForwarded { height: a.height },
@@ -67,8 +76,8 @@ impl NodeState {
         };
         if p.home != via
             || appeal.verify(ctx.scheme.as_ref(), &p.public_key).is_err()
-            || self.appeals.len() >= MAX_APPEALS
-            || self.appeals.iter().any(|(x, _)| *x == appeal)
+            || self.appeals.held.len() >= MAX_APPEALS
+            || self.appeals.held.iter().any(|(x, _)| *x == appeal)
         {
             return;
         }
@@ -76,9 +85,9 @@ impl NodeState {
             appeal: appeal.clone(),
             via,
         });
-        self.appeals.push((appeal, via));
+        self.appeals.held.push((appeal, via));
         // The primary records it in its next revision, while revisions remain.
-        if let Some(cur) = &self.own {
+        if let Some(cur) = &self.round.own {
             let (view, revision) = cur.round();
             let fresh = cur.header.view == view;
             if view == self.view && fresh && revision + 1 < ctx.genesis.max_revisions {

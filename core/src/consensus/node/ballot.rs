@@ -3,22 +3,111 @@
 
 use super::*;
 
+/// One vote slot of a height: a member signs at most one vote of `kind` in round
+/// (`view`, `revision`) (spec S3). Ordered by kind, then view, then revision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VoteSlot {
+    /// Which vote.
+    pub kind: VoteKind,
+    /// Its view.
+    pub view: u32,
+    /// Its revision.
+    pub revision: u32,
+}
+
+impl VoteSlot {
+    /// The slot of `kind` in round (`view`, `revision`).
+    pub fn new(kind: VoteKind, view: u32, revision: u32) -> Self {
+        Self {
+            kind,
+            view,
+            revision,
+        }
+    }
+
+    /// The slot a vote is cast in.
+    pub fn of(v: &Vote) -> Self {
+        Self {
+            kind: v.kind,
+            view: v.view,
+            revision: v.revision,
+        }
+    }
+}
+
+/// The votes of a height: those counted toward certificates, the first seen from each voter in
+/// each slot, this node's own, its lock, and the equivocation evidence not yet on the chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Ballot {
+    /// The lock, if any.
+    pub lock: Option<Lock>,
+    /// Votes collected: (slot, block) -> voter -> signature.
+    pub votes: BTreeMap<(VoteSlot, Digest), BTreeMap<NodeId, Signature>>,
+    /// The first vote seen from each voter in each slot, to detect equivocation.
+    pub seen: BTreeMap<(NodeId, VoteSlot), Signed<Vote>>,
+    /// This node's own votes at this height: slot -> block.
+    pub voted: BTreeMap<VoteSlot, Digest>,
+    /// Equivocation evidence not yet on the chain.
+    pub evidence: BTreeSet<Evidence>,
+}
+
+impl Ballot {
+    /// A vote counted toward the certificate of its slot and block.
+    pub(super) fn count(&mut self, v: &Signed<Vote>) {
+        self.votes
+            .entry((VoteSlot::of(&v.body), v.body.block))
+            .or_default()
+            .insert(v.body.voter, v.signature);
+    }
+
+    /// The voters of `block` in `slot`, with their signatures.
+    pub(super) fn signers(
+        &self,
+        slot: VoteSlot,
+        block: Digest,
+    ) -> Option<&BTreeMap<NodeId, Signature>> {
+        self.votes.get(&(slot, block))
+    }
+
+    /// The votes of views before `view` are dropped (evidence already found is kept).
+    pub(super) fn forget_views_before(&mut self, view: u32) {
+        self.votes.retain(|(slot, _), _| slot.view >= view);
+        self.seen.retain(|(_, slot), _| slot.view >= view);
+    }
+
+    /// The next height opens: nothing of the last is kept but the evidence `block` did not
+    /// record.
+    pub(super) fn next_height(&mut self, block: &Block) {
+        let recorded: BTreeSet<&Evidence> = block.body.process.evidence.iter().collect();
+        let evidence = std::mem::take(&mut self.evidence)
+            .into_iter()
+            .filter(|e| !recorded.contains(e))
+            .collect();
+        *self = Ballot {
+            evidence,
+            ..Ballot::default()
+        };
+    }
+}
+
 impl NodeState {
     /// S4: remembers the first vote of each voter in each slot, and turns a second, different
     /// one into evidence anyone can verify.
     pub(super) fn note_vote(&mut self, out: &mut Out<'_>, v: &Signed<Vote>) {
         let b = &v.body;
-        let key = (b.voter, b.kind, b.view, b.revision);
-        match self.seen.get(&key) {
+        let key = (b.voter, VoteSlot::of(b));
+        match self.ballot.seen.get(&key) {
             None => {
-                self.seen.insert(key, v.clone());
+                self.ballot.seen.insert(key, v.clone());
             }
             Some(first) if out.ctx.rules.equivocates(&first.body, b) => {
                 let e = Evidence {
                     first: first.clone(),
                     second: v.clone(),
                 };
-                if self.evidence.len() < MAX_EVIDENCE && self.evidence.insert(e.clone()) {
+                if self.ballot.evidence.len() < MAX_EVIDENCE
+                    && self.ballot.evidence.insert(e.clone())
+                {
                     out.push(Effect::Evidence(Box::new(e)));
                 }
             }
@@ -28,13 +117,17 @@ impl NodeState {
 
     /// The proposal this node is locked on, if it holds it.
     pub(super) fn locked_proposal(&self) -> Option<Box<Proposal>> {
-        self.lock.as_ref().map(|l| Box::new(l.proposal.clone()))
+        self.ballot
+            .lock
+            .as_ref()
+            .map(|l| Box::new(l.proposal.clone()))
     }
 
     /// Whether this node is locked on a block of its current view: as that view's primary it
     /// then proposes nothing new in it (spec 2.6, S2).
     pub(super) fn locked_in_view(&self) -> bool {
-        self.lock
+        self.ballot
+            .lock
             .as_ref()
             .is_some_and(|l| l.certificate.view == self.view)
     }
@@ -45,8 +138,11 @@ impl NodeState {
     pub(super) fn signed_later_revision(&self, kind: VoteKind, view: u32, revision: u32) -> bool {
         revision < u32::MAX
             && self
+                .ballot
                 .voted
-                .range((kind, view, revision + 1)..=(kind, view, u32::MAX))
+                .range(
+                    VoteSlot::new(kind, view, revision + 1)..=VoteSlot::new(kind, view, u32::MAX),
+                )
                 .next()
                 .is_some()
     }
@@ -88,7 +184,7 @@ impl NodeState {
             return;
         }
         self.note_vote(out, &v);
-        let first = self.seen.get(&(b.voter, b.kind, b.view, b.revision));
+        let first = self.ballot.seen.get(&(b.voter, VoteSlot::of(b)));
         if first.is_some_and(|f| f.body.block != b.block) {
             return;
         }
@@ -97,10 +193,7 @@ impl NodeState {
 
     pub(super) fn count_vote(&mut self, out: &mut Out<'_>, v: &Signed<Vote>) {
         let b = &v.body;
-        self.votes
-            .entry((b.kind, b.view, b.revision, b.block))
-            .or_default()
-            .insert(b.voter, v.signature);
+        self.ballot.count(v);
         self.try_certificate(out, b.kind, b.view, b.revision, b.block);
         if b.kind == VoteKind::Endorse {
             self.revise_when_answered(out);
@@ -110,11 +203,13 @@ impl NodeState {
     /// The proposal of round (view, revision) with this digest, if this node holds it.
     pub(super) fn held(&self, view: u32, revision: u32, digest: Digest) -> Option<&Proposal> {
         let cur = self
+            .round
             .proposal
             .as_ref()
             .filter(|p| p.round() == (view, revision) && p.stamp.body.block == digest);
         cur.or_else(|| {
-            self.lock
+            self.ballot
+                .lock
                 .as_ref()
                 .filter(|l| {
                     l.certificate.round() == (view, revision) && l.certificate.block == digest
@@ -136,7 +231,10 @@ impl NodeState {
         let Some(p) = self.held(view, revision, digest) else {
             return;
         };
-        let Some(signers) = self.votes.get(&(kind, view, revision, digest)) else {
+        let Some(signers) = self
+            .ballot
+            .signers(VoteSlot::new(kind, view, revision), digest)
+        else {
             return;
         };
         if signers.len() < Self::quorum(ctx) {
@@ -185,10 +283,14 @@ impl NodeState {
     pub(super) fn would_lock(&self, ctx: &Context, view: u32, revision: u32) -> bool {
         !self.skipped(ctx, view)
             && self
+                .ballot
                 .lock
                 .as_ref()
                 .is_none_or(|l| l.certificate.round() < (view, revision))
-            && !self.voted.contains_key(&(VoteKind::Commit, view, revision))
+            && !self
+                .ballot
+                .voted
+                .contains_key(&VoteSlot::new(VoteKind::Commit, view, revision))
     }
 
     /// S2: with an endorsement certificate, lock on the block and vote to commit it.
@@ -212,7 +314,7 @@ impl NodeState {
                 certificate.clone(),
             ))));
         }
-        self.lock = Some(Lock {
+        self.ballot.lock = Some(Lock {
             certificate,
             proposal: p,
         });
@@ -229,8 +331,8 @@ impl NodeState {
         revision: u32,
         block: Digest,
     ) -> bool {
-        let slot = (kind, view, revision);
-        if self.voted.contains_key(&slot) {
+        let slot = VoteSlot::new(kind, view, revision);
+        if self.ballot.voted.contains_key(&slot) {
             return false;
         }
         let vote = out.sign(Vote {
@@ -242,7 +344,7 @@ impl NodeState {
             block,
             voter: out.ctx.me,
         });
-        self.voted.insert(slot, block);
+        self.ballot.voted.insert(slot, block);
         out.persist_vote(&vote);
         // Verification results go to the round's primary (paper steps 3-4), which gathers the
         // certificates and hands them on (`Endorsed`, `Decided`).

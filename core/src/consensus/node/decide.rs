@@ -28,7 +28,7 @@ impl NodeState {
         );
         if self.registry != before {
             let g = self.registry.genesis(&ctx.genesis);
-            for held in [&mut self.batches, &mut self.early_batches] {
+            for held in [&mut self.intake.batches, &mut self.intake.early_batches] {
                 held.retain(|home, b| {
                     g.member(*home)
                         .is_some_and(|m| b.verify(ctx.scheme.as_ref(), &m.public_key).is_ok())
@@ -110,19 +110,19 @@ impl NodeState {
             .iter()
             .flat_map(|b| b.body.changes.iter().map(SignedChange::id))
             .collect();
-        for change in self.changes.remove(&h).unwrap_or_default() {
+        for change in self.intake.changes.remove(&h).unwrap_or_default() {
             if !carried.contains(&change.id()) {
                 out.persist(Record::Change {
                     change: change.clone(),
                     height: h + 1,
                 });
-                self.changes.entry(h + 1).or_default().push(change);
+                self.intake.changes.entry(h + 1).or_default().push(change);
             }
         }
         // N1: receipted bids that this block does not carry go into the next batch. With a
         // gate schedule their period's auction is over: the next block records them rejected
         // as `OutsideGate` (N4), so the participant can read on the chain what became of them.
-        let pending = self.pool_take(h);
+        let pending = self.intake.pool_take(h);
         for (bid, receipt) in pending {
             if !on_chain.contains(&bid.body.id()) {
                 out.persist(Record::Bid {
@@ -130,7 +130,7 @@ impl NodeState {
                     receipt: receipt.clone(),
                     height: h + 1,
                 });
-                self.pool_push(h + 1, bid, receipt);
+                self.intake.pool_push(h + 1, bid, receipt);
             }
         }
         for (participant, trades) in results {
@@ -143,7 +143,7 @@ impl NodeState {
                 },
             });
         }
-        for participant in std::mem::take(&mut self.forwarded) {
+        for participant in std::mem::take(&mut self.appeals.forwarded) {
             let reply = match resolutions.iter().find(|(p, _)| *p == participant) {
                 Some((_, resolution)) => Reply::AppealResolved {
                     height: h,
@@ -160,24 +160,17 @@ impl NodeState {
                 reply,
             });
         }
-        let recorded: BTreeSet<&Evidence> = block.body.process.evidence.iter().collect();
-        self.evidence.retain(|e| !recorded.contains(e));
+        // The next height opens: each part starts it afresh (the ballot keeps the evidence
+        // the block did not record; intake keeps its pools and the batches that came early).
+        self.ballot.next_height(&block);
         self.height = h + 1;
         self.prev = Some(block.header);
         self.view = 0;
         self.justification = None;
-        self.gate_closed = false;
-        self.batches = std::mem::take(&mut self.early_batches);
-        self.proposal = None;
-        self.own = None;
-        self.lock = None;
-        self.votes.clear();
-        self.seen.clear();
-        self.voted.clear();
-        self.skips.clear();
-        self.offered.clear();
-        self.negotiation = Negotiation::default();
-        self.appeals.clear();
+        self.intake.next_height();
+        self.round = RoundState::default();
+        self.skip = ViewChange::default();
+        self.appeals = Appeals::default();
         self.verified = VerifiedBids::default();
         if self.sync_from.is_some_and(|f| f <= h) {
             self.sync_from = None;

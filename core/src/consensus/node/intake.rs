@@ -4,10 +4,53 @@
 
 use super::*;
 
+/// What a home node takes in for the heights to come: its participants' bids and registry
+/// changes, and every home's batch of its height and the next.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Intake {
+    /// This node's participants' highest receipted nonce.
+    pub receipted_nonces: BTreeMap<ParticipantId, u64>,
+    /// This node's participants' receipted bids not yet on the chain, by the height whose
+    /// batch will carry them.
+    pub pool: BTreeMap<u64, Vec<(SignedBid, SignedReceipt)>>,
+    /// How many bid steps `pool` holds for each height (kept with it by `pool_push` and
+    /// `pool_take`): what a home node's share of the round is measured against (spec D25).
+    pub pool_steps: BTreeMap<u64, usize>,
+    /// Whether this node's gate for its height has closed (its batch is sent).
+    pub gate_closed: bool,
+    /// The batches for the node's height, by home node (spec N2).
+    pub batches: BTreeMap<NodeId, SignedBatch>,
+    /// Batches for the height after it that arrived early.
+    pub early_batches: BTreeMap<NodeId, SignedBatch>,
+    /// Registry changes this node sponsors, by the height whose batch will carry them.
+    pub changes: BTreeMap<u64, Vec<SignedChange>>,
+}
+
+impl Intake {
+    /// Adds a receipted bid to the pool of `height`.
+    pub(super) fn pool_push(&mut self, height: u64, bid: SignedBid, receipt: SignedReceipt) {
+        *self.pool_steps.entry(height).or_default() += bid.body.steps.len();
+        self.pool.entry(height).or_default().push((bid, receipt));
+    }
+
+    /// Takes the pool of `height`.
+    pub(super) fn pool_take(&mut self, height: u64) -> Vec<(SignedBid, SignedReceipt)> {
+        self.pool_steps.remove(&height);
+        self.pool.remove(&height).unwrap_or_default()
+    }
+
+    /// The next height opens: its gate is open, and the batches that came early are its own.
+    pub(super) fn next_height(&mut self) {
+        self.gate_closed = false;
+        self.batches = std::mem::take(&mut self.early_batches);
+    }
+}
+
 impl NodeState {
     /// Bids of the batches this node holds for its height.
     pub(super) fn held_bids(&self) -> u64 {
-        self.batches
+        self.intake
+            .batches
             .values()
             .map(|b| b.body.bids.len() as u64)
             .sum()
@@ -18,14 +61,14 @@ impl NodeState {
         // A node on a new chain has nothing to catch up on (L4): it learns that it is behind,
         // if ever, from the first message of a later height.
         let restarted = *self != NodeState::new();
-        if !self.gate_closed {
+        if !self.intake.gate_closed {
             out.push(Effect::SetTimer {
                 timer: Timer::Gate(self.height),
                 after_ms: ctx.genesis.timing.gate_after(self.height, out.now),
             });
         } else {
             self.arm_view_timer(out);
-            if self.primary(ctx) == ctx.me && self.own.is_none() {
+            if self.primary(ctx) == ctx.me && self.round.own.is_none() {
                 self.arm_batch_wait(out);
             }
             self.send_skip_votes(out);
@@ -66,6 +109,7 @@ impl NodeState {
             sb.verify(ctx.scheme.as_ref(), &p.public_key)
                 .map_err(|_| BidError::BadSignature(p.id))?;
             let last = self
+                .intake
                 .receipted_nonces
                 .get(&p.id)
                 .copied()
@@ -79,8 +123,9 @@ impl NodeState {
             let height = self.height_for(ctx, bid, out.now)?;
             // D25: the batch is full at MAX_BATCH_BIDS bids, or when the bid's steps would
             // take it past this home node's share of the round.
-            let steps = self.pool_steps.get(&height).copied().unwrap_or(0);
+            let steps = self.intake.pool_steps.get(&height).copied().unwrap_or(0);
             if self
+                .intake
                 .pool
                 .get(&height)
                 .is_some_and(|v| v.len() >= MAX_BATCH_BIDS)
@@ -104,11 +149,13 @@ impl NodeState {
                     height,
                     received_at: out.now,
                 });
-                self.receipted_nonces.insert(bid.participant, bid.nonce);
+                self.intake
+                    .receipted_nonces
+                    .insert(bid.participant, bid.nonce);
                 if let Some(p) = ctx.genesis.participant(bid.participant) {
                     self.verified.receipted(&sb, id, p.public_key);
                 }
-                self.pool_push(height, sb.clone(), receipt.clone());
+                self.intake.pool_push(height, sb.clone(), receipt.clone());
                 out.persist(Record::Bid {
                     bid: sb.clone(),
                     receipt: receipt.clone(),
@@ -133,7 +180,7 @@ impl NodeState {
             change.sign(Party::Member(ctx.me), ctx.signer.as_ref());
         }
         let id = change.id();
-        let height = if self.gate_closed {
+        let height = if self.intake.gate_closed {
             self.height + 1
         } else {
             self.height
@@ -148,7 +195,7 @@ impl NodeState {
                     carrier: ctx.me,
                 });
             }
-            let pending: Vec<&SignedChange> = self.changes.values().flatten().collect();
+            let pending: Vec<&SignedChange> = self.intake.changes.values().flatten().collect();
             if pending.contains(&&change) {
                 return Err(ChangeError::Invalid("the change is already pending".into()));
             }
@@ -181,7 +228,11 @@ impl NodeState {
                 reason: e.to_string(),
             })),
             Ok(()) => {
-                self.changes.entry(height).or_default().push(change.clone());
+                self.intake
+                    .changes
+                    .entry(height)
+                    .or_default()
+                    .push(change.clone());
                 out.persist(Record::Change { change, height });
                 out.push(Effect::Answer(Reply::ChangeAccepted { change: id, height }));
             }
@@ -198,7 +249,7 @@ impl NodeState {
         bid: &Bid,
         now: Timestamp,
     ) -> Result<u64, BidError> {
-        let open = if self.gate_closed {
+        let open = if self.intake.gate_closed {
             self.height + 1
         } else {
             self.height
@@ -237,8 +288,13 @@ impl NodeState {
         let ctx = out.ctx;
         // In the order received (a bid carried from a batch that missed its block was
         // received before the height's own), the earliest first if the batch is full.
-        let mut pending: Vec<&(SignedBid, SignedReceipt)> =
-            self.pool.get(&self.height).into_iter().flatten().collect();
+        let mut pending: Vec<&(SignedBid, SignedReceipt)> = self
+            .intake
+            .pool
+            .get(&self.height)
+            .into_iter()
+            .flatten()
+            .collect();
         pending.sort_by_key(|(_, r)| r.body.received_at);
         pending.truncate(MAX_BATCH_BIDS);
         // D25: at most this home node's share of the round's steps (carried bids may exceed
@@ -259,13 +315,14 @@ impl NodeState {
             bids: pending.iter().map(|(b, _)| b.clone()).collect(),
             received: pending.iter().map(|(_, r)| r.body.received_at).collect(),
             changes: self
+                .intake
                 .changes
                 .get(&self.height)
                 .map(|c| c.iter().take(MAX_BATCH_CHANGES).cloned().collect())
                 .unwrap_or_default(),
         });
-        self.gate_closed = true;
-        self.batches.insert(ctx.me, batch.clone());
+        self.intake.gate_closed = true;
+        self.intake.batches.insert(ctx.me, batch.clone());
         // The gate may close before its timer fires (a proposal arrived first).
         out.push(Effect::CancelTimer(Timer::Gate(self.height)));
         out.persist(Record::Batch(batch.clone()));
@@ -273,24 +330,12 @@ impl NodeState {
         self.arm_view_timer(out);
     }
 
-    /// Adds a receipted bid to the pool of `height`.
-    pub(super) fn pool_push(&mut self, height: u64, bid: SignedBid, receipt: SignedReceipt) {
-        *self.pool_steps.entry(height).or_default() += bid.body.steps.len();
-        self.pool.entry(height).or_default().push((bid, receipt));
-    }
-
-    /// Takes the pool of `height`.
-    pub(super) fn pool_take(&mut self, height: u64) -> Vec<(SignedBid, SignedReceipt)> {
-        self.pool_steps.remove(&height);
-        self.pool.remove(&height).unwrap_or_default()
-    }
-
     pub(super) fn store_batch(&mut self, b: SignedBatch) {
         let home = b.body.home;
         if b.body.height == self.height {
-            self.batches.entry(home).or_insert(b);
+            self.intake.batches.entry(home).or_insert(b);
         } else if b.body.height == self.height + 1 {
-            self.early_batches.entry(home).or_insert(b);
+            self.intake.early_batches.entry(home).or_insert(b);
         }
     }
 
@@ -308,12 +353,16 @@ impl NodeState {
             // The round just grew: the view gets the new batch's allowance, measured from its
             // arrival, until this node holds a proposal or gave up on the view (spec 2.7); the
             // view-0 primary still waiting for batches waits again likewise (spec 2.5).
-            let grew = current && self.gate_closed;
-            if grew && self.proposal.is_none() && !self.skipped(out.ctx, self.view) {
+            let grew = current && self.intake.gate_closed;
+            if grew && self.round.proposal.is_none() && !self.skipped(out.ctx, self.view) {
                 self.arm_view_timer(out);
             }
             self.propose_when_batches_are_in(out);
-            if grew && self.view == 0 && self.own.is_none() && self.primary(out.ctx) == out.ctx.me {
+            if grew
+                && self.view == 0
+                && self.round.own.is_none()
+                && self.primary(out.ctx) == out.ctx.me
+            {
                 self.arm_batch_wait(out);
             }
         }
@@ -335,9 +384,9 @@ impl NodeState {
             return false;
         }
         let known = if body.height == self.height {
-            &self.batches
+            &self.intake.batches
         } else {
-            &self.early_batches
+            &self.intake.early_batches
         };
         if known.contains_key(&body.home) || b.verify(ctx.scheme.as_ref(), &key).is_err() {
             return false;
@@ -351,7 +400,7 @@ impl NodeState {
     pub(super) fn held_batches(&self, homes: &[NodeId]) -> Vec<SignedBatch> {
         homes
             .iter()
-            .filter_map(|h| self.batches.get(h).cloned())
+            .filter_map(|h| self.intake.batches.get(h).cloned())
             .collect()
     }
 }

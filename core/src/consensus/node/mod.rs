@@ -33,6 +33,7 @@ use crate::consensus::content::{
     unavailable_areas,
 };
 use crate::consensus::context::Context;
+use crate::consensus::ready::Ready;
 use crate::consensus::types::{
     Effect, Input, MAX_SYNC_BLOCKS, Message, Proposal, Record, Reply, Timer,
 };
@@ -45,8 +46,13 @@ use crate::registry::{ChangeError, MAX_BATCH_CHANGES, Party, Registry, SignedCha
 use crate::schedule::{MAX_CLOCK_SKEW_MS, MAX_GATES_AHEAD};
 use crate::units::{NodeId, ParticipantId, Timestamp};
 
+pub use appeal::Appeals;
+pub use ballot::{Ballot, VoteSlot};
+pub use intake::Intake;
+pub use propose::RoundState;
 use verified::Memo;
 pub use verified::VerifiedBids;
+pub use view_change::ViewChange;
 
 /// Most fallback revisions after the genesis bound: enough to halve any batch set to nothing.
 pub const MAX_FALLBACK_LEVELS: u32 = 64;
@@ -93,6 +99,10 @@ pub struct Negotiation {
 
 /// Everything a management node remembers. Pure data: it derives equality and hashing so the
 /// model checker can compare states.
+///
+/// Where the node stands (its height, view and chain) is here; the rest is in parts that each
+/// own their state and its reset, one per concern: [`Intake`], [`RoundState`], [`Ballot`],
+/// [`ViewChange`] and [`Appeals`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NodeState {
     /// The next height to decide.
@@ -105,54 +115,46 @@ pub struct NodeState {
     pub justification: Option<SkipCertificate>,
     /// Each participant's highest nonce in committed blocks.
     pub committed_nonces: CommittedNonces,
-    /// This node's participants' highest receipted nonce.
-    pub receipted_nonces: BTreeMap<ParticipantId, u64>,
-    /// This node's participants' receipted bids not yet on the chain, by the height whose
-    /// batch will carry them.
-    pub pool: BTreeMap<u64, Vec<(SignedBid, SignedReceipt)>>,
-    /// How many bid steps `pool` holds for each height (kept with it by `pool_push` and
-    /// `pool_take`): what a home node's share of the round is measured against (spec D25).
-    pub pool_steps: BTreeMap<u64, usize>,
-    /// Whether this node's gate for `height` has closed (its batch is sent).
-    pub gate_closed: bool,
-    /// The batches for `height`, by home node (spec N2).
-    pub batches: BTreeMap<NodeId, SignedBatch>,
-    /// Batches for `height + 1` that arrived early.
-    pub early_batches: BTreeMap<NodeId, SignedBatch>,
-    /// The latest valid proposal in the current view.
-    pub proposal: Option<Proposal>,
-    /// As primary: the latest proposal this node made in the current view, which objections
-    /// and appeals refer to (it may have failed this node's own checks).
-    pub own: Option<Proposal>,
-    /// The lock, if any.
-    pub lock: Option<Lock>,
-    /// Votes collected: (kind, view, revision, block) -> voter -> signature.
-    pub votes: BTreeMap<(VoteKind, u32, u32, Digest), BTreeMap<NodeId, Signature>>,
-    /// The first vote seen from each voter in each slot, to detect equivocation.
-    pub seen: BTreeMap<(NodeId, VoteKind, u32, u32), Signed<Vote>>,
-    /// This node's own votes at this height: (kind, view, revision) -> block.
-    pub voted: BTreeMap<(VoteKind, u32, u32), Digest>,
-    /// Skip votes per view.
-    pub skips: BTreeMap<u32, BTreeMap<NodeId, Signed<SkipVote>>>,
-    /// Locked proposals other nodes attached to their skip votes, by digest.
-    pub offered: BTreeMap<Digest, Proposal>,
-    /// The negotiation of the current view (used when this node is its primary).
-    pub negotiation: Negotiation,
-    /// Appeals for this height, forwarded by home nodes, in arrival order.
-    pub appeals: Vec<(Signed<Appeal>, NodeId)>,
-    /// This node's participants whose appeals it forwarded at this height.
-    pub forwarded: BTreeSet<ParticipantId>,
-    /// Equivocation evidence not yet on the chain.
-    pub evidence: BTreeSet<Evidence>,
-    /// The height this node last asked a peer to sync from.
-    pub sync_from: Option<u64>,
-    /// Bid signatures already verified.
-    pub verified: VerifiedBids,
     /// The participants and members' keys for `height`: the genesis with the changes of the
     /// blocks before it applied (spec A1-A5).
     pub registry: Registry,
-    /// Registry changes this node sponsors, by the height whose batch will carry them.
-    pub changes: BTreeMap<u64, Vec<SignedChange>>,
+    /// Bids, registry changes and batches (spec N1, N2, D25; `intake.rs`).
+    pub intake: Intake,
+    /// The current view's proposals and, at its primary, its negotiation (spec V1-V10, L3,
+    /// L5; `propose.rs`, `verify.rs`, `negotiate.rs`).
+    pub round: RoundState,
+    /// The height's votes, this node's own votes and lock, and equivocation evidence (spec
+    /// S1-S4; `ballot.rs`).
+    pub ballot: Ballot,
+    /// The height's skip votes (spec L1, L2; `view_change.rs`).
+    pub skip: ViewChange,
+    /// The height's appeals (spec V5; `appeal.rs`).
+    pub appeals: Appeals,
+    /// The height this node last asked a peer to sync from (spec L4; `sync.rs`).
+    pub sync_from: Option<u64>,
+    /// Bid signatures already verified.
+    pub verified: VerifiedBids,
+}
+
+/// The content rules of a node's height (spec D19-D22), given the nonces committed before it,
+/// and its memo of verified signatures, to build or check a body with.
+fn content_checks<'a>(
+    ctx: &'a Context,
+    committed: &'a CommittedNonces,
+    verified: &'a mut VerifiedBids,
+) -> (ContentRules<'a>, Memo<'a>) {
+    let rules = ContentRules {
+        genesis: &ctx.genesis,
+        chain_id: ctx.chain_id,
+        scheme: ctx.scheme.as_ref(),
+        clearing: ctx.clearing,
+        committed,
+    };
+    let memo = Memo {
+        memo: verified,
+        scheme: ctx.scheme.as_ref(),
+    };
+    (rules, memo)
 }
 
 /// The effects of one step, with the context and time they were produced in.
@@ -193,28 +195,14 @@ impl NodeState {
             view: 0,
             justification: None,
             committed_nonces: CommittedNonces::new(),
-            receipted_nonces: BTreeMap::new(),
-            pool: BTreeMap::new(),
-            pool_steps: BTreeMap::new(),
-            gate_closed: false,
-            batches: BTreeMap::new(),
-            early_batches: BTreeMap::new(),
-            proposal: None,
-            own: None,
-            lock: None,
-            votes: BTreeMap::new(),
-            seen: BTreeMap::new(),
-            voted: BTreeMap::new(),
-            skips: BTreeMap::new(),
-            offered: BTreeMap::new(),
-            negotiation: Negotiation::default(),
-            appeals: Vec::new(),
-            forwarded: BTreeSet::new(),
-            evidence: BTreeSet::new(),
+            registry: Registry::default(),
+            intake: Intake::default(),
+            round: RoundState::default(),
+            ballot: Ballot::default(),
+            skip: ViewChange::default(),
+            appeals: Appeals::default(),
             sync_from: None,
             verified: VerifiedBids::default(),
-            registry: Registry::default(),
-            changes: BTreeMap::new(),
         }
     }
 
@@ -234,7 +222,7 @@ impl NodeState {
 
     /// One transition: the effects of `input` at time `now`, in the order the runtime must
     /// execute them.
-    pub fn step(&mut self, ctx: &Context, now: Timestamp, input: Input) -> Vec<Effect> {
+    pub fn step(&mut self, ctx: &Context, now: Timestamp, input: Input) -> Ready {
         let ctx = self.effective(ctx);
         let mut out = Out {
             ctx: &ctx,
@@ -249,7 +237,7 @@ impl NodeState {
             Input::Timer(t) => self.on_timer(&mut out, t),
             Input::Message { from, msg } => self.on_message(&mut out, from, msg),
         }
-        out.effects
+        Ready::new(out.effects)
     }
 
     fn primary(&self, ctx: &Context) -> NodeId {
@@ -299,10 +287,10 @@ impl NodeState {
 
     fn on_timer(&mut self, out: &mut Out<'_>, timer: Timer) {
         match timer {
-            Timer::Gate(h) if h == self.height && !self.gate_closed => {
+            Timer::Gate(h) if h == self.height && !self.intake.gate_closed => {
                 self.close_gate(out);
-                if self.primary(out.ctx) == out.ctx.me && self.own.is_none() {
-                    if self.batches.len() == out.ctx.genesis.n() {
+                if self.primary(out.ctx) == out.ctx.me && self.round.own.is_none() {
+                    if self.intake.batches.len() == out.ctx.genesis.n() {
                         self.propose(out, 0);
                     } else {
                         self.arm_batch_wait(out);
@@ -312,7 +300,7 @@ impl NodeState {
             Timer::BatchWait(h)
                 if h == self.height
                     && self.primary(out.ctx) == out.ctx.me
-                    && self.own.is_none() =>
+                    && self.round.own.is_none() =>
             {
                 self.propose(out, 0);
             }
@@ -323,7 +311,7 @@ impl NodeState {
             Timer::Revise(h, v, r)
                 if h == self.height
                     && v == self.view
-                    && self.own.as_ref().is_some_and(|p| p.round() == (v, r))
+                    && self.round.own.as_ref().is_some_and(|p| p.round() == (v, r))
                     && self.revision_pending() =>
             {
                 self.propose(out, r + 1);
@@ -392,7 +380,7 @@ impl ManagementNode {
     }
 
     /// One transition.
-    pub fn step(&mut self, now: Timestamp, input: Input) -> Vec<Effect> {
+    pub fn step(&mut self, now: Timestamp, input: Input) -> Ready {
         self.state.step(&self.ctx, now, input)
     }
 }

@@ -22,7 +22,7 @@ impl NodeState {
         if o.verify(ctx.scheme.as_ref(), &key).is_err() {
             return;
         }
-        let Some(current) = &self.own else {
+        let Some(current) = &self.round.own else {
             return;
         };
         let fresh = current.header.view == current.round().0;
@@ -34,12 +34,16 @@ impl NodeState {
         if view != self.view
             || b.view != view
             || !ctx.rules.answers(b.revision, revision)
-            || self.voted.get(&(VoteKind::Propose, view, b.revision)) != Some(&b.block)
+            || self
+                .ballot
+                .voted
+                .get(&VoteSlot::new(VoteKind::Propose, view, b.revision))
+                != Some(&b.block)
             || !fresh
             || !ctx.rules.may_revise(self.locked_in_view())
             || revision >= ctx.genesis.max_revisions + MAX_FALLBACK_LEVELS
-            || self.negotiation.objections.len() >= MAX_OBJECTIONS
-            || self.negotiation.bytes + encoded_len(&o) > MAX_NEGOTIATION_BYTES
+            || self.round.negotiation.objections.len() >= MAX_OBJECTIONS
+            || self.round.negotiation.bytes + encoded_len(&o) > MAX_NEGOTIATION_BYTES
         {
             return;
         }
@@ -47,7 +51,7 @@ impl NodeState {
         let waiting = self.revision_pending();
         if self.accept_objection(ctx, o.clone(), batch.clone()) {
             if b.revision == revision {
-                self.negotiation.answered.insert(from);
+                self.round.negotiation.answered.insert(from);
             }
             out.persist(Record::Objection(o, batch));
             if !waiting && !self.all_answered(ctx) {
@@ -89,18 +93,18 @@ impl NodeState {
     ) -> bool {
         // A copy of an objection already accepted (the network duplicates) adds nothing, even
         // while the revision that will carry it is still awaited.
-        if self.negotiation.objections.contains(&o) {
+        if self.round.negotiation.objections.contains(&o) {
             return false;
         }
         let changed = match &o.body.reason {
             ObjectionReason::Security { cuts } => {
                 let new: Vec<Cut> = cuts
                     .iter()
-                    .filter(|c| !self.negotiation.cuts.contains(c))
+                    .filter(|c| !self.round.negotiation.cuts.contains(c))
                     .cloned()
                     .collect();
                 let any = !new.is_empty();
-                self.negotiation.cuts.extend(new);
+                self.round.negotiation.cuts.extend(new);
                 any
             }
             ObjectionReason::MissingBatch { .. } => {
@@ -111,11 +115,12 @@ impl NodeState {
                         // (the batch arrived after it proposed): either way the next revision
                         // carries it.
                         let carried = self
+                            .round
                             .own
                             .as_ref()
                             .is_some_and(|p| p.body.process.batches.contains(&b));
-                        let changed = self.batches.get(&b.body.home) != Some(&b) || !carried;
-                        self.batches.insert(b.body.home, b);
+                        let changed = self.intake.batches.get(&b.body.home) != Some(&b) || !carried;
+                        self.intake.batches.insert(b.body.home, b);
                         changed
                     }
                     None => false,
@@ -124,8 +129,8 @@ impl NodeState {
             ObjectionReason::Invalid { .. } => false,
         };
         if changed {
-            self.negotiation.bytes += encoded_len(&o);
-            self.negotiation.objections.push(o);
+            self.round.negotiation.bytes += encoded_len(&o);
+            self.round.negotiation.objections.push(o);
         }
         changed
     }

@@ -3,32 +3,46 @@
 
 use super::*;
 
+/// The current view's round: the proposal this node holds and, as the view's primary, what it
+/// proposed and what negotiation gave it. A new view or height starts it afresh.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RoundState {
+    /// The latest valid proposal in the current view.
+    pub proposal: Option<Proposal>,
+    /// As primary: the latest proposal this node made in the current view, which objections
+    /// and appeals refer to (it may have failed this node's own checks).
+    pub own: Option<Proposal>,
+    /// The negotiation of the current view (used when this node is its primary).
+    pub negotiation: Negotiation,
+}
+
 impl NodeState {
     /// Whether the primary accepted objections its current proposal does not carry yet: its
     /// proposal records every objection accepted before it (the plan's), so any beyond those.
     pub(super) fn revision_pending(&self) -> bool {
-        self.own
-            .as_ref()
-            .is_some_and(|p| self.negotiation.objections.len() > p.body.process.objections.len())
+        self.round.own.as_ref().is_some_and(|p| {
+            self.round.negotiation.objections.len() > p.body.process.objections.len()
+        })
     }
 
     /// Whether every other member answered the primary's current proposal: endorsed it, or
     /// objected to it with an objection the primary accepted.
     pub(super) fn all_answered(&self, ctx: &Context) -> bool {
-        let Some(p) = &self.own else {
+        let Some(p) = &self.round.own else {
             return false;
         };
         let (view, revision) = p.round();
-        let endorsed = self
-            .votes
-            .get(&(VoteKind::Endorse, view, revision, p.stamp.body.block));
+        let endorsed = self.ballot.signers(
+            VoteSlot::new(VoteKind::Endorse, view, revision),
+            p.stamp.body.block,
+        );
         ctx.genesis
             .members
             .iter()
             .filter(|m| m.id != ctx.me)
             .all(|m| {
                 endorsed.is_some_and(|e| e.contains_key(&m.id))
-                    || self.negotiation.answered.contains(&m.id)
+                    || self.round.negotiation.answered.contains(&m.id)
             })
     }
 
@@ -37,7 +51,7 @@ impl NodeState {
     /// does not answer is waited for until `Timer::Revise`.
     pub(super) fn revise_when_answered(&mut self, out: &mut Out<'_>) {
         if self.revision_pending() && self.all_answered(out.ctx) {
-            if let Some(r) = self.own.as_ref().map(|p| p.round().1) {
+            if let Some(r) = self.round.own.as_ref().map(|p| p.round().1) {
                 self.propose(out, r + 1);
             }
         }
@@ -47,10 +61,10 @@ impl NodeState {
     /// batch in view 0, every batch a skip voter reported in a later view.
     pub(super) fn propose_when_batches_are_in(&mut self, out: &mut Out<'_>) {
         let ctx = out.ctx;
-        if self.gate_closed
+        if self.intake.gate_closed
             && self.primary(ctx) == ctx.me
-            && self.own.is_none()
-            && (self.view > 0 || self.batches.len() == ctx.genesis.n())
+            && self.round.own.is_none()
+            && (self.view > 0 || self.intake.batches.len() == ctx.genesis.n())
         {
             self.propose(out, 0);
         }
@@ -62,7 +76,7 @@ impl NodeState {
             .genesis
             .members
             .iter()
-            .filter_map(|m| self.batches.get(&m.id).cloned())
+            .filter_map(|m| self.intake.batches.get(&m.id).cloned())
             .collect();
         if self.view > 0 {
             ctx.rules.batches_after_skip(ctx.me, &mut batches);
@@ -105,18 +119,23 @@ impl NodeState {
             }
             resolution
         };
-        for a in &mut self.negotiation.appeals {
+        for a in &mut self.round.negotiation.appeals {
             a.resolution = resolve(&a.appeal, Some(a.resolution));
         }
         if revision < ctx.genesis.max_revisions {
-            for (appeal, via) in &self.appeals {
-                if self.negotiation.appeals.len() >= MAX_APPEALS
-                    || self.negotiation.appeals.iter().any(|r| r.appeal == *appeal)
+            for (appeal, via) in &self.appeals.held {
+                if self.round.negotiation.appeals.len() >= MAX_APPEALS
+                    || self
+                        .round
+                        .negotiation
+                        .appeals
+                        .iter()
+                        .any(|r| r.appeal == *appeal)
                 {
                     continue;
                 }
                 let resolution = resolve(appeal, None);
-                self.negotiation.appeals.push(AppealRecord {
+                self.round.negotiation.appeals.push(AppealRecord {
                     appeal: appeal.clone(),
                     via: *via,
                     resolution,
@@ -128,15 +147,21 @@ impl NodeState {
             view: self.view,
             revision,
             batches,
-            appeals: self.negotiation.appeals.clone(),
-            objections: self.negotiation.objections.clone(),
-            cuts: self.negotiation.cuts.clone(),
+            appeals: self.round.negotiation.appeals.clone(),
+            objections: self.round.negotiation.objections.clone(),
+            cuts: self.round.negotiation.cuts.clone(),
             skip_certificate: if self.view > 0 {
                 self.justification.clone()
             } else {
                 None
             },
-            evidence: self.evidence.iter().take(MAX_EVIDENCE).cloned().collect(),
+            evidence: self
+                .ballot
+                .evidence
+                .iter()
+                .take(MAX_EVIDENCE)
+                .cloned()
+                .collect(),
         }
     }
 
@@ -147,7 +172,7 @@ impl NodeState {
         if self.primary(ctx) != ctx.me {
             return;
         }
-        if !self.gate_closed {
+        if !self.intake.gate_closed {
             self.close_gate(out);
         }
         let locked = self
@@ -168,11 +193,12 @@ impl NodeState {
             // S2: after a skip, a block that may have been committed is proposed again as it is.
             Some(digest) => {
                 let held = self
+                    .ballot
                     .lock
                     .as_ref()
                     .filter(|l| l.certificate.block == digest)
                     .map(|l| &l.proposal)
-                    .or_else(|| self.offered.get(&digest));
+                    .or_else(|| self.skip.offered.get(&digest));
                 let Some(p) = held else {
                     return;
                 };
@@ -187,21 +213,15 @@ impl NodeState {
                     .filter(|_| self.view > 0)
                     .map(SkipCertificate::reported_homes)
                     .unwrap_or_default();
-                if reported.iter().any(|h| !self.batches.contains_key(h)) {
+                if reported
+                    .iter()
+                    .any(|h| !self.intake.batches.contains_key(h))
+                {
                     return;
                 }
                 let plan = self.plan(ctx, revision);
-                let rules = ContentRules {
-                    genesis: &ctx.genesis,
-                    chain_id: ctx.chain_id,
-                    scheme: ctx.scheme.as_ref(),
-                    clearing: ctx.clearing,
-                    committed: &self.committed_nonces,
-                };
-                let mut check = Memo {
-                    memo: &mut self.verified,
-                    scheme: ctx.scheme.as_ref(),
-                };
+                let (rules, mut check) =
+                    content_checks(ctx, &self.committed_nonces, &mut self.verified);
                 let Ok(body) = rules.build_body(plan, &mut check) else {
                     return;
                 };
@@ -222,8 +242,8 @@ impl NodeState {
             }
         };
         let digest = header.digest();
-        let slot = (VoteKind::Propose, self.view, revision);
-        if self.voted.get(&slot).is_some_and(|d| *d != digest) {
+        let slot = VoteSlot::new(VoteKind::Propose, self.view, revision);
+        if self.ballot.voted.get(&slot).is_some_and(|d| *d != digest) {
             return;
         }
         let stamp = out.sign(Vote {
@@ -235,7 +255,7 @@ impl NodeState {
             block: digest,
             voter: ctx.me,
         });
-        self.voted.insert(slot, digest);
+        self.ballot.voted.insert(slot, digest);
         out.persist_vote(&stamp);
         let proposal = Proposal {
             stamp,
@@ -250,8 +270,8 @@ impl NodeState {
         out.push(Effect::Broadcast(Message::Proposal(Box::new(
             proposal.clone(),
         ))));
-        self.own = Some(proposal.clone());
-        self.negotiation.answered.clear();
+        self.round.own = Some(proposal.clone());
+        self.round.negotiation.answered.clear();
         out.push(Effect::CancelTimer(Timer::BatchWait(self.height)));
         self.on_proposal(out, ctx.me, proposal);
     }

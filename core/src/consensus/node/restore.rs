@@ -29,52 +29,57 @@ impl NodeState {
                     receipt,
                     height,
                 } => {
-                    let n = s.receipted_nonces.entry(bid.body.participant).or_insert(0);
+                    let n = s
+                        .intake
+                        .receipted_nonces
+                        .entry(bid.body.participant)
+                        .or_insert(0);
                     *n = (*n).max(bid.body.nonce);
-                    s.pool_push(height, bid, receipt);
+                    s.intake.pool_push(height, bid, receipt);
                 }
                 Record::Batch(b) => {
                     if b.body.home == ctx.me && b.body.height == s.height {
-                        s.gate_closed = true;
+                        s.intake.gate_closed = true;
                     }
                     s.store_batch(b);
                 }
                 Record::Vote(v) => {
                     let b = &v.body;
-                    s.voted.insert((b.kind, b.view, b.revision), b.block);
+                    s.ballot.voted.insert(VoteSlot::of(b), b.block);
                     // A proposal's stamp is logged as a vote but counts toward no certificate.
                     if b.kind != VoteKind::Propose {
-                        s.votes
-                            .entry((b.kind, b.view, b.revision, b.block))
-                            .or_default()
-                            .insert(b.voter, v.signature);
+                        s.ballot.count(&v);
                     }
                 }
                 Record::Lock(certificate, proposal) => {
-                    s.lock = Some(Lock {
+                    s.ballot.lock = Some(Lock {
                         certificate,
                         proposal: *proposal,
                     });
                 }
                 Record::Skip(v) => {
-                    s.skips.entry(v.body.view).or_default().insert(ctx.me, v);
+                    s.skip
+                        .skips
+                        .entry(v.body.view)
+                        .or_default()
+                        .insert(ctx.me, v);
                 }
                 Record::SkipCertificate(c) => {
                     if c.view + 1 > s.view {
                         s.view = c.view + 1;
                         s.justification = Some(c);
-                        s.negotiation = Negotiation::default();
+                        s.round = RoundState::default();
                     }
                 }
-                Record::Appeal { appeal, via } => s.appeals.push((appeal, via)),
+                Record::Appeal { appeal, via } => s.appeals.held.push((appeal, via)),
                 Record::Change { change, height } => {
-                    s.changes.entry(height).or_default().push(change);
+                    s.intake.changes.entry(height).or_default().push(change);
                 }
                 Record::Objection(o, batch) => {
                     // The objector's batch stays held after its view ends, as it does in a
                     // running node's memory; the objection itself counts only in its view.
                     if let Some(b) = s.objectors_batch(ctx, &o, batch.as_ref()) {
-                        s.batches.insert(b.body.home, b.clone());
+                        s.intake.batches.insert(b.body.home, b.clone());
                     }
                     if o.body.view == s.view {
                         s.accept_objection(ctx, o, batch);

@@ -50,12 +50,13 @@ impl NodeState {
             let effective = self.effective(out.ctx);
             let ctx = &*effective;
             let digest = block.digest();
-            let endorsed = self.voted.get(&(
+            let endorsed = self.ballot.voted.get(&VoteSlot::new(
                 VoteKind::Endorse,
                 block.certificate.view,
                 block.certificate.revision,
             )) == Some(&digest)
                 || self
+                    .ballot
                     .lock
                     .as_ref()
                     .is_some_and(|l| l.certificate.block == digest);
@@ -72,17 +73,8 @@ impl NodeState {
                     && block.certificate.block == digest
                     && block.certificate.kind == VoteKind::Commit
             } else {
-                let mut check = Memo {
-                    memo: &mut self.verified,
-                    scheme: ctx.scheme.as_ref(),
-                };
-                let rules = ContentRules {
-                    genesis: &ctx.genesis,
-                    chain_id: ctx.chain_id,
-                    scheme: ctx.scheme.as_ref(),
-                    clearing: ctx.clearing,
-                    committed: &self.committed_nonces,
-                };
+                let (rules, mut check) =
+                    content_checks(ctx, &self.committed_nonces, &mut self.verified);
                 verify_block(
                     &rules,
                     self.prev.as_ref(),

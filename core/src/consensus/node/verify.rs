@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// A member's verdict on a valid proposal of its round (spec V4, V7). It lives for one call,
+/// so the size of its objection is no cost.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Verdict {
+    /// It can be endorsed.
+    Endorse,
+    /// This node must object: its own batch is missing (the objection carries it), or the
+    /// outcome violates its area's grid (the objection carries the cuts).
+    Object(ObjectionReason, Option<SignedBatch>),
+}
+
 impl NodeState {
     pub(super) fn on_proposal(&mut self, out: &mut Out<'_>, from: NodeId, p: Proposal) {
         let ctx = out.ctx;
@@ -50,13 +61,14 @@ impl NodeState {
         }
         // N4: under a gate schedule, a proposal long before the gate (by this node's clock)
         // must not close it: the auction stays open for every participant until its gate.
-        if !self.gate_closed && self.before_gate(ctx, out.now) {
+        if !self.intake.gate_closed && self.before_gate(ctx, out.now) {
             return;
         }
-        if !self.gate_closed {
+        if !self.intake.gate_closed {
             self.close_gate(out);
         }
         if self
+            .round
             .proposal
             .as_ref()
             .is_some_and(|cur| cur.round() >= (view, revision))
@@ -70,23 +82,19 @@ impl NodeState {
         }
         match self.check_proposal(ctx, &p) {
             Err(detail) => {
-                self.object(out, &p, ObjectionReason::Invalid { detail }, None);
-                return;
+                return self.object(out, &p, ObjectionReason::Invalid { detail }, None);
             }
-            Ok(Some((reason, batch))) => {
-                self.object(out, &p, reason, batch);
-                return;
-            }
-            Ok(None) => {}
+            Ok(Verdict::Object(reason, batch)) => return self.object(out, &p, reason, batch),
+            Ok(Verdict::Endorse) => {}
         }
         // S2: once locked in this view, never endorse another block in it.
-        if let Some(lock) = &self.lock {
+        if let Some(lock) = &self.ballot.lock {
             let c = &lock.certificate;
             if ctx.rules.lock_forbids(c, view, &digest) {
                 return;
             }
         }
-        self.proposal = Some(p.clone());
+        self.round.proposal = Some(p.clone());
         self.arm_view_timer(out);
         if !self.cast_vote(out, VoteKind::Endorse, view, revision, digest) {
             return;
@@ -97,15 +105,13 @@ impl NodeState {
         }
     }
 
-    /// Checks a proposal for the current round: `Err` if it is invalid, `Ok(Some(..))` with an
-    /// objection this node must raise (its batch is missing, or its grid is insecure), or
-    /// `Ok(None)` if it can be endorsed.
-    #[allow(clippy::type_complexity)]
+    /// Checks a proposal for the current round: `Err` with what is wrong if it is invalid,
+    /// else this node's [`Verdict`] on it.
     pub(super) fn check_proposal(
         &mut self,
         ctx: &Context,
         p: &Proposal,
-    ) -> Result<Option<(ObjectionReason, Option<SignedBatch>)>, String> {
+    ) -> Result<Verdict, String> {
         let (view, revision) = p.round();
         let h = &p.header;
         // V1: a header that names a proposer the rules accept is checked as if it named the
@@ -136,7 +142,7 @@ impl NodeState {
             // S2: the new primary must propose the highest locked block, unchanged; a quorum
             // with every touched area already verified it.
             return if lock.block == h.digest() {
-                Ok(None)
+                Ok(Verdict::Endorse)
             } else {
                 Err(format!(
                     "the skip certificate locks block {:?}, the proposal is {:?}",
@@ -157,17 +163,7 @@ impl NodeState {
         if p.body.process.skip_certificate != p.justification {
             return Err("the body's skip certificate is not the proposal's justification".into());
         }
-        let mut check = Memo {
-            memo: &mut self.verified,
-            scheme: ctx.scheme.as_ref(),
-        };
-        let rules = ContentRules {
-            genesis: &ctx.genesis,
-            chain_id: ctx.chain_id,
-            scheme: ctx.scheme.as_ref(),
-            clearing: ctx.clearing,
-            committed: &self.committed_nonces,
-        };
+        let (rules, mut check) = content_checks(ctx, &self.committed_nonces, &mut self.verified);
         // V7, Fig. 5: this node's private security check of its own area, on the selection
         // the content rules made (its verdict counts only if the checks below pass).
         let violated = rules
@@ -185,7 +181,7 @@ impl NodeState {
         // V4: this node's own batch is in the block unchanged, unless its area sat out the view.
         let me = ctx.genesis.member(ctx.me).expect("a node is a member");
         let unavailable = unavailable_areas(&ctx.genesis, p.body.process.skip_certificate.as_ref());
-        if let Some(mine) = self.batches.get(&ctx.me) {
+        if let Some(mine) = self.intake.batches.get(&ctx.me) {
             let theirs = p
                 .body
                 .process
@@ -193,12 +189,12 @@ impl NodeState {
                 .iter()
                 .find(|b| b.body.home == ctx.me);
             if theirs != Some(mine) && !unavailable.contains(&me.area) {
-                return Ok(Some((
+                return Ok(Verdict::Object(
                     ObjectionReason::MissingBatch {
                         batch: mine.body_digest(),
                     },
                     Some(mine.clone()),
-                )));
+                ));
             }
         }
         let cuts: Vec<Cut> = violated
@@ -206,9 +202,9 @@ impl NodeState {
             .filter(|c| !p.body.process.clearing.cuts.contains(c))
             .collect();
         if cuts.is_empty() {
-            Ok(None)
+            Ok(Verdict::Endorse)
         } else {
-            Ok(Some((ObjectionReason::Security { cuts }, None)))
+            Ok(Verdict::Object(ObjectionReason::Security { cuts }, None))
         }
     }
 

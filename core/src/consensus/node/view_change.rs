@@ -3,6 +3,23 @@
 
 use super::*;
 
+/// The skip votes of a height, by the view they skip, and the locked proposals skip voters
+/// brought to this node as the next view's primary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ViewChange {
+    /// Skip votes per view.
+    pub skips: BTreeMap<u32, BTreeMap<NodeId, Signed<SkipVote>>>,
+    /// Locked proposals other nodes attached to their skip votes, by digest.
+    pub offered: BTreeMap<Digest, Proposal>,
+}
+
+impl ViewChange {
+    /// The skip votes of views before `view` are dropped.
+    pub(super) fn forget_views_before(&mut self, view: u32) {
+        self.skips.retain(|&w, _| w >= view);
+    }
+}
+
 impl NodeState {
     /// The view lasted too long: vote to skip its primary, reporting the highest lock. The
     /// vote goes to the primary of the next view only, which gathers the certificate and opens
@@ -13,6 +30,7 @@ impl NodeState {
         let ctx = out.ctx;
         let target = self.next_skip_view(ctx.me);
         if !self
+            .skip
             .skips
             .get(&target)
             .is_some_and(|m| m.contains_key(&ctx.me))
@@ -22,10 +40,11 @@ impl NodeState {
                 height: self.height,
                 view: target,
                 voter: ctx.me,
-                lock: ctx.rules.skip_vote_lock(self.lock.as_ref()),
-                held: self.batches.keys().copied().collect(),
+                lock: ctx.rules.skip_vote_lock(self.ballot.lock.as_ref()),
+                held: self.intake.batches.keys().copied().collect(),
             });
-            self.skips
+            self.skip
+                .skips
                 .entry(target)
                 .or_default()
                 .insert(ctx.me, v.clone());
@@ -44,7 +63,8 @@ impl NodeState {
     /// `MAX_VIEW`). The model checker reads it to tell a run that can go on only past its
     /// view bound.
     pub fn next_skip_view(&self, me: NodeId) -> u32 {
-        self.skips
+        self.skip
+            .skips
             .range(self.view..)
             .rev()
             .find(|(_, m)| m.contains_key(&me))
@@ -53,7 +73,8 @@ impl NodeState {
 
     /// Whether this node voted to skip `view` or a later view: it then votes in `view` no more.
     pub(super) fn skipped(&self, ctx: &Context, view: u32) -> bool {
-        self.skips
+        self.skip
+            .skips
             .range(view..)
             .any(|(_, m)| m.contains_key(&ctx.me))
     }
@@ -65,12 +86,14 @@ impl NodeState {
     pub(super) fn send_skip_votes(&self, out: &mut Out<'_>) {
         let ctx = out.ctx;
         let mine = |w: &u32| {
-            self.skips
+            self.skip
+                .skips
                 .get(w)
                 .and_then(|m| m.get(&ctx.me))
                 .map(|v| (*w, v))
         };
         let latest = self
+            .skip
             .skips
             .range(self.view..)
             .rev()
@@ -155,7 +178,7 @@ impl NodeState {
                     && p.body.trades_root() == p.header.trades_root
                     && p.body.process_hash() == p.header.process_hash
                 {
-                    self.offered.entry(lock.block).or_insert(p);
+                    self.skip.offered.entry(lock.block).or_insert(p);
                 }
             }
         }
@@ -166,7 +189,12 @@ impl NodeState {
             }
         }
         let view = b.view;
-        self.skips.entry(view).or_default().entry(from).or_insert(v);
+        self.skip
+            .skips
+            .entry(view)
+            .or_default()
+            .entry(from)
+            .or_insert(v);
         self.try_skip_certificate(out, view);
         self.propose_when_batches_are_in(out);
     }
@@ -199,7 +227,7 @@ impl NodeState {
     pub(super) fn try_skip_certificate(&mut self, out: &mut Out<'_>, view: u32) {
         let ctx = out.ctx;
         let need = ctx.rules.skip_quorum(&ctx.genesis);
-        let Some(votes) = self.skips.get(&view) else {
+        let Some(votes) = self.skip.skips.get(&view) else {
             return;
         };
         if view < self.view || votes.len() < need {
@@ -223,9 +251,7 @@ impl NodeState {
         self.view = view;
         self.forget_earlier_views();
         self.justification = Some(cert);
-        self.proposal = None;
-        self.own = None;
-        self.negotiation = Negotiation::default();
+        self.round = RoundState::default();
         self.arm_view_timer(out);
         if self.primary(ctx) == ctx.me {
             self.propose(out, 0);
@@ -239,8 +265,7 @@ impl NodeState {
     /// by sync, and a block locked there is proposed again in v (S2).
     pub(super) fn forget_earlier_views(&mut self) {
         let view = self.view;
-        self.votes.retain(|k, _| k.1 >= view);
-        self.seen.retain(|k, _| k.2 >= view);
-        self.skips.retain(|&w, _| w >= view);
+        self.ballot.forget_views_before(view);
+        self.skip.forget_views_before(view);
     }
 }
