@@ -2,7 +2,8 @@
 //!
 //! A property is a heading `#### <ID>. <title>` (ids such as `D1`, `S2`, `L3`), followed by its
 //! text and a line `- Tests: ` listing, in backticks, the tests that check it (`module::test`),
-//! and, for protocol properties, a line `- Checker: ` naming the checker property.
+//! and, for protocol properties, a line `- Enforced in: ` naming the source files and the
+//! functions in each that enforce it and a line `- Checker: ` naming the checker property.
 
 /// One numbered property of the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +16,9 @@ pub struct Property {
     pub tests: Vec<String>,
     /// The checker properties named on its `- Checker:` line.
     pub checker: Vec<String>,
+    /// Where it is enforced, from its `- Enforced in:` line: each source file (from the
+    /// workspace root) with the functions named after it.
+    pub enforced: Vec<(String, Vec<String>)>,
 }
 
 /// The spec's text, embedded at build time so the checker binary always carries the spec it
@@ -44,6 +48,7 @@ pub fn properties(spec: &str) -> Vec<Property> {
                         title: title.trim().to_owned(),
                         tests: vec![],
                         checker: vec![],
+                        enforced: vec![],
                     });
                 }
             }
@@ -53,6 +58,14 @@ pub fn properties(spec: &str) -> Vec<Property> {
                 p.tests.extend(backticked(rest));
             } else if let Some(rest) = l.strip_prefix("- Checker:") {
                 p.checker.extend(backticked(rest));
+            } else if let Some(rest) = l.strip_prefix("- Enforced in:") {
+                for item in backticked(rest) {
+                    if item.ends_with(".rs") {
+                        p.enforced.push((item, Vec::new()));
+                    } else if let Some((_, fns)) = p.enforced.last_mut() {
+                        fns.push(item);
+                    }
+                }
             }
         }
     }
@@ -78,13 +91,21 @@ mod tests {
 
     #[test]
     fn parses_ids_tests_and_checker_lines() {
-        let text = "#### D1. A thing\nbody\n- Tests: `a::b`, `c`\n- Checker: `S1`\n#### Not a property\n#### S12. Safety\n- Tests: `x`\n";
+        let text = "#### D1. A thing\nbody\n- Enforced in: `a/b.rs` (`f`, `g`); `c.rs` (`h`)\n- Tests: `a::b`, `c`\n- Checker: `S1`\n#### Not a property\n#### S12. Safety\n- Tests: `x`\n";
         let ps = properties(text);
         assert_eq!(ps.len(), 2);
         assert_eq!(ps[0].id, "D1");
         assert_eq!(ps[0].tests, vec!["a::b", "c"]);
         assert_eq!(ps[0].checker, vec!["S1"]);
+        assert_eq!(
+            ps[0].enforced,
+            vec![
+                ("a/b.rs".to_owned(), vec!["f".to_owned(), "g".to_owned()]),
+                ("c.rs".to_owned(), vec!["h".to_owned()])
+            ]
+        );
         assert_eq!(ps[1].id, "S12");
+        assert!(ps[1].enforced.is_empty());
     }
 
     /// Every property in the spec names at least one test, every named test exists in the
@@ -123,6 +144,49 @@ mod tests {
                     "{} names test `{t}`, which does not exist",
                     p.id
                 );
+            }
+        }
+    }
+
+    /// A newcomer finds, for every protocol property (S, V, L, N and A ids), the module that
+    /// enforces it: its `- Enforced in:` line names files that exist, each with functions it
+    /// defines.
+    #[test]
+    fn every_protocol_property_names_where_it_is_enforced() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let props = properties(PROTOCOL_MD);
+        let protocol: Vec<&Property> = props
+            .iter()
+            .filter(|p| p.id.starts_with(['S', 'V', 'L', 'N', 'A']))
+            .collect();
+        assert!(
+            protocol.len() >= 28,
+            "{} protocol properties",
+            protocol.len()
+        );
+        for p in protocol {
+            assert!(!p.enforced.is_empty(), "{} names no enforcing module", p.id);
+            for (file, fns) in &p.enforced {
+                let text = std::fs::read_to_string(root.join(file))
+                    .unwrap_or_else(|e| panic!("{} names {file}: {e}", p.id));
+                assert!(!fns.is_empty(), "{} names no function in {file}", p.id);
+                for f in fns {
+                    let defined = text.lines().map(str::trim_start).any(|l| {
+                        ["fn ", "pub fn ", "pub(super) fn ", "pub(crate) fn "]
+                            .iter()
+                            .any(|v| {
+                                l.strip_prefix(v).is_some_and(|r| {
+                                    r.starts_with(&format!("{f}("))
+                                        || r.starts_with(&format!("{f}<"))
+                                })
+                            })
+                    });
+                    assert!(
+                        defined,
+                        "{} names `{f}` in {file}, which does not define it",
+                        p.id
+                    );
+                }
             }
         }
     }

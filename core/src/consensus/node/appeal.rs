@@ -12,6 +12,13 @@ pub struct Appeals {
     pub forwarded: BTreeSet<ParticipantId>,
 }
 
+impl Appeals {
+    /// What holds of the appeals between steps (debug and test builds).
+    pub(super) fn assert_invariants(&self) {
+        assert!(self.held.len() <= MAX_APPEALS);
+    }
+}
+
 impl NodeState {
     pub(super) fn on_participant_appeal(&mut self, out: &mut Out<'_>, appeal: Signed<Appeal>) {
         let ctx = out.ctx;

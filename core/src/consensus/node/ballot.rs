@@ -88,6 +88,33 @@ impl Ballot {
             ..Ballot::default()
         };
     }
+
+    /// What holds of the ballot at a node in `view` between steps (debug and test builds).
+    pub(super) fn assert_invariants(&self, view: u32) {
+        // Nothing of an earlier view is counted or remembered (`forget_views_before`), and a
+        // proposal's stamp counts toward no certificate.
+        assert!(
+            self.votes
+                .iter()
+                .all(|((slot, _), voters)| slot.view >= view
+                    && slot.kind != VoteKind::Propose
+                    && !voters.is_empty()),
+            "a counted vote of an earlier view, a stamp, or an empty count"
+        );
+        assert!(
+            self.seen.iter().all(|((voter, slot), v)| slot.view >= view
+                && *voter == v.body.voter
+                && *slot == VoteSlot::of(&v.body)),
+            "a vote noted under another slot, or of an earlier view"
+        );
+        // A lock is an endorsement certificate of the very proposal it keeps (S2).
+        if let Some(l) = &self.lock {
+            assert_eq!(l.certificate.kind, VoteKind::Endorse);
+            assert_eq!(l.certificate.block, l.proposal.stamp.body.block);
+            assert_eq!(l.certificate.round(), l.proposal.round());
+        }
+        assert!(self.evidence.len() <= MAX_EVIDENCE);
+    }
 }
 
 impl NodeState {

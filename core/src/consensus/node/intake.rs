@@ -44,6 +44,28 @@ impl Intake {
         self.gate_closed = false;
         self.batches = std::mem::take(&mut self.early_batches);
     }
+
+    /// What holds of intake at a node at `height` between steps (debug and test builds).
+    pub(super) fn assert_invariants(&self, height: u64) {
+        // The pool is of this height and later: a decided height's is taken. (Its step counts
+        // are kept with it by `pool_push` and `pool_take`, but tests set either alone to stage
+        // a full batch, so they are not asserted here.)
+        assert!(
+            self.pool.keys().all(|&h| h >= height),
+            "a pool below the height"
+        );
+        // Every batch is kept under its home; early ones are of the next height.
+        assert!(self.batches.iter().all(|(home, b)| b.body.home == *home));
+        assert!(
+            self.early_batches
+                .iter()
+                .all(|(home, b)| b.body.home == *home && b.body.height == height + 1)
+        );
+        assert!(
+            self.changes.keys().all(|&h| h >= height),
+            "changes below the height"
+        );
+    }
 }
 
 impl NodeState {

@@ -1,8 +1,32 @@
-//! The management node's state machine: `step(now, input) -> effects` (spec part 2).
+//! The management node's state machine: `step(now, input) -> Ready` (spec part 2).
 //!
-//! Every transition is a method here; comments cite the spec rule it implements. Nothing reads
-//! a clock, a file or the network: time comes in as `now`, messages and timers as inputs, and
-//! everything the node does goes out as an ordered list of effects.
+//! Nothing here reads a clock, a file or the network: time comes in as `now`, messages and
+//! timers as inputs, and everything the node does goes out as a [`Ready`]: its storage effects,
+//! then its messages and timers (spec N3).
+//!
+//! [`NodeState`] holds where the node stands (height, view, chain) and one part per concern;
+//! each part owns its state, its reset and its invariants, and each module holds the
+//! transitions of one concern (spec 2.13 names, for every property, the module and functions
+//! that enforce it):
+//!
+//! | module | part | transitions (spec) |
+//! |---|---|---|
+//! | `mod.rs` | [`NodeState`] | `step`, dispatch, timers (2.10), invariants |
+//! | `intake.rs` | [`Intake`] | bids, registry changes, gate closure, batches (N1, N2, N4, D25, A1-A3) |
+//! | `propose.rs` | [`RoundState`] | the primary's plan, proposal and revisions (V2, V5, S2, L3) |
+//! | `verify.rs` | | a member's check of a proposal, endorsement or objection (V1-V9, S2) |
+//! | `negotiate.rs` | | objections at the primary (V8, V10, L3, L5) |
+//! | `ballot.rs` | [`Ballot`] | votes, certificates, locks, evidence (S1-S4, V9) |
+//! | `decide.rs` | | a decided block and the next height (S1, N1, A5) |
+//! | `view_change.rs` | [`ViewChange`] | skip votes and certificates, entering a view (L1, L2, N2) |
+//! | `appeal.rs` | [`Appeals`] | participants' appeals (V5) |
+//! | `sync.rs` | | catch-up (L4) |
+//! | `restore.rs` | | restart from the log (N1, N3) |
+//! | `verified.rs` | [`VerifiedBids`] | signatures verified within a height (work, not verdicts) |
+//!
+//! Every decision the spec makes at a point of a transition (a quorum, who may propose, what a
+//! lock forbids, ...) is asked of the context's [`Rules`](super::Rules), whose defaults are
+//! the spec's rules.
 
 mod appeal;
 mod ballot;
@@ -56,6 +80,29 @@ pub use view_change::ViewChange;
 
 /// Most fallback revisions after the genesis bound: enough to halve any batch set to nothing.
 pub const MAX_FALLBACK_LEVELS: u32 = 64;
+
+// The node's limits against each other (spec 1.3, D25); the message and frame limits are
+// related in `wire.rs` and `compact.rs`. The build fails if a change breaks one.
+const _: () = {
+    use crate::block::{MAX_APPEALS, MAX_VIEW};
+    use crate::genesis::{
+        MAX_MEMBERS, MAX_REVISIONS_LIMIT, MAX_ROUND_STEPS_COUPLED, MAX_ROUND_STEPS_MATCHED,
+    };
+    use crate::market::{MAX_BATCH_BIDS, MAX_BID_STEPS};
+    // A revision number holds the genesis bound and every fallback level.
+    assert!(
+        MAX_REVISIONS_LIMIT
+            .checked_add(MAX_FALLBACK_LEVELS)
+            .is_some()
+    );
+    // The last fallback level keeps no bid of the largest round: each level halves them.
+    assert!(((MAX_MEMBERS * MAX_BATCH_BIDS + MAX_APPEALS) as u128) >> MAX_FALLBACK_LEVELS == 0);
+    // A view number fits a skip vote's escalation past the last view (`next_skip_view`).
+    assert!(MAX_VIEW < u32::MAX);
+    // A home node's share of a round (budget / members, spec D25) fits one batch.
+    assert!(MAX_ROUND_STEPS_COUPLED <= MAX_BATCH_BIDS * MAX_BID_STEPS);
+    assert!(MAX_ROUND_STEPS_MATCHED <= MAX_ROUND_STEPS_COUPLED);
+};
 
 /// A view's time per bid of the round's batches, in microseconds, beyond the genesis's view
 /// timeout (spec 2.7): a round's work (its batches' transfer and signatures, the clearing, each
@@ -223,6 +270,9 @@ impl NodeState {
     /// One transition: the effects of `input` at time `now`, in the order the runtime must
     /// execute them.
     pub fn step(&mut self, ctx: &Context, now: Timestamp, input: Input) -> Ready {
+        if cfg!(debug_assertions) {
+            self.assert_invariants(ctx.me);
+        }
         let ctx = self.effective(ctx);
         let mut out = Out {
             ctx: &ctx,
@@ -237,7 +287,30 @@ impl NodeState {
             Input::Timer(t) => self.on_timer(&mut out, t),
             Input::Message { from, msg } => self.on_message(&mut out, from, msg),
         }
+        if cfg!(debug_assertions) {
+            self.assert_invariants(ctx.me);
+        }
         Ready::new(out.effects)
+    }
+
+    /// What holds of every state between steps, part by part (checked before and after each
+    /// step and after a restart, in debug and test builds). No [`Rules`](super::Rules) policy
+    /// can break these: they are the state machine's own bookkeeping, not the protocol's
+    /// rules, which the model checker checks.
+    fn assert_invariants(&self, me: NodeId) {
+        assert!(self.height >= 1);
+        assert!(self.prev.as_ref().is_none_or(|p| p.height < self.height));
+        assert!(self.view <= crate::block::MAX_VIEW);
+        assert_eq!(
+            self.justification.is_some(),
+            self.view > 0,
+            "a view after 0 is opened by a skip certificate"
+        );
+        self.intake.assert_invariants(self.height);
+        self.round.assert_invariants(self.view, me);
+        self.ballot.assert_invariants(self.view);
+        self.skip.assert_invariants(self.view);
+        self.appeals.assert_invariants();
     }
 
     fn primary(&self, ctx: &Context) -> NodeId {

@@ -16,6 +16,23 @@ pub struct RoundState {
     pub negotiation: Negotiation,
 }
 
+impl RoundState {
+    /// What holds of the round at node `me` in `view` between steps (debug and test builds):
+    /// its proposals are of that view (a new view starts the round afresh), its own is its own,
+    /// and negotiation stays within its limits (spec D25).
+    pub(super) fn assert_invariants(&self, view: u32, me: NodeId) {
+        assert!(self.proposal.as_ref().is_none_or(|p| p.round().0 == view));
+        assert!(
+            self.own
+                .as_ref()
+                .is_none_or(|p| p.round().0 == view && p.stamp.body.voter == me)
+        );
+        let n = &self.negotiation;
+        assert!(n.objections.len() <= MAX_OBJECTIONS && n.bytes <= MAX_NEGOTIATION_BYTES);
+        assert!(n.appeals.len() <= MAX_APPEALS);
+    }
+}
+
 impl NodeState {
     /// Whether the primary accepted objections its current proposal does not carry yet: its
     /// proposal records every objection accepted before it (the plan's), so any beyond those.

@@ -88,6 +88,9 @@ impl NodeState {
             }
         }
         s.forget_earlier_views();
+        if cfg!(debug_assertions) {
+            s.assert_invariants(ctx.me);
+        }
         s
     }
 }

@@ -18,6 +18,22 @@ impl ViewChange {
     pub(super) fn forget_views_before(&mut self, view: u32) {
         self.skips.retain(|&w, _| w >= view);
     }
+
+    /// What holds of the skip votes at a node in `view` between steps (debug and test
+    /// builds): none of an earlier view, each kept under its view and voter.
+    pub(super) fn assert_invariants(&self, view: u32) {
+        assert!(self.skips.iter().all(|(&w, votes)| {
+            w >= view
+                && votes
+                    .iter()
+                    .all(|(voter, v)| v.body.view == w && v.body.voter == *voter)
+        }));
+        assert!(
+            self.offered
+                .iter()
+                .all(|(digest, p)| p.header.digest() == *digest)
+        );
+    }
 }
 
 impl NodeState {
