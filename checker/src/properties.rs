@@ -476,10 +476,7 @@ fn with_clearing<R>(
         &mut check,
     );
     let (input, _) = selection.into_input(g, &body.process);
-    let cleared = Cleared {
-        outcome: body.process.clearing.outcome.clone(),
-        trades: body.trades.clone(),
-    };
+    let cleared = body.cleared();
     f(&input, &cleared)
 }
 

@@ -432,6 +432,16 @@ crate::canonical_struct!(BlockBody {
 crate::tagged!(BlockBody, 0x0204, "block-body", 1 << 30);
 
 impl BlockBody {
+    /// The clearing outcome and trades this body records: what verification compares with
+    /// what the rule gives for the body's clearing input (spec V6), and what a member's
+    /// security check reads (V7).
+    pub fn cleared(&self) -> crate::clearing::Cleared {
+        crate::clearing::Cleared {
+            outcome: self.process.clearing.outcome.clone(),
+            trades: self.trades.clone(),
+        }
+    }
+
     /// The leaf hashes of the trades.
     pub fn trade_leaves(&self) -> Vec<Digest> {
         self.trades.iter().map(merkle::leaf_hash_of).collect()

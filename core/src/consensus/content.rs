@@ -647,10 +647,7 @@ impl ContentRules<'_> {
             }
         }
         let (input, _) = selection.into_input(g, p);
-        let proposed = Cleared {
-            outcome: p.clearing.outcome.clone(),
-            trades: body.trades.clone(),
-        };
+        let proposed = body.cleared();
         then(&input, &proposed)
     }
 }
