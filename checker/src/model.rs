@@ -766,12 +766,7 @@ impl Storage for Saving<'_> {
     }
 
     fn blocks(&self, from: u64, to: u64) -> Vec<Block> {
-        self.store
-            .blocks
-            .iter()
-            .filter(|b| (from..=to).contains(&b.header.height))
-            .cloned()
-            .collect()
+        tieline_core::consensus::ready::blocks_between(&self.store.blocks, from, to)
     }
 }
 

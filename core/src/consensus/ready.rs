@@ -130,6 +130,16 @@ pub trait Storage {
     fn blocks(&self, from: u64, to: u64) -> Vec<Block>;
 }
 
+/// The blocks of heights `from..=to` of a chain held in memory, in its order: what an
+/// in-memory [`Storage`] serves.
+pub fn blocks_between(chain: &[Block], from: u64, to: u64) -> Vec<Block> {
+    chain
+        .iter()
+        .filter(|b| (from..=to).contains(&b.header.height))
+        .cloned()
+        .collect()
+}
+
 /// Where [`Ready::execute`] puts what the world sees: messages, timers and notices.
 pub trait Outbox {
     /// Sends a message to one member.

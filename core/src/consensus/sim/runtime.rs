@@ -26,11 +26,7 @@ impl Storage for Store {
     }
 
     fn blocks(&self, from: u64, to: u64) -> Vec<Block> {
-        self.blocks
-            .iter()
-            .filter(|b| (from..=to).contains(&b.header.height))
-            .cloned()
-            .collect()
+        crate::consensus::ready::blocks_between(&self.blocks, from, to)
     }
 }
 
