@@ -265,7 +265,7 @@ fn proposals(state: &State) -> Rc<Proposals> {
             let mut out = BTreeMap::new();
             for (_, w) in sent_wires(state) {
                 if let Msg::Node(Message::Proposal(p)) = w.msg() {
-                    let (v, r) = p.round();
+                    let (v, r) = p.round().into();
                     out.entry((v, r, p.stamp.body.block))
                         .or_insert_with(|| w.clone());
                 }
@@ -518,7 +518,7 @@ pub fn within_boundary(setup: &Setup, state: &State) -> bool {
                 && n.round
                     .proposal
                     .as_ref()
-                    .is_none_or(|p| p.round().1 <= b.max_revision)
+                    .is_none_or(|p| p.round().revision <= b.max_revision)
                 && n.ballot.voted.keys().all(|k| k.revision <= b.max_revision)
                 && n.skip.skips.get(&b.max_view).is_none_or(|m| m.is_empty())
         })
@@ -1412,7 +1412,7 @@ fn l5_reached(model: &Model, state: &State) -> bool {
     correct(model, state).any(|c| {
         let n = &c.view.node;
         n.round.own.as_ref().is_some_and(|p| {
-            let revision = p.round().1;
+            let revision = p.round().revision;
             n.round
                 .negotiation
                 .objections

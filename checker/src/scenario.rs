@@ -966,14 +966,14 @@ impl Scenario {
         scratch.push(objection);
         // The other members have not answered revision 0 in the scratch run: the primary
         // revises when its wait for them ends (spec 2.6).
-        let (view0, revision0) = first.round();
+        let (view0, revision0) = first.round().into();
         scratch.push(Input::Timer(Timer::Revise(
             first.header.height,
             view0,
             revision0,
         )));
         let revised = Self::last_proposal(ctx, &scratch).expect("the objection makes a revision");
-        let (view, revision) = revised.round();
+        let (view, revision) = revised.round().into();
         assert_eq!(revision, revision0 + 1, "the objection makes revision 1");
         let endorsement = Signed::sign(
             Vote {
@@ -1032,7 +1032,7 @@ impl Scenario {
     /// Member `ctx.me`'s signed missing-batch objection to proposal `p`, carrying `batch`
     /// (whatever batch it is: a lie is the caller's).
     fn missing_batch_objection(ctx: &Context, p: &Proposal, batch: SignedBatch) -> Message {
-        let (view, revision) = p.round();
+        let (view, revision) = p.round().into();
         let objection = Signed::sign(
             Objection {
                 chain_id: ctx.chain_id,

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use crate::block::{
-    BLOCK_VERSION, Block, BlockBody, BlockHeader, CertificateError, MAX_VIEW, ProcessData, VoteKind,
+    BLOCK_VERSION, Block, BlockBody, BlockHeader, CertificateError, MAX_VIEW, ProcessData, Round,
+    VoteKind,
 };
 use crate::clearing::{Clearing, rule_for};
 use crate::consensus::content::{BidSignatureCheck, CommittedNonces, ContentRules, advance_nonces};
@@ -444,7 +445,7 @@ pub fn verify_block(
     if qc.kind != VoteKind::Commit
         || qc.height != h.height
         || qc.block != digest
-        || qc.round() < (h.view, h.revision)
+        || qc.round() < Round::new(h.view, h.revision)
     {
         return Err(AuditFailure::CertificateTarget(format!(
             "{:?} at height {} round {:?} of {:?}, not a commit of this block (height {}, round {:?}, {:?})",

@@ -152,7 +152,7 @@ impl Rig {
 
     /// Member `voter`'s signed vote of `kind` for `p`.
     fn signed_vote(&self, kind: VoteKind, voter: usize, p: &Proposal) -> Signed<Vote> {
-        let (view, revision) = p.round();
+        let (view, revision) = p.round().into();
         let v = Vote {
             kind,
             chain_id: self.s.genesis.chain_id(),
@@ -194,7 +194,7 @@ impl Rig {
     /// A security objection to `p` whose one (loose) cut carries `label`: objections with
     /// different labels ask for different cuts.
     fn security_objection_labelled(&self, objector: usize, p: &Proposal, label: u32) -> Input {
-        let (view, revision) = p.round();
+        let (view, revision) = p.round().into();
         let cut = Cut {
             product: sample_product(1),
             label,
@@ -221,7 +221,7 @@ impl Rig {
 
     /// The endorsement certificate of `p` signed by members `voters`.
     fn endorsement_certificate(&self, p: &Proposal, voters: &[usize]) -> QuorumCertificate {
-        let (view, revision) = p.round();
+        let (view, revision) = p.round().into();
         QuorumCertificate {
             kind: VoteKind::Endorse,
             height: 1,
@@ -626,7 +626,7 @@ fn a_synced_block_the_node_endorsed_is_decided_only_with_a_valid_commit_certific
     let r = Rig::at_proposal();
     let p = r.proposal();
     let (_, ctx, mut state) = r.verifier_holding(&p);
-    let (view, revision) = p.round();
+    let (view, revision) = p.round().into();
     let certificate = QuorumCertificate {
         kind: VoteKind::Commit,
         height: 1,
@@ -927,7 +927,7 @@ fn message(from: NodeId, msg: Message) -> Input {
 /// when its wait ends (spec 2.6).
 fn step_and_revise(ctx: &Context, state: &mut NodeState, input: Input) -> Vec<Effect> {
     let mut e = state.step(ctx, NOW, input).to_vec();
-    if let Some((view, revision)) = state.round.own.as_ref().map(Proposal::round) {
+    if let Some((view, revision)) = state.round.own.as_ref().map(|p| p.round().into()) {
         let timer = Timer::Revise(state.height, view, revision);
         e.extend(state.step(ctx, NOW, Input::Timer(timer)));
     }
@@ -951,7 +951,7 @@ fn a_locked_primary_proposes_nothing_new_in_its_view() {
     // Unlocked, the primary takes the objection's new cut into revision 1.
     let mut unlocked = state.clone();
     let e = step_and_revise(&ctx, &mut unlocked, objection.clone());
-    assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
+    assert_eq!(proposed(&e).map(|p| p.round().into()), Some((0, 1)));
     // Locked, a late objection is neither logged nor answered: the quorum that endorsed
     // revision 0 may already be committing it (S2).
     for &j in &others {
@@ -990,7 +990,7 @@ fn a_primary_is_not_moved_by_an_objection_carrying_a_batch_not_its_objectors_own
         &r.s.members[j],
     );
     for batch in [another_homes, later_height] {
-        let (view, revision) = p.round();
+        let (view, revision) = p.round().into();
         let o = Objection {
             chain_id: r.s.genesis.chain_id(),
             height: 1,
@@ -1306,7 +1306,7 @@ fn a_primary_takes_objections_up_to_max_objections() {
     // Below the bound the objection's new cut is taken into revision 1.
     let mut below = state.clone();
     let e = step_and_revise(&ctx, &mut below, objection.clone());
-    assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
+    assert_eq!(proposed(&e).map(|p| p.round().into()), Some((0, 1)));
     // At the bound it changes nothing.
     state.round.negotiation.objections.push(filler);
     assert_ignored(&ctx, &mut state, objection);
@@ -1323,7 +1323,7 @@ fn a_primary_takes_objections_up_to_the_negotiation_bytes() {
     let mut at = state.clone();
     at.round.negotiation.bytes = MAX_NEGOTIATION_BYTES - len;
     let e = step_and_revise(&ctx, &mut at, objection.clone());
-    assert_eq!(proposed(&e).map(|p| p.round()), Some((0, 1)));
+    assert_eq!(proposed(&e).map(|p| p.round().into()), Some((0, 1)));
     assert_eq!(at.round.negotiation.bytes, MAX_NEGOTIATION_BYTES);
     // One byte past it: changes nothing.
     state.round.negotiation.bytes = MAX_NEGOTIATION_BYTES - len + 1;

@@ -2,6 +2,36 @@
 
 use super::*;
 
+/// A round of a height: a view and a revision in it. Rounds are ordered as the protocol orders
+/// them: by view, then by revision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Round {
+    /// The view.
+    pub view: u32,
+    /// The revision within the view.
+    pub revision: u32,
+}
+
+impl Round {
+    /// Round (`view`, `revision`).
+    pub const fn new(view: u32, revision: u32) -> Self {
+        Self { view, revision }
+    }
+}
+
+/// A round compares with a (view, revision) pair.
+impl PartialEq<(u32, u32)> for Round {
+    fn eq(&self, other: &(u32, u32)) -> bool {
+        (self.view, self.revision) == *other
+    }
+}
+
+impl From<Round> for (u32, u32) {
+    fn from(r: Round) -> Self {
+        (r.view, r.revision)
+    }
+}
+
 /// What a vote is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum VoteKind {
@@ -148,9 +178,9 @@ impl QuorumCertificate {
         })
     }
 
-    /// The round (view, revision), ordered as the protocol orders rounds.
-    pub fn round(&self) -> (u32, u32) {
-        (self.view, self.revision)
+    /// The round the certificate is for.
+    pub fn round(&self) -> Round {
+        Round::new(self.view, self.revision)
     }
 
     /// The signers, in the certificate's order.

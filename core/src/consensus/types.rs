@@ -2,7 +2,7 @@
 
 use crate::block::{
     Appeal, AppealResolution, Block, BlockBody, BlockHeader, Evidence, Objection,
-    QuorumCertificate, SkipCertificate, SkipVote, Vote,
+    QuorumCertificate, Round, SkipCertificate, SkipVote, Vote,
 };
 use crate::crypto::{Digest, Signed};
 use crate::market::{BidError, SignedBatch, SignedBid, SignedReceipt, Trade};
@@ -30,9 +30,9 @@ pub struct Proposal {
 }
 
 impl Proposal {
-    /// The round (view, revision) the proposal is for.
-    pub fn round(&self) -> (u32, u32) {
-        (self.stamp.body.view, self.stamp.body.revision)
+    /// The round the proposal is for.
+    pub fn round(&self) -> Round {
+        Round::new(self.stamp.body.view, self.stamp.body.revision)
     }
 
     /// The height.
@@ -133,7 +133,7 @@ impl Message {
         let at = |height, view| Some(Position { height, view });
         match self {
             Message::Batch(b) => at(b.body.height, None),
-            Message::Proposal(p) => at(p.height(), Some(p.round().0)),
+            Message::Proposal(p) => at(p.height(), Some(p.round().view)),
             Message::Vote(v) => at(v.body.height, Some(v.body.view)),
             Message::Endorsed(c) => at(c.height, Some(c.view)),
             Message::Objection(o, _) => at(o.body.height, Some(o.body.view)),

@@ -544,7 +544,7 @@ impl Driver {
     /// view when that is smaller (spec 1.3, frames), the whole compact frame otherwise. The
     /// whole frame is kept for members that lack the previous revision and ask for it.
     fn proposal_frame(&mut self, p: Box<Proposal>) -> Bytes {
-        let (height, (view, revision)) = (p.height(), p.round());
+        let (height, (view, revision)) = (p.height(), p.round().into());
         // A proposal is cheap to copy: its body is shared.
         let next = (*p).clone();
         let msg = Message::Proposal(p);

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use crate::block::{
     Appeal, Block, BlockBody, Evidence, MAX_APPEALS, MAX_CUTS_PER_OBJECTION, MAX_EVIDENCE,
     MAX_NEGOTIATION_BYTES, MAX_OBJECTIONS, MAX_VIEW, Objection, ObjectionReason, ProcessData,
-    SkipCertificate, SkipVote,
+    Round, SkipCertificate, SkipVote,
 };
 use crate::clearing::{
     ClearingOutcome, ClearingRecord, Cut, MAX_AWARDS, MAX_OUTCOME_ROWS, StepAward,
@@ -299,7 +299,7 @@ crate::canonical_struct!(BaseRef {
 impl BaseRef {
     /// The reference to proposal `p`.
     pub fn of(p: &Proposal) -> Self {
-        let (view, revision) = p.round();
+        let Round { view, revision } = p.round();
         Self {
             height: p.height(),
             view,
@@ -375,8 +375,8 @@ pub fn encode_revision(msg: &Message, base: &Proposal) -> Option<Vec<u8>> {
     let Message::Proposal(p) = msg else {
         return None;
     };
-    let ((view, revision), (base_view, base_revision)) = (p.round(), base.round());
-    if p.height() != base.height() || view != base_view || revision <= base_revision {
+    let (round, base_round) = (p.round(), base.round());
+    if p.height() != base.height() || round.view != base_round.view || round <= base_round {
         return None;
     }
     let mut places = Vec::new();
@@ -482,7 +482,10 @@ impl Frame {
     /// The round (height, view, revision) of the proposal the frame carries, if it carries one.
     pub fn proposal_round(&self) -> Option<(u64, u32, u32)> {
         match &self.message {
-            Message::Proposal(p) => Some((p.height(), p.round().0, p.round().1)),
+            Message::Proposal(p) => {
+                let Round { view, revision } = p.round();
+                Some((p.height(), view, revision))
+            }
             _ => None,
         }
     }

@@ -395,7 +395,7 @@ fn objection(
             chain_id: p.header.chain_id,
             height: p.height(),
             view: 0,
-            revision: p.round().1,
+            revision: p.round().revision,
             block: p.header.digest(),
             objector: NodeId(objector),
             reason,

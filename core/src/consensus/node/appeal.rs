@@ -95,7 +95,7 @@ impl NodeState {
         self.appeals.held.push((appeal, via));
         // The primary records it in its next revision, while revisions remain.
         if let Some(cur) = &self.round.own {
-            let (view, revision) = cur.round();
+            let Round { view, revision } = cur.round();
             let fresh = cur.header.view == view;
             if view == self.view && fresh && revision + 1 < ctx.genesis.max_revisions {
                 self.propose(out, revision + 1);

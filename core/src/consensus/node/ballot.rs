@@ -229,17 +229,17 @@ impl NodeState {
 
     /// The proposal of round (view, revision) with this digest, if this node holds it.
     pub(super) fn held(&self, view: u32, revision: u32, digest: Digest) -> Option<&Proposal> {
-        let cur = self
-            .round
-            .proposal
-            .as_ref()
-            .filter(|p| p.round() == (view, revision) && p.stamp.body.block == digest);
+        let cur =
+            self.round.proposal.as_ref().filter(|p| {
+                p.round() == Round::new(view, revision) && p.stamp.body.block == digest
+            });
         cur.or_else(|| {
             self.ballot
                 .lock
                 .as_ref()
                 .filter(|l| {
-                    l.certificate.round() == (view, revision) && l.certificate.block == digest
+                    l.certificate.round() == Round::new(view, revision)
+                        && l.certificate.block == digest
                 })
                 .map(|l| &l.proposal)
         })
@@ -313,7 +313,7 @@ impl NodeState {
                 .ballot
                 .lock
                 .as_ref()
-                .is_none_or(|l| l.certificate.round() < (view, revision))
+                .is_none_or(|l| l.certificate.round() < Round::new(view, revision))
             && !self
                 .ballot
                 .voted
@@ -328,7 +328,7 @@ impl NodeState {
         p: Proposal,
     ) {
         let ctx = out.ctx;
-        let (view, revision) = certificate.round();
+        let Round { view, revision } = certificate.round();
         if !self.would_lock(ctx, view, revision) {
             return;
         }

@@ -48,8 +48,8 @@ use crate::audit::{AuditSummary, check_header, verify_block};
 use crate::block::{
     Appeal, AppealClaim, AppealRecord, AppealResolution, BLOCK_VERSION, Block, BlockBody,
     BlockHeader, Evidence, MAX_APPEALS, MAX_EVIDENCE, MAX_NEGOTIATION_BYTES, MAX_OBJECTIONS,
-    Objection, ObjectionReason, QuorumCertificate, SkipCertificate, SkipVote, Vote, VoteKind,
-    VoteSignature,
+    Objection, ObjectionReason, QuorumCertificate, Round, SkipCertificate, SkipVote, Vote,
+    VoteKind, VoteSignature,
 };
 use crate::clearing::Cut;
 use crate::consensus::content::{
@@ -384,7 +384,11 @@ impl NodeState {
             Timer::Revise(h, v, r)
                 if h == self.height
                     && v == self.view
-                    && self.round.own.as_ref().is_some_and(|p| p.round() == (v, r))
+                    && self
+                        .round
+                        .own
+                        .as_ref()
+                        .is_some_and(|p| p.round() == Round::new(v, r))
                     && self.revision_pending() =>
             {
                 self.propose(out, r + 1);

@@ -25,8 +25,8 @@ impl NodeState {
         let Some(current) = &self.round.own else {
             return;
         };
-        let fresh = current.header.view == current.round().0;
-        let (view, revision) = current.round();
+        let fresh = current.header.view == current.round().view;
+        let Round { view, revision } = current.round();
         // An objection to the current revision, or to an earlier revision of the view that
         // this primary proposed (it was revised before the objection arrived): its cuts and
         // batch are as valid against the current revision, so it is answered, not dropped

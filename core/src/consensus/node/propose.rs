@@ -21,11 +21,15 @@ impl RoundState {
     /// its proposals are of that view (a new view starts the round afresh), its own is its own,
     /// and negotiation stays within its limits (spec D25).
     pub(super) fn assert_invariants(&self, view: u32, me: NodeId) {
-        assert!(self.proposal.as_ref().is_none_or(|p| p.round().0 == view));
+        assert!(
+            self.proposal
+                .as_ref()
+                .is_none_or(|p| p.round().view == view)
+        );
         assert!(
             self.own
                 .as_ref()
-                .is_none_or(|p| p.round().0 == view && p.stamp.body.voter == me)
+                .is_none_or(|p| p.round().view == view && p.stamp.body.voter == me)
         );
         let n = &self.negotiation;
         assert!(n.objections.len() <= MAX_OBJECTIONS && n.bytes <= MAX_NEGOTIATION_BYTES);
@@ -48,7 +52,7 @@ impl NodeState {
         let Some(p) = &self.round.own else {
             return false;
         };
-        let (view, revision) = p.round();
+        let Round { view, revision } = p.round();
         let endorsed = self.ballot.signers(
             VoteSlot::new(VoteKind::Endorse, view, revision),
             p.stamp.body.block,
@@ -68,7 +72,7 @@ impl NodeState {
     /// does not answer is waited for until `Timer::Revise`.
     pub(super) fn revise_when_answered(&mut self, out: &mut Out<'_>) {
         if self.revision_pending() && self.all_answered(out.ctx) {
-            if let Some(r) = self.round.own.as_ref().map(|p| p.round().1) {
+            if let Some(r) = self.round.own.as_ref().map(|p| p.round().revision) {
                 self.propose(out, r + 1);
             }
         }

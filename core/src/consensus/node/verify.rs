@@ -24,7 +24,7 @@ impl NodeState {
         if !self.current(out, from, stamp.height) {
             return;
         }
-        let (view, revision) = p.round();
+        let Round { view, revision } = p.round();
         // V1: only the rotation's primary for the round may propose.
         if !ctx
             .rules
@@ -71,7 +71,7 @@ impl NodeState {
             .round
             .proposal
             .as_ref()
-            .is_some_and(|cur| cur.round() >= (view, revision))
+            .is_some_and(|cur| cur.round() >= Round::new(view, revision))
             || self.signed_later_revision(VoteKind::Endorse, view, revision)
         {
             return;
@@ -112,7 +112,7 @@ impl NodeState {
         ctx: &Context,
         p: &Proposal,
     ) -> Result<Verdict, String> {
-        let (view, revision) = p.round();
+        let Round { view, revision } = p.round();
         let h = &p.header;
         // V1: a header that names a proposer the rules accept is checked as if it named the
         // rotation's primary (with the spec's rules, only the rotation's primary is accepted).
@@ -216,7 +216,7 @@ impl NodeState {
         batch: Option<SignedBatch>,
     ) {
         let ctx = out.ctx;
-        let (view, revision) = p.round();
+        let Round { view, revision } = p.round();
         let o = out.sign(Objection {
             chain_id: ctx.chain_id,
             height: self.height,
