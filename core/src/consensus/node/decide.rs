@@ -66,100 +66,10 @@ impl NodeState {
         let h = block.header.height;
         let old_view = self.view;
         advance_nonces(&mut self.committed_nonces, &block.body);
-        let on_chain: BTreeSet<Digest> = block
-            .body
-            .process
-            .batches
-            .iter()
-            .flat_map(|b| b.body.bids.iter().map(|sb| sb.body.id()))
-            .chain(
-                block
-                    .body
-                    .process
-                    .appeals
-                    .iter()
-                    .filter_map(|a| a.upheld_omission().map(|(bid, _)| bid.body.id())),
-            )
-            .collect();
-        let mut results: BTreeMap<ParticipantId, Vec<crate::market::Trade>> = BTreeMap::new();
-        for t in &block.body.trades {
-            if ctx
-                .genesis
-                .participant(t.participant)
-                .is_some_and(|p| p.home == ctx.me)
-            {
-                results.entry(t.participant).or_default().push(t.clone());
-            }
-        }
-        let digest = block.digest();
-        let resolutions: Vec<(ParticipantId, AppealResolution)> = block
-            .body
-            .process
-            .appeals
-            .iter()
-            .map(|a| (a.appeal.body.participant, a.resolution))
-            .collect();
         out.push(Effect::Decide(Box::new(block.clone())));
         self.apply_changes(ctx, &block);
-        // A change this node sponsors that the block does not carry (its batch was missing)
-        // goes into the next batch; one it carries is on the chain, applied or refused (A5).
-        let carried: BTreeSet<Digest> = block
-            .body
-            .process
-            .batches
-            .iter()
-            .flat_map(|b| b.body.changes.iter().map(SignedChange::id))
-            .collect();
-        for change in self.intake.changes.remove(&h).unwrap_or_default() {
-            if !carried.contains(&change.id()) {
-                out.persist(Record::Change {
-                    change: change.clone(),
-                    height: h + 1,
-                });
-                self.intake.changes.entry(h + 1).or_default().push(change);
-            }
-        }
-        // N1: receipted bids that this block does not carry go into the next batch. With a
-        // gate schedule their period's auction is over: the next block records them rejected
-        // as `OutsideGate` (N4), so the participant can read on the chain what became of them.
-        let pending = self.intake.pool_take(h);
-        for (bid, receipt) in pending {
-            if !on_chain.contains(&bid.body.id()) {
-                out.persist(Record::Bid {
-                    bid: bid.clone(),
-                    receipt: receipt.clone(),
-                    height: h + 1,
-                });
-                self.intake.pool_push(h + 1, bid, receipt);
-            }
-        }
-        for (participant, trades) in results {
-            out.push(Effect::Reply {
-                to: participant,
-                reply: Reply::Result {
-                    height: h,
-                    block: digest,
-                    trades,
-                },
-            });
-        }
-        for participant in std::mem::take(&mut self.appeals.forwarded) {
-            let reply = match resolutions.iter().find(|(p, _)| *p == participant) {
-                Some((_, resolution)) => Reply::AppealResolved {
-                    height: h,
-                    resolution: *resolution,
-                },
-                None => Reply::AppealRejected {
-                    reason: format!(
-                        "the appeal was not recorded in block {h}: negotiation had closed or the primary changed"
-                    ),
-                },
-            };
-            out.push(Effect::Reply {
-                to: participant,
-                reply,
-            });
-        }
+        self.carry_over(out, &block);
+        self.tell_participants(out, &block);
         // The next height opens: each part starts it afresh (the ballot keeps the evidence
         // the block did not record; intake keeps its pools and the batches that came early).
         self.ballot.next_height(&block);
@@ -182,5 +92,110 @@ impl NodeState {
             timer: Timer::Gate(self.height),
             after_ms: ctx.genesis.timing.gate_after(self.height, out.now),
         });
+    }
+
+    /// What this node holds for the decided height that the block does not carry moves to
+    /// the next: the registry changes it sponsors (A5) and its participants' receipted bids
+    /// (N1), each logged again for the next height.
+    fn carry_over(&mut self, out: &mut Out<'_>, block: &Block) {
+        let h = block.header.height;
+        // A change this node sponsors that the block does not carry (its batch was missing)
+        // goes into the next batch; one it carries is on the chain, applied or refused (A5).
+        let carried: BTreeSet<Digest> = block
+            .body
+            .process
+            .batches
+            .iter()
+            .flat_map(|b| b.body.changes.iter().map(SignedChange::id))
+            .collect();
+        for change in self.intake.changes.remove(&h).unwrap_or_default() {
+            if !carried.contains(&change.id()) {
+                out.persist(Record::Change {
+                    change: change.clone(),
+                    height: h + 1,
+                });
+                self.intake.changes.entry(h + 1).or_default().push(change);
+            }
+        }
+        // N1: receipted bids that this block does not carry go into the next batch. With a
+        // gate schedule their period's auction is over: the next block records them rejected
+        // as `OutsideGate` (N4), so the participant can read on the chain what became of them.
+        let on_chain: BTreeSet<Digest> = block
+            .body
+            .process
+            .batches
+            .iter()
+            .flat_map(|b| b.body.bids.iter().map(|sb| sb.body.id()))
+            .chain(
+                block
+                    .body
+                    .process
+                    .appeals
+                    .iter()
+                    .filter_map(|a| a.upheld_omission().map(|(bid, _)| bid.body.id())),
+            )
+            .collect();
+        for (bid, receipt) in self.intake.pool_take(h) {
+            if !on_chain.contains(&bid.body.id()) {
+                out.persist(Record::Bid {
+                    bid: bid.clone(),
+                    receipt: receipt.clone(),
+                    height: h + 1,
+                });
+                self.intake.pool_push(h + 1, bid, receipt);
+            }
+        }
+    }
+
+    /// This node's participants learn their trades in the decided block, and those whose
+    /// appeal it forwarded learn its resolution, or that it was not recorded (V5).
+    fn tell_participants(&mut self, out: &mut Out<'_>, block: &Block) {
+        let ctx = out.ctx;
+        let h = block.header.height;
+        let mut results: BTreeMap<ParticipantId, Vec<crate::market::Trade>> = BTreeMap::new();
+        for t in &block.body.trades {
+            if ctx
+                .genesis
+                .participant(t.participant)
+                .is_some_and(|p| p.home == ctx.me)
+            {
+                results.entry(t.participant).or_default().push(t.clone());
+            }
+        }
+        let digest = block.digest();
+        for (participant, trades) in results {
+            out.push(Effect::Reply {
+                to: participant,
+                reply: Reply::Result {
+                    height: h,
+                    block: digest,
+                    trades,
+                },
+            });
+        }
+        let resolutions: Vec<(ParticipantId, AppealResolution)> = block
+            .body
+            .process
+            .appeals
+            .iter()
+            .map(|a| (a.appeal.body.participant, a.resolution))
+            .collect();
+        for participant in std::mem::take(&mut self.appeals.forwarded) {
+            let reply = match resolutions.iter().find(|(p, _)| *p == participant) {
+                Some((_, resolution)) => Reply::AppealResolved {
+                    height: h,
+                    resolution: *resolution,
+                },
+                None => Reply::AppealRejected {
+                    reason: format!(
+                        "the appeal was not recorded in block {h}: negotiation had closed or the primary changed"
+                    ),
+                },
+            };
+            out.push(Effect::Reply {
+                to: participant,
+                reply,
+            });
+        }
     }
 }

@@ -226,38 +226,8 @@ impl NodeState {
                 (p.header.clone(), p.body.clone(), 0)
             }
             None => {
-                // N2: a block built after a skip carries every batch a skip voter reported;
-                // wait until they are all here (they travel with the votes).
-                let reported = self
-                    .justification
-                    .as_ref()
-                    .filter(|_| self.view > 0)
-                    .map(SkipCertificate::reported_homes)
-                    .unwrap_or_default();
-                if reported
-                    .iter()
-                    .any(|h| !self.intake.batches.contains_key(h))
-                {
+                let Some((header, body)) = self.build(out, revision) else {
                     return;
-                }
-                let plan = self.plan(ctx, revision);
-                let (rules, mut check) =
-                    content_checks(ctx, &self.committed_nonces, &mut self.verified);
-                let Ok(body) = rules.build_body(plan, &mut check) else {
-                    return;
-                };
-                let prev_ts = self.prev.as_ref().map_or(Timestamp(0), |p| p.timestamp);
-                let header = BlockHeader {
-                    version: BLOCK_VERSION,
-                    chain_id: ctx.chain_id,
-                    height: self.height,
-                    view: self.view,
-                    revision,
-                    previous: self.prev_digest(ctx),
-                    trades_root: body.trades_root(),
-                    process_hash: body.process_hash(),
-                    timestamp: out.now.max(prev_ts),
-                    primary: ctx.me,
                 };
                 (header, Arc::new(body), revision)
             }
@@ -295,5 +265,42 @@ impl NodeState {
         self.round.negotiation.answered.clear();
         out.push(Effect::CancelTimer(Timer::BatchWait(self.height)));
         self.on_proposal(out, ctx.me, proposal);
+    }
+
+    /// A new block for (view, `revision`) from everything this node holds, by the content
+    /// rules (spec V2), or nothing while a batch a skip voter reported is missing (N2).
+    fn build(&mut self, out: &Out<'_>, revision: u32) -> Option<(BlockHeader, BlockBody)> {
+        let ctx = out.ctx;
+        // N2: a block built after a skip carries every batch a skip voter reported; wait until
+        // they are all here (they travel with the votes).
+        let reported = self
+            .justification
+            .as_ref()
+            .filter(|_| self.view > 0)
+            .map(SkipCertificate::reported_homes)
+            .unwrap_or_default();
+        if reported
+            .iter()
+            .any(|h| !self.intake.batches.contains_key(h))
+        {
+            return None;
+        }
+        let plan = self.plan(ctx, revision);
+        let (rules, mut check) = content_checks(ctx, &self.committed_nonces, &mut self.verified);
+        let body = rules.build_body(plan, &mut check).ok()?;
+        let prev_ts = self.prev.as_ref().map_or(Timestamp(0), |p| p.timestamp);
+        let header = BlockHeader {
+            version: BLOCK_VERSION,
+            chain_id: ctx.chain_id,
+            height: self.height,
+            view: self.view,
+            revision,
+            previous: self.prev_digest(ctx),
+            trades_root: body.trades_root(),
+            process_hash: body.process_hash(),
+            timestamp: out.now.max(prev_ts),
+            primary: ctx.me,
+        };
+        Some((header, body))
     }
 }
