@@ -37,10 +37,10 @@ pub(super) struct SimOutbox<'c> {
     pub(super) me: NodeId,
 }
 
-impl Outbox for SimOutbox<'_> {
-    fn send(&mut self, to: NodeId, msg: Message) {
+impl SimOutbox<'_> {
+    /// Schedules the delivery of `msg` to `to` one latency from now.
+    fn deliver(&mut self, to: NodeId, msg: Message) {
         let c = &mut *self.cluster;
-        c.measure(&msg);
         c.schedule_from(
             self.i,
             c.now + LATENCY_MS,
@@ -51,26 +51,25 @@ impl Outbox for SimOutbox<'_> {
             },
         );
     }
+}
+
+impl Outbox for SimOutbox<'_> {
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.cluster.measure(&msg);
+        self.deliver(to, msg);
+    }
 
     fn broadcast(&mut self, msg: Message) {
-        let c = &mut *self.cluster;
-        c.measure(&msg);
-        let others: Vec<NodeId> = c
+        self.cluster.measure(&msg);
+        let others: Vec<NodeId> = self
+            .cluster
             .nodes
             .iter()
             .map(|n| n.ctx.me)
             .filter(|&m| m != self.me)
             .collect();
         for to in others {
-            c.schedule_from(
-                self.i,
-                c.now + LATENCY_MS,
-                Event::Deliver {
-                    from: self.me,
-                    to,
-                    msg: msg.clone(),
-                },
-            );
+            self.deliver(to, msg.clone());
         }
     }
 
