@@ -11,6 +11,7 @@
 
 use std::fmt;
 
+use super::content::ContentRules;
 use super::context::{Context, SecurityCheck};
 use super::node::Lock;
 use super::types::Record;
@@ -24,8 +25,6 @@ use crate::genesis::Genesis;
 use crate::market::SignedBatch;
 use crate::registry::{Party, RegistryChange, SignedChange};
 use crate::units::NodeId;
-
-use super::content::ContentRules;
 
 /// The protocol's decision rules (see the module documentation). The spec property each
 /// method decides is named in its documentation.

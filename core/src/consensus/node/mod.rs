@@ -84,7 +84,7 @@ pub const MAX_FALLBACK_LEVELS: u32 = 64;
 // The node's limits against each other (spec 1.3, D25); the message and frame limits are
 // related in `wire.rs` and `compact.rs`. The build fails if a change breaks one.
 const _: () = {
-    use crate::block::{MAX_APPEALS, MAX_VIEW};
+    use crate::block::MAX_VIEW;
     use crate::genesis::{
         MAX_MEMBERS, MAX_REVISIONS_LIMIT, MAX_ROUND_STEPS_COUPLED, MAX_ROUND_STEPS_MATCHED,
     };
